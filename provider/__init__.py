@@ -1,0 +1,1 @@
+"""PlanGate OpenFeature provider."""

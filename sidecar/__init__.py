@@ -1,0 +1,1 @@
+"""The PlanGate sidecar: catalog, engine, store, sync, server and CLI layers."""

@@ -1,0 +1,182 @@
+"""Accounts declared in the catalog file, and the subscription rules shared with the admin API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from .features import read_entitlement
+from .model import Account, AddOn, Entitlement, Feature, Grant, Override, Plan, Subscription, freeze
+from .source import Document, Path
+from .values import check_keys, read_list, read_mapping, read_str, read_time
+
+_ACCOUNT = {"id", "name", "attributes", "subscriptions", "overrides", "grants"}
+_SUBSCRIPTION = {"id", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members"}
+_GRANT = {"id", "feature", "value", "starts_at", "ends_at"}
+
+
+def subscription_problems(
+    plan: Plan, addons: Mapping[str, int], catalog_addons: Mapping[str, AddOn]
+) -> list[tuple[str | None, str]]:
+    """Why a plan + add-ons combination is not allowed: (add-on key or None, message) pairs.
+
+    Shared by the catalog loader and the admin API so both refuse the same things.
+    """
+    out: list[tuple[str | None, str]] = []
+    for key, quantity in addons.items():
+        addon = catalog_addons.get(key)
+        if addon is None:
+            out.append((key, f"unknown add-on {key!r} (add-ons: {', '.join(sorted(catalog_addons))})"))
+            continue
+        if addon.requires and plan.key not in addon.requires:
+            allowed = ", ".join(sorted(addon.requires))
+            out.append((key, f"add-on {key!r} cannot be attached to plan {plan.key!r} (requires one of: {allowed})"))
+        elif not addon.requires and addon.product != plan.product:
+            out.append((key, f"add-on {key!r} belongs to product {addon.product!r}, plan {plan.key!r} does not"))
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+            out.append((key, f"quantity of {key!r} must be a positive integer, got {quantity!r}"))
+        elif quantity > addon.max_quantity:
+            out.append((key, f"quantity {quantity} of {key!r} exceeds its max_quantity {addon.max_quantity}"))
+    return out
+
+
+def read_accounts(
+    doc: Document,
+    raw: Any,
+    plans: Mapping[str, Plan],
+    addons: Mapping[str, AddOn],
+    features: Mapping[str, Feature],
+) -> dict[str, Account]:
+    out: dict[str, Account] = {}
+    for i, item in enumerate(read_list(doc, ("accounts",), raw)):
+        path: Path = ("accounts", i)
+        data = read_mapping(doc, path, item)
+        check_keys(doc, path, data, _ACCOUNT)
+        account_id = read_str(doc, (*path, "id"), data.get("id"))
+        if account_id is None:
+            continue
+        if account_id in out:
+            doc.error((*path, "id"), f"account {account_id!r} is declared twice")
+            continue
+        reader = _AccountReader(doc, path, account_id, plans, addons, features)
+        out[account_id] = Account(
+            id=account_id,
+            name=str(data.get("name") or ""),
+            attributes=freeze(read_mapping(doc, (*path, "attributes"), data.get("attributes"))),
+            subscriptions=reader.subscriptions(data.get("subscriptions")),
+            overrides=reader.overrides(data.get("overrides")),
+            grants=reader.grants(data.get("grants")),
+            declared=True,
+        )
+    return out
+
+
+class _AccountReader:
+    def __init__(
+        self,
+        doc: Document,
+        path: Path,
+        account_id: str,
+        plans: Mapping[str, Plan],
+        addons: Mapping[str, AddOn],
+        features: Mapping[str, Feature],
+    ) -> None:
+        self.doc, self.path, self.account_id = doc, path, account_id
+        self.plans, self.addons, self.features = plans, addons, features
+
+    def _plan(self, ref: Any, path: Path) -> Plan | None:
+        plan = self.plans.get(ref) if isinstance(ref, str) else None
+        if plan is None:
+            matches = [p for p in self.plans.values() if p.slug == ref]
+            plan = matches[0] if len(matches) == 1 else None
+        if plan is None:
+            self.doc.error(path, f"unknown plan {ref!r} (plans: {', '.join(sorted(self.plans))})")
+        return plan
+
+    def subscriptions(self, raw: Any) -> tuple[Subscription, ...]:
+        doc = self.doc
+        out: list[Subscription] = []
+        for j, item in enumerate(read_list(doc, (*self.path, "subscriptions"), raw)):
+            path: Path = (*self.path, "subscriptions", j)
+            data = read_mapping(doc, path, item)
+            check_keys(doc, path, data, _SUBSCRIPTION)
+            plan = self._plan(data.get("plan"), (*path, "plan"))
+            addon_qty = {str(k): v for k, v in read_mapping(doc, (*path, "addons"), data.get("addons")).items()}
+            starts_at, ends_at, trial = (
+                self._time(path, data, "starts_at"),
+                self._time(path, data, "ends_at"),
+                self._time(path, data, "trial_ends_at"),
+            )
+            if starts_at and ends_at and ends_at <= starts_at:
+                doc.error((*path, "ends_at"), "ends_at must be after starts_at")
+            members = read_list(doc, (*path, "members"), data.get("members"))
+            for k, member in enumerate(members):
+                read_str(doc, (*path, "members", k), member)
+            if plan is None:
+                continue
+            for addon_key, message in subscription_problems(plan, addon_qty, self.addons):
+                doc.error((*path, "addons", addon_key) if addon_key else (*path, "addons"), message)
+            out.append(
+                Subscription(
+                    id=str(data.get("id") or f"{self.account_id}/{j}"),
+                    owner=self.account_id,
+                    plan=plan.key,
+                    addons=MappingProxyType(addon_qty),
+                    starts_at=starts_at,
+                    ends_at=ends_at,
+                    trial_ends_at=trial,
+                    members=tuple(str(m) for m in members if isinstance(m, str)),
+                )
+            )
+        return tuple(out)
+
+    def _time(self, path: Path, data: dict[str, Any], key: str) -> datetime | None:
+        return None if data.get(key) is None else read_time(self.doc, (*path, key), data[key])
+
+    def _feature(self, ref: Any, path: Path) -> Feature | None:
+        feature = self.features.get(ref) if isinstance(ref, str) else None
+        if feature is None:
+            self.doc.error(path, f"unknown feature {ref!r}")
+        return feature
+
+    def overrides(self, raw: Any) -> Mapping[str, Override]:
+        out: dict[str, Override] = {}
+        base = (*self.path, "overrides")
+        for ref, value in read_mapping(self.doc, base, raw).items():
+            path = (*base, ref)
+            feature = self._feature(ref, path)
+            if feature is None:
+                continue
+            expires_at = None
+            # `{value: V, expires_at: T}` wraps a value that expires; anything else is the value.
+            if isinstance(value, dict) and "value" in value and set(value) <= {"value", "expires_at"}:
+                if value.get("expires_at") is not None:
+                    expires_at = read_time(self.doc, (*path, "expires_at"), value["expires_at"])
+                value, path = value["value"], (*path, "value")
+            parsed = read_entitlement(self.doc, path, value, feature)
+            if parsed is not None:
+                out[feature.key] = Override(feature.key, parsed, expires_at)
+        return MappingProxyType(out)
+
+    def grants(self, raw: Any) -> tuple[Grant, ...]:
+        out: list[Grant] = []
+        for j, item in enumerate(read_list(self.doc, (*self.path, "grants"), raw)):
+            path: Path = (*self.path, "grants", j)
+            data = read_mapping(self.doc, path, item)
+            check_keys(self.doc, path, data, _GRANT)
+            feature = self._feature(data.get("feature"), (*path, "feature"))
+            if feature is None:
+                continue
+            if "value" not in data:
+                self.doc.error((*path, "value"), "a grant needs a value")
+                continue
+            value: Entitlement | None = read_entitlement(self.doc, (*path, "value"), data["value"], feature)
+            starts_at, ends_at = self._time(path, data, "starts_at"), self._time(path, data, "ends_at")
+            if starts_at and ends_at and ends_at <= starts_at:
+                self.doc.error((*path, "ends_at"), "ends_at must be after starts_at")
+            if value is not None:
+                grant_id = str(data.get("id") or f"{self.account_id}/grant/{j}")
+                out.append(Grant(grant_id, feature.key, value, starts_at, ends_at))
+        return tuple(out)

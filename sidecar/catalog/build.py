@@ -1,0 +1,367 @@
+"""Turning a parsed catalog document into a validated `Catalog`.
+
+All problems in a file are collected before failing, so a person fixes a file in one pass.
+References (extends, requires, feature keys, plans of subscriptions) are resolved here, so
+the engine never meets a dangling name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path as FsPath
+from types import MappingProxyType
+from typing import Any
+
+from .accounts import read_accounts
+from .features import read_entitlement, read_feature
+from .model import (
+    AddOn,
+    Catalog,
+    Entitlement,
+    Feature,
+    FeatureType,
+    Plan,
+    Price,
+    Product,
+    Quota,
+    QuotaAction,
+    Threshold,
+)
+from .source import CatalogError, Document, Path, Problem, parse
+from .values import check_keys, is_number, read_list, read_mapping, read_str, slugify
+
+_TOP = {"products", "accounts"}
+_PRODUCT = {"name", "slug", "description", "features", "plans", "addons"}
+_PLAN = {"name", "slug", "description", "extends", "price", "entitlements", "quotas"}
+_ADDON = {"name", "slug", "description", "requires", "max_quantity", "entitlements"}
+
+
+def load_catalog(file: str | FsPath) -> Catalog:
+    """Read and validate a catalog file; raises `CatalogError` naming file, line and path."""
+    path = FsPath(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError([Problem(str(file), 1, "(document)", f"cannot read file: {exc}")]) from exc
+    return parse_catalog(text, str(file))
+
+
+def parse_catalog(text: str, file: str = "catalog.yaml") -> Catalog:
+    doc = parse(text, file)
+    catalog = _Builder(doc).build(hashlib.sha256(text.encode()).hexdigest()[:12])
+    if doc.problems:
+        raise CatalogError(sorted(doc.problems, key=lambda p: p.line))
+    return catalog
+
+
+class _Builder:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.products: dict[str, Product] = {}
+        self.features: dict[str, Feature] = {}
+        self.product_features: dict[str, dict[str, Feature]] = {}
+        self.plans: dict[str, Plan] = {}
+        self.addons: dict[str, AddOn] = {}
+
+    def build(self, version: str) -> Catalog:
+        doc = self.doc
+        root = doc.data
+        if not isinstance(root, dict):
+            doc.error((), "a catalog is a mapping with `products:` (and optionally `accounts:`)")
+            root = {}
+        check_keys(doc, (), root, _TOP)
+        products = [
+            (i, read_mapping(doc, ("products", i), p))
+            for i, p in enumerate(read_list(doc, ("products",), root.get("products")))
+        ]
+        for i, data in products:
+            self._product_features(("products", i), data)
+        self._qualify_shared_slugs()
+        raw_plans = self._collect(products, "plans", _PLAN)
+        raw_addons = self._collect(products, "addons", _ADDON)
+        self._plans(raw_plans)
+        self._addons(raw_addons)
+        accounts = read_accounts(doc, root.get("accounts"), self.plans, self.addons, self.features)
+        return Catalog(
+            version=version,
+            source=doc.file,
+            products=MappingProxyType(self.products),
+            features=MappingProxyType(self.features),
+            plans=MappingProxyType(self.plans),
+            addons=MappingProxyType(self.addons),
+            accounts=MappingProxyType(accounts),
+        )
+
+    # -- products and features -------------------------------------------------------------
+
+    def _product_features(self, path: Path, data: dict[str, Any]) -> None:
+        doc = self.doc
+        check_keys(doc, path, data, _PRODUCT)
+        name = read_str(doc, (*path, "name"), data.get("name"))
+        if name is None:
+            return
+        slug = slugify(str(data.get("slug") or name))
+        if slug in self.products:
+            doc.error((*path, "name"), f"product slug {slug!r} is already used by another product")
+            return
+        self.products[slug] = Product(slug, name)
+        by_slug: dict[str, Feature] = {}
+        for j, raw in enumerate(read_list(doc, (*path, "features"), data.get("features"))):
+            fpath = (*path, "features", j)
+            feature = read_feature(doc, fpath, read_mapping(doc, fpath, raw), slug)
+            if feature is None:
+                continue
+            if feature.slug in by_slug:
+                doc.error(
+                    (*fpath, "name"),
+                    f"feature slug {feature.slug!r} is already used in product {slug!r}; "
+                    "slugs are unique within a product (rename it or set `slug:`)",
+                )
+                continue
+            by_slug[feature.slug] = feature
+        self.product_features[slug] = by_slug
+
+    def _qualify_shared_slugs(self) -> None:
+        """A slug shared by two products is addressed as `product/slug` (design §3)."""
+        counts: dict[str, int] = {}
+        for by_slug in self.product_features.values():
+            for s in by_slug:
+                counts[s] = counts.get(s, 0) + 1
+        for product, by_slug in self.product_features.items():
+            for s, feature in list(by_slug.items()):
+                if counts[s] > 1:
+                    feature = _with_key(feature, f"{product}/{s}")
+                    by_slug[s] = feature
+                self.features[feature.key] = feature
+
+    def _find_feature(self, product: str, ref: Any, path: Path) -> Feature | None:
+        if isinstance(ref, str):
+            found = self.product_features.get(product, {}).get(ref) or self.features.get(ref)
+            if found is not None:
+                return found
+        known = ", ".join(sorted(f.key for f in self.product_features.get(product, {}).values()))
+        self.doc.error(path, f"unknown feature {ref!r} (features of product {product!r}: {known})")
+        return None
+
+    def _entitlements(self, product: str, path: Path, raw: Any) -> dict[str, Entitlement]:
+        out: dict[str, Entitlement] = {}
+        for ref, value in read_mapping(self.doc, path, raw).items():
+            feature = self._find_feature(product, ref, (*path, ref))
+            if feature is None:
+                continue
+            parsed = read_entitlement(self.doc, (*path, ref), value, feature)
+            if parsed is not None:
+                out[feature.key] = parsed
+        return out
+
+    # -- plans and add-ons -----------------------------------------------------------------
+
+    def _collect(
+        self, products: list[tuple[int, dict[str, Any]]], kind: str, allowed: set[str]
+    ) -> list[tuple[Path, str, str, dict[str, Any]]]:
+        """(path, product, slug, data) for each plan/add-on, with slugs checked for clashes."""
+        doc = self.doc
+        out: list[tuple[Path, str, str, dict[str, Any]]] = []
+        seen: set[tuple[str, str]] = set()
+        for i, pdata in products:
+            product = slugify(str(pdata.get("slug") or pdata.get("name") or ""))
+            if product not in self.products:
+                continue
+            for j, raw in enumerate(read_list(doc, ("products", i, kind), pdata.get(kind))):
+                path: Path = ("products", i, kind, j)
+                data = read_mapping(doc, path, raw)
+                check_keys(doc, path, data, allowed)
+                name = read_str(doc, (*path, "name"), data.get("name"))
+                if name is None:
+                    continue
+                slug = slugify(str(data.get("slug") or name))
+                if (product, slug) in seen:
+                    doc.error((*path, "name"), f"{kind[:-1]} slug {slug!r} is already used in product {product!r}")
+                    continue
+                seen.add((product, slug))
+                out.append((path, product, slug, data))
+        return out
+
+    @staticmethod
+    def _keys(items: list[tuple[Path, str, str, dict[str, Any]]]) -> dict[tuple[str, str], str]:
+        counts: dict[str, int] = {}
+        for _, _, slug, _ in items:
+            counts[slug] = counts.get(slug, 0) + 1
+        return {(p, s): (s if counts[s] == 1 else f"{p}/{s}") for _, p, s, _ in items}
+
+    def _plans(self, items: list[tuple[Path, str, str, dict[str, Any]]]) -> None:
+        doc = self.doc
+        keys = self._keys(items)
+        by_key = {keys[(p, s)]: (path, p, s, d) for path, p, s, d in items}
+        own: dict[str, dict[str, Entitlement]] = {}
+        parents: dict[str, str | None] = {}
+        for key, (path, product, slug, data) in by_key.items():
+            own[key] = self._entitlements(product, (*path, "entitlements"), data.get("entitlements"))
+            parent = data.get("extends")
+            if parent is None:
+                parents[key] = None
+                continue
+            parent_key = keys.get((product, slugify(str(parent)))) or (parent if parent in by_key else None)
+            if parent_key is None:
+                doc.error((*path, "extends"), f"unknown plan {parent!r} (plans: {', '.join(sorted(by_key))})")
+            parents[key] = parent_key
+        for key, (path, product, slug, data) in by_key.items():
+            chain = self._chain(key, parents, (*path, "extends"))
+            merged: dict[str, Entitlement] = {}
+            for ancestor in reversed(chain):
+                merged.update(own[ancestor])
+            self.plans[key] = Plan(
+                key=key,
+                slug=slug,
+                name=str(data["name"]),
+                product=product,
+                extends=parents[key],
+                own=MappingProxyType(own[key]),
+                entitlements=MappingProxyType(merged),
+                price=self._price((*path, "price"), data.get("price")),
+            )
+        for key, (path, product, _, data) in by_key.items():
+            quotas = self._quotas(product, self.plans[key], (*path, "quotas"), data.get("quotas"))
+            if quotas:
+                self.plans[key] = _with_quotas(self.plans[key], quotas)
+
+    def _chain(self, key: str, parents: dict[str, str | None], path: Path) -> list[str]:
+        chain = [key]
+        parent = parents.get(key)
+        while parent is not None:
+            if parent in chain:
+                cycle = " -> ".join([*chain, parent])
+                self.doc.error(path, f"plans extend each other in a cycle: {cycle}")
+                return chain
+            chain.append(parent)
+            parent = parents.get(parent)
+        return chain
+
+    def _price(self, path: Path, raw: Any) -> Price | None:
+        if raw is None:
+            return None
+        data = read_mapping(self.doc, path, raw)
+        check_keys(self.doc, path, data, {"amount", "currency", "interval"})
+        if not is_number(data.get("amount")) or data["amount"] < 0:
+            self.doc.error((*path, "amount"), "must be a non-negative number")
+            return None
+        return Price(float(data["amount"]), str(data.get("currency", "USD")), str(data.get("interval", "month")))
+
+    def _quotas(self, product: str, plan: Plan, path: Path, raw: Any) -> tuple[Quota, ...]:
+        doc = self.doc
+        out: list[Quota] = []
+        for i, qraw in enumerate(read_list(doc, path, raw)):
+            qpath = (*path, i)
+            data = read_mapping(doc, qpath, qraw)
+            check_keys(doc, qpath, data, {"feature", "at", "actions"})
+            feature = self._find_feature(product, data.get("feature"), (*qpath, "feature"))
+            if feature is None:
+                continue
+            if feature.type is not FeatureType.METERED:
+                doc.error((*qpath, "feature"), f"quotas apply to metered features; {feature.key} is {feature.type.value}")
+                continue
+            if feature.key not in plan.entitlements:
+                doc.error((*qpath, "feature"), f"plan {plan.key!r} has no limit for {feature.key}")
+                continue
+            thresholds = [self._threshold((*qpath, "at", j), t) for j, t in enumerate(read_list(doc, (*qpath, "at"), data.get("at")))]
+            if not thresholds:
+                doc.error((*qpath, "at"), 'needs at least one threshold, e.g. [80%, 100%] or [5000]')
+            actions = [self._action(product, (*qpath, "actions", j), a) for j, a in enumerate(read_list(doc, (*qpath, "actions"), data.get("actions")))]
+            out.append(
+                Quota(
+                    feature.key,
+                    tuple(t for t in thresholds if t is not None),
+                    tuple(a for a in actions if a is not None),
+                )
+            )
+        return tuple(out)
+
+    def _threshold(self, path: Path, raw: Any) -> Threshold | None:
+        if isinstance(raw, str) and raw.endswith("%"):
+            try:
+                percent = float(raw[:-1])
+            except ValueError:
+                percent = -1
+            if percent > 0:
+                return Threshold(percent=percent)
+        elif is_number(raw) and raw > 0:
+            return Threshold(amount=float(raw))
+        self.doc.error(path, f'a threshold is a percentage like "80%" or a positive number, got {raw!r}')
+        return None
+
+    def _action(self, product: str, path: Path, raw: Any) -> QuotaAction | None:
+        doc = self.doc
+        data = read_mapping(doc, path, raw)
+        kinds = [k for k in ("webhook", "override", "change_plan") if k in data]
+        if len(kinds) != 1:
+            doc.error(path, "an action is exactly one of `webhook: URL`, `override: {feature, value}`, `change_plan: PLAN`")
+            return None
+        kind = kinds[0]
+        if kind == "webhook":
+            check_keys(doc, path, data, {"webhook", "secret_env", "secret_file"})
+            url = read_str(doc, (*path, "webhook"), data["webhook"])
+            if url is None:
+                return None
+            if not url.startswith(("http://", "https://")):
+                doc.error((*path, "webhook"), f"must be an http:// or https:// URL, got {url!r}")
+                return None
+            return QuotaAction("webhook", target=url, secret_env=str(data.get("secret_env") or ""), secret_file=str(data.get("secret_file") or ""))
+        if kind == "change_plan":
+            check_keys(doc, path, data, {"change_plan"})
+            target = data["change_plan"]
+            key = target if target in self._all_plan_refs() else None
+            if key is None:
+                doc.error((*path, "change_plan"), f"unknown plan {target!r}")
+                return None
+            return QuotaAction("change_plan", target=self._all_plan_refs()[key])
+        check_keys(doc, path, data, {"override"})
+        spec = read_mapping(doc, (*path, "override"), data["override"])
+        check_keys(doc, (*path, "override"), spec, {"feature", "value"})
+        feature = self._find_feature(product, spec.get("feature"), (*path, "override", "feature"))
+        if feature is None:
+            return None
+        value = read_entitlement(doc, (*path, "override", "value"), spec.get("value"), feature)
+        if value is None:
+            return None
+        return QuotaAction("override", feature=feature.key, value=value)
+
+    def _all_plan_refs(self) -> dict[str, str]:
+        refs = {key: key for key in self.plans}
+        refs.update({plan.slug: key for key, plan in self.plans.items() if key != plan.slug and plan.slug not in refs})
+        return refs
+
+    def _addons(self, items: list[tuple[Path, str, str, dict[str, Any]]]) -> None:
+        doc = self.doc
+        keys = self._keys(items)
+        plan_refs = self._all_plan_refs()
+        for path, product, slug, data in items:
+            requires: set[str] = set()
+            for j, ref in enumerate(read_list(doc, (*path, "requires"), data.get("requires"))):
+                plan_key = plan_refs.get(f"{product}/{ref}") or plan_refs.get(str(ref))
+                if plan_key is None:
+                    doc.error((*path, "requires", j), f"unknown plan {ref!r} (plans: {', '.join(sorted(self.plans))})")
+                else:
+                    requires.add(plan_key)
+            max_quantity = data.get("max_quantity", 1)
+            if not isinstance(max_quantity, int) or isinstance(max_quantity, bool) or max_quantity < 1:
+                doc.error((*path, "max_quantity"), f"must be a positive integer, got {max_quantity!r}")
+                max_quantity = 1
+            key = keys[(product, slug)]
+            self.addons[key] = AddOn(
+                key=key,
+                slug=slug,
+                name=str(data["name"]),
+                product=product,
+                requires=frozenset(requires),
+                max_quantity=max_quantity,
+                entitlements=MappingProxyType(self._entitlements(product, (*path, "entitlements"), data.get("entitlements"))),
+            )
+
+
+def _with_key(feature: Feature, key: str) -> Feature:
+    return replace(feature, key=key)
+
+
+def _with_quotas(plan: Plan, quotas: tuple[Quota, ...]) -> Plan:
+    return replace(plan, quotas=quotas)

@@ -1,0 +1,230 @@
+"""Reading feature definitions and entitlement values, which depend on the feature's type."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from .model import (
+    UNLIMITED,
+    Aggregation,
+    Anchor,
+    Entitlement,
+    Feature,
+    FeatureType,
+    MeteredLimit,
+    Reset,
+    Scope,
+    freeze,
+)
+from .source import Document, Path
+from .values import check_keys, is_number, read_list, read_str, slugify
+
+_COMMON = {"name", "slug", "type", "description", "default", "archived"}
+_BY_TYPE: dict[FeatureType, set[str]] = {
+    FeatureType.BOOLEAN: set(),
+    FeatureType.FLAG: set(),
+    FeatureType.INTEGER: {"min", "max", "step", "infinite"},
+    FeatureType.STRING: {"values"},
+    FeatureType.LIST: {"values"},
+    FeatureType.OBJECT: set(),
+    FeatureType.METERED: {"unit", "aggregation", "reset", "anchor", "scope"},
+}
+
+
+def _enum(doc: Document, path: Path, value: Any, enum: type[Any], default: Any) -> Any:
+    if value is None:
+        return default
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(e.value for e in enum)
+        doc.error(path, f"must be one of {choices}, got {value!r}")
+        return default
+
+
+def read_feature(doc: Document, path: Path, data: dict[str, Any], product: str) -> Feature | None:
+    name = read_str(doc, (*path, "name"), data.get("name"))
+    ftype = _enum(doc, (*path, "type"), data.get("type"), FeatureType, None)
+    if data.get("type") is None:
+        doc.error((*path, "type"), f"is required ({', '.join(t.value for t in FeatureType)})")
+    if name is None or ftype is None:
+        return None
+    check_keys(doc, path, data, _COMMON | _BY_TYPE[ftype])
+    slug = slugify(str(data.get("slug") or name))
+    if not slug:
+        doc.error((*path, "slug"), f"name {name!r} gives an empty slug; add `slug:`")
+        return None
+    archived = data.get("archived", False)
+    if not isinstance(archived, bool):
+        doc.error((*path, "archived"), "must be true or false")
+        archived = False
+    feature = Feature(
+        key=slug,
+        slug=slug,
+        name=name,
+        product=product,
+        type=ftype,
+        default=None,
+        archived=archived,
+        description=str(data.get("description") or ""),
+    )
+    if ftype is FeatureType.INTEGER:
+        feature = _integer_options(doc, path, data, feature)
+    elif ftype in (FeatureType.STRING, FeatureType.LIST) and "values" in data:
+        values = read_list(doc, (*path, "values"), data["values"])
+        if not all(isinstance(v, str) for v in values) or not values:
+            doc.error((*path, "values"), "must be a non-empty list of strings")
+        else:
+            feature = _replace(feature, values=tuple(values))
+    elif ftype is FeatureType.METERED:
+        feature = _replace(
+            feature,
+            unit=str(data.get("unit") or ""),
+            aggregation=_enum(
+                doc, (*path, "aggregation"), data.get("aggregation"), Aggregation, Aggregation.SUM
+            ),
+            reset=_enum(doc, (*path, "reset"), data.get("reset"), Reset, Reset.MONTHLY),
+            anchor=_enum(doc, (*path, "anchor"), data.get("anchor"), Anchor, Anchor.CALENDAR),
+            scope=_enum(doc, (*path, "scope"), data.get("scope"), Scope, Scope.ACCOUNT),
+        )
+    return _replace(feature, default=_default(doc, (*path, "default"), data, feature))
+
+
+def _replace(feature: Feature, **changes: Any) -> Feature:
+    return replace(feature, **changes)
+
+
+def _integer_options(doc: Document, path: Path, data: dict[str, Any], f: Feature) -> Feature:
+    options: dict[str, Any] = {}
+    for key in ("min", "max", "step"):
+        if key in data:
+            if not is_number(data[key]):
+                doc.error((*path, key), f"must be a number, got {data[key]!r}")
+            else:
+                options[key] = data[key]
+    if "step" in options and options["step"] <= 0:
+        doc.error((*path, "step"), "must be greater than 0")
+        del options["step"]
+    if "min" in options and "max" in options and options["min"] > options["max"]:
+        doc.error((*path, "max"), f"max {options['max']} is below min {options['min']}")
+    if "infinite" in data:
+        if not isinstance(data["infinite"], int) or isinstance(data["infinite"], bool):
+            doc.error((*path, "infinite"), f"must be an integer, got {data['infinite']!r}")
+        else:
+            options["infinite"] = data["infinite"]
+    return _replace(f, **options)
+
+
+def _default(doc: Document, path: Path, data: dict[str, Any], f: Feature) -> Any:
+    """The feature's default, as an entitlement value of its own type."""
+    fallback: dict[FeatureType, Any] = {
+        FeatureType.BOOLEAN: False,
+        FeatureType.FLAG: False,
+        FeatureType.INTEGER: 0 if f.min is None else f.min,
+        FeatureType.STRING: f.values[0] if f.values else "",
+        FeatureType.LIST: (),
+        FeatureType.OBJECT: freeze({}),
+        FeatureType.METERED: MeteredLimit(0),
+    }
+    if "default" not in data:
+        return fallback[f.type]
+    if f.type is FeatureType.FLAG and data["default"] is not False:
+        doc.error(path, "a flag feature is false wherever it is not granted; its default must be false")
+        return False
+    value = read_entitlement(doc, path, data["default"], f)
+    return fallback[f.type] if value is None else value
+
+
+def read_entitlement(doc: Document, path: Path, value: Any, f: Feature) -> Entitlement | None:
+    """Check an entitlement value against feature `f`; None (with a problem) when it does not fit."""
+    t = f.type
+    if t in (FeatureType.BOOLEAN, FeatureType.FLAG):
+        if isinstance(value, bool):
+            return value
+        doc.error(path, f"{f.key} is a {t.value} feature: expected true or false, got {value!r}")
+    elif t is FeatureType.INTEGER:
+        return _integer_value(doc, path, value, f)
+    elif t is FeatureType.STRING:
+        if not isinstance(value, str):
+            doc.error(path, f"{f.key} is a string feature: expected a string, got {value!r}")
+        elif f.values is not None and value not in f.values:
+            doc.error(path, f"{value!r} is not one of {f.key}'s values: {', '.join(f.values)}")
+        else:
+            return value
+    elif t is FeatureType.LIST:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            doc.error(path, f"{f.key} is a list feature: expected a list of strings, got {value!r}")
+        else:
+            unknown = [v for v in value if f.values is not None and v not in f.values]
+            if unknown:
+                doc.error(
+                    path,
+                    f"{', '.join(map(repr, unknown))} not among {f.key}'s values: "
+                    f"{', '.join(f.values or ())}",
+                )
+            else:
+                return tuple(dict.fromkeys(value))
+    elif t is FeatureType.OBJECT:
+        if isinstance(value, dict):
+            return freeze(value)  # type: ignore[no-any-return]
+        doc.error(path, f"{f.key} is an object feature: expected a mapping, got {value!r}")
+    else:
+        return _metered_value(doc, path, value)
+    return None
+
+
+def _integer_value(doc: Document, path: Path, value: Any, f: Feature) -> Entitlement | None:
+    if value == "unlimited":
+        return UNLIMITED
+    if not isinstance(value, int) or isinstance(value, bool):
+        doc.error(path, f"{f.key} is an integer feature: expected an integer or \"unlimited\", got {value!r}")
+        return None
+    if (f.min is not None and value < f.min) or (f.max is not None and value > f.max):
+        lo = "-inf" if f.min is None else f"{f.min:g}"
+        hi = "inf" if f.max is None else f"{f.max:g}"
+        doc.error(path, f"{value} is outside {f.key}'s range {lo}..{hi}")
+        return None
+    if f.step is not None:
+        base = f.min if f.min is not None else 0
+        steps = (value - base) / f.step
+        if not math.isclose(steps, round(steps)):
+            doc.error(path, f"{value} is not on {f.key}'s step of {f.step:g} (from {base:g})")
+            return None
+    return value
+
+
+def _metered_value(doc: Document, path: Path, value: Any) -> MeteredLimit | None:
+    bad = 'limit must be a non-negative number or "unlimited"'
+    if value == "unlimited":
+        return MeteredLimit(None)
+    if is_number(value):
+        if value < 0:
+            doc.error(path, bad)
+            return None
+        return MeteredLimit(float(value))
+    if not isinstance(value, dict):
+        doc.error(path, bad)
+        return None
+    check_keys(doc, path, value, {"limit", "soft", "overage_cap"})
+    limit = value.get("limit")
+    if limit != "unlimited" and not (is_number(limit) and limit >= 0):
+        doc.error((*path, "limit"), bad)
+        return None
+    soft = value.get("soft", False)
+    if not isinstance(soft, bool):
+        doc.error((*path, "soft"), "must be true or false")
+        return None
+    cap = value.get("overage_cap")
+    if cap is not None and not (is_number(cap) and cap >= 0):
+        doc.error((*path, "overage_cap"), "must be a non-negative number")
+        return None
+    if cap is not None and not soft:
+        doc.error((*path, "overage_cap"), "only a soft limit can have an overage cap; add `soft: true`")
+        return None
+    return MeteredLimit(
+        None if limit == "unlimited" else float(limit),
+        soft,
+        None if cap is None else float(cap),
+    )

@@ -1,0 +1,271 @@
+"""Immutable typed objects that a loaded catalog is made of.
+
+Everything here is frozen: a snapshot is shared by every evaluation thread, and a
+catalog change builds a new one rather than editing this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+"""One shared empty read-only mapping, so a million accounts without overrides hold no dicts."""
+
+
+class FeatureType(StrEnum):
+    BOOLEAN = "boolean"
+    FLAG = "flag"
+    INTEGER = "integer"
+    STRING = "string"
+    LIST = "list"
+    OBJECT = "object"
+    METERED = "metered"
+
+
+class Aggregation(StrEnum):
+    SUM = "sum"
+    UNIQUE = "unique"
+    GAUGE = "gauge"
+
+
+class Reset(StrEnum):
+    HOURLY = "hourly"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    YEARLY = "yearly"
+    NEVER = "never"
+
+
+class Anchor(StrEnum):
+    SUBSCRIPTION = "subscription"
+    CALENDAR = "calendar"
+
+
+class Scope(StrEnum):
+    ACCOUNT = "account"
+    SUBSCRIPTION = "subscription"
+
+
+class _Unlimited:
+    """The single "unlimited" entitlement value (integer and metered features)."""
+
+    _instance: _Unlimited | None = None
+
+    def __new__(cls) -> _Unlimited:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNLIMITED"
+
+    def __reduce__(self) -> str:
+        return "UNLIMITED"
+
+
+UNLIMITED = _Unlimited()
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredLimit:
+    """A metered entitlement: a hard limit, or a soft one with an optional overage cap."""
+
+    limit: float | None  # None means unlimited
+    soft: bool = False
+    overage_cap: float | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.limit is None
+
+
+JSONValue: TypeAlias = Any
+"""A JSON-shaped value (objects are read-only mappings, arrays are tuples)."""
+
+EntitlementValue: TypeAlias = bool | int | float | str | tuple[str, ...] | Mapping[str, Any]
+"""Value of an entitlement: bool, int/float or UNLIMITED, str, tuple (list), mapping, MeteredLimit."""
+
+Entitlement: TypeAlias = EntitlementValue | _Unlimited | MeteredLimit
+
+
+def freeze(value: JSONValue) -> JSONValue:
+    """Deep-freeze JSON data: dicts become read-only mappings, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: JSONValue) -> JSONValue:
+    """The inverse of `freeze`, for serialisation (JSON, protobuf Struct)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    key: str  # the evaluation key: slug, or "product/slug" where the slug is shared
+    slug: str
+    name: str
+    product: str  # product slug
+    type: FeatureType
+    default: JSONValue
+    archived: bool = False
+    description: str = ""
+    # integer
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    infinite: int = -1
+    # string / list
+    values: tuple[str, ...] | None = None
+    # metered
+    unit: str = ""
+    aggregation: Aggregation = Aggregation.SUM
+    reset: Reset = Reset.NEVER
+    anchor: Anchor = Anchor.CALENDAR
+    scope: Scope = Scope.ACCOUNT
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """A quota threshold: a fraction of the limit (0.8 for "80%") or an absolute amount."""
+
+    percent: float | None = None
+    amount: float | None = None
+
+    def value_for(self, limit: float) -> float:
+        return self.amount if self.amount is not None else limit * (self.percent or 0) / 100
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaAction:
+    kind: str  # "webhook" | "override" | "change_plan"
+    target: str = ""  # webhook URL or plan key
+    feature: str = ""  # override: feature key
+    value: JSONValue = None  # override: value
+    secret_env: str = ""
+    secret_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    feature: str
+    thresholds: tuple[Threshold, ...]
+    actions: tuple[QuotaAction, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    amount: float
+    currency: str
+    interval: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    key: str
+    slug: str
+    name: str
+    product: str
+    extends: str | None
+    own: Mapping[str, Entitlement]  # entitlements written on this plan
+    entitlements: Mapping[str, Entitlement]  # own + inherited (own win)
+    quotas: tuple[Quota, ...] = ()
+    price: Price | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddOn:
+    key: str
+    slug: str
+    name: str
+    product: str
+    requires: frozenset[str]  # plan keys; empty = any plan of the product
+    max_quantity: int
+    entitlements: Mapping[str, Entitlement]
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    owner: str
+    plan: str
+    addons: Mapping[str, int] = field(default_factory=lambda: EMPTY)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    trial_ends_at: datetime | None = None
+    members: tuple[str, ...] = ()
+
+    def active_at(self, now: datetime) -> bool:
+        return (self.starts_at is None or self.starts_at <= now) and (
+            self.ends_at is None or now < self.ends_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    feature: str
+    value: Entitlement
+    expires_at: datetime | None = None
+
+    def active_at(self, now: datetime) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    id: str
+    feature: str
+    value: Entitlement
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+    def active_at(self, now: datetime) -> bool:
+        return (self.starts_at is None or self.starts_at <= now) and (
+            self.ends_at is None or now < self.ends_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    name: str = ""
+    attributes: Mapping[str, JSONValue] = field(default_factory=lambda: EMPTY)
+    subscriptions: tuple[Subscription, ...] = ()
+    overrides: Mapping[str, Override] = field(default_factory=lambda: EMPTY)
+    grants: tuple[Grant, ...] = ()
+    declared: bool = False  # True when the catalog file declares it (it is then read-only)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """A validated catalog: every reference in it resolves."""
+
+    version: str  # content hash: changes exactly when the catalog changes
+    source: str  # file path, for error messages
+    products: Mapping[str, Product]
+    features: Mapping[str, Feature]  # by evaluation key
+    plans: Mapping[str, Plan]  # by plan key
+    addons: Mapping[str, AddOn]  # by add-on key
+    accounts: Mapping[str, Account]  # declared in the file, by id
+
+    def feature(self, key: str) -> Feature | None:
+        return self.features.get(key)
