@@ -1,1 +1,36 @@
+"""Pure evaluation: (snapshot, account, feature, context, now) -> Decision. No I/O, no clock."""
 
+from .decision import Decision, Denial, ErrorCode, EvaluationError, Metering, Reason
+from .evaluate import evaluate, find_feature, metered_access, slot_for
+from .periods import Period, period_containing
+from .snapshot import PlanResolver, Snapshot, UsageView, memberships_of
+from .typed import Kind, detail, metadata, resolve_as
+from .usage import Mode, UsageRejected, UsageReport, check_report, next_value
+
+__all__ = [
+    "Decision",
+    "Denial",
+    "ErrorCode",
+    "EvaluationError",
+    "Kind",
+    "Metering",
+    "Mode",
+    "Period",
+    "PlanResolver",
+    "Reason",
+    "Snapshot",
+    "UsageRejected",
+    "UsageReport",
+    "UsageView",
+    "check_report",
+    "detail",
+    "evaluate",
+    "find_feature",
+    "memberships_of",
+    "metadata",
+    "metered_access",
+    "next_value",
+    "period_containing",
+    "resolve_as",
+    "slot_for",
+]

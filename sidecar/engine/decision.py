@@ -1,0 +1,75 @@
+"""The result of one evaluation, in OpenFeature's vocabulary of reasons and error codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ..catalog.model import FeatureType
+
+
+class Reason(StrEnum):
+    TARGETING_MATCH = "TARGETING_MATCH"
+    DEFAULT = "DEFAULT"
+    DISABLED = "DISABLED"
+    ERROR = "ERROR"
+
+
+class ErrorCode(StrEnum):
+    FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
+    TYPE_MISMATCH = "TYPE_MISMATCH"
+    TARGETING_KEY_MISSING = "TARGETING_KEY_MISSING"
+    INVALID_CONTEXT = "INVALID_CONTEXT"
+    PARSE_ERROR = "PARSE_ERROR"
+    GENERAL = "GENERAL"
+
+
+class Denial(StrEnum):
+    ACCOUNT_NOT_FOUND = "account_not_found"
+    NO_ENTITLEMENT = "no_entitlement"
+    USAGE_LIMIT_REACHED = "usage_limit_reached"
+    REQUESTED_EXCEEDS_LIMIT = "requested_exceeds_limit"
+    FEATURE_DISABLED = "feature_disabled"
+
+
+class EvaluationError(Exception):
+    """An evaluation that cannot produce a value; `code` is OpenFeature's error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Metering:
+    """The metered part of a decision."""
+
+    limit: float | None  # None when unlimited
+    used: float
+    remaining: float | None  # None when unlimited
+    soft_limit: bool
+    overage_cap: float | None
+    overage: float
+    period_start: datetime
+    period_end: datetime | None
+    scope_key: str  # which usage counter this reads ("acct:ID" or "sub:ID")
+
+    @property
+    def unlimited(self) -> bool:
+        return self.limit is None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    feature: str
+    type: FeatureType
+    value: Any  # JSON-shaped: bool, int, float, str, tuple, mapping; metered: the limit
+    variant: str
+    reason: Reason
+    has_access: bool
+    denial: Denial | None = None
+    metering: Metering | None = None
+    unlimited: bool = False

@@ -1,0 +1,92 @@
+"""What an evaluation reads: the catalog, the accounts, memberships and usage counters.
+
+The engine only reads through these mappings and the `UsageView` protocol, so the same
+pure functions serve the sidecar's live state, tests and benchmarks alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Protocol
+
+from ..catalog.model import Account, Catalog, Entitlement, Subscription
+from .combine import Sourced, stack
+
+
+class UsageView(Protocol):
+    def used(self, scope_key: str, feature: str, period_start: datetime) -> float:
+        """Usage recorded in the period starting at `period_start` (0 when none)."""
+        ...
+
+
+class PlanResolver:
+    """Entitlements of a plan + add-ons combination, computed once and shared.
+
+    A million accounts on "pro + 2 extra seats" share one mapping instead of each
+    holding a copy; the cache lives as long as the catalog it was built from.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._cache: dict[tuple[str, tuple[tuple[str, int], ...]], Mapping[str, Sourced]] = {}
+
+    def entitlements(self, subscription: Subscription) -> Mapping[str, Sourced]:
+        combo = (subscription.plan, tuple(sorted(subscription.addons.items())))
+        found = self._cache.get(combo)
+        if found is None:
+            found = self._cache[combo] = self._compute(*combo)
+        return found
+
+    def _compute(self, plan_key: str, addons: tuple[tuple[str, int], ...]) -> Mapping[str, Sourced]:
+        plan = self._catalog.plans.get(plan_key)
+        if plan is None:
+            return MappingProxyType({})
+        values: dict[str, Entitlement] = dict(plan.entitlements)
+        sources: dict[str, str] = dict.fromkeys(values, plan.slug)
+        for addon_key, quantity in addons:
+            addon = self._catalog.addons.get(addon_key)
+            if addon is None or quantity < 1:
+                continue
+            for feature, value in addon.entitlements.items():
+                values[feature] = stack(values.get(feature), value, quantity)
+                sources[feature] = f"{sources.get(feature, plan.slug)}+{addon.slug}"
+        return MappingProxyType({k: (v, sources[k]) for k, v in values.items()})
+
+
+class NoUsage:
+    """A `UsageView` with nothing recorded."""
+
+    def used(self, scope_key: str, feature: str, period_start: datetime) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    catalog: Catalog
+    accounts: Mapping[str, Account]
+    memberships: Mapping[str, Sequence[Subscription]] = field(default_factory=dict)
+    usage: UsageView = field(default_factory=NoUsage)
+    plans: PlanResolver = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plans", PlanResolver(self.catalog))
+
+    @classmethod
+    def of(cls, catalog: Catalog, usage: UsageView | None = None) -> Snapshot:
+        """A snapshot of a catalog with just the accounts it declares."""
+        accounts = dict(catalog.accounts)
+        return cls(catalog, accounts, memberships_of(accounts.values()), usage or NoUsage())
+
+
+def memberships_of(accounts: Iterable[Account]) -> dict[str, list[Subscription]]:
+    """member id -> subscriptions of other accounts it belongs to, in account order."""
+    out: dict[str, list[Subscription]] = {}
+    for account in accounts:
+        for sub in account.subscriptions:
+            for member in sub.members:
+                if member != account.id:
+                    out.setdefault(member, []).append(sub)
+    return out

@@ -1,0 +1,130 @@
+"""Typed resolution (design §4 table): what a decision means as boolean, integer, float,
+string or object, plus the JSON "detail" and the OpenFeature flag metadata.
+
+Every front end (native API, flagd protocol, OFREP, provider) goes through here, so the
+table is implemented exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ..catalog.model import Feature, FeatureType
+from .decision import Decision, ErrorCode, EvaluationError
+
+
+class Kind(StrEnum):
+    BOOLEAN = "boolean"
+    INTEGER = "integer"
+    FLOAT = "float"
+    STRING = "string"
+    OBJECT = "object"
+
+
+def number(value: float | None) -> int | float | None:
+    """JSON-friendly number: 100.0 -> 100."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
+def iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat().replace("+00:00", "Z")
+
+
+def detail(decision: Decision) -> dict[str, Any]:
+    """The whole decision as a JSON object (the "detail" cells of the table)."""
+    out: dict[str, Any] = {
+        "feature": decision.feature,
+        "type": decision.type.value,
+        "value": number(decision.value) if isinstance(decision.value, float) else decision.value,
+        "has_access": decision.has_access,
+        "source": decision.variant,
+        "unlimited": decision.unlimited,
+    }
+    m = decision.metering
+    if m is not None:
+        out.update(
+            limit=number(m.limit),
+            used=number(m.used),
+            remaining=number(m.remaining),
+            soft_limit=m.soft_limit,
+            overage=number(m.overage),
+            period_start=iso(m.period_start),
+            period_end=iso(m.period_end),
+        )
+        if m.overage_cap is not None:
+            out["overage_cap"] = number(m.overage_cap)
+    if decision.denial is not None:
+        out["denial"] = decision.denial.value
+    return out
+
+
+def metadata(decision: Decision) -> dict[str, bool | int | float | str]:
+    """OpenFeature flag metadata: scalars only, absent rather than null."""
+    out: dict[str, bool | int | float | str] = {"has_access": decision.has_access}
+    m = decision.metering
+    if m is not None:
+        out["unlimited"] = m.unlimited
+        out["used"] = number(m.used) or 0
+        if m.limit is not None:
+            out["limit"] = number(m.limit) or 0
+        if m.remaining is not None:
+            out["remaining"] = number(m.remaining) or 0
+        if m.period_end is not None:
+            out["period_end"] = iso(m.period_end) or ""
+    elif decision.type is FeatureType.INTEGER:
+        out["unlimited"] = decision.unlimited
+    if decision.denial is not None:
+        out["denial"] = decision.denial.value
+    return out
+
+
+def _mismatch(feature: Feature, kind: Kind) -> EvaluationError:
+    allowed = ", ".join(k.value for k in Kind if _fits(feature.type, k))
+    return EvaluationError(
+        ErrorCode.TYPE_MISMATCH,
+        f"{feature.key} is a {feature.type.value} feature; resolve it as {allowed}, not {kind.value}",
+    )
+
+
+_FITS: dict[FeatureType, set[Kind]] = {
+    FeatureType.BOOLEAN: {Kind.BOOLEAN, Kind.OBJECT},
+    FeatureType.FLAG: {Kind.BOOLEAN, Kind.OBJECT},
+    FeatureType.INTEGER: {Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
+    FeatureType.STRING: {Kind.STRING, Kind.OBJECT},
+    FeatureType.LIST: {Kind.OBJECT},
+    FeatureType.OBJECT: {Kind.OBJECT},
+    FeatureType.METERED: {Kind.BOOLEAN, Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
+}
+
+
+def _fits(ftype: FeatureType, kind: Kind) -> bool:
+    return kind in _FITS[ftype]
+
+
+def resolve_as(decision: Decision, feature: Feature, kind: Kind) -> Any:
+    """The decision's value as `kind`, or `EvaluationError(TYPE_MISMATCH)`."""
+    if not _fits(feature.type, kind):
+        raise _mismatch(feature, kind)
+    ftype = feature.type
+    if ftype is FeatureType.METERED:
+        m = decision.metering
+        if kind is Kind.BOOLEAN:
+            return decision.has_access
+        if kind is Kind.OBJECT:
+            return detail(decision)
+        remaining = feature.infinite if m is None or m.remaining is None else m.remaining
+        return math.floor(remaining) if kind is Kind.INTEGER else float(remaining)
+    if kind is Kind.OBJECT:
+        if ftype is FeatureType.LIST:
+            return list(decision.value)
+        if ftype is FeatureType.OBJECT:
+            return decision.value
+        return detail(decision)
+    if kind is Kind.FLOAT:
+        return float(decision.value)
+    return decision.value

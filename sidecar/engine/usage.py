@@ -1,0 +1,65 @@
+"""Usage arithmetic (design §5): validating a report and computing a counter's next value.
+
+The store decides *where* and *atomically*; this module decides *what*: the same
+rules hold for SQLite, PostgreSQL and the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from ..catalog.model import Aggregation, Feature, FeatureType
+
+
+class Mode(StrEnum):
+    DEFAULT = ""  # the feature's natural mode: add for sum, set for gauge, count for unique
+    ADD = "add"
+    SET = "set"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    account: str
+    feature: str
+    amount: float = 1.0
+    mode: Mode = Mode.DEFAULT
+    unique_key: str = ""
+    idempotency_key: str = ""
+    timestamp: datetime | None = None  # None: now
+
+
+class UsageRejected(ValueError):
+    """A report that cannot be applied; the message says what to change."""
+
+
+def check_report(feature: Feature | None, report: UsageReport) -> Feature:
+    """The report's feature, or `UsageRejected` explaining why the report is unusable."""
+    if not report.account:
+        raise UsageRejected("account is required")
+    if feature is None:
+        raise UsageRejected(f"unknown feature {report.feature!r}")
+    if feature.type is not FeatureType.METERED:
+        raise UsageRejected(f"{feature.key} is a {feature.type.value} feature; only metered features take usage")
+    if not math.isfinite(report.amount):
+        raise UsageRejected(f"amount must be a finite number, got {report.amount!r}")
+    if feature.aggregation is Aggregation.UNIQUE:
+        if not report.unique_key:
+            raise UsageRejected(f"{feature.key} counts unique keys: set unique_key (e.g. the user id)")
+        if report.mode is Mode.SET:
+            raise UsageRejected(f"{feature.key} counts unique keys; mode 'set' does not apply")
+    elif report.unique_key:
+        raise UsageRejected(f"{feature.key} aggregates by {feature.aggregation.value}; unique_key applies only to unique features")
+    if feature.aggregation is Aggregation.GAUGE and report.mode is not Mode.ADD and report.amount < 0:
+        raise UsageRejected(f"{feature.key} is a gauge: the value set must be >= 0")
+    return feature
+
+
+def next_value(feature: Feature, current: float, report: UsageReport, new_unique: bool) -> float:
+    """The counter after applying `report`; `new_unique` says whether its unique key is unseen."""
+    if feature.aggregation is Aggregation.UNIQUE:
+        return current + 1 if new_unique else current
+    setting = report.mode is Mode.SET or (report.mode is Mode.DEFAULT and feature.aggregation is Aggregation.GAUGE)
+    return max(0.0, report.amount if setting else current + report.amount)
