@@ -81,6 +81,14 @@ class MeteredLimit:
     soft: bool = False
     overage_cap: float | None = None
 
+    def __post_init__(self) -> None:
+        # Always floats: `MeteredLimit(0)` (or 0 + 0 × quantity) must not leave an int
+        # where the engine calls float methods (`int.is_integer` is Python 3.12+ only).
+        if self.limit is not None and type(self.limit) is not float:
+            object.__setattr__(self, "limit", float(self.limit))
+        if self.overage_cap is not None and type(self.overage_cap) is not float:
+            object.__setattr__(self, "overage_cap", float(self.overage_cap))
+
     @property
     def unlimited(self) -> bool:
         return self.limit is None

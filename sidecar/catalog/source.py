@@ -7,6 +7,7 @@ is a subset of YAML for every catalog we accept), so both formats get line numbe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,11 +65,48 @@ class Document:
         self.problems.append(Problem(self.file, self.line(path), format_path(path), message))
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose impossible dates (2026-02-30) stay strings, so the catalog reader
+    reports them with their line and path instead of the loader raising ValueError."""
+
+
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
+_NOT_JSON = object()
+
+
+def _json(text: str) -> Any:
+    """The JSON value of `text`, or `_NOT_JSON`.
+
+    JSON is read by the json module: YAML 1.1 reads `1e6` as a string and rejects
+    tab indentation, both fine in JSON. YAML still supplies the line numbers.
+    """
+    if not text.lstrip().startswith(("{", "[")):
+        return _NOT_JSON
+    try:
+        return json.loads(text)
+    except ValueError:
+        return _NOT_JSON
+
+
 def parse(text: str, file: str) -> Document:
     """Parse YAML/JSON text; syntax errors and duplicate keys become problems."""
+    data = _json(text)
+    is_json = data is not _NOT_JSON
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        # Outside strings a JSON tab is whitespace (inside one it is invalid JSON), so
+        # replacing tabs keeps every line number and lets YAML compose the node tree.
+        node = yaml.compose(text.replace("\t", " ") if is_json else text, Loader=_Loader)
     except yaml.YAMLError as exc:
+        if is_json:  # valid JSON that YAML cannot read: load it, without line numbers
+            return Document(file, data)
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         reason = getattr(exc, "problem", None) or str(exc)
@@ -77,24 +115,29 @@ def parse(text: str, file: str) -> Document:
     if node is None:
         doc.data = {}
         return doc
-    loader = yaml.SafeLoader("")
-    try:
-        doc.data = loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        raise CatalogError([Problem(file, line, "(document)", str(exc))])
-    for path, child in _walk(node, ()):
-        doc.lines.setdefault(path, child.start_mark.line + 1)
+    if is_json:
+        doc.data = data
+    else:
+        loader = _Loader("")
+        try:
+            doc.data = loader.construct_document(node)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else 1
+            raise CatalogError([Problem(file, line, "(document)", str(exc))])
+    for path, line in _walk(node, ()):
+        doc.lines.setdefault(path, line)
     _find_duplicate_keys(node, (), doc)
     return doc
 
 
-def _walk(node: yaml.Node, path: Path) -> Iterator[tuple[Path, yaml.Node]]:
-    yield path, node
+def _walk(node: yaml.Node, path: Path, line: int | None = None) -> Iterator[tuple[Path, int]]:
+    """(path, line) of every node; a mapping entry's line is its key's, so an error about
+    `plans:` whose block value starts on the next line still points at `plans:`."""
+    yield path, node.start_mark.line + 1 if line is None else line
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            yield from _walk(value_node, (*path, str(key_node.value)))
+            yield from _walk(value_node, (*path, str(key_node.value)), key_node.start_mark.line + 1)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             yield from _walk(item, (*path, index))

@@ -1,1 +1,1 @@
-
+"""The `plangate` command line."""

@@ -1,7 +1,7 @@
 """Pure evaluation: (snapshot, account, feature, context, now) -> Decision. No I/O, no clock."""
 
 from .decision import Decision, Denial, ErrorCode, EvaluationError, Metering, Reason
-from .evaluate import evaluate, find_feature, metered_access, slot_for
+from .evaluate import Slot, active_subscriptions, evaluate, find_feature, metered_access, slot_for
 from .periods import Period, period_containing
 from .snapshot import PlanResolver, Snapshot, UsageView, memberships_of
 from .typed import Kind, detail, metadata, resolve_as
@@ -18,10 +18,12 @@ __all__ = [
     "Period",
     "PlanResolver",
     "Reason",
+    "Slot",
     "Snapshot",
     "UsageRejected",
     "UsageReport",
     "UsageView",
+    "active_subscriptions",
     "check_report",
     "detail",
     "evaluate",

@@ -25,7 +25,7 @@ from ..catalog.model import (
 )
 from .combine import most_generous
 from .decision import Decision, Denial, ErrorCode, EvaluationError, Metering, Reason
-from .periods import period_containing
+from .periods import Period, period_containing
 from .snapshot import Snapshot
 
 
@@ -34,7 +34,7 @@ class Slot:
     """Where a metered feature's usage is counted for an account at an instant."""
 
     scope_key: str
-    subscription: Subscription | None
+    period: Period
 
 
 def requested_amount(context: Mapping[str, Any]) -> float:
@@ -130,13 +130,13 @@ def slot_for(snapshot: Snapshot, account_id: str, feature: Feature, now: datetim
     subscriptions = active_subscriptions(snapshot, account_id, now)
     found = _decide(snapshot, snapshot.accounts.get(account_id), feature, subscriptions, now)
     sub = found[2] if found else (subscriptions[0] if subscriptions else None)
-    return _slot(feature, account_id, sub)
+    return _slot(feature, account_id, sub, now)
 
 
-def _slot(feature: Feature, account_id: str, sub: Subscription | None) -> Slot:
-    if feature.scope is Scope.SUBSCRIPTION and sub is not None:
-        return Slot(f"sub:{sub.id}", sub)
-    return Slot(f"acct:{account_id}", sub)
+def _slot(feature: Feature, account_id: str, sub: Subscription | None, now: datetime) -> Slot:
+    scope = f"sub:{sub.id}" if feature.scope is Scope.SUBSCRIPTION and sub is not None else f"acct:{account_id}"
+    period = period_containing(feature.reset, feature.anchor, now, sub.starts_at if sub else None)
+    return Slot(scope, period)
 
 
 def _default(
@@ -214,8 +214,8 @@ def _metered(
     variant: str,
     reason: Reason,
 ) -> Decision:
-    slot = _slot(feature, account_id, sub)
-    period = period_containing(feature.reset, feature.anchor, now, sub.starts_at if sub else None)
+    slot = _slot(feature, account_id, sub, now)
+    period = slot.period
     used = snapshot.usage.used(slot.scope_key, feature.key, period.start)
     access, denial = metered_access(limit, used, requested)
     cap = limit.limit

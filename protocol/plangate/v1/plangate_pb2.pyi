@@ -1,0 +1,504 @@
+import datetime
+
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ValueType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VALUE_TYPE_UNSPECIFIED: _ClassVar[ValueType]
+    VALUE_TYPE_BOOLEAN: _ClassVar[ValueType]
+    VALUE_TYPE_INTEGER: _ClassVar[ValueType]
+    VALUE_TYPE_FLOAT: _ClassVar[ValueType]
+    VALUE_TYPE_STRING: _ClassVar[ValueType]
+    VALUE_TYPE_OBJECT: _ClassVar[ValueType]
+
+class UsageMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_MODE_UNSPECIFIED: _ClassVar[UsageMode]
+    USAGE_MODE_ADD: _ClassVar[UsageMode]
+    USAGE_MODE_SET: _ClassVar[UsageMode]
+VALUE_TYPE_UNSPECIFIED: ValueType
+VALUE_TYPE_BOOLEAN: ValueType
+VALUE_TYPE_INTEGER: ValueType
+VALUE_TYPE_FLOAT: ValueType
+VALUE_TYPE_STRING: ValueType
+VALUE_TYPE_OBJECT: ValueType
+USAGE_MODE_UNSPECIFIED: UsageMode
+USAGE_MODE_ADD: UsageMode
+USAGE_MODE_SET: UsageMode
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("account_id", "feature", "context", "type")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    context: _struct_pb2.Struct
+    type: ValueType
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., type: _Optional[_Union[ValueType, str]] = ...) -> None: ...
+
+class Metering(_message.Message):
+    __slots__ = ("limit", "used", "remaining", "unlimited", "soft_limit", "overage_cap", "overage", "period_start", "period_end")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    UNLIMITED_FIELD_NUMBER: _ClassVar[int]
+    SOFT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OVERAGE_CAP_FIELD_NUMBER: _ClassVar[int]
+    OVERAGE_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    limit: float
+    used: float
+    remaining: float
+    unlimited: bool
+    soft_limit: bool
+    overage_cap: float
+    overage: float
+    period_start: _timestamp_pb2.Timestamp
+    period_end: _timestamp_pb2.Timestamp
+    def __init__(self, limit: _Optional[float] = ..., used: _Optional[float] = ..., remaining: _Optional[float] = ..., unlimited: _Optional[bool] = ..., soft_limit: _Optional[bool] = ..., overage_cap: _Optional[float] = ..., overage: _Optional[float] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Resolution(_message.Message):
+    __slots__ = ("feature", "feature_type", "value", "variant", "reason", "has_access", "denial", "metering", "unlimited", "metadata", "as_boolean", "as_integer", "as_float", "as_string", "as_object", "error_code", "error_message")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HAS_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    DENIAL_FIELD_NUMBER: _ClassVar[int]
+    METERING_FIELD_NUMBER: _ClassVar[int]
+    UNLIMITED_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    AS_BOOLEAN_FIELD_NUMBER: _ClassVar[int]
+    AS_INTEGER_FIELD_NUMBER: _ClassVar[int]
+    AS_FLOAT_FIELD_NUMBER: _ClassVar[int]
+    AS_STRING_FIELD_NUMBER: _ClassVar[int]
+    AS_OBJECT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    feature_type: str
+    value: _struct_pb2.Value
+    variant: str
+    reason: str
+    has_access: bool
+    denial: str
+    metering: Metering
+    unlimited: bool
+    metadata: _struct_pb2.Struct
+    as_boolean: bool
+    as_integer: int
+    as_float: float
+    as_string: str
+    as_object: _struct_pb2.Value
+    error_code: str
+    error_message: str
+    def __init__(self, feature: _Optional[str] = ..., feature_type: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., variant: _Optional[str] = ..., reason: _Optional[str] = ..., has_access: _Optional[bool] = ..., denial: _Optional[str] = ..., metering: _Optional[_Union[Metering, _Mapping]] = ..., unlimited: _Optional[bool] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., as_boolean: _Optional[bool] = ..., as_integer: _Optional[int] = ..., as_float: _Optional[float] = ..., as_string: _Optional[str] = ..., as_object: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class EvaluateAllRequest(_message.Message):
+    __slots__ = ("account_id", "context")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    context: _struct_pb2.Struct
+    def __init__(self, account_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class EvaluateAllResponse(_message.Message):
+    __slots__ = ("account_id", "catalog_version", "resolutions", "error_code", "error_message")
+    class ResolutionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Resolution
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTIONS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    catalog_version: str
+    resolutions: _containers.MessageMap[str, Resolution]
+    error_code: str
+    error_message: str
+    def __init__(self, account_id: _Optional[str] = ..., catalog_version: _Optional[str] = ..., resolutions: _Optional[_Mapping[str, Resolution]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("ready", "catalog_changed", "account_changed", "heartbeat")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    ready: Ready
+    catalog_changed: CatalogChanged
+    account_changed: AccountChanged
+    heartbeat: Heartbeat
+    def __init__(self, ready: _Optional[_Union[Ready, _Mapping]] = ..., catalog_changed: _Optional[_Union[CatalogChanged, _Mapping]] = ..., account_changed: _Optional[_Union[AccountChanged, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class Ready(_message.Message):
+    __slots__ = ("catalog_version",)
+    CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    catalog_version: str
+    def __init__(self, catalog_version: _Optional[str] = ...) -> None: ...
+
+class CatalogChanged(_message.Message):
+    __slots__ = ("catalog_version", "features")
+    CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    catalog_version: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, catalog_version: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AccountChanged(_message.Message):
+    __slots__ = ("account_ids", "cause")
+    ACCOUNT_IDS_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    account_ids: _containers.RepeatedScalarFieldContainer[str]
+    cause: str
+    def __init__(self, account_ids: _Optional[_Iterable[str]] = ..., cause: _Optional[str] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UsageReport(_message.Message):
+    __slots__ = ("account_id", "feature", "amount", "mode", "unique_key", "idempotency_key", "timestamp")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_KEY_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    amount: float
+    mode: UsageMode
+    unique_key: str
+    idempotency_key: str
+    timestamp: _timestamp_pb2.Timestamp
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., mode: _Optional[_Union[UsageMode, str]] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReportRequest(_message.Message):
+    __slots__ = ("reports",)
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    reports: _containers.RepeatedCompositeFieldContainer[UsageReport]
+    def __init__(self, reports: _Optional[_Iterable[_Union[UsageReport, _Mapping]]] = ...) -> None: ...
+
+class ReportResult(_message.Message):
+    __slots__ = ("status", "usage", "message", "period_start")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[ReportResult.Status]
+        STATUS_APPLIED: _ClassVar[ReportResult.Status]
+        STATUS_DUPLICATE: _ClassVar[ReportResult.Status]
+        STATUS_REJECTED: _ClassVar[ReportResult.Status]
+    STATUS_UNSPECIFIED: ReportResult.Status
+    STATUS_APPLIED: ReportResult.Status
+    STATUS_DUPLICATE: ReportResult.Status
+    STATUS_REJECTED: ReportResult.Status
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    status: ReportResult.Status
+    usage: float
+    message: str
+    period_start: _timestamp_pb2.Timestamp
+    def __init__(self, status: _Optional[_Union[ReportResult.Status, str]] = ..., usage: _Optional[float] = ..., message: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReportResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ReportResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ReportResult, _Mapping]]] = ...) -> None: ...
+
+class ConsumeRequest(_message.Message):
+    __slots__ = ("account_id", "feature", "amount", "unique_key", "idempotency_key")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_KEY_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    amount: float
+    unique_key: str
+    idempotency_key: str
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ConsumeResponse(_message.Message):
+    __slots__ = ("granted", "denial", "usage", "duplicate", "resolution")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    DENIAL_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    denial: str
+    usage: float
+    duplicate: bool
+    resolution: Resolution
+    def __init__(self, granted: _Optional[bool] = ..., denial: _Optional[str] = ..., usage: _Optional[float] = ..., duplicate: _Optional[bool] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
+
+class Subscription(_message.Message):
+    __slots__ = ("id", "owner", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members")
+    class AddonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    ADDONS_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    owner: str
+    plan: str
+    addons: _containers.ScalarMap[str, int]
+    starts_at: _timestamp_pb2.Timestamp
+    ends_at: _timestamp_pb2.Timestamp
+    trial_ends_at: _timestamp_pb2.Timestamp
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Override(_message.Message):
+    __slots__ = ("feature", "value", "expires_at")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    value: _struct_pb2.Value
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, feature: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Grant(_message.Message):
+    __slots__ = ("id", "feature", "value", "starts_at", "ends_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    feature: str
+    value: _struct_pb2.Value
+    starts_at: _timestamp_pb2.Timestamp
+    ends_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., feature: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Account(_message.Message):
+    __slots__ = ("id", "name", "attributes", "subscriptions", "overrides", "grants", "declared")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    attributes: _struct_pb2.Struct
+    subscriptions: _containers.RepeatedCompositeFieldContainer[Subscription]
+    overrides: _containers.RepeatedCompositeFieldContainer[Override]
+    grants: _containers.RepeatedCompositeFieldContainer[Grant]
+    declared: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[Override, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., declared: _Optional[bool] = ...) -> None: ...
+
+class UpsertAccountRequest(_message.Message):
+    __slots__ = ("id", "name", "attributes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    attributes: _struct_pb2.Struct
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class GetAccountRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListAccountsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAccountsResponse(_message.Message):
+    __slots__ = ("accounts", "next_page_token")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[Account]
+    next_page_token: str
+    def __init__(self, accounts: _Optional[_Iterable[_Union[Account, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteAccountRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteAccountResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class CreateSubscriptionRequest(_message.Message):
+    __slots__ = ("account_id", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members", "id")
+    class AddonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    ADDONS_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    plan: str
+    addons: _containers.ScalarMap[str, int]
+    starts_at: _timestamp_pb2.Timestamp
+    ends_at: _timestamp_pb2.Timestamp
+    trial_ends_at: _timestamp_pb2.Timestamp
+    members: _containers.RepeatedScalarFieldContainer[str]
+    id: str
+    def __init__(self, account_id: _Optional[str] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ...) -> None: ...
+
+class ChangePlanRequest(_message.Message):
+    __slots__ = ("account_id", "subscription_id", "plan")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    subscription_id: str
+    plan: str
+    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., plan: _Optional[str] = ...) -> None: ...
+
+class ChangeAddOnsRequest(_message.Message):
+    __slots__ = ("account_id", "subscription_id", "addons")
+    class AddonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDONS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    subscription_id: str
+    addons: _containers.ScalarMap[str, int]
+    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class CancelSubscriptionRequest(_message.Message):
+    __slots__ = ("account_id", "subscription_id", "at")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    subscription_id: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MemberRequest(_message.Message):
+    __slots__ = ("account_id", "subscription_id", "member_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    subscription_id: str
+    member_id: str
+    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., member_id: _Optional[str] = ...) -> None: ...
+
+class SetOverrideRequest(_message.Message):
+    __slots__ = ("account_id", "feature", "value", "expires_at")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    value: _struct_pb2.Value
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ClearOverrideRequest(_message.Message):
+    __slots__ = ("account_id", "feature")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ...) -> None: ...
+
+class CreateGrantRequest(_message.Message):
+    __slots__ = ("account_id", "feature", "value", "starts_at", "ends_at", "id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    value: _struct_pb2.Value
+    starts_at: _timestamp_pb2.Timestamp
+    ends_at: _timestamp_pb2.Timestamp
+    id: str
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., id: _Optional[str] = ...) -> None: ...
+
+class RevokeGrantRequest(_message.Message):
+    __slots__ = ("account_id", "grant_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    grant_id: str
+    def __init__(self, account_id: _Optional[str] = ..., grant_id: _Optional[str] = ...) -> None: ...
+
+class ResetUsageRequest(_message.Message):
+    __slots__ = ("account_id", "feature")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ...) -> None: ...
+
+class ResetUsageResponse(_message.Message):
+    __slots__ = ("previous_usage",)
+    PREVIOUS_USAGE_FIELD_NUMBER: _ClassVar[int]
+    previous_usage: float
+    def __init__(self, previous_usage: _Optional[float] = ...) -> None: ...

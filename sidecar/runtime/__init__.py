@@ -1,0 +1,1 @@
+"""The live sidecar state between the store and the servers."""

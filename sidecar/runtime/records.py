@@ -1,0 +1,153 @@
+"""Admin changes as edits of an account record (the catalog's account format).
+
+Each function takes the current record and a request and returns the new record, or
+raises `AdminError`; `validate` then runs the catalog's own account rules over it, so
+the admin API refuses exactly what the catalog file would refuse.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ..catalog.accounts import read_accounts
+from ..catalog.model import Account, Catalog
+from ..catalog.source import Document
+from ..store.timefmt import ts
+from ..store.base import Record
+
+
+class AdminError(ValueError):
+    """A request that cannot be applied; the message says what to change."""
+
+
+class NotFound(AdminError):
+    pass
+
+
+class Declared(AdminError):
+    """The account is declared in the catalog file, which stays the source of truth."""
+
+
+def new_record(account_id: str, name: str = "", attributes: Mapping[str, Any] | None = None) -> Record:
+    return {"id": account_id, "name": name, "attributes": dict(attributes or {}), "subscriptions": [], "overrides": {}, "grants": []}
+
+
+def validate(record: Record, catalog: Catalog) -> Account:
+    """The record as an `Account`, or `AdminError` with every problem, in catalog words."""
+    doc = Document(file="request", data=None)
+    accounts = read_accounts(doc, [record], catalog.plans, catalog.addons, catalog.features)
+    if doc.problems:
+        raise AdminError("; ".join(f"{p.path.removeprefix('accounts[0].')}: {p.message}" for p in doc.problems))
+    return accounts[record["id"]]
+
+
+def time_text(at: datetime | None) -> str | None:
+    return None if at is None else ts(at)
+
+
+def find_subscription(record: Record, subscription_id: str) -> dict[str, Any]:
+    for sub in record["subscriptions"]:
+        if sub.get("id") == subscription_id:
+            return sub
+    known = ", ".join(s.get("id", "?") for s in record["subscriptions"]) or "none"
+    raise NotFound(f"account {record['id']!r} has no subscription {subscription_id!r} (subscriptions: {known})")
+
+
+def edited(record: Record) -> Record:
+    """A deep copy to edit, so a refused change leaves the live record untouched."""
+    return copy.deepcopy(record)
+
+
+def add_subscription(
+    record: Record,
+    plan: str,
+    addons: Mapping[str, int],
+    starts_at: datetime,
+    ends_at: datetime | None,
+    trial_ends_at: datetime | None,
+    members: list[str],
+    subscription_id: str,
+) -> tuple[Record, str]:
+    rec = edited(record)
+    sub_id = subscription_id or f"sub_{uuid.uuid4().hex[:12]}"
+    if any(s.get("id") == sub_id for s in rec["subscriptions"]):
+        raise AdminError(f"subscription id {sub_id!r} already exists on account {rec['id']!r}")
+    sub: dict[str, Any] = {"id": sub_id, "plan": plan, "addons": dict(addons), "starts_at": time_text(starts_at), "members": list(members)}
+    if ends_at is not None:
+        sub["ends_at"] = time_text(ends_at)
+    if trial_ends_at is not None:
+        sub["trial_ends_at"] = time_text(trial_ends_at)
+    rec["subscriptions"].append(sub)
+    return rec, sub_id
+
+
+def change_subscription(record: Record, subscription_id: str, **changes: Any) -> Record:
+    rec = edited(record)
+    sub = find_subscription(rec, subscription_id)
+    for key, value in changes.items():
+        if value is None:
+            sub.pop(key, None)
+        else:
+            sub[key] = value
+    return rec
+
+
+def set_members(record: Record, subscription_id: str, member: str, add: bool) -> Record:
+    if not member:
+        raise AdminError("member_id is required")
+    if member == record["id"]:
+        raise AdminError(f"{member!r} owns the subscription; owners are not listed as members")
+    rec = edited(record)
+    sub = find_subscription(rec, subscription_id)
+    members = list(sub.get("members", []))
+    if add and member not in members:
+        members.append(member)
+    elif not add:
+        if member not in members:
+            raise NotFound(f"{member!r} is not a member of subscription {subscription_id!r}")
+        members.remove(member)
+    sub["members"] = members
+    return rec
+
+
+def set_override(record: Record, feature: str, value: Any, expires_at: datetime | None) -> Record:
+    rec = edited(record)
+    rec["overrides"][feature] = {"value": value, "expires_at": time_text(expires_at)}
+    return rec
+
+
+def clear_override(record: Record, feature: str) -> Record:
+    if feature not in record.get("overrides", {}):
+        raise NotFound(f"account {record['id']!r} has no override for {feature!r}")
+    rec = edited(record)
+    del rec["overrides"][feature]
+    return rec
+
+
+def add_grant(
+    record: Record, feature: str, value: Any, starts_at: datetime | None, ends_at: datetime | None, grant_id: str
+) -> tuple[Record, str]:
+    rec = edited(record)
+    gid = grant_id or f"grant_{uuid.uuid4().hex[:12]}"
+    if any(g.get("id") == gid for g in rec["grants"]):
+        raise AdminError(f"grant id {gid!r} already exists on account {rec['id']!r}")
+    grant: dict[str, Any] = {"id": gid, "feature": feature, "value": value}
+    if starts_at is not None:
+        grant["starts_at"] = time_text(starts_at)
+    if ends_at is not None:
+        grant["ends_at"] = time_text(ends_at)
+    rec["grants"].append(grant)
+    return rec, gid
+
+
+def remove_grant(record: Record, grant_id: str) -> Record:
+    rec = edited(record)
+    kept = [g for g in rec["grants"] if g.get("id") != grant_id]
+    if len(kept) == len(rec["grants"]):
+        raise NotFound(f"account {record['id']!r} has no grant {grant_id!r}")
+    rec["grants"] = kept
+    return rec

@@ -1,0 +1,315 @@
+"""The live sidecar: the in-memory snapshot evaluations read, and every change to it.
+
+Evaluations read `self.snapshot` without locks (dict reads are atomic in CPython and
+every value in them is immutable). Writers (catalog sync, admin, usage) take `_write`,
+write the store first and only then change memory, so memory never holds anything the
+store has not made durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..catalog.model import Account, Catalog, Feature, FeatureType, MeteredLimit, Subscription
+from ..engine import (
+    Decision,
+    ErrorCode,
+    EvaluationError,
+    Snapshot,
+    UsageRejected,
+    UsageReport,
+    check_report,
+    evaluate,
+    memberships_of,
+    metered_access,
+    slot_for,
+)
+from ..store.base import CounterKey, Record, Status, Store, UsageOutcome, UsageWrite
+from . import records as rec
+from .events import AccountChanged, CatalogChanged, EventHub
+
+log = logging.getLogger("plangate.state")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeOutcome:
+    granted: bool
+    usage: float
+    denial: str = ""
+    duplicate: bool = False
+
+
+class Counters:
+    """Usage counters in memory, mirrored from the store (the engine's `UsageView`)."""
+
+    def __init__(self, values: dict[CounterKey, float]) -> None:
+        self.values = values
+
+    def used(self, scope_key: str, feature: str, period_start: datetime) -> float:
+        return self.values.get((scope_key, feature, period_start), 0.0)
+
+
+class LiveState:
+    def __init__(self, catalog: Catalog, store: Store, clock: Clock = utcnow) -> None:
+        self.store = store
+        self.clock = clock
+        self.events = EventHub()
+        self._write = threading.RLock()
+        self.records: dict[str, Record] = store.load_records()
+        self.counters = Counters(store.load_counters())
+        self.snapshot = self._build(catalog, self.records)
+        self.catalog_error: str | None = None  # the last rejected catalog change, if any
+
+    @property
+    def _accounts(self) -> dict[str, Account]:
+        return self.snapshot.accounts  # type: ignore[return-value]  # built as a dict by _build
+
+    @property
+    def _memberships(self) -> dict[str, list[Subscription]]:
+        return self.snapshot.memberships  # type: ignore[return-value]
+
+    # -- snapshot ----------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.snapshot.catalog
+
+    def _build(self, catalog: Catalog, records: Mapping[str, Record]) -> Snapshot:
+        """Declared accounts merged with stored ones; raises ValueError naming a stored account
+        the catalog can no longer serve (so such a catalog change is rejected)."""
+        accounts: dict[str, Account] = dict(catalog.accounts)
+        for account_id, record in records.items():
+            try:
+                accounts[account_id] = self._merge(catalog, record)
+            except rec.AdminError as exc:
+                raise ValueError(f"stored account {account_id!r} does not fit this catalog: {exc}") from exc
+        return Snapshot(catalog, accounts, memberships_of(accounts.values()), self.counters)
+
+    @staticmethod
+    def _merge(catalog: Catalog, record: Record) -> Account:
+        stored = rec.validate(record, catalog)
+        declared = catalog.accounts.get(record["id"])
+        if declared is None:
+            return replace(stored, declared=False)
+        # The file owns a declared account; the store only adds grants to it.
+        return replace(declared, grants=declared.grants + stored.grants)
+
+    def replace_catalog(self, catalog: Catalog) -> tuple[str, ...]:
+        """Swap in a new catalog; returns the changed feature keys. Raises ValueError if the
+        stored accounts do not fit it (the old catalog keeps serving)."""
+        with self._write:
+            old = self.catalog
+            self.snapshot = self._build(catalog, self.records)
+            self.catalog_error = None
+        changed = changed_features(old, catalog)
+        self.events.publish(CatalogChanged(catalog.version, changed))
+        moved = [i for i in {*old.accounts, *catalog.accounts} if old.accounts.get(i) != catalog.accounts.get(i)]
+        if moved:
+            self.events.publish(AccountChanged(tuple(sorted(moved)), "sync"))
+        log.info("catalog %s loaded from %s (%d features changed)", catalog.version, catalog.source, len(changed))
+        return changed
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def evaluate(self, account_id: str, key: str, context: Mapping[str, Any]) -> Decision:
+        return evaluate(self.snapshot, account_id, key, context, self.clock())
+
+    def evaluate_all(self, account_id: str, context: Mapping[str, Any]) -> dict[str, Decision | EvaluationError]:
+        snap, now = self.snapshot, self.clock()
+        if not account_id:
+            raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required")
+        out: dict[str, Decision | EvaluationError] = {}
+        for key in snap.catalog.features:
+            try:
+                out[key] = evaluate(snap, account_id, key, context, now)
+            except EvaluationError as exc:
+                if exc.code is ErrorCode.INVALID_CONTEXT:
+                    raise
+                out[key] = exc
+        return out
+
+    # -- usage -------------------------------------------------------------------------------
+
+    def _known(self, account_id: str) -> bool:
+        return account_id in self.snapshot.accounts or account_id in self.snapshot.memberships
+
+    def _write_for(self, report: UsageReport, now: datetime) -> UsageWrite:
+        snap = self.snapshot
+        feature = check_report(snap.catalog.features.get(report.feature), report)
+        if not self._known(report.account):
+            raise UsageRejected(f"unknown account {report.account!r}; create it first (Admin.UpsertAccount)")
+        slot = slot_for(snap, report.account, feature, report.timestamp or now)
+        return UsageWrite(slot.scope_key, feature, slot.period.start, report)
+
+    def report(self, reports: Sequence[UsageReport]) -> list[UsageOutcome]:
+        """Record a batch; one outcome per report, in order. Returns only once durable."""
+        now = self.clock()
+        outcomes: list[UsageOutcome | None] = [None] * len(reports)
+        writes: list[tuple[int, UsageWrite]] = []
+        for i, report in enumerate(reports):
+            try:
+                writes.append((i, self._write_for(report, now)))
+            except UsageRejected as exc:
+                outcomes[i] = UsageOutcome(Status.REJECTED, 0.0, None, str(exc))
+        if writes:
+            with self._write:
+                stored = self.store.record_usage([w for _, w in writes])
+                for (i, w), outcome in zip(writes, stored, strict=True):
+                    outcomes[i] = outcome
+                    if outcome.status is Status.APPLIED:
+                        self.counters.values[(w.scope_key, w.feature.key, w.period_start)] = outcome.usage
+            self._usage_changed(w.scope_key for _, w in writes)
+        return [o for o in outcomes if o is not None]
+
+    def consume(self, report: UsageReport) -> ConsumeOutcome:
+        """Record `report.amount` only if access is granted for exactly that amount."""
+        now = self.clock()
+        try:
+            write = self._write_for(report, now)
+        except UsageRejected as exc:
+            raise EvaluationError(ErrorCode.GENERAL, str(exc)) from exc
+        requested = 1.0 if write.feature.aggregation.value == "unique" else report.amount
+        if requested < 0:
+            raise EvaluationError(ErrorCode.INVALID_CONTEXT, "consume takes a non-negative amount; report refunds instead")
+        with self._write:
+            decision = evaluate(self.snapshot, report.account, report.feature, {"requested": requested}, report.timestamp or now)
+            m = decision.metering
+            if m is None or decision.denial in ("account_not_found", "no_entitlement", "feature_disabled"):
+                return ConsumeOutcome(False, m.used if m else 0.0, decision.denial.value if decision.denial else "no_entitlement")
+            limit = MeteredLimit(m.limit, m.soft_limit, m.overage_cap)
+
+            def admit(current: float) -> str | None:
+                granted, denial = metered_access(limit, current, requested)
+                return None if granted else (denial.value if denial else "usage_limit_reached")
+
+            outcome = self.store.record_usage([replace(write, admit=admit)])[0]
+            if outcome.status is Status.APPLIED:
+                self.counters.values[(write.scope_key, write.feature.key, write.period_start)] = outcome.usage
+        if outcome.status is Status.APPLIED:
+            self._usage_changed([write.scope_key])
+        return ConsumeOutcome(
+            outcome.status is Status.APPLIED or (outcome.status is Status.DUPLICATE and not outcome.message),
+            outcome.usage,
+            outcome.message,
+            outcome.status is Status.DUPLICATE,
+        )
+
+    def reset_usage(self, account_id: str, key: str) -> float:
+        feature = self.catalog.features.get(key)
+        if feature is None or feature.type is not FeatureType.METERED:
+            raise rec.AdminError(f"{key!r} is not a metered feature of catalog {self.catalog.version}")
+        if not self._known(account_id):
+            raise rec.NotFound(f"unknown account {account_id!r}")
+        with self._write:
+            slot = slot_for(self.snapshot, account_id, feature, self.clock())
+            previous = self.store.reset_usage(slot.scope_key, key, slot.period.start)
+            self.counters.values.pop((slot.scope_key, key, slot.period.start), None)
+        self._usage_changed([slot.scope_key])
+        return previous
+
+    def _usage_changed(self, scope_keys: Iterable[str]) -> None:
+        """Tell watchers whose cached usage moved: the account, or a shared subscription's people."""
+        ids: dict[str, None] = {}
+        for scope in scope_keys:
+            kind, _, ident = scope.partition(":")
+            if kind == "acct":
+                ids[ident] = None
+            else:
+                for sub in self._subscriptions_by_id(ident):
+                    ids.update(dict.fromkeys((sub.owner, *sub.members)))
+        if ids:
+            self.events.publish(AccountChanged(tuple(ids), "usage"))
+
+    def _subscriptions_by_id(self, subscription_id: str) -> list[Subscription]:
+        owner = subscription_id.split("/", 1)[0]
+        candidates = [self.snapshot.accounts.get(owner)] if owner in self.snapshot.accounts else self.snapshot.accounts.values()
+        return [s for a in candidates if a is not None for s in a.subscriptions if s.id == subscription_id]
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def record_of(self, account_id: str) -> Record:
+        record = self.records.get(account_id)
+        if record is not None:
+            return record
+        if account_id in self.catalog.accounts:
+            return {"id": account_id, "grants": []}
+        raise rec.NotFound(f"unknown account {account_id!r}")
+
+    def account(self, account_id: str) -> Account:
+        account = self.snapshot.accounts.get(account_id)
+        if account is None:
+            raise rec.NotFound(f"unknown account {account_id!r}")
+        return account
+
+    def refuse_declared(self, account_id: str) -> None:
+        if account_id in self.catalog.accounts:
+            raise rec.Declared(
+                f"account {account_id!r} is declared in {self.catalog.source}; change it there "
+                "(the file is the source of truth for what it declares; grants and usage may be changed here)"
+            )
+
+    def commit(self, record: Record, cause: str = "admin") -> Account:
+        """Validate, store and serve a new version of one account record."""
+        with self._write:
+            account = self._merge(self.catalog, record)
+            self.store.save_record(record)
+            self.records[record["id"]] = record
+            self._serve(account)
+        self.events.publish(AccountChanged((account.id, *self._members_of(account)), cause))
+        return account
+
+    def delete(self, account_id: str) -> bool:
+        self.refuse_declared(account_id)
+        with self._write:
+            if account_id not in self.records:
+                return False
+            old = self.snapshot.accounts.get(account_id)
+            self.store.delete_record(account_id)
+            del self.records[account_id]
+            self._accounts.pop(account_id, None)
+            self._rebuild_memberships()
+        self.events.publish(AccountChanged((account_id, *(self._members_of(old) if old else ())), "admin"))
+        return True
+
+    def _serve(self, account: Account) -> None:
+        self._accounts[account.id] = account
+        self._rebuild_memberships()
+
+    def _rebuild_memberships(self) -> None:
+        # Memberships are few next to accounts; rebuilding keeps them exactly consistent.
+        fresh = memberships_of(self._accounts.values())
+        live = self._memberships
+        for member in [m for m in live if m not in fresh]:
+            del live[member]
+        live.update(fresh)
+
+    @staticmethod
+    def _members_of(account: Account) -> tuple[str, ...]:
+        return tuple(m for s in account.subscriptions for m in s.members)
+
+    def prune(self, keep: timedelta = timedelta(days=7)) -> int:
+        return self.store.prune_idempotency(self.clock() - keep)
+
+
+def changed_features(old: Catalog, new: Catalog) -> tuple[str, ...]:
+    """Feature keys whose definition or any plan/add-on entitlement differs."""
+    keys = set(old.features) | set(new.features)
+
+    def view(c: Catalog, key: str) -> tuple[Feature | None, list[Any]]:
+        ents = [(p.key, p.entitlements.get(key)) for p in c.plans.values()]
+        ents += [(a.key, a.entitlements.get(key)) for a in c.addons.values()]
+        ents += [(a.id, a.overrides.get(key), [g for g in a.grants if g.feature == key]) for a in c.accounts.values()]
+        return c.features.get(key), ents
+
+    return tuple(sorted(k for k in keys if view(old, k) != view(new, k)))

@@ -1,0 +1,166 @@
+"""Assembling a running sidecar: store, live state, gRPC, HTTP endpoints and the catalog watcher.
+
+`Sidecar` is used by `plangate serve` and, in-process, by the tests and benchmarks, so
+what they exercise is exactly what runs in production.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
+from ..catalog import load_catalog
+from ..runtime.state import LiveState
+from ..store import open_store
+from ..sync.catalog_watch import CatalogWatcher
+from .admin import AdminService
+from .auth import TokenAuth, read_token
+from .evaluation import EvaluationService
+from .management import ManagementServer
+from .metrics import Metrics
+from .usage import UsageService
+
+log = logging.getLogger("plangate.sidecar")
+
+SERVICES = ("plangate.v1.Evaluation", "plangate.v1.Usage", "plangate.v1.Admin")
+
+
+@dataclass
+class Settings:
+    catalog: str
+    db: str = "plangate.db"
+    host: str = "127.0.0.1"
+    port: int = 8013
+    management_port: int = 8014
+    ofrep_port: int = 8016
+    socket: str | None = None
+    environment: str = "default"
+    token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    workers: int = 64
+    heartbeat_seconds: float = 5.0
+    poll_seconds: float = 2.0
+
+
+class Sidecar:
+    """A whole sidecar. `start()` binds every port (0 = a free one, read back from the attributes)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        catalog = load_catalog(settings.catalog)  # a bad catalog stops start-up here, with its message
+        self.store = open_store(settings.db, settings.environment)
+        self.state = LiveState(catalog, self.store)
+        self.metrics = Metrics()
+        self.health = health.HealthServicer()
+        self.port = 0
+        self.management_port = 0
+        self.watcher = CatalogWatcher(
+            settings.catalog,
+            current=lambda: self.state.catalog.version,
+            apply=self._apply_catalog,
+            on_error=self._catalog_rejected,
+            poll_seconds=settings.poll_seconds,
+        )
+        self.grpc_server = self._grpc_server()
+        self.management = ManagementServer(settings.host, settings.management_port, self.metrics, self.readiness)
+        self.management_port = self.management.port
+
+    # -- assembly ----------------------------------------------------------------------------
+
+    def _grpc_server(self) -> grpc.Server:
+        s = self.settings
+        interceptors: list[Any] = []
+        if s.token_file:
+            interceptors.append(TokenAuth(read_token(s.token_file)))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="grpc"),
+            interceptors=interceptors,
+            options=[("grpc.so_reuseport", 0)],
+        )
+        plangate_pb2_grpc.add_EvaluationServicer_to_server(
+            EvaluationService(self.state, self.metrics, s.heartbeat_seconds), server
+        )
+        plangate_pb2_grpc.add_UsageServicer_to_server(UsageService(self.state, self.metrics), server)
+        plangate_pb2_grpc.add_AdminServicer_to_server(AdminService(self.state, self.metrics), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = [plangate_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n in SERVICES]
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        address = f"{s.host}:{s.port}"
+        if s.tls_cert and s.tls_key:
+            creds = grpc.ssl_server_credentials(
+                [(Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes())],
+                root_certificates=Path(s.tls_client_ca).read_bytes() if s.tls_client_ca else None,
+                require_client_auth=bool(s.tls_client_ca),
+            )
+            self.port = server.add_secure_port(address, creds)
+        else:
+            self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address} (port in use?); choose another with --port")
+        if s.socket:
+            server.add_insecure_port(f"unix:{s.socket}")
+        return server
+
+    # -- catalog sync ------------------------------------------------------------------------
+
+    def _apply_catalog(self, catalog: Any) -> None:
+        self.state.replace_catalog(catalog)
+        self.metrics.catalog_reloads.labels("ok").inc()
+        self.metrics.catalog_rejected.set(0)
+
+    def _catalog_rejected(self, message: str) -> None:
+        self.state.catalog_error = message
+        self.metrics.catalog_reloads.labels("error").inc()
+        self.metrics.catalog_rejected.set(1)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        detail: dict[str, Any] = {
+            "catalog_version": self.state.catalog.version,
+            "catalog": "ok" if self.state.catalog_error is None else "last change rejected; serving the previous version",
+            "environment": self.settings.environment,
+            "accounts": len(self.state.snapshot.accounts),
+        }
+        if self.state.catalog_error is not None:
+            detail["catalog_error"] = self.state.catalog_error
+        return True, detail
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Sidecar:
+        self.grpc_server.start()
+        self.management.start()
+        self.watcher.start()
+        for name in ("", *SERVICES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving catalog %s (%d features, %d accounts) on %s:%d; management on :%d; state in %s [%s]",
+            self.state.catalog.version,
+            len(self.state.catalog.features),
+            len(self.state.snapshot.accounts),
+            self.settings.host,
+            self.port,
+            self.management_port,
+            self.settings.db,
+            self.settings.environment,
+        )
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Graceful: refuse new calls, let running ones finish (up to `grace` s), then close the store."""
+        self.health.enter_graceful_shutdown()
+        self.state.events.close()
+        self.watcher.stop()
+        self.grpc_server.stop(grace).wait()
+        self.management.stop()
+        self.store.close()
+        log.info("stopped")

@@ -1,0 +1,48 @@
+"""Mapping domain errors to gRPC status codes, in one place for every servicer."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from ..runtime.records import AdminError, Declared, NotFound
+from .metrics import Metrics
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BadRequest(ValueError):
+    """A request that fails validation before it reaches the domain."""
+
+
+class _HasMetrics(Protocol):
+    metrics: Metrics
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise BadRequest(message)
+
+
+def handled(method: F) -> F:
+    """Turn domain exceptions into statuses (the domain never sees gRPC) and time the call."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def run(self: _HasMetrics, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.metrics.rpc_seconds.labels(name).time():
+            try:
+                return method(self, request, context)
+            except NotFound as exc:
+                code, message = grpc.StatusCode.NOT_FOUND, str(exc)
+            except Declared as exc:
+                code, message = grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+            except (AdminError, BadRequest) as exc:
+                code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        self.metrics.rpc_errors.labels(name, code.name).inc()
+        context.abort(code, f"{name}: {message}")
+
+    return run  # type: ignore[return-value]

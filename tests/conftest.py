@@ -1,0 +1,65 @@
+"""Pure helpers shared by the catalog and engine unit tests (no servers, no I/O)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from plangate.sidecar.catalog import Catalog, CatalogError, Problem, parse_catalog
+
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+"""A fixed "now" for tests that do not care about the exact instant (a Monday, mid-month)."""
+
+
+def build_catalog(text: str, file: str = "catalog.yaml") -> Catalog:
+    """A catalog from an inline, indented YAML/JSON string."""
+    return parse_catalog(textwrap.dedent(text), file)
+
+
+def catalog_problems(text: str, file: str = "catalog.yaml") -> list[Problem]:
+    """The problems of an inline catalog that must not load (fails the test if it loads)."""
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(textwrap.dedent(text), file)
+    assert info.value.problems, "CatalogError without problems"
+    return info.value.problems
+
+
+class FakeUsage:
+    """A dict-backed `UsageView`: (scope key, feature, period start) -> amount.
+
+    Every read is recorded in `reads`, so a test can check which counter an evaluation used.
+    """
+
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, str, datetime], float] = {}
+        self.reads: list[tuple[str, str, datetime]] = []
+
+    def set(self, scope_key: str, feature: str, period_start: datetime, amount: float) -> None:
+        self.counters[(scope_key, feature, period_start)] = amount
+
+    def used(self, scope_key: str, feature: str, period_start: datetime) -> float:
+        self.reads.append((scope_key, feature, period_start))
+        return self.counters.get((scope_key, feature, period_start), 0.0)
+
+
+@pytest.fixture
+def now() -> datetime:
+    return NOW
+
+
+@pytest.fixture
+def make_catalog() -> Callable[..., Catalog]:
+    return build_catalog
+
+
+@pytest.fixture
+def problems_of() -> Callable[..., list[Problem]]:
+    return catalog_problems
+
+
+@pytest.fixture
+def usage() -> FakeUsage:
+    return FakeUsage()
