@@ -29,7 +29,14 @@ _IMPORT = re.compile(r"^from ((?:plangate|flagd)[\w.]*) import (\w+_pb2)", re.M)
 
 def generate(into: Path) -> dict[Path, str]:
     include = Path(protoc.__file__).parent / "_proto"
-    args = ["protoc", f"-I{PROTO}", f"-I{include}", f"--python_out={into}", f"--pyi_out={into}", f"--grpc_python_out={into}"]
+    args = [
+        "protoc",
+        f"-I{PROTO}",
+        f"-I{include}",
+        f"--python_out={into}",
+        f"--pyi_out={into}",
+        f"--grpc_python_out={into}",
+    ]
     if protoc.main([*args, *(str(PROTO / f) for f in FILES)]) != 0:
         raise SystemExit("protoc failed")
     out: dict[Path, str] = {}
@@ -40,12 +47,18 @@ def generate(into: Path) -> dict[Path, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if committed stubs are stale")
     check = parser.parse_args().check
     with tempfile.TemporaryDirectory() as tmp:
         generated = generate(Path(tmp))
-    stale = [rel for rel, text in generated.items() if not (OUT / rel).exists() or (OUT / rel).read_text() != text]
+    stale = [
+        rel
+        for rel, text in generated.items()
+        if not (OUT / rel).exists() or (OUT / rel).read_text() != text
+    ]
     if check:
         for rel in stale:
             print(f"stale generated stub: protocol/{rel} (run: python scripts/gen_protos.py)")

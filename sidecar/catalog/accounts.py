@@ -28,17 +28,34 @@ def subscription_problems(
     for key, quantity in addons.items():
         addon = catalog_addons.get(key)
         if addon is None:
-            out.append((key, f"unknown add-on {key!r} (add-ons: {', '.join(sorted(catalog_addons))})"))
+            out.append(
+                (key, f"unknown add-on {key!r} (add-ons: {', '.join(sorted(catalog_addons))})")
+            )
             continue
         if addon.requires and plan.key not in addon.requires:
             allowed = ", ".join(sorted(addon.requires))
-            out.append((key, f"add-on {key!r} cannot be attached to plan {plan.key!r} (requires one of: {allowed})"))
+            out.append(
+                (
+                    key,
+                    f"add-on {key!r} cannot be attached to plan {plan.key!r} (requires one of: {allowed})",
+                )
+            )
         elif not addon.requires and addon.product != plan.product:
-            out.append((key, f"add-on {key!r} belongs to product {addon.product!r}, plan {plan.key!r} does not"))
+            out.append(
+                (
+                    key,
+                    f"add-on {key!r} belongs to product {addon.product!r}, plan {plan.key!r} does not",
+                )
+            )
         if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
             out.append((key, f"quantity of {key!r} must be a positive integer, got {quantity!r}"))
         elif quantity > addon.max_quantity:
-            out.append((key, f"quantity {quantity} of {key!r} exceeds its max_quantity {addon.max_quantity}"))
+            out.append(
+                (
+                    key,
+                    f"quantity {quantity} of {key!r} exceeds its max_quantity {addon.max_quantity}",
+                )
+            )
     return out
 
 
@@ -103,7 +120,10 @@ class _AccountReader:
             data = read_mapping(doc, path, item)
             check_keys(doc, path, data, _SUBSCRIPTION)
             plan = self._plan(data.get("plan"), (*path, "plan"))
-            addon_qty = {str(k): v for k, v in read_mapping(doc, (*path, "addons"), data.get("addons")).items()}
+            addon_qty = {
+                str(k): v
+                for k, v in read_mapping(doc, (*path, "addons"), data.get("addons")).items()
+            }
             starts_at, ends_at, trial = (
                 self._time(path, data, "starts_at"),
                 self._time(path, data, "ends_at"),
@@ -151,7 +171,11 @@ class _AccountReader:
                 continue
             expires_at = None
             # `{value: V, expires_at: T}` wraps a value that expires; anything else is the value.
-            if isinstance(value, dict) and "value" in value and set(value) <= {"value", "expires_at"}:
+            if (
+                isinstance(value, dict)
+                and "value" in value
+                and set(value) <= {"value", "expires_at"}
+            ):
                 if value.get("expires_at") is not None:
                     expires_at = read_time(self.doc, (*path, "expires_at"), value["expires_at"])
                 value, path = value["value"], (*path, "value")
@@ -172,8 +196,13 @@ class _AccountReader:
             if "value" not in data:
                 self.doc.error((*path, "value"), "a grant needs a value")
                 continue
-            value: Entitlement | None = read_entitlement(self.doc, (*path, "value"), data["value"], feature)
-            starts_at, ends_at = self._time(path, data, "starts_at"), self._time(path, data, "ends_at")
+            value: Entitlement | None = read_entitlement(
+                self.doc, (*path, "value"), data["value"], feature
+            )
+            starts_at, ends_at = (
+                self._time(path, data, "starts_at"),
+                self._time(path, data, "ends_at"),
+            )
             if starts_at and ends_at and ends_at <= starts_at:
                 self.doc.error((*path, "ends_at"), "ends_at must be after starts_at")
             if value is not None:

@@ -43,7 +43,9 @@ def load_catalog(file: str | FsPath) -> Catalog:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError([Problem(str(file), 1, "(document)", f"cannot read file: {exc}")]) from exc
+        raise CatalogError(
+            [Problem(str(file), 1, "(document)", f"cannot read file: {exc}")]
+        ) from exc
     return parse_catalog(text, str(file))
 
 
@@ -177,7 +179,10 @@ class _Builder:
                     continue
                 slug = slugify(str(data.get("slug") or name))
                 if (product, slug) in seen:
-                    doc.error((*path, "name"), f"{kind[:-1]} slug {slug!r} is already used in product {product!r}")
+                    doc.error(
+                        (*path, "name"),
+                        f"{kind[:-1]} slug {slug!r} is already used in product {product!r}",
+                    )
                     continue
                 seen.add((product, slug))
                 out.append((path, product, slug, data))
@@ -196,15 +201,22 @@ class _Builder:
         by_key = {keys[(p, s)]: (path, p, s, d) for path, p, s, d in items}
         own: dict[str, dict[str, Entitlement]] = {}
         parents: dict[str, str | None] = {}
-        for key, (path, product, slug, data) in by_key.items():
-            own[key] = self._entitlements(product, (*path, "entitlements"), data.get("entitlements"))
+        for key, (path, product, _slug, data) in by_key.items():
+            own[key] = self._entitlements(
+                product, (*path, "entitlements"), data.get("entitlements")
+            )
             parent = data.get("extends")
             if parent is None:
                 parents[key] = None
                 continue
-            parent_key = keys.get((product, slugify(str(parent)))) or (parent if parent in by_key else None)
+            parent_key = keys.get((product, slugify(str(parent)))) or (
+                parent if parent in by_key else None
+            )
             if parent_key is None:
-                doc.error((*path, "extends"), f"unknown plan {parent!r} (plans: {', '.join(sorted(by_key))})")
+                doc.error(
+                    (*path, "extends"),
+                    f"unknown plan {parent!r} (plans: {', '.join(sorted(by_key))})",
+                )
             parents[key] = parent_key
         for key, (path, product, slug, data) in by_key.items():
             chain = self._chain(key, parents, (*path, "extends"))
@@ -246,7 +258,11 @@ class _Builder:
         if not is_number(data.get("amount")) or data["amount"] < 0:
             self.doc.error((*path, "amount"), "must be a non-negative number")
             return None
-        return Price(float(data["amount"]), str(data.get("currency", "USD")), str(data.get("interval", "month")))
+        return Price(
+            float(data["amount"]),
+            str(data.get("currency", "USD")),
+            str(data.get("interval", "month")),
+        )
 
     def _quotas(self, product: str, plan: Plan, path: Path, raw: Any) -> tuple[Quota, ...]:
         doc = self.doc
@@ -259,15 +275,26 @@ class _Builder:
             if feature is None:
                 continue
             if feature.type is not FeatureType.METERED:
-                doc.error((*qpath, "feature"), f"quotas apply to metered features; {feature.key} is {feature.type.value}")
+                doc.error(
+                    (*qpath, "feature"),
+                    f"quotas apply to metered features; {feature.key} is {feature.type.value}",
+                )
                 continue
             if feature.key not in plan.entitlements:
                 doc.error((*qpath, "feature"), f"plan {plan.key!r} has no limit for {feature.key}")
                 continue
-            thresholds = [self._threshold((*qpath, "at", j), t) for j, t in enumerate(read_list(doc, (*qpath, "at"), data.get("at")))]
+            thresholds = [
+                self._threshold((*qpath, "at", j), t)
+                for j, t in enumerate(read_list(doc, (*qpath, "at"), data.get("at")))
+            ]
             if not thresholds:
-                doc.error((*qpath, "at"), 'needs at least one threshold, e.g. [80%, 100%] or [5000]')
-            actions = [self._action(product, (*qpath, "actions", j), a) for j, a in enumerate(read_list(doc, (*qpath, "actions"), data.get("actions")))]
+                doc.error(
+                    (*qpath, "at"), "needs at least one threshold, e.g. [80%, 100%] or [5000]"
+                )
+            actions = [
+                self._action(product, (*qpath, "actions", j), a)
+                for j, a in enumerate(read_list(doc, (*qpath, "actions"), data.get("actions")))
+            ]
             out.append(
                 Quota(
                     feature.key,
@@ -287,7 +314,9 @@ class _Builder:
                 return Threshold(percent=percent)
         elif is_number(raw) and raw > 0:
             return Threshold(amount=float(raw))
-        self.doc.error(path, f'a threshold is a percentage like "80%" or a positive number, got {raw!r}')
+        self.doc.error(
+            path, f'a threshold is a percentage like "80%" or a positive number, got {raw!r}'
+        )
         return None
 
     def _action(self, product: str, path: Path, raw: Any) -> QuotaAction | None:
@@ -295,7 +324,10 @@ class _Builder:
         data = read_mapping(doc, path, raw)
         kinds = [k for k in ("webhook", "override", "change_plan") if k in data]
         if len(kinds) != 1:
-            doc.error(path, "an action is exactly one of `webhook: URL`, `override: {feature, value}`, `change_plan: PLAN`")
+            doc.error(
+                path,
+                "an action is exactly one of `webhook: URL`, `override: {feature, value}`, `change_plan: PLAN`",
+            )
             return None
         kind = kinds[0]
         if kind == "webhook":
@@ -306,7 +338,12 @@ class _Builder:
             if not url.startswith(("http://", "https://")):
                 doc.error((*path, "webhook"), f"must be an http:// or https:// URL, got {url!r}")
                 return None
-            return QuotaAction("webhook", target=url, secret_env=str(data.get("secret_env") or ""), secret_file=str(data.get("secret_file") or ""))
+            return QuotaAction(
+                "webhook",
+                target=url,
+                secret_env=str(data.get("secret_env") or ""),
+                secret_file=str(data.get("secret_file") or ""),
+            )
         if kind == "change_plan":
             check_keys(doc, path, data, {"change_plan"})
             target = data["change_plan"]
@@ -328,7 +365,13 @@ class _Builder:
 
     def _all_plan_refs(self) -> dict[str, str]:
         refs = {key: key for key in self.plans}
-        refs.update({plan.slug: key for key, plan in self.plans.items() if key != plan.slug and plan.slug not in refs})
+        refs.update(
+            {
+                plan.slug: key
+                for key, plan in self.plans.items()
+                if key != plan.slug and plan.slug not in refs
+            }
+        )
         return refs
 
     def _addons(self, items: list[tuple[Path, str, str, dict[str, Any]]]) -> None:
@@ -340,12 +383,21 @@ class _Builder:
             for j, ref in enumerate(read_list(doc, (*path, "requires"), data.get("requires"))):
                 plan_key = plan_refs.get(f"{product}/{ref}") or plan_refs.get(str(ref))
                 if plan_key is None:
-                    doc.error((*path, "requires", j), f"unknown plan {ref!r} (plans: {', '.join(sorted(self.plans))})")
+                    doc.error(
+                        (*path, "requires", j),
+                        f"unknown plan {ref!r} (plans: {', '.join(sorted(self.plans))})",
+                    )
                 else:
                     requires.add(plan_key)
             max_quantity = data.get("max_quantity", 1)
-            if not isinstance(max_quantity, int) or isinstance(max_quantity, bool) or max_quantity < 1:
-                doc.error((*path, "max_quantity"), f"must be a positive integer, got {max_quantity!r}")
+            if (
+                not isinstance(max_quantity, int)
+                or isinstance(max_quantity, bool)
+                or max_quantity < 1
+            ):
+                doc.error(
+                    (*path, "max_quantity"), f"must be a positive integer, got {max_quantity!r}"
+                )
                 max_quantity = 1
             key = keys[(product, slug)]
             self.addons[key] = AddOn(
@@ -355,7 +407,9 @@ class _Builder:
                 product=product,
                 requires=frozenset(requires),
                 max_quantity=max_quantity,
-                entitlements=MappingProxyType(self._entitlements(product, (*path, "entitlements"), data.get("entitlements"))),
+                entitlements=MappingProxyType(
+                    self._entitlements(product, (*path, "entitlements"), data.get("entitlements"))
+                ),
             )
 
 

@@ -131,7 +131,9 @@ def _default(doc: Document, path: Path, data: dict[str, Any], f: Feature) -> Any
     if "default" not in data:
         return fallback[f.type]
     if f.type is FeatureType.FLAG and data["default"] is not False:
-        doc.error(path, "a flag feature is false wherever it is not granted; its default must be false")
+        doc.error(
+            path, "a flag feature is false wherever it is not granted; its default must be false"
+        )
         return False
     value = read_entitlement(doc, path, data["default"], f)
     return fallback[f.type] if value is None else value
@@ -179,7 +181,10 @@ def _integer_value(doc: Document, path: Path, value: Any, f: Feature) -> Entitle
     if value == "unlimited":
         return UNLIMITED
     if not isinstance(value, int) or isinstance(value, bool):
-        doc.error(path, f"{f.key} is an integer feature: expected an integer or \"unlimited\", got {value!r}")
+        doc.error(
+            path,
+            f'{f.key} is an integer feature: expected an integer or "unlimited", got {value!r}',
+        )
         return None
     if (f.min is not None and value < f.min) or (f.max is not None and value > f.max):
         lo = "-inf" if f.min is None else f"{f.min:g}"
@@ -208,7 +213,7 @@ def _metered_value(doc: Document, path: Path, value: Any) -> MeteredLimit | None
         doc.error(path, bad)
         return None
     check_keys(doc, path, value, {"limit", "soft", "overage_cap"})
-    limit = value.get("limit")
+    limit: Any = value.get("limit")
     if limit != "unlimited" and not (is_number(limit) and limit >= 0):
         doc.error((*path, "limit"), bad)
         return None
@@ -216,12 +221,14 @@ def _metered_value(doc: Document, path: Path, value: Any) -> MeteredLimit | None
     if not isinstance(soft, bool):
         doc.error((*path, "soft"), "must be true or false")
         return None
-    cap = value.get("overage_cap")
+    cap: Any = value.get("overage_cap")
     if cap is not None and not (is_number(cap) and cap >= 0):
         doc.error((*path, "overage_cap"), "must be a non-negative number")
         return None
     if cap is not None and not soft:
-        doc.error((*path, "overage_cap"), "only a soft limit can have an overage cap; add `soft: true`")
+        doc.error(
+            (*path, "overage_cap"), "only a soft limit can have an overage cap; add `soft: true`"
+        )
         return None
     return MeteredLimit(
         None if limit == "unlimited" else float(limit),

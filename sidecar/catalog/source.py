@@ -110,7 +110,9 @@ def parse(text: str, file: str) -> Document:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         reason = getattr(exc, "problem", None) or str(exc)
-        raise CatalogError([Problem(file, line, "(document)", f"not valid YAML/JSON: {reason}")])
+        raise CatalogError(
+            [Problem(file, line, "(document)", f"not valid YAML/JSON: {reason}")]
+        ) from exc
     doc = Document(file, None)
     if node is None:
         doc.data = {}
@@ -124,7 +126,7 @@ def parse(text: str, file: str) -> Document:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else 1
-            raise CatalogError([Problem(file, line, "(document)", str(exc))])
+            raise CatalogError([Problem(file, line, "(document)", str(exc))]) from exc
     for path, line in _walk(node, ()):
         doc.lines.setdefault(path, line)
     _find_duplicate_keys(node, (), doc)

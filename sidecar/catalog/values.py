@@ -43,7 +43,9 @@ def parse_time(value: Any) -> datetime | None:
 def read_time(doc: Document, path: Path, value: Any) -> datetime | None:
     parsed = parse_time(value)
     if parsed is None:
-        doc.error(path, f"expected an ISO-8601 timestamp such as 2026-01-15T00:00:00Z, got {value!r}")
+        doc.error(
+            path, f"expected an ISO-8601 timestamp such as 2026-01-15T00:00:00Z, got {value!r}"
+        )
     return parsed
 
 

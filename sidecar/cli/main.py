@@ -41,28 +41,83 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Run the PlanGate sidecar: gRPC evaluation/usage/admin, management HTTP and OFREP.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--catalog", default=_env("CATALOG"), help="catalog YAML/JSON file, watched for changes [PLANGATE_CATALOG]")
-    p.add_argument("--db", default=_env("DB", "plangate.db"), help="SQLite file for durable state [PLANGATE_DB]")
-    p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to bind (a sidecar stays on loopback) [PLANGATE_HOST]")
-    p.add_argument("--port", type=int, default=_env_int("PORT", 8013), help="gRPC port, 0 = any free [PLANGATE_PORT]")
-    p.add_argument("--management-port", type=int, default=_env_int("MANAGEMENT_PORT", 8014), help="/healthz /readyz /metrics [PLANGATE_MANAGEMENT_PORT]")
-    p.add_argument("--ofrep-port", type=int, default=_env_int("OFREP_PORT", 8016), help="OFREP HTTP port [PLANGATE_OFREP_PORT]")
-    p.add_argument("--socket", default=_env("SOCKET"), help="also serve gRPC on this Unix socket path [PLANGATE_SOCKET]")
-    p.add_argument("--environment", default=_env("ENVIRONMENT", "default"), help="environment whose state this sidecar serves [PLANGATE_ENVIRONMENT]")
-    p.add_argument("--token-file", default=_env("TOKEN_FILE"), help="file with the bearer token Admin and Usage calls must send [PLANGATE_TOKEN_FILE]")
-    p.add_argument("--tls-cert", default=_env("TLS_CERT"), help="server certificate (PEM) [PLANGATE_TLS_CERT]")
-    p.add_argument("--tls-key", default=_env("TLS_KEY"), help="server private key (PEM) [PLANGATE_TLS_KEY]")
-    p.add_argument("--tls-client-ca", default=_env("TLS_CLIENT_CA"), help="CA that client certificates must chain to (mTLS) [PLANGATE_TLS_CLIENT_CA]")
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING, ERROR [PLANGATE_LOG_LEVEL]")
+    p.add_argument(
+        "--catalog",
+        default=_env("CATALOG"),
+        help="catalog YAML/JSON file, watched for changes [PLANGATE_CATALOG]",
+    )
+    p.add_argument(
+        "--db",
+        default=_env("DB", "plangate.db"),
+        help="SQLite file for durable state [PLANGATE_DB]",
+    )
+    p.add_argument(
+        "--host",
+        default=_env("HOST", "127.0.0.1"),
+        help="address to bind (a sidecar stays on loopback) [PLANGATE_HOST]",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=_env_int("PORT", 8013),
+        help="gRPC port, 0 = any free [PLANGATE_PORT]",
+    )
+    p.add_argument(
+        "--management-port",
+        type=int,
+        default=_env_int("MANAGEMENT_PORT", 8014),
+        help="/healthz /readyz /metrics [PLANGATE_MANAGEMENT_PORT]",
+    )
+    p.add_argument(
+        "--ofrep-port",
+        type=int,
+        default=_env_int("OFREP_PORT", 8016),
+        help="OFREP HTTP port [PLANGATE_OFREP_PORT]",
+    )
+    p.add_argument(
+        "--socket",
+        default=_env("SOCKET"),
+        help="also serve gRPC on this Unix socket path [PLANGATE_SOCKET]",
+    )
+    p.add_argument(
+        "--environment",
+        default=_env("ENVIRONMENT", "default"),
+        help="environment whose state this sidecar serves [PLANGATE_ENVIRONMENT]",
+    )
+    p.add_argument(
+        "--token-file",
+        default=_env("TOKEN_FILE"),
+        help="file with the bearer token Admin and Usage calls must send [PLANGATE_TOKEN_FILE]",
+    )
+    p.add_argument(
+        "--tls-cert", default=_env("TLS_CERT"), help="server certificate (PEM) [PLANGATE_TLS_CERT]"
+    )
+    p.add_argument(
+        "--tls-key", default=_env("TLS_KEY"), help="server private key (PEM) [PLANGATE_TLS_KEY]"
+    )
+    p.add_argument(
+        "--tls-client-ca",
+        default=_env("TLS_CLIENT_CA"),
+        help="CA that client certificates must chain to (mTLS) [PLANGATE_TLS_CLIENT_CA]",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING, ERROR [PLANGATE_LOG_LEVEL]",
+    )
     p.set_defaults(func=serve)
 
 
 def serve(args: argparse.Namespace) -> int:
     from ..server.app import Settings, Sidecar
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not args.catalog:
-        print("plangate serve: --catalog FILE is required (or set PLANGATE_CATALOG)", file=sys.stderr)
+        print(
+            "plangate serve: --catalog FILE is required (or set PLANGATE_CATALOG)", file=sys.stderr
+        )
         return 2
     if bool(args.tls_cert) != bool(args.tls_key):
         print("plangate serve: --tls-cert and --tls-key go together", file=sys.stderr)
@@ -91,7 +146,11 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     print(
         f"plangate: ready. gRPC {args.host}:{sidecar.port}  management http://{args.host}:{sidecar.management_port}"
-        + (f"  OFREP http://{args.host}:{sidecar.ofrep_port}" if getattr(sidecar, "ofrep_port", 0) else ""),
+        + (
+            f"  OFREP http://{args.host}:{sidecar.ofrep_port}"
+            if getattr(sidecar, "ofrep_port", 0)
+            else ""
+        ),
         flush=True,
     )
     done = threading.Event()
@@ -103,7 +162,11 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("validate", help="check catalog files", description="Check catalog files; print file:line path: problem for each error.")
+    p = sub.add_parser(
+        "validate",
+        help="check catalog files",
+        description="Check catalog files; print file:line path: problem for each error.",
+    )
     p.add_argument("files", nargs="+", help="catalog YAML/JSON files")
     p.set_defaults(func=validate)
 

@@ -24,7 +24,9 @@ def stack(base: Entitlement | None, addon: Entitlement, quantity: int) -> Entitl
         assert isinstance(base, MeteredLimit)
         if base.unlimited or addon.unlimited:
             return MeteredLimit(None, base.soft, base.overage_cap)
-        return MeteredLimit((base.limit or 0) + (addon.limit or 0) * quantity, base.soft, base.overage_cap)
+        return MeteredLimit(
+            (base.limit or 0) + (addon.limit or 0) * quantity, base.soft, base.overage_cap
+        )
     if addon is UNLIMITED or base is UNLIMITED:
         return UNLIMITED
     if isinstance(addon, bool):
@@ -57,7 +59,11 @@ def _rank(value: Entitlement) -> tuple[float, float] | None:
     if isinstance(value, MeteredLimit):
         if value.unlimited:
             return (inf, inf)
-        ceiling = inf if value.soft and value.overage_cap is None else (value.limit or 0) + (value.overage_cap or 0)
+        ceiling = (
+            inf
+            if value.soft and value.overage_cap is None
+            else (value.limit or 0) + (value.overage_cap or 0)
+        )
         return (value.limit or 0.0, ceiling)
     return None
 

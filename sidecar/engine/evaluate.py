@@ -51,7 +51,9 @@ def requested_amount(context: Mapping[str, Any]) -> float:
 def find_feature(snapshot: Snapshot, key: str) -> Feature:
     feature = snapshot.catalog.features.get(key)
     if feature is None:
-        raise EvaluationError(ErrorCode.FLAG_NOT_FOUND, f"no feature {key!r} in catalog {snapshot.catalog.version}")
+        raise EvaluationError(
+            ErrorCode.FLAG_NOT_FOUND, f"no feature {key!r} in catalog {snapshot.catalog.version}"
+        )
     return feature
 
 
@@ -76,21 +78,43 @@ def evaluate(
     context; an unknown account is not an error (default value, denial account_not_found).
     """
     if not account_id:
-        raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required")
+        raise EvaluationError(
+            ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required"
+        )
     feature = find_feature(snapshot, key)
     requested = requested_amount(context)
     if feature.archived:
-        return _default(snapshot, feature, account_id, None, now, requested, Reason.DISABLED, Denial.FEATURE_DISABLED)
+        return _default(
+            snapshot,
+            feature,
+            account_id,
+            None,
+            now,
+            requested,
+            Reason.DISABLED,
+            Denial.FEATURE_DISABLED,
+        )
     account = snapshot.accounts.get(account_id)
     subscriptions = active_subscriptions(snapshot, account_id, now)
     if account is None and not snapshot.memberships.get(account_id):
-        return _default(snapshot, feature, account_id, None, now, requested, Reason.DEFAULT, Denial.ACCOUNT_NOT_FOUND)
+        return _default(
+            snapshot,
+            feature,
+            account_id,
+            None,
+            now,
+            requested,
+            Reason.DEFAULT,
+            Denial.ACCOUNT_NOT_FOUND,
+        )
     found = _decide(snapshot, account, feature, subscriptions, now)
     if found is None:
         sub = subscriptions[0] if subscriptions else None
         return _default(snapshot, feature, account_id, sub, now, requested, Reason.DEFAULT, None)
     value, variant, sub = found
-    return _decision(snapshot, feature, account_id, sub, now, requested, value, variant, Reason.TARGETING_MATCH)
+    return _decision(
+        snapshot, feature, account_id, sub, now, requested, value, variant, Reason.TARGETING_MATCH
+    )
 
 
 def _decide(
@@ -115,7 +139,9 @@ def _decide(
             candidates.append(sourced)
             origin.setdefault(sourced[1], sub)
     if account is not None:
-        candidates.extend((g.value, "grant") for g in account.grants if g.feature == key and g.active_at(now))
+        candidates.extend(
+            (g.value, "grant") for g in account.grants if g.feature == key and g.active_at(now)
+        )
     winner = most_generous(candidates)
     if winner is None:
         return None
@@ -134,7 +160,11 @@ def slot_for(snapshot: Snapshot, account_id: str, feature: Feature, now: datetim
 
 
 def _slot(feature: Feature, account_id: str, sub: Subscription | None, now: datetime) -> Slot:
-    scope = f"sub:{sub.id}" if feature.scope is Scope.SUBSCRIPTION and sub is not None else f"acct:{account_id}"
+    scope = (
+        f"sub:{sub.id}"
+        if feature.scope is Scope.SUBSCRIPTION and sub is not None
+        else f"acct:{account_id}"
+    )
     period = period_containing(feature.reset, feature.anchor, now, sub.starts_at if sub else None)
     return Slot(scope, period)
 
@@ -149,7 +179,9 @@ def _default(
     reason: Reason,
     denial: Denial | None,
 ) -> Decision:
-    decision = _decision(snapshot, feature, account_id, sub, now, requested, feature.default, "default", reason)
+    decision = _decision(
+        snapshot, feature, account_id, sub, now, requested, feature.default, "default", reason
+    )
     if denial is None:
         if decision.has_access:
             return decision
@@ -231,10 +263,14 @@ def _metered(
         scope_key=slot.scope_key,
     )
     value = None if cap is None else (int(cap) if cap.is_integer() else cap)
-    return Decision(feature.key, feature.type, value, variant, reason, access, denial, metering, cap is None)
+    return Decision(
+        feature.key, feature.type, value, variant, reason, access, denial, metering, cap is None
+    )
 
 
-def metered_access(limit: MeteredLimit, used: float, requested: float) -> tuple[bool, Denial | None]:
+def metered_access(
+    limit: MeteredLimit, used: float, requested: float
+) -> tuple[bool, Denial | None]:
     """Design §4: unlimited, or U + R <= L, or a soft limit within its overage cap."""
     if limit.limit is None:
         return True, None

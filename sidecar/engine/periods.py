@@ -49,6 +49,10 @@ def period_containing(reset: Reset, anchor: Anchor, at: datetime, start: datetim
     """
     if reset is Reset.NEVER:
         return Period(BEGINNING, None)
+    # Boundaries are UTC (design §5): the calendar arithmetic below reads year/month/day,
+    # which for an instant in another offset would be that offset's, not UTC's.
+    at = at.astimezone(UTC)
+    start = None if start is None else start.astimezone(UTC)
     origin = start if anchor is Anchor.SUBSCRIPTION and start is not None else None
     step = _FIXED.get(reset)
     if step is not None:

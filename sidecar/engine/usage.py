@@ -42,17 +42,27 @@ def check_report(feature: Feature | None, report: UsageReport) -> Feature:
     if feature is None:
         raise UsageRejected(f"unknown feature {report.feature!r}")
     if feature.type is not FeatureType.METERED:
-        raise UsageRejected(f"{feature.key} is a {feature.type.value} feature; only metered features take usage")
+        raise UsageRejected(
+            f"{feature.key} is a {feature.type.value} feature; only metered features take usage"
+        )
     if not math.isfinite(report.amount):
         raise UsageRejected(f"amount must be a finite number, got {report.amount!r}")
     if feature.aggregation is Aggregation.UNIQUE:
         if not report.unique_key:
-            raise UsageRejected(f"{feature.key} counts unique keys: set unique_key (e.g. the user id)")
+            raise UsageRejected(
+                f"{feature.key} counts unique keys: set unique_key (e.g. the user id)"
+            )
         if report.mode is Mode.SET:
             raise UsageRejected(f"{feature.key} counts unique keys; mode 'set' does not apply")
     elif report.unique_key:
-        raise UsageRejected(f"{feature.key} aggregates by {feature.aggregation.value}; unique_key applies only to unique features")
-    if feature.aggregation is Aggregation.GAUGE and report.mode is not Mode.ADD and report.amount < 0:
+        raise UsageRejected(
+            f"{feature.key} aggregates by {feature.aggregation.value}; unique_key applies only to unique features"
+        )
+    if (
+        feature.aggregation is Aggregation.GAUGE
+        and report.mode is not Mode.ADD
+        and report.amount < 0
+    ):
         raise UsageRejected(f"{feature.key} is a gauge: the value set must be >= 0")
     return feature
 
@@ -61,5 +71,7 @@ def next_value(feature: Feature, current: float, report: UsageReport, new_unique
     """The counter after applying `report`; `new_unique` says whether its unique key is unseen."""
     if feature.aggregation is Aggregation.UNIQUE:
         return current + 1 if new_unique else current
-    setting = report.mode is Mode.SET or (report.mode is Mode.DEFAULT and feature.aggregation is Aggregation.GAUGE)
+    setting = report.mode is Mode.SET or (
+        report.mode is Mode.DEFAULT and feature.aggregation is Aggregation.GAUGE
+    )
     return max(0.0, report.amount if setting else current + report.amount)

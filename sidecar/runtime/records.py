@@ -16,8 +16,8 @@ from typing import Any
 from ..catalog.accounts import read_accounts
 from ..catalog.model import Account, Catalog
 from ..catalog.source import Document
-from ..store.timefmt import ts
 from ..store.base import Record
+from ..store.timefmt import ts
 
 
 class AdminError(ValueError):
@@ -32,8 +32,17 @@ class Declared(AdminError):
     """The account is declared in the catalog file, which stays the source of truth."""
 
 
-def new_record(account_id: str, name: str = "", attributes: Mapping[str, Any] | None = None) -> Record:
-    return {"id": account_id, "name": name, "attributes": dict(attributes or {}), "subscriptions": [], "overrides": {}, "grants": []}
+def new_record(
+    account_id: str, name: str = "", attributes: Mapping[str, Any] | None = None
+) -> Record:
+    return {
+        "id": account_id,
+        "name": name,
+        "attributes": dict(attributes or {}),
+        "subscriptions": [],
+        "overrides": {},
+        "grants": [],
+    }
 
 
 def validate(record: Record, catalog: Catalog) -> Account:
@@ -41,7 +50,9 @@ def validate(record: Record, catalog: Catalog) -> Account:
     doc = Document(file="request", data=None)
     accounts = read_accounts(doc, [record], catalog.plans, catalog.addons, catalog.features)
     if doc.problems:
-        raise AdminError("; ".join(f"{p.path.removeprefix('accounts[0].')}: {p.message}" for p in doc.problems))
+        raise AdminError(
+            "; ".join(f"{p.path.removeprefix('accounts[0].')}: {p.message}" for p in doc.problems)
+        )
     return accounts[record["id"]]
 
 
@@ -50,11 +61,14 @@ def time_text(at: datetime | None) -> str | None:
 
 
 def find_subscription(record: Record, subscription_id: str) -> dict[str, Any]:
-    for sub in record["subscriptions"]:
+    subs: list[dict[str, Any]] = record["subscriptions"]
+    for sub in subs:
         if sub.get("id") == subscription_id:
             return sub
     known = ", ".join(s.get("id", "?") for s in record["subscriptions"]) or "none"
-    raise NotFound(f"account {record['id']!r} has no subscription {subscription_id!r} (subscriptions: {known})")
+    raise NotFound(
+        f"account {record['id']!r} has no subscription {subscription_id!r} (subscriptions: {known})"
+    )
 
 
 def edited(record: Record) -> Record:
@@ -76,7 +90,13 @@ def add_subscription(
     sub_id = subscription_id or f"sub_{uuid.uuid4().hex[:12]}"
     if any(s.get("id") == sub_id for s in rec["subscriptions"]):
         raise AdminError(f"subscription id {sub_id!r} already exists on account {rec['id']!r}")
-    sub: dict[str, Any] = {"id": sub_id, "plan": plan, "addons": dict(addons), "starts_at": time_text(starts_at), "members": list(members)}
+    sub: dict[str, Any] = {
+        "id": sub_id,
+        "plan": plan,
+        "addons": dict(addons),
+        "starts_at": time_text(starts_at),
+        "members": list(members),
+    }
     if ends_at is not None:
         sub["ends_at"] = time_text(ends_at)
     if trial_ends_at is not None:
@@ -129,7 +149,12 @@ def clear_override(record: Record, feature: str) -> Record:
 
 
 def add_grant(
-    record: Record, feature: str, value: Any, starts_at: datetime | None, ends_at: datetime | None, grant_id: str
+    record: Record,
+    feature: str,
+    value: Any,
+    starts_at: datetime | None,
+    ends_at: datetime | None,
+    grant_id: str,
 ) -> tuple[Record, str]:
     rec = edited(record)
     gid = grant_id or f"grant_{uuid.uuid4().hex[:12]}"

@@ -93,7 +93,9 @@ class LiveState:
             try:
                 accounts[account_id] = self._merge(catalog, record)
             except rec.AdminError as exc:
-                raise ValueError(f"stored account {account_id!r} does not fit this catalog: {exc}") from exc
+                raise ValueError(
+                    f"stored account {account_id!r} does not fit this catalog: {exc}"
+                ) from exc
         return Snapshot(catalog, accounts, memberships_of(accounts.values()), self.counters)
 
     @staticmethod
@@ -114,10 +116,19 @@ class LiveState:
             self.catalog_error = None
         changed = changed_features(old, catalog)
         self.events.publish(CatalogChanged(catalog.version, changed))
-        moved = [i for i in {*old.accounts, *catalog.accounts} if old.accounts.get(i) != catalog.accounts.get(i)]
+        moved = [
+            i
+            for i in {*old.accounts, *catalog.accounts}
+            if old.accounts.get(i) != catalog.accounts.get(i)
+        ]
         if moved:
             self.events.publish(AccountChanged(tuple(sorted(moved)), "sync"))
-        log.info("catalog %s loaded from %s (%d features changed)", catalog.version, catalog.source, len(changed))
+        log.info(
+            "catalog %s loaded from %s (%d features changed)",
+            catalog.version,
+            catalog.source,
+            len(changed),
+        )
         return changed
 
     # -- evaluation --------------------------------------------------------------------------
@@ -125,10 +136,14 @@ class LiveState:
     def evaluate(self, account_id: str, key: str, context: Mapping[str, Any]) -> Decision:
         return evaluate(self.snapshot, account_id, key, context, self.clock())
 
-    def evaluate_all(self, account_id: str, context: Mapping[str, Any]) -> dict[str, Decision | EvaluationError]:
+    def evaluate_all(
+        self, account_id: str, context: Mapping[str, Any]
+    ) -> dict[str, Decision | EvaluationError]:
         snap, now = self.snapshot, self.clock()
         if not account_id:
-            raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required")
+            raise EvaluationError(
+                ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required"
+            )
         out: dict[str, Decision | EvaluationError] = {}
         for key in snap.catalog.features:
             try:
@@ -148,7 +163,9 @@ class LiveState:
         snap = self.snapshot
         feature = check_report(snap.catalog.features.get(report.feature), report)
         if not self._known(report.account):
-            raise UsageRejected(f"unknown account {report.account!r}; create it first (Admin.UpsertAccount)")
+            raise UsageRejected(
+                f"unknown account {report.account!r}; create it first (Admin.UpsertAccount)"
+            )
         slot = slot_for(snap, report.account, feature, report.timestamp or now)
         return UsageWrite(slot.scope_key, feature, slot.period.start, report)
 
@@ -168,7 +185,9 @@ class LiveState:
                 for (i, w), outcome in zip(writes, stored, strict=True):
                     outcomes[i] = outcome
                     if outcome.status is Status.APPLIED:
-                        self.counters.values[(w.scope_key, w.feature.key, w.period_start)] = outcome.usage
+                        self.counters.values[(w.scope_key, w.feature.key, w.period_start)] = (
+                            outcome.usage
+                        )
             self._usage_changed(w.scope_key for _, w in writes)
         return [o for o in outcomes if o is not None]
 
@@ -181,12 +200,29 @@ class LiveState:
             raise EvaluationError(ErrorCode.GENERAL, str(exc)) from exc
         requested = 1.0 if write.feature.aggregation.value == "unique" else report.amount
         if requested < 0:
-            raise EvaluationError(ErrorCode.INVALID_CONTEXT, "consume takes a non-negative amount; report refunds instead")
+            raise EvaluationError(
+                ErrorCode.INVALID_CONTEXT,
+                "consume takes a non-negative amount; report refunds instead",
+            )
         with self._write:
-            decision = evaluate(self.snapshot, report.account, report.feature, {"requested": requested}, report.timestamp or now)
+            decision = evaluate(
+                self.snapshot,
+                report.account,
+                report.feature,
+                {"requested": requested},
+                report.timestamp or now,
+            )
             m = decision.metering
-            if m is None or decision.denial in ("account_not_found", "no_entitlement", "feature_disabled"):
-                return ConsumeOutcome(False, m.used if m else 0.0, decision.denial.value if decision.denial else "no_entitlement")
+            if m is None or decision.denial in (
+                "account_not_found",
+                "no_entitlement",
+                "feature_disabled",
+            ):
+                return ConsumeOutcome(
+                    False,
+                    m.used if m else 0.0,
+                    decision.denial.value if decision.denial else "no_entitlement",
+                )
             limit = MeteredLimit(m.limit, m.soft_limit, m.overage_cap)
 
             def admit(current: float) -> str | None:
@@ -195,11 +231,14 @@ class LiveState:
 
             outcome = self.store.record_usage([replace(write, admit=admit)])[0]
             if outcome.status is Status.APPLIED:
-                self.counters.values[(write.scope_key, write.feature.key, write.period_start)] = outcome.usage
+                self.counters.values[(write.scope_key, write.feature.key, write.period_start)] = (
+                    outcome.usage
+                )
         if outcome.status is Status.APPLIED:
             self._usage_changed([write.scope_key])
         return ConsumeOutcome(
-            outcome.status is Status.APPLIED or (outcome.status is Status.DUPLICATE and not outcome.message),
+            outcome.status is Status.APPLIED
+            or (outcome.status is Status.DUPLICATE and not outcome.message),
             outcome.usage,
             outcome.message,
             outcome.status is Status.DUPLICATE,
@@ -208,7 +247,9 @@ class LiveState:
     def reset_usage(self, account_id: str, key: str) -> float:
         feature = self.catalog.features.get(key)
         if feature is None or feature.type is not FeatureType.METERED:
-            raise rec.AdminError(f"{key!r} is not a metered feature of catalog {self.catalog.version}")
+            raise rec.AdminError(
+                f"{key!r} is not a metered feature of catalog {self.catalog.version}"
+            )
         if not self._known(account_id):
             raise rec.NotFound(f"unknown account {account_id!r}")
         with self._write:
@@ -233,8 +274,18 @@ class LiveState:
 
     def _subscriptions_by_id(self, subscription_id: str) -> list[Subscription]:
         owner = subscription_id.split("/", 1)[0]
-        candidates = [self.snapshot.accounts.get(owner)] if owner in self.snapshot.accounts else self.snapshot.accounts.values()
-        return [s for a in candidates if a is not None for s in a.subscriptions if s.id == subscription_id]
+        candidates = (
+            [self.snapshot.accounts.get(owner)]
+            if owner in self.snapshot.accounts
+            else self.snapshot.accounts.values()
+        )
+        return [
+            s
+            for a in candidates
+            if a is not None
+            for s in a.subscriptions
+            if s.id == subscription_id
+        ]
 
     # -- admin -------------------------------------------------------------------------------
 
@@ -279,7 +330,9 @@ class LiveState:
             del self.records[account_id]
             self._accounts.pop(account_id, None)
             self._rebuild_memberships()
-        self.events.publish(AccountChanged((account_id, *(self._members_of(old) if old else ())), "admin"))
+        self.events.publish(
+            AccountChanged((account_id, *(self._members_of(old) if old else ())), "admin")
+        )
         return True
 
     def _serve(self, account: Account) -> None:
@@ -307,9 +360,12 @@ def changed_features(old: Catalog, new: Catalog) -> tuple[str, ...]:
     keys = set(old.features) | set(new.features)
 
     def view(c: Catalog, key: str) -> tuple[Feature | None, list[Any]]:
-        ents = [(p.key, p.entitlements.get(key)) for p in c.plans.values()]
+        ents: list[Any] = [(p.key, p.entitlements.get(key)) for p in c.plans.values()]
         ents += [(a.key, a.entitlements.get(key)) for a in c.addons.values()]
-        ents += [(a.id, a.overrides.get(key), [g for g in a.grants if g.feature == key]) for a in c.accounts.values()]
+        ents += [
+            (a.id, a.overrides.get(key), [g for g in a.grants if g.feature == key])
+            for a in c.accounts.values()
+        ]
         return c.features.get(key), ents
 
     return tuple(sorted(k for k in keys if view(old, k) != view(new, k)))

@@ -57,7 +57,9 @@ class Sidecar:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        catalog = load_catalog(settings.catalog)  # a bad catalog stops start-up here, with its message
+        catalog = load_catalog(
+            settings.catalog
+        )  # a bad catalog stops start-up here, with its message
         self.store = open_store(settings.db, settings.environment)
         self.state = LiveState(catalog, self.store)
         self.metrics = Metrics()
@@ -72,7 +74,9 @@ class Sidecar:
             poll_seconds=settings.poll_seconds,
         )
         self.grpc_server = self._grpc_server()
-        self.management = ManagementServer(settings.host, settings.management_port, self.metrics, self.readiness)
+        self.management = ManagementServer(
+            settings.host, settings.management_port, self.metrics, self.readiness
+        )
         self.management_port = self.management.port
 
     # -- assembly ----------------------------------------------------------------------------
@@ -90,11 +94,19 @@ class Sidecar:
         plangate_pb2_grpc.add_EvaluationServicer_to_server(
             EvaluationService(self.state, self.metrics, s.heartbeat_seconds), server
         )
-        plangate_pb2_grpc.add_UsageServicer_to_server(UsageService(self.state, self.metrics), server)
-        plangate_pb2_grpc.add_AdminServicer_to_server(AdminService(self.state, self.metrics), server)
+        plangate_pb2_grpc.add_UsageServicer_to_server(
+            UsageService(self.state, self.metrics), server
+        )
+        plangate_pb2_grpc.add_AdminServicer_to_server(
+            AdminService(self.state, self.metrics), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = [plangate_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n in SERVICES]
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        names = [
+            plangate_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n in SERVICES
+        ]
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
         address = f"{s.host}:{s.port}"
         if s.tls_cert and s.tls_key:
             creds = grpc.ssl_server_credentials(
@@ -126,7 +138,9 @@ class Sidecar:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         detail: dict[str, Any] = {
             "catalog_version": self.state.catalog.version,
-            "catalog": "ok" if self.state.catalog_error is None else "last change rejected; serving the previous version",
+            "catalog": "ok"
+            if self.state.catalog_error is None
+            else "last change rejected; serving the previous version",
             "environment": self.settings.environment,
             "accounts": len(self.state.snapshot.accounts),
         }

@@ -15,34 +15,37 @@ import grpc
 PROTECTED = ("/plangate.v1.Admin/", "/plangate.v1.Usage/")
 
 
-def _deny(message: str) -> grpc.RpcMethodHandler:
+def _deny(message: str) -> grpc.RpcMethodHandler[Any, Any]:
     def abort(request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
-class TokenAuth(grpc.ServerInterceptor):  # type: ignore[misc]
+class TokenAuth(grpc.ServerInterceptor[Any, Any]):
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if not details.method.startswith(PROTECTED):
             return continuation(details)
         sent = str(dict(details.invocation_metadata or ()).get("authorization", ""))
         if not sent:
-            return _deny("missing token: send metadata 'authorization: Bearer <token>' (see --token-file)")
+            return _deny(
+                "missing token: send metadata 'authorization: Bearer <token>' (see --token-file)"
+            )
         if not hmac.compare_digest(sent.encode(), self._expected):
             return _deny("wrong token: the bearer token does not match the sidecar's --token-file")
         return continuation(details)
 
 
 def read_token(path: str) -> str:
-    token = open(path, encoding="utf-8").read().strip()
+    with open(path, encoding="utf-8") as f:
+        token = f.read().strip()
     if not token:
         raise ValueError(f"token file {path} is empty; put the shared bearer token in it")
     return token

@@ -6,7 +6,15 @@ from typing import Any
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.values import from_timestamp, to_struct, to_timestamp, to_value
-from ..catalog.model import UNLIMITED, Account, Entitlement, Feature, MeteredLimit, Subscription, thaw
+from ..catalog.model import (
+    UNLIMITED,
+    Account,
+    Entitlement,
+    Feature,
+    MeteredLimit,
+    Subscription,
+    thaw,
+)
 from ..engine import Decision, EvaluationError, Kind, UsageReport, metadata, resolve_as
 from ..engine.typed import number
 from ..engine.usage import Mode
@@ -60,7 +68,9 @@ def resolution(decision: Decision, feature: Feature) -> pb.Resolution:
 
 
 def error_resolution(key: str, error: EvaluationError) -> pb.Resolution:
-    return pb.Resolution(feature=key, reason="ERROR", error_code=error.code.value, error_message=error.message)
+    return pb.Resolution(
+        feature=key, reason="ERROR", error_code=error.code.value, error_message=error.message
+    )
 
 
 KIND_OF = {
@@ -80,7 +90,11 @@ MODE_OF = {
 
 def usage_report(msg: pb.UsageReport | pb.ConsumeRequest) -> UsageReport:
     mode = MODE_OF.get(msg.mode, Mode.DEFAULT) if isinstance(msg, pb.UsageReport) else Mode.ADD
-    timestamp = from_timestamp(msg.timestamp) if isinstance(msg, pb.UsageReport) and msg.HasField("timestamp") else None
+    timestamp = (
+        from_timestamp(msg.timestamp)
+        if isinstance(msg, pb.UsageReport) and msg.HasField("timestamp")
+        else None
+    )
     return UsageReport(
         account=msg.account_id,
         feature=msg.feature,
@@ -128,7 +142,11 @@ def account_pb(account: Account) -> pb.Account:
         attributes=to_struct(thaw(account.attributes)),
         subscriptions=[subscription_pb(s) for s in account.subscriptions],
         overrides=[
-            pb.Override(feature=o.feature, value=to_value(entitlement_json(o.value)), expires_at=to_timestamp(o.expires_at))
+            pb.Override(
+                feature=o.feature,
+                value=to_value(entitlement_json(o.value)),
+                expires_at=to_timestamp(o.expires_at),
+            )
             for o in account.overrides.values()
         ],
         grants=[

@@ -28,7 +28,13 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         require(bool(request.feature), "feature is required (a feature key such as 'sso')")
         snap = self.state.snapshot
         try:
-            decision = evaluate(snap, request.account_id, request.feature, from_struct(request.context), self.state.clock())
+            decision = evaluate(
+                snap,
+                request.account_id,
+                request.feature,
+                from_struct(request.context),
+                self.state.clock(),
+            )
             kind = KIND_OF.get(request.type)
             feature = snap.catalog.features[request.feature]
             if kind is not None:
@@ -40,8 +46,12 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         return resolution(decision, feature)
 
     @handled
-    def EvaluateAll(self, request: pb.EvaluateAllRequest, context: grpc.ServicerContext) -> pb.EvaluateAllResponse:
-        out = pb.EvaluateAllResponse(account_id=request.account_id, catalog_version=self.state.catalog.version)
+    def EvaluateAll(
+        self, request: pb.EvaluateAllRequest, context: grpc.ServicerContext
+    ) -> pb.EvaluateAllResponse:
+        out = pb.EvaluateAllResponse(
+            account_id=request.account_id, catalog_version=self.state.catalog.version
+        )
         snap = self.state.snapshot
         try:
             results = self.state.evaluate_all(request.account_id, from_struct(request.context))
@@ -57,7 +67,9 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         self.metrics.evaluations.labels("native_all", "TARGETING_MATCH").inc(len(results))
         return out
 
-    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchEvent]:
+    def Watch(
+        self, request: pb.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchEvent]:
         subscriber = self.state.events.subscribe(self.heartbeat)
         context.add_callback(subscriber.close)
         self.metrics.watch_streams.inc()
@@ -70,13 +82,16 @@ class EvaluationService(pb_grpc.EvaluationServicer):
                     yield pb.WatchEvent(heartbeat=pb.Heartbeat())
                 elif isinstance(event, CatalogChanged):
                     yield pb.WatchEvent(
-                        catalog_changed=pb.CatalogChanged(catalog_version=event.version, features=list(event.features))
+                        catalog_changed=pb.CatalogChanged(
+                            catalog_version=event.version, features=list(event.features)
+                        )
                     )
                 elif isinstance(event, AccountChanged):
                     yield pb.WatchEvent(
-                        account_changed=pb.AccountChanged(account_ids=list(event.account_ids), cause=event.cause)
+                        account_changed=pb.AccountChanged(
+                            account_ids=list(event.account_ids), cause=event.cause
+                        )
                     )
         finally:
             subscriber.close()
             self.metrics.watch_streams.dec()
-

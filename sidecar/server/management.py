@@ -48,7 +48,9 @@ class ManagementServer:
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="management-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="management-http", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

@@ -13,21 +13,37 @@ class Metrics:
             "plangate_evaluations", "Feature evaluations answered", ["api", "reason"], registry=r
         )
         self.evaluation_errors = Counter(
-            "plangate_evaluation_errors", "Evaluations that ended in an OpenFeature error", ["api", "code"], registry=r
+            "plangate_evaluation_errors",
+            "Evaluations that ended in an OpenFeature error",
+            ["api", "code"],
+            registry=r,
         )
         self.usage_reports = Counter(
             "plangate_usage_reports", "Usage reports by outcome", ["status"], registry=r
         )
-        self.consumes = Counter("plangate_consumes", "Consume calls by outcome", ["granted"], registry=r)
+        self.consumes = Counter(
+            "plangate_consumes", "Consume calls by outcome", ["granted"], registry=r
+        )
         self.catalog_reloads = Counter(
-            "plangate_catalog_reloads", "Catalog changes seen by the watcher", ["result"], registry=r
+            "plangate_catalog_reloads",
+            "Catalog changes seen by the watcher",
+            ["result"],
+            registry=r,
         )
         self.catalog_rejected = Gauge(
-            "plangate_catalog_last_change_rejected", "1 while the newest catalog change is rejected", registry=r
+            "plangate_catalog_last_change_rejected",
+            "1 while the newest catalog change is rejected",
+            registry=r,
         )
-        self.admin_changes = Counter("plangate_admin_changes", "Admin changes applied", ["method"], registry=r)
-        self.rpc_errors = Counter("plangate_rpc_errors", "RPCs refused", ["method", "code"], registry=r)
-        self.watch_streams = Gauge("plangate_watch_streams", "Open Watch/EventStream streams", registry=r)
+        self.admin_changes = Counter(
+            "plangate_admin_changes", "Admin changes applied", ["method"], registry=r
+        )
+        self.rpc_errors = Counter(
+            "plangate_rpc_errors", "RPCs refused", ["method", "code"], registry=r
+        )
+        self.watch_streams = Gauge(
+            "plangate_watch_streams", "Open Watch/EventStream streams", registry=r
+        )
         self.rpc_seconds = Histogram(
             "plangate_rpc_seconds",
             "RPC handling time",

@@ -34,7 +34,10 @@ class UsageService(pb_grpc.UsageServicer):
     @handled
     def Report(self, request: pb.ReportRequest, context: grpc.ServicerContext) -> pb.ReportResponse:
         require(len(request.reports) > 0, "reports is empty; send at least one usage report")
-        require(len(request.reports) <= MAX_BATCH, f"at most {MAX_BATCH} reports per call; split the batch")
+        require(
+            len(request.reports) <= MAX_BATCH,
+            f"at most {MAX_BATCH} reports per call; split the batch",
+        )
         outcomes = self.state.report([usage_report(r) for r in request.reports])
         out = pb.ReportResponse()
         for outcome in outcomes:
@@ -50,11 +53,18 @@ class UsageService(pb_grpc.UsageServicer):
         return out
 
     @handled
-    def Consume(self, request: pb.ConsumeRequest, context: grpc.ServicerContext) -> pb.ConsumeResponse:
+    def Consume(
+        self, request: pb.ConsumeRequest, context: grpc.ServicerContext
+    ) -> pb.ConsumeResponse:
         require(bool(request.account_id), "account_id is required")
-        require(bool(request.feature), "feature is required (a metered feature key such as 'api-calls')")
+        require(
+            bool(request.feature), "feature is required (a metered feature key such as 'api-calls')"
+        )
         amount = request.amount if request.HasField("amount") else 1.0
-        require(math.isfinite(amount) and amount >= 0, f"amount must be a finite number >= 0, got {amount}")
+        require(
+            math.isfinite(amount) and amount >= 0,
+            f"amount must be a finite number >= 0, got {amount}",
+        )
         try:
             outcome = self.state.consume(usage_report(request))
         except EvaluationError as exc:

@@ -23,23 +23,23 @@ from .timefmt import parse_ts, ts
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["accounts"].create(
+    db.table("accounts").create(
         {"environment": str, "id": str, "record": str, "updated_at": str},
         pk=("environment", "id"),
     )
-    db["usage"].create(
+    db.table("usage").create(
         {"environment": str, "scope": str, "feature": str, "period_start": str, "value": float},
         pk=("environment", "scope", "feature", "period_start"),
     )
-    db["usage_unique"].create(
+    db.table("usage_unique").create(
         {"environment": str, "scope": str, "feature": str, "period_start": str, "unique_key": str},
         pk=("environment", "scope", "feature", "period_start", "unique_key"),
     )
-    db["idempotency"].create(
+    db.table("idempotency").create(
         {"environment": str, "key": str, "outcome": str, "created_at": str},
         pk=("environment", "key"),
     )
-    db["idempotency"].create_index(["created_at"])
+    db.table("idempotency").create_index(["created_at"])
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
@@ -66,7 +66,9 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         with self._lock:
-            self._conn.execute("CREATE TABLE IF NOT EXISTS plangate_schema (version INTEGER PRIMARY KEY, applied_at TEXT)")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS plangate_schema (version INTEGER PRIMARY KEY, applied_at TEXT)"
+            )
             current = self.schema_version
             for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -99,7 +101,8 @@ class SqliteStore:
     def delete_record(self, account_id: str) -> bool:
         with self._lock:
             cur = self._conn.execute(
-                "DELETE FROM accounts WHERE environment = ? AND id = ?", (self.environment, account_id)
+                "DELETE FROM accounts WHERE environment = ? AND id = ?",
+                (self.environment, account_id),
             )
             return cur.rowcount > 0
 
@@ -130,14 +133,22 @@ class SqliteStore:
     def _apply(self, c: sqlite3.Connection, env: str, w: UsageWrite) -> UsageOutcome:
         key = w.report.idempotency_key
         if key:
-            row = c.execute("SELECT outcome FROM idempotency WHERE environment = ? AND key = ?", (env, key)).fetchone()
+            row = c.execute(
+                "SELECT outcome FROM idempotency WHERE environment = ? AND key = ?", (env, key)
+            ).fetchone()
             if row is not None:
                 first = json.loads(row[0])
-                return UsageOutcome(Status.DUPLICATE, first["usage"], parse_ts(first["period_start"]), first["message"])
+                return UsageOutcome(
+                    Status.DUPLICATE,
+                    first["usage"],
+                    parse_ts(first["period_start"]),
+                    first["message"],
+                )
         start = ts(w.period_start)
         counter = (env, w.scope_key, w.feature.key, start)
         row = c.execute(
-            "SELECT value FROM usage WHERE environment = ? AND scope = ? AND feature = ? AND period_start = ?", counter
+            "SELECT value FROM usage WHERE environment = ? AND scope = ? AND feature = ? AND period_start = ?",
+            counter,
         ).fetchone()
         current = float(row[0]) if row else 0.0
         denial = w.admit(current) if w.admit is not None else None
@@ -146,7 +157,10 @@ class SqliteStore:
         else:
             new_unique = True
             if w.feature.aggregation is Aggregation.UNIQUE:
-                cur = c.execute("INSERT OR IGNORE INTO usage_unique VALUES (?, ?, ?, ?, ?)", (*counter, w.report.unique_key))
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO usage_unique VALUES (?, ?, ?, ?, ?)",
+                    (*counter, w.report.unique_key),
+                )
                 new_unique = cur.rowcount == 1
             value = next_value(w.feature, current, w.report, new_unique)
             c.execute(
@@ -158,7 +172,18 @@ class SqliteStore:
         if key:
             c.execute(
                 "INSERT INTO idempotency VALUES (?, ?, ?, datetime('now'))",
-                (env, key, json.dumps({"status": outcome.status.value, "usage": outcome.usage, "period_start": start, "message": outcome.message})),
+                (
+                    env,
+                    key,
+                    json.dumps(
+                        {
+                            "status": outcome.status.value,
+                            "usage": outcome.usage,
+                            "period_start": start,
+                            "message": outcome.message,
+                        }
+                    ),
+                ),
             )
         return outcome
 

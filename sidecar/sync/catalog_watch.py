@@ -66,7 +66,9 @@ class CatalogWatcher:
         try:
             text = self.path.read_bytes()
         except OSError as exc:
-            self._report(f"{self.path}: cannot read catalog ({exc}); still serving version {self._current()}")
+            self._report(
+                f"{self.path}: cannot read catalog ({exc}); still serving version {self._current()}"
+            )
             return
         version = hashlib.sha256(text).hexdigest()[:12]
         if version == self._current() or version == self._failed_version:
@@ -76,7 +78,9 @@ class CatalogWatcher:
             self._apply(catalog)
         except (CatalogError, ValueError) as exc:
             self._failed_version = version
-            self._report(f"{exc}\n(still serving catalog version {self._current()}; fix the file and save it again)")
+            self._report(
+                f"{exc}\n(still serving catalog version {self._current()}; fix the file and save it again)"
+            )
             return
         self._failed_version = None
 

@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-
 from plangate.protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CATALOG = ROOT / "examples" / "catalog.yaml"
 
 
-def copy_catalog(directory: Path, source: Path = EXAMPLE_CATALOG, name: str = "catalog.yaml") -> Path:
+def copy_catalog(
+    directory: Path, source: Path = EXAMPLE_CATALOG, name: str = "catalog.yaml"
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / name
     shutil.copyfile(source, target)
@@ -53,7 +54,9 @@ class Stubs:
     def __init__(self, target: str, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.target = target
         self.channel = (
-            grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+            grpc.secure_channel(target, credentials)
+            if credentials
+            else grpc.insecure_channel(target)
         )
         self.evaluation = pb_grpc.EvaluationStub(self.channel)
         self.usage = pb_grpc.UsageStub(self.channel)
@@ -69,13 +72,17 @@ class Stubs:
         self.close()
 
 
-_READY = re.compile(r"gRPC [^ ]+:(\d+)\s+management http://[^ ]+:(\d+)(?:\s+OFREP http://[^ ]+:(\d+))?")
+_READY = re.compile(
+    r"gRPC [^ ]+:(\d+)\s+management http://[^ ]+:(\d+)(?:\s+OFREP http://[^ ]+:(\d+))?"
+)
 
 
 class SubprocessSidecar:
     """`plangate serve` as a child process; `kill()` sends SIGKILL, `restart()` reuses the ports."""
 
-    def __init__(self, catalog: Path, db: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, catalog: Path, db: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.catalog, self.db, self.extra = catalog, db, list(extra)
         self.env = {**os.environ, **(env or {})}
         self.port = 0
@@ -96,7 +103,12 @@ class SubprocessSidecar:
             "--ofrep-port", str(self.ofrep_port), *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, bufsize=1
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+            bufsize=1,
         )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
