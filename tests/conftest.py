@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-
 from plangate.sidecar.catalog import Catalog, CatalogError, Problem, parse_catalog
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from plangate.sidecar.catalog import CatalogError, parse_catalog
 
 # A product used by most cases; `{extra}` is appended inside the product (plans/add-ons) and
@@ -177,7 +176,9 @@ CASES = [
     ),
     (
         "duplicate-yaml-key",
-        BASE.replace("        type: boolean\n", "        type: boolean\n        type: flag  # <-\n", 1),
+        BASE.replace(
+            "        type: boolean\n", "        type: boolean\n        type: flag  # <-\n", 1
+        ),
         6,
         "products[0].features[0].type",
         "duplicate key",
@@ -369,7 +370,7 @@ CASES = [
         ),
         28,
         "products[0].plans[1].quotas[0].at[1]",
-        'a threshold is a percentage like "80%" or a positive number, got \'0%\'',
+        "a threshold is a percentage like \"80%\" or a positive number, got '0%'",
     ),
     (
         "quota-on-non-metered-feature",

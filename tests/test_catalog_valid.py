@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from plangate.sidecar.catalog import (
     UNLIMITED,
+    Account,
     Aggregation,
     Anchor,
     CatalogError,
@@ -17,9 +18,11 @@ from plangate.sidecar.catalog import (
     MeteredLimit,
     Reset,
     Scope,
+    Subscription,
     load_catalog,
     parse_catalog,
 )
+from plangate.sidecar.engine import Kind, Snapshot, evaluate, resolve_as
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "catalog.yaml"
 
@@ -196,8 +199,16 @@ def test_feature_keys_are_slugs_of_names(full):
 
 
 def test_boolean_and_flag_features(full):
-    sso, audit, beta = full.features["sso"], full.features["audit-log"], full.features["beta-dashboard"]
-    assert (sso.type, sso.default, sso.description) == (FeatureType.BOOLEAN, False, "Single sign-on")
+    sso, audit, beta = (
+        full.features["sso"],
+        full.features["audit-log"],
+        full.features["beta-dashboard"],
+    )
+    assert (sso.type, sso.default, sso.description) == (
+        FeatureType.BOOLEAN,
+        False,
+        "Single sign-on",
+    )
     assert (audit.type, audit.default) == (FeatureType.BOOLEAN, True)
     assert (beta.type, beta.default) == (FeatureType.FLAG, False)
     assert full.features["old-reports"].archived is True
@@ -620,4 +631,25 @@ def test_json_numbers_with_exponents():
       ]}]}"""
     catalog = parse_catalog(text, "catalog.json")
     assert catalog.plans["a"].entitlements["calls"] == MeteredLimit(1_000_000)
-    assert catalog.plans["b"].entitlements["calls"] == MeteredLimit(1500, soft=True, overage_cap=200)
+    assert catalog.plans["b"].entitlements["calls"] == MeteredLimit(
+        1500, soft=True, overage_cap=200
+    )
+
+
+def test_metered_feature_takes_its_own_infinite(make_catalog: Any) -> None:
+    catalog = make_catalog(
+        """
+        products:
+          - name: P
+            features:
+              - {name: Calls, type: metered, infinite: 999999}
+            plans:
+              - {name: Top, entitlements: {calls: unlimited}}
+        """
+    )
+    assert catalog.features["calls"].infinite == 999999
+    snapshot = Snapshot(
+        catalog, {"a": Account("a", subscriptions=(Subscription("s", "a", "top"),))}
+    )
+    decision = evaluate(snapshot, "a", "calls", {}, datetime(2026, 1, 1, tzinfo=UTC))
+    assert resolve_as(decision, catalog.features["calls"], Kind.INTEGER) == 999999

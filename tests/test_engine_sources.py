@@ -7,7 +7,6 @@ import textwrap
 from datetime import UTC, datetime
 
 import pytest
-
 from plangate.sidecar.catalog import CatalogError, parse_catalog
 from plangate.sidecar.engine import (
     Denial,
@@ -204,7 +203,11 @@ def test_plan_inheritance_over_three_levels():
     # ...and from Free, two levels up.
     assert ev(s, "a", "seats").metering.limit == 1
     audit = ev(s, "a", "audit-log")
-    assert (audit.value, audit.variant, audit.reason) == (False, "enterprise", Reason.TARGETING_MATCH)
+    assert (audit.value, audit.variant, audit.reason) == (
+        False,
+        "enterprise",
+        Reason.TARGETING_MATCH,
+    )
 
 
 def test_addons_add_times_quantity():
@@ -299,7 +302,9 @@ def test_two_subscriptions_most_generous_number_wins():
 
 
 def test_unlimited_beats_any_number():
-    s = snap("- {id: a, subscriptions: [{plan: pro, addons: {concurrency-pack: 5}}, {plan: enterprise}]}")
+    s = snap(
+        "- {id: a, subscriptions: [{plan: pro, addons: {concurrency-pack: 5}}, {plan: enterprise}]}"
+    )
     conc = ev(s, "a", "execution-concurrency")
     assert (conc.value, conc.unlimited, conc.variant) == (-1, True, "enterprise")
 
@@ -476,7 +481,11 @@ def test_known_account_without_source_gets_default():
 
 def test_unknown_account_gets_default_with_denial():
     s = snap("- {id: a, subscriptions: [{plan: pro}]}")
-    for key, default in [("sso", False), ("execution-concurrency", 1), ("support-tier", "community")]:
+    for key, default in [
+        ("sso", False),
+        ("execution-concurrency", 1),
+        ("support-tier", "community"),
+    ]:
         d = ev(s, "acct_ghost", key)
         assert (d.value, d.reason, d.variant) == (default, Reason.DEFAULT, "default")
         assert d.denial is Denial.ACCOUNT_NOT_FOUND

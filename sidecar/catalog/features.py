@@ -29,7 +29,7 @@ _BY_TYPE: dict[FeatureType, set[str]] = {
     FeatureType.STRING: {"values"},
     FeatureType.LIST: {"values"},
     FeatureType.OBJECT: set(),
-    FeatureType.METERED: {"unit", "aggregation", "reset", "anchor", "scope"},
+    FeatureType.METERED: {"unit", "aggregation", "reset", "anchor", "scope", "infinite"},
 }
 
 
@@ -88,6 +88,7 @@ def read_feature(doc: Document, path: Path, data: dict[str, Any], product: str) 
             reset=_enum(doc, (*path, "reset"), data.get("reset"), Reset, Reset.MONTHLY),
             anchor=_enum(doc, (*path, "anchor"), data.get("anchor"), Anchor, Anchor.CALENDAR),
             scope=_enum(doc, (*path, "scope"), data.get("scope"), Scope, Scope.ACCOUNT),
+            **_infinite(doc, path, data),
         )
     return _replace(feature, default=_default(doc, (*path, "default"), data, feature))
 
@@ -109,12 +110,18 @@ def _integer_options(doc: Document, path: Path, data: dict[str, Any], f: Feature
         del options["step"]
     if "min" in options and "max" in options and options["min"] > options["max"]:
         doc.error((*path, "max"), f"max {options['max']} is below min {options['min']}")
-    if "infinite" in data:
-        if not isinstance(data["infinite"], int) or isinstance(data["infinite"], bool):
-            doc.error((*path, "infinite"), f"must be an integer, got {data['infinite']!r}")
-        else:
-            options["infinite"] = data["infinite"]
-    return _replace(f, **options)
+    return _replace(f, **options, **_infinite(doc, path, data))
+
+
+def _infinite(doc: Document, path: Path, data: dict[str, Any]) -> dict[str, int]:
+    """The integer that stands for "unlimited" (integer and metered features)."""
+    if "infinite" not in data:
+        return {}
+    value = data["infinite"]
+    if not isinstance(value, int) or isinstance(value, bool):
+        doc.error((*path, "infinite"), f"must be an integer, got {value!r}")
+        return {}
+    return {"infinite": value}
 
 
 def _default(doc: Document, path: Path, data: dict[str, Any], f: Feature) -> Any:

@@ -13,7 +13,6 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
-
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 """One shared empty read-only mapping, so a million accounts without overrides hold no dicts."""
 
@@ -141,7 +140,7 @@ class Feature:
     # metered
     unit: str = ""
     aggregation: Aggregation = Aggregation.SUM
-    reset: Reset = Reset.NEVER
+    reset: Reset = Reset.MONTHLY
     anchor: Anchor = Anchor.CALENDAR
     scope: Scope = Scope.ACCOUNT
 
