@@ -62,3 +62,17 @@ def problems_of() -> Callable[..., list[Problem]]:
 @pytest.fixture
 def usage() -> FakeUsage:
     return FakeUsage()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> object:  # yields a PostgresCluster
+    """One throwaway PostgreSQL cluster (`support.postgres.PostgresCluster`) for the session's
+    shared-mode tests; skipped, with the reason, when the server binaries are not installed."""
+    from support.postgres import PostgresCluster, find_bindir, missing_reason
+
+    reason = missing_reason()
+    bindir = find_bindir()
+    if reason or bindir is None:
+        pytest.skip(reason or "PostgreSQL server binaries not found")
+    with PostgresCluster(bindir) as cluster:
+        yield cluster

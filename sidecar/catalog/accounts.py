@@ -8,7 +8,18 @@ from types import MappingProxyType
 from typing import Any
 
 from .features import read_entitlement
-from .model import Account, AddOn, Entitlement, Feature, Grant, Override, Plan, Subscription, freeze
+from .model import (
+    EMPTY,
+    Account,
+    AddOn,
+    Entitlement,
+    Feature,
+    Grant,
+    Override,
+    Plan,
+    Subscription,
+    freeze,
+)
 from .source import Document, Path
 from .values import check_keys, read_list, read_mapping, read_str, read_time
 
@@ -143,7 +154,7 @@ class _AccountReader:
                     id=str(data.get("id") or f"{self.account_id}/{j}"),
                     owner=self.account_id,
                     plan=plan.key,
-                    addons=MappingProxyType(addon_qty),
+                    addons=MappingProxyType(addon_qty) if addon_qty else EMPTY,
                     starts_at=starts_at,
                     ends_at=ends_at,
                     trial_ends_at=trial,
@@ -182,7 +193,7 @@ class _AccountReader:
             parsed = read_entitlement(self.doc, path, value, feature)
             if parsed is not None:
                 out[feature.key] = Override(feature.key, parsed, expires_at)
-        return MappingProxyType(out)
+        return MappingProxyType(out) if out else EMPTY
 
     def grants(self, raw: Any) -> tuple[Grant, ...]:
         out: list[Grant] = []

@@ -105,7 +105,8 @@ Entitlement: TypeAlias = EntitlementValue | _Unlimited | MeteredLimit
 def freeze(value: JSONValue) -> JSONValue:
     """Deep-freeze JSON data: dicts become read-only mappings, lists tuples."""
     if isinstance(value, Mapping):
-        return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
+        # Empty objects (most accounts' attributes) share EMPTY instead of each holding a dict.
+        return MappingProxyType({str(k): freeze(v) for k, v in value.items()}) if value else EMPTY
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
     return value

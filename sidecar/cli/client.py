@@ -127,6 +127,7 @@ def add_commands(sub: Sub) -> None:
     _overrides(sub, common)
     _grants(sub, common)
     _usage(sub, common)
+    _deliveries(sub, common)
 
 
 def _group(sub: Sub, name: str, help: str) -> Sub:
@@ -399,5 +400,35 @@ def _usage(sub: Sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(
         func=lambda a: _call(
             a, "admin", "ResetUsage", pb.ResetUsageRequest(account_id=a.account, feature=a.feature)
+        )
+    )
+
+
+def _deliveries(sub: Sub, common: argparse.ArgumentParser) -> None:
+    g = _group(sub, "deliveries", "list and retry quota webhooks and actions (the outbox)")
+    p = g.add_parser("list", parents=[common], help="list deliveries, newest first")
+    p.add_argument("--status", choices=["pending", "failed", "delivered"])
+    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--page-token", default="", help="next_page_token of the previous page")
+    p.set_defaults(
+        func=lambda a: _call(
+            a,
+            "admin",
+            "ListDeliveries",
+            pb.ListDeliveriesRequest(
+                status=a.status or "", page_size=a.page_size, page_token=a.page_token
+            ),
+        )
+    )
+    p = g.add_parser("retry", parents=[common], help="make a failed (or pending) delivery due now")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("id", nargs="?", help="the delivery id (from `deliveries list`)")
+    target.add_argument("--all-failed", action="store_true", help="retry every failed delivery")
+    p.set_defaults(
+        func=lambda a: _call(
+            a,
+            "admin",
+            "RetryDelivery",
+            pb.RetryDeliveryRequest(id=a.id or "", all_failed=a.all_failed),
         )
     )

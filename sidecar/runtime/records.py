@@ -90,6 +90,8 @@ def add_subscription(
     sub_id = subscription_id or f"sub_{uuid.uuid4().hex[:12]}"
     if any(s.get("id") == sub_id for s in rec["subscriptions"]):
         raise AdminError(f"subscription id {sub_id!r} already exists on account {rec['id']!r}")
+    if rec["id"] in members:
+        raise AdminError(f"{rec['id']!r} owns the subscription; owners are not listed as members")
     sub: dict[str, Any] = {
         "id": sub_id,
         "plan": plan,

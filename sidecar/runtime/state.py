@@ -29,13 +29,17 @@ from ..engine import (
     metered_access,
     slot_for,
 )
-from ..store.base import CounterKey, Record, Status, Store, UsageOutcome, UsageWrite
+from ..store.base import CounterKey, Firing, Record, Status, Store, UsageOutcome, UsageWrite
+from . import quotas
 from . import records as rec
 from .events import AccountChanged, CatalogChanged, EventHub
 
 log = logging.getLogger("plangate.state")
 
 Clock = Callable[[], datetime]
+
+QuotaListener = Callable[[str, str, Sequence[Firing]], None]
+"""Told (account, feature, firings) after a usage write crossed quota thresholds."""
 
 
 def utcnow() -> datetime:
@@ -70,6 +74,7 @@ class LiveState:
         self.counters = Counters(store.load_counters())
         self.snapshot = self._build(catalog, self.records)
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
+        self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
 
     @property
     def _accounts(self) -> dict[str, Account]:
@@ -100,12 +105,14 @@ class LiveState:
 
     @staticmethod
     def _merge(catalog: Catalog, record: Record) -> Account:
+        record, layer = quotas.split_layer(record)
         stored = rec.validate(record, catalog)
         declared = catalog.accounts.get(record["id"])
         if declared is None:
             return replace(stored, declared=False)
-        # The file owns a declared account; the store only adds grants to it.
-        return replace(declared, grants=declared.grants + stored.grants)
+        # The file owns a declared account; the store adds grants and quota actions to it.
+        merged = replace(declared, grants=declared.grants + stored.grants)
+        return quotas.apply_layer(merged, layer, catalog) if layer else merged
 
     def replace_catalog(self, catalog: Catalog) -> tuple[str, ...]:
         """Swap in a new catalog; returns the changed feature keys. Raises ValueError if the
@@ -166,8 +173,10 @@ class LiveState:
             raise UsageRejected(
                 f"unknown account {report.account!r}; create it first (Admin.UpsertAccount)"
             )
-        slot = slot_for(snap, report.account, feature, report.timestamp or now)
-        return UsageWrite(slot.scope_key, feature, slot.period.start, report)
+        at = report.timestamp or now
+        slot = slot_for(snap, report.account, feature, at)
+        check = quotas.quota_check(snap, report.account, feature, at, now, self.store.environment)
+        return UsageWrite(slot.scope_key, feature, slot.period.start, report, on_applied=check)
 
     def report(self, reports: Sequence[UsageReport]) -> list[UsageOutcome]:
         """Record a batch; one outcome per report, in order. Returns only once durable."""
@@ -189,6 +198,7 @@ class LiveState:
                             outcome.usage
                         )
             self._usage_changed(w.scope_key for _, w in writes)
+            self._quota_fired((w, o) for (_, w), o in zip(writes, stored, strict=True))
         return [o for o in outcomes if o is not None]
 
     def consume(self, report: UsageReport) -> ConsumeOutcome:
@@ -236,6 +246,7 @@ class LiveState:
                 )
         if outcome.status is Status.APPLIED:
             self._usage_changed([write.scope_key])
+            self._quota_fired([(write, outcome)])
         return ConsumeOutcome(
             outcome.status is Status.APPLIED
             or (outcome.status is Status.DUPLICATE and not outcome.message),
@@ -271,6 +282,24 @@ class LiveState:
                     ids.update(dict.fromkeys((sub.owner, *sub.members)))
         if ids:
             self.events.publish(AccountChanged(tuple(ids), "usage"))
+
+    def _quota_fired(self, results: Iterable[tuple[UsageWrite, UsageOutcome]]) -> None:
+        """Design §7 "always an account-changed event": tell watchers (cause "quota") and the
+        listeners about thresholds a committed write crossed. Actions follow from the outbox."""
+        hits = [(w, o.fired) for w, o in results if o.fired]
+        if not hits:
+            return
+        ids: dict[str, None] = {}
+        for w, fired in hits:
+            ids[w.report.account] = None
+            ids.update({e.account: None for f in fired for e in f.entries})
+        self.events.publish(AccountChanged(tuple(ids), "quota"))
+        for w, fired in hits:
+            for listener in self.quota_listeners:
+                try:
+                    listener(w.report.account, w.feature.key, fired)
+                except Exception:  # the write is committed; a listener must not fail the call
+                    log.exception("quota listener failed")
 
     def _subscriptions_by_id(self, subscription_id: str) -> list[Subscription]:
         owner = subscription_id.split("/", 1)[0]
@@ -314,10 +343,13 @@ class LiveState:
         """Validate, store and serve a new version of one account record."""
         with self._write:
             account = self._merge(self.catalog, record)
+            previous = self.snapshot.accounts.get(account.id)
             self.store.save_record(record)
             self.records[record["id"]] = record
             self._serve(account)
-        self.events.publish(AccountChanged((account.id, *self._members_of(account)), cause))
+        # members who just left are told too: what they had cached came from this account
+        members = (*self._members_of(account), *(self._members_of(previous) if previous else ()))
+        self.events.publish(AccountChanged(tuple(dict.fromkeys((account.id, *members))), cause))
         return account
 
     def delete(self, account_id: str) -> bool:

@@ -6,30 +6,28 @@ validates with the catalog's rules before anything is stored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
-from ...protocol.values import from_struct, from_timestamp, from_value
+from ...protocol.values import to_struct, to_timestamp
+from ..runtime import quotas
 from ..runtime import records as rec
 from ..runtime.state import LiveState
-from ..store.base import Record
-from .convert import account_pb
+from ..store.base import Delivery, DeliveryStatus, Record
+from .convert import account_pb, struct_arg, time_arg, value_arg
 from .errors import handled, require
 from .metrics import Metrics
 
 MAX_PAGE = 1000
 
 
-def _time(msg: object, field: str) -> datetime | None:
-    if not msg.HasField(field):  # type: ignore[attr-defined]
-        return None
-    ts: timestamp_pb2.Timestamp = getattr(msg, field)
-    return from_timestamp(ts)
+def _time(msg: Message, field: str) -> datetime | None:
+    return time_arg(msg, field)
 
 
 def _addons(addons: Mapping[str, int]) -> dict[str, int]:
@@ -38,10 +36,35 @@ def _addons(addons: Mapping[str, int]) -> dict[str, int]:
     return {k: int(q) for k, q in addons.items() if q > 0}
 
 
+def _delivery_pb(d: Delivery) -> pb.Delivery:
+    event = dict(d.payload.get("event") or {})
+    return pb.Delivery(
+        id=d.id,
+        kind=d.kind,
+        status=d.status.value,
+        account_id=d.account,
+        feature=str(event.get("feature", "")),
+        threshold=str((event.get("threshold") or {}).get("at", "")),
+        target=d.target,
+        attempts=d.attempts,
+        last_error=d.last_error,
+        created_at=to_timestamp(d.created_at),
+        updated_at=to_timestamp(d.updated_at),
+        next_attempt_at=to_timestamp(d.next_attempt_at),
+        event=to_struct(event),
+    )
+
+
 class AdminService(pb_grpc.AdminServicer):
-    def __init__(self, state: LiveState, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        state: LiveState,
+        metrics: Metrics,
+        wake_outbox: Callable[[], None] | None = None,
+    ) -> None:
         self.state = state
         self.metrics = metrics
+        self.wake_outbox = wake_outbox
 
     def _commit(self, record: Record, method: str) -> pb.Account:
         account = self.state.commit(record)
@@ -75,7 +98,7 @@ class AdminService(pb_grpc.AdminServicer):
         current = self.state.records.get(request.id)
         record = rec.edited(current) if current else rec.new_record(request.id)
         record["name"] = request.name
-        record["attributes"] = from_struct(request.attributes)
+        record["attributes"] = struct_arg(request.attributes, "attributes")
         return self._commit(record, "UpsertAccount")
 
     @handled
@@ -136,6 +159,13 @@ class AdminService(pb_grpc.AdminServicer):
     def ChangePlan(
         self, request: pb.ChangePlanRequest, context: grpc.ServicerContext
     ) -> pb.Subscription:
+        # Declared account: moving back to the file's plan undoes a quota plan change.
+        reverted = quotas.revert_layer_plan(
+            self.state, request.account_id, request.subscription_id, request.plan
+        )
+        if reverted is not None:
+            self.metrics.admin_changes.labels("ChangePlan").inc()
+            return self._subscription(account_pb(reverted), request.subscription_id)
         record = self._owned(request.account_id)
         require(bool(request.plan), "plan is required")
         record = rec.change_subscription(record, request.subscription_id, plan=request.plan)
@@ -193,7 +223,7 @@ class AdminService(pb_grpc.AdminServicer):
         record = rec.set_override(
             self._owned(request.account_id),
             request.feature,
-            from_value(request.value),
+            value_arg(request.value, "value"),
             _time(request, "expires_at"),
         )
         return self._commit(record, "SetOverride")
@@ -203,6 +233,11 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ClearOverrideRequest, context: grpc.ServicerContext
     ) -> pb.Account:
         require(bool(request.feature), "feature is required")
+        # Declared account: clearing an override a quota action set agrees with the file.
+        reverted = quotas.clear_layer_override(self.state, request.account_id, request.feature)
+        if reverted is not None:
+            self.metrics.admin_changes.labels("ClearOverride").inc()
+            return account_pb(reverted)
         return self._commit(
             rec.clear_override(self._owned(request.account_id), request.feature), "ClearOverride"
         )
@@ -217,7 +252,7 @@ class AdminService(pb_grpc.AdminServicer):
         record, grant_id = rec.add_grant(
             self.state.record_of(request.account_id),
             request.feature,
-            from_value(request.value),
+            value_arg(request.value, "value"),
             _time(request, "starts_at"),
             _time(request, "ends_at"),
             request.id,
@@ -243,3 +278,58 @@ class AdminService(pb_grpc.AdminServicer):
         previous = self.state.reset_usage(request.account_id, request.feature)
         self.metrics.admin_changes.labels("ResetUsage").inc()
         return pb.ResetUsageResponse(previous_usage=previous)
+
+    # -- quota deliveries (design §7) --------------------------------------------------------
+
+    @handled
+    def ListDeliveries(
+        self, request: pb.ListDeliveriesRequest, context: grpc.ServicerContext
+    ) -> pb.ListDeliveriesResponse:
+        statuses = [s.value for s in DeliveryStatus]
+        require(
+            not request.status or request.status in statuses,
+            f"status must be one of {', '.join(statuses)} (or empty for all), got {request.status!r}",
+        )
+        require(0 <= request.page_size <= MAX_PAGE, f"page_size must be between 0 and {MAX_PAGE}")
+        require(
+            not request.page_token or request.page_token.isdigit(),
+            "page_token must be the next_page_token of a previous page",
+        )
+        size = request.page_size or 100
+        rows = self.state.store.list_deliveries(
+            DeliveryStatus(request.status) if request.status else None,
+            size + 1,
+            int(request.page_token) if request.page_token else None,
+        )
+        page = rows[:size]
+        return pb.ListDeliveriesResponse(
+            deliveries=[_delivery_pb(d) for d in page],
+            next_page_token=str(page[-1].seq) if len(rows) > size else "",
+        )
+
+    @handled
+    def RetryDelivery(
+        self, request: pb.RetryDeliveryRequest, context: grpc.ServicerContext
+    ) -> pb.RetryDeliveryResponse:
+        require(
+            bool(request.id) != request.all_failed,
+            "give either id (one delivery) or all_failed (every failed delivery)",
+        )
+        now = self.state.clock()
+        if request.id:
+            found = self.state.store.get_delivery(request.id)
+            if found is None:
+                raise rec.NotFound(f"no delivery {request.id!r} (see ListDeliveries)")
+            require(
+                found.status is not DeliveryStatus.DELIVERED,
+                f"delivery {request.id!r} was delivered at {found.updated_at.isoformat()}; "
+                "nothing to retry",
+            )
+            ids = self.state.store.retry_deliveries([request.id], now)
+        else:
+            ids = self.state.store.retry_deliveries(None, now)
+        if ids:
+            self.metrics.admin_changes.labels("RetryDelivery").inc()
+            if self.wake_outbox is not None:
+                self.wake_outbox()
+        return pb.RetryDeliveryResponse(retried=len(ids), ids=ids)

@@ -7,8 +7,10 @@ what they exercise is exactly what runs in production.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +20,29 @@ from grpc_reflection.v1alpha import reflection
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
+from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
 from ..store import open_store
+from ..store.base import DeliveryStatus, Firing
 from ..sync.catalog_watch import CatalogWatcher
 from .admin import AdminService
 from .auth import TokenAuth, read_token
 from .evaluation import EvaluationService
+from .flagd import add_flagd_services
 from .management import ManagementServer
 from .metrics import Metrics
+from .ofrep import OfrepServer
 from .usage import UsageService
 
 log = logging.getLogger("plangate.sidecar")
 
 SERVICES = ("plangate.v1.Evaluation", "plangate.v1.Usage", "plangate.v1.Admin")
+
+
+def _env_number(name: str, default: float) -> float:
+    """A PLANGATE_* number, so `plangate serve` picks up outbox tuning without more flags."""
+    value = os.environ.get(f"PLANGATE_{name}")
+    return float(value) if value else default
 
 
 @dataclass
@@ -50,6 +62,19 @@ class Settings:
     workers: int = 64
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 2.0
+    # Quota outbox (design §7); PLANGATE_WEBHOOK_* / PLANGATE_OUTBOX_* override the defaults.
+    webhook_backoff_seconds: float = field(
+        default_factory=lambda: _env_number("WEBHOOK_BACKOFF_SECONDS", 5.0)
+    )
+    webhook_max_attempts: int = field(
+        default_factory=lambda: int(_env_number("WEBHOOK_MAX_ATTEMPTS", 10))
+    )
+    webhook_timeout_seconds: float = field(
+        default_factory=lambda: _env_number("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+    )
+    outbox_poll_seconds: float = field(
+        default_factory=lambda: _env_number("OUTBOX_POLL_SECONDS", 1.0)
+    )
 
 
 class Sidecar:
@@ -63,6 +88,17 @@ class Sidecar:
         self.store = open_store(settings.db, settings.environment)
         self.state = LiveState(catalog, self.store)
         self.metrics = Metrics()
+        self.outbox = OutboxWorker(
+            self.state,
+            OutboxSettings(
+                backoff_seconds=settings.webhook_backoff_seconds,
+                max_attempts=settings.webhook_max_attempts,
+                timeout_seconds=settings.webhook_timeout_seconds,
+                poll_seconds=settings.outbox_poll_seconds,
+            ),
+            self.metrics,
+        )
+        self.state.quota_listeners.append(self._quota_fired)
         self.health = health.HealthServicer()
         self.port = 0
         self.management_port = 0
@@ -78,6 +114,8 @@ class Sidecar:
             settings.host, settings.management_port, self.metrics, self.readiness
         )
         self.management_port = self.management.port
+        self.ofrep = OfrepServer(settings.host, settings.ofrep_port, self.state, self.metrics)
+        self.ofrep_port = self.ofrep.port
 
     # -- assembly ----------------------------------------------------------------------------
 
@@ -98,14 +136,15 @@ class Sidecar:
             UsageService(self.state, self.metrics), server
         )
         plangate_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(self.state, self.metrics), server
+            AdminService(self.state, self.metrics, wake_outbox=self.outbox.wake), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        flagd_names = add_flagd_services(server, self.state, self.metrics, s.heartbeat_seconds)
         names = [
             plangate_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n in SERVICES
         ]
         reflection.enable_server_reflection(
-            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            [*names, *flagd_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         address = f"{s.host}:{s.port}"
         if s.tls_cert and s.tls_key:
@@ -135,6 +174,10 @@ class Sidecar:
         self.metrics.catalog_reloads.labels("error").inc()
         self.metrics.catalog_rejected.set(1)
 
+    def _quota_fired(self, account: str, feature: str, fired: Sequence[Firing]) -> None:
+        self.metrics.quota_fired.labels(feature).inc(len(fired))
+        self.outbox.wake()
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         detail: dict[str, Any] = {
             "catalog_version": self.state.catalog.version,
@@ -146,6 +189,11 @@ class Sidecar:
         }
         if self.state.catalog_error is not None:
             detail["catalog_error"] = self.state.catalog_error
+        counts = self.store.count_deliveries()
+        detail["outbox"] = {
+            "pending": counts[DeliveryStatus.PENDING],
+            "failed": counts[DeliveryStatus.FAILED],
+        }
         return True, detail
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -153,7 +201,9 @@ class Sidecar:
     def start(self) -> Sidecar:
         self.grpc_server.start()
         self.management.start()
+        self.ofrep.start()
         self.watcher.start()
+        self.outbox.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -175,6 +225,8 @@ class Sidecar:
         self.state.events.close()
         self.watcher.stop()
         self.grpc_server.stop(grace).wait()
+        self.outbox.stop()
         self.management.stop()
+        self.ofrep.stop()
         self.store.close()
         log.info("stopped")

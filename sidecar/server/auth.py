@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 PROTECTED = ("/plangate.v1.Admin/", "/plangate.v1.Usage/")
+
+if TYPE_CHECKING:  # generic only in the type stubs: subscripting it at run time is a TypeError
+    _Interceptor = grpc.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.ServerInterceptor
 
 
 def _deny(message: str) -> grpc.RpcMethodHandler[Any, Any]:
@@ -22,7 +27,7 @@ def _deny(message: str) -> grpc.RpcMethodHandler[Any, Any]:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
-class TokenAuth(grpc.ServerInterceptor[Any, Any]):
+class TokenAuth(_Interceptor):
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf import message, struct_pb2
+
 from ...protocol.plangate.v1 import plangate_pb2 as pb
-from ...protocol.values import from_timestamp, to_struct, to_timestamp, to_value
+from ...protocol.values import (
+    from_struct,
+    from_timestamp,
+    from_value,
+    to_struct,
+    to_timestamp,
+    to_value,
+)
 from ..catalog.model import (
     UNLIMITED,
     Account,
@@ -15,9 +25,23 @@ from ..catalog.model import (
     Subscription,
     thaw,
 )
-from ..engine import Decision, EvaluationError, Kind, UsageReport, metadata, resolve_as
+from ..engine import (
+    Decision,
+    ErrorCode,
+    EvaluationError,
+    Kind,
+    UsageReport,
+    metadata,
+    resolve_as,
+)
 from ..engine.typed import number
 from ..engine.usage import Mode
+from .errors import BadRequest
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Times a request may carry: period arithmetic and stored keys need a few years of headroom."""
 
 _KIND_FIELD = {
     Kind.BOOLEAN: "as_boolean",
@@ -62,6 +86,9 @@ def resolution(decision: Decision, feature: Feature) -> pb.Resolution:
             continue
         if kind is Kind.OBJECT:
             out.as_object.CopyFrom(to_value(value))
+        elif kind is Kind.INTEGER:
+            # a limit beyond int64 (a catalog or grant may say 1e300) is as good as the maximum
+            out.as_integer = max(INT64_MIN, min(INT64_MAX, value))
         else:
             setattr(out, _KIND_FIELD[kind], value)
     return out
@@ -88,13 +115,49 @@ MODE_OF = {
 }
 
 
-def usage_report(msg: pb.UsageReport | pb.ConsumeRequest) -> UsageReport:
+# Request fields that protobuf accepts but Python values cannot hold: refused as bad input.
+
+
+def struct_arg(data: struct_pb2.Struct, field: str) -> dict[str, Any]:
+    try:
+        return from_struct(data)
+    except ValueError as exc:  # NaN or an infinity: JSON has no such number
+        raise BadRequest(f"{field}: numbers must be finite ({exc})") from exc
+
+
+def context_arg(data: struct_pb2.Struct) -> dict[str, Any]:
+    """An evaluation context; one JSON cannot hold is OpenFeature's INVALID_CONTEXT."""
+    try:
+        return from_struct(data)
+    except ValueError as exc:
+        raise EvaluationError(
+            ErrorCode.INVALID_CONTEXT, f"context: numbers must be finite ({exc})"
+        ) from exc
+
+
+def value_arg(data: struct_pb2.Value, field: str) -> Any:
+    try:
+        return from_value(data)
+    except ValueError as exc:
+        raise BadRequest(f"{field}: numbers must be finite ({exc})") from exc
+
+
+def time_arg(msg: message.Message, field: str, where: str = "") -> datetime | None:
+    """The timestamp `field` of `msg`, None when unset; `where` prefixes the field in errors."""
+    if not msg.HasField(field):
+        return None
+    try:
+        at = from_timestamp(getattr(msg, field))
+    except (ValueError, OverflowError) as exc:
+        raise BadRequest(f"{where}{field} is not a valid time: {exc}") from exc
+    if not EARLIEST <= at < LATEST:
+        raise BadRequest(f"{where}{field} must be between 1900 and 9000, got {at.isoformat()}")
+    return at
+
+
+def usage_report(msg: pb.UsageReport | pb.ConsumeRequest, where: str = "") -> UsageReport:
     mode = MODE_OF.get(msg.mode, Mode.DEFAULT) if isinstance(msg, pb.UsageReport) else Mode.ADD
-    timestamp = (
-        from_timestamp(msg.timestamp)
-        if isinstance(msg, pb.UsageReport) and msg.HasField("timestamp")
-        else None
-    )
+    timestamp = time_arg(msg, "timestamp", where) if isinstance(msg, pb.UsageReport) else None
     return UsageReport(
         account=msg.account_id,
         feature=msg.feature,

@@ -8,11 +8,10 @@ import grpc
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
-from ...protocol.values import from_struct
 from ..engine import EvaluationError, evaluate, resolve_as
 from ..runtime.events import AccountChanged, CatalogChanged
 from ..runtime.state import LiveState
-from .convert import KIND_OF, error_resolution, resolution
+from .convert import KIND_OF, context_arg, error_resolution, resolution
 from .errors import handled, require
 from .metrics import Metrics
 
@@ -32,7 +31,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
                 snap,
                 request.account_id,
                 request.feature,
-                from_struct(request.context),
+                context_arg(request.context),
                 self.state.clock(),
             )
             kind = KIND_OF.get(request.type)
@@ -54,7 +53,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         )
         snap = self.state.snapshot
         try:
-            results = self.state.evaluate_all(request.account_id, from_struct(request.context))
+            results = self.state.evaluate_all(request.account_id, context_arg(request.context))
         except EvaluationError as exc:
             self.metrics.evaluation_errors.labels("native", exc.code.value).inc()
             out.error_code, out.error_message = exc.code.value, exc.message

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..store.base import DeliveryStatus
 
 
 class Metrics:
@@ -44,6 +48,32 @@ class Metrics:
         self.watch_streams = Gauge(
             "plangate_watch_streams", "Open Watch/EventStream streams", registry=r
         )
+        self.quota_fired = Counter(
+            "plangate_quota_fired",
+            "Quota thresholds crossed (each fires once per account, feature and period)",
+            ["feature"],
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "plangate_webhook_deliveries",
+            "Webhook delivery attempts by result: delivered, retry (will try again), failed (gave up)",
+            ["result"],
+            registry=r,
+        )
+        self.quota_actions = Counter(
+            "plangate_quota_actions",
+            "override/change_plan quota actions run by the outbox, by result",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "plangate_outbox_pending", "Outbox rows waiting to be delivered or applied", registry=r
+        )
+        self.outbox_failed = Gauge(
+            "plangate_outbox_failed",
+            "Outbox rows that gave up (retry with `plangate deliveries retry`)",
+            registry=r,
+        )
         self.rpc_seconds = Histogram(
             "plangate_rpc_seconds",
             "RPC handling time",
@@ -51,3 +81,15 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0),
             registry=r,
         )
+
+    # -- the outbox worker's observer (runtime.outbox.OutboxObserver) ---------------------------
+
+    def outbox_attempted(self, kind: str, result: str) -> None:
+        if kind == "webhook":
+            self.webhook_deliveries.labels(result).inc()
+        else:
+            self.quota_actions.labels(kind, result).inc()
+
+    def outbox_backlog(self, counts: Mapping[DeliveryStatus, int]) -> None:
+        self.outbox_pending.set(counts.get(DeliveryStatus.PENDING, 0))
+        self.outbox_failed.set(counts.get(DeliveryStatus.FAILED, 0))

@@ -38,7 +38,9 @@ class UsageService(pb_grpc.UsageServicer):
             len(request.reports) <= MAX_BATCH,
             f"at most {MAX_BATCH} reports per call; split the batch",
         )
-        outcomes = self.state.report([usage_report(r) for r in request.reports])
+        outcomes = self.state.report(
+            [usage_report(r, f"reports[{i}].") for i, r in enumerate(request.reports)]
+        )
         out = pb.ReportResponse()
         for outcome in outcomes:
             self.metrics.usage_reports.labels(outcome.status.value).inc()

@@ -1,11 +1,24 @@
 """Durable state behind one interface; SQLite is the embedded default."""
 
-from .base import Admit, CounterKey, Record, Status, Store, UsageOutcome, UsageWrite
+from .base import (
+    Admit,
+    CounterKey,
+    Record,
+    Status,
+    Store,
+    StoreError,
+    UsageOutcome,
+    UsageWrite,
+)
 from .sqlite import SqliteStore
 
 
 def open_store(url: str, environment: str) -> Store:
-    """A store from `--db`: a file path (SQLite)."""
+    """A store from `--db`: a `postgresql://` URL (shared mode) or a file path (SQLite)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore  # psycopg is needed only in shared mode
+
+        return PostgresStore(url, environment)
     return SqliteStore(url.removeprefix("sqlite:///"), environment)
 
 
@@ -16,6 +29,7 @@ __all__ = [
     "SqliteStore",
     "Status",
     "Store",
+    "StoreError",
     "UsageOutcome",
     "UsageWrite",
     "open_store",

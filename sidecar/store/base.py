@@ -8,7 +8,7 @@ file, admin input and what comes back from the store. Usage is kept as counters 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -27,6 +27,68 @@ Admit = Callable[[float], str | None]
 """Consume's check: given the current usage, None to record or a denial reason to refuse."""
 
 
+class StoreError(OSError):
+    """The database cannot be used: not a database, unreadable, or from a newer release."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """Work to do after a write commits, enqueued in the write's own transaction.
+
+    The store treats it as opaque: `kind` and `payload` (a JSON object) mean something only
+    to the outbox worker (a webhook to POST, an account edit to apply).
+    """
+
+    id: str
+    kind: str
+    account: str
+    target: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A once-per-counter mark (e.g. "pro:80%") and the entries to enqueue when it is new.
+
+    The store records `mark` for the write's counter (scope, feature, period start) at most
+    once; only the write that records it enqueues `entries`. A repeat, a retry or a second
+    sidecar racing on the same counter therefore never enqueues them twice.
+    """
+
+    mark: str
+    at: datetime
+    entries: tuple[OutboxEntry, ...] = ()
+
+
+Fire = Callable[[float, float], Sequence[Firing]]
+"""A write's quota check: given the counter before and after an applied write, the marks it
+reached. Called inside the write's transaction; pure (no I/O), so any backend can call it."""
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row as stored. `seq` orders rows (insertion order) and pages listings."""
+
+    seq: int
+    id: str
+    kind: str
+    account: str
+    target: str
+    payload: Mapping[str, Any]
+    status: DeliveryStatus
+    attempts: int
+    last_error: str
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime | None  # pending rows only
+
+
 class Status(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
@@ -36,13 +98,19 @@ class Status(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class UsageWrite:
-    """One report resolved to its counter; `admit` makes it a Consume."""
+    """One report resolved to its counter; `admit` makes it a Consume; `on_applied` checks quotas.
+
+    When the write is applied, `on_applied(old, new)` runs in the same transaction and the
+    store records each returned `Firing` (see there): usage, marks and outbox rows commit
+    together or not at all, so a crash can neither lose nor repeat a quota action.
+    """
 
     scope_key: str
     feature: Feature
     period_start: datetime
     report: UsageReport
     admit: Admit | None = None
+    on_applied: Fire | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +119,7 @@ class UsageOutcome:
     usage: float
     period_start: datetime | None = None
     message: str = ""
+    fired: tuple[Firing, ...] = ()  # the firings whose marks this write recorded
 
 
 class Store(Protocol):
@@ -71,8 +140,50 @@ class Store(Protocol):
         ...
 
     def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
-        """Zero a counter (and forget its unique keys); returns the previous value."""
+        """Zero a counter (and forget its unique keys and its `Firing` marks, so thresholds
+        fire again in the fresh period); returns the previous value."""
         ...
+
+    # -- outbox (quota webhooks and actions, design §7) ----------------------------------------
+    # Rows are written only by `record_usage` (from `Firing.entries`) and move
+    # pending -> delivered | failed; `retry_deliveries` moves failed (or pending) back to due.
+
+    def claim_deliveries(self, now: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
+        """Pending rows due at `now` (next_attempt_at <= now), oldest first, at most `limit`.
+
+        Atomically moves each claimed row's next_attempt_at to `lease_until`, so a second
+        worker (another sidecar sharing the database) skips it, and a worker that dies
+        mid-delivery leaves it due again once the lease ends (PostgreSQL: FOR UPDATE SKIP LOCKED).
+        """
+        ...
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        attempts: int,
+        next_attempt_at: datetime | None,
+        error: str,
+        at: datetime,
+    ) -> None:
+        """Record an attempt's result: the new status, attempt count, next due time (pending
+        only), last error ("" keeps the previous one) and `at` as updated_at."""
+        ...
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    def list_deliveries(
+        self, status: DeliveryStatus | None, limit: int, before_seq: int | None = None
+    ) -> list[Delivery]:
+        """Newest first; `before_seq` pages (rows with a smaller seq)."""
+        ...
+
+    def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
+        """Make rows due again with a fresh attempt budget: the given ids that are not
+        delivered, or (ids=None) every failed row. Returns the ids changed."""
+        ...
+
+    def count_deliveries(self) -> dict[DeliveryStatus, int]: ...
 
     def prune_idempotency(self, older_than: datetime) -> int: ...
 

@@ -8,17 +8,29 @@ writers inside the process (SQLite allows one writer at a time anyway).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
 from ..catalog.model import Aggregation
 from ..engine.usage import next_value
-from .base import CounterKey, Record, Status, UsageOutcome, UsageWrite
+from .base import (
+    CounterKey,
+    Delivery,
+    DeliveryStatus,
+    Firing,
+    Record,
+    Status,
+    StoreError,
+    UsageOutcome,
+    UsageWrite,
+)
 from .timefmt import parse_ts, ts
 
 
@@ -42,7 +54,26 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.table("idempotency").create_index(["created_at"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    """Quotas (design §7): once-per-counter marks and the durable outbox."""
+    db.execute(
+        "CREATE TABLE quota_fired (environment TEXT NOT NULL, scope TEXT NOT NULL, "
+        "feature TEXT NOT NULL, period_start TEXT NOT NULL, mark TEXT NOT NULL, "
+        "fired_at TEXT NOT NULL, "
+        "PRIMARY KEY (environment, scope, feature, period_start, mark))"
+    )
+    db.execute(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "environment TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, "
+        "account TEXT NOT NULL, target TEXT NOT NULL, payload TEXT NOT NULL, "
+        "status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+        "last_error TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL, next_attempt_at TEXT, UNIQUE (environment, id))"
+    )
+    db.execute("CREATE INDEX outbox_due ON outbox (environment, status, next_attempt_at)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit."""
 
 
@@ -52,12 +83,20 @@ class SqliteStore:
         self.path = str(path)
         self._lock = threading.Lock()
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._conn = conn
-        self._db = sqlite_utils.Database(conn)
-        self._migrate()
+        try:
+            # busy_timeout first: switching to WAL and migrating may wait for another opener
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._conn = conn
+            self._db = sqlite_utils.Database(conn)
+            self._migrate()
+        except StoreError:
+            conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"{self.path}: cannot use this SQLite database ({exc})") from exc
 
     @property
     def schema_version(self) -> int:
@@ -65,22 +104,35 @@ class SqliteStore:
         return int(row[0] or 0)
 
     def _migrate(self) -> None:
+        """Apply the missing schema versions, each in its own write transaction. The version
+        is read inside that transaction, so concurrent openers apply every step exactly once."""
+        known = len(MIGRATIONS)
         with self._lock:
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS plangate_schema (version INTEGER PRIMARY KEY, applied_at TEXT)"
             )
-            current = self.schema_version
-            for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+            while True:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    migration(self._db)
-                    self._conn.execute(
-                        "INSERT INTO plangate_schema VALUES (?, datetime('now'))", (version,)
-                    )
+                    current = self.schema_version
+                    if current > known:
+                        raise StoreError(
+                            f"{self.path}: schema version {current} was written by a newer plangate "
+                            f"(this one knows versions up to {known}); upgrade plangate or use another --db"
+                        )
+                    if current < known:
+                        MIGRATIONS[current](self._db)
+                        self._conn.execute(
+                            "INSERT INTO plangate_schema VALUES (?, datetime('now'))",
+                            (current + 1,),
+                        )
                     self._conn.execute("COMMIT")
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
                     raise
+                if current == known:
+                    return
 
     # -- accounts ----------------------------------------------------------------------------
 
@@ -163,12 +215,20 @@ class SqliteStore:
                 )
                 new_unique = cur.rowcount == 1
             value = next_value(w.feature, current, w.report, new_unique)
+            if not math.isfinite(value):  # 1e308 + 1e308: a counter must stay a number
+                return UsageOutcome(
+                    Status.REJECTED,
+                    current,
+                    w.period_start,
+                    f"{w.feature.key}: usage {current:g} + {w.report.amount:g} is out of range",
+                )
             c.execute(
                 "INSERT INTO usage VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment, scope, feature, period_start) "
                 "DO UPDATE SET value = excluded.value",
                 (*counter, value),
             )
-            outcome = UsageOutcome(Status.APPLIED, value, w.period_start)
+            fired = self._fire(c, counter, w, current, value) if w.on_applied else ()
+            outcome = UsageOutcome(Status.APPLIED, value, w.period_start, fired=fired)
         if key:
             c.execute(
                 "INSERT INTO idempotency VALUES (?, ?, ?, datetime('now'))",
@@ -187,6 +247,46 @@ class SqliteStore:
             )
         return outcome
 
+    @staticmethod
+    def _fire(
+        c: sqlite3.Connection,
+        counter: tuple[str, str, str, str],
+        w: UsageWrite,
+        old: float,
+        new: float,
+    ) -> tuple[Firing, ...]:
+        """Record the marks `w.on_applied` reports (each once per counter) and enqueue the
+        entries of the new ones, inside the caller's transaction."""
+        assert w.on_applied is not None
+        recorded: list[Firing] = []
+        for firing in w.on_applied(old, new):
+            cur = c.execute(
+                "INSERT OR IGNORE INTO quota_fired VALUES (?, ?, ?, ?, ?, ?)",
+                (*counter, firing.mark, ts(firing.at)),
+            )
+            if cur.rowcount != 1:
+                continue
+            recorded.append(firing)
+            at = ts(firing.at)
+            for e in firing.entries:
+                c.execute(
+                    "INSERT INTO outbox (environment, id, kind, account, target, payload, status, "
+                    "attempts, last_error, created_at, updated_at, next_attempt_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, '', ?, ?, ?)",
+                    (
+                        counter[0],
+                        e.id,
+                        e.kind,
+                        e.account,
+                        e.target,
+                        json.dumps(e.payload, sort_keys=True),
+                        at,
+                        at,
+                        at,
+                    ),
+                )
+        return tuple(recorded)
+
     def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
         counter = (self.environment, scope_key, feature, ts(period_start))
         where = "environment = ? AND scope = ? AND feature = ? AND period_start = ?"
@@ -197,11 +297,147 @@ class SqliteStore:
                 row = c.execute(f"SELECT value FROM usage WHERE {where}", counter).fetchone()
                 c.execute(f"DELETE FROM usage WHERE {where}", counter)
                 c.execute(f"DELETE FROM usage_unique WHERE {where}", counter)
+                c.execute(f"DELETE FROM quota_fired WHERE {where}", counter)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
         return float(row[0]) if row else 0.0
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    _DELIVERY = (
+        "seq, id, kind, account, target, payload, status, attempts, last_error, "
+        "created_at, updated_at, next_attempt_at"
+    )
+
+    @staticmethod
+    def _delivery(row: Sequence[Any]) -> Delivery:
+        seq, id_, kind, account, target, payload, status, attempts, error, created, updated, due = (
+            row
+        )
+        return Delivery(
+            seq=int(seq),
+            id=id_,
+            kind=kind,
+            account=account,
+            target=target,
+            payload=json.loads(payload),
+            status=DeliveryStatus(status),
+            attempts=int(attempts),
+            last_error=error,
+            created_at=parse_ts(created),
+            updated_at=parse_ts(updated),
+            next_attempt_at=parse_ts(due) if due else None,
+        )
+
+    def claim_deliveries(self, now: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                rows = c.execute(
+                    f"SELECT {self._DELIVERY} FROM outbox WHERE environment = ? "
+                    "AND status = 'pending' AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
+                    (self.environment, ts(now), limit),
+                ).fetchall()
+                c.executemany(
+                    "UPDATE outbox SET next_attempt_at = ? WHERE seq = ?",
+                    [(ts(lease_until), row[0]) for row in rows],
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return [self._delivery(row) for row in rows]
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        attempts: int,
+        next_attempt_at: datetime | None,
+        error: str,
+        at: datetime,
+    ) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, "
+                "last_error = CASE WHEN ? = '' THEN last_error ELSE ? END, updated_at = ? "
+                "WHERE environment = ? AND id = ?",
+                (
+                    status.value,
+                    attempts,
+                    ts(next_attempt_at) if next_attempt_at else None,
+                    error,
+                    error,
+                    ts(at),
+                    self.environment,
+                    delivery_id,
+                ),
+            )
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {self._DELIVERY} FROM outbox WHERE environment = ? AND id = ?",
+                (self.environment, delivery_id),
+            ).fetchone()
+        return self._delivery(row) if row else None
+
+    def list_deliveries(
+        self, status: DeliveryStatus | None, limit: int, before_seq: int | None = None
+    ) -> list[Delivery]:
+        sql = f"SELECT {self._DELIVERY} FROM outbox WHERE environment = ?"
+        args: list[Any] = [self.environment]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status.value)
+        if before_seq is not None:
+            sql += " AND seq < ?"
+            args.append(before_seq)
+        with self._lock:
+            rows = self._conn.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit))
+            return [self._delivery(row) for row in rows.fetchall()]
+
+    def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                if ids is None:
+                    rows = c.execute(
+                        "SELECT id FROM outbox WHERE environment = ? AND status = 'failed'",
+                        (self.environment,),
+                    ).fetchall()
+                else:
+                    marks = ", ".join("?" * len(ids))
+                    rows = c.execute(
+                        f"SELECT id FROM outbox WHERE environment = ? AND status != 'delivered' "
+                        f"AND id IN ({marks})",
+                        (self.environment, *ids),
+                    ).fetchall()
+                changed = [row[0] for row in rows]
+                c.executemany(
+                    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, "
+                    "updated_at = ? WHERE environment = ? AND id = ?",
+                    [(ts(now), ts(now), self.environment, i) for i in changed],
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return changed
+
+    def count_deliveries(self) -> dict[DeliveryStatus, int]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT status, count(*) FROM outbox WHERE environment = ? GROUP BY status",
+                (self.environment,),
+            ).fetchall()
+        counts = dict.fromkeys(DeliveryStatus, 0)
+        counts.update({DeliveryStatus(status): int(n) for status, n in rows})
+        return counts
 
     def prune_idempotency(self, older_than: datetime) -> int:
         with self._lock:

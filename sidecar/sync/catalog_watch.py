@@ -21,6 +21,8 @@ from ..catalog import Catalog, CatalogError, load_catalog
 
 log = logging.getLogger("plangate.sync")
 
+_UNREADABLE = "(unreadable)"  # `_failed_version` while the file cannot be read
+
 
 class CatalogWatcher:
     def __init__(
@@ -64,13 +66,16 @@ class CatalogWatcher:
     def check(self) -> None:
         """Load the file if its content changed; keep the last good catalog if it is broken."""
         try:
-            text = self.path.read_bytes()
+            # read as the loader does (newlines normalised), so the hash is the catalog's version
+            text = self.path.read_text(encoding="utf-8", errors="surrogateescape")
         except OSError as exc:
-            self._report(
-                f"{self.path}: cannot read catalog ({exc}); still serving version {self._current()}"
-            )
+            if self._failed_version != _UNREADABLE:  # report once, not on every poll
+                self._failed_version = _UNREADABLE
+                self._report(
+                    f"{self.path}: cannot read catalog ({exc}); still serving version {self._current()}"
+                )
             return
-        version = hashlib.sha256(text).hexdigest()[:12]
+        version = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
         if version == self._current() or version == self._failed_version:
             return
         try:

@@ -415,6 +415,16 @@ class AdminStub:
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.ResetUsageRequest.SerializeToString,
                 response_deserializer=plangate_dot_v1_dot_plangate__pb2.ResetUsageResponse.FromString,
                 _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/plangate.v1.Admin/ListDeliveries',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.RetryDelivery = channel.unary_unary(
+                '/plangate.v1.Admin/RetryDelivery',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -514,6 +524,20 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeliveries(self, request, context):
+        """Quota automations (design §7): the durable outbox of webhooks and account actions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryDelivery(self, request, context):
+        """Make failed (or pending) deliveries due now, with a fresh attempt budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -591,6 +615,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ResetUsage,
                     request_deserializer=plangate_dot_v1_dot_plangate__pb2.ResetUsageRequest.FromString,
                     response_serializer=plangate_dot_v1_dot_plangate__pb2.ResetUsageResponse.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.ListDeliveriesResponse.SerializeToString,
+            ),
+            'RetryDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryDelivery,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1002,6 +1036,60 @@ class Admin:
             '/plangate.v1.Admin/ResetUsage',
             plangate_dot_v1_dot_plangate__pb2.ResetUsageRequest.SerializeToString,
             plangate_dot_v1_dot_plangate__pb2.ResetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/ListDeliveries',
+            plangate_dot_v1_dot_plangate__pb2.ListDeliveriesRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/RetryDelivery',
+            plangate_dot_v1_dot_plangate__pb2.RetryDeliveryRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.RetryDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,127 @@
+"""Per-account cache of `EvaluateAll` results, invalidated by the sidecar's Watch events.
+
+Why this shape:
+- One entry per (account, context): a result computed for one account is never served to
+  another, and contexts that could change the answer do not share an entry.
+- The cache only holds entries while the Watch stream is healthy (`activate`/`deactivate`):
+  without the stream nobody would tell us an entry went stale.
+- A fetch that races an invalidation must not store what it read before the change, so a
+  fetch is registered (`begin`) and voided by any invalidation that touches its account;
+  `put` then drops it. No generation counters per account are kept, so memory stays bounded
+  by `max_entries` plus the fetches in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CacheKey = tuple[str, str]
+"""(account id, canonical JSON of the context attributes that reach the sidecar)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    catalog_version: str
+    resolutions: Mapping[str, Any]  # feature key -> plangate.v1.Resolution
+
+
+@dataclass(eq=False, slots=True)
+class Fetch:
+    """A read from the sidecar in flight; `void` once an invalidation overtook it."""
+
+    key: CacheKey
+    void: bool = field(default=False)
+
+
+class ResolutionCache:
+    """A bounded LRU of account evaluations. Thread-safe; every operation is O(1) or O(hits)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[CacheKey, Entry] = OrderedDict()
+        self._by_account: dict[str, set[CacheKey]] = {}
+        self._inflight: set[Fetch] = set()
+        self._active = False
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: CacheKey) -> Entry | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def begin(self, key: CacheKey) -> Fetch:
+        fetch = Fetch(key)
+        with self._lock:
+            self._inflight.add(fetch)
+        return fetch
+
+    def put(self, fetch: Fetch, entry: Entry) -> bool:
+        """Store the result of `fetch` unless it was overtaken; True if stored."""
+        with self._lock:
+            self._inflight.discard(fetch)
+            if fetch.void or not self._active:
+                return False
+            key = fetch.key
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            self._by_account.setdefault(key[0], set()).add(key)
+            while len(self._entries) > self._max:
+                old, _ = self._entries.popitem(last=False)
+                self._unindex(old)
+            return True
+
+    def abandon(self, fetch: Fetch) -> None:
+        with self._lock:
+            self._inflight.discard(fetch)
+
+    def invalidate_accounts(self, account_ids: Iterable[str]) -> None:
+        ids = set(account_ids)
+        with self._lock:
+            for account in ids:
+                for key in self._by_account.pop(account, ()):
+                    self._entries.pop(key, None)
+            for fetch in self._inflight:
+                if fetch.key[0] in ids:
+                    fetch.void = True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._clear()
+
+    def activate(self) -> None:
+        """The Watch stream is live again: start caching from a clean slate."""
+        with self._lock:
+            self._clear()
+            self._active = True
+
+    def deactivate(self) -> None:
+        """The Watch stream is gone: nothing cached can be trusted, and nothing new is kept."""
+        with self._lock:
+            self._active = False
+            self._clear()
+
+    def _clear(self) -> None:
+        self._entries.clear()
+        self._by_account.clear()
+        for fetch in self._inflight:
+            fetch.void = True
+
+    def _unindex(self, key: CacheKey) -> None:
+        keys = self._by_account.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_account[key[0]]

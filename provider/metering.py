@@ -1,0 +1,85 @@
+"""Re-deriving a metered resolution for another usage level or requested amount.
+
+A cached `EvaluateAll` answer was computed for `requested = 1` and the usage the sidecar knew
+at that moment. Two things move under it without a round trip: the caller's `requested`
+context attribute, and usage `track` has queued but not yet delivered. The access rule is
+the one of design §4 (`unlimited or U + R <= L or soft within overage_cap`); applying it here
+keeps cached answers exact instead of forcing a sidecar call per check.
+"""
+
+from __future__ import annotations
+
+import math
+
+from google.protobuf import struct_pb2
+from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+
+# Denials that do not depend on usage: no amount of arithmetic changes them.
+_FIXED_DENIALS = frozenset({"account_not_found", "no_entitlement", "feature_disabled"})
+
+
+def adjusted(
+    res: pb.Resolution, *, used: float | None, requested: float, computed_for: float
+) -> pb.Resolution:
+    """`res` as it would read with usage `used` (None = unchanged) and amount `requested`.
+
+    Returns `res` itself when nothing changes, else a modified copy (cached messages are
+    shared between callers and never mutated).
+    """
+    if (
+        res.error_code
+        or res.feature_type != "metered"
+        or not res.HasField("metering")
+        or res.denial in _FIXED_DENIALS
+        or (used is None and requested == computed_for)
+    ):
+        return res
+    m = res.metering
+    if used is None:
+        used = m.used
+    out = pb.Resolution()
+    out.CopyFrom(res)
+    out.metering.used = used
+    _set(out.metadata, "used", used)
+    detail = out.as_object.struct_value if out.as_object.HasField("struct_value") else None
+    if detail is not None:
+        _set(detail, "used", used)
+    if m.unlimited or not m.HasField("limit"):
+        return out  # unlimited: access and remaining do not depend on usage
+
+    limit = m.limit
+    cap = m.overage_cap if m.HasField("overage_cap") else None
+    total = used + requested
+    access = total <= limit or (m.soft_limit and (cap is None or total - limit <= cap))
+    denial = ""
+    if not access:
+        ceiling = limit + ((cap or 0.0) if m.soft_limit else 0.0)
+        denial = "requested_exceeds_limit" if requested > ceiling else "usage_limit_reached"
+    remaining = max(0.0, limit - used)
+
+    out.has_access = access
+    out.denial = denial
+    out.metering.remaining = remaining
+    out.metering.overage = max(0.0, used - limit)
+    out.as_boolean = access
+    out.as_integer = math.floor(remaining)
+    out.as_float = remaining
+    for struct in (out.metadata, detail):
+        if struct is None:
+            continue
+        _set(struct, "has_access", access)
+        _set(struct, "remaining", remaining)
+        if denial:
+            struct.fields["denial"].string_value = denial
+        elif "denial" in struct.fields:
+            del struct.fields["denial"]
+    if detail is not None:
+        _set(detail, "overage", out.metering.overage)
+    return out
+
+
+def _set(struct: struct_pb2.Struct, key: str, value: bool | float) -> None:
+    if isinstance(value, bool):
+        struct.fields[key].bool_value = value
+    else:
+        struct.fields[key].number_value = value

@@ -1,0 +1,299 @@
+"""`PlanGateProvider`: the OpenFeature provider for a PlanGate sidecar.
+
+The provider object is cheap to build; connections and threads start in `initialize` (the
+SDK calls it from `set_provider*`) and end in `shutdown`, so a provider can be created at
+import time and configured purely from the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import ProviderEvent, ProviderEventDetails
+from openfeature.exception import ProviderNotReadyError
+from openfeature.flag_evaluation import FlagResolutionDetails, FlagType, FlagValueType
+from openfeature.provider import AbstractProvider, Metadata
+from openfeature.track import TrackingEventDetails
+from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+
+from .cache import ResolutionCache
+from .config import ProviderConfig
+from .evaluator import Evaluator
+from .events import Emit, EventBridge
+from .pending import PendingUsage
+from .tracking import Queued, UsageReporter, usage_report
+from .transport import Transport
+from .watch import WatchLoop
+
+log = logging.getLogger("plangate.provider")
+
+# An account id no one has: its EvaluateAll lists every feature key of the catalog.
+_PROBE_ACCOUNT = "plangate-provider/feature-keys"
+
+ObjectValue = Sequence[FlagValueType] | Mapping[str, FlagValueType]
+
+
+class _Session:
+    """Everything that lives between `initialize` and `shutdown`."""
+
+    def __init__(self, config: ProviderConfig, emit: Emit) -> None:
+        self.config = config
+        self.transport = Transport(config)
+        self.cache = ResolutionCache(config.cache_size) if config.cache else None
+        self.pending = PendingUsage()
+        self.evaluator = Evaluator(self.transport, self.cache, self.pending)
+        self.events = EventBridge(
+            self.cache, emit, self._feature_keys, config.grace_period, config.target
+        )
+        self.reporter = UsageReporter(self.transport, config, self._settled)
+        self.watch = WatchLoop(self.transport, self.events, config.heartbeat_timeout)
+        self.reporter.start()
+        self.watch.start()
+
+    def _feature_keys(self) -> list[str] | None:
+        try:
+            response = self.transport.evaluation.EvaluateAll(
+                pb.EvaluateAllRequest(account_id=_PROBE_ACCOUNT),
+                timeout=self.config.deadline,
+                metadata=self.transport.metadata,
+            )
+        except grpc.RpcError:
+            return None
+        return list(response.resolutions.keys())
+
+    def _settled(self, batch: Sequence[Queued]) -> None:
+        # Cache first, overlay second: in between, a check may count the report twice
+        # (less remaining), never miss it.
+        if self.cache is not None:
+            self.cache.invalidate_accounts({q.report.account_id for q in batch})
+        for q in batch:
+            self.pending.settle(q.seq, q.report.account_id, q.report.feature)
+
+    def track(
+        self, feature: str, ctx: EvaluationContext | None, details: TrackingEventDetails | None
+    ) -> None:
+        account = ctx.targeting_key if ctx is not None else None
+        if not account or not feature:
+            log.warning(
+                "track(%r) needs an event name (the metered feature) and a targeting key "
+                "(the account); usage not reported",
+                feature,
+            )
+            return
+        attributes = details.attributes if details is not None else {}
+        try:
+            report, overlay = usage_report(
+                feature, account, details.value if details is not None else None, attributes
+            )
+        except (TypeError, ValueError) as exc:
+            log.warning("track(%r): %s; usage not reported", feature, exc)
+            return
+        seq = self.reporter.next_seq()
+        if overlay is not None:
+            self.pending.add(seq, account, feature, overlay.amount, overlay.is_set)
+        if not self.reporter.submit(Queued(seq, report)):
+            self.pending.settle(seq, account, feature)
+            log.error("track(%r): usage queue full or closed; report dropped", feature)
+
+    def close(self) -> int:
+        """Stop everything; returns how many usage reports could not be delivered."""
+        left = self.reporter.close(self.config.shutdown_timeout)  # flush while the channel is open
+        self.events.close()
+        self.watch.stop()
+        self.transport.close()
+        return left
+
+
+class PlanGateProvider(AbstractProvider):
+    """OpenFeature provider backed by a PlanGate sidecar (design §8).
+
+    Every argument falls back to its `PLANGATE_*` environment variable, then to a default:
+    `target` (`PLANGATE_TARGET`, `host:port` or `unix:///path`, default `localhost:8013`),
+    `token` (`PLANGATE_TOKEN`, bearer token for Usage/Admin), `tls_ca` / `tls_cert` /
+    `tls_key` (`PLANGATE_TLS_*`, PEM files; cert+key = mTLS), `deadline_ms`
+    (`PLANGATE_DEADLINE_MS`, 500), `cache` (`PLANGATE_CACHE`, on), `cache_size`
+    (`PLANGATE_CACHE_SIZE`, 1000 entries), `grace_period_ms` (`PLANGATE_GRACE_PERIOD_MS`,
+    5000: how long the sidecar may be gone before STALE becomes ERROR).
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_server_name: str | None = None,
+        deadline_ms: int | None = None,
+        cache: bool | None = None,
+        cache_size: int | None = None,
+        grace_period_ms: int | None = None,
+        init_timeout_ms: int | None = None,
+        env: Mapping[str, str] | None = None,
+        **tuning: Any,
+    ) -> None:
+        super().__init__()
+        self.config = ProviderConfig.resolve(
+            env,
+            target=target,
+            token=token,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            deadline_ms=deadline_ms,
+            cache=cache,
+            cache_size=cache_size,
+            grace_period_ms=grace_period_ms,
+            tls_server_name=tls_server_name,
+            init_timeout=None if init_timeout_ms is None else init_timeout_ms / 1000,
+            **tuning,
+        )
+        self._lock = threading.Lock()
+        self._session: _Session | None = None
+        self._undelivered = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def get_metadata(self) -> Metadata:
+        return Metadata(name="PlanGate")
+
+    def initialize(self, evaluation_context: EvaluationContext) -> None:
+        """Connect and wait for the sidecar's `ready` (up to the init timeout).
+
+        On timeout the SDK marks the provider ERROR, but the connection keeps retrying and
+        `PROVIDER_READY` follows as soon as the sidecar answers.
+        """
+        session = self._open()
+        if not session.events.wait_initialized(self.config.init_timeout):
+            raise ProviderNotReadyError(
+                f"no PlanGate sidecar answered at {self.config.target} within "
+                f"{self.config.init_timeout:g} s; still trying"
+            )
+
+    def shutdown(self) -> None:
+        """Deliver queued usage (up to `shutdown_timeout`), then close the connection."""
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None:
+            self._undelivered = session.close()
+
+    def _open(self) -> _Session:
+        with self._lock:
+            if self._session is None:
+                self._session = _Session(self.config, self._emit)
+                self._undelivered = 0
+            return self._session
+
+    def _emit(self, event: ProviderEvent, details: ProviderEventDetails) -> None:
+        self.emit(event, details)
+
+    def _active(self) -> _Session:
+        session = self._session
+        if session is None:
+            raise ProviderNotReadyError("PlanGateProvider is not initialized (or shut down)")
+        return session
+
+    @property
+    def pending_reports(self) -> int:
+        """Usage reports accepted by `track` and not yet acknowledged by the sidecar
+        (after `shutdown`: those it could not deliver)."""
+        session = self._session
+        return self._undelivered if session is None else session.reporter.pending
+
+    # -- tracking --------------------------------------------------------------------------
+
+    def track(
+        self,
+        tracking_event_name: str,
+        evaluation_context: EvaluationContext | None = None,
+        tracking_event_details: TrackingEventDetails | None = None,
+    ) -> None:
+        """Report usage of the metered feature `tracking_event_name`; never blocks."""
+        session = self._session
+        if session is None:
+            log.warning(
+                "track(%r) before initialize or after shutdown; dropped", tracking_event_name
+            )
+            return
+        session.track(tracking_event_name, evaluation_context, tracking_event_details)
+
+    # -- resolution ------------------------------------------------------------------------
+
+    def resolve_boolean_details(
+        self,
+        flag_key: str,
+        default_value: bool,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[bool]:
+        return self._active().evaluator.resolve(flag_key, FlagType.BOOLEAN, evaluation_context)
+
+    def resolve_string_details(
+        self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[str]:
+        return self._active().evaluator.resolve(flag_key, FlagType.STRING, evaluation_context)
+
+    def resolve_integer_details(
+        self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[int]:
+        return self._active().evaluator.resolve(flag_key, FlagType.INTEGER, evaluation_context)
+
+    def resolve_float_details(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[float]:
+        return self._active().evaluator.resolve(flag_key, FlagType.FLOAT, evaluation_context)
+
+    def resolve_object_details(
+        self,
+        flag_key: str,
+        default_value: ObjectValue,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[ObjectValue]:
+        return self._active().evaluator.resolve(flag_key, FlagType.OBJECT, evaluation_context)
+
+    async def resolve_boolean_details_async(
+        self,
+        flag_key: str,
+        default_value: bool,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[bool]:
+        evaluator = self._active().evaluator
+        return await evaluator.resolve_async(flag_key, FlagType.BOOLEAN, evaluation_context)
+
+    async def resolve_string_details_async(
+        self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[str]:
+        evaluator = self._active().evaluator
+        return await evaluator.resolve_async(flag_key, FlagType.STRING, evaluation_context)
+
+    async def resolve_integer_details_async(
+        self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[int]:
+        evaluator = self._active().evaluator
+        return await evaluator.resolve_async(flag_key, FlagType.INTEGER, evaluation_context)
+
+    async def resolve_float_details_async(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[float]:
+        evaluator = self._active().evaluator
+        return await evaluator.resolve_async(flag_key, FlagType.FLOAT, evaluation_context)
+
+    async def resolve_object_details_async(
+        self,
+        flag_key: str,
+        default_value: ObjectValue,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[ObjectValue]:
+        evaluator = self._active().evaluator
+        return await evaluator.resolve_async(flag_key, FlagType.OBJECT, evaluation_context)

@@ -1,0 +1,876 @@
+"""The shared store: PostgreSQL through psycopg 3, for many sidecars on one database (design §10).
+
+Why it is built this way:
+
+- **Environments.** Every table's key starts with the environment, and each environment has
+  its own notification channel, so staging and production can share a database and never see
+  each other's accounts, usage, idempotency keys or changes.
+- **Versions.** Every change to an account or a usage counter takes the next number of one
+  database sequence and stores it with the row; the transaction that makes the change also
+  sends `NOTIFY` on the environment's channel naming what changed and at which version (and,
+  for counters, the new value). The change feed (`sync.pg_feed`) applies a change only when its
+  version is newer than what memory holds (`Versions`), so notifications, periodic
+  reconciliation and this process's own writes may arrive in any order and memory still only
+  moves forward. Deleting an account leaves a tombstone (record NULL, with a version) so that a
+  reconciling sidecar can tell "deleted" from "created after my snapshot"; a reset sets a counter
+  to 0 with a new version for the same reason.
+- **Exact Consume across sidecars.** A usage batch locks each counter it touches
+  (`INSERT ... ON CONFLICT DO NOTHING` so the row exists, then `SELECT ... FOR UPDATE`) before it
+  reads the value, so `admit` sees the committed value and no other sidecar can change it until
+  this transaction commits.
+- **No deadlocks.** Every transaction takes its locks in one global order: idempotency keys
+  (sorted), then counters (sorted, each statement sorting in SQL with the C collation), so two
+  batches can wait for each other but never in a cycle. Should PostgreSQL still report a
+  deadlock or serialization failure, the transaction is retried (it was rolled back).
+- **Idempotency across sidecars.** A report's idempotency key is claimed first with
+  `INSERT ... ON CONFLICT DO NOTHING`: if another sidecar is applying the same key right now,
+  the insert waits for it to finish, and the key then counts as a duplicate of its outcome.
+- **Connections.** One lock-protected connection writes (autocommit off: each call is one
+  transaction); the change feed opens its own. A connection lost before COMMIT was sent is
+  retried once on a fresh connection (the server rolled the transaction back with the
+  connection); one lost while committing raises `StoreUnavailable` saying the outcome is
+  unknown (idempotency keys make the client's retry safe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from ..catalog.model import Aggregation
+from ..engine.usage import next_value
+from .base import (
+    CounterKey,
+    Delivery,
+    DeliveryStatus,
+    Firing,
+    Record,
+    Status,
+    UsageOutcome,
+    UsageWrite,
+)
+from .errors import StoreUnavailable
+from .timefmt import parse_ts, ts
+
+log = logging.getLogger("plangate.store.postgres")
+
+T = TypeVar("T")
+Connection = psycopg.Connection[Any]
+
+URL_PREFIXES = ("postgresql://", "postgres://")
+
+MIGRATION_LOCK = 0x706C_616E_6761_7465  # "plangate": one sidecar migrates, the others wait
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        "CREATE SEQUENCE plangate.change_seq",
+        """CREATE TABLE plangate.accounts (
+            environment text NOT NULL,
+            id text NOT NULL,
+            record jsonb,
+            version bigint NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (environment, id))""",
+        """CREATE TABLE plangate.usage (
+            environment text NOT NULL,
+            scope text NOT NULL,
+            feature text NOT NULL,
+            period_start timestamptz NOT NULL,
+            value double precision NOT NULL,
+            version bigint NOT NULL,
+            PRIMARY KEY (environment, scope, feature, period_start))""",
+        """CREATE TABLE plangate.usage_unique (
+            environment text NOT NULL,
+            scope text NOT NULL,
+            feature text NOT NULL,
+            period_start timestamptz NOT NULL,
+            unique_key text NOT NULL,
+            PRIMARY KEY (environment, scope, feature, period_start, unique_key))""",
+        """CREATE TABLE plangate.idempotency (
+            environment text NOT NULL,
+            key text NOT NULL,
+            outcome jsonb,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (environment, key))""",
+        "CREATE INDEX idempotency_created ON plangate.idempotency (environment, created_at)",
+    ),
+    (  # quotas (design §7): once-per-counter marks and the durable outbox
+        """CREATE TABLE plangate.quota_fired (
+            environment text NOT NULL,
+            scope text NOT NULL,
+            feature text NOT NULL,
+            period_start timestamptz NOT NULL,
+            mark text NOT NULL,
+            fired_at timestamptz NOT NULL,
+            PRIMARY KEY (environment, scope, feature, period_start, mark))""",
+        """CREATE TABLE plangate.outbox (
+            seq bigserial PRIMARY KEY,
+            environment text NOT NULL,
+            id text NOT NULL,
+            kind text NOT NULL,
+            account text NOT NULL,
+            target text NOT NULL,
+            payload jsonb NOT NULL,
+            status text NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            last_error text NOT NULL DEFAULT '',
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            next_attempt_at timestamptz,
+            UNIQUE (environment, id))""",
+        "CREATE INDEX outbox_due ON plangate.outbox (environment, status, next_attempt_at)",
+    ),
+]
+"""Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit, and keep each
+step additive so that sidecars still on the previous release keep working during a rollout."""
+
+NOTIFY_LIMIT = 7900
+"""Bytes per NOTIFY payload; PostgreSQL refuses 8000 or more, so changes go in several."""
+
+# -- SQL used by usage writes (each statement sorts what it locks: see the module docstring) ----
+
+_CLAIM_KEYS = """
+INSERT INTO plangate.idempotency (environment, key)
+SELECT %s, k FROM unnest(%s::text[]) AS k ORDER BY k COLLATE "C"
+ON CONFLICT DO NOTHING
+RETURNING key"""
+
+_EARLIER_OUTCOMES = """
+SELECT key, outcome FROM plangate.idempotency WHERE environment = %s AND key = ANY(%s::text[])"""
+
+_ENSURE_COUNTERS = """
+INSERT INTO plangate.usage (environment, scope, feature, period_start, value, version)
+SELECT %s, c.scope, c.feature, c.period_start, 0, 0
+FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS c(scope, feature, period_start)
+ORDER BY c.scope COLLATE "C", c.feature COLLATE "C", c.period_start
+ON CONFLICT DO NOTHING"""
+
+_LOCK_COUNTERS = """
+SELECT u.scope, u.feature, u.period_start, u.value FROM plangate.usage AS u
+WHERE u.environment = %s AND (u.scope, u.feature, u.period_start) IN (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[]))
+ORDER BY u.scope COLLATE "C", u.feature COLLATE "C", u.period_start
+FOR UPDATE"""
+
+_SEEN_UNIQUE = """
+SELECT scope, feature, period_start, unique_key FROM plangate.usage_unique
+WHERE environment = %s AND (scope, feature, period_start, unique_key) IN (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[]))"""
+
+_ADD_UNIQUE = """
+INSERT INTO plangate.usage_unique (environment, scope, feature, period_start, unique_key)
+SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])
+ON CONFLICT DO NOTHING"""
+
+_SET_COUNTERS = """
+UPDATE plangate.usage AS u SET value = v.value, version = nextval('plangate.change_seq')
+FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::float8[])
+    AS v(scope, feature, period_start, value)
+WHERE u.environment = %s
+  AND (u.scope, u.feature, u.period_start) = (v.scope, v.feature, v.period_start)
+RETURNING u.scope, u.feature, u.period_start, u.value, u.version"""
+
+_SET_OUTCOMES = """
+UPDATE plangate.idempotency AS i SET outcome = v.outcome::jsonb
+FROM unnest(%s::text[], %s::text[]) AS v(key, outcome)
+WHERE i.environment = %s AND i.key = v.key"""
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(URL_PREFIXES)
+
+
+def channel_for(environment: str) -> str:
+    """The NOTIFY channel of one environment (an identifier: at most 63 bytes)."""
+    name = f"plangate:{environment}"
+    if len(name.encode()) <= 63:
+        return name
+    return "plangate:" + hashlib.sha256(environment.encode()).hexdigest()[:40]
+
+
+def utc(at: datetime) -> datetime:
+    return at.astimezone(UTC)
+
+
+# -- change notifications ----------------------------------------------------------------------
+
+AccountChange = tuple[str, int]
+"""(account id, version)."""
+
+CounterChange = tuple[CounterKey, float, int]
+"""(counter, value, version)."""
+
+
+def encode_changes(
+    accounts: Iterable[AccountChange], counters: Iterable[CounterChange]
+) -> Iterator[str]:
+    """NOTIFY payloads naming the changes, each under the payload limit.
+
+    `{"a": [[id, version], ...], "c": [[scope, feature, period start, value, version], ...]}`.
+    An entry that cannot fit at all turns into `{"reconcile": true}`: listeners then reload.
+    """
+    entries: list[tuple[str, Any]] = [("a", [i, v]) for i, v in accounts]
+    entries += [("c", [s, f, ts(p), value, v]) for (s, f, p), value, v in counters]
+    batch: dict[str, list[Any]] = {}
+    size = 2
+    for kind, entry in entries:
+        text = json.dumps(entry, separators=(",", ":"))
+        cost = len(text) + len(kind) + 6
+        if cost + 2 > NOTIFY_LIMIT:
+            yield '{"reconcile":true}'
+            continue
+        if size + cost > NOTIFY_LIMIT:
+            yield json.dumps(batch, separators=(",", ":"))
+            batch, size = {}, 2
+        batch.setdefault(kind, []).append(entry)
+        size += cost
+    if batch:
+        yield json.dumps(batch, separators=(",", ":"))
+
+
+def decode_changes(
+    payload: str,
+) -> tuple[dict[str, int], dict[CounterKey, tuple[float, int]], bool]:
+    """Accounts (id -> version), counters (key -> (value, version)) and whether to reload all."""
+    data = json.loads(payload)
+    accounts = {str(i): int(v) for i, v in data.get("a", [])}
+    counters = {
+        (str(s), str(f), parse_ts(p)): (float(value), int(v))
+        for s, f, p, value, v in data.get("c", [])
+    }
+    return accounts, counters, bool(data.get("reconcile"))
+
+
+# -- reading (shared with the change feed, which reads on its own connection) ------------------
+
+
+def read_accounts(
+    conn: Connection, environment: str, ids: Sequence[str] | None = None
+) -> dict[str, tuple[Record | None, int]]:
+    """Every account row (or those in `ids`) as id -> (record or None if deleted, version)."""
+    if ids is None:
+        cur = conn.execute(
+            "SELECT id, record, version FROM plangate.accounts WHERE environment = %s",
+            (environment,),
+        )
+    else:
+        cur = conn.execute(
+            "SELECT id, record, version FROM plangate.accounts "
+            "WHERE environment = %s AND id = ANY(%s::text[])",
+            (environment, list(ids)),
+        )
+    return {account_id: (record, int(version)) for account_id, record, version in cur}
+
+
+def read_counters(conn: Connection, environment: str) -> dict[CounterKey, tuple[float, int]]:
+    """Every counter of the environment as key -> (value, version)."""
+    cur = conn.execute(
+        "SELECT scope, feature, period_start, value, version FROM plangate.usage "
+        "WHERE environment = %s",
+        (environment,),
+    )
+    return {
+        (scope, feature, utc(start)): (float(value), int(version))
+        for scope, feature, start, value, version in cur
+    }
+
+
+class Versions:
+    """The newest change version this process holds in memory for each account and counter.
+
+    The store advances it for its own commits and its loads; the change feed advances it
+    (holding the live state's write lock) before applying a change, and skips a change whose
+    version is not newer. That keeps memory monotonic whatever order changes arrive in.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._accounts: dict[str, int] = {}
+        self._counters: dict[CounterKey, int] = {}
+
+    def advance_account(self, account_id: str, version: int) -> bool:
+        """Record `version` for the account; False (and no change) if it is not newer."""
+        with self._lock:
+            if version <= self._accounts.get(account_id, -1):
+                return False
+            self._accounts[account_id] = version
+            return True
+
+    def advance_counter(self, key: CounterKey, version: int) -> bool:
+        with self._lock:
+            if version <= self._counters.get(key, -1):
+                return False
+            self._counters[key] = version
+            return True
+
+    def account(self, account_id: str) -> int | None:
+        return self._accounts.get(account_id)
+
+    def counter(self, key: CounterKey) -> int | None:
+        return self._counters.get(key)
+
+
+class PostgresStore:
+    """The `Store` of one environment in a PostgreSQL database shared with other sidecars."""
+
+    def __init__(
+        self, url: str, environment: str = "default", connect_timeout: float = 5.0
+    ) -> None:
+        self.url = url
+        self.environment = environment
+        self.channel = channel_for(environment)
+        self.instance = uuid.uuid4().hex[:8]
+        """This store's name among the sidecars; connections carry it in `application_name`."""
+        self.connect_timeout = connect_timeout
+        self.versions = Versions()
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def connect(self, role: str, autocommit: bool = False) -> Connection:
+        """A new connection named `plangate/<role>/<instance>`; StoreUnavailable if it fails."""
+        try:
+            return psycopg.connect(
+                self.url,
+                autocommit=autocommit,
+                application_name=f"plangate/{role}/{self.instance}",
+                connect_timeout=max(1, round(self.connect_timeout)),
+                # A dead peer on a silent network is noticed in ~20 s rather than hours.
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=3,
+                keepalives_count=3,
+            )
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+
+    def _writer(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.connect("store")
+        return self._conn
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def _transaction(self, work: Callable[[Connection], T], attempts: int = 3) -> T:
+        """Run `work` in one transaction and commit it, retrying what is safe to retry."""
+        with self._lock:
+            for attempt in range(1, attempts + 1):
+                conn = self._writer()
+                try:
+                    result = work(conn)
+                except pg_errors.TransactionRollback as exc:  # deadlock / serialization failure
+                    self._rollback(conn)
+                    if attempt == attempts:
+                        raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+                    log.warning("retrying a transaction after: %s", _first_line(exc))
+                    continue
+                except psycopg.OperationalError as exc:
+                    # Nothing was committed: COMMIT was never sent. Retry on a fresh connection.
+                    self._discard()
+                    if attempt == attempts:
+                        raise StoreUnavailable(
+                            f"lost the PostgreSQL connection: {_first_line(exc)}"
+                        ) from exc
+                    continue
+                except BaseException:
+                    self._rollback(conn)
+                    raise
+                try:
+                    conn.commit()
+                except psycopg.OperationalError as exc:
+                    self._discard()
+                    raise StoreUnavailable(
+                        "lost the PostgreSQL connection while committing; the outcome is unknown "
+                        f"(a retry with the same idempotency key is safe): {_first_line(exc)}"
+                    ) from exc
+                return result
+        raise AssertionError("unreachable")
+
+    def _rollback(self, conn: Connection) -> None:
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            self._discard()
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        return self._transaction(work)
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        def work(conn: Connection) -> None:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute("CREATE SCHEMA IF NOT EXISTS plangate")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS plangate.schema_version ("
+                "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            current = self._version(conn)
+            if current > len(MIGRATIONS):
+                log.warning(
+                    "database schema version %d is newer than this sidecar's (%d); "
+                    "running on it (schema steps are additive)",
+                    current,
+                    len(MIGRATIONS),
+                )
+            for version, statements in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO plangate.schema_version (version) VALUES (%s)", (version,)
+                )
+                log.info("PostgreSQL schema migrated to version %d", version)
+
+        self._transaction(work)
+
+    @staticmethod
+    def _version(conn: Connection) -> int:
+        row = conn.execute(
+            "SELECT coalesce(max(version), 0) FROM plangate.schema_version"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    @property
+    def schema_version(self) -> int:
+        return self._read(self._version)
+
+    # -- accounts ----------------------------------------------------------------------------
+
+    def load_records(self) -> dict[str, Record]:
+        rows = self._read(lambda conn: read_accounts(conn, self.environment))
+        out: dict[str, Record] = {}
+        for account_id, (record, version) in rows.items():
+            self.versions.advance_account(account_id, version)
+            if record is not None:
+                out[account_id] = record
+        return out
+
+    def save_record(self, record: Record) -> None:
+        account_id = str(record["id"])
+
+        def work(conn: Connection) -> int:
+            row = conn.execute(
+                "INSERT INTO plangate.accounts (environment, id, record, version) "
+                "VALUES (%s, %s, %s::jsonb, nextval('plangate.change_seq')) "
+                "ON CONFLICT (environment, id) DO UPDATE SET record = excluded.record, "
+                "version = excluded.version, updated_at = now() RETURNING version",
+                (self.environment, account_id, json.dumps(record, sort_keys=True)),
+            ).fetchone()
+            assert row is not None
+            version = int(row[0])
+            self._notify(conn, accounts=[(account_id, version)])
+            return version
+
+        self.versions.advance_account(account_id, self._transaction(work))
+
+    def delete_record(self, account_id: str) -> bool:
+        def work(conn: Connection) -> int | None:
+            row = conn.execute(
+                "UPDATE plangate.accounts SET record = NULL, "
+                "version = nextval('plangate.change_seq'), updated_at = now() "
+                "WHERE environment = %s AND id = %s AND record IS NOT NULL RETURNING version",
+                (self.environment, account_id),
+            ).fetchone()
+            if row is None:
+                return None
+            self._notify(conn, accounts=[(account_id, int(row[0]))])
+            return int(row[0])
+
+        version = self._transaction(work)
+        if version is None:
+            return False
+        self.versions.advance_account(account_id, version)
+        return True
+
+    # -- usage -------------------------------------------------------------------------------
+
+    def load_counters(self) -> dict[CounterKey, float]:
+        rows = self._read(lambda conn: read_counters(conn, self.environment))
+        for key, (_value, version) in rows.items():
+            self.versions.advance_counter(key, version)
+        return {key: value for key, (value, _version) in rows.items()}
+
+    def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
+        if not writes:
+            return []
+        outcomes, changed = self._transaction(lambda conn: self._apply(conn, writes))
+        for key, _value, version in changed:
+            self.versions.advance_counter(key, version)
+        return outcomes
+
+    def _apply(
+        self, conn: Connection, writes: Sequence[UsageWrite]
+    ) -> tuple[list[UsageOutcome], list[CounterChange]]:
+        """One batch in the current transaction: claim keys, lock counters, compute, write."""
+        env = self.environment
+        earlier = self._claim_keys(conn, writes)
+        fresh = [w for w in writes if w.report.idempotency_key not in earlier]
+        values = self._lock_counters(conn, {_counter(w) for w in fresh})
+        before = dict(values)
+        seen = self._seen_unique(conn, [w for w in fresh if _unique(w)])
+
+        outcomes: list[UsageOutcome] = []
+        stored: dict[str, UsageOutcome] = {}  # idempotency key -> outcome of this batch
+        added: list[tuple[CounterKey, str]] = []
+        for w in writes:
+            key = w.report.idempotency_key
+            first = (earlier.get(key) or stored.get(key)) if key else None
+            if first is not None:
+                outcomes.append(
+                    UsageOutcome(Status.DUPLICATE, first.usage, first.period_start, first.message)
+                )
+                continue
+            counter = _counter(w)
+            current = values[counter]
+            denial = w.admit(current) if w.admit is not None else None
+            if denial is not None:
+                outcome = UsageOutcome(Status.DENIED, current, w.period_start, denial)
+            else:
+                new_unique = True
+                if _unique(w):
+                    new_unique = (counter, w.report.unique_key) not in seen
+                    if new_unique:
+                        seen.add((counter, w.report.unique_key))
+                        added.append((counter, w.report.unique_key))
+                values[counter] = value = next_value(w.feature, current, w.report, new_unique)
+                fired = self._fire(conn, counter, w, current, value) if w.on_applied else ()
+                outcome = UsageOutcome(Status.APPLIED, value, w.period_start, fired=fired)
+            if key:
+                stored[key] = outcome
+            outcomes.append(outcome)
+
+        if added:
+            conn.execute(_ADD_UNIQUE, (env, *_columns([(*c, u) for c, u in added], 4)))
+        changed: list[CounterChange] = []
+        moved = sorted(c for c in values if values[c] != before[c])
+        if moved:
+            rows = conn.execute(
+                _SET_COUNTERS, (*_columns([(*c, values[c]) for c in moved], 4), env)
+            ).fetchall()
+            changed = [((s, f, utc(p)), float(v), int(ver)) for s, f, p, v, ver in rows]
+        if stored:
+            conn.execute(
+                _SET_OUTCOMES,
+                ([k for k in stored], [_outcome_json(o) for o in stored.values()], env),
+            )
+        self._notify(conn, counters=changed)
+        return outcomes, changed
+
+    def _claim_keys(
+        self, conn: Connection, writes: Sequence[UsageWrite]
+    ) -> dict[str, UsageOutcome]:
+        """Claim this batch's idempotency keys; returns the outcomes of keys applied before."""
+        keys = sorted({w.report.idempotency_key for w in writes if w.report.idempotency_key})
+        if not keys:
+            return {}
+        claimed = {row[0] for row in conn.execute(_CLAIM_KEYS, (self.environment, keys))}
+        taken = [k for k in keys if k not in claimed]
+        if not taken:
+            return {}
+        rows = conn.execute(_EARLIER_OUTCOMES, (self.environment, taken)).fetchall()
+        return {key: _outcome_from(outcome) for key, outcome in rows}
+
+    def _lock_counters(
+        self, conn: Connection, counters: set[CounterKey]
+    ) -> dict[CounterKey, float]:
+        """Create missing counters and lock all of them (in one order); returns their values."""
+        if not counters:
+            return {}
+        columns = _columns(sorted(counters), 3)
+        conn.execute(_ENSURE_COUNTERS, (self.environment, *columns))
+        values = {
+            (scope, feature, utc(start)): float(value)
+            for scope, feature, start, value in conn.execute(
+                _LOCK_COUNTERS, (self.environment, *columns)
+            )
+        }
+        missing = counters - values.keys()
+        if missing:  # only if rows were deleted behind PlanGate's back, between two statements
+            raise pg_errors.SerializationFailure(f"usage rows vanished: {sorted(missing)[:3]}")
+        return values
+
+    def _seen_unique(
+        self, conn: Connection, writes: Sequence[UsageWrite]
+    ) -> set[tuple[CounterKey, str]]:
+        if not writes:
+            return set()
+        wanted = sorted({(*_counter(w), w.report.unique_key) for w in writes})
+        rows = conn.execute(_SEEN_UNIQUE, (self.environment, *_columns(wanted, 4)))
+        return {((s, f, utc(p)), u) for s, f, p, u in rows}
+
+    def _fire(
+        self, conn: Connection, counter: CounterKey, w: UsageWrite, old: float, new: float
+    ) -> tuple[Firing, ...]:
+        """Record the marks `w.on_applied` reports, each once per counter, and enqueue the
+        entries of the new ones, in this transaction. The counter is locked, so no other
+        sidecar can record the same mark at the same time."""
+        assert w.on_applied is not None
+        recorded: list[Firing] = []
+        for firing in w.on_applied(old, new):
+            new_mark = conn.execute(
+                "INSERT INTO plangate.quota_fired "
+                "(environment, scope, feature, period_start, mark, fired_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING mark",
+                (self.environment, *counter, firing.mark, firing.at),
+            ).fetchone()
+            if new_mark is None:
+                continue
+            recorded.append(firing)
+            for e in firing.entries:
+                conn.execute(
+                    "INSERT INTO plangate.outbox (environment, id, kind, account, target, payload, "
+                    "status, created_at, updated_at, next_attempt_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s::jsonb, 'pending', %s, %s, %s)",
+                    (
+                        self.environment,
+                        e.id,
+                        e.kind,
+                        e.account,
+                        e.target,
+                        json.dumps(e.payload, sort_keys=True),
+                        firing.at,
+                        firing.at,
+                        firing.at,
+                    ),
+                )
+        return tuple(recorded)
+
+    def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
+        key: CounterKey = (scope_key, feature, utc(period_start))
+        where = "environment = %s AND scope = %s AND feature = %s AND period_start = %s"
+        params = (self.environment, *key)
+
+        def work(conn: Connection) -> tuple[float, int | None]:
+            row = conn.execute(
+                f"SELECT value FROM plangate.usage WHERE {where} FOR UPDATE", params
+            ).fetchone()
+            conn.execute(f"DELETE FROM plangate.usage_unique WHERE {where}", params)
+            conn.execute(f"DELETE FROM plangate.quota_fired WHERE {where}", params)
+            if row is None:
+                return 0.0, None
+            updated = conn.execute(
+                "UPDATE plangate.usage SET value = 0, version = nextval('plangate.change_seq') "
+                f"WHERE {where} RETURNING version",
+                params,
+            ).fetchone()
+            assert updated is not None
+            version = int(updated[0])
+            self._notify(conn, counters=[(key, 0.0, version)])
+            return float(row[0]), version
+
+        previous, version = self._transaction(work)
+        if version is not None:
+            self.versions.advance_counter(key, version)
+        return previous
+
+    # -- outbox (quota webhooks and actions; several sidecars may work through it) -------------
+
+    _DELIVERY = (
+        "seq, id, kind, account, target, payload, status, attempts, last_error, "
+        "created_at, updated_at, next_attempt_at"
+    )
+
+    def claim_deliveries(self, now: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
+        def work(conn: Connection) -> list[Delivery]:
+            rows = conn.execute(
+                f"UPDATE plangate.outbox SET next_attempt_at = %s WHERE seq IN ("
+                "SELECT seq FROM plangate.outbox WHERE environment = %s AND status = 'pending' "
+                "AND next_attempt_at <= %s ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {self._DELIVERY}",
+                (lease_until, self.environment, now, limit),
+            ).fetchall()
+            return sorted((_delivery(row) for row in rows), key=lambda d: d.seq)
+
+        return self._transaction(work)
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        attempts: int,
+        next_attempt_at: datetime | None,
+        error: str,
+        at: datetime,
+    ) -> None:
+        def work(conn: Connection) -> None:
+            conn.execute(
+                "UPDATE plangate.outbox SET status = %s, attempts = %s, next_attempt_at = %s, "
+                "last_error = CASE WHEN %s = '' THEN last_error ELSE %s END, updated_at = %s "
+                "WHERE environment = %s AND id = %s",
+                (
+                    status.value,
+                    attempts,
+                    next_attempt_at,
+                    error,
+                    error,
+                    at,
+                    self.environment,
+                    delivery_id,
+                ),
+            )
+
+        self._transaction(work)
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        def work(conn: Connection) -> Delivery | None:
+            row = conn.execute(
+                f"SELECT {self._DELIVERY} FROM plangate.outbox WHERE environment = %s AND id = %s",
+                (self.environment, delivery_id),
+            ).fetchone()
+            return _delivery(row) if row else None
+
+        return self._read(work)
+
+    def list_deliveries(
+        self, status: DeliveryStatus | None, limit: int, before_seq: int | None = None
+    ) -> list[Delivery]:
+        query = f"SELECT {self._DELIVERY} FROM plangate.outbox WHERE environment = %s"
+        args: list[Any] = [self.environment]
+        if status is not None:
+            query += " AND status = %s"
+            args.append(status.value)
+        if before_seq is not None:
+            query += " AND seq < %s"
+            args.append(before_seq)
+        query += " ORDER BY seq DESC LIMIT %s"
+        args.append(limit)
+        return self._read(lambda conn: [_delivery(r) for r in conn.execute(query, args)])
+
+    def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
+        def work(conn: Connection) -> list[str]:
+            if ids is None:
+                cur = conn.execute(
+                    "UPDATE plangate.outbox SET status = 'pending', attempts = 0, "
+                    "next_attempt_at = %s, updated_at = %s "
+                    "WHERE environment = %s AND status = 'failed' RETURNING seq, id",
+                    (now, now, self.environment),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE plangate.outbox SET status = 'pending', attempts = 0, "
+                    "next_attempt_at = %s, updated_at = %s WHERE environment = %s "
+                    "AND status <> 'delivered' AND id = ANY(%s::text[]) RETURNING seq, id",
+                    (now, now, self.environment, list(ids)),
+                )
+            return [delivery_id for _seq, delivery_id in sorted(cur.fetchall())]
+
+        return self._transaction(work)
+
+    def count_deliveries(self) -> dict[DeliveryStatus, int]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT status, count(*) FROM plangate.outbox WHERE environment = %s "
+                "GROUP BY status",
+                (self.environment,),
+            ).fetchall()
+        )
+        counts = dict.fromkeys(DeliveryStatus, 0)
+        counts.update({DeliveryStatus(status): int(n) for status, n in rows})
+        return counts
+
+    def prune_idempotency(self, older_than: datetime) -> int:
+        if older_than.tzinfo is None:
+            older_than = older_than.replace(tzinfo=UTC)
+
+        def work(conn: Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM plangate.idempotency WHERE environment = %s AND created_at < %s",
+                (self.environment, older_than),
+            )
+            return cur.rowcount
+
+        return self._transaction(work)
+
+    # -- notifications -----------------------------------------------------------------------
+
+    def _notify(
+        self,
+        conn: Connection,
+        accounts: Iterable[AccountChange] = (),
+        counters: Iterable[CounterChange] = (),
+    ) -> None:
+        """Tell every sidecar of this environment what this transaction changed (sent at commit)."""
+        payloads = list(encode_changes(accounts, counters))
+        if payloads:
+            conn.execute(
+                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (self.channel, payloads)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard()
+
+
+def _counter(w: UsageWrite) -> CounterKey:
+    return (w.scope_key, w.feature.key, utc(w.period_start))
+
+
+def _unique(w: UsageWrite) -> bool:
+    return w.feature.aggregation is Aggregation.UNIQUE
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows to column lists (for `unnest`), `width` columns even when `rows` is empty."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+def _outcome_json(outcome: UsageOutcome) -> str:
+    return json.dumps(
+        {
+            "status": outcome.status.value,
+            "usage": outcome.usage,
+            "period_start": ts(outcome.period_start) if outcome.period_start else None,
+            "message": outcome.message,
+        }
+    )
+
+
+def _outcome_from(data: Any) -> UsageOutcome:
+    if not isinstance(data, dict):  # never committed without an outcome; be explicit if it was
+        raise RuntimeError(f"idempotency record without an outcome: {data!r}")
+    start = data.get("period_start")
+    return UsageOutcome(
+        Status(data["status"]),
+        float(data["usage"]),
+        parse_ts(start) if start else None,
+        str(data.get("message", "")),
+    )
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    seq, id_, kind, account, target, payload, status, attempts, error, created, updated, due = row
+    return Delivery(
+        seq=int(seq),
+        id=id_,
+        kind=kind,
+        account=account,
+        target=target,
+        payload=payload,
+        status=DeliveryStatus(status),
+        attempts=int(attempts),
+        last_error=error,
+        created_at=utc(created),
+        updated_at=utc(updated),
+        next_attempt_at=utc(due) if due else None,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
