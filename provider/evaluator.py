@@ -103,7 +103,7 @@ class Evaluator:
             self._cache.put(fetch, entry)
             return self._finish(q, _pick(entry, q.feature), 1.0, kind)
         res = self._call(stub.Evaluate, self._one_request(q))
-        return self._finish(q, res, q.requested or 1.0, kind)
+        return self._finish(q, res, _or_one(q.requested), kind)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
@@ -133,7 +133,7 @@ class Evaluator:
             self._cache.put(fetch, entry)
             return self._finish(q, _pick(entry, q.feature), 1.0, kind)
         res = await self._call_async(stub.Evaluate, self._one_request(q))
-        return self._finish(q, res, q.requested or 1.0, kind)
+        return self._finish(q, res, _or_one(q.requested), kind)
 
     async def _call_async(self, method: Any, request: Any) -> Any:
         try:
@@ -168,6 +168,11 @@ class Evaluator:
             used = self._pending.used(q.account, q.feature, res.metering.used)
             res = adjusted(res, used=used, requested=q.requested, computed_for=computed_for)
         return details(res, kind)
+
+
+def _or_one(requested: float | None) -> float:
+    """The amount a direct `Evaluate` was computed for (the sidecar's default is 1)."""
+    return 1.0 if requested is None else requested
 
 
 def _entry(response: pb.EvaluateAllResponse) -> Entry:

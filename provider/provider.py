@@ -12,101 +12,19 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import grpc
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent, ProviderEventDetails
 from openfeature.exception import ProviderNotReadyError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagType, FlagValueType
 from openfeature.provider import AbstractProvider, Metadata
 from openfeature.track import TrackingEventDetails
-from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 
-from .cache import ResolutionCache
 from .config import ProviderConfig
-from .evaluator import Evaluator
-from .events import Emit, EventBridge
-from .pending import PendingUsage
-from .tracking import Queued, UsageReporter, usage_report
-from .transport import Transport
-from .watch import WatchLoop
+from .session import Session
 
 log = logging.getLogger("plangate.provider")
 
-# An account id no one has: its EvaluateAll lists every feature key of the catalog.
-_PROBE_ACCOUNT = "plangate-provider/feature-keys"
-
 ObjectValue = Sequence[FlagValueType] | Mapping[str, FlagValueType]
-
-
-class _Session:
-    """Everything that lives between `initialize` and `shutdown`."""
-
-    def __init__(self, config: ProviderConfig, emit: Emit) -> None:
-        self.config = config
-        self.transport = Transport(config)
-        self.cache = ResolutionCache(config.cache_size) if config.cache else None
-        self.pending = PendingUsage()
-        self.evaluator = Evaluator(self.transport, self.cache, self.pending)
-        self.events = EventBridge(
-            self.cache, emit, self._feature_keys, config.grace_period, config.target
-        )
-        self.reporter = UsageReporter(self.transport, config, self._settled)
-        self.watch = WatchLoop(self.transport, self.events, config.heartbeat_timeout)
-        self.reporter.start()
-        self.watch.start()
-
-    def _feature_keys(self) -> list[str] | None:
-        try:
-            response = self.transport.evaluation.EvaluateAll(
-                pb.EvaluateAllRequest(account_id=_PROBE_ACCOUNT),
-                timeout=self.config.deadline,
-                metadata=self.transport.metadata,
-            )
-        except grpc.RpcError:
-            return None
-        return list(response.resolutions.keys())
-
-    def _settled(self, batch: Sequence[Queued]) -> None:
-        # Cache first, overlay second: in between, a check may count the report twice
-        # (less remaining), never miss it.
-        if self.cache is not None:
-            self.cache.invalidate_accounts({q.report.account_id for q in batch})
-        for q in batch:
-            self.pending.settle(q.seq, q.report.account_id, q.report.feature)
-
-    def track(
-        self, feature: str, ctx: EvaluationContext | None, details: TrackingEventDetails | None
-    ) -> None:
-        account = ctx.targeting_key if ctx is not None else None
-        if not account or not feature:
-            log.warning(
-                "track(%r) needs an event name (the metered feature) and a targeting key "
-                "(the account); usage not reported",
-                feature,
-            )
-            return
-        attributes = details.attributes if details is not None else {}
-        try:
-            report, overlay = usage_report(
-                feature, account, details.value if details is not None else None, attributes
-            )
-        except (TypeError, ValueError) as exc:
-            log.warning("track(%r): %s; usage not reported", feature, exc)
-            return
-        seq = self.reporter.next_seq()
-        if overlay is not None:
-            self.pending.add(seq, account, feature, overlay.amount, overlay.is_set)
-        if not self.reporter.submit(Queued(seq, report)):
-            self.pending.settle(seq, account, feature)
-            log.error("track(%r): usage queue full or closed; report dropped", feature)
-
-    def close(self) -> int:
-        """Stop everything; returns how many usage reports could not be delivered."""
-        left = self.reporter.close(self.config.shutdown_timeout)  # flush while the channel is open
-        self.events.close()
-        self.watch.stop()
-        self.transport.close()
-        return left
 
 
 class PlanGateProvider(AbstractProvider):
@@ -155,7 +73,7 @@ class PlanGateProvider(AbstractProvider):
             **tuning,
         )
         self._lock = threading.Lock()
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._undelivered = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -183,17 +101,17 @@ class PlanGateProvider(AbstractProvider):
         if session is not None:
             self._undelivered = session.close()
 
-    def _open(self) -> _Session:
+    def _open(self) -> Session:
         with self._lock:
             if self._session is None:
-                self._session = _Session(self.config, self._emit)
+                self._session = Session(self.config, self._emit)
                 self._undelivered = 0
             return self._session
 
     def _emit(self, event: ProviderEvent, details: ProviderEventDetails) -> None:
         self.emit(event, details)
 
-    def _active(self) -> _Session:
+    def _active(self) -> Session:
         session = self._session
         if session is None:
             raise ProviderNotReadyError("PlanGateProvider is not initialized (or shut down)")

@@ -5,6 +5,8 @@ a real sidecar configured the same way.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,16 @@ def test_the_process_environment_is_the_default_source(monkeypatch: pytest.Monke
 def test_bad_settings_are_refused_with_a_useful_message(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PlanGateProvider(env=env)
+
+
+def test_the_provider_does_not_import_the_sidecar() -> None:
+    """Apps install only the provider: importing it must not pull in the daemon."""
+    code = (
+        "import sys, plangate.provider; "
+        "loaded = [m for m in sys.modules if m.startswith('plangate.sidecar')]; "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
 
 
 def test_unknown_options_are_refused() -> None:

@@ -33,6 +33,7 @@ from ..store.base import CounterKey, Firing, Record, Status, Store, UsageOutcome
 from . import quotas
 from . import records as rec
 from .events import AccountChanged, CatalogChanged, EventHub
+from .group_commit import GroupCommit
 
 log = logging.getLogger("plangate.state")
 
@@ -75,6 +76,8 @@ class LiveState:
         self.snapshot = self._build(catalog, self.records)
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
         self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
+        # concurrent Report calls share one store transaction (one commit, one lock per counter)
+        self._usage_writes = GroupCommit[UsageWrite, UsageOutcome](self._record)
 
     @property
     def _accounts(self) -> dict[str, Account]:
@@ -189,17 +192,23 @@ class LiveState:
             except UsageRejected as exc:
                 outcomes[i] = UsageOutcome(Status.REJECTED, 0.0, None, str(exc))
         if writes:
-            with self._write:
-                stored = self.store.record_usage([w for _, w in writes])
-                for (i, w), outcome in zip(writes, stored, strict=True):
-                    outcomes[i] = outcome
-                    if outcome.status is Status.APPLIED:
-                        self.counters.values[(w.scope_key, w.feature.key, w.period_start)] = (
-                            outcome.usage
-                        )
+            stored = self._usage_writes.submit([w for _, w in writes])
+            for (i, _w), outcome in zip(writes, stored, strict=True):
+                outcomes[i] = outcome
             self._usage_changed(w.scope_key for _, w in writes)
             self._quota_fired((w, o) for (_, w), o in zip(writes, stored, strict=True))
         return [o for o in outcomes if o is not None]
+
+    def _record(self, writes: list[UsageWrite]) -> list[UsageOutcome]:
+        """Store the writes of every Report call in one group (see `group_commit`) and serve them."""
+        with self._write:
+            stored = self.store.record_usage(writes)
+            for w, outcome in zip(writes, stored, strict=True):
+                if outcome.status is Status.APPLIED:
+                    self.counters.values[(w.scope_key, w.feature.key, w.period_start)] = (
+                        outcome.usage
+                    )
+        return stored
 
     def consume(self, report: UsageReport) -> ConsumeOutcome:
         """Record `report.amount` only if access is granted for exactly that amount."""
@@ -385,6 +394,58 @@ class LiveState:
 
     def prune(self, keep: timedelta = timedelta(days=7)) -> int:
         return self.store.prune_idempotency(self.clock() - keep)
+
+    # -- shared mode (design §10) ------------------------------------------------------------
+
+    @property
+    def write_lock(self) -> threading.RLock:
+        """Held by every local writer from its store write until memory shows it. The change
+        feed holds it while it decides whether a remote change is newer than memory and
+        applies it, so no local write can land in between."""
+        return self._write
+
+    def apply_remote(
+        self, records: Mapping[str, Record | None], counters: Mapping[CounterKey, float]
+    ) -> None:
+        """Serve changes other sidecars made to the shared store.
+
+        `records` maps account ids to their stored record (None: deleted), `counters` usage
+        counters to their value. Memory changes as for a local write, and watchers are told
+        (cause "sync" for accounts, "usage" for counters) so providers drop what they cached.
+        A record this catalog cannot serve (written by a sidecar with another catalog) is
+        logged and skipped: the last version that fits keeps serving.
+        """
+        changed: dict[str, None] = {}
+        with self._write:
+            for account_id, record in records.items():
+                old = self.snapshot.accounts.get(account_id)
+                if record is None:
+                    if self.records.pop(account_id, None) is None:
+                        continue
+                    declared = self.catalog.accounts.get(account_id)
+                    if declared is None:
+                        self._accounts.pop(account_id, None)
+                    else:
+                        self._accounts[account_id] = declared
+                    new = declared
+                else:
+                    try:
+                        new = self._merge(self.catalog, record)
+                    except rec.AdminError as exc:
+                        log.error("not serving account %r from the store: %s", account_id, exc)
+                        continue
+                    self.records[account_id] = record
+                    self._accounts[account_id] = new
+                for account in (old, new):
+                    if account is not None:
+                        changed.update(dict.fromkeys((account.id, *self._members_of(account))))
+            if changed:
+                self._rebuild_memberships()
+            self.counters.values.update(counters)
+        if changed:
+            self.events.publish(AccountChanged(tuple(changed), "sync"))
+        if counters:
+            self._usage_changed(scope for scope, _feature, _start in counters)
 
 
 def changed_features(old: Catalog, new: Catalog) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -33,6 +33,9 @@ from .management import ManagementServer
 from .metrics import Metrics
 from .ofrep import OfrepServer
 from .usage import UsageService
+
+if TYPE_CHECKING:
+    from ..sync.pg_feed import ChangeFeed
 
 log = logging.getLogger("plangate.sidecar")
 
@@ -75,6 +78,8 @@ class Settings:
     outbox_poll_seconds: float = field(
         default_factory=lambda: _env_number("OUTBOX_POLL_SECONDS", 1.0)
     )
+    # Shared mode (--db postgresql://...): full re-read of the store every N s [PLANGATE_RECONCILE_SECONDS]
+    reconcile_seconds: float = field(default_factory=lambda: _env_number("RECONCILE_SECONDS", 30.0))
 
 
 class Sidecar:
@@ -87,6 +92,11 @@ class Sidecar:
         )  # a bad catalog stops start-up here, with its message
         self.store = open_store(settings.db, settings.environment)
         self.state = LiveState(catalog, self.store)
+        self.feed: ChangeFeed | None = None
+        if settings.db.startswith(("postgresql://", "postgres://")):  # shared mode, design §10
+            from ..sync.pg_feed import attach_feed  # psycopg is needed only in shared mode
+
+            self.feed = attach_feed(self.store, self.state, settings.reconcile_seconds)
         self.metrics = Metrics()
         self.outbox = OutboxWorker(
             self.state,
@@ -189,12 +199,17 @@ class Sidecar:
         }
         if self.state.catalog_error is not None:
             detail["catalog_error"] = self.state.catalog_error
+        ready = True
+        if self.feed is not None:
+            ready, detail["store"] = self.feed.readiness()
+            if not ready:  # the database is away: say so at once, without waiting on it
+                return False, detail
         counts = self.store.count_deliveries()
         detail["outbox"] = {
             "pending": counts[DeliveryStatus.PENDING],
             "failed": counts[DeliveryStatus.FAILED],
         }
-        return True, detail
+        return ready, detail
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -203,6 +218,8 @@ class Sidecar:
         self.management.start()
         self.ofrep.start()
         self.watcher.start()
+        if self.feed is not None:
+            self.feed.start()
         self.outbox.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -228,5 +245,7 @@ class Sidecar:
         self.outbox.stop()
         self.management.stop()
         self.ofrep.stop()
+        if self.feed is not None:
+            self.feed.stop()
         self.store.close()
         log.info("stopped")

@@ -1,0 +1,101 @@
+"""One connected life of the provider: everything between `initialize` and `shutdown`.
+
+`Session` wires the parts together — transport, cache, pending usage, evaluator, Watch
+loop, event bridge, usage reporter — and turns `track` calls into queued reports. Keeping
+it apart from `PlanGateProvider` leaves the provider class as the plain OpenFeature surface.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import grpc
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.track import TrackingEventDetails
+from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+
+from .cache import ResolutionCache
+from .config import ProviderConfig
+from .evaluator import Evaluator
+from .events import Emit, EventBridge
+from .pending import PendingUsage
+from .tracking import Queued, UsageReporter, usage_report
+from .transport import Transport
+from .watch import WatchLoop
+
+log = logging.getLogger("plangate.provider")
+
+# An account id no one has: its EvaluateAll lists every feature key of the catalog.
+_PROBE_ACCOUNT = "plangate-provider/feature-keys"
+
+
+class Session:
+    """Everything that lives between `initialize` and `shutdown`."""
+
+    def __init__(self, config: ProviderConfig, emit: Emit) -> None:
+        self.config = config
+        self.transport = Transport(config)
+        self.cache = ResolutionCache(config.cache_size) if config.cache else None
+        self.pending = PendingUsage()
+        self.evaluator = Evaluator(self.transport, self.cache, self.pending)
+        self.events = EventBridge(
+            self.cache, emit, self._feature_keys, config.grace_period, config.target
+        )
+        self.reporter = UsageReporter(self.transport, config, self._settled)
+        self.watch = WatchLoop(self.transport, self.events, config.heartbeat_timeout)
+        self.reporter.start()
+        self.watch.start()
+
+    def _feature_keys(self) -> list[str] | None:
+        try:
+            response = self.transport.evaluation.EvaluateAll(
+                pb.EvaluateAllRequest(account_id=_PROBE_ACCOUNT),
+                timeout=self.config.deadline,
+                metadata=self.transport.metadata,
+            )
+        except grpc.RpcError:
+            return None
+        return list(response.resolutions.keys())
+
+    def _settled(self, batch: Sequence[Queued]) -> None:
+        # Cache first, overlay second: in between, a check may count the report twice
+        # (less remaining), never miss it.
+        if self.cache is not None:
+            self.cache.invalidate_accounts({q.report.account_id for q in batch})
+        for q in batch:
+            self.pending.settle(q.seq, q.report.account_id, q.report.feature)
+
+    def track(
+        self, feature: str, ctx: EvaluationContext | None, details: TrackingEventDetails | None
+    ) -> None:
+        account = ctx.targeting_key if ctx is not None else None
+        if not account or not feature:
+            log.warning(
+                "track(%r) needs an event name (the metered feature) and a targeting key "
+                "(the account); usage not reported",
+                feature,
+            )
+            return
+        attributes = details.attributes if details is not None else {}
+        try:
+            report, overlay = usage_report(
+                feature, account, details.value if details is not None else None, attributes
+            )
+        except (TypeError, ValueError) as exc:
+            log.warning("track(%r): %s; usage not reported", feature, exc)
+            return
+        seq = self.reporter.next_seq()
+        if overlay is not None:
+            self.pending.add(seq, account, feature, overlay.amount, overlay.is_set)
+        if not self.reporter.submit(Queued(seq, report)):
+            self.pending.settle(seq, account, feature)
+            log.error("track(%r): usage queue full or closed; report dropped", feature)
+
+    def close(self) -> int:
+        """Stop everything; returns how many usage reports could not be delivered."""
+        left = self.reporter.close(self.config.shutdown_timeout)  # flush while the channel is open
+        self.events.close()
+        self.watch.stop()
+        self.transport.close()
+        return left

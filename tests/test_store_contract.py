@@ -1,0 +1,405 @@
+"""The `Store` contract, run against every backend: SQLite (embedded) and PostgreSQL (shared mode).
+
+Each test talks to the store directly, as `LiveState` does, and holds the backend to what the
+protocol promises: atomic batches with sequential semantics, idempotency keys that return the
+first outcome (also across two store instances, i.e. two sidecars), `admit` refusing without
+recording, resets, pruning, quota marks and the outbox, and environments that never see each
+other. PostgreSQL runs in a throwaway cluster (`support.postgres`); without the server binaries
+those cases skip with that reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from plangate.sidecar.catalog import load_catalog
+from plangate.sidecar.catalog.model import Feature
+from plangate.sidecar.engine.usage import Mode, UsageReport
+from plangate.sidecar.store import sqlite as sqlite_backend
+from plangate.sidecar.store.base import (
+    Admit,
+    DeliveryStatus,
+    Firing,
+    OutboxEntry,
+    Status,
+    Store,
+    UsageWrite,
+)
+from support.sidecar import EXAMPLE_CATALOG
+
+PERIOD = datetime(2026, 6, 1, tzinfo=UTC)
+NEXT_PERIOD = datetime(2026, 7, 1, tzinfo=UTC)
+FEATURES = load_catalog(EXAMPLE_CATALOG).features
+API_CALLS = FEATURES["api-calls"]  # sum
+USERS = FEATURES["monthly-active-users"]  # unique
+SEATS = FEATURES["seats"]  # gauge
+
+Opener = Callable[..., Store]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens stores of one backend on one database that no other test uses.
+
+    `open_store(environment="default")` may be called several times: every call is a separate
+    store instance (a separate sidecar) on the same database. PostgreSQL tests share one
+    cluster, so each test's environments get a prefix of their own.
+    """
+    opened: list[Store] = []
+    if request.param == "sqlite":
+        db = tmp_path / "state.db"
+
+        def opener(environment: str = "default") -> Store:
+            store = sqlite_backend.SqliteStore(db, environment)
+            opened.append(store)
+            return store
+    else:
+        cluster = request.getfixturevalue("postgres_cluster")
+        from plangate.sidecar.store.postgres import PostgresStore
+
+        prefix = uuid.uuid4().hex[:8]
+
+        def opener(environment: str = "default") -> Store:
+            store = PostgresStore(cluster.url(), f"{prefix}-{environment}")
+            opened.append(store)
+            return store
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
+def write(
+    feature: Feature,
+    amount: float = 1.0,
+    *,
+    scope: str = "acct:a1",
+    key: str = "",
+    unique: str = "",
+    mode: Mode = Mode.DEFAULT,
+    admit: Admit | None = None,
+    period: datetime = PERIOD,
+    on_applied: Any = None,
+) -> UsageWrite:
+    account = scope.partition(":")[2]
+    report = UsageReport(account, feature.key, amount, mode, unique, key)
+    return UsageWrite(scope, feature, period, report, admit, on_applied)
+
+
+def counter(
+    store: Store, feature: Feature, scope: str = "acct:a1", period: datetime = PERIOD
+) -> float:
+    return store.load_counters().get((scope, feature.key, period), 0.0)
+
+
+def record(account_id: str, **extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": account_id,
+        "name": "Ünïcode & Co",
+        "attributes": {"region": "eu", "score": 1.5, "tags": ["a", "b"], "nested": {"x": None}},
+        "subscriptions": [],
+        "overrides": {},
+        "grants": [],
+    }
+    base.update(extra)
+    return base
+
+
+# -- schema --------------------------------------------------------------------------------------
+
+
+def test_the_schema_is_at_the_latest_version_and_reopening_migrates_nothing(
+    open_store: Opener,
+) -> None:
+    first = open_store()
+    version = first.schema_version  # type: ignore[attr-defined]
+    assert version >= 1
+    first.save_record(record("acct_keep"))
+    again = open_store()
+    assert again.schema_version == version  # type: ignore[attr-defined]
+    assert set(again.load_records()) == {"acct_keep"}
+
+
+# -- accounts ------------------------------------------------------------------------------------
+
+
+def test_records_round_trip_update_and_delete(open_store: Opener) -> None:
+    store = open_store()
+    one = record("acct_1")
+    store.save_record(one)
+    store.save_record(record("acct_2"))
+    assert store.load_records() == {"acct_1": one, "acct_2": record("acct_2")}
+
+    changed = record(
+        "acct_1", name="Renamed", overrides={"sso": {"value": True, "expires_at": None}}
+    )
+    store.save_record(changed)
+    assert store.load_records()["acct_1"] == changed
+
+    assert store.delete_record("acct_1") is True
+    assert store.delete_record("acct_1") is False
+    assert store.delete_record("acct_never") is False
+    assert set(store.load_records()) == {"acct_2"}
+
+    store.save_record(one)  # an id can come back after a delete
+    assert store.load_records()["acct_1"] == one
+    assert set(open_store().load_records()) == {"acct_1", "acct_2"}  # what a new sidecar sees
+
+
+# -- usage arithmetic ----------------------------------------------------------------------------
+
+
+def test_sum_adds_refunds_and_never_goes_below_zero(open_store: Opener) -> None:
+    store = open_store()
+    outcomes = store.record_usage([write(API_CALLS, 5), write(API_CALLS, 3), write(API_CALLS, -10)])
+    assert [(o.status, o.usage) for o in outcomes] == [
+        (Status.APPLIED, 5.0),
+        (Status.APPLIED, 8.0),
+        (Status.APPLIED, 0.0),
+    ]
+    assert outcomes[0].period_start == PERIOD
+    store.record_usage([write(API_CALLS, 2.5)])
+    assert counter(store, API_CALLS) == 2.5
+    store.record_usage([write(API_CALLS, 4, mode=Mode.SET)])
+    assert counter(store, API_CALLS) == 4.0
+
+
+def test_unique_counts_distinct_keys_per_period(open_store: Opener) -> None:
+    store = open_store()
+    outcomes = store.record_usage(
+        [write(USERS, unique="u1"), write(USERS, unique="u2"), write(USERS, unique="u1")]
+    )
+    assert [o.usage for o in outcomes] == [1.0, 2.0, 2.0]
+    assert store.record_usage([write(USERS, unique="u2")])[0].usage == 2.0
+    assert store.record_usage([write(USERS, unique="u3")])[0].usage == 3.0
+    # the same key in the next period counts again, and the periods stay apart
+    assert store.record_usage([write(USERS, unique="u1", period=NEXT_PERIOD)])[0].usage == 1.0
+    assert counter(store, USERS) == 3.0
+    assert counter(store, USERS, period=NEXT_PERIOD) == 1.0
+
+
+def test_gauge_sets_and_add_mode_adds(open_store: Opener) -> None:
+    store = open_store()
+    scope = "sub:acct_a/sub_1"
+    assert store.record_usage([write(SEATS, 7, scope=scope)])[0].usage == 7.0
+    assert store.record_usage([write(SEATS, 3, scope=scope)])[0].usage == 3.0
+    assert store.record_usage([write(SEATS, 2, scope=scope, mode=Mode.ADD)])[0].usage == 5.0
+    assert store.record_usage([write(SEATS, -9, scope=scope, mode=Mode.ADD)])[0].usage == 0.0
+    assert counter(store, SEATS, scope=scope) == 0.0
+
+
+def test_counters_are_kept_per_scope_feature_and_period(open_store: Opener) -> None:
+    store = open_store()
+    store.record_usage(
+        [
+            write(API_CALLS, 1, scope="acct:a1"),
+            write(API_CALLS, 2, scope="acct:a2"),
+            write(API_CALLS, 3, scope="acct:a1", period=NEXT_PERIOD),
+            write(USERS, unique="x", scope="acct:a1"),
+        ]
+    )
+    assert open_store().load_counters() == {
+        ("acct:a1", "api-calls", PERIOD): 1.0,
+        ("acct:a2", "api-calls", PERIOD): 2.0,
+        ("acct:a1", "api-calls", NEXT_PERIOD): 3.0,
+        ("acct:a1", "monthly-active-users", PERIOD): 1.0,
+    }
+
+
+# -- idempotency ---------------------------------------------------------------------------------
+
+
+def test_an_idempotency_key_returns_the_first_outcome(open_store: Opener) -> None:
+    store = open_store()
+    first = store.record_usage([write(API_CALLS, 5, key="k1")])[0]
+    assert (first.status, first.usage) == (Status.APPLIED, 5.0)
+    store.record_usage([write(API_CALLS, 1)])
+    again = store.record_usage([write(API_CALLS, 5, key="k1")])[0]
+    assert (again.status, again.usage, again.period_start) == (Status.DUPLICATE, 5.0, PERIOD)
+    # within one batch, and seen by another sidecar on the same database
+    batch = store.record_usage([write(API_CALLS, 2, key="k2"), write(API_CALLS, 2, key="k2")])
+    assert [(o.status, o.usage) for o in batch] == [(Status.APPLIED, 8.0), (Status.DUPLICATE, 8.0)]
+    other = open_store().record_usage([write(API_CALLS, 2, key="k2")])[0]
+    assert (other.status, other.usage) == (Status.DUPLICATE, 8.0)
+    assert counter(store, API_CALLS) == 8.0
+
+
+def test_concurrent_retries_of_one_key_on_two_sidecars_apply_once(open_store: Opener) -> None:
+    stores = [open_store(), open_store()]
+    results: list[Status] = []
+    lock = threading.Lock()
+
+    def retry(store: Store) -> None:
+        for i in range(20):
+            outcome = store.record_usage([write(API_CALLS, 1, key=f"retry-{i}")])[0]
+            with lock:
+                results.append(outcome.status)
+
+    threads = [threading.Thread(target=retry, args=(s,)) for s in stores for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(Status.APPLIED) == 20
+    assert results.count(Status.DUPLICATE) == 60
+    assert counter(stores[0], API_CALLS) == 20.0
+
+
+# -- admit (Consume) -----------------------------------------------------------------------------
+
+
+def limit(n: float) -> Admit:
+    def admit(current: float) -> str | None:
+        return None if current + 1 <= n else "usage_limit_reached"
+
+    return admit
+
+
+def test_admit_refuses_without_recording(open_store: Opener) -> None:
+    store = open_store()
+    store.record_usage([write(API_CALLS, 2)])
+    granted = store.record_usage([write(API_CALLS, 1, admit=limit(3), key="c1")])[0]
+    assert (granted.status, granted.usage) == (Status.APPLIED, 3.0)
+    denied = store.record_usage([write(API_CALLS, 1, admit=limit(3), key="c2")])[0]
+    assert (denied.status, denied.usage, denied.message) == (
+        Status.DENIED,
+        3.0,
+        "usage_limit_reached",
+    )
+    assert counter(store, API_CALLS) == 3.0
+    replay = store.record_usage([write(API_CALLS, 1, admit=limit(100), key="c2")])[0]
+    assert (replay.status, replay.message) == (Status.DUPLICATE, "usage_limit_reached")
+    # a denied unique key is not remembered: it counts once admitted
+    store.record_usage([write(USERS, unique="u1", admit=limit(0))])
+    assert store.record_usage([write(USERS, unique="u1")])[0].usage == 1.0
+
+
+def test_admit_is_exact_across_sidecars(open_store: Opener) -> None:
+    """16 consumers on two store instances: the counter ends exactly at the limit."""
+    stores = [open_store(), open_store()]
+    granted: list[int] = []
+    lock = threading.Lock()
+
+    def consume(store: Store) -> None:
+        mine = 0
+        while True:
+            outcome = store.record_usage([write(API_CALLS, 1, admit=limit(120))])[0]
+            if outcome.status is Status.DENIED:
+                break
+            mine += 1
+        with lock:
+            granted.append(mine)
+
+    threads = [threading.Thread(target=consume, args=(stores[i % 2],)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(granted) == 120
+    assert counter(stores[1], API_CALLS) == 120.0
+
+
+# -- reset and prune -----------------------------------------------------------------------------
+
+
+def test_reset_zeroes_a_counter_and_forgets_its_unique_keys(open_store: Opener) -> None:
+    store = open_store()
+    store.record_usage([write(API_CALLS, 7), write(API_CALLS, 1, period=NEXT_PERIOD)])
+    store.record_usage([write(USERS, unique="u1"), write(USERS, unique="u2")])
+    assert store.reset_usage("acct:a1", "api-calls", PERIOD) == 7.0
+    assert store.reset_usage("acct:a1", "monthly-active-users", PERIOD) == 2.0
+    assert store.reset_usage("acct:nobody", "api-calls", PERIOD) == 0.0
+    assert counter(store, API_CALLS) == 0.0
+    assert counter(store, API_CALLS, period=NEXT_PERIOD) == 1.0  # other periods untouched
+    assert store.record_usage([write(USERS, unique="u1")])[0].usage == 1.0
+    assert store.record_usage([write(API_CALLS, 2)])[0].usage == 2.0
+
+
+def test_prune_forgets_old_idempotency_keys(open_store: Opener) -> None:
+    store = open_store()
+    store.record_usage([write(API_CALLS, 1, key="old-1"), write(API_CALLS, 1, key="old-2")])
+    assert store.prune_idempotency(datetime.now(UTC) - timedelta(days=7)) == 0
+    assert store.record_usage([write(API_CALLS, 1, key="old-1")])[0].status is Status.DUPLICATE
+    assert store.prune_idempotency(datetime.now(UTC) + timedelta(seconds=2)) == 2
+    assert store.record_usage([write(API_CALLS, 1, key="old-1")])[0].status is Status.APPLIED
+
+
+# -- environments --------------------------------------------------------------------------------
+
+
+def test_environments_on_one_database_never_see_each_other(open_store: Opener) -> None:
+    staging, production = open_store("staging"), open_store("production")
+    staging.save_record(record("acct_1", name="staging"))
+    production.save_record(record("acct_1", name="production"))
+    staging.record_usage([write(API_CALLS, 5, key="k"), write(USERS, unique="u1")])
+    out = production.record_usage([write(API_CALLS, 1, key="k"), write(USERS, unique="u1")])
+    assert [(o.status, o.usage) for o in out] == [(Status.APPLIED, 1.0), (Status.APPLIED, 1.0)]
+
+    assert staging.load_records()["acct_1"]["name"] == "staging"
+    assert production.load_records()["acct_1"]["name"] == "production"
+    assert counter(staging, API_CALLS) == 5.0
+    assert counter(production, API_CALLS) == 1.0
+
+    assert production.delete_record("acct_1") is True
+    assert set(staging.load_records()) == {"acct_1"}
+    assert production.reset_usage("acct:a1", "api-calls", PERIOD) == 1.0
+    assert counter(staging, API_CALLS) == 5.0
+    assert production.prune_idempotency(datetime.now(UTC) + timedelta(seconds=2)) == 1
+    assert staging.record_usage([write(API_CALLS, 5, key="k")])[0].status is Status.DUPLICATE
+
+
+# -- quota marks and the outbox ------------------------------------------------------------------
+
+
+def test_a_quota_mark_fires_once_per_counter_and_enqueues_its_entries(open_store: Opener) -> None:
+    store = open_store()
+    at = datetime(2026, 6, 10, tzinfo=UTC)
+
+    ids = iter(f"d-{i}" for i in range(1, 100))
+
+    def crossing(old: float, new: float) -> list[Firing]:
+        if old < 3 <= new:
+            entry = OutboxEntry(next(ids), "webhook", "a1", "http://127.0.0.1:9/h", {"used": new})
+            return [Firing("free:3", at, (entry,))]
+        return []
+
+    first = store.record_usage([write(API_CALLS, 3, on_applied=crossing)])[0]
+    assert [f.mark for f in first.fired] == ["free:3"]
+    store.reset_usage("acct:a1", "api-calls", NEXT_PERIOD)  # another period: marks stay
+    store.record_usage([write(API_CALLS, -3)])
+    again = store.record_usage([write(API_CALLS, 3, on_applied=crossing)])[0]
+    assert again.fired == ()  # the same mark on the same counter fires once
+
+    counts = store.count_deliveries()
+    assert counts[DeliveryStatus.PENDING] == 1
+    due = store.claim_deliveries(at, at + timedelta(minutes=1), 10)
+    assert [(d.id, d.kind, d.target, dict(d.payload)) for d in due] == [
+        ("d-1", "webhook", "http://127.0.0.1:9/h", {"used": 3.0})
+    ]
+    assert store.claim_deliveries(at, at + timedelta(minutes=1), 10) == []  # leased
+    store.finish_delivery("d-1", DeliveryStatus.FAILED, 1, None, "connection refused", at)
+    failed = store.get_delivery("d-1")
+    assert failed is not None
+    assert (failed.status, failed.attempts, failed.last_error) == (
+        DeliveryStatus.FAILED,
+        1,
+        "connection refused",
+    )
+    assert store.retry_deliveries(None, at) == ["d-1"]
+    listed = store.list_deliveries(DeliveryStatus.PENDING, 10)
+    assert [(d.id, d.attempts) for d in listed] == [("d-1", 0)]
+    store.finish_delivery("d-1", DeliveryStatus.DELIVERED, 1, None, "", at)
+    assert store.count_deliveries()[DeliveryStatus.DELIVERED] == 1
+    assert store.retry_deliveries(["d-1"], at) == []  # delivered rows stay delivered
+
+    # a reset starts a fresh period for the counter: its marks may fire again
+    store.reset_usage("acct:a1", "api-calls", PERIOD)
+    fresh = store.record_usage([write(API_CALLS, 3, on_applied=crossing)])[0]
+    assert [e.id for f in fresh.fired for e in f.entries] == ["d-3"]
+    assert store.count_deliveries()[DeliveryStatus.PENDING] == 1
