@@ -16,8 +16,10 @@ def to_value(value: Any) -> struct_pb2.Value:
     """A JSON-shaped Python value as `google.protobuf.Value` (integers become doubles)."""
     out = struct_pb2.Value()
     if isinstance(value, Mapping):
+        out.struct_value.SetInParent()  # an empty {} must still be a struct, not "no value"
         out.struct_value.update(dict(value))
     elif isinstance(value, list | tuple):
+        out.list_value.SetInParent()
         out.list_value.extend(list(value))
     elif value is None:
         out.null_value = struct_pb2.NULL_VALUE

@@ -40,7 +40,25 @@ def _metadata() -> list[tuple[str, str]]:
 
 
 def _value(text: str) -> Any:
-    return yaml.safe_load(text)
+    """A value written as in the catalog (YAML/JSON); text that is not JSON data (a date, NaN)
+    stays the string it was, for the sidecar to accept or explain."""
+    try:
+        value = yaml.safe_load(text)
+        json.dumps(value, allow_nan=False)
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"plangate: cannot read {text!r} as YAML/JSON: {exc}") from exc
+    except (TypeError, ValueError):
+        return text
+    return value
+
+
+def _mapping(text: str, option: str) -> Any:
+    value = _value(text)
+    if not isinstance(value, dict):
+        raise SystemExit(
+            f"plangate: {option} takes a mapping such as '{{region: eu}}', got {text!r}"
+        )
+    return value
 
 
 def _time(text: str | None) -> Any:
@@ -56,14 +74,23 @@ def _addons(pairs: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for pair in pairs:
         key, _, qty = pair.partition("=")
-        out[key] = int(qty or 1)
+        try:
+            out[key] = int(qty or 1)
+        except ValueError:
+            raise SystemExit(
+                f"plangate: add-on {pair!r}: expected KEY=QUANTITY such as extra-seats=2"
+            ) from None
     return out
 
 
 def _print(message: Any) -> None:
     print(
         json.dumps(
-            json_format.MessageToDict(message, preserving_proto_field_name=True),
+            json_format.MessageToDict(
+                message,
+                preserving_proto_field_name=True,
+                always_print_fields_with_no_presence=True,  # "granted": false, not nothing
+            ),
             indent=2,
             sort_keys=True,
         )
@@ -147,7 +174,7 @@ def _accounts(sub: Sub, common: argparse.ArgumentParser) -> None:
             "admin",
             "UpsertAccount",
             pb.UpsertAccountRequest(
-                id=a.id, name=a.name, attributes=to_struct(_value(a.attributes))
+                id=a.id, name=a.name, attributes=to_struct(_mapping(a.attributes, "--attributes"))
             ),
         )
     )

@@ -24,6 +24,7 @@ from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
 from ..store import open_store
 from ..store.base import DeliveryStatus, Firing
+from ..store.errors import StoreUnavailable
 from ..sync.catalog_watch import CatalogWatcher
 from .admin import AdminService
 from .auth import TokenAuth, read_token
@@ -199,17 +200,20 @@ class Sidecar:
         }
         if self.state.catalog_error is not None:
             detail["catalog_error"] = self.state.catalog_error
-        ready = True
         if self.feed is not None:
-            ready, detail["store"] = self.feed.readiness()
-            if not ready:  # the database is away: say so at once, without waiting on it
+            feed_ready, detail["store"] = self.feed.readiness()
+            if not feed_ready:  # the database is away: say so at once, without waiting on it
                 return False, detail
-        counts = self.store.count_deliveries()
+        try:
+            counts = self.store.count_deliveries()
+        except StoreUnavailable as exc:
+            detail["store_error"] = str(exc)
+            return False, detail
         detail["outbox"] = {
             "pending": counts[DeliveryStatus.PENDING],
             "failed": counts[DeliveryStatus.FAILED],
         }
-        return ready, detail
+        return True, detail
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -145,8 +145,10 @@ SELECT %s, k FROM unnest(%s::text[]) AS k ORDER BY k COLLATE "C"
 ON CONFLICT DO NOTHING
 RETURNING key"""
 
-_EARLIER_OUTCOMES = """
+_KEY_OUTCOMES = """
 SELECT key, outcome FROM plangate.idempotency WHERE environment = %s AND key = ANY(%s::text[])"""
+
+_NEXT_VERSIONS = "SELECT nextval('plangate.change_seq') FROM generate_series(1, %s)"
 
 _ENSURE_COUNTERS = """
 INSERT INTO plangate.usage (environment, scope, feature, period_start, value, version)
@@ -173,12 +175,11 @@ SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])
 ON CONFLICT DO NOTHING"""
 
 _SET_COUNTERS = """
-UPDATE plangate.usage AS u SET value = v.value, version = nextval('plangate.change_seq')
-FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::float8[])
-    AS v(scope, feature, period_start, value)
+UPDATE plangate.usage AS u SET value = v.value, version = v.version
+FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::int8[])
+    AS v(scope, feature, period_start, value, version)
 WHERE u.environment = %s
-  AND (u.scope, u.feature, u.period_start) = (v.scope, v.feature, v.period_start)
-RETURNING u.scope, u.feature, u.period_start, u.value, u.version"""
+  AND (u.scope, u.feature, u.period_start) = (v.scope, v.feature, v.period_start)"""
 
 _SET_OUTCOMES = """
 UPDATE plangate.idempotency AS i SET outcome = v.outcome::jsonb
@@ -517,13 +518,38 @@ class PostgresStore:
     def _apply(
         self, conn: Connection, writes: Sequence[UsageWrite]
     ) -> tuple[list[UsageOutcome], list[CounterChange]]:
-        """One batch in the current transaction: claim keys, lock counters, compute, write."""
+        """One batch in the current transaction, in two round trips (pipelined): claim the keys,
+        lock the counters and read what the batch depends on; compute; write it all back."""
         env = self.environment
-        earlier = self._claim_keys(conn, writes)
-        fresh = [w for w in writes if w.report.idempotency_key not in earlier]
-        values = self._lock_counters(conn, {_counter(w) for w in fresh})
+        keys = sorted({w.report.idempotency_key for w in writes if w.report.idempotency_key})
+        counters = sorted({_counter(w) for w in writes})
+        wanted = sorted({(*_counter(w), w.report.unique_key) for w in writes if _unique(w)})
+        with conn.pipeline():
+            if keys:
+                # A key another transaction holds makes the claim wait for it; the next
+                # statement (a new snapshot) then reads its committed outcome. Ours read NULL.
+                conn.execute(_CLAIM_KEYS, (env, keys))
+                key_rows = conn.execute(_KEY_OUTCOMES, (env, keys))
+            columns = _columns(counters, 3)
+            conn.execute(_ENSURE_COUNTERS, (env, *columns))
+            locked = conn.execute(_LOCK_COUNTERS, (env, *columns))
+            # Taken while holding the counters' locks, so each counter's versions only grow.
+            numbers = conn.execute(_NEXT_VERSIONS, (len(counters),))
+            if wanted:
+                unique_rows = conn.execute(_SEEN_UNIQUE, (env, *_columns(wanted, 4)))
+            earlier = (
+                {k: _outcome_from(o) for k, o in key_rows.fetchall() if o is not None}
+                if keys
+                else {}
+            )
+            values = {(s, f, utc(p)): float(v) for s, f, p, v in locked.fetchall()}
+            versions = [int(n) for (n,) in numbers.fetchall()]
+            seen = (
+                {((s, f, utc(p)), u) for s, f, p, u in unique_rows.fetchall()} if wanted else set()
+            )
+        if len(values) != len(counters):  # rows deleted behind PlanGate's back: start over
+            raise pg_errors.SerializationFailure("usage rows vanished during the transaction")
         before = dict(values)
-        seen = self._seen_unique(conn, [w for w in fresh if _unique(w)])
 
         outcomes: list[UsageOutcome] = []
         stored: dict[str, UsageOutcome] = {}  # idempotency key -> outcome of this batch
@@ -555,64 +581,19 @@ class PostgresStore:
                 stored[key] = outcome
             outcomes.append(outcome)
 
-        if added:
-            conn.execute(_ADD_UNIQUE, (env, *_columns([(*c, u) for c, u in added], 4)))
-        changed: list[CounterChange] = []
-        moved = sorted(c for c in values if values[c] != before[c])
-        if moved:
-            rows = conn.execute(
-                _SET_COUNTERS, (*_columns([(*c, values[c]) for c in moved], 4), env)
-            ).fetchall()
-            changed = [((s, f, utc(p)), float(v), int(ver)) for s, f, p, v, ver in rows]
-        if stored:
-            conn.execute(
-                _SET_OUTCOMES,
-                ([k for k in stored], [_outcome_json(o) for o in stored.values()], env),
-            )
-        self._notify(conn, counters=changed)
+        moved = [c for c in counters if values[c] != before[c]]
+        changed = [(c, values[c], v) for c, v in zip(moved, versions, strict=False)]
+        with conn.pipeline():
+            if added:
+                conn.execute(_ADD_UNIQUE, (env, *_columns([(*c, u) for c, u in added], 4)))
+            if changed:
+                rows = [(*c, value, version) for c, value, version in changed]
+                conn.execute(_SET_COUNTERS, (*_columns(rows, 5), env))
+            if stored:
+                outcome_rows = [(k, _outcome_json(o)) for k, o in stored.items()]
+                conn.execute(_SET_OUTCOMES, (*_columns(outcome_rows, 2), env))
+            self._notify(conn, counters=changed)
         return outcomes, changed
-
-    def _claim_keys(
-        self, conn: Connection, writes: Sequence[UsageWrite]
-    ) -> dict[str, UsageOutcome]:
-        """Claim this batch's idempotency keys; returns the outcomes of keys applied before."""
-        keys = sorted({w.report.idempotency_key for w in writes if w.report.idempotency_key})
-        if not keys:
-            return {}
-        claimed = {row[0] for row in conn.execute(_CLAIM_KEYS, (self.environment, keys))}
-        taken = [k for k in keys if k not in claimed]
-        if not taken:
-            return {}
-        rows = conn.execute(_EARLIER_OUTCOMES, (self.environment, taken)).fetchall()
-        return {key: _outcome_from(outcome) for key, outcome in rows}
-
-    def _lock_counters(
-        self, conn: Connection, counters: set[CounterKey]
-    ) -> dict[CounterKey, float]:
-        """Create missing counters and lock all of them (in one order); returns their values."""
-        if not counters:
-            return {}
-        columns = _columns(sorted(counters), 3)
-        conn.execute(_ENSURE_COUNTERS, (self.environment, *columns))
-        values = {
-            (scope, feature, utc(start)): float(value)
-            for scope, feature, start, value in conn.execute(
-                _LOCK_COUNTERS, (self.environment, *columns)
-            )
-        }
-        missing = counters - values.keys()
-        if missing:  # only if rows were deleted behind PlanGate's back, between two statements
-            raise pg_errors.SerializationFailure(f"usage rows vanished: {sorted(missing)[:3]}")
-        return values
-
-    def _seen_unique(
-        self, conn: Connection, writes: Sequence[UsageWrite]
-    ) -> set[tuple[CounterKey, str]]:
-        if not writes:
-            return set()
-        wanted = sorted({(*_counter(w), w.report.unique_key) for w in writes})
-        rows = conn.execute(_SEEN_UNIQUE, (self.environment, *_columns(wanted, 4)))
-        return {((s, f, utc(p)), u) for s, f, p, u in rows}
 
     def _fire(
         self, conn: Connection, counter: CounterKey, w: UsageWrite, old: float, new: float
