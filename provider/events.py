@@ -35,13 +35,11 @@ class EventBridge:
         self,
         cache: ResolutionCache | None,
         emit: Emit,
-        feature_keys: Callable[[], list[str] | None],
         grace_period: float,
         target: str,
     ) -> None:
         self._cache = cache
         self._emit = emit
-        self._fetch_keys = feature_keys
         self._grace = grace_period
         self._target = target
         self._lock = threading.Lock()
@@ -71,8 +69,8 @@ class EventBridge:
 
     # -- WatchListener ---------------------------------------------------------------------
 
-    def on_ready(self, catalog_version: str) -> None:
-        self._refresh_keys()
+    def on_ready(self, catalog_version: str, all_features: list[str]) -> None:
+        self._keys = sorted(all_features)
         with self._lock:
             if self._closed:
                 return
@@ -94,11 +92,13 @@ class EventBridge:
                 ),
             )
 
-    def on_catalog_changed(self, catalog_version: str, features: list[str]) -> None:
+    def on_catalog_changed(
+        self, catalog_version: str, features: list[str], all_features: list[str]
+    ) -> None:
         if self._cache is not None:
             self._cache.clear()
         self.catalog_version = catalog_version
-        self._refresh_keys()
+        self._keys = sorted(all_features)
         self._send_changed(
             ProviderEventDetails(
                 flags_changed=list(features),
@@ -156,11 +156,6 @@ class EventBridge:
     def _send_changed(self, details: ProviderEventDetails) -> None:
         if not self._closed:
             self._emit(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, details)
-
-    def _refresh_keys(self) -> None:
-        keys = self._fetch_keys()
-        if keys is not None:
-            self._keys = sorted(keys)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

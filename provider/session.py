@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import grpc
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
-from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 
 from .cache import ResolutionCache
 from .config import ProviderConfig
@@ -26,9 +24,6 @@ from .watch import WatchLoop
 
 log = logging.getLogger("plangate.provider")
 
-# An account id no one has: its EvaluateAll lists every feature key of the catalog.
-_PROBE_ACCOUNT = "plangate-provider/feature-keys"
-
 
 class Session:
     """Everything that lives between `initialize` and `shutdown`."""
@@ -39,24 +34,11 @@ class Session:
         self.cache = ResolutionCache(config.cache_size) if config.cache else None
         self.pending = PendingUsage()
         self.evaluator = Evaluator(self.transport, self.cache, self.pending)
-        self.events = EventBridge(
-            self.cache, emit, self._feature_keys, config.grace_period, config.target
-        )
+        self.events = EventBridge(self.cache, emit, config.grace_period, config.target)
         self.reporter = UsageReporter(self.transport, config, self._settled)
         self.watch = WatchLoop(self.transport, self.events, config.heartbeat_timeout)
         self.reporter.start()
         self.watch.start()
-
-    def _feature_keys(self) -> list[str] | None:
-        try:
-            response = self.transport.evaluation.EvaluateAll(
-                pb.EvaluateAllRequest(account_id=_PROBE_ACCOUNT),
-                timeout=self.config.deadline,
-                metadata=self.transport.metadata,
-            )
-        except grpc.RpcError:
-            return None
-        return list(response.resolutions.keys())
 
     def _settled(self, batch: Sequence[Queued]) -> None:
         # Cache first, overlay second: in between, a check may count the report twice

@@ -22,9 +22,11 @@ log = logging.getLogger("plangate.provider")
 
 
 class WatchListener(Protocol):
-    def on_ready(self, catalog_version: str) -> None: ...
+    def on_ready(self, catalog_version: str, all_features: list[str]) -> None: ...
 
-    def on_catalog_changed(self, catalog_version: str, features: list[str]) -> None: ...
+    def on_catalog_changed(
+        self, catalog_version: str, features: list[str], all_features: list[str]
+    ) -> None: ...
 
     def on_account_changed(self, account_ids: list[str], cause: str) -> None: ...
 
@@ -107,11 +109,13 @@ class WatchLoop:
         """Hand one event to the listener; True once the stream has said ready."""
         kind = event.WhichOneof("event")
         if kind == "ready":
-            self._listener.on_ready(event.ready.catalog_version)
+            self._listener.on_ready(event.ready.catalog_version, list(event.ready.all_features))
             return True
         if kind == "catalog_changed":
             changed = event.catalog_changed
-            self._listener.on_catalog_changed(changed.catalog_version, list(changed.features))
+            self._listener.on_catalog_changed(
+                changed.catalog_version, list(changed.features), list(changed.all_features)
+            )
         elif kind == "account_changed":
             moved = event.account_changed
             self._listener.on_account_changed(list(moved.account_ids), moved.cause)

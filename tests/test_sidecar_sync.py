@@ -147,12 +147,14 @@ def test_a_valid_change_is_live_within_a_second(
     catalog: Path, sidecar: Any, stubs: Stubs, watcher: Watcher
 ) -> None:
     assert watcher.ready.catalog_version == sidecar.state.catalog.version
+    assert sorted(watcher.ready.all_features) == sorted(sidecar.state.catalog.features)
     assert pro_view(stubs) == (True, 10)
     catalog.write_text(CHANGED)
     elapsed = time_until(lambda: pro_view(stubs) == (False, 12))
     assert elapsed < 1.0, f"change took {elapsed:.3f}s to go live"
     event = watcher.next("catalog_changed")
     assert list(event.features) == ["execution-concurrency", "sso"]
+    assert sorted(event.all_features) == sorted(sidecar.state.catalog.features)
     assert event.catalog_version == sidecar.state.catalog.version == readyz(sidecar)["catalog_version"]
     assert metric(sidecar, "plangate_catalog_reloads_total", result="ok") == 1
     # saving the same content again (touch, or an editor's no-op save) is not a change

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class CatalogChanged:
     version: str
-    features: tuple[str, ...]
+    features: tuple[str, ...]  # changed keys
+    all_features: tuple[str, ...]  # every key of the new catalog
 
 
 @dataclass(frozen=True, slots=True)

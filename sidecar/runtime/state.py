@@ -164,7 +164,7 @@ class LiveState:
             self.snapshot = self._build(catalog, self.records)
             self.catalog_error = None
         changed = changed_features(old, catalog)
-        self.events.publish(CatalogChanged(catalog.version, changed))
+        self.events.publish(CatalogChanged(catalog.version, changed, tuple(catalog.features)))
         moved = [
             i
             for i in {*old.accounts, *catalog.accounts}

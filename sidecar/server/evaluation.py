@@ -73,7 +73,10 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         context.add_callback(subscriber.close)
         self.metrics.watch_streams.inc()
         try:
-            yield pb.WatchEvent(ready=pb.Ready(catalog_version=self.state.catalog.version))
+            catalog = self.state.catalog
+            yield pb.WatchEvent(
+                ready=pb.Ready(catalog_version=catalog.version, all_features=list(catalog.features))
+            )
             for event in subscriber:
                 if not context.is_active():
                     return
@@ -82,7 +85,9 @@ class EvaluationService(pb_grpc.EvaluationServicer):
                 elif isinstance(event, CatalogChanged):
                     yield pb.WatchEvent(
                         catalog_changed=pb.CatalogChanged(
-                            catalog_version=event.version, features=list(event.features)
+                            catalog_version=event.version,
+                            features=list(event.features),
+                            all_features=list(event.all_features),
                         )
                     )
                 elif isinstance(event, AccountChanged):

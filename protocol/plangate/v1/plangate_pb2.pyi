@@ -153,18 +153,22 @@ class WatchEvent(_message.Message):
     def __init__(self, ready: _Optional[_Union[Ready, _Mapping]] = ..., catalog_changed: _Optional[_Union[CatalogChanged, _Mapping]] = ..., account_changed: _Optional[_Union[AccountChanged, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class Ready(_message.Message):
-    __slots__ = ("catalog_version",)
+    __slots__ = ("catalog_version", "all_features")
     CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALL_FEATURES_FIELD_NUMBER: _ClassVar[int]
     catalog_version: str
-    def __init__(self, catalog_version: _Optional[str] = ...) -> None: ...
+    all_features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, catalog_version: _Optional[str] = ..., all_features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CatalogChanged(_message.Message):
-    __slots__ = ("catalog_version", "features")
+    __slots__ = ("catalog_version", "features", "all_features")
     CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ALL_FEATURES_FIELD_NUMBER: _ClassVar[int]
     catalog_version: str
     features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, catalog_version: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
+    all_features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, catalog_version: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., all_features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AccountChanged(_message.Message):
     __slots__ = ("account_ids", "cause")
