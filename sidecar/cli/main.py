@@ -101,6 +101,12 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="CA that client certificates must chain to (mTLS) [PLANGATE_TLS_CLIENT_CA]",
     )
     p.add_argument(
+        "--heartbeat-seconds",
+        type=float,
+        default=float(_env("HEARTBEAT_SECONDS") or 5.0),
+        help="idle interval of Watch/EventStream keep-alives [PLANGATE_HEARTBEAT_SECONDS]",
+    )
+    p.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING, ERROR [PLANGATE_LOG_LEVEL]",
@@ -135,6 +141,7 @@ def serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        heartbeat_seconds=args.heartbeat_seconds,
     )
     try:
         sidecar = Sidecar(settings).start()
