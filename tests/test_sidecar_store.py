@@ -12,11 +12,10 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlite_utils
-from support.sidecar import Stubs, copy_catalog, in_process, wait_for
-
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.sidecar.store import sqlite as sqlite_store
 from plangate.sidecar.store.sqlite import MIGRATIONS, SqliteStore
+from support.sidecar import Stubs, copy_catalog, in_process, wait_for
 
 CLI = [sys.executable, "-m", "plangate.sidecar.cli.main"]
 
@@ -126,26 +125,34 @@ def test_a_file_that_is_not_a_database_is_refused_cleanly(tmp_path: Path) -> Non
 
 
 def test_evaluations_send_no_sql_to_the_store(tmp_path: Path) -> None:
-    with in_process(copy_catalog(tmp_path), tmp_path / "s.db") as sidecar:
-        with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-            s.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_sql"), timeout=5)
-            statements: list[str] = []
-            # observe every statement SQLite executes on the sidecar's connection
-            sidecar.store._conn.set_trace_callback(statements.append)
-            try:
-                for account in ("acct_acme", "acct_globex", "acct_sql", "acct_unknown", "user_ann"):
-                    s.evaluation.EvaluateAll(pb.EvaluateAllRequest(account_id=account), timeout=5)
-                    for feature in ("sso", "api-calls", "seats", "monthly-active-users"):
-                        s.evaluation.Evaluate(
-                            pb.EvaluateRequest(account_id=account, feature=feature), timeout=5
-                        )
-                assert statements == []
-                # the observation works: a usage report does reach SQLite
-                report = pb.UsageReport(account_id="acct_acme", feature="api-calls")
-                s.usage.Report(pb.ReportRequest(reports=[report]), timeout=5)
-                assert any("usage" in sql for sql in statements)
-            finally:
-                sidecar.store._conn.set_trace_callback(None)
+    with (
+        in_process(copy_catalog(tmp_path), tmp_path / "s.db") as sidecar,
+        Stubs(f"127.0.0.1:{sidecar.port}") as s,
+    ):
+        s.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_sql"), timeout=5)
+        statements: list[str] = []
+
+        def observe(sql: str) -> None:
+            # only what request threads run: background work (the outbox) may use the store
+            if threading.current_thread().name.startswith("grpc"):
+                statements.append(sql)
+
+        # observe every statement SQLite executes on the sidecar's connection
+        sidecar.store._conn.set_trace_callback(observe)
+        try:
+            for account in ("acct_acme", "acct_globex", "acct_sql", "acct_unknown", "user_ann"):
+                s.evaluation.EvaluateAll(pb.EvaluateAllRequest(account_id=account), timeout=5)
+                for feature in ("sso", "api-calls", "seats", "monthly-active-users"):
+                    s.evaluation.Evaluate(
+                        pb.EvaluateRequest(account_id=account, feature=feature), timeout=5
+                    )
+            assert statements == []
+            # the observation works: a usage report does reach SQLite
+            report = pb.UsageReport(account_id="acct_acme", feature="api-calls")
+            s.usage.Report(pb.ReportRequest(reports=[report]), timeout=5)
+            assert any("usage" in sql for sql in statements)
+        finally:
+            sidecar.store._conn.set_trace_callback(None)
 
 
 def test_evaluation_answers_while_the_database_is_locked(tmp_path: Path) -> None:
@@ -161,11 +168,17 @@ def test_evaluation_answers_while_the_database_is_locked(tmp_path: Path) -> None
                     pb.EvaluateRequest(account_id="acct_acme", feature="api-calls"), timeout=2
                 )
                 assert res.has_access and res.metering.used == 0
-                assert s.evaluation.EvaluateAll(
-                    pb.EvaluateAllRequest(account_id="acct_globex"), timeout=2
-                ).resolutions["sso"].as_boolean
+                assert (
+                    s.evaluation.EvaluateAll(
+                        pb.EvaluateAllRequest(account_id="acct_globex"), timeout=2
+                    )
+                    .resolutions["sso"]
+                    .as_boolean
+                )
             assert time.monotonic() - started < 5  # 100 evaluations; no lock wait at all
-            report = pb.UsageReport(account_id="acct_acme", feature="api-calls", idempotency_key="r1")
+            report = pb.UsageReport(
+                account_id="acct_acme", feature="api-calls", idempotency_key="r1"
+            )
             with pytest.raises(grpc.RpcError) as info:
                 s.usage.Report(pb.ReportRequest(reports=[report]), timeout=1)
             assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # the write waits
@@ -174,10 +187,12 @@ def test_evaluation_answers_while_the_database_is_locked(tmp_path: Path) -> None
             locker.close()
         # the waiting write goes through once the lock is released; a retry is a duplicate
         wait_for(
-            lambda: s.evaluation.Evaluate(
-                pb.EvaluateRequest(account_id="acct_acme", feature="api-calls"), timeout=2
-            ).metering.used
-            == 1,
+            lambda: (
+                s.evaluation.Evaluate(
+                    pb.EvaluateRequest(account_id="acct_acme", feature="api-calls"), timeout=2
+                ).metering.used
+                == 1
+            ),
             timeout=10,
         )
         again = s.usage.Report(pb.ReportRequest(reports=[report]), timeout=5).results[0]

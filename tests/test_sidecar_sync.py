@@ -19,10 +19,9 @@ from typing import Any
 
 import grpc
 import pytest
+from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
 from support.sidecar import EXAMPLE_CATALOG, Stubs, copy_catalog, in_process, wait_for
-
-from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 
 EXAMPLE = EXAMPLE_CATALOG.read_text()
 WATCH_ONLY = {"poll_seconds": 30.0}
@@ -111,7 +110,9 @@ def watcher(stubs: Stubs) -> Iterator[Watcher]:
 
 def pro_view(stubs: Stubs) -> tuple[bool, int]:
     """(sso, execution-concurrency) for a Pro account."""
-    sso = stubs.evaluation.Evaluate(pb.EvaluateRequest(account_id="acct_pro", feature="sso"), timeout=5)
+    sso = stubs.evaluation.Evaluate(
+        pb.EvaluateRequest(account_id="acct_pro", feature="sso"), timeout=5
+    )
     conc = stubs.evaluation.Evaluate(
         pb.EvaluateRequest(account_id="acct_pro", feature="execution-concurrency"), timeout=5
     )
@@ -125,13 +126,17 @@ def time_until(predicate: Callable[[], bool], limit: float = 5.0) -> float:
 
 
 def readyz(sidecar: Any) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.management_port}/readyz", timeout=5) as r:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{sidecar.management_port}/readyz", timeout=5
+    ) as r:
         detail: dict[str, Any] = json.loads(r.read())
     return detail
 
 
 def metric(sidecar: Any, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.management_port}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{sidecar.management_port}/metrics", timeout=5
+    ) as r:
         text = r.read().decode()
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -155,7 +160,9 @@ def test_a_valid_change_is_live_within_a_second(
     event = watcher.next("catalog_changed")
     assert list(event.features) == ["execution-concurrency", "sso"]
     assert sorted(event.all_features) == sorted(sidecar.state.catalog.features)
-    assert event.catalog_version == sidecar.state.catalog.version == readyz(sidecar)["catalog_version"]
+    assert (
+        event.catalog_version == sidecar.state.catalog.version == readyz(sidecar)["catalog_version"]
+    )
     assert metric(sidecar, "plangate_catalog_reloads_total", result="ok") == 1
     # saving the same content again (touch, or an editor's no-op save) is not a change
     catalog.write_text(CHANGED)
@@ -187,9 +194,10 @@ def test_a_configmap_symlink_swap_is_picked_up(tmp_path: Path) -> None:
     (mount / "..2026_01" / "catalog.yaml").write_text(EXAMPLE)
     os.symlink("..2026_01", mount / "..data")
     os.symlink("..data/catalog.yaml", mount / "catalog.yaml")
-    with in_process(mount / "catalog.yaml", tmp_path / "s.db", **WATCH_ONLY) as sidecar, Stubs(
-        f"127.0.0.1:{sidecar.port}"
-    ) as s:
+    with (
+        in_process(mount / "catalog.yaml", tmp_path / "s.db", **WATCH_ONLY) as sidecar,
+        Stubs(f"127.0.0.1:{sidecar.port}") as s,
+    ):
         s.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_pro"), timeout=5)
         s.admin.CreateSubscription(pb.CreateSubscriptionRequest(account_id="acct_pro", plan="pro"))
         watcher = Watcher(s)
@@ -201,7 +209,10 @@ def test_a_configmap_symlink_swap_is_picked_up(tmp_path: Path) -> None:
             os.replace(mount / "..data_tmp", mount / "..data")
             elapsed = time_until(lambda: pro_view(s) == (False, 12))
             assert elapsed < 1.0
-            assert list(watcher.next("catalog_changed").features) == ["execution-concurrency", "sso"]
+            assert list(watcher.next("catalog_changed").features) == [
+                "execution-concurrency",
+                "sso",
+            ]
             # the kubelet then removes the old directory; nothing breaks
             (mount / "..2026_01" / "catalog.yaml").unlink()
             (mount / "..2026_01").rmdir()
@@ -215,9 +226,10 @@ def test_crlf_line_endings_do_not_cause_reloads(tmp_path: Path) -> None:
     """A file saved with Windows line endings is one version, not a change on every poll."""
     catalog = tmp_path / "catalog.yaml"
     catalog.write_bytes(EXAMPLE.replace("\n", "\r\n").encode())
-    with in_process(catalog, tmp_path / "s.db", poll_seconds=0.05) as sidecar, Stubs(
-        f"127.0.0.1:{sidecar.port}"
-    ) as s:
+    with (
+        in_process(catalog, tmp_path / "s.db", poll_seconds=0.05) as sidecar,
+        Stubs(f"127.0.0.1:{sidecar.port}") as s,
+    ):
         watcher = Watcher(s)
         try:
             time.sleep(0.5)  # ten safety-net polls
@@ -286,9 +298,10 @@ def test_a_change_that_strands_stored_accounts_is_rejected(
 
 def test_a_vanished_file_is_reported_once_and_its_return_picked_up(tmp_path: Path) -> None:
     catalog = copy_catalog(tmp_path)
-    with in_process(catalog, tmp_path / "s.db", poll_seconds=0.05) as sidecar, Stubs(
-        f"127.0.0.1:{sidecar.port}"
-    ) as s:
+    with (
+        in_process(catalog, tmp_path / "s.db", poll_seconds=0.05) as sidecar,
+        Stubs(f"127.0.0.1:{sidecar.port}") as s,
+    ):
         catalog.unlink()
         time_until(lambda: sidecar.state.catalog_error is not None, limit=2)
         time.sleep(0.4)  # several polls while the file is missing: one rejection, not one each

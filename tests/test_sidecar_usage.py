@@ -9,10 +9,10 @@ from typing import Any
 
 import grpc
 import pytest
-from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, in_process
-
+from google.protobuf import timestamp_pb2
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_value
+from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, in_process
 
 APPLIED = pb.ReportResult.STATUS_APPLIED
 DUPLICATE = pb.ReportResult.STATUS_DUPLICATE
@@ -44,7 +44,7 @@ def used(stubs: Stubs, account_id: str, feature: str) -> float:
         pb.EvaluateRequest(account_id=account_id, feature=feature), timeout=5
     )
     assert res.error_code == "", res.error_message
-    return res.metering.used
+    return float(res.metering.used)
 
 
 def report(**fields: Any) -> pb.UsageReport:
@@ -217,7 +217,7 @@ def test_consume_refuses_what_it_cannot_check(stubs: Stubs) -> None:
         with pytest.raises(grpc.RpcError) as info:
             stubs.usage.Consume(request, timeout=5)
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, request
-        assert info.value.details(), request  # type: ignore[attr-defined]
+        assert info.value.details(), request
     assert used(stubs, "acct_consume", "exports") == before
 
 
@@ -301,7 +301,9 @@ def test_acknowledged_reports_survive_kill_9(tmp_path: Path) -> None:
         sidecar.restart()
         with Stubs(sidecar.target) as s:
             after_crash = used(s, "acct_durable", "api-calls")
-            in_flight = 10 * (len(acknowledged) + 1)  # the one batch that may have landed unanswered
+            in_flight = 10 * (
+                len(acknowledged) + 1
+            )  # the one batch that may have landed unanswered
             assert acked <= after_crash <= acked + in_flight
             # clients retry everything: acknowledged batches are duplicates, the rest applies once
             for b, batch in enumerate(batches):
@@ -319,3 +321,41 @@ def test_acknowledged_reports_survive_kill_9(tmp_path: Path) -> None:
             assert used(s, "acct_durable", "api-calls") == total
     finally:
         sidecar.kill()
+
+
+def test_extreme_values_are_refused_or_clamped_never_crash(stubs: Stubs) -> None:
+    new_account(stubs, "acct_extreme", plan="pro")
+    # a time so late its period would end after year 9999
+    late = timestamp_pb2.Timestamp(seconds=253402300799)  # 9999-12-31T23:59:59Z
+    with pytest.raises(grpc.RpcError) as info:
+        stubs.usage.Report(
+            pb.ReportRequest(
+                reports=[
+                    report(account_id="acct_extreme", feature="api-calls"),
+                    report(account_id="acct_extreme", feature="api-calls", timestamp=late),
+                ]
+            ),
+            timeout=5,
+        )
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "reports[1].timestamp" in (info.value.details() or "")
+    assert used(stubs, "acct_extreme", "api-calls") == 0  # the whole batch was refused
+    # a counter that would overflow to infinity refuses the report that would do it
+    big = report(account_id="acct_extreme", feature="exports", amount=1e308)
+    results = stubs.usage.Report(pb.ReportRequest(reports=[big, big]), timeout=5).results
+    assert [(r.status, r.usage) for r in results] == [(APPLIED, 1e308), (REJECTED, 1e308)]
+    assert "out of range" in results[1].message
+    assert used(stubs, "acct_extreme", "exports") == 1e308
+    # a limit beyond int64 still resolves as an integer (the largest one)
+    stubs.admin.CreateGrant(
+        pb.CreateGrantRequest(account_id="acct_extreme", feature="seats", value=to_value(1e300)),
+        timeout=5,
+    )
+    seats = stubs.evaluation.Evaluate(
+        pb.EvaluateRequest(account_id="acct_extreme", feature="seats"), timeout=5
+    )
+    assert seats.as_integer == 2**63 - 1 and seats.metering.limit == 1e300
+    everything = stubs.evaluation.EvaluateAll(
+        pb.EvaluateAllRequest(account_id="acct_extreme"), timeout=5
+    )
+    assert everything.error_code == "" and everything.resolutions["exports"].has_access is False

@@ -49,7 +49,8 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--db",
         default=_env("DB", "plangate.db"),
-        help="SQLite file for durable state [PLANGATE_DB]",
+        help="durable state: a SQLite file, or postgresql://... to share one database among "
+        "sidecars (shared mode) [PLANGATE_DB]",
     )
     p.add_argument(
         "--host",
@@ -148,7 +149,7 @@ def serve(args: argparse.Namespace) -> int:
     except CatalogError as exc:
         print(f"plangate serve: catalog {args.catalog} cannot be loaded:\n{exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # unusable port, token file, store
         print(f"plangate serve: {exc}", file=sys.stderr)
         return 1
     print(

@@ -84,7 +84,7 @@ def metadata(decision: Decision) -> dict[str, bool | int | float | str]:
 
 
 def _mismatch(feature: Feature, kind: Kind) -> EvaluationError:
-    allowed = ", ".join(k.value for k in Kind if _fits(feature.type, k))
+    allowed = _ALLOWED[feature.type]
     return EvaluationError(
         ErrorCode.TYPE_MISMATCH,
         f"{feature.key} is a {feature.type.value} feature; resolve it as {allowed}, not {kind.value}",
@@ -99,6 +99,13 @@ _FITS: dict[FeatureType, set[Kind]] = {
     FeatureType.LIST: {Kind.OBJECT},
     FeatureType.OBJECT: {Kind.OBJECT},
     FeatureType.METERED: {Kind.BOOLEAN, Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
+}
+
+
+# Front ends resolve a decision as every kind to fill typed fields, so mismatches are routine:
+# their "resolve it as ..." lists are built once here, not per evaluation.
+_ALLOWED: dict[FeatureType, str] = {
+    ftype: ", ".join(k.value for k in Kind if k in kinds) for ftype, kinds in _FITS.items()
 }
 
 

@@ -24,22 +24,37 @@ class AccountChanged:
 Event = CatalogChanged | AccountChanged
 
 
+_NOTICE = 0.2
+"""Seconds within which an idle subscriber notices it (or its hub) was closed: a stream
+ends promptly on client cancel and on shutdown instead of at its next heartbeat."""
+
+
 class Subscriber:
     """One listener's queue; iterate to receive events, `None` on each idle `timeout`."""
 
     def __init__(self, hub: EventHub, timeout: float) -> None:
         self._hub = hub
         self._timeout = timeout
+        self._closed = False
         self.queue: queue.Queue[Event] = queue.Queue(maxsize=10_000)
 
     def __iter__(self) -> Iterator[Event | None]:
-        while not self._hub.closed:
+        idle = 0.0
+        while not (self._closed or self._hub.closed):
+            wait = max(0.001, min(_NOTICE, self._timeout - idle))
             try:
-                yield self.queue.get(timeout=self._timeout)
+                event = self.queue.get(timeout=wait)
             except queue.Empty:
-                yield None
+                idle += wait
+                if idle >= self._timeout:
+                    idle = 0.0
+                    yield None
+                continue
+            idle = 0.0
+            yield event
 
     def close(self) -> None:
+        self._closed = True
         self._hub.unsubscribe(self)
 
 

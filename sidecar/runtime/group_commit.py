@@ -10,8 +10,10 @@ meanwhile queue up for the next group. A lone caller runs at once, so there is n
 latency when there is no contention: the group size adapts to the load by itself.
 
 The grouped batch keeps arrival order, and the store applies a batch sequentially, so every
-caller gets exactly the outcomes it would have had alone (idempotency keys included). If the
-transaction fails, every caller in the group gets the error: none of their writes happened.
+caller gets exactly the outcomes it would have had alone: idempotency keys included, and a
+Consume's check (`UsageWrite.admit`) sees the counter as the writes before it in the group
+left it. If the transaction fails, every caller in the group gets the error: none of their
+writes happened.
 """
 
 from __future__ import annotations

@@ -110,12 +110,13 @@ class LiveState:
         self.clock = clock
         self.events = EventHub()
         self._write = threading.RLock()
-        self.records = PackedRecords(store.load_records())
+        loaded = store.load_records()
+        self.records = PackedRecords(loaded)
         self.counters = Counters(store.load_counters())
-        self.snapshot = self._build(catalog, self.records)
+        self.snapshot = self._build(catalog, loaded)  # from the dicts at hand: no re-decoding
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
         self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
-        # concurrent Report calls share one store transaction (one commit, one lock per counter)
+        # concurrent Report/Consume calls share a store transaction (one commit, one lock per counter)
         self._usage_writes = GroupCommit[UsageWrite, UsageOutcome](self._record)
 
     @property
@@ -239,7 +240,8 @@ class LiveState:
         return [o for o in outcomes if o is not None]
 
     def _record(self, writes: list[UsageWrite]) -> list[UsageOutcome]:
-        """Store the writes of every Report call in one group (see `group_commit`) and serve them."""
+        """Store the writes of concurrent Report and Consume calls as one group (one transaction,
+        see `group_commit`) and serve them."""
         with self._write:
             stored = self.store.record_usage(writes)
             for w, outcome in zip(writes, stored, strict=True):
@@ -262,36 +264,34 @@ class LiveState:
                 ErrorCode.INVALID_CONTEXT,
                 "consume takes a non-negative amount; report refunds instead",
             )
-        with self._write:
-            decision = evaluate(
-                self.snapshot,
-                report.account,
-                report.feature,
-                {"requested": requested},
-                report.timestamp or now,
+        decision = evaluate(
+            self.snapshot,
+            report.account,
+            report.feature,
+            {"requested": requested},
+            report.timestamp or now,
+        )
+        m = decision.metering
+        if m is None or decision.denial in (
+            "account_not_found",
+            "no_entitlement",
+            "feature_disabled",
+        ):
+            return ConsumeOutcome(
+                False,
+                m.used if m else 0.0,
+                decision.denial.value if decision.denial else "no_entitlement",
             )
-            m = decision.metering
-            if m is None or decision.denial in (
-                "account_not_found",
-                "no_entitlement",
-                "feature_disabled",
-            ):
-                return ConsumeOutcome(
-                    False,
-                    m.used if m else 0.0,
-                    decision.denial.value if decision.denial else "no_entitlement",
-                )
-            limit = MeteredLimit(m.limit, m.soft_limit, m.overage_cap)
+        limit = MeteredLimit(m.limit, m.soft_limit, m.overage_cap)
 
-            def admit(current: float) -> str | None:
-                granted, denial = metered_access(limit, current, requested)
-                return None if granted else (denial.value if denial else "usage_limit_reached")
+        def admit(current: float) -> str | None:
+            granted, denial = metered_access(limit, current, requested)
+            return None if granted else (denial.value if denial else "usage_limit_reached")
 
-            outcome = self.store.record_usage([replace(write, admit=admit)])[0]
-            if outcome.status is Status.APPLIED:
-                self.counters.values[(write.scope_key, write.feature.key, write.period_start)] = (
-                    outcome.usage
-                )
+        # The limit comes from the snapshot; the check runs in the store transaction against the
+        # stored (locked) counter, in order with the writes grouped with it: exact, even when
+        # other Consume and Report calls (or other sidecars) write the same counter.
+        outcome = self._usage_writes.submit([replace(write, admit=admit)])[0]
         if outcome.status is Status.APPLIED:
             self._usage_changed([write.scope_key])
             self._quota_fired([(write, outcome)])

@@ -77,6 +77,15 @@ class AdminService(pb_grpc.AdminServicer):
         self.state.refuse_declared(account_id)
         return self.state.record_of(account_id)
 
+    def _declared_grant(self, account_id: str, grant_id: str) -> bool:
+        """Whether the catalog file declares this grant (the API may not remove or shadow it)."""
+        declared = self.state.catalog.accounts.get(account_id)
+        return (
+            bool(grant_id)
+            and declared is not None
+            and any(g.id == grant_id for g in declared.grants)
+        )
+
     def _subscription(self, account: pb.Account, subscription_id: str) -> pb.Subscription:
         for sub in account.subscriptions:
             if sub.id == subscription_id:
@@ -249,6 +258,10 @@ class AdminService(pb_grpc.AdminServicer):
         require(bool(request.account_id), "account_id is required")
         require(bool(request.feature), "feature is required")
         require(request.HasField("value"), "value is required (e.g. 500000 for a metered feature)")
+        if self._declared_grant(request.account_id, request.id):
+            raise rec.AdminError(
+                f"grant id {request.id!r} already exists on account {request.account_id!r}"
+            )
         record, grant_id = rec.add_grant(
             self.state.record_of(request.account_id),
             request.feature,
@@ -266,6 +279,11 @@ class AdminService(pb_grpc.AdminServicer):
     ) -> pb.Account:
         require(bool(request.account_id), "account_id is required")
         require(bool(request.grant_id), "grant_id is required")
+        if self._declared_grant(request.account_id, request.grant_id):
+            raise rec.Declared(
+                f"grant {request.grant_id!r} of account {request.account_id!r} is declared in "
+                f"{self.state.catalog.source}; remove it there"
+            )
         record = rec.remove_grant(self.state.record_of(request.account_id), request.grant_id)
         return self._commit(record, "RevokeGrant")
 

@@ -22,7 +22,7 @@ from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
-from ..store import open_store
+from ..store import describe_db, open_store
 from ..store.base import DeliveryStatus, Firing
 from ..store.errors import StoreUnavailable
 from ..sync.catalog_watch import CatalogWatcher
@@ -158,15 +158,20 @@ class Sidecar:
             [*names, *flagd_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         address = f"{s.host}:{s.port}"
+        creds = None
         if s.tls_cert and s.tls_key:
             creds = grpc.ssl_server_credentials(
                 [(Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes())],
                 root_certificates=Path(s.tls_client_ca).read_bytes() if s.tls_client_ca else None,
                 require_client_auth=bool(s.tls_client_ca),
             )
-            self.port = server.add_secure_port(address, creds)
-        else:
-            self.port = server.add_insecure_port(address)
+        try:  # grpcio reports a busy port as RuntimeError (newer) or port 0 (older)
+            if creds is not None:
+                self.port = server.add_secure_port(address, creds)
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
             raise OSError(f"cannot listen on {address} (port in use?); choose another with --port")
         if s.socket:
@@ -235,7 +240,7 @@ class Sidecar:
             self.settings.host,
             self.port,
             self.management_port,
-            self.settings.db,
+            describe_db(self.settings.db),
             self.settings.environment,
         )
         return self

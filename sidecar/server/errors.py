@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from ..runtime.records import AdminError, Declared, NotFound
-from ..store.errors import StoreUnavailable
+from ..store.errors import StoreConflict, StoreUnavailable
 from .metrics import Metrics
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,6 +45,8 @@ def handled(method: F) -> F:
                 code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
             except StoreUnavailable as exc:  # shared mode: the database is away; retry later
                 code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
+            except StoreConflict as exc:  # shared mode: another sidecar changed it first
+                code, message = grpc.StatusCode.ABORTED, str(exc)
         self.metrics.rpc_errors.labels(name, code.name).inc()
         context.abort(code, f"{name}: {message}")
 

@@ -1,5 +1,7 @@
 """Durable state behind one interface; SQLite is the embedded default."""
 
+from urllib.parse import urlsplit, urlunsplit
+
 from .base import (
     Admit,
     CounterKey,
@@ -22,6 +24,17 @@ def open_store(url: str, environment: str) -> Store:
     return SqliteStore(url.removeprefix("sqlite:///"), environment)
 
 
+def describe_db(url: str) -> str:
+    """`--db` fit for a log line: a password in a PostgreSQL URL is masked."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 __all__ = [
     "Admit",
     "CounterKey",
@@ -32,5 +45,6 @@ __all__ = [
     "StoreError",
     "UsageOutcome",
     "UsageWrite",
+    "describe_db",
     "open_store",
 ]

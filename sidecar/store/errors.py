@@ -12,3 +12,8 @@ class StoreUnavailable(ConnectionError):
     Nothing was changed unless the message says the outcome is unknown (connection lost while
     committing): a retry with the same idempotency key is then still safe.
     """
+
+
+class StoreConflict(RuntimeError):
+    """A write lost a race with another sidecar sharing the database; nothing was changed and
+    the request may be retried (it then applies to the current state)."""

@@ -11,7 +11,8 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .base import (
     UsageOutcome,
     UsageWrite,
 )
+from .errors import StoreUnavailable
 from .timefmt import parse_ts, ts
 
 
@@ -134,6 +136,29 @@ class SqliteStore:
                 if current == known:
                     return
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the process lock; a database held locked by another
+        process past the busy timeout is reported as `StoreUnavailable` (retryable)."""
+        with self._lock:
+            c = self._conn
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                yield c
+                c.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StoreUnavailable(
+                        f"{self.path} is locked by another process: {exc}"
+                    ) from exc
+                raise
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+
     # -- accounts ----------------------------------------------------------------------------
 
     def load_records(self) -> dict[str, Record]:
@@ -143,16 +168,16 @@ class SqliteStore:
         return {account_id: json.loads(record) for account_id, record in rows}
 
     def save_record(self, record: Record) -> None:
-        with self._lock:
-            self._conn.execute(
+        with self._transaction() as c:
+            c.execute(
                 "INSERT INTO accounts (environment, id, record, updated_at) VALUES (?, ?, ?, datetime('now')) "
                 "ON CONFLICT (environment, id) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
                 (self.environment, record["id"], json.dumps(record, sort_keys=True)),
             )
 
     def delete_record(self, account_id: str) -> bool:
-        with self._lock:
-            cur = self._conn.execute(
+        with self._transaction() as c:
+            cur = c.execute(
                 "DELETE FROM accounts WHERE environment = ? AND id = ?",
                 (self.environment, account_id),
             )
@@ -170,16 +195,9 @@ class SqliteStore:
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
         env = self.environment
         outcomes: list[UsageOutcome] = []
-        with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                for w in writes:
-                    outcomes.append(self._apply(c, env, w))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        with self._transaction() as c:
+            for w in writes:
+                outcomes.append(self._apply(c, env, w))
         return outcomes
 
     def _apply(self, c: sqlite3.Connection, env: str, w: UsageWrite) -> UsageOutcome:
@@ -290,18 +308,11 @@ class SqliteStore:
     def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
         counter = (self.environment, scope_key, feature, ts(period_start))
         where = "environment = ? AND scope = ? AND feature = ? AND period_start = ?"
-        with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                row = c.execute(f"SELECT value FROM usage WHERE {where}", counter).fetchone()
-                c.execute(f"DELETE FROM usage WHERE {where}", counter)
-                c.execute(f"DELETE FROM usage_unique WHERE {where}", counter)
-                c.execute(f"DELETE FROM quota_fired WHERE {where}", counter)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        with self._transaction() as c:
+            row = c.execute(f"SELECT value FROM usage WHERE {where}", counter).fetchone()
+            c.execute(f"DELETE FROM usage WHERE {where}", counter)
+            c.execute(f"DELETE FROM usage_unique WHERE {where}", counter)
+            c.execute(f"DELETE FROM quota_fired WHERE {where}", counter)
         return float(row[0]) if row else 0.0
 
     # -- outbox ------------------------------------------------------------------------------
@@ -332,23 +343,16 @@ class SqliteStore:
         )
 
     def claim_deliveries(self, now: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
-        with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                rows = c.execute(
-                    f"SELECT {self._DELIVERY} FROM outbox WHERE environment = ? "
-                    "AND status = 'pending' AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
-                    (self.environment, ts(now), limit),
-                ).fetchall()
-                c.executemany(
-                    "UPDATE outbox SET next_attempt_at = ? WHERE seq = ?",
-                    [(ts(lease_until), row[0]) for row in rows],
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        with self._transaction() as c:
+            rows = c.execute(
+                f"SELECT {self._DELIVERY} FROM outbox WHERE environment = ? "
+                "AND status = 'pending' AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
+                (self.environment, ts(now), limit),
+            ).fetchall()
+            c.executemany(
+                "UPDATE outbox SET next_attempt_at = ? WHERE seq = ?",
+                [(ts(lease_until), row[0]) for row in rows],
+            )
         return [self._delivery(row) for row in rows]
 
     def finish_delivery(
@@ -401,32 +405,25 @@ class SqliteStore:
             return [self._delivery(row) for row in rows.fetchall()]
 
     def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
-        with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                if ids is None:
-                    rows = c.execute(
-                        "SELECT id FROM outbox WHERE environment = ? AND status = 'failed'",
-                        (self.environment,),
-                    ).fetchall()
-                else:
-                    marks = ", ".join("?" * len(ids))
-                    rows = c.execute(
-                        f"SELECT id FROM outbox WHERE environment = ? AND status != 'delivered' "
-                        f"AND id IN ({marks})",
-                        (self.environment, *ids),
-                    ).fetchall()
-                changed = [row[0] for row in rows]
-                c.executemany(
-                    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, "
-                    "updated_at = ? WHERE environment = ? AND id = ?",
-                    [(ts(now), ts(now), self.environment, i) for i in changed],
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        with self._transaction() as c:
+            if ids is None:
+                rows = c.execute(
+                    "SELECT id FROM outbox WHERE environment = ? AND status = 'failed'",
+                    (self.environment,),
+                ).fetchall()
+            else:
+                marks = ", ".join("?" * len(ids))
+                rows = c.execute(
+                    f"SELECT id FROM outbox WHERE environment = ? AND status != 'delivered' "
+                    f"AND id IN ({marks})",
+                    (self.environment, *ids),
+                ).fetchall()
+            changed = [row[0] for row in rows]
+            c.executemany(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, "
+                "updated_at = ? WHERE environment = ? AND id = ?",
+                [(ts(now), ts(now), self.environment, i) for i in changed],
+            )
         return changed
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]:
