@@ -4,14 +4,15 @@ Two real sidecars (in-process, real gRPC and HTTP) share a throwaway cluster
 (`support.postgres`). Each test uses an environment of its own, so tests never see each other's
 state. Covered: a change made through one sidecar shows in the other's evaluations quickly
 (measured), Consume stays exact with concurrent clients on both, concurrent reports are grouped
-without losing a unit, environments stay apart, and a sidecar that loses the database keeps
-serving from memory, says so on /readyz and catches up when the database is back.
+without losing a unit, environments stay apart, a sidecar that loses the database keeps
+serving from memory, says so on /readyz and catches up when the database is back, an admin
+edit from a stale copy is refused rather than lost, and change notifications fit PostgreSQL's
+payload limit.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import threading
 import time
 import urllib.error
@@ -116,33 +117,71 @@ def readyz(sidecar: Any) -> tuple[int, dict[str, Any]]:
 
 def test_a_change_on_one_sidecar_reaches_the_other_within_200ms_at_p99(pair: Pair) -> None:
     """200 changes through A (usage reports and admin overrides, alternating), each timed from
-    just before A is called until B's Evaluate answers with it (A's commit included)."""
-    a, b, sa, sb = pair
+    just before A is called until B's Evaluate answers with it: A's commit included."""
+    _a, b, sa, sb = pair
     account = "acct_latency"
     new_account(sa, b, account)
-    latencies: list[float] = []
+    totals: list[float] = []
+    calls: list[float] = []  # of which: the call on A (write + commit)
+
+    def until_seen(check: Callable[[], bool], start: float, i: int) -> None:
+        while not check():
+            assert time.perf_counter() - start < 5, f"change {i} not visible on B after 5 s"
+            time.sleep(0.0005)  # B's feed thread shares this process: do not starve it
+
     for i in range(200):
         if i % 2 == 0:
-            expected_used = used(sa, account) + 1
+            expected = used(sa, account) + 1
             start = time.perf_counter()
             report(sa, account)
-            while used(sb, account) != expected_used:
-                assert time.perf_counter() - start < 5, f"change {i} not visible on B after 5 s"
+            calls.append((time.perf_counter() - start) * 1000)
+            until_seen(lambda: used(sb, account) == expected, start, i)  # noqa: B023
         else:
             value = i % 100
             start = time.perf_counter()
             set_concurrency(sa, account, value)
-            while concurrency(sb, account) != value:
-                assert time.perf_counter() - start < 5, f"change {i} not visible on B after 5 s"
-        latencies.append((time.perf_counter() - start) * 1000)
-    latencies.sort()
-    p50 = statistics.median(latencies)
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
+            calls.append((time.perf_counter() - start) * 1000)
+            until_seen(lambda: concurrency(sb, account) == value, start, i)  # noqa: B023
+        totals.append((time.perf_counter() - start) * 1000)
+
+    def p(samples: list[float], q: float) -> float:
+        ordered = sorted(samples)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    p50, p99 = p(totals, 0.50), p(totals, 0.99)
     print(
-        f"\nshared mode, A -> B visibility over {len(latencies)} changes: "
-        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms"
+        f"\nshared mode, A -> B visibility over {len(totals)} changes: p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms, max {max(totals):.1f} ms (the call on A alone: p50 "
+        f"{p(calls, 0.5):.1f} ms, p99 {p(calls, 0.99):.1f} ms)"
     )
     assert p99 < 200, f"p99 {p99:.1f} ms"
+
+
+def test_watch_streams_on_the_other_sidecar_hear_of_remote_changes(pair: Pair) -> None:
+    """Providers connected to B drop their cache when A changes an account or its usage."""
+    _a, b, sa, sb = pair
+    account = "acct_watched"
+    new_account(sa, b, account)
+    events: list[tuple[str, tuple[str, ...]]] = []
+    stream = sb.evaluation.Watch(pb.WatchRequest(), timeout=20)
+    assert next(stream).WhichOneof("event") == "ready"
+
+    def collect() -> None:
+        try:
+            for event in stream:
+                if event.WhichOneof("event") == "account_changed":
+                    change = event.account_changed
+                    events.append((change.cause, tuple(change.account_ids)))
+        except grpc.RpcError:
+            pass  # cancelled at the end of the test
+
+    threading.Thread(target=collect, daemon=True).start()
+    time.sleep(0.1)
+    set_concurrency(sa, account, 4)
+    wait_for(lambda: ("sync", (account,)) in events)
+    report(sa, account, 2)
+    wait_for(lambda: ("usage", (account,)) in events)
+    stream.cancel()
 
 
 def test_environments_share_the_database_but_not_their_state(
@@ -253,6 +292,7 @@ def test_a_database_restart_keeps_serving_and_readiness_follows(
     try:
         wait_for(lambda: readyz(a)[0] == 503 and readyz(b)[0] == 503, timeout=10)
         status, detail = readyz(b)
+        assert status == 503
         assert detail["ready"] is False
         assert detail["store"]["feed"] == "disconnected"
         assert detail["store"]["error"]
@@ -312,3 +352,63 @@ def test_a_sidecar_cut_off_from_the_database_catches_up_when_it_is_back(
     assert concurrency(sb, account) == 9
     assert used(sb, account) == 5.0
     assert "acct_new_meanwhile" in b.state.snapshot.accounts
+
+
+# -- admin edits racing across sidecars ----------------------------------------------------------
+
+
+def test_an_admin_edit_made_from_a_stale_copy_is_refused_not_lost(postgres_cluster: Any) -> None:
+    """Two sidecars' stores: B edits an account from the version it holds while A's newer
+    change has not reached it yet. B's write is refused (ABORTED over gRPC); A's change stays."""
+    from plangate.sidecar.store.errors import StoreConflict
+    from plangate.sidecar.store.postgres import PostgresStore
+
+    environment = f"conflict-{uuid.uuid4().hex[:8]}"
+    a, b, c = (PostgresStore(postgres_cluster.url(), environment) for _ in range(3))
+    try:
+        base = {"id": "acct_race", "name": "v1", "subscriptions": [], "grants": []}
+        a.save_record(base)
+        assert b.load_records()["acct_race"]["name"] == "v1"  # B holds v1
+        a.save_record({**base, "name": "v2 through A"})
+        with pytest.raises(StoreConflict):
+            b.save_record({**base, "name": "edited from v1 through B"})
+        assert a.load_records()["acct_race"]["name"] == "v2 through A"
+        b.load_records()  # B catches up (the change feed does this within milliseconds) ...
+        b.save_record({**base, "name": "v3 through B"})  # ... and the retry applies
+        assert a.load_records()["acct_race"]["name"] == "v3 through B"
+        with pytest.raises(StoreConflict):  # C never saw the account: it cannot "create" it
+            c.save_record(base)
+    finally:
+        for store in (a, b, c):
+            store.close()
+
+
+# -- the notification format -----------------------------------------------------------------------
+
+
+def test_change_notifications_split_under_the_payload_limit_and_decode_back() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from plangate.sidecar.store.postgres import NOTIFY_LIMIT, decode_changes, encode_changes
+
+    start = datetime(2026, 6, 1, tzinfo=UTC)
+    accounts = [(f"acct_{i:04d}_{'x' * 40}", 10_000 + i) for i in range(300)]
+    counters = [
+        ((f"sub:acct_{i}/sub_{i}", "monthly-active-users", start + timedelta(hours=i)), i * 1.5, i)
+        for i in range(400)
+    ]
+    payloads = list(encode_changes(accounts, counters))
+    assert len(payloads) > 1
+    assert all(len(p.encode()) <= NOTIFY_LIMIT for p in payloads)
+    got_accounts: dict[str, int] = {}
+    got_counters: dict[Any, tuple[float, int]] = {}
+    for payload in payloads:
+        a, c, reload_all = decode_changes(payload)
+        assert not reload_all
+        got_accounts.update(a)
+        got_counters.update(c)
+    assert got_accounts == dict(accounts)
+    assert got_counters == {key: (value, version) for key, value, version in counters}
+    # an entry that cannot fit any payload asks listeners to re-read everything instead
+    (huge,) = encode_changes([("a" * 9000, 1)], [])
+    assert decode_changes(huge) == ({}, {}, True)

@@ -110,10 +110,9 @@ class LiveState:
         self.clock = clock
         self.events = EventHub()
         self._write = threading.RLock()
-        loaded = store.load_records()
-        self.records = PackedRecords(loaded)
+        self.records = PackedRecords(store.load_records())
         self.counters = Counters(store.load_counters())
-        self.snapshot = self._build(catalog, loaded)  # from the dicts at hand: no re-decoding
+        self.snapshot = self._build(catalog, self.records)
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
         self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
         # concurrent Report/Consume calls share a store transaction (one commit, one lock per counter)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .http_listener import HttpListener
 from .metrics import Metrics
 
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
@@ -45,16 +45,7 @@ class ManagementServer:
 
         self.metrics = metrics
         self.readiness = readiness
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="management-http", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.listener = HttpListener(host, port, Handler, "management", "--management-port")
+        self.port = self.listener.port
+        self.start = self.listener.start
+        self.stop = self.listener.stop

@@ -22,16 +22,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
 
 from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import Decision, ErrorCode, EvaluationError, Kind, evaluate, metadata, resolve_as
 from ..runtime.state import LiveState
+from .http_listener import HttpListener
 from .metrics import Metrics
 
 log = logging.getLogger("plangate.ofrep")
@@ -286,26 +286,10 @@ class OfrepServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s " + format, self.address_string(), *args)
 
-        try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
-        except OSError as exc:
-            raise OSError(
-                f"cannot listen on {host}:{port} for OFREP ({exc.strerror or exc}); "
-                "choose another with --ofrep-port"
-            ) from exc
-        self.httpd.daemon_threads = True
-        self.port: int = self.httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="ofrep-http", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self.httpd.shutdown()
-        self.httpd.server_close()
+        self.listener = HttpListener(host, port, Handler, "OFREP", "--ofrep-port")
+        self.port = self.listener.port
+        self.start = self.listener.start
+        self.stop = self.listener.stop
 
 
 def _dump(data: Mapping[str, Any]) -> bytes:

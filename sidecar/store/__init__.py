@@ -18,8 +18,13 @@ from .sqlite import SqliteStore
 def open_store(url: str, environment: str) -> Store:
     """A store from `--db`: a `postgresql://` URL (shared mode) or a file path (SQLite)."""
     if url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresStore  # psycopg is needed only in shared mode
-
+        try:
+            from .postgres import PostgresStore  # psycopg is needed only in shared mode
+        except ImportError as exc:
+            raise StoreError(
+                f"--db {describe_db(url)} needs the PostgreSQL driver ({exc}); "
+                'install it with: pip install "plangate[postgres]"'
+            ) from exc
         return PostgresStore(url, environment)
     return SqliteStore(url.removeprefix("sqlite:///"), environment)
 

@@ -59,7 +59,7 @@ from .base import (
     UsageOutcome,
     UsageWrite,
 )
-from .errors import StoreUnavailable
+from .errors import StoreConflict, StoreUnavailable
 from .timefmt import parse_ts, ts
 
 log = logging.getLogger("plangate.store.postgres")
@@ -415,7 +415,22 @@ class PostgresStore:
     # -- schema ------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        """Bring the schema to this release's version. A database already there is only read
+        (no DDL, no lock, no CREATE privilege needed); otherwise one sidecar migrates under an
+        advisory lock while the others wait, then find nothing left to do."""
+
         def work(conn: Connection) -> None:
+            exists = conn.execute("SELECT to_regclass('plangate.schema_version')").fetchone()
+            current = self._version(conn) if exists and exists[0] is not None else 0
+            if current >= len(MIGRATIONS):
+                if current > len(MIGRATIONS):
+                    log.warning(
+                        "database schema version %d is newer than this sidecar's (%d); "
+                        "running on it (schema steps are additive)",
+                        current,
+                        len(MIGRATIONS),
+                    )
+                return
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             conn.execute("CREATE SCHEMA IF NOT EXISTS plangate")
             conn.execute(
@@ -423,13 +438,6 @@ class PostgresStore:
                 "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             current = self._version(conn)
-            if current > len(MIGRATIONS):
-                log.warning(
-                    "database schema version %d is newer than this sidecar's (%d); "
-                    "running on it (schema steps are additive)",
-                    current,
-                    len(MIGRATIONS),
-                )
             for version, statements in enumerate(MIGRATIONS[current:], start=current + 1):
                 for statement in statements:
                     conn.execute(statement)
@@ -463,17 +471,35 @@ class PostgresStore:
         return out
 
     def save_record(self, record: Record) -> None:
+        """Upsert the record, but only over the version this sidecar holds in memory.
+
+        Admin edits are read-modify-write of the whole record, made from memory. If another
+        sidecar changed the account since (its notification not applied here yet), writing
+        would silently undo that change; `StoreConflict` refuses instead, and a retry a moment
+        later edits the current record.
+        """
         account_id = str(record["id"])
+        expected = self.versions.account(account_id)
 
         def work(conn: Connection) -> int:
             row = conn.execute(
-                "INSERT INTO plangate.accounts (environment, id, record, version) "
+                "INSERT INTO plangate.accounts AS a (environment, id, record, version) "
                 "VALUES (%s, %s, %s::jsonb, nextval('plangate.change_seq')) "
                 "ON CONFLICT (environment, id) DO UPDATE SET record = excluded.record, "
-                "version = excluded.version, updated_at = now() RETURNING version",
-                (self.environment, account_id, json.dumps(record, sort_keys=True)),
+                "version = excluded.version, updated_at = now() WHERE a.version = %s "
+                "RETURNING version",
+                (
+                    self.environment,
+                    account_id,
+                    json.dumps(record, sort_keys=True),
+                    -1 if expected is None else expected,
+                ),
             ).fetchone()
-            assert row is not None
+            if row is None:
+                raise StoreConflict(
+                    f"account {account_id!r} was just changed through another sidecar; "
+                    "retry the request (this sidecar is catching up now)"
+                )
             version = int(row[0])
             self._notify(conn, accounts=[(account_id, version)])
             return version

@@ -159,7 +159,7 @@ class ChangeFeed:
             now = time.monotonic()
             if now >= next_reconcile:
                 self.reconcile(conn)
-                next_reconcile = next_ping = now + self.reconcile_seconds
+                next_reconcile, next_ping = now + self.reconcile_seconds, now + self.ping_seconds
             elif now >= next_ping:
                 conn.execute("SELECT 1")  # a quiet connection must still prove it is alive
                 next_ping = now + self.ping_seconds
@@ -186,8 +186,11 @@ class ChangeFeed:
             for key, (value, version) in changed_counters.items():
                 if version > counters.get(key, (0.0, -1))[1]:
                     counters[key] = (value, version)
-        # Re-read the accounts: the newest committed row, whatever version was notified.
-        rows = read_accounts(conn, self.store.environment, sorted(accounts)) if accounts else {}
+        # Re-read the accounts memory does not have yet (this sidecar's own changes come back
+        # too): the newest committed row, whatever version was notified.
+        known = self.store.versions.account
+        stale = sorted(i for i, v in accounts.items() if v > (known(i) or 0))  # versions >= 1
+        rows = read_accounts(conn, self.store.environment, stale) if stale else {}
         self._apply(rows, counters)
 
     def reconcile(self, conn: psycopg.Connection[Any]) -> None:

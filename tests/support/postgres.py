@@ -22,6 +22,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,8 +52,9 @@ def find_bindir() -> Path | None:
 def missing_reason() -> str | None:
     """Why a cluster cannot be made here, or None when it can."""
     if find_bindir() is None:
+        where = os.environ.get("PLANGATE_PG_BINDIR") or BINARY_GLOB
         return (
-            f"PostgreSQL server binaries not found ({BINARY_GLOB}/initdb): shared-mode tests "
+            f"PostgreSQL server binaries not found ({where}/initdb): shared-mode tests "
             "need the Debian 'postgresql' package (apt-get install postgresql)"
         )
     return None
@@ -85,6 +87,7 @@ class PostgresCluster:
             self._user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
             os.chown(self.root, account.pw_uid, account.pw_gid)
         self._initialised = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -121,6 +124,7 @@ class PostgresCluster:
                 "-E", "UTF8", "--locale=C", "--no-sync",
             )  # fmt: skip
             self._initialised = True
+            self._watchdog = self._start_watchdog()
         options = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
@@ -151,6 +155,21 @@ class PostgresCluster:
                 self.stop("immediate")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+            if self._watchdog is not None:
+                self._watchdog.communicate(timeout=30)  # EOF: it finds nothing left to do
+
+    def _start_watchdog(self) -> subprocess.Popen[bytes]:
+        """A process that stops the server and deletes the directory once this process is gone,
+        even if it is killed: pg_ctl leaves the server running detached, and a test run
+        stopped by a timeout or Ctrl-C must not leave a PostgreSQL behind."""
+        user = self._user.get("user", -1)
+        group = self._user.get("group", -1)
+        args = [str(self.bindir / "pg_ctl"), str(self.data), str(self.root), str(user), str(group)]
+        return subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, *args],
+            stdin=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C to the test run's process group spares it
+        )
 
     def __enter__(self) -> PostgresCluster:
         return self.start()
@@ -173,6 +192,18 @@ class PostgresCluster:
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,), database="postgres"
         )
         return bool(rows)
+
+
+_WATCHDOG = """
+import os, shutil, subprocess, sys
+pg_ctl, data, root, user, group = sys.argv[1:6]
+sys.stdin.buffer.read()  # returns when the test process closes the pipe or dies
+if os.path.isdir(data):
+    owner = {} if int(user) < 0 else {"user": int(user), "group": int(group), "extra_groups": []}
+    subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True,
+                   cwd=root, **owner)
+shutil.rmtree(root, ignore_errors=True)
+"""
 
 
 def _unprivileged_account() -> pwd.struct_passwd:
