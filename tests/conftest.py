@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from plangate.sidecar.catalog import Catalog, CatalogError, Problem, parse_catalog
+from support.sidecar import Stubs, copy_catalog, in_process
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 """A fixed "now" for tests that do not care about the exact instant (a Monday, mid-month)."""
@@ -76,3 +78,17 @@ def postgres_cluster() -> object:  # yields a PostgresCluster
         pytest.skip(reason or "PostgreSQL server binaries not found")
     with PostgresCluster(bindir) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="module")
+def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One in-process sidecar on the example catalog per test module (a module may override it)."""
+    d = tmp_path_factory.mktemp("sidecar")
+    with in_process(copy_catalog(d), d / "state.db") as sc:
+        yield sc
+
+
+@pytest.fixture(scope="module")
+def stubs(sidecar: Any) -> Iterator[Stubs]:
+    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
+        yield s

@@ -6,30 +6,15 @@ to another. "Served from the cache" is checked on the sidecar's own /metrics cou
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.provider.cache import Entry, ResolutionCache
-from support.sidecar import Stubs, copy_catalog, in_process, wait_for
+from support.sidecar import Stubs, wait_for
 from test_provider_support import native_used, new_account, provider, rpc_count
-
-
-@pytest.fixture(scope="module")
-def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    d = tmp_path_factory.mktemp("cache")
-    with in_process(copy_catalog(d), d / "state.db") as sc:
-        yield sc
-
-
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
 
 
 def _calls(sidecar: Any) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct, from_value
-from support.sidecar import Stubs, copy_catalog, in_process
+from support.sidecar import Stubs
 from test_provider_support import native, provider
 
 ACCOUNTS = ["acct_acme", "acct_globex", "acct_initech", "user_ann", "acct_nobody"]
@@ -49,19 +49,6 @@ FIELD = {
     "string": "as_string",
     "object": "as_object",
 }
-
-
-@pytest.fixture(scope="module")
-def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    d = tmp_path_factory.mktemp("resolution")
-    with in_process(copy_catalog(d), d / "state.db") as sc:
-        yield sc
-
-
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
 
 
 @pytest.fixture(params=[True, False], ids=["cache", "no-cache"])

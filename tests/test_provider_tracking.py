@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +14,8 @@ import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
-from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, in_process, wait_for
+from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, wait_for
 from test_provider_support import native_used, new_account, provider
-
-
-@pytest.fixture(scope="module")
-def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    d = tmp_path_factory.mktemp("tracking")
-    with in_process(copy_catalog(d), d / "state.db") as sc:
-        yield sc
-
-
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
 
 
 def test_ten_thousand_units_across_a_sigkill_are_counted_exactly_once(tmp_path: Path) -> None:

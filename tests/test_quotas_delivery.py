@@ -193,12 +193,6 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Ite
             yield sc
 
 
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
-
-
 def subscribe(stubs: Stubs, account: str, plan: str) -> None:
     stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id=account))
     stubs.admin.CreateSubscription(

@@ -16,7 +16,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct, to_struct, to_value
-from support.sidecar import Stubs, copy_catalog, in_process
+from support.sidecar import Stubs
 
 NOW = datetime.now(UTC)
 
@@ -70,19 +70,6 @@ class Events:
 
     def close(self) -> None:
         self.stream.cancel()
-
-
-@pytest.fixture(scope="module")
-def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    d = tmp_path_factory.mktemp("admin")
-    with in_process(copy_catalog(d), d / "state.db") as sc:
-        yield sc
-
-
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
 
 
 @pytest.fixture

@@ -69,12 +69,6 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield sc
 
 
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
-
-
 # -- gRPC health and reflection --------------------------------------------------------------
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +11,11 @@ import pytest
 from google.protobuf import timestamp_pb2
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_value
-from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, in_process
+from support.sidecar import Stubs, SubprocessSidecar, copy_catalog
 
 APPLIED = pb.ReportResult.STATUS_APPLIED
 DUPLICATE = pb.ReportResult.STATUS_DUPLICATE
 REJECTED = pb.ReportResult.STATUS_REJECTED
-
-
-@pytest.fixture(scope="module")
-def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    d = tmp_path_factory.mktemp("usage")
-    with in_process(copy_catalog(d), d / "state.db") as sc:
-        yield sc
-
-
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
 
 
 def new_account(stubs: Stubs, account_id: str, plan: str = "free", **limits: float) -> None:

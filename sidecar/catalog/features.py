@@ -17,6 +17,7 @@ from .model import (
     Reset,
     Scope,
     freeze,
+    thaw,
 )
 from .source import Document, Path
 from .values import check_keys, is_number, read_list, read_str, slugify
@@ -242,3 +243,23 @@ def _metered_value(doc: Document, path: Path, value: Any) -> MeteredLimit | None
         soft,
         None if cap is None else float(cap),
     )
+
+
+def notation(value: Entitlement) -> Any:
+    """An entitlement back in catalog notation (the inverse of `read_entitlement`), as admin
+    requests, stored records and quota actions carry it."""
+    if value is UNLIMITED or (isinstance(value, MeteredLimit) and value.limit is None):
+        return "unlimited"
+    if isinstance(value, MeteredLimit):
+        assert value.limit is not None
+        if not value.soft:
+            return _whole(value.limit)
+        out: dict[str, Any] = {"limit": _whole(value.limit), "soft": True}
+        if value.overage_cap is not None:
+            out["overage_cap"] = _whole(value.overage_cap)
+        return out
+    return thaw(value)
+
+
+def _whole(value: float) -> int | float:
+    return int(value) if value.is_integer() else value

@@ -31,18 +31,15 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..catalog.accounts import subscription_problems
+from ..catalog.features import notation
 from ..catalog.model import (
-    UNLIMITED,
     Account,
     Catalog,
-    Entitlement,
     Feature,
-    MeteredLimit,
     Quota,
     QuotaAction,
     Subscription,
     Threshold,
-    thaw,
 )
 from ..engine import EvaluationError, Snapshot, active_subscriptions, evaluate
 from ..engine.typed import iso, number
@@ -170,7 +167,7 @@ class QuotaCheck:
             payload = {"secret_env": action.secret_env, "secret_file": action.secret_file}
         elif action.kind == "override":
             target = action.feature
-            payload = {"feature": action.feature, "value": catalog_json(action.value)}
+            payload = {"feature": action.feature, "value": notation(action.value)}
         else:
             target = action.target
             payload = {
@@ -247,22 +244,6 @@ def quota_check(
 def _source(snapshot: Snapshot, sub: Subscription, feature: str) -> str | None:
     sourced = snapshot.plans.entitlements(sub).get(feature)
     return sourced[1] if sourced else None
-
-
-def catalog_json(value: Entitlement) -> Any:
-    """An entitlement back in catalog notation, as admin edits and store records hold it."""
-    if value is UNLIMITED:
-        return "unlimited"
-    if isinstance(value, MeteredLimit):
-        if value.limit is None:
-            return "unlimited"
-        if not value.soft:
-            return number(value.limit)
-        out: dict[str, Any] = {"limit": number(value.limit), "soft": True}
-        if value.overage_cap is not None:
-            out["overage_cap"] = number(value.overage_cap)
-        return out
-    return thaw(value)
 
 
 # -- actions (run by the outbox worker) --------------------------------------------------------

@@ -16,12 +16,10 @@ from ...protocol.values import (
     to_timestamp,
     to_value,
 )
+from ..catalog.features import notation
 from ..catalog.model import (
-    UNLIMITED,
     Account,
-    Entitlement,
     Feature,
-    MeteredLimit,
     Subscription,
     thaw,
 )
@@ -34,7 +32,6 @@ from ..engine import (
     metadata,
     resolve_as,
 )
-from ..engine.typed import number
 from ..engine.usage import Mode
 from .errors import BadRequest
 
@@ -169,22 +166,6 @@ def usage_report(msg: pb.UsageReport | pb.ConsumeRequest, where: str = "") -> Us
     )
 
 
-def entitlement_json(value: Entitlement) -> Any:
-    """An entitlement in catalog notation (what admin requests send back and forth)."""
-    if value is UNLIMITED:
-        return "unlimited"
-    if isinstance(value, MeteredLimit):
-        if value.limit is None:
-            return "unlimited"
-        if not value.soft:
-            return number(value.limit)
-        out: dict[str, Any] = {"limit": number(value.limit), "soft": True}
-        if value.overage_cap is not None:
-            out["overage_cap"] = number(value.overage_cap)
-        return out
-    return thaw(value)
-
-
 def subscription_pb(sub: Subscription) -> pb.Subscription:
     return pb.Subscription(
         id=sub.id,
@@ -207,7 +188,7 @@ def account_pb(account: Account) -> pb.Account:
         overrides=[
             pb.Override(
                 feature=o.feature,
-                value=to_value(entitlement_json(o.value)),
+                value=to_value(notation(o.value)),
                 expires_at=to_timestamp(o.expires_at),
             )
             for o in account.overrides.values()
@@ -216,7 +197,7 @@ def account_pb(account: Account) -> pb.Account:
             pb.Grant(
                 id=g.id,
                 feature=g.feature,
-                value=to_value(entitlement_json(g.value)),
+                value=to_value(notation(g.value)),
                 starts_at=to_timestamp(g.starts_at),
                 ends_at=to_timestamp(g.ends_at),
             )
