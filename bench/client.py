@@ -87,7 +87,9 @@ def measure(quick: bool, reps: int, batch: int) -> dict[str, Any]:
             evaluation = pb_grpc.EvaluationStub(channel)
             usage = pb_grpc.UsageStub(channel)
             echo_channel = grpc.insecure_channel(echo.target)
-            echo_call = echo_channel.unary_unary(METHOD)
+            echo_call = echo_channel.unary_unary(  # raw bytes in and out
+                METHOD, request_serializer=None, response_deserializer=None
+            )
             one = pb.EvaluateRequest(
                 account_id=account, feature=catalogs.BOOLEAN_KEY, type=pb.VALUE_TYPE_BOOLEAN
             )
@@ -143,6 +145,8 @@ def measure(quick: bool, reps: int, batch: int) -> dict[str, Any]:
                 out["errors"]["provider"] = "".join(traceback.format_exception_only(exc)).strip()
             for name, stats in interleaved(cases, reps).items():
                 out["measures"][name] = stats.as_json()
+            for provider in providers:  # their Watch streams would see every usage write
+                provider.shutdown()
 
             counter = itertools.count()
 
@@ -183,8 +187,6 @@ def measure(quick: bool, reps: int, batch: int) -> dict[str, Any]:
             out["measures"]["usage.consume"] = _throughput(
                 10 if quick else 300, consume_one, reps
             ).as_json()
-            for provider in providers:
-                provider.shutdown()
             echo_channel.close()
             channel.close()
     out["settings"] = {

@@ -58,8 +58,9 @@ class Case:
     """A repeated operation: `fn` is called `n` times per repetition.
 
     `per_call=True` times every call separately (for RPCs, where a clock read is noise
-    next to the call) so p50/p99 can be reported; otherwise a repetition is timed as one
-    batch so sub-microsecond clock overhead does not inflate in-memory lookups.
+    next to the call): a repetition's value is then the median call, and p50/p99 over all
+    calls are reported too. Otherwise a repetition is timed as one batch (its mean call),
+    so sub-microsecond clock overhead does not inflate in-memory lookups.
     """
 
     name: str
@@ -75,13 +76,13 @@ def _run_rep(case: Case) -> float:
     fn, n = case.fn, case.n
     if case.per_call:
         clock = time.perf_counter_ns
-        samples = case.samples
-        start = clock()
+        samples: list[int] = []
         for _ in range(n):
             t0 = clock()
             fn()
             samples.append(clock() - t0)
-        return (clock() - start) / n / 1000
+        case.samples += samples
+        return statistics.median(samples) / 1000
     start = time.perf_counter_ns()
     for _ in range(n):
         fn()
@@ -92,6 +93,8 @@ def interleaved(cases: Sequence[Case], reps: int) -> dict[str, Stats]:
     """Warm every case up, then run repetition r of every case before repetition r+1 of any.
 
     Returns microseconds per call (median of the repetitions) per case name.
+    Between repetitions a full collection runs, so one case's garbage is not collected on
+    another case's clock.
     """
     for case in cases:
         for _ in range(case.warmup or max(10, case.n // 10)):
