@@ -8,10 +8,9 @@ store has not made durable.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +29,16 @@ from ..engine import (
     metered_access,
     slot_for,
 )
-from ..store.base import CounterKey, Firing, Record, Status, Store, UsageOutcome, UsageWrite
+from ..store.base import (
+    CounterKey,
+    Firing,
+    PackedRecords,
+    Record,
+    Status,
+    Store,
+    UsageOutcome,
+    UsageWrite,
+)
 from . import quotas
 from . import records as rec
 from .events import AccountChanged, CatalogChanged, EventHub
@@ -64,44 +72,6 @@ class Counters:
 
     def used(self, scope_key: str, feature: str, period_start: datetime) -> float:
         return self.values.get((scope_key, feature, period_start), 0.0)
-
-
-class PackedRecords(MutableMapping[str, Record]):
-    """The stored account records, each held as its compact JSON text.
-
-    Evaluations read `Account`s; a record is read back only to apply an admin edit or to
-    re-validate the accounts against a new catalog. Held as dicts, the records would be
-    most of the sidecar's memory (~1.5 KB per account, next to ~0.5 KB for the `Account`
-    it serves); as text they take ~0.2 KB. Every read decodes a fresh dict to edit freely.
-    """
-
-    __slots__ = ("_texts",)
-
-    def __init__(self, records: Mapping[str, Record] | None = None) -> None:
-        self._texts: dict[str, str] = {}
-        for account_id, record in (records or {}).items():
-            self[account_id] = record
-
-    def __getitem__(self, account_id: str) -> Record:
-        record: Record = json.loads(self._texts[account_id])
-        if record.get("id") == account_id:
-            record["id"] = account_id  # one id string per account: key, Account.id, snapshot key
-        return record
-
-    def __setitem__(self, account_id: str, record: Record) -> None:
-        self._texts[account_id] = json.dumps(record, separators=(",", ":"))
-
-    def __delitem__(self, account_id: str) -> None:
-        del self._texts[account_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._texts)
-
-    def __len__(self) -> int:
-        return len(self._texts)
-
-    def __contains__(self, account_id: object) -> bool:
-        return account_id in self._texts
 
 
 class LiveState:

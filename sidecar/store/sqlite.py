@@ -26,6 +26,7 @@ from .base import (
     Delivery,
     DeliveryStatus,
     Firing,
+    PackedRecords,
     Record,
     Status,
     StoreError,
@@ -77,6 +78,105 @@ def _v2(db: sqlite_utils.Database) -> None:
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit."""
+
+
+Counter = tuple[str, str, str, str]
+"""A usage row's key as stored: (environment, scope, feature, period start text)."""
+
+_KEYS_PER_QUERY = 500
+"""Idempotency keys looked up per query (well under SQLite's bound on parameters)."""
+
+
+class _Batch:
+    """What one `record_usage` transaction has read and will write.
+
+    Counters and idempotency keys are read at most once per batch and kept here as the
+    writes change them, so a batch of N reports on K counters costs K reads and one
+    write per counter instead of four statements per report. `flush` writes it all back
+    inside the same transaction.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, env: str, writes: Sequence[UsageWrite]) -> None:
+        self.conn = conn
+        self.env = env
+        self._values: dict[Counter, float] = {}
+        self._dirty: dict[Counter, None] = {}
+        self._starts: dict[datetime, str] = {}
+        self._known = self._stored_outcomes([w.report.idempotency_key for w in writes])
+        self._new_keys: list[tuple[str, str, str]] = []
+
+    def _stored_outcomes(self, keys: list[str]) -> dict[str, UsageOutcome]:
+        """The first outcomes already stored under any of `keys`, as duplicates."""
+        wanted = list(dict.fromkeys(k for k in keys if k))
+        found: dict[str, UsageOutcome] = {}
+        for i in range(0, len(wanted), _KEYS_PER_QUERY):
+            chunk = wanted[i : i + _KEYS_PER_QUERY]
+            rows = self.conn.execute(
+                "SELECT key, outcome FROM idempotency WHERE environment = ? "
+                f"AND key IN ({', '.join('?' * len(chunk))})",
+                (self.env, *chunk),
+            )
+            for key, text in rows:
+                first = json.loads(text)
+                found[key] = UsageOutcome(
+                    Status.DUPLICATE,
+                    first["usage"],
+                    parse_ts(first["period_start"]),
+                    first["message"],
+                )
+        return found
+
+    def seen(self, key: str) -> UsageOutcome | None:
+        """The duplicate outcome for `key` if it was stored before or earlier in this batch."""
+        return self._known.get(key)
+
+    def remember(self, key: str, outcome: UsageOutcome, start: str) -> None:
+        """Store `outcome` as the first one under `key` (written by `flush`)."""
+        self._known[key] = UsageOutcome(
+            Status.DUPLICATE, outcome.usage, outcome.period_start, outcome.message
+        )
+        payload = {
+            "status": outcome.status.value,
+            "usage": outcome.usage,
+            "period_start": start,
+            "message": outcome.message,
+        }
+        self._new_keys.append((self.env, key, json.dumps(payload)))
+
+    def counter(self, w: UsageWrite) -> Counter:
+        start = self._starts.get(w.period_start)
+        if start is None:
+            start = self._starts[w.period_start] = ts(w.period_start)
+        return (self.env, w.scope_key, w.feature.key, start)
+
+    def current(self, counter: Counter) -> float:
+        value = self._values.get(counter)
+        if value is None:
+            row = self.conn.execute(
+                "SELECT value FROM usage WHERE environment = ? AND scope = ? AND feature = ? "
+                "AND period_start = ?",
+                counter,
+            ).fetchone()
+            value = self._values[counter] = float(row[0]) if row else 0.0
+        return value
+
+    def set(self, counter: Counter, value: float) -> None:
+        self._values[counter] = value
+        self._dirty[counter] = None
+
+    def flush(self) -> None:
+        if self._dirty:
+            self.conn.executemany(
+                "INSERT INTO usage VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (environment, scope, feature, period_start) "
+                "DO UPDATE SET value = excluded.value",
+                [(*counter, self._values[counter]) for counter in self._dirty],
+            )
+        if self._new_keys:
+            self.conn.executemany(
+                "INSERT INTO idempotency VALUES (?, ?, ?, datetime('now'))",
+                self._new_keys,
+            )
 
 
 class SqliteStore:
@@ -161,11 +261,11 @@ class SqliteStore:
 
     # -- accounts ----------------------------------------------------------------------------
 
-    def load_records(self) -> dict[str, Record]:
+    def load_records(self) -> PackedRecords:
         rows = self._conn.execute(
             "SELECT id, record FROM accounts WHERE environment = ?", (self.environment,)
         )
-        return {account_id: json.loads(record) for account_id, record in rows}
+        return PackedRecords.of_texts(rows)
 
     def save_record(self, record: Record) -> None:
         with self._transaction() as c:
@@ -193,41 +293,34 @@ class SqliteStore:
         return {(scope, feature, parse_ts(start)): value for scope, feature, start, value in rows}
 
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
-        env = self.environment
-        outcomes: list[UsageOutcome] = []
+        """Apply `writes` in order in one transaction.
+
+        A batch is the unit of work (a Report call, or a group of concurrent calls), so its
+        statements are batched too: the idempotency keys are looked up in one query, each
+        counter is read once and written once at the end, and the new idempotency rows go in
+        one `executemany`. The outcomes are exactly those of applying the writes one by one.
+        """
         with self._transaction() as c:
-            for w in writes:
-                outcomes.append(self._apply(c, env, w))
+            batch = _Batch(c, self.environment, writes)
+            outcomes = [self._apply(batch, w) for w in writes]
+            batch.flush()
         return outcomes
 
-    def _apply(self, c: sqlite3.Connection, env: str, w: UsageWrite) -> UsageOutcome:
+    def _apply(self, batch: _Batch, w: UsageWrite) -> UsageOutcome:
         key = w.report.idempotency_key
         if key:
-            row = c.execute(
-                "SELECT outcome FROM idempotency WHERE environment = ? AND key = ?", (env, key)
-            ).fetchone()
-            if row is not None:
-                first = json.loads(row[0])
-                return UsageOutcome(
-                    Status.DUPLICATE,
-                    first["usage"],
-                    parse_ts(first["period_start"]),
-                    first["message"],
-                )
-        start = ts(w.period_start)
-        counter = (env, w.scope_key, w.feature.key, start)
-        row = c.execute(
-            "SELECT value FROM usage WHERE environment = ? AND scope = ? AND feature = ? AND period_start = ?",
-            counter,
-        ).fetchone()
-        current = float(row[0]) if row else 0.0
+            first = batch.seen(key)
+            if first is not None:
+                return first
+        counter = batch.counter(w)
+        current = batch.current(counter)
         denial = w.admit(current) if w.admit is not None else None
         if denial is not None:
             outcome = UsageOutcome(Status.DENIED, current, w.period_start, denial)
         else:
             new_unique = True
             if w.feature.aggregation is Aggregation.UNIQUE:
-                cur = c.execute(
+                cur = batch.conn.execute(
                     "INSERT OR IGNORE INTO usage_unique VALUES (?, ?, ?, ?, ?)",
                     (*counter, w.report.unique_key),
                 )
@@ -240,35 +333,17 @@ class SqliteStore:
                     w.period_start,
                     f"{w.feature.key}: usage {current:g} + {w.report.amount:g} is out of range",
                 )
-            c.execute(
-                "INSERT INTO usage VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment, scope, feature, period_start) "
-                "DO UPDATE SET value = excluded.value",
-                (*counter, value),
-            )
-            fired = self._fire(c, counter, w, current, value) if w.on_applied else ()
+            batch.set(counter, value)
+            fired = self._fire(batch.conn, counter, w, current, value) if w.on_applied else ()
             outcome = UsageOutcome(Status.APPLIED, value, w.period_start, fired=fired)
         if key:
-            c.execute(
-                "INSERT INTO idempotency VALUES (?, ?, ?, datetime('now'))",
-                (
-                    env,
-                    key,
-                    json.dumps(
-                        {
-                            "status": outcome.status.value,
-                            "usage": outcome.usage,
-                            "period_start": start,
-                            "message": outcome.message,
-                        }
-                    ),
-                ),
-            )
+            batch.remember(key, outcome, counter[3])
         return outcome
 
     @staticmethod
     def _fire(
         c: sqlite3.Connection,
-        counter: tuple[str, str, str, str],
+        counter: Counter,
         w: UsageWrite,
         old: float,
         new: float,
