@@ -4,7 +4,7 @@ from .decision import Decision, Denial, ErrorCode, EvaluationError, Metering, Re
 from .evaluate import Slot, active_subscriptions, evaluate, find_feature, metered_access, slot_for
 from .periods import Period, period_containing
 from .snapshot import PlanResolver, Snapshot, UsageView, memberships_of
-from .typed import Kind, detail, metadata, resolve_as
+from .typed import Kind, detail, kinds_of, metadata, resolve_as
 from .usage import Mode, UsageRejected, UsageReport, check_report, next_value
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "detail",
     "evaluate",
     "find_feature",
+    "kinds_of",
     "memberships_of",
     "metadata",
     "metered_access",

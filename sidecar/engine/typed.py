@@ -113,6 +113,18 @@ def _fits(ftype: FeatureType, kind: Kind) -> bool:
     return kind in _FITS[ftype]
 
 
+# Kinds in `Kind` order: front ends filling every typed field walk this instead of trying
+# each kind and catching the TYPE_MISMATCH (an exception and a message per miss).
+_KINDS_OF: dict[FeatureType, tuple[Kind, ...]] = {
+    ftype: tuple(k for k in Kind if k in kinds) for ftype, kinds in _FITS.items()
+}
+
+
+def kinds_of(ftype: FeatureType) -> tuple[Kind, ...]:
+    """The kinds a feature of type `ftype` resolves as (design §4 table)."""
+    return _KINDS_OF[ftype]
+
+
 def resolve_as(decision: Decision, feature: Feature, kind: Kind) -> Any:
     """The decision's value as `kind`, or `EvaluationError(TYPE_MISMATCH)`."""
     if not _fits(feature.type, kind):

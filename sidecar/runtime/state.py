@@ -48,6 +48,11 @@ log = logging.getLogger("plangate.state")
 
 Clock = Callable[[], datetime]
 
+_SlotKey = tuple[str, str, datetime]
+"""(account, feature, instant): what a usage write's counter and quota check depend on."""
+_Resolved = tuple[str, datetime, quotas.QuotaCheck | None]
+"""(scope key, period start, quota check) of a `_SlotKey`."""
+
 QuotaListener = Callable[[str, str, Sequence[Firing]], None]
 """Told (account, feature, firings) after a usage write crossed quota thresholds."""
 
@@ -178,33 +183,56 @@ class LiveState:
     def _known(self, account_id: str) -> bool:
         return account_id in self.snapshot.accounts or account_id in self.snapshot.memberships
 
-    def _write_for(self, report: UsageReport, now: datetime) -> UsageWrite:
-        snap = self.snapshot
+    def _write_for(
+        self,
+        report: UsageReport,
+        now: datetime,
+        snap: Snapshot | None = None,
+        resolved: dict[_SlotKey, _Resolved] | None = None,
+    ) -> UsageWrite:
+        """`report` resolved to its counter and quota check against `snap` (default: the
+        current snapshot). `resolved` memoises that resolution within one batch: it depends
+        only on (account, feature, instant), and a batch repeats those a lot (reports carry
+        no timestamp, so they share `now`), while `slot_for` and `quota_check` re-run the
+        evaluation's source selection every time."""
+        snap = self.snapshot if snap is None else snap
         feature = check_report(snap.catalog.features.get(report.feature), report)
-        if not self._known(report.account):
+        account = report.account
+        if account not in snap.accounts and account not in snap.memberships:
             raise UsageRejected(
-                f"unknown account {report.account!r}; create it first (Admin.UpsertAccount)"
+                f"unknown account {account!r}; create it first (Admin.UpsertAccount)"
             )
         at = report.timestamp or now
-        slot = slot_for(snap, report.account, feature, at)
-        check = quotas.quota_check(snap, report.account, feature, at, now, self.store.environment)
-        return UsageWrite(slot.scope_key, feature, slot.period.start, report, on_applied=check)
+        key = (account, feature.key, at)
+        found = resolved.get(key) if resolved is not None else None
+        if found is None:
+            slot = slot_for(snap, account, feature, at)
+            check = quotas.quota_check(snap, account, feature, at, now, self.store.environment)
+            found = (slot.scope_key, slot.period.start, check)
+            if resolved is not None:
+                resolved[key] = found
+        scope_key, period_start, check = found
+        return UsageWrite(scope_key, feature, period_start, report, on_applied=check)
 
     def report(self, reports: Sequence[UsageReport]) -> list[UsageOutcome]:
-        """Record a batch; one outcome per report, in order. Returns only once durable."""
-        now = self.clock()
+        """Record a batch; one outcome per report, in order. Returns only once durable.
+
+        The whole batch is resolved against one snapshot at one `now`, as if it arrived at once.
+        """
+        now, snap = self.clock(), self.snapshot
+        resolved: dict[_SlotKey, _Resolved] = {}
         outcomes: list[UsageOutcome | None] = [None] * len(reports)
         writes: list[tuple[int, UsageWrite]] = []
         for i, report in enumerate(reports):
             try:
-                writes.append((i, self._write_for(report, now)))
+                writes.append((i, self._write_for(report, now, snap, resolved)))
             except UsageRejected as exc:
                 outcomes[i] = UsageOutcome(Status.REJECTED, 0.0, None, str(exc))
         if writes:
             stored = self._usage_writes.submit([w for _, w in writes])
             for (i, _w), outcome in zip(writes, stored, strict=True):
                 outcomes[i] = outcome
-            self._usage_changed(w.scope_key for _, w in writes)
+            self._usage_changed(dict.fromkeys(w.scope_key for _, w in writes))
             self._quota_fired((w, o) for (_, w), o in zip(writes, stored, strict=True))
         return [o for o in outcomes if o is not None]
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import message, struct_pb2
+from google.protobuf import message, struct_pb2, timestamp_pb2
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.values import (
@@ -29,6 +31,7 @@ from ..engine import (
     EvaluationError,
     Kind,
     UsageReport,
+    kinds_of,
     metadata,
     resolve_as,
 )
@@ -48,47 +51,119 @@ _KIND_FIELD = {
 }
 
 
-def resolution(decision: Decision, feature: Feature) -> pb.Resolution:
-    """A decision with every typed value that fits the feature filled in."""
+def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -> pb.Resolution:
+    """A decision with its typed values filled in: every kind that fits the feature, or only
+    `kind` when the caller asked for one (and has checked that it fits).
+
+    `Evaluate` names the type it wants, so computing and encoding the others (the object
+    detail above all) would be wasted work on the hottest RPC; `EvaluateAll` is cached by the
+    provider for any type, so it passes no `kind` and gets them all.
+    """
     out = pb.Resolution(
         feature=decision.feature,
         feature_type=decision.type.value,
-        value=to_value(decision.value),
+        value=plain_value(decision.value),
         variant=decision.variant,
         reason=decision.reason.value,
         has_access=decision.has_access,
         denial=decision.denial.value if decision.denial else "",
         unlimited=decision.unlimited,
-        metadata=to_struct(metadata(decision)),
+        metadata=scalar_struct(metadata(decision)),
     )
     m = decision.metering
     if m is not None:
-        out.metering.CopyFrom(
-            pb.Metering(
-                limit=m.limit,
-                used=m.used,
-                remaining=m.remaining,
-                unlimited=m.unlimited,
-                soft_limit=m.soft_limit,
-                overage_cap=m.overage_cap,
-                overage=m.overage,
-                period_start=to_timestamp(m.period_start),
-                period_end=to_timestamp(m.period_end),
-            )
-        )
-    for kind in Kind:
-        try:
-            value = resolve_as(decision, feature, kind)
-        except EvaluationError:
-            continue
-        if kind is Kind.OBJECT:
-            out.as_object.CopyFrom(to_value(value))
-        elif kind is Kind.INTEGER:
-            # a limit beyond int64 (a catalog or grant may say 1e300) is as good as the maximum
-            out.as_integer = max(INT64_MIN, min(INT64_MAX, value))
-        else:
-            setattr(out, _KIND_FIELD[kind], value)
+        metering = out.metering
+        metering.SetInParent()
+        if m.limit is not None:
+            metering.limit = m.limit
+        metering.used = m.used
+        if m.remaining is not None:
+            metering.remaining = m.remaining
+        metering.unlimited = m.unlimited
+        metering.soft_limit = m.soft_limit
+        if m.overage_cap is not None:
+            metering.overage_cap = m.overage_cap
+        metering.overage = m.overage
+        metering.period_start.seconds, metering.period_start.nanos = _timestamp(m.period_start)
+        if m.period_end is not None:
+            metering.period_end.seconds, metering.period_end.nanos = _timestamp(m.period_end)
+    if kind is not None:
+        _set_typed(out, kind, resolve_as(decision, feature, kind))
+        return out
+    for each in kinds_of(feature.type):
+        _set_typed(out, each, resolve_as(decision, feature, each))
     return out
+
+
+def _set_typed(out: pb.Resolution, kind: Kind, value: Any) -> None:
+    if kind is Kind.OBJECT:
+        out.as_object.CopyFrom(plain_value(value))
+    elif kind is Kind.INTEGER:
+        # a limit beyond int64 (a catalog or grant may say 1e300) is as good as the maximum
+        out.as_integer = max(INT64_MIN, min(INT64_MAX, value))
+    else:
+        setattr(out, _KIND_FIELD[kind], value)
+
+
+def plain_value(value: Any) -> struct_pb2.Value:
+    """`to_value` without `json_format` or `Struct.update`, which walk descriptors in Python
+    per item and were a visible share of an `Evaluate` call."""
+    out = struct_pb2.Value()
+    _fill(out, value)
+    return out
+
+
+def _fill(target: struct_pb2.Value, value: Any) -> None:
+    if value is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif value is True or value is False:
+        target.bool_value = value
+    elif isinstance(value, int | float):
+        target.number_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, Mapping):
+        struct = target.struct_value
+        struct.SetInParent()  # an empty {} must still be a struct, not "no value"
+        fields = struct.fields
+        for key, item in value.items():
+            _fill(fields[key], item)
+    elif isinstance(value, list | tuple):
+        items = target.list_value
+        items.SetInParent()
+        for item in value:
+            _fill(items.values.add(), item)
+    else:  # not JSON-shaped: let `to_value` report it as it always has
+        target.CopyFrom(to_value(value))
+
+
+def scalar_struct(data: Mapping[str, bool | int | float | str]) -> struct_pb2.Struct:
+    """A Struct of scalars (flag metadata), set field by field instead of `Struct.update`."""
+    out = struct_pb2.Struct()
+    fields = out.fields
+    for key, value in data.items():
+        if value is True or value is False:
+            fields[key].bool_value = value
+        elif isinstance(value, str):
+            fields[key].string_value = value
+        else:
+            fields[key].number_value = value
+    return out
+
+
+def timestamp(at: datetime) -> timestamp_pb2.Timestamp:
+    """`to_timestamp` through a cache of (seconds, nanos): `Timestamp.FromDatetime` is
+    pure-Python arithmetic, and period boundaries repeat across calls (every account on a
+    monthly reset shares them)."""
+    seconds, nanos = _timestamp(at)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+
+
+@functools.lru_cache(maxsize=4096)
+def _timestamp(at: datetime) -> tuple[int, int]:
+    ts = to_timestamp(at)
+    assert ts is not None
+    return ts.seconds, ts.nanos
 
 
 def error_resolution(key: str, error: EvaluationError) -> pb.Resolution:
@@ -124,6 +199,8 @@ def struct_arg(data: struct_pb2.Struct, field: str) -> dict[str, Any]:
 
 def context_arg(data: struct_pb2.Struct) -> dict[str, Any]:
     """An evaluation context; one JSON cannot hold is OpenFeature's INVALID_CONTEXT."""
+    if not data.fields:
+        return {}  # most calls send none; `MessageToDict` costs microseconds even then
     try:
         return from_struct(data)
     except ValueError as exc:
@@ -152,9 +229,13 @@ def time_arg(msg: message.Message, field: str, where: str = "") -> datetime | No
     return at
 
 
-def usage_report(msg: pb.UsageReport | pb.ConsumeRequest, where: str = "") -> UsageReport:
-    mode = MODE_OF.get(msg.mode, Mode.DEFAULT) if isinstance(msg, pb.UsageReport) else Mode.ADD
-    timestamp = time_arg(msg, "timestamp", where) if isinstance(msg, pb.UsageReport) else None
+def usage_report(msg: pb.UsageReport | pb.ConsumeRequest, index: int | None = None) -> UsageReport:
+    """The engine's report; `index` is the report's place in a batch, named in errors."""
+    mode, at = Mode.ADD, None
+    if isinstance(msg, pb.UsageReport):
+        mode = MODE_OF.get(msg.mode, Mode.DEFAULT)
+        if msg.HasField("timestamp"):
+            at = time_arg(msg, "timestamp", "" if index is None else f"reports[{index}].")
     return UsageReport(
         account=msg.account_id,
         feature=msg.feature,
@@ -162,7 +243,7 @@ def usage_report(msg: pb.UsageReport | pb.ConsumeRequest, where: str = "") -> Us
         mode=mode,
         unique_key=msg.unique_key,
         idempotency_key=msg.idempotency_key,
-        timestamp=timestamp,
+        timestamp=at,
     )
 
 

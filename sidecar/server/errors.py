@@ -34,7 +34,7 @@ def handled(method: F) -> F:
 
     @functools.wraps(method)
     def run(self: _HasMetrics, request: Any, context: grpc.ServicerContext) -> Any:
-        with self.metrics.rpc_seconds.labels(name).time():
+        with self.metrics.child(self.metrics.rpc_seconds, name).time():
             try:
                 return method(self, request, context)
             except NotFound as exc:

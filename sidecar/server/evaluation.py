@@ -8,7 +8,7 @@ import grpc
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
-from ..engine import EvaluationError, evaluate, resolve_as
+from ..engine import EvaluationError, evaluate
 from ..runtime.events import AccountChanged, CatalogChanged
 from ..runtime.state import LiveState
 from .convert import KIND_OF, context_arg, error_resolution, resolution
@@ -34,15 +34,15 @@ class EvaluationService(pb_grpc.EvaluationServicer):
                 context_arg(request.context),
                 self.state.clock(),
             )
-            kind = KIND_OF.get(request.type)
-            feature = snap.catalog.features[request.feature]
-            if kind is not None:
-                resolve_as(decision, feature, kind)  # raises TYPE_MISMATCH
+            # only the type asked for is resolved (and checked: a mismatch is TYPE_MISMATCH)
+            res = resolution(
+                decision, snap.catalog.features[request.feature], KIND_OF.get(request.type)
+            )
         except EvaluationError as exc:
-            self.metrics.evaluation_errors.labels("native", exc.code.value).inc()
+            self.metrics.child(self.metrics.evaluation_errors, "native", exc.code.value).inc()
             return error_resolution(request.feature, exc)
-        self.metrics.evaluations.labels("native", decision.reason.value).inc()
-        return resolution(decision, feature)
+        self.metrics.child(self.metrics.evaluations, "native", decision.reason.value).inc()
+        return res
 
     @handled
     def EvaluateAll(
@@ -55,7 +55,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         try:
             results = self.state.evaluate_all(request.account_id, context_arg(request.context))
         except EvaluationError as exc:
-            self.metrics.evaluation_errors.labels("native", exc.code.value).inc()
+            self.metrics.child(self.metrics.evaluation_errors, "native", exc.code.value).inc()
             out.error_code, out.error_message = exc.code.value, exc.message
             return out
         for key, result in results.items():
@@ -63,7 +63,9 @@ class EvaluationService(pb_grpc.EvaluationServicer):
                 out.resolutions[key].CopyFrom(error_resolution(key, result))
             else:
                 out.resolutions[key].CopyFrom(resolution(result, snap.catalog.features[key]))
-        self.metrics.evaluations.labels("native_all", "TARGETING_MATCH").inc(len(results))
+        self.metrics.child(self.metrics.evaluations, "native_all", "TARGETING_MATCH").inc(
+            len(results)
+        )
         return out
 
     def Watch(

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from ..store.base import DeliveryStatus
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.evaluations = Counter(
@@ -81,6 +86,15 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0),
             registry=r,
         )
+
+    def child(self, metric: M, *labels: str) -> M:
+        """`metric.labels(*labels)`, looked up once per label set: `labels()` validates and
+        locks on every call, a visible cost on a per-evaluation path."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found  # type: ignore[return-value]  # stored under its own metric's id
 
     # -- the outbox worker's observer (runtime.outbox.OutboxObserver) ---------------------------
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import math
+from datetime import datetime
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
-from ...protocol.values import to_timestamp
 from ..engine import EvaluationError, evaluate
 from ..runtime.state import LiveState
-from ..store.base import Status
-from .convert import error_resolution, resolution, usage_report
+from ..store.base import Status, UsageOutcome
+from .convert import error_resolution, resolution, timestamp, usage_report
 from .errors import handled, require
 from .metrics import Metrics
 
@@ -39,19 +41,33 @@ class UsageService(pb_grpc.UsageServicer):
             f"at most {MAX_BATCH} reports per call; split the batch",
         )
         outcomes = self.state.report(
-            [usage_report(r, f"reports[{i}].") for i, r in enumerate(request.reports)]
+            [usage_report(r, index=i) for i, r in enumerate(request.reports)]
         )
+        return self._response(outcomes)
+
+    def _response(self, outcomes: list[UsageOutcome]) -> pb.ReportResponse:
+        """One result per outcome. Built for batches of thousands: each period's timestamp is
+        made once, and the metrics are counted per status rather than per report."""
         out = pb.ReportResponse()
+        add = out.results.add
+        stamps: dict[datetime, timestamp_pb2.Timestamp] = {}
+        statuses: collections.Counter[Status] = collections.Counter()
         for outcome in outcomes:
-            self.metrics.usage_reports.labels(outcome.status.value).inc()
-            out.results.append(
-                pb.ReportResult(
-                    status=_STATUS[outcome.status],
-                    usage=outcome.usage,
-                    message=outcome.message,
-                    period_start=to_timestamp(outcome.period_start),
-                )
+            statuses[outcome.status] += 1
+            at = outcome.period_start
+            stamp = None
+            if at is not None:
+                stamp = stamps.get(at)
+                if stamp is None:
+                    stamp = stamps[at] = timestamp(at)
+            add(
+                status=_STATUS[outcome.status],
+                usage=outcome.usage,
+                message=outcome.message,
+                period_start=stamp,
             )
+        for status, count in statuses.items():
+            self.metrics.child(self.metrics.usage_reports, status.value).inc(count)
         return out
 
     @handled
@@ -72,7 +88,7 @@ class UsageService(pb_grpc.UsageServicer):
         except EvaluationError as exc:
             require(False, exc.message)
             raise
-        self.metrics.consumes.labels(str(outcome.granted).lower()).inc()
+        self.metrics.child(self.metrics.consumes, str(outcome.granted).lower()).inc()
         snap = self.state.snapshot
         try:
             after = evaluate(snap, request.account_id, request.feature, {}, self.state.clock())

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from json.encoder import encode_basestring_ascii as _quote  # json.dumps' own (C) quoting
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,18 @@ _KEYS_PER_QUERY = 500
 """Idempotency keys looked up per query (well under SQLite's bound on parameters)."""
 
 
+def _outcome_text(outcome: UsageOutcome, start: str) -> str:
+    """What `json.dumps` makes of an outcome (same text, same key order), without its generic
+    walk: one of these is written per idempotency key, so it is on the Report hot path."""
+    usage = outcome.usage
+    # json.dumps writes a finite float as its repr; anything else (an int from a caller) it decides
+    number = repr(usage) if type(usage) is float and math.isfinite(usage) else json.dumps(usage)
+    return (
+        f'{{"status": {_quote(outcome.status.value)}, "usage": {number}, '
+        f'"period_start": {_quote(start)}, "message": {_quote(outcome.message)}}}'
+    )
+
+
 class _Batch:
     """What one `record_usage` transaction has read and will write.
 
@@ -128,20 +141,15 @@ class _Batch:
 
     def seen(self, key: str) -> UsageOutcome | None:
         """The duplicate outcome for `key` if it was stored before or earlier in this batch."""
-        return self._known.get(key)
+        first = self._known.get(key)
+        if first is None or first.status is Status.DUPLICATE:
+            return first
+        return UsageOutcome(Status.DUPLICATE, first.usage, first.period_start, first.message)
 
     def remember(self, key: str, outcome: UsageOutcome, start: str) -> None:
         """Store `outcome` as the first one under `key` (written by `flush`)."""
-        self._known[key] = UsageOutcome(
-            Status.DUPLICATE, outcome.usage, outcome.period_start, outcome.message
-        )
-        payload = {
-            "status": outcome.status.value,
-            "usage": outcome.usage,
-            "period_start": start,
-            "message": outcome.message,
-        }
-        self._new_keys.append((self.env, key, json.dumps(payload)))
+        self._known[key] = outcome
+        self._new_keys.append((self.env, key, _outcome_text(outcome, start)))
 
     def counter(self, w: UsageWrite) -> Counter:
         start = self._starts.get(w.period_start)
