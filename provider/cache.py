@@ -19,14 +19,42 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from openfeature.flag_evaluation import FlagType
+
+from .resolution import Outcome, outcome
+
 CacheKey = tuple[str, str]
 """(account id, canonical JSON of the context attributes that reach the sidecar)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One `EvaluateAll` answer, plus its resolutions already converted for OpenFeature.
+
+    The conversion is memoised here, on the entry, so it lives and dies with it: an
+    invalidation or eviction drops both, and nothing converted for one (account, context)
+    can be served for another.
+    """
+
     catalog_version: str
     resolutions: Mapping[str, Any]  # feature key -> plangate.v1.Resolution
+    _outcomes: dict[tuple[str, FlagType], Outcome] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def outcome(self, feature: str, kind: FlagType) -> Outcome | None:
+        """`feature` as `kind`, converted on first use; None if the catalog lacks it.
+
+        Two threads may convert the same feature at once; both results are equal, so the
+        race is harmless and needs no lock.
+        """
+        found = self._outcomes.get((feature, kind))
+        if found is None:
+            res = self.resolutions.get(feature)
+            if res is None:
+                return None  # not memoised: flag keys come from callers, unbounded
+            found = self._outcomes[(feature, kind)] = outcome(res, kind)
+        return found
 
 
 @dataclass(eq=False, slots=True)

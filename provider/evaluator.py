@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from openfeature.evaluation_context import EvaluationContext
@@ -26,8 +25,10 @@ from .resolution import details, raise_error, raise_rpc_error
 from .transport import Transport
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(NamedTuple):
+    """One evaluation's inputs. A NamedTuple, not a frozen dataclass: it is built on every
+    call, and a frozen dataclass's `__init__` alone costs about a microsecond."""
+
     account: str
     feature: str
     context: dict[str, Any]  # every attribute, JSON-shaped
@@ -43,14 +44,26 @@ def query(feature: str, ctx: EvaluationContext | None) -> Query:
             "PlanGate evaluates per account: set the evaluation context's targeting key "
             "to the account id, e.g. EvaluationContext('acct_42')"
         )
-    attrs = {k: _json(v) for k, v in (ctx.attributes if ctx is not None else {}).items()}
+    assert ctx is not None  # it has a targeting key
+    if not ctx.attributes:  # the common case: no canonical JSON to build
+        return Query(account, feature, {}, {}, 1.0, (account, _NO_CONTEXT))
+    attrs = {k: _json(v) for k, v in ctx.attributes.items()}
     shared = {k: v for k, v in attrs.items() if k != "requested"}
-    key = (account, json.dumps(shared, sort_keys=True, separators=(",", ":"), default=str))
+    key = (account, _KEY.encode(shared) if shared else _NO_CONTEXT)
     return Query(account, feature, attrs, shared, _amount(attrs.get("requested", 1)), key)
+
+
+# The cache key's canonical JSON. One encoder for all calls: `json.dumps` with options
+# builds a new one per call, which costs more than encoding a small context.
+_KEY = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+_NO_CONTEXT = _KEY.encode({})
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _json(value: Any) -> Any:
     """Context attributes as JSON values (the SDK also allows datetimes)."""
+    if type(value) in _SCALARS:  # most attributes: skip the isinstance (ABC) checks
+        return value
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Mapping):
@@ -66,6 +79,15 @@ def _amount(value: Any) -> float | None:
     if value != value or value < 0:
         return None
     return float(value)
+
+
+_VALUE_TYPE = {
+    FlagType.BOOLEAN: pb.VALUE_TYPE_BOOLEAN,
+    FlagType.INTEGER: pb.VALUE_TYPE_INTEGER,
+    FlagType.FLOAT: pb.VALUE_TYPE_FLOAT,
+    FlagType.STRING: pb.VALUE_TYPE_STRING,
+    FlagType.OBJECT: pb.VALUE_TYPE_OBJECT,
+}
 
 
 class Evaluator:
@@ -87,9 +109,9 @@ class Evaluator:
         self, feature: str, kind: FlagType, ctx: EvaluationContext | None
     ) -> FlagResolutionDetails[Any]:
         q = query(feature, ctx)
-        found = self._cached(q)
-        if found is not None:
-            return self._finish(q, found, 1.0, kind)
+        cached = self._cached(q)
+        if cached is not None:
+            return self._hit(q, cached, kind)
         stub = self._transport.evaluation
         if self._cacheable(q):
             assert self._cache is not None
@@ -101,8 +123,8 @@ class Evaluator:
                 self._cache.abandon(fetch)
                 raise
             self._cache.put(fetch, entry)
-            return self._finish(q, _pick(entry, q.feature), 1.0, kind)
-        res = self._call(stub.Evaluate, self._one_request(q))
+            return self._hit(q, entry, kind)
+        res = self._call(stub.Evaluate, self._one_request(q, kind))
         return self._finish(q, res, _or_one(q.requested), kind)
 
     def _call(self, method: Any, request: Any) -> Any:
@@ -117,9 +139,9 @@ class Evaluator:
         self, feature: str, kind: FlagType, ctx: EvaluationContext | None
     ) -> FlagResolutionDetails[Any]:
         q = query(feature, ctx)
-        found = self._cached(q)
-        if found is not None:
-            return self._finish(q, found, 1.0, kind)
+        cached = self._cached(q)
+        if cached is not None:
+            return self._hit(q, cached, kind)
         stub = self._transport.aio_evaluation()
         if self._cacheable(q):
             assert self._cache is not None
@@ -131,8 +153,8 @@ class Evaluator:
                 self._cache.abandon(fetch)
                 raise
             self._cache.put(fetch, entry)
-            return self._finish(q, _pick(entry, q.feature), 1.0, kind)
-        res = await self._call_async(stub.Evaluate, self._one_request(q))
+            return self._hit(q, entry, kind)
+        res = await self._call_async(stub.Evaluate, self._one_request(q, kind))
         return self._finish(q, res, _or_one(q.requested), kind)
 
     async def _call_async(self, method: Any, request: Any) -> Any:
@@ -146,28 +168,55 @@ class Evaluator:
     def _cacheable(self, q: Query) -> bool:
         return self._cache is not None and self._cache.active and q.requested is not None
 
-    def _cached(self, q: Query) -> pb.Resolution | None:
+    def _cached(self, q: Query) -> Entry | None:
         if not self._cacheable(q):
             return None
         assert self._cache is not None
-        entry = self._cache.get(q.key)
-        return None if entry is None else _pick(entry, q.feature)
+        return self._cache.get(q.key)
 
     def _all_request(self, q: Query) -> pb.EvaluateAllRequest:
         return pb.EvaluateAllRequest(account_id=q.account, context=to_struct(q.shared))
 
-    def _one_request(self, q: Query) -> pb.EvaluateRequest:
+    def _one_request(self, q: Query, kind: FlagType) -> pb.EvaluateRequest:
+        # Naming the type lets the sidecar resolve just that one (and report a mismatch).
         return pb.EvaluateRequest(
-            account_id=q.account, feature=q.feature, context=to_struct(q.context)
+            account_id=q.account,
+            feature=q.feature,
+            context=to_struct(q.context),
+            type=_VALUE_TYPE[kind],
         )
+
+    def _hit(self, q: Query, entry: Entry, kind: FlagType) -> FlagResolutionDetails[Any]:
+        """An answer from a cached `EvaluateAll` (computed for `requested` = 1).
+
+        The entry's memoised conversion serves it, unless the feature is metered and pending
+        usage or another `requested` amount changes the answer: that case is re-derived.
+        """
+        found = entry.outcome(q.feature, kind)
+        if found is None:
+            raise FlagNotFoundError(f"no feature {q.feature!r} in catalog {entry.catalog_version}")
+        if found.metered and q.requested is not None and self._moves(q, q.requested):
+            return details(self._adjusted(q, found.source, q.requested, 1.0), kind)
+        return found.details()
+
+    def _moves(self, q: Query, requested: float) -> bool:
+        """Whether a cached metered answer may differ for this call (another amount than
+        the cached 1, or usage tracked and not yet acknowledged)."""
+        return requested != 1.0 or self._pending.has(q.account, q.feature)
 
     def _finish(
         self, q: Query, res: pb.Resolution, computed_for: float, kind: FlagType
     ) -> FlagResolutionDetails[Any]:
         if q.requested is not None and res.feature_type == "metered" and not res.error_code:
-            used = self._pending.used(q.account, q.feature, res.metering.used)
-            res = adjusted(res, used=used, requested=q.requested, computed_for=computed_for)
+            res = self._adjusted(q, res, q.requested, computed_for)
         return details(res, kind)
+
+    def _adjusted(
+        self, q: Query, res: pb.Resolution, requested: float, computed_for: float
+    ) -> pb.Resolution:
+        """`res` with pending usage and `requested` applied; `res` itself if neither moves it."""
+        used = self._pending.used(q.account, q.feature, res.metering.used)
+        return adjusted(res, used=used, requested=requested, computed_for=computed_for)
 
 
 def _or_one(requested: float | None) -> float:
@@ -179,10 +228,3 @@ def _entry(response: pb.EvaluateAllResponse) -> Entry:
     if response.error_code:
         raise_error(response.error_code, response.error_message or response.error_code)
     return Entry(response.catalog_version, response.resolutions)
-
-
-def _pick(entry: Entry, feature: str) -> pb.Resolution:
-    res: pb.Resolution | None = entry.resolutions.get(feature)
-    if res is None:
-        raise FlagNotFoundError(f"no feature {feature!r} in catalog {entry.catalog_version}")
-    return res

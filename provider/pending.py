@@ -60,6 +60,15 @@ class PendingUsage:
             else:
                 counter.added -= item[1]
 
+    def has(self, account: str, feature: str) -> bool:
+        """Whether any report for (account, feature) is in flight (cheaper than `used`).
+
+        Lock-free on purpose (it runs on every cached metered check): one dict membership
+        test is atomic, and a report added or settled concurrently is simply ordered before
+        or after this call, as it would be with the lock.
+        """
+        return (account, feature) in self._counters
+
     def used(self, account: str, feature: str, reported: float) -> float | None:
         """`reported` plus what is still in flight, or None when nothing is in flight."""
         with self._lock:

@@ -8,6 +8,8 @@ in the caller's default, reason ERROR and the error code uniformly.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NoReturn
 
 import grpc
@@ -44,8 +46,12 @@ _FIELD = {
 
 def raise_error(code: str, message: str) -> NoReturn:
     """Raise the SDK exception for an OpenFeature error code sent by the sidecar."""
+    raise _error(code, message)
+
+
+def _error(code: str, message: str) -> OpenFeatureError:
     factory = _ERRORS.get(code)
-    raise (factory(message) if factory else GeneralError(f"{code}: {message}"))
+    return factory(message) if factory else GeneralError(f"{code}: {message}")
 
 
 def raise_rpc_error(error: grpc.RpcError, target: str) -> NoReturn:
@@ -60,34 +66,90 @@ def raise_rpc_error(error: grpc.RpcError, target: str) -> NoReturn:
 
 def details(res: pb.Resolution, kind: FlagType) -> FlagResolutionDetails[Any]:
     """The value of `res` as `kind`, with its variant, reason and flag metadata."""
+    return outcome(res, kind).details()
+
+
+Metadata = Mapping[str, bool | int | float | str]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """`res` read as one flag type, converted once so a cache hit replays it cheaply.
+
+    Converting a `Resolution` (protobuf Struct -> dict through `json_format`, type checks,
+    error mapping) costs more than the rest of an evaluation; a cached resolution never
+    changes, so the conversion is done once per (entry, feature, type) and `details()` only
+    builds the per-call objects. Anything a caller could mutate (the metadata dict, object
+    values) is copied per call, so callers never share state with the cache or each other.
+    """
+
+    source: pb.Resolution
+    metered: bool  # a metered feature without error: pending usage or `requested` may move it
+    value: Any = None
+    reason: str | None = None
+    variant: str | None = None
+    flag_metadata: Metadata = field(default_factory=dict)
+    error: Callable[[], OpenFeatureError] | None = None  # raised afresh on every call
+    mutable_value: bool = False  # an object value: copied per call
+
+    def details(self) -> FlagResolutionDetails[Any]:
+        if self.error is not None:
+            raise self.error()
+        return FlagResolutionDetails(
+            value=_copy(self.value) if self.mutable_value else self.value,
+            reason=self.reason,
+            variant=self.variant,
+            flag_metadata=dict(self.flag_metadata),
+        )
+
+
+def outcome(res: pb.Resolution, kind: FlagType) -> Outcome:
+    """Everything `details` needs from `res` as `kind`, or the error it must raise."""
+    metered = res.feature_type == "metered" and not res.error_code
     if res.error_code:
-        raise_error(res.error_code, res.error_message or res.error_code)
-    field = _FIELD[kind]
-    if not res.HasField(field):
-        raise TypeMismatchError(
+        message = res.error_message or res.error_code
+        return Outcome(res, metered, error=partial(_error, res.error_code, message))
+    field_name = _FIELD[kind]
+    if not res.HasField(field_name):
+        message = (
             f"{res.feature} is a {res.feature_type} feature; resolve it as "
             f"{', '.join(fits(res))}, not {kind.value.lower()}"
         )
-    value: Any
+        return Outcome(res, metered, error=partial(TypeMismatchError, message))
+    return Outcome(
+        res,
+        metered,
+        value=_value(res, kind, field_name),
+        reason=res.reason or None,
+        variant=res.variant or None,
+        flag_metadata=metadata(res),
+        mutable_value=kind is FlagType.OBJECT,
+    )
+
+
+def _value(res: pb.Resolution, kind: FlagType, field_name: str) -> Any:
     if kind is FlagType.OBJECT:
         value = from_value(res.as_object)
         if value is None:
             # An empty list/struct `Value` that was never given its kind reads as null;
             # OpenFeature object values cannot be null, and the feature type says which.
             value = [] if res.feature_type == "list" else {}
-    elif kind is FlagType.FLOAT:
-        value = float(res.as_float)
-    else:
-        value = getattr(res, field)
-    return FlagResolutionDetails(
-        value=value,
-        reason=res.reason or None,
-        variant=res.variant or None,
-        flag_metadata=metadata(res),
-    )
+        return value
+    if kind is FlagType.FLOAT:
+        return float(res.as_float)
+    return getattr(res, field_name)
 
 
-def metadata(res: pb.Resolution) -> Mapping[str, bool | int | float | str]:
+def _copy(value: Any) -> Any:
+    """A deep copy of a JSON-shaped value (much cheaper than `copy.deepcopy`)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def metadata(res: pb.Resolution) -> Metadata:
     """The sidecar's flag metadata (scalars only, design §4), as plain Python values."""
     return {
         k: v
@@ -97,4 +159,4 @@ def metadata(res: pb.Resolution) -> Mapping[str, bool | int | float | str]:
 
 
 def fits(res: pb.Resolution) -> list[str]:
-    return [kind.value.lower() for kind, field in _FIELD.items() if res.HasField(field)]
+    return [kind.value.lower() for kind, name in _FIELD.items() if res.HasField(name)]
