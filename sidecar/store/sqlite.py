@@ -11,6 +11,7 @@ import json
 import math
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -193,20 +194,32 @@ class SqliteStore:
         self.path = str(path)
         self._lock = threading.Lock()
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn = conn
+        self._db = sqlite_utils.Database(conn)
         try:
-            # busy_timeout first: switching to WAL and migrating may wait for another opener
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            self._conn = conn
-            self._db = sqlite_utils.Database(conn)
-            self._migrate()
+            self._prepare()
         except StoreError:
             conn.close()
             raise
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(f"{self.path}: cannot use this SQLite database ({exc})") from exc
+
+    def _prepare(self, attempts: int = 100) -> None:
+        """WAL mode and the schema. Switching to WAL can answer "locked" at once, without the
+        busy timeout (SQLite will not wait where waiting could deadlock), while another process
+        opens the same new file; opening is rare, so it simply tries again."""
+        for attempt in range(attempts):
+            try:
+                self._conn.execute("PRAGMA busy_timeout=5000")
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._migrate()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05)
 
     @property
     def schema_version(self) -> int:
