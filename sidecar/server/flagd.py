@@ -55,6 +55,7 @@ from ..runtime.events import AccountChanged, CatalogChanged, Event, Subscriber
 from ..runtime.state import LiveState
 from .metrics import Metrics
 from .ofrep import natural_value
+from .targeting import split_targeting
 
 STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.FLAG_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -66,24 +67,10 @@ STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.GENERAL: grpc.StatusCode.INTERNAL,
 }
 
-_MISSING_KEY = (
-    "the request context has no targetingKey; set the OpenFeature targeting key "
-    "(EvaluationContext(targeting_key=...)) to the account id"
-)
-
 
 def split_context(context: Any) -> tuple[str, dict[str, Any]]:
     """(account id, other attributes) of a flagd request context Struct."""
-    attributes = from_struct(context)
-    account = attributes.pop("targetingKey", None)
-    if account is None or account == "":
-        raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, _MISSING_KEY)
-    if not isinstance(account, str):
-        raise EvaluationError(
-            ErrorCode.INVALID_CONTEXT,
-            f"targetingKey must be a string (the account id), got {account!r}",
-        )
-    return account, attributes
+    return split_targeting(from_struct(context))
 
 
 def object_value(decision: Decision, feature: Feature) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from ..engine import Decision, ErrorCode, EvaluationError, Kind, evaluate, metad
 from ..runtime.state import LiveState
 from .http_listener import HttpListener
 from .metrics import Metrics
+from .targeting import MISSING_KEY, split_targeting
 
 log = logging.getLogger("plangate.ofrep")
 
@@ -60,20 +61,6 @@ def natural_value(decision: Decision, feature: Feature) -> tuple[Kind, Any]:
     return kind, thaw(resolve_as(decision, feature, kind))
 
 
-class RequestError(Exception):
-    """A request refused before evaluation; `code` is the OpenFeature error code to report."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-_MISSING_KEY = (
-    "context.targetingKey is required: set the OpenFeature targeting key to the account id"
-)
-
-
 def split_context(body: bytes) -> tuple[str, dict[str, Any]]:
     """The targeting key (the account) and the other context attributes of a request body.
 
@@ -81,33 +68,24 @@ def split_context(body: bytes) -> tuple[str, dict[str, Any]]:
     JSON object with an object `context` is refused with the matching error code.
     """
     if not body.strip():
-        raise RequestError(ErrorCode.TARGETING_KEY_MISSING, _MISSING_KEY)
+        raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, MISSING_KEY)
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(ErrorCode.PARSE_ERROR, f"request body is not JSON: {exc}") from exc
+        raise EvaluationError(ErrorCode.PARSE_ERROR, f"request body is not JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise RequestError(
+        raise EvaluationError(
             ErrorCode.PARSE_ERROR, 'request body must be a JSON object such as {"context": {...}}'
         )
     context = data.get("context", {})
     if context is None:
         context = {}
     if not isinstance(context, dict):
-        raise RequestError(
+        raise EvaluationError(
             ErrorCode.INVALID_CONTEXT,
             '"context" must be a JSON object, e.g. {"targetingKey": "acct_42"}',
         )
-    attributes = dict(context)
-    key = attributes.pop("targetingKey", None)
-    if key is None or key == "":
-        raise RequestError(ErrorCode.TARGETING_KEY_MISSING, _MISSING_KEY)
-    if not isinstance(key, str):
-        raise RequestError(
-            ErrorCode.INVALID_CONTEXT,
-            f"targetingKey must be a string (the account id), got {json.dumps(key)}",
-        )
-    return key, attributes
+    return split_targeting(context)
 
 
 def _success(decision: Decision, feature: Feature) -> dict[str, Any]:
@@ -121,7 +99,7 @@ def _success(decision: Decision, feature: Feature) -> dict[str, Any]:
     }
 
 
-def _failure(key: str, error: EvaluationError | RequestError) -> dict[str, Any]:
+def _failure(key: str, error: EvaluationError) -> dict[str, Any]:
     return {"key": key, "errorCode": error.code.value, "errorDetails": error.message}
 
 
@@ -158,7 +136,7 @@ class Ofrep:
             snap = self.state.snapshot
             decision = evaluate(snap, account, key, context, self.state.clock())
             result = _success(decision, snap.catalog.features[key])
-        except (EvaluationError, RequestError) as exc:
+        except EvaluationError as exc:
             self.metrics.evaluation_errors.labels("ofrep", exc.code.value).inc()
             status = HTTPStatus.NOT_FOUND if exc.code is ErrorCode.FLAG_NOT_FOUND else 400
             return status, _failure(key, exc)
@@ -169,7 +147,7 @@ class Ofrep:
         try:
             account, context = split_context(body)
             results = self.state.evaluate_all(account, context)
-        except (EvaluationError, RequestError) as exc:
+        except EvaluationError as exc:
             self.metrics.evaluation_errors.labels("ofrep", exc.code.value).inc()
             return HTTPStatus.BAD_REQUEST, {
                 "errorCode": exc.code.value,
