@@ -153,14 +153,22 @@ class UsageReporter:
             with self._cond:
                 if self._abort:
                     return False
-                # wait_for_ready: while the sidecar is down the call waits for it (up to the
-                # deadline) instead of failing at once, so delivery resumes as soon as it is back.
-                call = self._call = self._transport.usage.Report.future(
-                    request,
-                    timeout=self._config.report_deadline,
-                    metadata=self._transport.metadata,
-                    wait_for_ready=True,
-                )
+            # Set the call up outside the lock: `submit` (every `track`) takes that lock, and
+            # call set-up while the channel reconnects is not free.
+            # wait_for_ready: while the sidecar is down the call waits for it (up to the
+            # deadline) instead of failing at once, so delivery resumes as soon as it is back.
+            call = self._transport.usage.Report.future(
+                request,
+                timeout=self._config.report_deadline,
+                metadata=self._transport.metadata,
+                wait_for_ready=True,
+            )
+            with self._cond:
+                self._call = call
+                aborted = self._abort
+            if aborted:  # `close` gave up while the call was being set up
+                call.cancel()
+                return False
             try:
                 response = call.result()
             except grpc.RpcError as exc:
