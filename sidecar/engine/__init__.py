@@ -3,7 +3,7 @@
 from .decision import Decision, Denial, ErrorCode, EvaluationError, Metering, Reason
 from .evaluate import Slot, active_subscriptions, evaluate, find_feature, metered_access, slot_for
 from .periods import Period, period_containing
-from .snapshot import PlanResolver, Snapshot, UsageView, memberships_of
+from .snapshot import PlanResolver, Snapshot, UsageView, memberships_of, reindex_members
 from .typed import Kind, detail, kinds_of, metadata, resolve_as
 from .usage import Mode, UsageRejected, UsageReport, check_report, next_value
 
@@ -34,6 +34,7 @@ __all__ = [
     "metered_access",
     "next_value",
     "period_containing",
+    "reindex_members",
     "resolve_as",
     "slot_for",
 ]

@@ -82,11 +82,39 @@ class Snapshot:
 
 
 def memberships_of(accounts: Iterable[Account]) -> dict[str, list[Subscription]]:
-    """member id -> subscriptions of other accounts it belongs to, in account order."""
+    """member id -> subscriptions of other accounts it belongs to, in `membership_order`."""
     out: dict[str, list[Subscription]] = {}
     for account in accounts:
         for sub in account.subscriptions:
             for member in sub.members:
                 if member != account.id:
                     out.setdefault(member, []).append(sub)
+    for subs in out.values():
+        subs.sort(key=membership_order)
     return out
+
+
+def membership_order(sub: Subscription) -> tuple[str, str]:
+    """Shared subscriptions are listed by owner, then subscription id: an order that does not
+    depend on when accounts were loaded, so the index can be updated one account at a time."""
+    return (sub.owner, sub.id)
+
+
+def reindex_members(
+    memberships: dict[str, list[Subscription]], old: Account | None, new: Account | None
+) -> None:
+    """Update `memberships` for one account's change from `old` to `new`: only the lists of
+    that account's members (before and after) are touched, each rebuilt exactly."""
+    account = new or old
+    if account is None:
+        return
+    owner = account.id
+    members = {m for a in (old, new) if a is not None for s in a.subscriptions for m in s.members}
+    for member in members - {owner}:
+        subs = [s for s in memberships.get(member, ()) if s.owner != owner]
+        if new is not None:
+            subs.extend(s for s in new.subscriptions if member in s.members)
+        if subs:
+            memberships[member] = sorted(subs, key=membership_order)
+        else:
+            memberships.pop(member, None)

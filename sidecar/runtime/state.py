@@ -27,6 +27,7 @@ from ..engine import (
     evaluate,
     memberships_of,
     metered_access,
+    reindex_members,
     slot_for,
 )
 from ..store.base import (
@@ -406,23 +407,16 @@ class LiveState:
             self.store.delete_record(account_id)
             del self.records[account_id]
             self._accounts.pop(account_id, None)
-            self._rebuild_memberships()
+            reindex_members(self._memberships, old, None)
         self.events.publish(
             AccountChanged((account_id, *(self._members_of(old) if old else ())), "admin")
         )
         return True
 
     def _serve(self, account: Account) -> None:
+        old = self._accounts.get(account.id)
         self._accounts[account.id] = account
-        self._rebuild_memberships()
-
-    def _rebuild_memberships(self) -> None:
-        # Memberships are few next to accounts; rebuilding keeps them exactly consistent.
-        fresh = memberships_of(self._accounts.values())
-        live = self._memberships
-        for member in [m for m in live if m not in fresh]:
-            del live[member]
-        live.update(fresh)
+        reindex_members(self._memberships, old, account)
 
     @staticmethod
     def _members_of(account: Account) -> tuple[str, ...]:
@@ -472,11 +466,10 @@ class LiveState:
                         continue
                     self.records[account_id] = record
                     self._accounts[account_id] = new
+                reindex_members(self._memberships, old, new)
                 for account in (old, new):
                     if account is not None:
                         changed.update(dict.fromkeys((account.id, *self._members_of(account))))
-            if changed:
-                self._rebuild_memberships()
             self.counters.values.update(counters)
         if changed:
             self.events.publish(AccountChanged(tuple(changed), "sync"))
