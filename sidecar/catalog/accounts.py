@@ -78,6 +78,7 @@ def read_accounts(
     features: Mapping[str, Feature],
 ) -> dict[str, Account]:
     out: dict[str, Account] = {}
+    owners: dict[str, str] = {}  # subscription id -> account: pooled usage is keyed by the id
     for i, item in enumerate(read_list(doc, ("accounts",), raw)):
         path: Path = ("accounts", i)
         data = read_mapping(doc, path, item)
@@ -98,6 +99,15 @@ def read_accounts(
             grants=reader.grants(data.get("grants")),
             declared=True,
         )
+        for j, sub in enumerate(out[account_id].subscriptions):
+            if sub.id in owners:
+                doc.error(
+                    (*path, "subscriptions", j, "id"),
+                    f"subscription id {sub.id!r} is already used (by account {owners[sub.id]!r}); "
+                    "subscription ids are unique across accounts",
+                )
+            else:
+                owners[sub.id] = account_id
     return out
 
 

@@ -89,6 +89,7 @@ class LiveState:
         self.records = PackedRecords(store.load_records())
         self.counters = Counters(store.load_counters())
         self.snapshot = self._build(catalog, self.records)
+        self._subscriptions = subscription_index(self.snapshot.accounts.values())
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
         self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
         # concurrent Report/Consume calls share a store transaction (one commit, one lock per counter)
@@ -137,7 +138,9 @@ class LiveState:
         stored accounts do not fit it (the old catalog keeps serving)."""
         with self._write:
             old = self.catalog
-            self.snapshot = self._build(catalog, self.records)
+            snapshot = self._build(catalog, self.records)
+            self._subscriptions = subscription_index(snapshot.accounts.values())
+            self.snapshot = snapshot
             self.catalog_error = None
         changed = changed_features(old, catalog)
         self.events.publish(CatalogChanged(catalog.version, changed, tuple(catalog.features)))
@@ -324,7 +327,8 @@ class LiveState:
             if kind == "acct":
                 ids[ident] = None
             else:
-                for sub in self._subscriptions_by_id(ident):
+                sub = self._subscriptions.get(ident)
+                if sub is not None:
                     ids.update(dict.fromkeys((sub.owner, *sub.members)))
         if ids:
             self.events.publish(AccountChanged(tuple(ids), "usage"))
@@ -346,21 +350,6 @@ class LiveState:
                     listener(w.report.account, w.feature.key, fired)
                 except Exception:  # the write is committed; a listener must not fail the call
                     log.exception("quota listener failed")
-
-    def _subscriptions_by_id(self, subscription_id: str) -> list[Subscription]:
-        owner = subscription_id.split("/", 1)[0]
-        candidates = (
-            [self.snapshot.accounts.get(owner)]
-            if owner in self.snapshot.accounts
-            else self.snapshot.accounts.values()
-        )
-        return [
-            s
-            for a in candidates
-            if a is not None
-            for s in a.subscriptions
-            if s.id == subscription_id
-        ]
 
     # -- admin -------------------------------------------------------------------------------
 
@@ -389,6 +378,13 @@ class LiveState:
         """Validate, store and serve a new version of one account record."""
         with self._write:
             account = self._merge(self.catalog, record)
+            for sub in account.subscriptions:
+                holder = self._subscriptions.get(sub.id)
+                if holder is not None and holder.owner != account.id:
+                    raise rec.AdminError(
+                        f"subscription id {sub.id!r} is already used by account {holder.owner!r}; "
+                        "choose another id, or leave it empty to have one generated"
+                    )
             previous = self.snapshot.accounts.get(account.id)
             self.store.save_record(record)
             self.records[record["id"]] = record
@@ -407,7 +403,7 @@ class LiveState:
             self.store.delete_record(account_id)
             del self.records[account_id]
             self._accounts.pop(account_id, None)
-            reindex_members(self._memberships, old, None)
+            self._reindex(old, None)
         self.events.publish(
             AccountChanged((account_id, *(self._members_of(old) if old else ())), "admin")
         )
@@ -416,7 +412,15 @@ class LiveState:
     def _serve(self, account: Account) -> None:
         old = self._accounts.get(account.id)
         self._accounts[account.id] = account
-        reindex_members(self._memberships, old, account)
+        self._reindex(old, account)
+
+    def _reindex(self, old: Account | None, new: Account | None) -> None:
+        """Keep the member and subscription indexes in step with one account's change."""
+        reindex_members(self._memberships, old, new)
+        for sub in old.subscriptions if old is not None else ():
+            self._subscriptions.pop(sub.id, None)
+        for sub in new.subscriptions if new is not None else ():
+            self._subscriptions[sub.id] = sub
 
     @staticmethod
     def _members_of(account: Account) -> tuple[str, ...]:
@@ -466,7 +470,7 @@ class LiveState:
                         continue
                     self.records[account_id] = record
                     self._accounts[account_id] = new
-                reindex_members(self._memberships, old, new)
+                self._reindex(old, new)
                 for account in (old, new):
                     if account is not None:
                         changed.update(dict.fromkeys((account.id, *self._members_of(account))))
@@ -475,6 +479,23 @@ class LiveState:
             self.events.publish(AccountChanged(tuple(changed), "sync"))
         if counters:
             self._usage_changed(scope for scope, _feature, _start in counters)
+
+
+def subscription_index(accounts: Iterable[Account]) -> dict[str, Subscription]:
+    """subscription id -> subscription: pooled usage counters are keyed by the id alone.
+
+    Raises ValueError when two accounts use one id (a catalog declaring an id that a stored
+    account already uses is rejected like any catalog the stored accounts do not fit)."""
+    index: dict[str, Subscription] = {}
+    for account in accounts:
+        for sub in account.subscriptions:
+            holder = index.setdefault(sub.id, sub)
+            if holder is not sub:
+                raise ValueError(
+                    f"subscription id {sub.id!r} is used by accounts {holder.owner!r} and "
+                    f"{account.id!r}; subscription ids are unique across accounts"
+                )
+    return index
 
 
 def changed_features(old: Catalog, new: Catalog) -> tuple[str, ...]:
