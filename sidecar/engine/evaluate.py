@@ -8,7 +8,7 @@ grants combined by "most generous wins", then the feature default. Rules and rol
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -186,17 +186,7 @@ def _default(
         if decision.has_access:
             return decision
         denial = Denial.NO_ENTITLEMENT
-    return Decision(
-        decision.feature,
-        decision.type,
-        decision.value,
-        decision.variant,
-        decision.reason,
-        False,
-        denial,
-        decision.metering,
-        decision.unlimited,
-    )
+    return replace(decision, has_access=False, denial=denial)
 
 
 def _decision(
