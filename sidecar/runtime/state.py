@@ -15,9 +15,18 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..catalog.model import Account, Catalog, Feature, FeatureType, MeteredLimit, Subscription
+from ..catalog.model import (
+    Account,
+    Aggregation,
+    Catalog,
+    Feature,
+    FeatureType,
+    MeteredLimit,
+    Subscription,
+)
 from ..engine import (
     Decision,
+    Denial,
     ErrorCode,
     EvaluationError,
     Snapshot,
@@ -68,6 +77,12 @@ class ConsumeOutcome:
     usage: float
     denial: str = ""
     duplicate: bool = False
+
+
+# Denials no usage level changes: Consume answers them without touching the store.
+_FIXED_DENIALS = frozenset(
+    {Denial.ACCOUNT_NOT_FOUND, Denial.NO_ENTITLEMENT, Denial.FEATURE_DISABLED}
+)
 
 
 class Counters:
@@ -259,7 +274,7 @@ class LiveState:
             write = self._write_for(report, now)
         except UsageRejected as exc:
             raise EvaluationError(ErrorCode.GENERAL, str(exc)) from exc
-        requested = 1.0 if write.feature.aggregation.value == "unique" else report.amount
+        requested = 1.0 if write.feature.aggregation is Aggregation.UNIQUE else report.amount
         if requested < 0:
             raise EvaluationError(
                 ErrorCode.INVALID_CONTEXT,
@@ -273,11 +288,7 @@ class LiveState:
             report.timestamp or now,
         )
         m = decision.metering
-        if m is None or decision.denial in (
-            "account_not_found",
-            "no_entitlement",
-            "feature_disabled",
-        ):
+        if m is None or decision.denial in _FIXED_DENIALS:
             return ConsumeOutcome(
                 False,
                 m.used if m else 0.0,
