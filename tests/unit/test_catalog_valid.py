@@ -24,7 +24,7 @@ from plangate.sidecar.catalog import (
 )
 from plangate.sidecar.engine import Kind, Snapshot, evaluate, resolve_as
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "catalog.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
 
 FULL = """
 products:

@@ -21,7 +21,7 @@ from openfeature.exception import ErrorCode
 from openfeature.provider import ProviderStatus
 from plangate.provider import PlanGateProvider
 from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, in_process
-from test_provider_support import EventLog, new_account, provider
+from support.provider import EventLog, new_account, provider
 
 READY = ProviderEvent.PROVIDER_READY
 STALE = ProviderEvent.PROVIDER_STALE

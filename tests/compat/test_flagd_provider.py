@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from support.sidecar import ROOT, SubprocessSidecar, copy_catalog
 
-CHECK = ROOT / "tests" / "flagd_provider_check.py"
+CHECK = ROOT / "tests" / "support" / "flagd_provider_check.py"
 
 pytestmark = pytest.mark.slow
 

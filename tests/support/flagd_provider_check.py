@@ -1,12 +1,12 @@
 """Drive the unmodified `openfeature-provider-flagd` (RPC resolver) against a running sidecar.
 
-Run by `tests/test_flagd_provider.py` in a process of its own: the provider's generated
+Run by `tests/compat/test_flagd_provider.py` in a process of its own: the provider's generated
 stubs register the `flagd.evaluation.*` proto symbols that PlanGate's own stubs register too,
 and one protobuf descriptor pool cannot hold both. This script therefore never imports
 `plangate`; it talks to the sidecar only over the wire and prints one JSON document with
 everything it observed, for the test to assert on.
 
-    python tests/flagd_provider_check.py --port 8013 --catalog /path/to/served/catalog.yaml
+    python tests/support/flagd_provider_check.py --port 8013 --catalog /path/to/served/catalog.yaml
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct, from_value
 from support.sidecar import Stubs
-from test_provider_support import native, provider
+from support.provider import native, provider
 
 ACCOUNTS = ["acct_acme", "acct_globex", "acct_initech", "user_ann", "acct_nobody"]
 FEATURES = [

@@ -16,7 +16,7 @@ from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
 from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, wait_for
-from test_provider_support import native_used, new_account, provider
+from support.provider import native_used, new_account, provider
 
 
 def test_ten_thousand_units_across_a_sigkill_are_counted_exactly_once(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import sys
 import venv
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_installs_into_fresh_virtualenv(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from certs import TestPKI, make_pki
+from support.certs import TestPKI, make_pki
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from support.sidecar import Stubs, copy_catalog, in_process
 
