@@ -12,6 +12,7 @@ import pytest
 from hypothesis import settings
 from plangate.sidecar.catalog import Catalog, CatalogError, Problem, parse_catalog
 from support.sidecar import Stubs, copy_catalog, in_process
+from support.usage import FakeUsage
 
 # CI starts from nothing saved: a failing example found on one run must not decide the next
 # clone's result (the seed and a reproduction blob are printed instead). Locally the example
@@ -35,24 +36,6 @@ def catalog_problems(text: str, file: str = "catalog.yaml") -> list[Problem]:
         parse_catalog(textwrap.dedent(text), file)
     assert info.value.problems, "CatalogError without problems"
     return info.value.problems
-
-
-class FakeUsage:
-    """A dict-backed `UsageView`: (scope key, feature, period start) -> amount.
-
-    Every read is recorded in `reads`, so a test can check which counter an evaluation used.
-    """
-
-    def __init__(self) -> None:
-        self.counters: dict[tuple[str, str, datetime], float] = {}
-        self.reads: list[tuple[str, str, datetime]] = []
-
-    def set(self, scope_key: str, feature: str, period_start: datetime, amount: float) -> None:
-        self.counters[(scope_key, feature, period_start)] = amount
-
-    def used(self, scope_key: str, feature: str, period_start: datetime) -> float:
-        self.reads.append((scope_key, feature, period_start))
-        return self.counters.get((scope_key, feature, period_start), 0.0)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
-from support.sidecar import ROOT, Stubs, copy_catalog, in_process, wait_for
 from support.provider import native_used, new_account, provider
+from support.sidecar import ROOT, Stubs, copy_catalog, in_process, wait_for
 from werkzeug.serving import make_server
 
 

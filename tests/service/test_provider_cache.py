@@ -13,8 +13,8 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.provider.cache import Entry, ResolutionCache
-from support.sidecar import Stubs, wait_for
 from support.provider import native_used, new_account, provider, rpc_count
+from support.sidecar import Stubs, wait_for
 
 
 def _calls(sidecar: Any) -> tuple[int, int]:

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.certs import TestPKI, make_pki
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
 from plangate.provider import PlanGateProvider, ProviderConfig
-from support.sidecar import Stubs, copy_catalog, in_process, wait_for
+from support.certs import TestPKI, make_pki
 from support.provider import native_used, provider
+from support.sidecar import Stubs, copy_catalog, in_process, wait_for
 
 TOKEN = "provider-test-token"
 

@@ -17,8 +17,8 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct, from_value
-from support.sidecar import Stubs
 from support.provider import native, provider
+from support.sidecar import Stubs
 
 ACCOUNTS = ["acct_acme", "acct_globex", "acct_initech", "user_ann", "acct_nobody"]
 FEATURES = [
@@ -41,7 +41,13 @@ DEFAULTS: dict[str, Any] = {
     "string": "dflt",
     "object": {"dflt": True},
 }
-TYPE_NUMBER = {"boolean": 1, "integer": 2, "float": 3, "string": 4, "object": 5}
+TYPE_NUMBER = {
+    "boolean": pb.VALUE_TYPE_BOOLEAN,
+    "integer": pb.VALUE_TYPE_INTEGER,
+    "float": pb.VALUE_TYPE_FLOAT,
+    "string": pb.VALUE_TYPE_STRING,
+    "object": pb.VALUE_TYPE_OBJECT,
+}
 FIELD = {
     "boolean": "as_boolean",
     "integer": "as_integer",

@@ -15,8 +15,8 @@ import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
-from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, wait_for
 from support.provider import native_used, new_account, provider
+from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, wait_for
 
 
 def test_ten_thousand_units_across_a_sigkill_are_counted_exactly_once(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_ten_thousand_units_across_a_sigkill_are_counted_exactly_once(tmp_path: 
                 if i == 5_000:
                     assert p.pending_reports > 0  # queued while the sidecar was gone
                     threading.Thread(
-                        target=lambda: (sidecar.start(), restarted.set()), daemon=True
+                        target=lambda: _start_then_set(sidecar, restarted), daemon=True
                     ).start()
                 started = time.perf_counter()
                 client.track("api-calls", ctx, TrackingEventDetails(value=1))
@@ -120,3 +120,8 @@ def test_track_without_an_account_reports_nothing_and_does_not_raise(
         assert p.pending_reports == 0
     assert native_used(stubs, "acct_quiet", "api-calls") == 0
     assert "targeting key" in caplog.text and "not a time" in caplog.text
+
+
+def _start_then_set(sidecar: SubprocessSidecar, started: threading.Event) -> None:
+    sidecar.start()
+    started.set()

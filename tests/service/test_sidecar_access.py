@@ -9,8 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
-from support.certs import TestPKI, make_pki
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from support.certs import TestPKI, make_pki
 from support.sidecar import Stubs, copy_catalog, in_process
 
 TOKEN = "s3cret-token-for-tests"

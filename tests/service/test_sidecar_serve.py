@@ -108,7 +108,7 @@ def test_evaluation_errors_are_in_band_and_bad_requests_refused(stubs: Stubs) ->
 
     nan = to_struct({"requested": 1})
     nan.fields["requested"].number_value = float("nan")
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"account_id": "acct_acme", "feature": "nope"}, "FLAG_NOT_FOUND"),
         ({"feature": "sso"}, "TARGETING_KEY_MISSING"),
         ({"account_id": "acct_acme", "feature": "api-calls", "context": nan}, "INVALID_CONTEXT"),

@@ -13,6 +13,7 @@ import grpc
 import pytest
 import sqlite_utils
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from plangate.sidecar.store import StoreError
 from plangate.sidecar.store import sqlite as sqlite_store
 from plangate.sidecar.store.sqlite import MIGRATIONS, SqliteStore
 from support.sidecar import Stubs, copy_catalog, in_process, wait_for
@@ -105,7 +106,7 @@ def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     newer = len(MIGRATIONS) + 1
     with sqlite3.connect(db) as c:
         c.execute("INSERT INTO plangate_schema VALUES (?, datetime('now'))", (newer,))
-    with pytest.raises(sqlite_store.StoreError, match=f"schema version {newer}"):
+    with pytest.raises(StoreError, match=f"schema version {newer}"):
         SqliteStore(db)
     run = _serve(copy_catalog(tmp_path), db)
     assert run.returncode == 1

@@ -43,7 +43,9 @@ def test_the_admin_api_refuses_an_id_another_account_uses(stubs: Stubs) -> None:
                 pb.CreateSubscriptionRequest(account_id="acct_ids_b", plan="pro", id=taken)
             )
         assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-        assert f"subscription id '{taken}' is already used by account" in caught.value.details()
+        assert f"subscription id '{taken}' is already used by account" in (
+            caught.value.details() or ""
+        )
     assert fingerprint(stubs) == before
 
 

@@ -19,6 +19,7 @@ from openfeature import api
 from openfeature.event import EventDetails, ProviderEvent
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.provider import PlanGateProvider
+
 from support.sidecar import Stubs
 
 PROVIDER_NAME = "PlanGate"

@@ -407,7 +407,7 @@ CASES = [
     [case[1:] for case in CASES],
     ids=[case[0] for case in CASES],
 )
-def test_invalid_catalog(text, line, path, message):
+def test_invalid_catalog(text: str, line: int, path: str, message: str) -> None:
     marked = [i for i, row in enumerate(text.splitlines(), 1) if "# <-" in row]
     assert marked, "case must mark its offending line"
     assert marked == [line], "the case's line number disagrees with its marker"
@@ -422,7 +422,7 @@ def test_invalid_catalog(text, line, path, message):
     assert str(info.value) == str(problem)
 
 
-def test_extends_cycle_is_reported_on_every_plan_in_it():
+def test_extends_cycle_is_reported_on_every_plan_in_it() -> None:
     text = BASE.replace("      - name: Free\n", "      - name: Free\n        extends: pro\n")
     with pytest.raises(CatalogError) as info:
         parse_catalog(text, "catalog.yaml")
@@ -441,12 +441,12 @@ def test_extends_cycle_is_reported_on_every_plan_in_it():
     ]
 
 
-def test_distinct_cases():
+def test_distinct_cases() -> None:
     assert len({case[0] for case in CASES}) == len(CASES) >= 15
     assert len({case[1] for case in CASES}) == len(CASES)
 
 
-def test_design_example_message_format():
+def test_design_example_message_format() -> None:
     text = with_plan("api-calls: {limit: -3}")
     with pytest.raises(CatalogError) as info:
         parse_catalog(text, "catalog.yaml")
@@ -456,7 +456,7 @@ def test_design_example_message_format():
     )
 
 
-def test_every_problem_is_reported_at_once():
+def test_every_problem_is_reported_at_once() -> None:
     text = BASE.replace("type: flag", "type: flag\n        default: true").replace(
         "        extends: free\n", "        extends: gold\n"
     ) + textwrap.dedent(
@@ -487,7 +487,7 @@ def test_every_problem_is_reported_at_once():
     assert "exceeds its max_quantity 3" in message
 
 
-def test_a_valid_base():
+def test_a_valid_base() -> None:
     # The cases above only fail because of their one change.
     catalog = parse_catalog(BASE)
     assert set(catalog.plans) == {"free", "pro"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from plangate.sidecar.catalog import (
     Account,
     Aggregation,
     Anchor,
+    Catalog,
     CatalogError,
     FeatureType,
     MeteredLimit,
@@ -163,20 +165,22 @@ accounts:
 
 
 @pytest.fixture(scope="module")
-def full():
+def full() -> Catalog:
     import textwrap
 
     return parse_catalog(textwrap.dedent(FULL), "full.yaml")
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # -- features -------------------------------------------------------------------------------
 
 
-def test_feature_keys_are_slugs_of_names(full):
+def test_feature_keys_are_slugs_of_names(full: Catalog) -> None:
     assert list(full.features) == [
         "sso",
         "audit-log",
@@ -198,7 +202,7 @@ def test_feature_keys_are_slugs_of_names(full):
     assert full.products["acme-analytics"].name == "Acme Analytics"
 
 
-def test_boolean_and_flag_features(full):
+def test_boolean_and_flag_features(full: Catalog) -> None:
     sso, audit, beta = (
         full.features["sso"],
         full.features["audit-log"],
@@ -215,7 +219,7 @@ def test_boolean_and_flag_features(full):
     assert sso.archived is False
 
 
-def test_integer_feature_options(full):
+def test_integer_feature_options(full: Catalog) -> None:
     conc = full.features["execution-concurrency"]
     assert conc.type is FeatureType.INTEGER
     assert (conc.default, conc.min, conc.max, conc.step, conc.infinite) == (1, 0, 100, 1, -1)
@@ -224,7 +228,7 @@ def test_integer_feature_options(full):
     assert storage.infinite == 999999
 
 
-def test_string_list_object_features(full):
+def test_string_list_object_features(full: Catalog) -> None:
     tier = full.features["support-tier"]
     assert tier.type is FeatureType.STRING
     assert tier.values == ("community", "email", "priority")
@@ -241,7 +245,7 @@ def test_string_list_object_features(full):
     assert dict(theme.default) == {"accent": "blue", "logo": False}
 
 
-def test_metered_feature_options(full):
+def test_metered_feature_options(full: Catalog) -> None:
     api = full.features["api-calls"]
     assert api.type is FeatureType.METERED
     assert (api.unit, api.aggregation, api.reset, api.anchor, api.scope) == (
@@ -268,14 +272,14 @@ def test_metered_feature_options(full):
 # -- plans ----------------------------------------------------------------------------------
 
 
-def test_plan_keys_and_extends(full):
+def test_plan_keys_and_extends(full: Catalog) -> None:
     assert list(full.plans) == ["free", "pro", "enterprise"]
     assert full.plans["free"].extends is None
     assert full.plans["pro"].extends == "free"
     assert full.plans["enterprise"].extends == "pro"
 
 
-def test_plan_inherits_and_own_entitlements_win(full):
+def test_plan_inherits_and_own_entitlements_win(full: Catalog) -> None:
     free, pro, ent = full.plans["free"], full.plans["pro"], full.plans["enterprise"]
     assert free.entitlements["api-calls"] == MeteredLimit(1000)
     # Pro overrides api-calls and inherits seats from Free.
@@ -290,23 +294,23 @@ def test_plan_inherits_and_own_entitlements_win(full):
     assert ent.entitlements["sso"] is True  # from pro
     assert ent.entitlements["seats"] == MeteredLimit(1)  # from free
     assert ent.entitlements["storage-gb"] == 10  # from free
-    assert tuple(ent.entitlements["integrations"]) == ("slack", "github")
-    assert dict(ent.entitlements["theme"]) == {"accent": "green"}
+    assert tuple(ent.entitlements["integrations"]) == ("slack", "github")  # type: ignore[arg-type]
+    assert dict(ent.entitlements["theme"]) == {"accent": "green"}  # type: ignore[arg-type]
     assert set(ent.own) == {"api-calls", "execution-concurrency", "support-tier"}
 
 
-def test_soft_limit_without_cap(full):
+def test_soft_limit_without_cap(full: Catalog) -> None:
     assert full.plans["pro"].entitlements["monthly-active-users"] == MeteredLimit(500, soft=True)
 
 
-def test_plan_price(full):
+def test_plan_price(full: Catalog) -> None:
     price = full.plans["pro"].price
     assert price is not None
     assert (price.amount, price.currency, price.interval) == (49, "USD", "month")
     assert full.plans["free"].price is None
 
 
-def test_quotas(full):
+def test_quotas(full: Catalog) -> None:
     (quota,) = full.plans["pro"].quotas
     assert quota.feature == "api-calls"
     assert [t.value_for(100000) for t in quota.thresholds] == [80000, 100000, 150000]
@@ -323,7 +327,7 @@ def test_quotas(full):
 # -- add-ons --------------------------------------------------------------------------------
 
 
-def test_addons(full):
+def test_addons(full: Catalog) -> None:
     assert list(full.addons) == ["extra-seats", "salesforce", "jira"]
     seats = full.addons["extra-seats"]
     assert seats.requires == frozenset({"pro", "enterprise"})
@@ -332,21 +336,21 @@ def test_addons(full):
     salesforce = full.addons["salesforce"]
     assert salesforce.requires == frozenset({"pro"})
     assert salesforce.max_quantity == 1  # default: one unit
-    assert tuple(salesforce.entitlements["integrations"]) == ("salesforce",)
+    assert tuple(salesforce.entitlements["integrations"]) == ("salesforce",)  # type: ignore[arg-type]
     assert full.addons["jira"].requires == frozenset()  # any plan of the product
 
 
 # -- accounts -------------------------------------------------------------------------------
 
 
-def test_account_attributes(full):
+def test_account_attributes(full: Catalog) -> None:
     acme = full.accounts["acct_acme"]
     assert acme.name == "Acme Inc"
     assert dict(acme.attributes) == {"region": "eu", "crm_id": "0015g00000", "tier": 3}
     assert acme.declared is True
 
 
-def test_account_subscriptions(full):
+def test_account_subscriptions(full: Catalog) -> None:
     first, second = full.accounts["acct_acme"].subscriptions
     assert first.id == "sub_1"
     assert first.owner == "acct_acme"
@@ -363,18 +367,18 @@ def test_account_subscriptions(full):
     assert dict(second.addons) == {}
 
 
-def test_account_overrides_plain_and_expiring(full):
+def test_account_overrides_plain_and_expiring(full: Catalog) -> None:
     overrides = full.accounts["acct_acme"].overrides
     assert overrides["execution-concurrency"].value == 25
     assert overrides["execution-concurrency"].expires_at is None
     assert overrides["sso"].value is True
     assert overrides["sso"].expires_at == utc(2026, 9, 1)
     # An object override that is not the `{value, expires_at}` form is the value itself.
-    assert dict(overrides["theme"].value) == {"accent": "red"}
+    assert dict(overrides["theme"].value) == {"accent": "red"}  # type: ignore[arg-type]
     assert overrides["theme"].expires_at is None
 
 
-def test_account_grants(full):
+def test_account_grants(full: Catalog) -> None:
     calls, promo = full.accounts["acct_acme"].grants
     assert calls.feature == "api-calls"
     assert calls.value == MeteredLimit(500000)
@@ -387,7 +391,7 @@ def test_account_grants(full):
     assert calls.id != promo.id
 
 
-def test_version_tracks_content(full):
+def test_version_tracks_content(full: Catalog) -> None:
     import textwrap
 
     again = parse_catalog(textwrap.dedent(FULL), "full.yaml")
@@ -411,7 +415,7 @@ def test_version_tracks_content(full):
         ("Version 2", "version-2"),
     ],
 )
-def test_slug_from_name(make_catalog, name, slug):
+def test_slug_from_name(make_catalog: Callable[..., Catalog], name: str, slug: str) -> None:
     catalog = make_catalog(
         f"""
         products:
@@ -424,7 +428,7 @@ def test_slug_from_name(make_catalog, name, slug):
     assert list(catalog.features) == [slug]
 
 
-def test_explicit_slug_wins(make_catalog):
+def test_explicit_slug_wins(make_catalog: Callable[..., Catalog]) -> None:
     catalog = make_catalog(
         """
         products:
@@ -446,7 +450,7 @@ def test_explicit_slug_wins(make_catalog):
     assert catalog.features["sso"].name == "Single sign-on"
 
 
-def test_shared_slugs_across_products_are_qualified(make_catalog):
+def test_shared_slugs_across_products_are_qualified(make_catalog: Callable[..., Catalog]) -> None:
     catalog = make_catalog(
         """
         products:
@@ -530,7 +534,7 @@ JSON_CATALOG = {
 }
 
 
-def _check_json_catalog(catalog):
+def _check_json_catalog(catalog: Catalog) -> None:
     assert list(catalog.features) == ["sso", "seats", "api-calls"]
     assert catalog.features["api-calls"].reset is Reset.DAILY
     assert catalog.plans["pro"].entitlements["seats"] == 1
@@ -546,12 +550,12 @@ def _check_json_catalog(catalog):
 
 
 @pytest.mark.parametrize("indent", [None, 2, "\t"], ids=["compact", "spaces", "tabs"])
-def test_json_catalog_loads(indent):
+def test_json_catalog_loads(indent: int | str | None) -> None:
     text = json.dumps(JSON_CATALOG, indent=indent)
     _check_json_catalog(parse_catalog(text, "catalog.json"))
 
 
-def test_json_errors_have_lines():
+def test_json_errors_have_lines() -> None:
     data = json.loads(json.dumps(JSON_CATALOG))
     data["products"][0]["plans"][0]["entitlements"]["seats"] = 11
     text = json.dumps(data, indent=2)
@@ -564,7 +568,7 @@ def test_json_errors_have_lines():
     assert "outside seats's range 0..10" in problem.message
 
 
-def test_load_catalog_from_files(tmp_path):
+def test_load_catalog_from_files(tmp_path: Path) -> None:
     json_file = tmp_path / "catalog.json"
     json_file.write_text(json.dumps(JSON_CATALOG, indent=2))
     _check_json_catalog(load_catalog(json_file))
@@ -573,7 +577,7 @@ def test_load_catalog_from_files(tmp_path):
     assert load_catalog(str(yaml_file)).source == str(yaml_file)
 
 
-def test_load_missing_file_is_a_catalog_error(tmp_path):
+def test_load_missing_file_is_a_catalog_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     with pytest.raises(CatalogError) as info:
         load_catalog(missing)
@@ -582,12 +586,12 @@ def test_load_missing_file_is_a_catalog_error(tmp_path):
     assert "cannot read file" in problem.message
 
 
-def test_empty_document_is_an_empty_catalog():
+def test_empty_document_is_an_empty_catalog() -> None:
     catalog = parse_catalog("# nothing yet\n")
     assert (dict(catalog.features), dict(catalog.plans), dict(catalog.accounts)) == ({}, {}, {})
 
 
-def test_example_catalog_loads():
+def test_example_catalog_loads() -> None:
     catalog = load_catalog(EXAMPLE)
     assert set(catalog.features) == {
         "sso",
@@ -621,7 +625,7 @@ def test_example_catalog_loads():
     assert catalog.accounts["acct_globex"].subscriptions[0].plan == "enterprise"
 
 
-def test_json_numbers_with_exponents():
+def test_json_numbers_with_exponents() -> None:
     # Valid JSON numbers that YAML 1.1 would read as strings.
     text = """{"products": [{"name": "P",
       "features": [{"name": "Calls", "type": "metered"}],

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plangate.sidecar.catalog import MeteredLimit, parse_catalog
-from plangate.sidecar.engine import Denial, Reason, Snapshot, evaluate, metadata, metered_access
+from plangate.sidecar.engine import (
+    Decision,
+    Denial,
+    Reason,
+    Snapshot,
+    evaluate,
+    metadata,
+    metered_access,
+)
+from support.usage import FakeUsage, usage_of
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 JUNE = datetime(2026, 6, 1, tzinfo=UTC)  # start of NOW's calendar month
@@ -71,13 +81,20 @@ accounts:
 
 
 @pytest.fixture
-def snap(usage) -> Snapshot:
+def snap(usage: FakeUsage) -> Snapshot:
     return Snapshot.of(parse_catalog(CATALOG), usage)
 
 
-def calls(snapshot, account, used=None, at=NOW, feature="api-calls", **context):
+def calls(
+    snapshot: Snapshot,
+    account: str,
+    used: float | None = None,
+    at: datetime = NOW,
+    feature: str = "api-calls",
+    **context: Any,
+) -> Decision:
     if used is not None:
-        snapshot.usage.set(f"acct:{account}", feature, JUNE, used)
+        usage_of(snapshot).set(f"acct:{account}", feature, JUNE, used)
     return evaluate(snapshot, account, feature, context, at)
 
 
@@ -99,7 +116,9 @@ def calls(snapshot, account, used=None, at=NOW, feature="api-calls", **context):
         (150, 1, False, Denial.USAGE_LIMIT_REACHED),
     ],
 )
-def test_hard_limit(snap, used, requested, allowed, denial):
+def test_hard_limit(
+    snap: Snapshot, used: float, requested: float, allowed: bool, denial: Denial | None
+) -> None:
     d = calls(snap, "hard", used, requested=requested)
     assert (d.has_access, d.denial) == (allowed, denial)
     assert d.reason is Reason.TARGETING_MATCH
@@ -107,12 +126,12 @@ def test_hard_limit(snap, used, requested, allowed, denial):
     assert d.metering.used == used
 
 
-def test_requested_defaults_to_one(snap):
+def test_requested_defaults_to_one(snap: Snapshot) -> None:
     assert calls(snap, "hard", 99).has_access
     assert not calls(snap, "hard", 100).has_access
 
 
-def test_limit_used_remaining_overage(snap):
+def test_limit_used_remaining_overage(snap: Snapshot) -> None:
     d = calls(snap, "hard", 30.5)
     m = d.metering
     assert (m.limit, m.used, m.remaining, m.overage) == (100, 30.5, 69.5, 0)
@@ -133,7 +152,9 @@ def test_limit_used_remaining_overage(snap):
 
 
 @pytest.mark.parametrize(("used", "requested"), [(0, 1), (100, 1), (5000, 1), (0, 10**9)])
-def test_soft_limit_without_cap_always_allows(snap, used, requested):
+def test_soft_limit_without_cap_always_allows(
+    snap: Snapshot, used: float, requested: float
+) -> None:
     d = calls(snap, "soft", used, requested=requested)
     assert (d.has_access, d.denial) == (True, None)
     assert d.metering.soft_limit
@@ -151,13 +172,15 @@ def test_soft_limit_without_cap_always_allows(snap, used, requested):
         (0, 121, False, Denial.REQUESTED_EXCEEDS_LIMIT),
     ],
 )
-def test_soft_limit_with_overage_cap(snap, used, requested, allowed, denial):
+def test_soft_limit_with_overage_cap(
+    snap: Snapshot, used: float, requested: float, allowed: bool, denial: Denial | None
+) -> None:
     d = calls(snap, "capped", used, requested=requested)
     assert (d.has_access, d.denial) == (allowed, denial)
     assert (d.metering.soft_limit, d.metering.overage_cap) == (True, 20)
 
 
-def test_unlimited(snap):
+def test_unlimited(snap: Snapshot) -> None:
     d = calls(snap, "unlimited", 10**12, requested=10**9)
     assert (d.has_access, d.denial, d.unlimited) == (True, None, True)
     m = d.metering
@@ -175,7 +198,9 @@ def test_unlimited(snap):
     requested=st.integers(0, 2000),
 )
 @settings(max_examples=300, deadline=None)
-def test_access_matches_the_design_formula(limit, soft, cap, used, requested):
+def test_access_matches_the_design_formula(
+    limit: int | None, soft: bool, cap: int | None, used: float, requested: float
+) -> None:
     if not soft:
         cap = None
     allowed, denial = metered_access(MeteredLimit(limit, soft, cap), used, requested)
@@ -187,6 +212,7 @@ def test_access_matches_the_design_formula(limit, soft, cap, used, requested):
     assert allowed == expected
     assert (denial is None) == allowed
     if not allowed:
+        assert limit is not None
         ceiling = limit + (cap or 0)
         assert denial is (
             Denial.REQUESTED_EXCEEDS_LIMIT if requested > ceiling else Denial.USAGE_LIMIT_REACHED
@@ -196,7 +222,7 @@ def test_access_matches_the_design_formula(limit, soft, cap, used, requested):
 # -- sources ------------------------------------------------------------------------------
 
 
-def test_addon_limits_add_times_quantity(snap):
+def test_addon_limits_add_times_quantity(snap: Snapshot) -> None:
     d = calls(snap, "packed", 199)
     assert d.metering.limit == 100 + 50 * 2
     assert d.variant == "hard+call-pack"
@@ -204,25 +230,25 @@ def test_addon_limits_add_times_quantity(snap):
     assert not calls(snap, "packed", 200).has_access
 
 
-def test_zero_limits_stack_to_zero(snap):
+def test_zero_limits_stack_to_zero(snap: Snapshot) -> None:
     d = calls(snap, "zero", 0)
     assert (d.value, d.metering.limit, d.has_access) == (0, 0, False)
     assert d.denial is Denial.REQUESTED_EXCEEDS_LIMIT
 
 
-def test_unlimited_addon_makes_the_limit_unlimited(snap):
+def test_unlimited_addon_makes_the_limit_unlimited(snap: Snapshot) -> None:
     d = calls(snap, "boundless", 10**6)
     assert d.unlimited and d.has_access
 
 
-def test_two_subscriptions_the_larger_ceiling_wins(snap):
+def test_two_subscriptions_the_larger_ceiling_wins(snap: Snapshot) -> None:
     # hard 100 vs soft 100 capped at +20: the same limit, a higher ceiling.
     d = calls(snap, "two", 110)
     assert (d.metering.limit, d.metering.soft_limit, d.variant) == (100, True, "capped")
     assert d.has_access
 
 
-def test_grant_and_override(snap):
+def test_grant_and_override(snap: Snapshot) -> None:
     granted = calls(snap, "grant", 500)
     assert (granted.metering.limit, granted.variant, granted.has_access) == (1000, "grant", True)
     lowered = calls(snap, "down", 5)  # soft plan, but the override is a hard 5
@@ -230,22 +256,22 @@ def test_grant_and_override(snap):
     assert lowered.denial is Denial.USAGE_LIMIT_REACHED
 
 
-def test_no_entitlement(snap):
+def test_no_entitlement(snap: Snapshot) -> None:
     d = calls(snap, "soft", 0, feature="jobs")  # the soft plan has no jobs
     assert (d.reason, d.variant, d.has_access) == (Reason.DEFAULT, "default", False)
     assert d.denial is Denial.NO_ENTITLEMENT
     assert d.metering.limit == 0
 
 
-def test_metered_default(snap):
+def test_metered_default(snap: Snapshot) -> None:
     # "credits" defaults to 10 for everyone without an entitlement.
-    snap.usage.set("acct:plain", "credits", datetime(1970, 1, 1, tzinfo=UTC), 9)
+    usage_of(snap).set("acct:plain", "credits", datetime(1970, 1, 1, tzinfo=UTC), 9)
     d = calls(snap, "plain", feature="credits")
     assert (d.reason, d.metering.limit, d.has_access, d.denial) == (Reason.DEFAULT, 10, True, None)
     assert not calls(snap, "plain", feature="credits", requested=2).has_access
 
 
-def test_unknown_account(snap):
+def test_unknown_account(snap: Snapshot) -> None:
     d = calls(snap, "ghost")
     assert (d.reason, d.has_access, d.denial) == (Reason.DEFAULT, False, Denial.ACCOUNT_NOT_FOUND)
 
@@ -253,22 +279,22 @@ def test_unknown_account(snap):
 # -- periods and counters ------------------------------------------------------------------
 
 
-def test_calendar_period_reads_this_months_counter(snap):
-    snap.usage.set("acct:hard", "api-calls", datetime(2026, 5, 1, tzinfo=UTC), 100)
+def test_calendar_period_reads_this_months_counter(snap: Snapshot) -> None:
+    usage_of(snap).set("acct:hard", "api-calls", datetime(2026, 5, 1, tzinfo=UTC), 100)
     d = calls(snap, "hard")
     assert d.metering.used == 0  # May's usage does not count in June
     assert (d.metering.period_start, d.metering.period_end) == (
         JUNE,
         datetime(2026, 7, 1, tzinfo=UTC),
     )
-    assert snap.usage.reads[-1] == ("acct:hard", "api-calls", JUNE)
+    assert usage_of(snap).reads[-1] == ("acct:hard", "api-calls", JUNE)
     assert metadata(d)["period_end"] == "2026-07-01T00:00:00Z"
 
 
-def test_subscription_anchored_period(snap):
+def test_subscription_anchored_period(snap: Snapshot) -> None:
     # "hard" started on Jan 31: its months run ... Feb 28, Mar 31, Apr 30, May 31, Jun 30 ...
     start = datetime(2026, 5, 31, tzinfo=UTC)
-    snap.usage.set("acct:hard", "jobs", start, 10)
+    usage_of(snap).set("acct:hard", "jobs", start, 10)
     d = calls(snap, "hard", feature="jobs")
     assert (d.metering.period_start, d.metering.period_end) == (
         start,
@@ -281,16 +307,16 @@ def test_subscription_anchored_period(snap):
     assert march.metering.used == 0 and march.has_access
 
 
-def test_subscription_scope_pools_usage(snap):
+def test_subscription_scope_pools_usage(snap: Snapshot) -> None:
     owner = calls(snap, "owner", feature="seats")
     assert owner.metering.period_end is None  # reset: never
-    snap.usage.set("sub:team", "seats", owner.metering.period_start, 5)
+    usage_of(snap).set("sub:team", "seats", owner.metering.period_start, 5)
     for account in ("owner", "member"):
         d = calls(snap, account, feature="seats")
         assert d.metering.scope_key == "sub:team"
         assert (d.metering.used, d.metering.remaining, d.has_access) == (5, 0, False)
         assert d.metering.period_start == owner.metering.period_start
     # api-calls is account-scoped: the member's own counter.
-    snap.usage.set("acct:owner", "api-calls", JUNE, 100)
+    usage_of(snap).set("acct:owner", "api-calls", JUNE, 100)
     assert not calls(snap, "owner").has_access
     assert calls(snap, "member").has_access

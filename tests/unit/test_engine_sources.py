@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import textwrap
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from plangate.sidecar.catalog import CatalogError, parse_catalog
 from plangate.sidecar.engine import (
+    Decision,
     Denial,
     ErrorCode,
     EvaluationError,
@@ -119,18 +121,22 @@ def snap(accounts: str = "") -> Snapshot:
     return Snapshot.of(parse_catalog(text, "catalog.yaml"))
 
 
-def ev(snapshot: Snapshot, account: str | None, key: str, at: datetime = NOW, **context):
+def ev(
+    snapshot: Snapshot, account: str | None, key: str, at: datetime = NOW, **context: Any
+) -> Decision:
     return evaluate(snapshot, account, key, context, at)
 
 
-def at(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def at(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # -- overrides ------------------------------------------------------------------------------
 
 
-def test_override_beats_plan_upwards_and_downwards():
+def test_override_beats_plan_upwards_and_downwards() -> None:
     s = snap(
         """
         - id: up
@@ -154,7 +160,7 @@ def test_override_beats_plan_upwards_and_downwards():
     assert ev(s, "down", "integrations").value == []
 
 
-def test_override_beats_more_generous_grants_and_subscriptions():
+def test_override_beats_more_generous_grants_and_subscriptions() -> None:
     s = snap(
         """
         - id: a
@@ -171,7 +177,7 @@ def test_override_beats_more_generous_grants_and_subscriptions():
     assert (calls.metering.limit, calls.variant) == (5, "override")
 
 
-def test_override_expires():
+def test_override_expires() -> None:
     s = snap(
         """
         - id: a
@@ -190,7 +196,7 @@ def test_override_expires():
 # -- plans and add-ons ----------------------------------------------------------------------
 
 
-def test_plan_inheritance_over_three_levels():
+def test_plan_inheritance_over_three_levels() -> None:
     s = snap("- {id: a, subscriptions: [{plan: enterprise}]}")
     # Enterprise's own values win over Pro's and Free's...
     conc = ev(s, "a", "execution-concurrency")
@@ -210,7 +216,7 @@ def test_plan_inheritance_over_three_levels():
     )
 
 
-def test_addons_add_times_quantity():
+def test_addons_add_times_quantity() -> None:
     s = snap(
         """
         - id: a
@@ -228,14 +234,14 @@ def test_addons_add_times_quantity():
     assert ev(s, "a", "sso").variant == "pro"
 
 
-def test_addon_onto_unlimited_stays_unlimited():
+def test_addon_onto_unlimited_stays_unlimited() -> None:
     s = snap("- {id: a, subscriptions: [{plan: enterprise, addons: {extra-seats: 2}}]}")
     conc = ev(s, "a", "execution-concurrency")
     assert conc.unlimited
     assert ev(s, "a", "seats").metering.limit == 1 + 10
 
 
-def test_addons_union_lists_or_booleans_replace_strings():
+def test_addons_union_lists_or_booleans_replace_strings() -> None:
     s = snap(
         """
         - id: a
@@ -253,7 +259,7 @@ def test_addons_union_lists_or_booleans_replace_strings():
     assert ev(s, "b", "integrations").value == ["jira"]
 
 
-def test_addons_end_with_their_subscription():
+def test_addons_end_with_their_subscription() -> None:
     s = snap(
         """
         - id: a
@@ -276,7 +282,7 @@ def test_addons_end_with_their_subscription():
         assert ev(s, "a", "execution-concurrency", when).value == 1  # the feature default
 
 
-def test_addon_refused_on_a_plan_outside_requires():
+def test_addon_refused_on_a_plan_outside_requires() -> None:
     with pytest.raises(CatalogError) as info:
         snap("- {id: a, subscriptions: [{plan: enterprise, addons: {concurrency-pack: 1}}]}")
     assert "cannot be attached to plan 'enterprise'" in str(info.value)
@@ -285,7 +291,7 @@ def test_addon_refused_on_a_plan_outside_requires():
 # -- several sources ------------------------------------------------------------------------
 
 
-def test_two_subscriptions_most_generous_number_wins():
+def test_two_subscriptions_most_generous_number_wins() -> None:
     s = snap(
         """
         - id: a
@@ -301,7 +307,7 @@ def test_two_subscriptions_most_generous_number_wins():
         assert (sso.value, sso.variant) == (True, "pro")
 
 
-def test_unlimited_beats_any_number():
+def test_unlimited_beats_any_number() -> None:
     s = snap(
         "- {id: a, subscriptions: [{plan: pro, addons: {concurrency-pack: 5}}, {plan: enterprise}]}"
     )
@@ -309,14 +315,14 @@ def test_unlimited_beats_any_number():
     assert (conc.value, conc.unlimited, conc.variant) == (-1, True, "enterprise")
 
 
-def test_lists_union_across_subscriptions():
+def test_lists_union_across_subscriptions() -> None:
     s = snap("- {id: a, subscriptions: [{plan: pro}, {plan: starter, addons: {jira: 1}}]}")
     integrations = ev(s, "a", "integrations")
     assert sorted(integrations.value) == ["github", "jira", "slack"]
     assert integrations.has_access
 
 
-def test_strings_and_objects_first_subscription_wins():
+def test_strings_and_objects_first_subscription_wins() -> None:
     s = snap(
         """
         - id: a
@@ -332,7 +338,7 @@ def test_strings_and_objects_first_subscription_wins():
     assert ev(s, "b", "theme").variant == "pro"
 
 
-def test_grants_are_active_between_start_and_end():
+def test_grants_are_active_between_start_and_end() -> None:
     s = snap(
         """
         - id: a
@@ -352,7 +358,7 @@ def test_grants_are_active_between_start_and_end():
         assert (plan.value, plan.variant) == (10, "pro")
 
 
-def test_grant_smaller_than_the_plan_does_not_lower_it():
+def test_grant_smaller_than_the_plan_does_not_lower_it() -> None:
     s = snap(
         """
         - id: a
@@ -365,7 +371,7 @@ def test_grant_smaller_than_the_plan_does_not_lower_it():
     assert (calls.metering.limit, calls.variant) == (50000, "grant")
 
 
-def test_grant_without_subscription_and_list_grants_union():
+def test_grant_without_subscription_and_list_grants_union() -> None:
     s = snap(
         """
         - id: solo
@@ -396,7 +402,7 @@ MEMBERS = """
 """
 
 
-def test_member_gets_the_owners_plan_values():
+def test_member_gets_the_owners_plan_values() -> None:
     s = snap(MEMBERS)
     sso = ev(s, "user_m", "sso")  # user_m is not declared itself
     assert (sso.value, sso.variant, sso.reason) == (True, "pro", Reason.TARGETING_MATCH)
@@ -407,14 +413,14 @@ def test_member_gets_the_owners_plan_values():
     assert ev(s, "user_m", "execution-concurrency").value == 10
 
 
-def test_member_with_own_subscription_gets_the_most_generous():
+def test_member_with_own_subscription_gets_the_most_generous() -> None:
     s = snap(MEMBERS)
     assert ev(s, "user_k", "execution-concurrency").value == 10  # pro (shared) > starter (own)
     assert ev(s, "user_k", "support-tier").value == "priority"  # own subscription listed first
     assert sorted(ev(s, "user_k", "integrations").value) == ["github", "slack"]
 
 
-def test_subscription_scope_pools_usage_between_owner_and_members():
+def test_subscription_scope_pools_usage_between_owner_and_members() -> None:
     s = snap(MEMBERS)
     owner, member = ev(s, "owner", "seats"), ev(s, "user_m", "seats")
     assert owner.metering.scope_key == member.metering.scope_key == "sub:team"
@@ -423,7 +429,7 @@ def test_subscription_scope_pools_usage_between_owner_and_members():
     assert ev(s, "user_m", "api-calls").metering.scope_key == "acct:user_m"
 
 
-def test_member_of_an_ended_subscription_is_unknown_again():
+def test_member_of_an_ended_subscription_is_unknown_again() -> None:
     s = snap(
         """
         - id: owner
@@ -438,7 +444,7 @@ def test_member_of_an_ended_subscription_is_unknown_again():
 # -- defaults -------------------------------------------------------------------------------
 
 
-def test_flag_is_false_unless_listed_boolean_uses_its_default():
+def test_flag_is_false_unless_listed_boolean_uses_its_default() -> None:
     s = snap(
         """
         - {id: starter, subscriptions: [{plan: starter}]}
@@ -462,7 +468,7 @@ def test_flag_is_false_unless_listed_boolean_uses_its_default():
     assert ev(s, "free", "audit-log").value is False
 
 
-def test_integer_unlimited_returns_infinite():
+def test_integer_unlimited_returns_infinite() -> None:
     s = snap("- {id: a, subscriptions: [{plan: enterprise}]}")
     d = ev(s, "a", "execution-concurrency")
     assert d.value == s.catalog.features["execution-concurrency"].infinite == -1
@@ -471,7 +477,7 @@ def test_integer_unlimited_returns_infinite():
     assert metadata(ev(s, "a", "support-tier")).get("unlimited") in (None, False)
 
 
-def test_known_account_without_source_gets_default():
+def test_known_account_without_source_gets_default() -> None:
     s = snap("- {id: nobody}")
     d = ev(s, "nobody", "support-tier")
     assert (d.value, d.reason, d.variant) == ("community", Reason.DEFAULT, "default")
@@ -479,7 +485,7 @@ def test_known_account_without_source_gets_default():
     assert ev(s, "nobody", "theme").value == {"accent": "blue"}
 
 
-def test_unknown_account_gets_default_with_denial():
+def test_unknown_account_gets_default_with_denial() -> None:
     s = snap("- {id: a, subscriptions: [{plan: pro}]}")
     for key, default in [
         ("sso", False),
@@ -493,7 +499,7 @@ def test_unknown_account_gets_default_with_denial():
         assert metadata(d)["denial"] == "account_not_found"
 
 
-def test_archived_feature_is_disabled():
+def test_archived_feature_is_disabled() -> None:
     s = snap("- {id: a, subscriptions: [{plan: pro}], overrides: {legacy-reports: false}}")
     d = ev(s, "a", "legacy-reports")
     assert d.reason is Reason.DISABLED
@@ -505,7 +511,7 @@ def test_archived_feature_is_disabled():
 # -- errors ---------------------------------------------------------------------------------
 
 
-def test_unknown_feature_is_flag_not_found():
+def test_unknown_feature_is_flag_not_found() -> None:
     s = snap("- {id: a, subscriptions: [{plan: pro}]}")
     with pytest.raises(EvaluationError) as info:
         ev(s, "a", "teleport")
@@ -514,7 +520,7 @@ def test_unknown_feature_is_flag_not_found():
 
 
 @pytest.mark.parametrize("account", [None, ""])
-def test_missing_account_id_is_targeting_key_missing(account):
+def test_missing_account_id_is_targeting_key_missing(account: str | None) -> None:
     s = snap("- {id: a, subscriptions: [{plan: pro}]}")
     with pytest.raises(EvaluationError) as info:
         ev(s, account, "sso")
@@ -522,7 +528,7 @@ def test_missing_account_id_is_targeting_key_missing(account):
 
 
 @pytest.mark.parametrize("requested", ["abc", -1, math.nan, True, None, [1]])
-def test_bad_requested_is_invalid_context(requested):
+def test_bad_requested_is_invalid_context(requested: Any) -> None:
     s = snap("- {id: a, subscriptions: [{plan: pro}]}")
     with pytest.raises(EvaluationError) as info:
         ev(s, "a", "api-calls", requested=requested)
@@ -530,7 +536,7 @@ def test_bad_requested_is_invalid_context(requested):
     assert "requested" in info.value.message
 
 
-def test_variants_name_the_winning_source():
+def test_variants_name_the_winning_source() -> None:
     s = snap(
         """
         - id: a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from plangate.sidecar.catalog import parse_catalog
@@ -18,6 +19,7 @@ from plangate.sidecar.engine import (
     metadata,
     resolve_as,
 )
+from support.usage import FakeUsage, usage_of
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 JUNE = datetime(2026, 6, 1, tzinfo=UTC)
@@ -82,12 +84,12 @@ EXPECTED = {
 
 
 @pytest.fixture
-def snap(usage) -> Snapshot:
+def snap(usage: FakeUsage) -> Snapshot:
     usage.set("acct:pro", "calls", JUNE, 30.5)
     return Snapshot.of(parse_catalog(CATALOG), usage)
 
 
-def resolve(snapshot: Snapshot, account: str, key: str, kind: Kind):
+def resolve(snapshot: Snapshot, account: str, key: str, kind: Kind) -> Any:
     decision = evaluate(snapshot, account, key, {}, NOW)
     return decision, resolve_as(decision, snapshot.catalog.features[key], kind)
 
@@ -96,7 +98,7 @@ CELLS = [(key, kind) for key in TABLE for kind in Kind]
 
 
 @pytest.mark.parametrize(("key", "kind"), CELLS, ids=[f"{k}-{c.value}" for k, c in CELLS])
-def test_table_cell(snap, key, kind):
+def test_table_cell(snap: Snapshot, key: str, kind: Kind) -> None:
     cell = TABLE[key].get(kind.value)
     if cell is None:
         with pytest.raises(EvaluationError) as info:
@@ -117,7 +119,7 @@ def test_table_cell(snap, key, kind):
     assert type(value) is type(expected)
 
 
-def test_every_type_has_its_row():
+def test_every_type_has_its_row() -> None:
     catalog = parse_catalog(CATALOG)
     assert {f.type.value for f in catalog.features.values()} == {
         "boolean",
@@ -131,7 +133,7 @@ def test_every_type_has_its_row():
     assert {(k, c) for k, c in CELLS} >= {(k, Kind(c)) for k, c in EXPECTED}
 
 
-def test_unlimited_integer_and_metered_resolve_to_infinite(snap):
+def test_unlimited_integer_and_metered_resolve_to_infinite(snap: Snapshot) -> None:
     _, as_int = resolve(snap, "max", "concurrency", Kind.INTEGER)
     assert as_int == 9999  # the feature's `infinite`
     # A metered feature has no `infinite` option: it resolves to the default sentinel.
@@ -143,7 +145,7 @@ def test_unlimited_integer_and_metered_resolve_to_infinite(snap):
     assert access is True
 
 
-def test_metered_detail_carries_the_whole_decision(snap):
+def test_metered_detail_carries_the_whole_decision(snap: Snapshot) -> None:
     _, value = resolve(snap, "pro", "calls", Kind.OBJECT)
     assert {
         "value",
@@ -168,15 +170,15 @@ def test_metered_detail_carries_the_whole_decision(snap):
     json.dumps(value)
 
 
-def test_metered_remaining_when_exhausted(snap):
-    snap.usage.set("acct:pro", "calls", JUNE, 150)
+def test_metered_remaining_when_exhausted(snap: Snapshot) -> None:
+    usage_of(snap).set("acct:pro", "calls", JUNE, 150)
     decision, remaining = resolve(snap, "pro", "calls", Kind.INTEGER)
     assert remaining == 0
     assert resolve_as(decision, snap.catalog.features["calls"], Kind.BOOLEAN) is False
     assert metadata(decision)["denial"] == "usage_limit_reached"
 
 
-def test_metadata_is_scalars_only(snap):
+def test_metadata_is_scalars_only(snap: Snapshot) -> None:
     for key in TABLE:
         for account in ("pro", "max", "ghost"):
             meta = metadata(evaluate(snap, account, key, {}, NOW))

@@ -86,7 +86,7 @@ def test_a_failed_call_fails_every_caller_of_its_group_and_the_next_group_runs()
 
 
 def test_a_batch_larger_than_the_group_limit_still_runs() -> None:
-    group = GroupCommit(lambda items: list(items), max_items=2)
+    group = GroupCommit[int, int](lambda items: list(items), max_items=2)
     assert group.submit(list(range(5))) == list(range(5))
 
 

@@ -16,8 +16,8 @@ CAL, SUB = Anchor.CALENDAR, Anchor.SUBSCRIPTION
 US = timedelta(microseconds=1)
 
 
-def t(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def t(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # (reset, anchor, subscription start, instant, expected start, expected end)
@@ -116,14 +116,21 @@ EXAMPLES = [
     EXAMPLES,
     ids=[f"{e[0].value}-{e[1].value}-{e[3]:%Y%m%dT%H%M}" for e in EXAMPLES],
 )
-def test_example(reset, anchor, start, at, begin, end):
+def test_example(
+    reset: Reset,
+    anchor: Anchor,
+    start: datetime | None,
+    at: datetime,
+    begin: datetime,
+    end: datetime,
+) -> None:
     period = period_containing(reset, anchor, at, start)
     assert (period.start, period.end) == (begin, end)
     assert period.contains(at)
 
 
 @pytest.mark.parametrize("anchor", [CAL, SUB])
-def test_never_is_one_endless_period(anchor):
+def test_never_is_one_endless_period(anchor: Anchor) -> None:
     instants = [t(1999, 1, 1), t(2026, 6, 15, 12), t(2090, 12, 31)]
     periods = {period_containing(Reset.NEVER, anchor, at, t(2026, 1, 15)) for at in instants}
     assert len(periods) == 1
@@ -132,7 +139,7 @@ def test_never_is_one_endless_period(anchor):
     assert all(period.contains(at) for at in instants)
 
 
-def test_add_months_clamps_to_month_end_from_the_original_anchor():
+def test_add_months_clamps_to_month_end_from_the_original_anchor() -> None:
     jan31 = t(2027, 1, 31, 8, 15)
     assert [add_months(jan31, k).date().isoformat() for k in range(5)] == [
         "2027-01-31",
@@ -146,7 +153,7 @@ def test_add_months_clamps_to_month_end_from_the_original_anchor():
     assert add_months(t(2028, 2, 29), 12) == t(2029, 2, 28)
 
 
-def test_non_utc_instants_use_utc_boundaries():
+def test_non_utc_instants_use_utc_boundaries() -> None:
     plus2 = timezone(timedelta(hours=2))
     # 2026-03-01 01:00 at +02:00 is still February in UTC.
     at = datetime(2026, 3, 1, 1, 0, tzinfo=plus2)
@@ -211,7 +218,9 @@ SETTINGS = settings(max_examples=300, deadline=None)
 
 @given(reset=RESETS, anchor=ANCHORS, start=STARTS, at=INSTANTS)
 @SETTINGS
-def test_instant_lies_in_its_period(reset, anchor, start, at):
+def test_instant_lies_in_its_period(
+    reset: Reset, anchor: Anchor, start: datetime | None, at: datetime
+) -> None:
     period = period_containing(reset, anchor, at, start)
     assert period.end is not None
     assert period.start <= at < period.end
@@ -219,8 +228,11 @@ def test_instant_lies_in_its_period(reset, anchor, start, at):
 
 @given(reset=RESETS, anchor=ANCHORS, start=STARTS, at=INSTANTS)
 @SETTINGS
-def test_periods_tile_without_gaps_or_overlaps(reset, anchor, start, at):
+def test_periods_tile_without_gaps_or_overlaps(
+    reset: Reset, anchor: Anchor, start: datetime | None, at: datetime
+) -> None:
     period = period_containing(reset, anchor, at, start)
+    assert period.end is not None
     following = period_containing(reset, anchor, period.end, start)
     assert following.start == period.end
     previous = period_containing(reset, anchor, period.start - US, start)
@@ -230,8 +242,11 @@ def test_periods_tile_without_gaps_or_overlaps(reset, anchor, start, at):
 
 @given(reset=RESETS, anchor=ANCHORS, start=STARTS, at=INSTANTS, fraction=st.floats(0, 1))
 @SETTINGS
-def test_every_instant_of_a_period_maps_back_to_it(reset, anchor, start, at, fraction):
+def test_every_instant_of_a_period_maps_back_to_it(
+    reset: Reset, anchor: Anchor, start: datetime | None, at: datetime, fraction: float
+) -> None:
     period = period_containing(reset, anchor, at, start)
+    assert period.end is not None
     inside = min(period.start + (period.end - period.start) * fraction, period.end - US)
     assert period_containing(reset, anchor, inside, start) == period
     assert period_containing(reset, anchor, period.start, start) == period
@@ -240,8 +255,11 @@ def test_every_instant_of_a_period_maps_back_to_it(reset, anchor, start, at, fra
 
 @given(reset=RESETS, anchor=ANCHORS, start=STARTS, at=INSTANTS)
 @SETTINGS
-def test_period_boundaries_follow_the_anchor(reset, anchor, start, at):
+def test_period_boundaries_follow_the_anchor(
+    reset: Reset, anchor: Anchor, start: datetime | None, at: datetime
+) -> None:
     period = period_containing(reset, anchor, at, start)
+    assert period.end is not None
     begin = period.start.astimezone(UTC)
     if anchor is SUB and start is not None:
         # The subscription start itself begins a period.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
-from plangate.sidecar.catalog import parse_catalog
+from plangate.sidecar.catalog import Feature, parse_catalog
 from plangate.sidecar.engine import Mode, UsageRejected, UsageReport, check_report, next_value
 
 CATALOG = parse_catalog(
@@ -25,11 +26,11 @@ USERS = CATALOG.features["active-users"]
 SEATS = CATALOG.features["seats"]
 
 
-def report(feature: str, amount: float = 1.0, **kwargs) -> UsageReport:
+def report(feature: str, amount: float = 1.0, **kwargs: Any) -> UsageReport:
     return UsageReport(account="acct_1", feature=feature, amount=amount, **kwargs)
 
 
-def apply(feature, current: float, rep: UsageReport, new_unique: bool = True) -> float:
+def apply(feature: Feature, current: float, rep: UsageReport, new_unique: bool = True) -> float:
     check_report(feature, rep)
     return next_value(feature, current, rep, new_unique)
 
@@ -49,17 +50,17 @@ def apply(feature, current: float, rep: UsageReport, new_unique: bool = True) ->
         (0, -1, 0),
     ],
 )
-def test_sum_adds_and_refunds_floor_at_zero(current, amount, expected):
+def test_sum_adds_and_refunds_floor_at_zero(current: float, amount: float, expected: float) -> None:
     assert apply(CALLS, current, report("api-calls", amount)) == expected
 
 
-def test_sum_mode_add_is_the_default_and_mode_set_sets():
+def test_sum_mode_add_is_the_default_and_mode_set_sets() -> None:
     assert apply(CALLS, 10, report("api-calls", 5, mode=Mode.ADD)) == 15
     assert apply(CALLS, 10, report("api-calls", 3, mode=Mode.SET)) == 3
     assert apply(CALLS, 10, report("api-calls", 0, mode=Mode.SET)) == 0
 
 
-def test_sum_rejects_a_unique_key():
+def test_sum_rejects_a_unique_key() -> None:
     with pytest.raises(UsageRejected, match="unique_key applies only to unique features"):
         check_report(CALLS, report("api-calls", unique_key="user_1"))
 
@@ -67,7 +68,7 @@ def test_sum_rejects_a_unique_key():
 # -- unique ---------------------------------------------------------------------------------
 
 
-def test_unique_counts_only_new_keys():
+def test_unique_counts_only_new_keys() -> None:
     rep = report("active-users", unique_key="user_1")
     assert apply(USERS, 0, rep, new_unique=True) == 1
     assert apply(USERS, 1, rep, new_unique=False) == 1
@@ -76,12 +77,12 @@ def test_unique_counts_only_new_keys():
     assert apply(USERS, 2, report("active-users", 50, unique_key="user_3"), new_unique=True) == 3
 
 
-def test_unique_requires_a_unique_key():
+def test_unique_requires_a_unique_key() -> None:
     with pytest.raises(UsageRejected, match="unique_key"):
         check_report(USERS, report("active-users"))
 
 
-def test_unique_refuses_mode_set():
+def test_unique_refuses_mode_set() -> None:
     with pytest.raises(UsageRejected, match="mode 'set'"):
         check_report(USERS, report("active-users", unique_key="u", mode=Mode.SET))
 
@@ -90,17 +91,17 @@ def test_unique_refuses_mode_set():
 
 
 @pytest.mark.parametrize(("current", "amount"), [(0, 3), (10, 3), (3, 10), (7, 0)])
-def test_gauge_sets_the_value(current, amount):
+def test_gauge_sets_the_value(current: float, amount: float) -> None:
     assert apply(SEATS, current, report("seats", amount)) == amount
 
 
-def test_gauge_mode_add_adjusts_and_floors_at_zero():
+def test_gauge_mode_add_adjusts_and_floors_at_zero() -> None:
     assert apply(SEATS, 5, report("seats", 2, mode=Mode.ADD)) == 7
     assert apply(SEATS, 5, report("seats", -2, mode=Mode.ADD)) == 3
     assert apply(SEATS, 1, report("seats", -2, mode=Mode.ADD)) == 0
 
 
-def test_gauge_rejects_a_negative_value():
+def test_gauge_rejects_a_negative_value() -> None:
     with pytest.raises(UsageRejected, match=">= 0"):
         check_report(SEATS, report("seats", -1))
 
@@ -109,27 +110,27 @@ def test_gauge_rejects_a_negative_value():
 
 
 @pytest.mark.parametrize("key", ["sso", "concurrency"])
-def test_rejects_non_metered_features(key):
+def test_rejects_non_metered_features(key: str) -> None:
     with pytest.raises(UsageRejected, match="only metered features take usage"):
         check_report(CATALOG.features[key], report(key))
 
 
-def test_rejects_unknown_feature():
+def test_rejects_unknown_feature() -> None:
     with pytest.raises(UsageRejected, match="unknown feature 'teleport'"):
         check_report(CATALOG.features.get("teleport"), report("teleport"))
 
 
 @pytest.mark.parametrize("amount", [math.nan, math.inf, -math.inf])
-def test_rejects_non_finite_amounts(amount):
+def test_rejects_non_finite_amounts(amount: float) -> None:
     with pytest.raises(UsageRejected, match="finite number"):
         check_report(CALLS, report("api-calls", amount))
 
 
-def test_rejects_missing_account():
+def test_rejects_missing_account() -> None:
     with pytest.raises(UsageRejected, match="account is required"):
         check_report(CALLS, UsageReport(account="", feature="api-calls"))
 
 
-def test_accepted_report_returns_its_feature():
+def test_accepted_report_returns_its_feature() -> None:
     assert check_report(CALLS, report("api-calls", 3)) is CALLS
     assert check_report(USERS, report("active-users", unique_key="u")) is USERS
