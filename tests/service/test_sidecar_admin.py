@@ -4,9 +4,6 @@ are FAILED_PRECONDITION naming the file, and nothing refused changes any state."
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +13,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct, to_struct, to_value
+from support.admin import Events, fingerprint
 from support.sidecar import Stubs
 
 NOW = datetime.now(UTC)
@@ -31,47 +29,6 @@ DAY = timedelta(days=1)
 PAST, FUTURE = ts(NOW - 30 * DAY), ts(NOW + 30 * DAY)
 
 
-class Events:
-    """A `Watch` stream read by a background thread; `account_changes()` drains what came."""
-
-    def __init__(self, stubs: Stubs) -> None:
-        self.queue: queue.Queue[pb.WatchEvent] = queue.Queue()
-        self.stream = stubs.evaluation.Watch(pb.WatchRequest())
-        assert next(self.stream).HasField("ready")
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        try:
-            for event in self.stream:
-                self.queue.put(event)
-        except grpc.RpcError:
-            pass
-
-    def account_changes(self, first: float = 0.3) -> list[tuple[set[str], str]]:
-        """(account ids, cause) of every account_changed event: waits up to `first` s for one,
-        then briefly for stragglers."""
-        out: list[tuple[set[str], str]] = []
-        deadline = time.monotonic() + first
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = self.queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if event.HasField("account_changed"):
-                out.append((set(event.account_changed.account_ids), event.account_changed.cause))
-                deadline = time.monotonic() + 0.05
-        return out
-
-    def expect(self, *ids: str, cause: str = "admin") -> None:
-        """Exactly one account_changed event arrives, naming at least `ids`."""
-        changes = self.account_changes(first=5.0)
-        assert len(changes) == 1, changes
-        assert set(ids) <= changes[0][0] and changes[0][1] == cause, changes
-
-    def close(self) -> None:
-        self.stream.cancel()
-
-
 @pytest.fixture
 def events(stubs: Stubs) -> Iterator[Events]:
     e = Events(stubs)
@@ -85,27 +42,6 @@ def value(stubs: Stubs, account_id: str, feature: str) -> pb.Resolution:
     )
     assert res.error_code == "", res.error_message
     return res
-
-
-def fingerprint(stubs: Stubs) -> bytes:
-    """Everything a client can observe: every account, and every feature (with usage) for
-    every account and subscription member."""
-    accounts: list[pb.Account] = []
-    token = ""
-    while True:
-        page = stubs.admin.ListAccounts(pb.ListAccountsRequest(page_size=50, page_token=token))
-        accounts.extend(page.accounts)
-        token = page.next_page_token
-        if not token:
-            break
-    ids = sorted(
-        {a.id for a in accounts} | {m for a in accounts for s in a.subscriptions for m in s.members}
-    )
-    out = b"".join(a.SerializeToString(deterministic=True) for a in accounts)
-    for account_id in ids:
-        everything = stubs.evaluation.EvaluateAll(pb.EvaluateAllRequest(account_id=account_id))
-        out += everything.SerializeToString(deterministic=True)
-    return out
 
 
 # -- accounts --------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_value
+from support.admin import fingerprint
 from support.sidecar import Stubs, copy_catalog, in_process
-from test_sidecar_admin import fingerprint
 
 ACCOUNTS = ["acct_fz", "acct_acme", "acct_globex", "user_ann", "user_fz", "acct_missing"]
 FEATURES = ["sso", "api-calls", "seats", "monthly-active-users", "exports", "support-tier",

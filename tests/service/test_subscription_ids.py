@@ -7,8 +7,8 @@ import grpc
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.sidecar.catalog import CatalogError, parse_catalog
+from support.admin import Events, fingerprint
 from support.sidecar import EXAMPLE_CATALOG, Stubs
-from test_sidecar_admin import Events, fingerprint
 
 
 def test_the_catalog_refuses_one_subscription_id_on_two_accounts() -> None:

@@ -18,7 +18,7 @@ from plangate.sidecar.engine import (
     resolve_as,
 )
 from plangate.sidecar.server.convert import plain_value, resolution
-from test_engine_typed import CATALOG, JUNE, NOW, TABLE
+from support.typed_table import CATALOG, JUNE, NOW, TABLE
 
 FIELD = {
     Kind.BOOLEAN: "as_boolean",
