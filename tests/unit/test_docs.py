@@ -24,8 +24,10 @@ _CITATION = re.compile(r"[Dd]esign (§\d+(?:\.\d+)?(?:(?:,\s*|\s+and\s+)§\d+(?:
 _SECTION_NUMBER = re.compile(r"§(\d+(?:\.\d+)?)")
 
 # The numbering the code was written against: every one of these must stay a heading.
-DESIGN_SECTIONS = ("1", "2", "2.1", "3", "4", "4.1", "5", "5.1", "6", "6.1", "6.2", "7", "7.1")
-DESIGN_SECTIONS += ("8", "9", "10", "11", "12", "13", "14", "15")
+DESIGN_SECTIONS: tuple[str, ...] = (
+    *("1", "2", "2.1", "3", "4", "4.1", "5", "5.1", "6", "6.1", "6.2"),
+    *("7", "7.1", "8", "9", "10", "11", "12", "13", "14", "15"),
+)
 
 
 def doc_files() -> list[Path]:
