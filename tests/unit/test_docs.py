@@ -112,7 +112,7 @@ def cited_files() -> list[Path]:
     files: list[Path] = []
     for folder in ("sidecar", "provider", "protocol", "tests", "bench"):
         files += sorted((ROOT / folder).glob("**/*.py"))
-    return files
+    return files + sorted((ROOT / "proto").glob("**/*.proto"))  # stubs copy their comments
 
 
 def citations(text: str) -> Iterator[tuple[int, str]]:
