@@ -10,7 +10,7 @@ prints the table and writes `bench/results/latest.json` (or `--out`).
 The headline is the ratios, not the absolute numbers: each target compares PlanGate with a
 floor measured in the same run on the same machine (the SDK's InMemoryProvider, a raw gRPC
 echo) or with the peer (flagd's in-process provider), so a slower or busier machine moves
-both sides together. See docs/readme/benchmarks.md for what each row means.
+both sides together. See bench/README.md for what each row means.
 """
 
 from __future__ import annotations
@@ -404,7 +404,7 @@ def table(results: dict[str, Any]) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The same report as Markdown tables, for docs/readme/benchmarks.md."""
+    """The same report as Markdown tables, for bench/README.md."""
 
     def md(header: list[str], rows: list[list[str]], align: list[str]) -> list[str]:
         out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
