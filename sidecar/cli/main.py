@@ -14,16 +14,22 @@ from .. import settings
 from ..catalog import CatalogError, load_catalog
 from . import client
 
-EPILOG = """\
+EPILOG = (
+    """\
 examples:
   plangate serve --catalog examples/catalog.yaml        # state in ./plangate.db
   plangate validate examples/catalog.yaml
   plangate check acct_acme api-calls --requested 5
-  plangate accounts list
+  plangate accounts list --json
 
-Every serve option has a PLANGATE_* environment variable (shown in its help);
-client commands read PLANGATE_TARGET, PLANGATE_TOKEN and PLANGATE_TLS_CA.
+Every serve option has a PLANGATE_* environment variable (`plangate serve --help`);
+client commands read PLANGATE_TARGET, PLANGATE_TOKEN and PLANGATE_TLS_CA. Client commands
+print for people; --json prints the reply for scripts: the API's field names, unset fields
+left out, whole numbers as integers, times in ISO-8601 UTC, enums in lower case.
+
 """
+    + client.EXIT_CODES
+)
 
 
 def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
