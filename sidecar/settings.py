@@ -152,7 +152,6 @@ class Declared:
 
     name: str
     kind: type  # str, int or float
-    optional: bool  # None allowed (no value = not configured)
     required: bool
     default: Any
     env: str
@@ -181,7 +180,6 @@ def declarations() -> Iterator[Declared]:
         yield Declared(
             name=f.name,
             kind=kind,
-            optional=type(None) in args,
             required=f.default is MISSING,
             default=None if f.default is MISSING else f.default,
             env=f.metadata["env"],

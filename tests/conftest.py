@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
-from plangate.sidecar.catalog import Catalog, CatalogError, Problem, parse_catalog
+from plangate.sidecar.catalog import Catalog, parse_catalog
 from support.sidecar import Stubs, copy_catalog, in_process
 
 # CI starts from nothing saved: a failing example found on one run must not decide the next
@@ -27,14 +27,6 @@ NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 def build_catalog(text: str, file: str = "catalog.yaml") -> Catalog:
     """A catalog from an inline, indented YAML/JSON string."""
     return parse_catalog(textwrap.dedent(text), file)
-
-
-def catalog_problems(text: str, file: str = "catalog.yaml") -> list[Problem]:
-    """The problems of an inline catalog that must not load (fails the test if it loads)."""
-    with pytest.raises(CatalogError) as info:
-        parse_catalog(textwrap.dedent(text), file)
-    assert info.value.problems, "CatalogError without problems"
-    return info.value.problems
 
 
 class FakeUsage:
@@ -63,11 +55,6 @@ def now() -> datetime:
 @pytest.fixture
 def make_catalog() -> Callable[..., Catalog]:
     return build_catalog
-
-
-@pytest.fixture
-def problems_of() -> Callable[..., list[Problem]]:
-    return catalog_problems
 
 
 @pytest.fixture

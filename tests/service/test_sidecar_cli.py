@@ -202,19 +202,10 @@ def test_help_explains_the_commands_and_the_environment() -> None:
     serve = plangate("serve", "--help")
     assert serve.returncode == 0
     text = " ".join(serve.stdout.split())  # argparse wraps lines
-    for flag, variable in [
-        ("--catalog", "PLANGATE_CATALOG"),
-        ("--db", "PLANGATE_DB"),
-        ("--host", "PLANGATE_HOST"),
-        ("--port", "PLANGATE_PORT"),
-        ("--management-port", "PLANGATE_MANAGEMENT_PORT"),
-        ("--socket", "PLANGATE_SOCKET"),
-        ("--token-file", "PLANGATE_TOKEN_FILE"),
-        ("--tls-cert", "PLANGATE_TLS_CERT"),
-        ("--tls-client-ca", "PLANGATE_TLS_CLIENT_CA"),
-        ("--environment", "PLANGATE_ENVIRONMENT"),
-    ]:
-        assert flag in text and variable in text, flag
+    from plangate.sidecar.settings import declarations
+
+    for d in declarations():  # every declared option is a flag that names its variable
+        assert f"{d.flag} " in text and f"[{d.env}]" in text, d.name
     assert "127.0.0.1" in text
 
 
