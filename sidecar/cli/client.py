@@ -133,9 +133,7 @@ class Call:
         if not keys or feature in keys:
             return None
         close = difflib.get_close_matches(feature, keys, n=1)
-        hint = (
-            f"; did you mean {close[0]!r}?" if close else " (`plangate check` lists none like it)"
-        )
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown feature {feature!r}{hint}"
 
 
