@@ -16,8 +16,6 @@ from typing import Any
 
 import yaml
 
-PLANS = ("free", "pro", "enterprise")
-
 # The three features the headline rows evaluate; every other feature is filler that makes
 # EvaluateAll return a realistically sized account (50 features).
 BOOLEAN_KEY = "sso"

@@ -1,5 +1,7 @@
 """Provider settings: constructor arguments first, then `PLANGATE_*` environment variables.
 
+The variables are declared once, as literals, in `VARIABLES` (design §15).
+
 The environment fallback exists so one container image can point at different sidecars
 (TCP port, Unix socket, TLS) without code changes; explicit arguments always win so tests
 and multi-sidecar apps stay deterministic.
@@ -86,25 +88,62 @@ class ProviderConfig:
         if unknown:
             raise TypeError(f"unknown provider option(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {k: v for k, v in rest.items() if v is not None}
-        values["target"] = target or env.get("PLANGATE_TARGET") or DEFAULT_TARGET
-        values["token"] = token or env.get("PLANGATE_TOKEN") or None
-        values["tls_ca"] = tls_ca or env.get("PLANGATE_TLS_CA") or None
-        values["tls_cert"] = tls_cert or env.get("PLANGATE_TLS_CERT") or None
-        values["tls_key"] = tls_key or env.get("PLANGATE_TLS_KEY") or None
-        ms = _first_int(deadline_ms, env, "PLANGATE_DEADLINE_MS")
-        if ms is not None:
-            values["deadline"] = ms / 1000
-        grace = _first_int(grace_period_ms, env, "PLANGATE_GRACE_PERIOD_MS")
-        if grace is not None:
-            values["grace_period"] = grace / 1000
-        size = _first_int(cache_size, env, "PLANGATE_CACHE_SIZE")
-        if size is not None:
-            values["cache_size"] = size
-        if cache is not None:
-            values["cache"] = cache
-        elif env.get("PLANGATE_CACHE"):
-            values["cache"] = _flag(env["PLANGATE_CACHE"], "PLANGATE_CACHE")
+        given = {
+            "target": target,
+            "token": token,
+            "tls_ca": tls_ca,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "deadline_ms": deadline_ms,
+            "cache": cache,
+            "cache_size": cache_size,
+            "grace_period_ms": grace_period_ms,
+        }
+        for variable in VARIABLES:
+            value = variable.read(given[variable.argument], env)
+            if value is not None:
+                values[variable.field] = value
         return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One `PLANGATE_*` variable: the `resolve` argument it backs and the field it sets."""
+
+    argument: str
+    env: str  # the literal variable name, so a search for it finds this table
+    kind: str  # text, ms (milliseconds, stored as seconds), count, switch
+    help: str
+
+    @property
+    def field(self) -> str:
+        return self.argument.removesuffix("_ms")
+
+    def read(self, given: Any, env: Mapping[str, str]) -> Any:
+        """The argument if given, else the variable, else None (the field's default)."""
+        if self.kind == "text":
+            return given or env.get(self.env) or None
+        if self.kind == "switch":
+            if given is not None:
+                return bool(given)
+            return _flag(env[self.env], self.env) if env.get(self.env) else None
+        number = _first_int(given, env, self.env)
+        if number is None or self.kind == "count":
+            return number
+        return number / 1000
+
+
+VARIABLES = (
+    Variable("target", "PLANGATE_TARGET", "text", "host:port, or unix:///path/to/socket"),
+    Variable("token", "PLANGATE_TOKEN", "text", "bearer token sent on every call"),
+    Variable("tls_ca", "PLANGATE_TLS_CA", "text", "CA of the sidecar's certificate; TLS on"),
+    Variable("tls_cert", "PLANGATE_TLS_CERT", "text", "client certificate (PEM), mutual TLS"),
+    Variable("tls_key", "PLANGATE_TLS_KEY", "text", "client key (PEM), with tls_cert"),
+    Variable("deadline_ms", "PLANGATE_DEADLINE_MS", "ms", "deadline of an evaluation call"),
+    Variable("cache", "PLANGATE_CACHE", "switch", "on or off: the evaluation cache"),
+    Variable("cache_size", "PLANGATE_CACHE_SIZE", "count", "cached (account, context) entries"),
+    Variable("grace_period_ms", "PLANGATE_GRACE_PERIOD_MS", "ms", "STALE before PROVIDER_ERROR"),
+)
 
 
 def _first_int(given: int | None, env: Mapping[str, str], name: str) -> int | None:

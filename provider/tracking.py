@@ -64,8 +64,6 @@ class UsageReporter:
         self._abort = False
         self._seq = 0
         self._call: grpc.Future[pb.ReportResponse] | None = None
-        self.delivered = 0
-        self.retries = 0
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="plangate-usage", daemon=True)
 
@@ -183,7 +181,6 @@ class UsageReporter:
                     self.dropped += len(batch)
                     self._on_settled(batch)
                     return True
-                self.retries += 1
                 if not failing:
                     failing = True
                     log.warning(
@@ -224,7 +221,6 @@ class UsageReporter:
                 report.account_id,
                 message,
             )
-        self.delivered += len(batch)
         self._on_settled(batch)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
-from plangate.sidecar.catalog import Catalog, CatalogError, Problem, parse_catalog
+from plangate.sidecar.catalog import Catalog, parse_catalog
 from support.sidecar import Stubs, copy_catalog, in_process
 from support.usage import FakeUsage
 
@@ -30,14 +30,6 @@ def build_catalog(text: str, file: str = "catalog.yaml") -> Catalog:
     return parse_catalog(textwrap.dedent(text), file)
 
 
-def catalog_problems(text: str, file: str = "catalog.yaml") -> list[Problem]:
-    """The problems of an inline catalog that must not load (fails the test if it loads)."""
-    with pytest.raises(CatalogError) as info:
-        parse_catalog(textwrap.dedent(text), file)
-    assert info.value.problems, "CatalogError without problems"
-    return info.value.problems
-
-
 @pytest.fixture
 def now() -> datetime:
     return NOW
@@ -46,11 +38,6 @@ def now() -> datetime:
 @pytest.fixture
 def make_catalog() -> Callable[..., Catalog]:
     return build_catalog
-
-
-@pytest.fixture
-def problems_of() -> Callable[..., list[Problem]]:
-    return catalog_problems
 
 
 @pytest.fixture

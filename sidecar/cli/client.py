@@ -1,42 +1,55 @@
 """Client commands: operate a running sidecar over gRPC (check, accounts, subscriptions, ...).
 
-Each command is one RPC; values are given as JSON or YAML scalars (`25`, `true`,
-`unlimited`, `'{limit: 10, soft: true}'`), exactly as in the catalog file.
+Each command is one row of `COMMANDS`: its words, its arguments, the RPC it calls, how it
+builds the request, how it shows the reply to people and what in a reply counts as a
+failure. `add_commands` turns the rows into argparse sub-commands, so every command takes
+the same `--target`, `--timeout` and `--json` and follows the same exit codes (EXIT_CODES).
+Values are given as JSON or YAML scalars (`25`, `true`, `unlimited`,
+`'{limit: 10, soft: true}'`), exactly as in the catalog file.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import yaml
-from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp, to_value
 from ..catalog.values import parse_time
+from . import output
 
 if TYPE_CHECKING:
     Sub = argparse._SubParsersAction[argparse.ArgumentParser]
 
+OK, FAILED, USAGE = 0, 1, 2
+EXIT_CODES = """\
+exit codes:
+  0  done; the answer is printed
+  1  an error or a rejection: an evaluation error (FLAG_NOT_FOUND, INVALID_CONTEXT,
+     TYPE_MISMATCH, ...), a rejected usage report, a denied consume, or a request the
+     sidecar refused (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNAUTHENTICATED)
+  2  a usage error (bad arguments), or the sidecar cannot be reached
+"""
+UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
-def channel(args: argparse.Namespace) -> grpc.Channel:
-    target: str = args.target
-    ca = os.environ.get("PLANGATE_TLS_CA")
-    if ca:
-        return grpc.secure_channel(target, grpc.ssl_channel_credentials(open(ca, "rb").read()))
-    return grpc.insecure_channel(target)
+
+class UsageError(Exception):
+    """Arguments that cannot be sent; the message says what to write instead (exit 2)."""
 
 
-def _metadata() -> list[tuple[str, str]]:
-    token = os.environ.get("PLANGATE_TOKEN")
-    return [("authorization", f"Bearer {token}")] if token else []
+# -- reading arguments -----------------------------------------------------------------------
 
 
 def _value(text: str) -> Any:
@@ -46,7 +59,7 @@ def _value(text: str) -> Any:
         value = yaml.safe_load(text)
         json.dumps(value, allow_nan=False)
     except yaml.YAMLError as exc:
-        raise SystemExit(f"plangate: cannot read {text!r} as YAML/JSON: {exc}") from exc
+        raise UsageError(f"cannot read {text!r} as YAML/JSON: {exc}") from exc
     except (TypeError, ValueError):
         return text
     return value
@@ -55,9 +68,7 @@ def _value(text: str) -> Any:
 def _mapping(text: str, option: str) -> Any:
     value = _value(text)
     if not isinstance(value, dict):
-        raise SystemExit(
-            f"plangate: {option} takes a mapping such as '{{region: eu}}', got {text!r}"
-        )
+        raise UsageError(f"{option} takes a mapping such as '{{region: eu}}', got {text!r}")
     return value
 
 
@@ -66,7 +77,7 @@ def _time(text: str | None) -> Any:
         return None
     at = parse_time(text)
     if at is None:
-        raise SystemExit(f"plangate: {text!r} is not an ISO-8601 time such as 2026-12-31T00:00:00Z")
+        raise UsageError(f"{text!r} is not an ISO-8601 time such as 2026-12-31T00:00:00Z")
     return to_timestamp(at)
 
 
@@ -77,41 +88,546 @@ def _addons(pairs: list[str]) -> dict[str, int]:
         try:
             out[key] = int(qty or 1)
         except ValueError:
-            raise SystemExit(
-                f"plangate: add-on {pair!r}: expected KEY=QUANTITY such as extra-seats=2"
+            raise UsageError(
+                f"add-on {pair!r}: expected KEY=QUANTITY such as extra-seats=2"
             ) from None
     return out
 
 
-def _print(message: Any) -> None:
-    print(
-        json.dumps(
-            json_format.MessageToDict(
-                message,
-                preserving_proto_field_name=True,
-                always_print_fields_with_no_presence=True,  # "granted": false, not nothing
-            ),
-            indent=2,
-            sort_keys=True,
+# -- one call ----------------------------------------------------------------------------------
+
+
+class Call:
+    """A command's connection to the sidecar, with the catalog's feature keys on demand."""
+
+    def __init__(self, args: argparse.Namespace, channel: grpc.Channel) -> None:
+        self.args = args
+        self.channel = channel
+        token = os.environ.get("PLANGATE_TOKEN")
+        self.metadata = [("authorization", f"Bearer {token}")] if token else []
+
+    def stub(self, service: str) -> Any:
+        return getattr(pb_grpc, f"{service}Stub")(self.channel)
+
+    def rpc(self, name: str, request: Message) -> Any:
+        service, method = name.split(".")
+        call = getattr(self.stub(service), method)
+        return call(request, metadata=self.metadata, timeout=self.args.timeout)
+
+    @cached_property
+    def features(self) -> list[str]:
+        """Every feature key of the served catalog: the `ready` message of `Watch` lists them."""
+        stream = self.stub("Evaluation").Watch(
+            pb.WatchRequest(), metadata=self.metadata, timeout=self.args.timeout
         )
+        try:
+            return list(next(stream).ready.all_features)
+        except (grpc.RpcError, StopIteration):
+            return []
+        finally:
+            stream.cancel()
+
+    def unknown_feature(self, feature: str) -> str | None:
+        """`unknown feature 'sso2'; did you mean 'sso'?`, or None when the feature exists."""
+        keys = self.features
+        if not keys or feature in keys:
+            return None
+        close = difflib.get_close_matches(feature, keys, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown feature {feature!r}{hint}"
+
+
+def channel(args: argparse.Namespace) -> grpc.Channel:
+    target: str = args.target
+    ca = os.environ.get("PLANGATE_TLS_CA")
+    if ca:
+        with open(ca, "rb") as pem:
+            return grpc.secure_channel(target, grpc.ssl_channel_credentials(pem.read()))
+    return grpc.insecure_channel(target)
+
+
+# -- showing replies ---------------------------------------------------------------------------
+
+Shown = dict[str, Any]
+
+
+def _fields(reply: Shown, args: argparse.Namespace) -> str:
+    return output.fields(reply)
+
+
+def _check(reply: Shown, args: argparse.Namespace) -> str:
+    return output.resolution(reply)
+
+
+def _report(reply: Shown, args: argparse.Namespace) -> str:
+    result = reply["results"][0]
+    text = f"{args.feature}  {result['status']}  usage {output.number(result.get('usage', 0))}"
+    return text + (f"\n  why: {result['message']}" if result.get("message") else "")
+
+
+def _consume(reply: Shown, args: argparse.Namespace) -> str:
+    word = "granted" if reply.get("granted") else f"denied ({reply.get('denial', '?')})"
+    if reply.get("duplicate"):
+        word += ", duplicate"
+    lines = [f"{args.feature}  {word}  usage {output.number(reply.get('usage', 0))}"]
+    if "resolution" in reply and "metering" in reply["resolution"]:
+        lines.append(f"  {output.usage_bar(reply['resolution']['metering'])}")
+    return "\n".join(lines)
+
+
+def _subscriptions(subs: list[Shown]) -> list[list[str]]:
+    return [
+        [
+            s.get("id", ""),
+            s.get("plan", ""),
+            ", ".join(f"{k}×{q}" for k, q in s.get("addons", {}).items()) or "-",
+            output.day(s["starts_at"]) if "starts_at" in s else "-",
+            output.day(s["ends_at"]) if "ends_at" in s else "-",
+            ", ".join(s.get("members", [])) or "-",
+        ]
+        for s in subs
+    ]
+
+
+def _subscription_table(reply: Shown, args: argparse.Namespace) -> str:
+    return output.table(
+        _subscriptions(reply.get("subscriptions", [])),
+        ["ID", "PLAN", "ADD-ONS", "STARTS", "ENDS", "MEMBERS"],
+        f"{args.account} has no subscriptions",
     )
 
 
-def _call(args: argparse.Namespace, service: str, method: str, request: Any) -> int:
-    stubs: dict[str, Callable[[grpc.Channel], Any]] = {
-        "eval": pb_grpc.EvaluationStub,
-        "usage": pb_grpc.UsageStub,
-        "admin": pb_grpc.AdminStub,
-    }
+def _account_table(reply: Shown, args: argparse.Namespace) -> str:
+    rows = [
+        [
+            a["id"],
+            a.get("name", ""),
+            ", ".join(s.get("plan", "") for s in a.get("subscriptions", [])) or "-",
+            "catalog" if a.get("declared") else "api",
+        ]
+        for a in reply.get("accounts", [])
+    ]
+    text = output.table(rows, ["ID", "NAME", "PLANS", "FROM"], "no accounts")
+    if reply.get("next_page_token"):
+        text += f"\nmore: --after {reply['next_page_token']}"
+    return text
+
+
+def _delivery_table(reply: Shown, args: argparse.Namespace) -> str:
+    rows = [
+        [
+            d["id"],
+            d.get("kind", ""),
+            d.get("status", ""),
+            d.get("account_id", ""),
+            f"{d.get('feature', '')} {d.get('threshold', '')}".strip(),
+            str(d.get("attempts", 0)),
+            d.get("last_error", ""),
+        ]
+        for d in reply.get("deliveries", [])
+    ]
+    header = ["ID", "KIND", "STATUS", "ACCOUNT", "QUOTA", "ATTEMPTS", "LAST ERROR"]
+    text = output.table(rows, header, "no deliveries")
+    if reply.get("next_page_token"):
+        text += f"\nmore: --page-token {reply['next_page_token']}"
+    return text
+
+
+# -- what counts as a failure -----------------------------------------------------------------
+
+
+def _evaluation_failed(reply: Shown, call: Call) -> str | None:
+    code = reply.get("error_code")
+    if not code:
+        return None
+    if code == "FLAG_NOT_FOUND":
+        return call.unknown_feature(call.args.feature) or reply.get("error_message", code)
+    return f"{reply.get('feature', call.args.feature)}: {code}: {reply.get('error_message', '')}"
+
+
+def _report_failed(reply: Shown, call: Call) -> str | None:
+    result = reply["results"][0]
+    if result.get("status") != "rejected":
+        return None
+    return call.unknown_feature(call.args.feature) or f"report rejected: {result.get('message')}"
+
+
+def _consume_failed(reply: Shown, call: Call) -> str | None:
+    if reply.get("granted"):
+        return None
+    unknown = call.unknown_feature(call.args.feature)
+    return unknown or f"not consumed: {reply.get('denial', 'denied')}"
+
+
+def _never(reply: Shown, call: Call) -> str | None:
+    return None
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arg:
+    names: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def arg(*names: str, **options: Any) -> Arg:
+    return Arg(names, options)
+
+
+ACCOUNT, FEATURE, SUBSCRIPTION = arg("account"), arg("feature"), arg("subscription")
+ADDON_HELP = "add-on and quantity (repeatable)"
+VALUE_HELP = "as in the catalog: 25, true, unlimited, '{limit: 10, soft: true}'"
+
+
+@dataclass(frozen=True)
+class Command:
+    words: str  # "check" or "GROUP ACTION"
+    help: str
+    rpc: str  # "Service.Method"
+    request: Callable[[argparse.Namespace], Message]
+    args: tuple[Arg, ...] = ()
+    show: Callable[[Shown, argparse.Namespace], str] = _fields
+    failed: Callable[[Shown, Call], str | None] = _never
+    # the part of the reply a command is about (`subscriptions list`: the account's subscriptions)
+    shown: Callable[[Message], Shown] = output.plain
+
+
+GROUPS = {
+    "accounts": "create, show, list and delete accounts",
+    "subscriptions": "subscribe accounts to plans, change plans and add-ons, members, cancel",
+    "overrides": "set or clear per-account feature overrides",
+    "grants": "create or revoke promotional grants",
+    "usage": "report, consume and reset usage",
+    "deliveries": "list and retry quota webhooks and actions (the outbox)",
+}
+
+
+def _upsert(a: argparse.Namespace) -> pb.UpsertAccountRequest:
+    request = pb.UpsertAccountRequest(id=a.id, clear_attributes=a.clear_attributes)
+    if a.name is not None:
+        request.name = a.name
+    if a.attributes is not None:
+        request.attributes.CopyFrom(to_struct(_mapping(a.attributes, "--attributes")))
+    return request
+
+
+def _report_request(a: argparse.Namespace) -> pb.ReportRequest:
+    report = pb.UsageReport(
+        account_id=a.account,
+        feature=a.feature,
+        amount=a.amount,
+        unique_key=a.unique_key,
+        mode=pb.USAGE_MODE_SET if a.set else pb.USAGE_MODE_UNSPECIFIED,
+        idempotency_key=a.idempotency_key,
+        timestamp=_time(a.at),
+    )
+    return pb.ReportRequest(reports=[report])
+
+
+def _member_request(a: argparse.Namespace) -> pb.MemberRequest:
+    return pb.MemberRequest(
+        account_id=a.account, subscription_id=a.subscription, member_id=a.member
+    )
+
+
+def _retry_request(a: argparse.Namespace) -> pb.RetryDeliveryRequest:
+    if bool(a.id) == a.all_failed:
+        raise UsageError("deliveries retry takes a delivery id or --all-failed (one of them)")
+    return pb.RetryDeliveryRequest(id=a.id or "", all_failed=a.all_failed)
+
+
+def _account_subscriptions(reply: Message) -> Shown:
+    account = output.plain(reply)
+    return {"account_id": account["id"], "subscriptions": account.get("subscriptions", [])}
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "check",
+        "evaluate one feature for one account",
+        "Evaluation.Evaluate",
+        lambda a: pb.EvaluateRequest(
+            account_id=a.account,
+            feature=a.feature,
+            context=to_struct({} if a.requested is None else {"requested": a.requested}),
+        ),
+        (
+            ACCOUNT,
+            FEATURE,
+            arg(
+                "--requested", type=float, help="amount to check a metered feature for (default 1)"
+            ),
+        ),
+        show=_check,
+        failed=_evaluation_failed,
+    ),
+    Command(
+        "accounts upsert",
+        "create or update an account: what you leave out keeps its value",
+        "Admin.UpsertAccount",
+        _upsert,
+        (
+            arg("id"),
+            arg("--name", help="display name (left out: unchanged)"),
+            arg(
+                "--attributes",
+                help="JSON/YAML mapping merged into the custom fields; a key set to null is "
+                "removed (left out: unchanged)",
+            ),
+            arg("--clear-attributes", action="store_true", help="remove every attribute first"),
+        ),
+    ),
+    Command(
+        "accounts get",
+        "show one account",
+        "Admin.GetAccount",
+        lambda a: pb.GetAccountRequest(id=a.id),
+        (arg("id"),),
+    ),
+    Command(
+        "accounts list",
+        "list accounts",
+        "Admin.ListAccounts",
+        lambda a: pb.ListAccountsRequest(page_size=a.page_size, page_token=a.after),
+        (
+            arg("--page-size", type=int, default=100),
+            arg("--after", default="", help="the last id of the previous page"),
+        ),
+        show=_account_table,
+    ),
+    Command(
+        "accounts delete",
+        "delete an account created through the API",
+        "Admin.DeleteAccount",
+        lambda a: pb.DeleteAccountRequest(id=a.id),
+        (arg("id"),),
+    ),
+    Command(
+        "subscriptions list",
+        "list an account's subscriptions",
+        "Admin.GetAccount",
+        lambda a: pb.GetAccountRequest(id=a.account),
+        (ACCOUNT,),
+        show=_subscription_table,
+        shown=_account_subscriptions,
+    ),
+    Command(
+        "subscriptions create",
+        "subscribe an account to a plan",
+        "Admin.CreateSubscription",
+        lambda a: pb.CreateSubscriptionRequest(
+            account_id=a.account,
+            plan=a.plan,
+            addons=_addons(a.addon),
+            members=a.member,
+            id=a.id,
+            starts_at=_time(a.starts_at),
+            ends_at=_time(a.ends_at),
+            trial_ends_at=_time(a.trial_ends_at),
+        ),
+        (
+            ACCOUNT,
+            arg("plan"),
+            arg("--addon", action="append", default=[], metavar="KEY=QTY", help=ADDON_HELP),
+            arg(
+                "--member",
+                action="append",
+                default=[],
+                help="account sharing this subscription (repeatable)",
+            ),
+            arg("--starts-at"),
+            arg("--ends-at"),
+            arg("--trial-ends-at"),
+            arg("--id", default=""),
+        ),
+    ),
+    Command(
+        "subscriptions change-plan",
+        "move a subscription to another plan",
+        "Admin.ChangePlan",
+        lambda a: pb.ChangePlanRequest(
+            account_id=a.account, subscription_id=a.subscription, plan=a.plan
+        ),
+        (ACCOUNT, SUBSCRIPTION, arg("plan")),
+    ),
+    Command(
+        "subscriptions set-addons",
+        "replace a subscription's add-ons",
+        "Admin.ChangeAddOns",
+        lambda a: pb.ChangeAddOnsRequest(
+            account_id=a.account, subscription_id=a.subscription, addons=_addons(a.addons)
+        ),
+        (ACCOUNT, SUBSCRIPTION, arg("addons", nargs="*", metavar="KEY=QTY")),
+    ),
+    Command(
+        "subscriptions cancel",
+        "end a subscription (now, or --at)",
+        "Admin.CancelSubscription",
+        lambda a: pb.CancelSubscriptionRequest(
+            account_id=a.account, subscription_id=a.subscription, at=_time(a.at)
+        ),
+        (ACCOUNT, SUBSCRIPTION, arg("--at")),
+    ),
+    Command(
+        "subscriptions add-member",
+        "let another account share a subscription",
+        "Admin.AddMember",
+        _member_request,
+        (ACCOUNT, SUBSCRIPTION, arg("member")),
+    ),
+    Command(
+        "subscriptions remove-member",
+        "stop sharing a subscription",
+        "Admin.RemoveMember",
+        _member_request,
+        (ACCOUNT, SUBSCRIPTION, arg("member")),
+    ),
+    Command(
+        "overrides set",
+        "override a feature for an account",
+        "Admin.SetOverride",
+        lambda a: pb.SetOverrideRequest(
+            account_id=a.account,
+            feature=a.feature,
+            value=to_value(_value(a.value)),
+            expires_at=_time(a.expires_at),
+        ),
+        (ACCOUNT, FEATURE, arg("value", help=VALUE_HELP), arg("--expires-at")),
+    ),
+    Command(
+        "overrides clear",
+        "remove an override",
+        "Admin.ClearOverride",
+        lambda a: pb.ClearOverrideRequest(account_id=a.account, feature=a.feature),
+        (ACCOUNT, FEATURE),
+    ),
+    Command(
+        "grants create",
+        "grant a feature value for a time",
+        "Admin.CreateGrant",
+        lambda a: pb.CreateGrantRequest(
+            account_id=a.account,
+            feature=a.feature,
+            value=to_value(_value(a.value)),
+            id=a.id,
+            starts_at=_time(a.starts_at),
+            ends_at=_time(a.ends_at),
+        ),
+        (
+            ACCOUNT,
+            FEATURE,
+            arg("value", help=VALUE_HELP),
+            arg("--starts-at"),
+            arg("--ends-at"),
+            arg("--id", default=""),
+        ),
+    ),
+    Command(
+        "grants revoke",
+        "revoke a grant",
+        "Admin.RevokeGrant",
+        lambda a: pb.RevokeGrantRequest(account_id=a.account, grant_id=a.grant),
+        (ACCOUNT, arg("grant")),
+    ),
+    Command(
+        "usage report",
+        "report usage of a metered feature",
+        "Usage.Report",
+        _report_request,
+        (
+            ACCOUNT,
+            FEATURE,
+            arg("amount", type=float, nargs="?", default=1.0),
+            arg("--set", action="store_true", help="set the counter instead of adding"),
+            arg("--unique-key", default=""),
+            arg("--idempotency-key", default=""),
+            arg("--at", help="when it happened (default now)"),
+        ),
+        show=_report,
+        failed=_report_failed,
+    ),
+    Command(
+        "usage consume",
+        "check and record in one step",
+        "Usage.Consume",
+        lambda a: pb.ConsumeRequest(
+            account_id=a.account,
+            feature=a.feature,
+            amount=a.amount,
+            idempotency_key=a.idempotency_key,
+        ),
+        (
+            ACCOUNT,
+            FEATURE,
+            arg("amount", type=float, nargs="?", default=1.0),
+            arg("--idempotency-key", default=""),
+        ),
+        show=_consume,
+        failed=_consume_failed,
+    ),
+    Command(
+        "usage reset",
+        "start a fresh period for an account's feature",
+        "Admin.ResetUsage",
+        lambda a: pb.ResetUsageRequest(account_id=a.account, feature=a.feature),
+        (ACCOUNT, FEATURE),
+    ),
+    Command(
+        "deliveries list",
+        "list deliveries, newest first",
+        "Admin.ListDeliveries",
+        lambda a: pb.ListDeliveriesRequest(
+            status=a.status or "", page_size=a.page_size, page_token=a.page_token
+        ),
+        (
+            arg("--status", choices=["pending", "failed", "delivered"]),
+            arg("--page-size", type=int, default=100),
+            arg("--page-token", default="", help="next_page_token of the previous page"),
+        ),
+        show=_delivery_table,
+    ),
+    Command(
+        "deliveries retry",
+        "make a failed (or pending) delivery due now",
+        "Admin.RetryDelivery",
+        _retry_request,
+        (
+            arg("id", nargs="?", help="the delivery id (from `deliveries list`)"),
+            arg("--all-failed", action="store_true", help="retry every failed delivery"),
+        ),
+    ),
+)
+
+
+# -- running a command -------------------------------------------------------------------------
+
+
+def run(command: Command, args: argparse.Namespace) -> int:
+    """One RPC, its reply printed (JSON or text), and the exit code of EXIT_CODES."""
+    try:
+        request = command.request(args)
+    except UsageError as exc:
+        print(f"plangate: {exc}", file=sys.stderr)
+        return USAGE
     with channel(args) as ch:
-        stub = stubs[service](ch)
+        call = Call(args, ch)
         try:
-            reply = getattr(stub, method)(request, metadata=_metadata(), timeout=args.timeout)
+            reply = call.rpc(command.rpc, request)
         except grpc.RpcError as exc:
             print(f"plangate: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
-    _print(reply)
-    return 0
+            return USAGE if exc.code() in UNREACHABLE else FAILED
+        shown = command.shown(reply)
+        failure = command.failed(shown, call)
+    if args.json:
+        print(output.dumps(shown))  # scripts get the reply even when it is a failure
+    elif not failure:
+        print(command.show(shown, args))
+    if failure:
+        print(f"plangate: {failure}", file=sys.stderr)
+        return FAILED
+    return OK
 
 
 def add_commands(sub: Sub) -> None:
@@ -124,338 +640,26 @@ def add_commands(sub: Sub) -> None:
     common.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the sidecar"
     )
-
-    p = sub.add_parser(
-        "check",
-        parents=[common],
-        help="evaluate one feature for one account",
-        description="Evaluate one feature for one account and print the whole decision.",
+    common.add_argument(
+        "--json", action="store_true", help="print the reply as JSON for scripts (see `--help`)"
     )
-    p.add_argument("account")
-    p.add_argument("feature")
-    p.add_argument(
-        "--requested", type=float, help="amount to check a metered feature for (default 1)"
-    )
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "eval",
-            "Evaluate",
-            pb.EvaluateRequest(
-                account_id=a.account,
-                feature=a.feature,
-                context=to_struct({} if a.requested is None else {"requested": a.requested}),
-            ),
+    groups: dict[str, Sub] = {}
+    for command in COMMANDS:
+        *group, name = command.words.split()
+        into = sub
+        if group:
+            if group[0] not in groups:
+                g = sub.add_parser(group[0], help=GROUPS[group[0]], description=GROUPS[group[0]])
+                groups[group[0]] = g.add_subparsers(dest="action", required=True, metavar="ACTION")
+            into = groups[group[0]]
+        p = into.add_parser(
+            name,
+            parents=[common],
+            help=command.help,
+            description=command.help,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-    )
-
-    _accounts(sub, common)
-    _subscriptions(sub, common)
-    _overrides(sub, common)
-    _grants(sub, common)
-    _usage(sub, common)
-    _deliveries(sub, common)
-
-
-def _group(sub: Sub, name: str, help: str) -> Sub:
-    p = sub.add_parser(name, help=help, description=help)
-    return p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-
-def _accounts(sub: Sub, common: argparse.ArgumentParser) -> None:
-    g = _group(sub, "accounts", "create, show, list and delete accounts")
-    p = g.add_parser("upsert", parents=[common], help="create or update an account")
-    p.add_argument("id")
-    p.add_argument("--name", default="")
-    p.add_argument("--attributes", default="{}", help="JSON/YAML mapping of custom fields")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "UpsertAccount",
-            pb.UpsertAccountRequest(
-                id=a.id, name=a.name, attributes=to_struct(_mapping(a.attributes, "--attributes"))
-            ),
-        )
-    )
-    p = g.add_parser("get", parents=[common], help="show one account")
-    p.add_argument("id")
-    p.set_defaults(func=lambda a: _call(a, "admin", "GetAccount", pb.GetAccountRequest(id=a.id)))
-    p = g.add_parser("list", parents=[common], help="list accounts")
-    p.add_argument("--page-size", type=int, default=100)
-    p.add_argument("--after", default="", help="the last id of the previous page")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "ListAccounts",
-            pb.ListAccountsRequest(page_size=a.page_size, page_token=a.after),
-        )
-    )
-    p = g.add_parser("delete", parents=[common], help="delete an account created through the API")
-    p.add_argument("id")
-    p.set_defaults(
-        func=lambda a: _call(a, "admin", "DeleteAccount", pb.DeleteAccountRequest(id=a.id))
-    )
-
-
-def _subscriptions(sub: Sub, common: argparse.ArgumentParser) -> None:
-    g = _group(
-        sub,
-        "subscriptions",
-        "subscribe accounts to plans, change plans and add-ons, members, cancel",
-    )
-    p = g.add_parser("create", parents=[common], help="subscribe an account to a plan")
-    p.add_argument("account")
-    p.add_argument("plan")
-    p.add_argument(
-        "--addon",
-        action="append",
-        default=[],
-        metavar="KEY=QTY",
-        help="add-on and quantity (repeatable)",
-    )
-    p.add_argument(
-        "--member",
-        action="append",
-        default=[],
-        help="account sharing this subscription (repeatable)",
-    )
-    p.add_argument("--starts-at")
-    p.add_argument("--ends-at")
-    p.add_argument("--trial-ends-at")
-    p.add_argument("--id", default="")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "CreateSubscription",
-            pb.CreateSubscriptionRequest(
-                account_id=a.account,
-                plan=a.plan,
-                addons=_addons(a.addon),
-                members=a.member,
-                id=a.id,
-                starts_at=_time(a.starts_at),
-                ends_at=_time(a.ends_at),
-                trial_ends_at=_time(a.trial_ends_at),
-            ),
-        )
-    )
-    p = g.add_parser("change-plan", parents=[common], help="move a subscription to another plan")
-    p.add_argument("account")
-    p.add_argument("subscription")
-    p.add_argument("plan")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "ChangePlan",
-            pb.ChangePlanRequest(account_id=a.account, subscription_id=a.subscription, plan=a.plan),
-        )
-    )
-    p = g.add_parser("set-addons", parents=[common], help="replace a subscription's add-ons")
-    p.add_argument("account")
-    p.add_argument("subscription")
-    p.add_argument("addons", nargs="*", metavar="KEY=QTY")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "ChangeAddOns",
-            pb.ChangeAddOnsRequest(
-                account_id=a.account, subscription_id=a.subscription, addons=_addons(a.addons)
-            ),
-        )
-    )
-    p = g.add_parser("cancel", parents=[common], help="end a subscription (now, or --at)")
-    p.add_argument("account")
-    p.add_argument("subscription")
-    p.add_argument("--at")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "CancelSubscription",
-            pb.CancelSubscriptionRequest(
-                account_id=a.account, subscription_id=a.subscription, at=_time(a.at)
-            ),
-        )
-    )
-    for action, method, help in (
-        ("add-member", "AddMember", "let another account share a subscription"),
-        ("remove-member", "RemoveMember", "stop sharing a subscription"),
-    ):
-        p = g.add_parser(action, parents=[common], help=help)
-        p.add_argument("account")
-        p.add_argument("subscription")
-        p.add_argument("member")
-        p.set_defaults(
-            func=lambda a, m=method: _call(
-                a,
-                "admin",
-                m,
-                pb.MemberRequest(
-                    account_id=a.account, subscription_id=a.subscription, member_id=a.member
-                ),
-            )
-        )
-
-
-def _overrides(sub: Sub, common: argparse.ArgumentParser) -> None:
-    g = _group(sub, "overrides", "set or clear per-account feature overrides")
-    p = g.add_parser("set", parents=[common], help="override a feature for an account")
-    p.add_argument("account")
-    p.add_argument("feature")
-    p.add_argument(
-        "value", help="as in the catalog: 25, true, unlimited, '{limit: 10, soft: true}'"
-    )
-    p.add_argument("--expires-at")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "SetOverride",
-            pb.SetOverrideRequest(
-                account_id=a.account,
-                feature=a.feature,
-                value=to_value(_value(a.value)),
-                expires_at=_time(a.expires_at),
-            ),
-        )
-    )
-    p = g.add_parser("clear", parents=[common], help="remove an override")
-    p.add_argument("account")
-    p.add_argument("feature")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "ClearOverride",
-            pb.ClearOverrideRequest(account_id=a.account, feature=a.feature),
-        )
-    )
-
-
-def _grants(sub: Sub, common: argparse.ArgumentParser) -> None:
-    g = _group(sub, "grants", "create or revoke promotional grants")
-    p = g.add_parser("create", parents=[common], help="grant a feature value for a time")
-    p.add_argument("account")
-    p.add_argument("feature")
-    p.add_argument("value")
-    p.add_argument("--starts-at")
-    p.add_argument("--ends-at")
-    p.add_argument("--id", default="")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "CreateGrant",
-            pb.CreateGrantRequest(
-                account_id=a.account,
-                feature=a.feature,
-                value=to_value(_value(a.value)),
-                id=a.id,
-                starts_at=_time(a.starts_at),
-                ends_at=_time(a.ends_at),
-            ),
-        )
-    )
-    p = g.add_parser("revoke", parents=[common], help="revoke a grant")
-    p.add_argument("account")
-    p.add_argument("grant")
-    p.set_defaults(
-        func=lambda a: _call(
-            a, "admin", "RevokeGrant", pb.RevokeGrantRequest(account_id=a.account, grant_id=a.grant)
-        )
-    )
-
-
-def _usage(sub: Sub, common: argparse.ArgumentParser) -> None:
-    g = _group(sub, "usage", "report, consume and reset usage")
-    p = g.add_parser("report", parents=[common], help="report usage of a metered feature")
-    p.add_argument("account")
-    p.add_argument("feature")
-    p.add_argument("amount", type=float, nargs="?", default=1.0)
-    p.add_argument("--set", action="store_true", help="set the counter instead of adding")
-    p.add_argument("--unique-key", default="")
-    p.add_argument("--idempotency-key", default="")
-    p.add_argument("--at", help="when it happened (default now)")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "usage",
-            "Report",
-            pb.ReportRequest(
-                reports=[
-                    pb.UsageReport(
-                        account_id=a.account,
-                        feature=a.feature,
-                        amount=a.amount,
-                        unique_key=a.unique_key,
-                        mode=pb.USAGE_MODE_SET if a.set else pb.USAGE_MODE_UNSPECIFIED,
-                        idempotency_key=a.idempotency_key,
-                        timestamp=_time(a.at),
-                    )
-                ]
-            ),
-        )
-    )
-    p = g.add_parser("consume", parents=[common], help="check and record in one step")
-    p.add_argument("account")
-    p.add_argument("feature")
-    p.add_argument("amount", type=float, nargs="?", default=1.0)
-    p.add_argument("--idempotency-key", default="")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "usage",
-            "Consume",
-            pb.ConsumeRequest(
-                account_id=a.account,
-                feature=a.feature,
-                amount=a.amount,
-                idempotency_key=a.idempotency_key,
-            ),
-        )
-    )
-    p = g.add_parser(
-        "reset", parents=[common], help="start a fresh period for an account's feature"
-    )
-    p.add_argument("account")
-    p.add_argument("feature")
-    p.set_defaults(
-        func=lambda a: _call(
-            a, "admin", "ResetUsage", pb.ResetUsageRequest(account_id=a.account, feature=a.feature)
-        )
-    )
-
-
-def _deliveries(sub: Sub, common: argparse.ArgumentParser) -> None:
-    g = _group(sub, "deliveries", "list and retry quota webhooks and actions (the outbox)")
-    p = g.add_parser("list", parents=[common], help="list deliveries, newest first")
-    p.add_argument("--status", choices=["pending", "failed", "delivered"])
-    p.add_argument("--page-size", type=int, default=100)
-    p.add_argument("--page-token", default="", help="next_page_token of the previous page")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "ListDeliveries",
-            pb.ListDeliveriesRequest(
-                status=a.status or "", page_size=a.page_size, page_token=a.page_token
-            ),
-        )
-    )
-    p = g.add_parser("retry", parents=[common], help="make a failed (or pending) delivery due now")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("id", nargs="?", help="the delivery id (from `deliveries list`)")
-    target.add_argument("--all-failed", action="store_true", help="retry every failed delivery")
-    p.set_defaults(
-        func=lambda a: _call(
-            a,
-            "admin",
-            "RetryDelivery",
-            pb.RetryDeliveryRequest(id=a.id or "", all_failed=a.all_failed),
-        )
-    )
+        for a in command.args:
+            p.add_argument(*a.names, **a.options)
+        p.set_defaults(func=lambda args, c=command: run(c, args))

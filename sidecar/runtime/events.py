@@ -75,10 +75,6 @@ class EventHub:
             if sub in self._subscribers:
                 self._subscribers.remove(sub)
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
-
     def publish(self, event: Event) -> None:
         with self._lock:
             subscribers = list(self._subscribers)

@@ -45,6 +45,30 @@ def new_record(
     }
 
 
+def upsert_account(
+    record: Record | None,
+    account_id: str,
+    name: str | None,
+    attributes: Mapping[str, Any] | None,
+    clear_attributes: bool = False,
+) -> Record:
+    """`UpsertAccount` as a merge (design §6), so two clients that each set what they know
+    (the CLI a name, an app a region) do not undo each other: `None` keeps the stored value,
+    given attributes are merged key by key (a `None` value removes that key, as in a JSON
+    merge patch), and `clear_attributes` empties the stored ones first."""
+    rec = edited(record) if record else new_record(account_id)
+    if name is not None:
+        rec["name"] = name
+    merged: dict[str, Any] = {} if clear_attributes else dict(rec.get("attributes") or {})
+    for key, value in (attributes or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    rec["attributes"] = merged
+    return rec
+
+
 def validate(record: Record, catalog: Catalog) -> Account:
     """The record as an `Account`, or `AdminError` with every problem, in catalog words."""
     doc = Document(file="request", data=None)

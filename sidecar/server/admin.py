@@ -104,10 +104,15 @@ class AdminService(pb_grpc.AdminServicer):
         )
         require(len(request.id) <= 256, "id is longer than 256 characters")
         self.state.refuse_declared(request.id)
-        current = self.state.records.get(request.id)
-        record = rec.edited(current) if current else rec.new_record(request.id)
-        record["name"] = request.name
-        record["attributes"] = struct_arg(request.attributes, "attributes")
+        record = rec.upsert_account(
+            self.state.records.get(request.id),
+            request.id,
+            name=request.name if request.HasField("name") else None,
+            attributes=struct_arg(request.attributes, "attributes")
+            if request.HasField("attributes")
+            else None,
+            clear_attributes=request.clear_attributes,
+        )
         return self._commit(record, "UpsertAccount")
 
     @handled

@@ -7,10 +7,8 @@ what they exercise is exactly what runs in production.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +20,7 @@ from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
+from ..settings import Settings
 from ..store import describe_db, open_store
 from ..store.base import DeliveryStatus, Firing
 from ..store.errors import StoreUnavailable
@@ -41,46 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("plangate.sidecar")
 
 SERVICES = ("plangate.v1.Evaluation", "plangate.v1.Usage", "plangate.v1.Admin")
-
-
-def _env_number(name: str, default: float) -> float:
-    """A PLANGATE_* number, so `plangate serve` picks up outbox tuning without more flags."""
-    value = os.environ.get(f"PLANGATE_{name}")
-    return float(value) if value else default
-
-
-@dataclass
-class Settings:
-    catalog: str
-    db: str = "plangate.db"
-    host: str = "127.0.0.1"
-    port: int = 8013
-    management_port: int = 8014
-    ofrep_port: int = 8016
-    socket: str | None = None
-    environment: str = "default"
-    token_file: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_client_ca: str | None = None
-    workers: int = 64
-    heartbeat_seconds: float = 5.0
-    poll_seconds: float = 2.0
-    # Quota outbox (design §7); PLANGATE_WEBHOOK_* / PLANGATE_OUTBOX_* override the defaults.
-    webhook_backoff_seconds: float = field(
-        default_factory=lambda: _env_number("WEBHOOK_BACKOFF_SECONDS", 5.0)
-    )
-    webhook_max_attempts: int = field(
-        default_factory=lambda: int(_env_number("WEBHOOK_MAX_ATTEMPTS", 10))
-    )
-    webhook_timeout_seconds: float = field(
-        default_factory=lambda: _env_number("WEBHOOK_TIMEOUT_SECONDS", 10.0)
-    )
-    outbox_poll_seconds: float = field(
-        default_factory=lambda: _env_number("OUTBOX_POLL_SECONDS", 1.0)
-    )
-    # Shared mode (--db postgresql://...): full re-read of the store every N s [PLANGATE_RECONCILE_SECONDS]
-    reconcile_seconds: float = field(default_factory=lambda: _env_number("RECONCILE_SECONDS", 30.0))
 
 
 class Sidecar:

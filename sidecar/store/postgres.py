@@ -67,7 +67,6 @@ log = logging.getLogger("plangate.store.postgres")
 T = TypeVar("T")
 Connection = psycopg.Connection[Any]
 
-URL_PREFIXES = ("postgresql://", "postgres://")
 
 MIGRATION_LOCK = 0x706C_616E_6761_7465  # "plangate": one sidecar migrates, the others wait
 
@@ -185,10 +184,6 @@ _SET_OUTCOMES = """
 UPDATE plangate.idempotency AS i SET outcome = v.outcome::jsonb
 FROM unnest(%s::text[], %s::text[]) AS v(key, outcome)
 WHERE i.environment = %s AND i.key = v.key"""
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(URL_PREFIXES)
 
 
 def channel_for(environment: str) -> str:

@@ -71,7 +71,6 @@ class ChangeFeed:
         self._since = datetime.now(UTC)
         self._error = "not connected yet"
         self.last_reconcile: datetime | None = None
-        self.reconciles = 0
         self.applied = 0  # changes applied to memory (accounts + counters)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -200,7 +199,6 @@ class ChangeFeed:
         applied = self._apply(accounts, counters)
         with self._status_lock:
             self.last_reconcile = datetime.now(UTC)
-            self.reconciles += 1
         if applied:
             log.info("reconciled: %d changes were not in memory", applied)
 

@@ -279,7 +279,7 @@ def test_after_max_attempts_a_delivery_fails_until_an_operator_retries(
     wait_for(lambda: sample(sidecar, "plangate_outbox_failed") >= 2)
     assert sidecar.readiness()[1]["outbox"]["failed"] >= 2  # /readyz detail
 
-    target = ["--target", f"127.0.0.1:{sidecar.port}"]
+    target = ["--target", f"127.0.0.1:{sidecar.port}", "--json"]
     assert cli(["deliveries", "list", "--status", "failed", *target]) == 0
     listed = json.loads(capsys.readouterr().out)["deliveries"]
     ids = {d["id"] for d in listed if d["account_id"] == "acct_gives_up"}

@@ -64,7 +64,7 @@ def test_accounts_upsert_get_list_delete(stubs: Stubs, events: Events) -> None:
     assert from_struct(created.attributes) == attributes
     got = stubs.admin.GetAccount(pb.GetAccountRequest(id="acct_crud"), timeout=5)
     assert got == created
-    # an upsert of an existing account replaces name and attributes and keeps the rest
+    # an upsert of an existing account sets what it gives and keeps the rest
     stubs.admin.CreateSubscription(
         pb.CreateSubscriptionRequest(account_id="acct_crud", plan="pro", id="s1"), timeout=5
     )
@@ -76,7 +76,10 @@ def test_accounts_upsert_get_list_delete(stubs: Stubs, events: Events) -> None:
         timeout=5,
     )
     events.expect("acct_crud")
-    assert renamed.name == "Crud Inc" and from_struct(renamed.attributes) == {"region": "us"}
+    assert renamed.name == "Crud Inc" and from_struct(renamed.attributes) == {
+        **attributes,
+        "region": "us",
+    }
     assert [s.id for s in renamed.subscriptions] == ["s1"]
     assert value(stubs, "acct_crud", "sso").as_boolean
 
@@ -115,6 +118,39 @@ def test_accounts_upsert_get_list_delete(stubs: Stubs, events: Events) -> None:
     assert info.value.code() is grpc.StatusCode.NOT_FOUND
     gone = value(stubs, "acct_crud", "sso")
     assert (gone.reason, gone.denial, gone.as_boolean) == ("DEFAULT", "account_not_found", False)
+
+
+def test_upsert_is_a_merge_and_clearing_is_explicit(stubs: Stubs, events: Events) -> None:
+    """Design §6: an unset field keeps its value, attributes merge key by key, a null value
+    removes one key, `clear_attributes` empties them first; a refused merge changes nothing."""
+
+    def upsert(**fields: Any) -> pb.Account:
+        reply: pb.Account = stubs.admin.UpsertAccount(
+            pb.UpsertAccountRequest(id="acct_merge", **fields), timeout=5
+        )
+        return reply
+
+    upsert(name="Merge AG", attributes=to_struct({"region": "eu", "tier": 2}))
+    # the README's CLI example then its grpcurl example: a second client sets only a name
+    kept = upsert(name="Merge SE")
+    assert (kept.name, from_struct(kept.attributes)) == ("Merge SE", {"region": "eu", "tier": 2})
+    # attributes alone keep the name, and merge key by key
+    merged = upsert(attributes=to_struct({"tier": 3, "beta": True}))
+    assert merged.name == "Merge SE"
+    assert from_struct(merged.attributes) == {"region": "eu", "tier": 3, "beta": True}
+    # a null removes one key; an explicit empty name is a name
+    dropped = upsert(name="", attributes=to_struct({"beta": None}))
+    assert (dropped.name, from_struct(dropped.attributes)) == ("", {"region": "eu", "tier": 3})
+    cleared = upsert(clear_attributes=True, attributes=to_struct({"region": "us"}))
+    assert from_struct(cleared.attributes) == {"region": "us"}
+    assert from_struct(upsert(clear_attributes=True).attributes) == {}
+    # the stored record, not just the reply, is what the merge produced
+    assert stubs.admin.GetAccount(pb.GetAccountRequest(id="acct_merge"), timeout=5) == upsert()
+    with pytest.raises(grpc.RpcError) as info:
+        upsert(attributes=to_struct({"x": float("nan")}))
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert from_struct(upsert().attributes) == {}
+    events.account_changes()
 
 
 # -- subscriptions and members ---------------------------------------------------------------

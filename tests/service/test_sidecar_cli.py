@@ -1,4 +1,5 @@
-"""The `plangate` command line against a running sidecar: JSON out, exit codes, help texts."""
+"""The `plangate` command line against a running sidecar: clean JSON for scripts, text for
+people, exit codes that tell an answer from an error (design §2), help texts."""
 
 from __future__ import annotations
 
@@ -39,10 +40,26 @@ def env(sidecar: Any) -> dict[str, str]:
 
 
 def ok(sidecar: Any, *args: str, env: dict[str, str]) -> Any:
-    """Run a client command with --target; it must succeed and print one JSON document."""
-    run = plangate(*args, "--target", f"127.0.0.1:{sidecar.port}", env=env)
+    """Run a client command with --target --json; it must succeed and print one JSON document."""
+    run = plangate(*args, "--target", f"127.0.0.1:{sidecar.port}", "--json", env=env)
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
+
+
+def text(sidecar: Any, *args: str, env: dict[str, str], code: int = 0) -> str:
+    """A client command's output for people (stdout, or stderr when it fails)."""
+    run = plangate(*args, "--target", f"127.0.0.1:{sidecar.port}", env=env)
+    assert run.returncode == code, (run.stdout, run.stderr)
+    assert "Traceback" not in run.stderr
+    return run.stdout if code == 0 else run.stderr
+
+
+def failed(sidecar: Any, *args: str, env: dict[str, str]) -> tuple[Any, str]:
+    """A command whose answer is a failure: exit 1, the reply as JSON, the reason on stderr."""
+    run = plangate(*args, "--target", f"127.0.0.1:{sidecar.port}", "--json", env=env)
+    assert run.returncode == 1, (run.stdout, run.stderr)
+    assert "Traceback" not in run.stderr and run.stderr.startswith("plangate: ")
+    return json.loads(run.stdout), run.stderr
 
 
 def refused(sidecar: Any, *args: str, env: dict[str, str]) -> str:
@@ -58,7 +75,7 @@ def test_operating_a_sidecar_from_the_command_line(sidecar: Any, env: dict[str, 
         "--attributes", "{region: eu, tier: 2, beta: true}", env=env,
     )  # fmt: skip
     assert account["id"] == "acct_cli" and account["name"] == "CLI Corp"
-    assert account["attributes"] == {"region": "eu", "tier": 2.0, "beta": True}
+    assert account["attributes"] == {"region": "eu", "tier": 2, "beta": True}
 
     sub = ok(
         sidecar, "subscriptions", "create", "acct_cli", "pro", "--addon", "extra-seats=2",
@@ -74,7 +91,7 @@ def test_operating_a_sidecar_from_the_command_line(sidecar: Any, env: dict[str, 
         "--expires-at", "2099-01-01T00:00:00Z", env=env,
     )  # fmt: skip
     assert after["overrides"] == [
-        {"feature": "execution-concurrency", "value": 33.0, "expires_at": "2099-01-01T00:00:00Z"}
+        {"feature": "execution-concurrency", "value": 33, "expires_at": "2099-01-01T00:00:00Z"}
     ]
     soft = ok(
         sidecar,
@@ -85,7 +102,7 @@ def test_operating_a_sidecar_from_the_command_line(sidecar: Any, env: dict[str, 
         "{limit: 10, soft: true}",
         env=env,
     )
-    assert {"feature": "monthly-active-users", "value": {"limit": 10.0, "soft": True}} in [
+    assert {"feature": "monthly-active-users", "value": {"limit": 10, "soft": True}} in [
         {k: v for k, v in o.items() if k != "expires_at"} for o in soft["overrides"]
     ]
 
@@ -97,7 +114,7 @@ def test_operating_a_sidecar_from_the_command_line(sidecar: Any, env: dict[str, 
 
     check = ok(sidecar, "check", "acct_cli", "execution-concurrency", env=env)
     assert (check["as_integer"], check["variant"], check["reason"]) == (
-        "33",
+        33,
         "override",
         "TARGETING_MATCH",
     )
@@ -108,19 +125,19 @@ def test_operating_a_sidecar_from_the_command_line(sidecar: Any, env: dict[str, 
     report = ok(
         sidecar, "usage", "report", "acct_cli", "exports", "4", "--idempotency-key", "r1", env=env
     )
-    assert report["results"][0]["status"] == "STATUS_APPLIED" and report["results"][0]["usage"] == 4
+    assert report["results"][0]["status"] == "applied" and report["results"][0]["usage"] == 4
     again = ok(
         sidecar, "usage", "report", "acct_cli", "exports", "4", "--idempotency-key", "r1", env=env
     )
-    assert again["results"][0]["status"] == "STATUS_DUPLICATE" and again["results"][0]["usage"] == 4
-    rejected = ok(sidecar, "usage", "report", "acct_cli", "sso", env=env)
-    assert rejected["results"][0]["status"] == "STATUS_REJECTED"
-    assert "metered" in rejected["results"][0]["message"]
+    assert again["results"][0]["status"] == "duplicate" and again["results"][0]["usage"] == 4
+    rejected, why = failed(sidecar, "usage", "report", "acct_cli", "sso", env=env)
+    assert rejected["results"][0]["status"] == "rejected"
+    assert "metered" in rejected["results"][0]["message"] and "metered" in why
     consumed = ok(sidecar, "usage", "consume", "acct_cli", "exports", "96", env=env)  # Pro: 100/day
     assert consumed["granted"] is True and consumed["usage"] == 100
-    denied = ok(sidecar, "usage", "consume", "acct_cli", "exports", env=env)
+    denied, why = failed(sidecar, "usage", "consume", "acct_cli", "exports", env=env)
     assert (denied["granted"], denied["usage"]) == (False, 100)  # printed even when false
-    assert denied["denial"] == "usage_limit_reached"
+    assert denied["denial"] == "usage_limit_reached" and "usage_limit_reached" in why
 
     reset = ok(sidecar, "usage", "reset", "acct_cli", "exports", env=env)
     assert reset["previous_usage"] == 100
@@ -150,15 +167,19 @@ def test_refusals_exit_1_with_the_servers_reason(sidecar: Any, env: dict[str, st
 
 
 def test_bad_arguments_are_reported_without_a_traceback(sidecar: Any, env: dict[str, str]) -> None:
-    cases = [
-        ("subscriptions", "create", "acct_cli", "pro", "--addon", "extra-seats=two"),
-        ("subscriptions", "create", "acct_cli", "pro", "--starts-at", "next tuesday"),
-        ("accounts", "upsert", "acct_x", "--attributes", "[1, 2]"),
-        ("grants", "create", "acct_cli", "seats", "2026-01-01"),
+    cases: list[
+        tuple[int, ...] | tuple[Any, ...]
+    ] = [  # usage errors are 2 (nothing sent); refusals 1
+        (2, "subscriptions", "create", "acct_cli", "pro", "--addon", "extra-seats=two"),
+        (2, "subscriptions", "create", "acct_cli", "pro", "--starts-at", "next tuesday"),
+        (2, "accounts", "upsert", "acct_x", "--attributes", "[1, 2]"),
+        (2, "deliveries", "retry"),
+        (2, "check", "acct_cli"),
+        (1, "grants", "create", "acct_cli", "seats", "2026-01-01"),
     ]
-    for args in cases:
+    for code, *args in cases:
         run = plangate(*args, "--target", f"127.0.0.1:{sidecar.port}", env=env)
-        assert run.returncode != 0, args
+        assert run.returncode == code, args
         assert "Traceback" not in run.stderr and run.stderr.strip(), (args, run.stderr)
     assert "acct_x" not in sidecar.state.snapshot.accounts
 
@@ -167,11 +188,11 @@ def test_target_from_the_environment_and_an_unreachable_sidecar(
     sidecar: Any, env: dict[str, str]
 ) -> None:
     run = plangate(
-        "check", "acct_acme", "sso", env={"PLANGATE_TARGET": f"127.0.0.1:{sidecar.port}"}
+        "check", "acct_acme", "sso", "--json", env={"PLANGATE_TARGET": f"127.0.0.1:{sidecar.port}"}
     )
     assert run.returncode == 0 and json.loads(run.stdout)["as_boolean"] is True
     run = plangate("check", "acct_acme", "sso", "--target", "127.0.0.1:1", "--timeout", "1")
-    assert run.returncode == 1 and "UNAVAILABLE" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 2 and "UNAVAILABLE" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_help_explains_the_commands_and_the_environment() -> None:
@@ -183,19 +204,10 @@ def test_help_explains_the_commands_and_the_environment() -> None:
     serve = plangate("serve", "--help")
     assert serve.returncode == 0
     text = " ".join(serve.stdout.split())  # argparse wraps lines
-    for flag, variable in [
-        ("--catalog", "PLANGATE_CATALOG"),
-        ("--db", "PLANGATE_DB"),
-        ("--host", "PLANGATE_HOST"),
-        ("--port", "PLANGATE_PORT"),
-        ("--management-port", "PLANGATE_MANAGEMENT_PORT"),
-        ("--socket", "PLANGATE_SOCKET"),
-        ("--token-file", "PLANGATE_TOKEN_FILE"),
-        ("--tls-cert", "PLANGATE_TLS_CERT"),
-        ("--tls-client-ca", "PLANGATE_TLS_CLIENT_CA"),
-        ("--environment", "PLANGATE_ENVIRONMENT"),
-    ]:
-        assert flag in text and variable in text, flag
+    from plangate.sidecar.settings import declarations
+
+    for d in declarations():  # every declared option is a flag that names its variable
+        assert f"{d.flag} " in text and f"[{d.env}]" in text, d.name
     assert "127.0.0.1" in text
 
 
@@ -207,3 +219,133 @@ def test_validate(tmp_path: Path) -> None:
     run = plangate("validate", str(EXAMPLE_CATALOG), str(bad))
     assert run.returncode == 1
     assert f"{bad}:" in run.stderr and "reset" in run.stderr and "Traceback" not in run.stderr
+
+
+def _no_empty_strings(data: Any, where: str = "") -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _no_empty_strings(value, f"{where}.{key}")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _no_empty_strings(value, f"{where}[{i}]")
+    else:
+        assert data != "", f"empty string at {where}"
+
+
+def test_json_for_scripts_has_real_numbers_and_no_unset_fields(
+    sidecar: Any, env: dict[str, str]
+) -> None:
+    ok(sidecar, "accounts", "upsert", "acct_json", "--attributes", "{tier: 2}", env=env)
+    ok(sidecar, "subscriptions", "create", "acct_json", "pro", "--id", "sub_json", env=env)
+    ok(sidecar, "usage", "report", "acct_json", "api-calls", "7", env=env)
+    check = ok(sidecar, "check", "acct_json", "api-calls", env=env)
+    assert check["metering"]["limit"] == 100_000 and type(check["metering"]["limit"]) is int
+    assert type(check["metering"]["used"]) is int and check["metering"]["used"] == 7
+    assert type(check["as_integer"]) is int and type(check["value"]) is int
+    assert check["metering"]["period_end"].endswith("Z")
+    for unset in ("denial", "error_code", "error_message", "as_string"):
+        assert unset not in check, unset
+    flag = ok(sidecar, "check", "acct_json", "sso", env=env)
+    assert (flag["as_boolean"], flag["has_access"], flag["reason"]) == (
+        True,
+        True,
+        "TARGETING_MATCH",
+    )
+    assert "metering" not in flag and "as_integer" not in flag
+    for reply in (
+        check,
+        flag,
+        ok(sidecar, "accounts", "get", "acct_json", env=env),
+        ok(sidecar, "accounts", "list", env=env),
+        ok(sidecar, "subscriptions", "list", "acct_json", env=env),
+    ):
+        _no_empty_strings(reply)
+    account = ok(sidecar, "accounts", "get", "acct_json", env=env)
+    assert "name" not in account and account["attributes"] == {"tier": 2}
+    assert "ends_at" not in account["subscriptions"][0]
+
+
+def test_text_for_people_shows_value_reason_and_a_usage_bar(
+    sidecar: Any, env: dict[str, str]
+) -> None:
+    ok(sidecar, "accounts", "upsert", "acct_text", env=env)
+    ok(sidecar, "subscriptions", "create", "acct_text", "pro", "--id", "sub_text", env=env)
+    ok(sidecar, "usage", "report", "acct_text", "api-calls", "70000", env=env)
+    lines = text(sidecar, "check", "acct_text", "api-calls", env=env).splitlines()
+    assert lines[0].split()[:2] == ["api-calls", "allowed"]
+    assert "███████░░░ 70,000 / 100,000 (30,000 left, soft limit, resets 20" in lines[0]
+    assert (
+        lines[1].strip().startswith("why:") and "pro" in lines[1] and "TARGETING_MATCH" in lines[1]
+    )
+    seats = text(sidecar, "check", "acct_text", "seats", "--requested", "9", env=env)
+    assert seats.split()[:2] == ["seats", "denied"] and "requested_exceeds_limit" in seats
+    assert text(sidecar, "check", "acct_text", "sso", env=env).split()[:3] == [
+        "sso",
+        "allowed",
+        "on",
+    ]
+    table = text(sidecar, "subscriptions", "list", "acct_text", env=env).splitlines()
+    assert table[0].split() == ["ID", "PLAN", "ADD-ONS", "STARTS", "ENDS", "MEMBERS"]
+    assert table[1].split()[:2] == ["sub_text", "pro"]
+    assert "no subscriptions" in text(sidecar, "subscriptions", "list", "acct_cli_bad", env=env)
+    listed = text(sidecar, "accounts", "list", env=env)
+    assert any(row.split()[:2] == ["acct_text", "pro"] for row in listed.splitlines())
+    account = text(sidecar, "accounts", "get", "acct_text", env=env)
+    assert "{" not in account and "sub_text" in account  # aligned text, not JSON
+
+
+def test_errors_and_rejections_exit_1_and_a_typo_gets_the_nearest_feature(
+    sidecar: Any, env: dict[str, str]
+) -> None:
+    message = text(sidecar, "check", "acct_acme", "sso2", env=env, code=1)
+    assert message.strip() == "plangate: unknown feature 'sso2'; did you mean 'sso'?"
+    reply, message = failed(sidecar, "check", "acct_acme", "api-cals", env=env)
+    assert reply["error_code"] == "FLAG_NOT_FOUND" and "did you mean 'api-calls'?" in message
+    reply, message = failed(
+        sidecar, "check", "acct_acme", "api-calls", "--requested", "nan", env=env
+    )
+    assert reply["error_code"] == "INVALID_CONTEXT" and "INVALID_CONTEXT" in message
+    reply, message = failed(sidecar, "usage", "report", "acct_acme", "exprots", env=env)
+    assert reply["results"][0]["status"] == "rejected" and "did you mean 'exports'?" in message
+    # a denial is an answer, not an error: check exits 0
+    ok(sidecar, "check", "acct_nobody", "sso", env=env)
+
+
+def test_upsert_from_the_cli_merges_and_clears_only_when_asked(
+    sidecar: Any, env: dict[str, str]
+) -> None:
+    # the README's CLI example, then a rename that says nothing about attributes
+    ok(sidecar, "accounts", "upsert", "acct_merge", "--name", "Merge", "--attributes", "{region: eu, beta: true}", env=env)  # fmt: skip
+    renamed = ok(sidecar, "accounts", "upsert", "acct_merge", "--name", "Merge Ltd", env=env)
+    assert renamed["attributes"] == {"region": "eu", "beta": True}
+    merged = ok(sidecar, "accounts", "upsert", "acct_merge", "--attributes", "{tier: 3, beta: null}", env=env)  # fmt: skip
+    assert (merged["name"], merged["attributes"]) == ("Merge Ltd", {"region": "eu", "tier": 3})
+    cleared = ok(sidecar, "accounts", "upsert", "acct_merge", "--clear-attributes", env=env)
+    assert (cleared["name"], cleared.get("attributes", {})) == ("Merge Ltd", {})
+    assert sidecar.state.records["acct_merge"]["attributes"] == {}
+
+
+def test_every_client_command_takes_json_and_documents_the_exit_codes() -> None:
+    from plangate.sidecar.cli import client
+    from plangate.sidecar.cli.main import build_parser
+
+    parser = build_parser()
+    for command in client.COMMANDS:
+        words = command.words.split()
+        args = parser.parse_args([*words, *["x"] * 4][: len(words)] + _positionals(command))
+        assert args.json is False, command.words
+        assert parser.parse_args([*words, *_positionals(command), "--json"]).json is True
+    top = plangate("check", "--help")
+    assert (
+        "--json" in top.stdout
+        and "exit codes" in top.stdout
+        and "sidecar cannot be reached" in top.stdout
+    )
+
+
+def _positionals(command: Any) -> list[str]:
+    return [
+        "1"
+        for a in command.args
+        if not a.names[0].startswith("-") and a.options.get("nargs") not in ("?", "*")
+    ]

@@ -251,9 +251,6 @@ def test_serve_binds_loopback_only_and_stops_gracefully_on_sigterm(tmp_path: Pat
         assert s.admin.GetAccount(pb.GetAccountRequest(id="acct_before_stop"), timeout=5).id
 
 
-BROKEN = "limit must be a non-negative number"
-
-
 def test_serve_refuses_a_bad_catalog_at_start_up(tmp_path: Path) -> None:
     catalog = copy_catalog(tmp_path)
     text = catalog.read_text()

@@ -18,7 +18,7 @@ DUPLICATE = pb.ReportResult.STATUS_DUPLICATE
 REJECTED = pb.ReportResult.STATUS_REJECTED
 
 
-def new_account(stubs: Stubs, account_id: str, plan: str = "free", **limits: float) -> None:
+def new_account(stubs: Stubs, account_id: str, plan: str = "free") -> None:
     stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id=account_id), timeout=5)
     stubs.admin.CreateSubscription(
         pb.CreateSubscriptionRequest(account_id=account_id, plan=plan), timeout=5

@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -213,16 +212,3 @@ def _unprivileged_account() -> pwd.struct_passwd:
         except KeyError:
             continue
     raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' account exists")
-
-
-def wait_until_accepting(cluster: PostgresCluster, timeout: float = 10.0) -> None:
-    """Block until a new connection succeeds (after `start()` on a busy machine)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            cluster.execute("SELECT 1")
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)

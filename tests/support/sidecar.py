@@ -37,7 +37,8 @@ def copy_catalog(
 @contextmanager
 def in_process(catalog: Path, db: Path, **settings: Any) -> Iterator[Any]:
     """A started `Sidecar` (plangate.sidecar.server.app) on free loopback ports."""
-    from plangate.sidecar.server.app import Settings, Sidecar
+    from plangate.sidecar.server.app import Sidecar
+    from plangate.sidecar.settings import Settings
 
     opts: dict[str, Any] = {"port": 0, "management_port": 0, "ofrep_port": 0, "poll_seconds": 0.5}
     opts.update(settings)

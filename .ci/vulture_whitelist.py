@@ -1,0 +1,66 @@
+"""Names `vulture` reports as unused that are used, by code it cannot see calling them.
+
+Only true false positives belong here, each with why. Run as in `.ci/run`:
+    vulture sidecar provider protocol/*.py tests bench scripts .ci/vulture_whitelist.py \
+        --exclude "*_pb2*.py"
+"""
+
+# ruff: noqa: B018  (each line is an attribute access that tells vulture a name is used)
+
+from vulture.whitelist_utils import Whitelist
+
+# OpenFeature's provider interface: the SDK calls these on PlanGateProvider, and the
+# resolve methods must take `default_value` even where the sidecar answers without it.
+openfeature = Whitelist()
+openfeature.get_metadata
+openfeature.initialize
+openfeature.resolve_boolean_details
+openfeature.resolve_string_details
+openfeature.resolve_integer_details
+openfeature.resolve_float_details
+openfeature.resolve_object_details
+openfeature.resolve_boolean_details_async
+openfeature.resolve_string_details_async
+openfeature.resolve_integer_details_async
+openfeature.resolve_float_details_async
+openfeature.resolve_object_details_async
+openfeature.default_value
+
+# gRPC: servicer methods (flagd's ResolveString, ...) and the interceptor hook are called by
+# grpcio through the generated service tables, never by name in our code.
+grpc = Whitelist()
+grpc.intercept_service
+grpc.ResolveString
+grpc.ResolveInt
+grpc.ResolveFloat
+grpc.ResolveObject
+
+# protobuf: setting a oneof member (`value.null_value = NULL_VALUE`) is the write.
+protobuf = Whitelist()
+protobuf.null_value
+
+# http.server: the handler methods and class attributes the standard library looks up.
+http_server = Whitelist()
+http_server.do_GET
+http_server.do_POST
+http_server.log_message
+http_server.daemon_threads
+http_server.protocol_version
+http_server.server_version
+http_server.close_connection
+
+# pytest: `pytestmark` marks a whole module; fixtures used through
+# `@pytest.mark.usefixtures("...")` are referenced by a string.
+pytest = Whitelist()
+pytest.pytestmark
+pytest.refusal_account
+
+# TEMPORARY, for the lead: settings declared here for the branches that use them
+# (catalog watcher: catalog_settle_seconds, max_catalog_bytes; housekeeping, design §14:
+# housekeeping_seconds) and `LiveState.prune`, which the housekeeping task is expected to
+# call. Delete these entries after merging; if vulture then reports one, delete it instead.
+pending_merge = Whitelist()
+pending_merge.catalog_settle_seconds
+pending_merge.max_catalog_bytes
+pending_merge.housekeeping_seconds
+pending_merge.prune
