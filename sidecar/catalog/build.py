@@ -7,7 +7,6 @@ the engine never meets a dangling name.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path as FsPath
 from types import MappingProxyType
@@ -28,7 +27,7 @@ from .model import (
     QuotaAction,
     Threshold,
 )
-from .source import CatalogError, Document, Path, Problem, parse
+from .source import DEFAULT_MAX_BYTES, CatalogError, Document, Path, parse, read_text, version_of
 from .values import check_keys, is_number, read_list, read_mapping, read_str, slugify
 
 _TOP = {"products", "accounts"}
@@ -37,21 +36,17 @@ _PLAN = {"name", "slug", "description", "extends", "price", "entitlements", "quo
 _ADDON = {"name", "slug", "description", "requires", "max_quantity", "entitlements"}
 
 
-def load_catalog(file: str | FsPath) -> Catalog:
-    """Read and validate a catalog file; raises `CatalogError` naming file, line and path."""
-    path = FsPath(file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError(
-            [Problem(str(file), 1, "(document)", f"cannot read file: {exc}")]
-        ) from exc
-    return parse_catalog(text, str(file))
+def load_catalog(file: str | FsPath, max_bytes: int = DEFAULT_MAX_BYTES) -> Catalog:
+    """Read and validate a catalog file; raises `CatalogError` naming file, line and path.
+
+    The same bounds (a regular file of at most `max_bytes`, limited nesting and aliases)
+    hold at start-up, on every reload and in `plangate validate`."""
+    return parse_catalog(read_text(file, max_bytes), str(file))
 
 
 def parse_catalog(text: str, file: str = "catalog.yaml") -> Catalog:
     doc = parse(text, file)
-    catalog = _Builder(doc).build(hashlib.sha256(text.encode()).hexdigest()[:12])
+    catalog = _Builder(doc).build(version_of(text))
     if doc.problems:
         raise CatalogError(sorted(doc.problems, key=lambda p: p.line))
     return catalog
@@ -80,6 +75,7 @@ class _Builder:
         for i, data in products:
             self._product_features(("products", i), data)
         self._qualify_shared_slugs()
+        self._require_features(root, products)
         raw_plans = self._collect(products, "plans", _PLAN)
         raw_addons = self._collect(products, "addons", _ADDON)
         self._plans(raw_plans)
@@ -96,6 +92,24 @@ class _Builder:
         )
 
     # -- products and features -------------------------------------------------------------
+
+    def _require_features(self, root: dict[str, Any], products: list[Any]) -> None:
+        """A catalog without a product or without a feature is refused: served, it would
+        answer FLAG_NOT_FOUND for every flag. An empty file is what `cp` and many editors
+        leave for a moment before writing, and an empty list what a file cut short leaves."""
+        where: Path = ("products",) if "products" in root else ()
+        if not products and not self.doc.problems:
+            self.doc.error(
+                where,
+                "the catalog declares no products; it needs at least one product with a "
+                "feature (an empty catalog would answer FLAG_NOT_FOUND for every flag)",
+            )
+        elif not self.features and not self.doc.problems:
+            self.doc.error(
+                where,
+                "the catalog declares no features; it needs at least one "
+                "(an empty catalog would answer FLAG_NOT_FOUND for every flag)",
+            )
 
     def _product_features(self, path: Path, data: dict[str, Any]) -> None:
         doc = self.doc

@@ -66,6 +66,9 @@ class Settings:
     workers: int = 64
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 2.0
+    # Catalog file bounds and settle time (design §3; docs/decisions/0400-catalog-settle-and-bounds.md)
+    max_catalog_bytes: int = 64 * 1024 * 1024
+    catalog_settle_seconds: float = 0.2
     # Quota outbox (design §7); PLANGATE_WEBHOOK_* / PLANGATE_OUTBOX_* override the defaults.
     webhook_backoff_seconds: float = field(
         default_factory=lambda: _env_number("WEBHOOK_BACKOFF_SECONDS", 5.0)
@@ -88,9 +91,8 @@ class Sidecar:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        catalog = load_catalog(
-            settings.catalog
-        )  # a bad catalog stops start-up here, with its message
+        # a bad catalog stops start-up here, with its message
+        catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
         self.store = open_store(settings.db, settings.environment)
         self.state = LiveState(catalog, self.store)
         self.feed: ChangeFeed | None = None
@@ -118,7 +120,10 @@ class Sidecar:
             current=lambda: self.state.catalog.version,
             apply=self._apply_catalog,
             on_error=self._catalog_rejected,
+            on_restored=self._catalog_restored,
             poll_seconds=settings.poll_seconds,
+            settle_seconds=settings.catalog_settle_seconds,
+            max_bytes=settings.max_catalog_bytes,
         )
         self.grpc_server = self._grpc_server()
         self.management = ManagementServer(
@@ -189,6 +194,11 @@ class Sidecar:
         self.state.catalog_error = message
         self.metrics.catalog_reloads.labels("error").inc()
         self.metrics.catalog_rejected.set(1)
+
+    def _catalog_restored(self) -> None:
+        """The file is back to the served content: nothing is rejected any more."""
+        self.state.catalog_error = None
+        self.metrics.catalog_rejected.set(0)
 
     def _quota_fired(self, account: str, feature: str, fired: Sequence[Firing]) -> None:
         self.metrics.quota_fired.labels(feature).inc(len(fired))
