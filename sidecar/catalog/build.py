@@ -8,25 +8,15 @@ the engine never meets a dangling name.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path as FsPath
 from types import MappingProxyType
 from typing import Any
 
 from .accounts import read_accounts
 from .features import read_entitlement, read_feature
-from .model import (
-    AddOn,
-    Catalog,
-    Entitlement,
-    Feature,
-    FeatureType,
-    Plan,
-    Price,
-    Product,
-    Quota,
-    QuotaAction,
-    Threshold,
-)
+from .model import AddOn, Catalog, Entitlement, Feature, Plan, Price, Product, Quota
+from .quotas import read_quotas
 from .source import DEFAULT_MAX_BYTES, CatalogError, Document, Path, parse, read_text, version_of
 from .values import check_keys, is_number, read_list, read_mapping, read_str, slugify
 
@@ -247,8 +237,16 @@ class _Builder:
                 entitlements=MappingProxyType(merged),
                 price=self._price((*path, "price"), data.get("price")),
             )
+        plan_refs = self._all_plan_refs()
         for key, (path, product, _, data) in by_key.items():
-            quotas = self._quotas(product, self.plans[key], (*path, "quotas"), data.get("quotas"))
+            quotas = read_quotas(
+                self.doc,
+                (*path, "quotas"),
+                data.get("quotas"),
+                self.plans[key],
+                partial(self._find_feature, product),
+                plan_refs,
+            )
             if quotas:
                 self.plans[key] = _with_quotas(self.plans[key], quotas)
 
@@ -277,105 +275,6 @@ class _Builder:
             str(data.get("currency", "USD")),
             str(data.get("interval", "month")),
         )
-
-    def _quotas(self, product: str, plan: Plan, path: Path, raw: Any) -> tuple[Quota, ...]:
-        doc = self.doc
-        out: list[Quota] = []
-        for i, qraw in enumerate(read_list(doc, path, raw)):
-            qpath = (*path, i)
-            data = read_mapping(doc, qpath, qraw)
-            check_keys(doc, qpath, data, {"feature", "at", "actions"})
-            feature = self._find_feature(product, data.get("feature"), (*qpath, "feature"))
-            if feature is None:
-                continue
-            if feature.type is not FeatureType.METERED:
-                doc.error(
-                    (*qpath, "feature"),
-                    f"quotas apply to metered features; {feature.key} is {feature.type.value}",
-                )
-                continue
-            if feature.key not in plan.entitlements:
-                doc.error((*qpath, "feature"), f"plan {plan.key!r} has no limit for {feature.key}")
-                continue
-            thresholds = [
-                self._threshold((*qpath, "at", j), t)
-                for j, t in enumerate(read_list(doc, (*qpath, "at"), data.get("at")))
-            ]
-            if not thresholds:
-                doc.error(
-                    (*qpath, "at"), "needs at least one threshold, e.g. [80%, 100%] or [5000]"
-                )
-            actions = [
-                self._action(product, (*qpath, "actions", j), a)
-                for j, a in enumerate(read_list(doc, (*qpath, "actions"), data.get("actions")))
-            ]
-            out.append(
-                Quota(
-                    feature.key,
-                    tuple(t for t in thresholds if t is not None),
-                    tuple(a for a in actions if a is not None),
-                )
-            )
-        return tuple(out)
-
-    def _threshold(self, path: Path, raw: Any) -> Threshold | None:
-        if isinstance(raw, str) and raw.endswith("%"):
-            try:
-                percent = float(raw[:-1])
-            except ValueError:
-                percent = -1
-            if percent > 0:
-                return Threshold(percent=percent)
-        elif is_number(raw) and raw > 0:
-            return Threshold(amount=float(raw))
-        self.doc.error(
-            path, f'a threshold is a percentage like "80%" or a positive number, got {raw!r}'
-        )
-        return None
-
-    def _action(self, product: str, path: Path, raw: Any) -> QuotaAction | None:
-        doc = self.doc
-        data = read_mapping(doc, path, raw)
-        kinds = [k for k in ("webhook", "override", "change_plan") if k in data]
-        if len(kinds) != 1:
-            doc.error(
-                path,
-                "an action is exactly one of `webhook: URL`, `override: {feature, value}`, `change_plan: PLAN`",
-            )
-            return None
-        kind = kinds[0]
-        if kind == "webhook":
-            check_keys(doc, path, data, {"webhook", "secret_env", "secret_file"})
-            url = read_str(doc, (*path, "webhook"), data["webhook"])
-            if url is None:
-                return None
-            if not url.startswith(("http://", "https://")):
-                doc.error((*path, "webhook"), f"must be an http:// or https:// URL, got {url!r}")
-                return None
-            return QuotaAction(
-                "webhook",
-                target=url,
-                secret_env=str(data.get("secret_env") or ""),
-                secret_file=str(data.get("secret_file") or ""),
-            )
-        if kind == "change_plan":
-            check_keys(doc, path, data, {"change_plan"})
-            target = data["change_plan"]
-            key = target if target in self._all_plan_refs() else None
-            if key is None:
-                doc.error((*path, "change_plan"), f"unknown plan {target!r}")
-                return None
-            return QuotaAction("change_plan", target=self._all_plan_refs()[key])
-        check_keys(doc, path, data, {"override"})
-        spec = read_mapping(doc, (*path, "override"), data["override"])
-        check_keys(doc, (*path, "override"), spec, {"feature", "value"})
-        feature = self._find_feature(product, spec.get("feature"), (*path, "override", "feature"))
-        if feature is None:
-            return None
-        value = read_entitlement(doc, (*path, "override", "value"), spec.get("value"), feature)
-        if value is None:
-            return None
-        return QuotaAction("override", feature=feature.key, value=value)
 
     def _all_plan_refs(self) -> dict[str, str]:
         refs = {key: key for key in self.plans}

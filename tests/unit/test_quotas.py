@@ -20,7 +20,7 @@ from plangate.sidecar.engine import UsageReport
 from plangate.sidecar.runtime import records as rec
 from plangate.sidecar.runtime.events import AccountChanged
 from plangate.sidecar.runtime.outbox import OutboxWorker
-from plangate.sidecar.runtime.quotas import apply_action
+from plangate.sidecar.runtime.quota_actions import apply_action
 from plangate.sidecar.runtime.state import LiveState
 from plangate.sidecar.store.base import DeliveryStatus, Firing
 from plangate.sidecar.store.sqlite import SqliteStore
