@@ -440,3 +440,42 @@ def test_writes_next_to_the_catalog_cause_no_reload_attempt(tmp_path: Path) -> N
         assert sidecar.watcher.checks == checks
         catalog.write_text(CHANGED)  # the counter does count the catalog's own changes
         wait_for(lambda: sidecar.watcher.checks > checks, timeout=5)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "empty", "nested-2000"])
+def test_start_up_refuses_what_a_reload_refuses(tmp_path: Path, kind: str) -> None:
+    from plangate.sidecar.catalog import CatalogError
+    from plangate.sidecar.server.app import Settings, Sidecar
+
+    catalog = tmp_path / "catalog.yaml"
+    if kind == "fifo":
+        os.mkfifo(catalog)
+    else:
+        catalog.write_text("" if kind == "empty" else DEPTH_2000)
+    with pytest.raises(CatalogError) as info:
+        Sidecar(Settings(catalog=str(catalog), db=str(tmp_path / "s.db"), port=0))
+    assert str(info.value).startswith(f"{catalog}:")
+
+
+def test_a_symlink_into_another_directory_is_followed(tmp_path: Path) -> None:
+    """catalog.yaml -> ../shared/catalog.yaml: the target's directory is watched too, and
+    only the target itself concerns the watcher there."""
+    shared = tmp_path / "shared"
+    real = copy_catalog(shared)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    os.symlink(real, conf / "catalog.yaml")
+    with (
+        in_process(conf / "catalog.yaml", tmp_path / "s.db", **WATCH_ONLY) as sidecar,
+        Stubs(f"127.0.0.1:{sidecar.port}") as s,
+    ):
+        s.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_pro"), timeout=5)
+        s.admin.CreateSubscription(pb.CreateSubscriptionRequest(account_id="acct_pro", plan="pro"))
+        time.sleep(0.3)
+        checks = sidecar.watcher.checks
+        for i in range(100):
+            (shared / "other.yaml").write_text(f"n: {i}\n")
+        time.sleep(0.3)
+        assert sidecar.watcher.checks == checks
+        real.write_text(CHANGED)
+        assert time_until(lambda: pro_view(s) == (False, 12)) < 2.0

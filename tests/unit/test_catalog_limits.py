@@ -190,3 +190,26 @@ def test_crlf_and_lf_files_are_one_version(tmp_path: Path) -> None:
     crlf.write_bytes(MINIMAL.replace("\n", "\r\n").encode())
     assert read_text(crlf) == read_text(lf) == MINIMAL
     assert load_catalog(crlf).version == load_catalog(lf).version
+
+
+# -- the same limits in `plangate validate` ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "alias-bomb"])
+def test_validate_refuses_what_the_loader_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    from plangate.sidecar.cli.main import main
+
+    path = tmp_path / "catalog.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        os.symlink("/dev/zero", path)
+    else:
+        path.write_text(ALIAS_BOMB)
+    started = time.monotonic()
+    assert main(["validate", str(path)]) == 1
+    assert time.monotonic() - started < 5.0
+    err = capsys.readouterr().err
+    assert f"{path}:" in err and "1 problem(s)" in err
