@@ -148,12 +148,13 @@ def version_of(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def _children(node: yaml.Node) -> list[yaml.Node]:
+def _collections(node: yaml.Node) -> list[yaml.Node]:
+    """The mapping and list nodes directly inside `node` (keys and values alike)."""
     if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
+        items = [n for pair in node.value for n in pair]
+    else:
+        items = node.value
+    return [n for n in items if not isinstance(n, yaml.ScalarNode)]
 
 
 def check_shape(root: yaml.Node, file: str) -> None:
@@ -161,12 +162,16 @@ def check_shape(root: yaml.Node, file: str) -> None:
 
     Every later step (constructing values, the line map, the duplicate-key check, validation)
     walks the tree with aliases expanded and recursion per level, so the bounds are checked
-    first, in one iterative pass over the distinct nodes: each node's height and expanded
-    size come from its children's. An alias of an enclosing node (`&a [*a]`) is refused too.
+    first, in one iterative pass over the distinct mappings and lists: each one's height and
+    expanded size (in mappings and lists) come from its children's. Scalars are left out: an
+    alias of a scalar adds one node per `*name` written, so it cannot multiply. An alias of
+    an enclosing node (`&a [*a]`) is refused too.
     """
+    if isinstance(root, yaml.ScalarNode):
+        return
     height: dict[int, int] = {}
     size: dict[int, int] = {}
-    open_: set[int] = set()
+    inside: dict[int, list[yaml.Node]] = {}  # open nodes (on the current path) -> children
     widest: yaml.Node | None = None  # innermost node whose expansion alone passes the bound
     stack = [root]
     while stack:
@@ -175,10 +180,11 @@ def check_shape(root: yaml.Node, file: str) -> None:
         if key in height:
             stack.pop()
             continue
-        if key not in open_:
-            open_.add(key)
-            for child in _children(node):
-                if id(child) in open_:
+        kids = inside.get(key)
+        if kids is None:
+            kids = inside[key] = _collections(node)
+            for child in kids:
+                if id(child) in inside:
                     raise _refused(
                         file,
                         "an alias refers to a node that contains it (a recursive structure)",
@@ -188,21 +194,20 @@ def check_shape(root: yaml.Node, file: str) -> None:
                     stack.append(child)
             continue
         stack.pop()
-        open_.discard(key)
-        kids = _children(node)
-        height[key] = 1 + max((height[id(c)] for c in kids), default=0)
-        size[key] = 1 + sum(size[id(c)] for c in kids)
-        if height[key] > MAX_DEPTH:
+        del inside[key]
+        height[key] = h = 1 + max((height[id(c)] for c in kids), default=0)
+        size[key] = s = 1 + sum(size[id(c)] for c in kids)
+        if h >= MAX_DEPTH:  # its scalars are one level deeper
             raise _refused(file, f"nested deeper than {MAX_DEPTH} levels", node.start_mark.line + 1)
-        if widest is None and size[key] > MAX_ALIAS_NODES:
+        if widest is None and s > MAX_ALIAS_NODES:
             widest = node
-    if size[id(root)] - len(size) > MAX_ALIAS_NODES:
-        line = (widest or root).start_mark.line + 1
+    added = size[id(root)] - len(size)
+    if added > MAX_ALIAS_NODES:
         raise _refused(
             file,
-            f"aliases expand to {size[id(root)] - len(size)} more nodes than the file holds; "
+            f"aliases expand to {added} more nodes than the file holds; "
             f"at most {MAX_ALIAS_NODES} are allowed",
-            line,
+            (widest or root).start_mark.line + 1,
         )
 
 
