@@ -388,25 +388,36 @@ def test_a_file_that_cannot_be_a_catalog_is_rejected_and_sync_goes_on(
         assert sidecar.state.catalog_error is None
 
 
-def test_a_file_caught_mid_write_is_never_served(
-    catalog: Path, sidecar: Any, stubs: Stubs, watcher: Watcher
-) -> None:
+def test_a_file_caught_mid_write_is_never_served(tmp_path: Path) -> None:
     """`cp` truncates, then writes: the empty file, and the file cut before `accounts:`
-    (a valid catalog without the declared accounts), must not be served in between."""
-    cut = CHANGED.index("accounts:")
-    with catalog.open("w") as f:  # truncates: the file is empty now
-        time.sleep(0.08)
-        f.write(CHANGED[:cut])
-        f.flush()
-        time.sleep(0.08)
-        f.write(CHANGED[cut:])
-    assert time_until(lambda: pro_view(stubs) == (False, 12)) < 2.0
-    assert list(watcher.next("catalog_changed").features) == ["execution-concurrency", "sso"]
-    time.sleep(0.3)
-    assert watcher.kinds() == []  # one change, straight to the final content
-    assert metric(sidecar, "plangate_catalog_reloads_total", result="ok") == 1
-    assert metric(sidecar, "plangate_catalog_reloads_total", result="error") == 0
-    assert "acct_acme" in sidecar.state.snapshot.accounts
+    (a valid catalog without the declared accounts), must not be served in between. The
+    settle time is long here so that a loaded machine pausing the writer cannot pass it."""
+    catalog = copy_catalog(tmp_path / "conf")
+    with (
+        in_process(catalog, tmp_path / "s.db", catalog_settle_seconds=1.0, **WATCH_ONLY) as sidecar,
+        Stubs(f"127.0.0.1:{sidecar.port}") as s,
+    ):
+        s.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_pro"), timeout=5)
+        s.admin.CreateSubscription(pb.CreateSubscriptionRequest(account_id="acct_pro", plan="pro"))
+        watcher = Watcher(s)
+        try:
+            cut = CHANGED.index("accounts:")
+            with catalog.open("w") as f:  # truncates: the file is empty now
+                time.sleep(0.1)
+                f.write(CHANGED[:cut])
+                f.flush()
+                time.sleep(0.1)
+                f.write(CHANGED[cut:])
+            wait_for(lambda: pro_view(s) == (False, 12), timeout=10)
+            event = watcher.next("catalog_changed")
+            assert list(event.features) == ["execution-concurrency", "sso"]
+            time.sleep(0.3)
+            assert watcher.kinds() == []  # one change, straight to the final content
+            assert metric(sidecar, "plangate_catalog_reloads_total", result="ok") == 1
+            assert metric(sidecar, "plangate_catalog_reloads_total", result="error") == 0
+            assert "acct_acme" in sidecar.state.snapshot.accounts
+        finally:
+            watcher.close()
 
 
 def test_a_deliberate_removal_is_applied_once_the_file_is_stable(
