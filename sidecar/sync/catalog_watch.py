@@ -18,10 +18,11 @@ clears that. Nothing a file holds, and no error, ends the watching thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Set
+from collections.abc import Callable
 from pathlib import Path
 
 import watchfiles
@@ -80,13 +81,20 @@ class CatalogWatcher:
 
     def _run(self) -> None:
         """Watch until stopped. Whatever fails (a watched directory vanishing, a bug, a
-        callback raising) is logged and watching starts again after one poll interval."""
+        callback raising) is logged once and watching starts again after one poll interval;
+        meanwhile the file is still checked on every interval, so its loss is reported."""
+        failed = ""
         while not self._stop.is_set():
             try:
                 self._watch()
-            except Exception:
-                log.exception("catalog watch of %s failed; retrying", self.path)
-                self._stop.wait(self._poll)
+            except Exception as exc:
+                if repr(exc) != failed:
+                    failed = repr(exc)
+                    log.exception("catalog watch of %s failed; retrying", self.path)
+                if self._stop.wait(self._poll):
+                    return
+                with contextlib.suppress(Exception):  # check() logged whatever it met
+                    self.check()
 
     def _directories(self) -> tuple[Path, ...]:
         """The catalog's directory, and its symlink target's when that lies elsewhere."""
@@ -98,7 +106,7 @@ class CatalogWatcher:
 
     def _watch(self) -> None:
         directories = self._directories()
-        for changes in watchfiles.watch(
+        for _changes in watchfiles.watch(
             *directories,
             recursive=False,
             debounce=50,
@@ -107,24 +115,21 @@ class CatalogWatcher:
             rust_timeout=int(self._poll * 1000),
             yield_on_timeout=True,
             raise_interrupt=False,
+            watch_filter=self.concerns,  # others are dropped before they wake us (or log)
         ):
-            if changes and not self.concerns({path for _, path in changes}):
-                continue
-            self.check()
+            self.check()  # a change that concerns the catalog, or the idle timeout
             if self._directories() != directories:
                 return  # the symlink now points into another directory: watch that one
 
-    def concerns(self, changed: Set[str]) -> bool:
-        """Whether any changed path is the catalog, its current symlink target, or one of
-        the `..data` / `..2026_...` entries Kubernetes swaps in the catalog's directory."""
-        target = Path(os.path.realpath(self.path))
-        for name in changed:
-            path = Path(name)
-            if path in (self.path, target):
-                return True
-            if path.parent == self.path.parent and path.name.startswith(".."):
-                return True
-        return False
+    def concerns(self, _change: watchfiles.Change, changed: str) -> bool:
+        """Whether a changed path is the catalog, its current symlink target, or one of the
+        `..data` / `..2026_...` entries Kubernetes swaps in the catalog's directory."""
+        path = Path(changed)
+        if path == self.path:
+            return True
+        if path.parent == self.path.parent and path.name.startswith(".."):
+            return True
+        return path == Path(os.path.realpath(self.path))
 
     # -- loading -----------------------------------------------------------------------------
 
