@@ -56,11 +56,8 @@ pytest.pytestmark
 pytest.refusal_account
 
 # TEMPORARY, for the lead: settings declared here for the branches that use them
-# (catalog watcher: catalog_settle_seconds, max_catalog_bytes; housekeeping, design §14:
-# housekeeping_seconds) and `LiveState.prune`, which the housekeeping task is expected to
+# (housekeeping, design §14: housekeeping_seconds) and `LiveState.prune`, which the housekeeping task is expected to
 # call. Delete these entries after merging; if vulture then reports one, delete it instead.
 pending_merge = Whitelist()
-pending_merge.catalog_settle_seconds
-pending_merge.max_catalog_bytes
 pending_merge.housekeeping_seconds
 pending_merge.prune

@@ -7,28 +7,17 @@ the engine never meets a dangling name.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
+from functools import partial
 from pathlib import Path as FsPath
 from types import MappingProxyType
 from typing import Any
 
 from .accounts import read_accounts
 from .features import read_entitlement, read_feature
-from .model import (
-    AddOn,
-    Catalog,
-    Entitlement,
-    Feature,
-    FeatureType,
-    Plan,
-    Price,
-    Product,
-    Quota,
-    QuotaAction,
-    Threshold,
-)
-from .source import CatalogError, Document, Path, Problem, parse
+from .model import AddOn, Catalog, Entitlement, Feature, Plan, Price, Product, Quota
+from .quotas import read_quotas
+from .source import DEFAULT_MAX_BYTES, CatalogError, Document, Path, parse, read_text, version_of
 from .values import check_keys, is_number, read_list, read_mapping, read_str, slugify
 
 _TOP = {"products", "accounts"}
@@ -37,21 +26,17 @@ _PLAN = {"name", "slug", "description", "extends", "price", "entitlements", "quo
 _ADDON = {"name", "slug", "description", "requires", "max_quantity", "entitlements"}
 
 
-def load_catalog(file: str | FsPath) -> Catalog:
-    """Read and validate a catalog file; raises `CatalogError` naming file, line and path."""
-    path = FsPath(file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError(
-            [Problem(str(file), 1, "(document)", f"cannot read file: {exc}")]
-        ) from exc
-    return parse_catalog(text, str(file))
+def load_catalog(file: str | FsPath, max_bytes: int = DEFAULT_MAX_BYTES) -> Catalog:
+    """Read and validate a catalog file; raises `CatalogError` naming file, line and path.
+
+    The same bounds (a regular file of at most `max_bytes`, limited nesting and aliases)
+    hold at start-up, on every reload and in `plangate validate`."""
+    return parse_catalog(read_text(file, max_bytes), str(file))
 
 
 def parse_catalog(text: str, file: str = "catalog.yaml") -> Catalog:
     doc = parse(text, file)
-    catalog = _Builder(doc).build(hashlib.sha256(text.encode()).hexdigest()[:12])
+    catalog = _Builder(doc).build(version_of(text))
     if doc.problems:
         raise CatalogError(sorted(doc.problems, key=lambda p: p.line))
     return catalog
@@ -80,6 +65,7 @@ class _Builder:
         for i, data in products:
             self._product_features(("products", i), data)
         self._qualify_shared_slugs()
+        self._require_features(root, products)
         raw_plans = self._collect(products, "plans", _PLAN)
         raw_addons = self._collect(products, "addons", _ADDON)
         self._plans(raw_plans)
@@ -96,6 +82,24 @@ class _Builder:
         )
 
     # -- products and features -------------------------------------------------------------
+
+    def _require_features(self, root: dict[str, Any], products: list[Any]) -> None:
+        """A catalog without a product or without a feature is refused: served, it would
+        answer FLAG_NOT_FOUND for every flag. An empty file is what `cp` and many editors
+        leave for a moment before writing, and an empty list what a file cut short leaves."""
+        where: Path = ("products",) if "products" in root else ()
+        if not products and not self.doc.problems:
+            self.doc.error(
+                where,
+                "the catalog declares no products; it needs at least one product with a "
+                "feature (an empty catalog would answer FLAG_NOT_FOUND for every flag)",
+            )
+        elif not self.features and not self.doc.problems:
+            self.doc.error(
+                where,
+                "the catalog declares no features; it needs at least one "
+                "(an empty catalog would answer FLAG_NOT_FOUND for every flag)",
+            )
 
     def _product_features(self, path: Path, data: dict[str, Any]) -> None:
         doc = self.doc
@@ -233,8 +237,16 @@ class _Builder:
                 entitlements=MappingProxyType(merged),
                 price=self._price((*path, "price"), data.get("price")),
             )
+        plan_refs = self._all_plan_refs()
         for key, (path, product, _, data) in by_key.items():
-            quotas = self._quotas(product, self.plans[key], (*path, "quotas"), data.get("quotas"))
+            quotas = read_quotas(
+                self.doc,
+                (*path, "quotas"),
+                data.get("quotas"),
+                self.plans[key],
+                partial(self._find_feature, product),
+                plan_refs,
+            )
             if quotas:
                 self.plans[key] = _with_quotas(self.plans[key], quotas)
 
@@ -263,105 +275,6 @@ class _Builder:
             str(data.get("currency", "USD")),
             str(data.get("interval", "month")),
         )
-
-    def _quotas(self, product: str, plan: Plan, path: Path, raw: Any) -> tuple[Quota, ...]:
-        doc = self.doc
-        out: list[Quota] = []
-        for i, qraw in enumerate(read_list(doc, path, raw)):
-            qpath = (*path, i)
-            data = read_mapping(doc, qpath, qraw)
-            check_keys(doc, qpath, data, {"feature", "at", "actions"})
-            feature = self._find_feature(product, data.get("feature"), (*qpath, "feature"))
-            if feature is None:
-                continue
-            if feature.type is not FeatureType.METERED:
-                doc.error(
-                    (*qpath, "feature"),
-                    f"quotas apply to metered features; {feature.key} is {feature.type.value}",
-                )
-                continue
-            if feature.key not in plan.entitlements:
-                doc.error((*qpath, "feature"), f"plan {plan.key!r} has no limit for {feature.key}")
-                continue
-            thresholds = [
-                self._threshold((*qpath, "at", j), t)
-                for j, t in enumerate(read_list(doc, (*qpath, "at"), data.get("at")))
-            ]
-            if not thresholds:
-                doc.error(
-                    (*qpath, "at"), "needs at least one threshold, e.g. [80%, 100%] or [5000]"
-                )
-            actions = [
-                self._action(product, (*qpath, "actions", j), a)
-                for j, a in enumerate(read_list(doc, (*qpath, "actions"), data.get("actions")))
-            ]
-            out.append(
-                Quota(
-                    feature.key,
-                    tuple(t for t in thresholds if t is not None),
-                    tuple(a for a in actions if a is not None),
-                )
-            )
-        return tuple(out)
-
-    def _threshold(self, path: Path, raw: Any) -> Threshold | None:
-        if isinstance(raw, str) and raw.endswith("%"):
-            try:
-                percent = float(raw[:-1])
-            except ValueError:
-                percent = -1
-            if percent > 0:
-                return Threshold(percent=percent)
-        elif is_number(raw) and raw > 0:
-            return Threshold(amount=float(raw))
-        self.doc.error(
-            path, f'a threshold is a percentage like "80%" or a positive number, got {raw!r}'
-        )
-        return None
-
-    def _action(self, product: str, path: Path, raw: Any) -> QuotaAction | None:
-        doc = self.doc
-        data = read_mapping(doc, path, raw)
-        kinds = [k for k in ("webhook", "override", "change_plan") if k in data]
-        if len(kinds) != 1:
-            doc.error(
-                path,
-                "an action is exactly one of `webhook: URL`, `override: {feature, value}`, `change_plan: PLAN`",
-            )
-            return None
-        kind = kinds[0]
-        if kind == "webhook":
-            check_keys(doc, path, data, {"webhook", "secret_env", "secret_file"})
-            url = read_str(doc, (*path, "webhook"), data["webhook"])
-            if url is None:
-                return None
-            if not url.startswith(("http://", "https://")):
-                doc.error((*path, "webhook"), f"must be an http:// or https:// URL, got {url!r}")
-                return None
-            return QuotaAction(
-                "webhook",
-                target=url,
-                secret_env=str(data.get("secret_env") or ""),
-                secret_file=str(data.get("secret_file") or ""),
-            )
-        if kind == "change_plan":
-            check_keys(doc, path, data, {"change_plan"})
-            target = data["change_plan"]
-            key = target if target in self._all_plan_refs() else None
-            if key is None:
-                doc.error((*path, "change_plan"), f"unknown plan {target!r}")
-                return None
-            return QuotaAction("change_plan", target=self._all_plan_refs()[key])
-        check_keys(doc, path, data, {"override"})
-        spec = read_mapping(doc, (*path, "override"), data["override"])
-        check_keys(doc, (*path, "override"), spec, {"feature", "value"})
-        feature = self._find_feature(product, spec.get("feature"), (*path, "override", "feature"))
-        if feature is None:
-            return None
-        value = read_entitlement(doc, (*path, "override", "value"), spec.get("value"), feature)
-        if value is None:
-            return None
-        return QuotaAction("override", feature=feature.key, value=value)
 
     def _all_plan_refs(self) -> dict[str, str]:
         refs = {key: key for key in self.plans}

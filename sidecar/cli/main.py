@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from .. import settings
 from ..catalog import CatalogError, load_catalog
+from ..catalog.source import DEFAULT_MAX_BYTES
 from . import client
 
 EPILOG = (
@@ -89,13 +90,19 @@ def add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         description="Check catalog files; print file:line path: problem for each error.",
     )
     p.add_argument("files", nargs="+", help="catalog YAML/JSON files")
+    p.add_argument(
+        "--max-catalog-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help="refuse larger files, as `serve` does (default: %(default)s)",
+    )
     p.set_defaults(func=validate)
 
 
 def validate(args: argparse.Namespace) -> int:
     for file in args.files:
         try:
-            catalog = load_catalog(file)
+            catalog = load_catalog(file, args.max_catalog_bytes)
         except CatalogError as exc:
             print(exc, file=sys.stderr)
             print(f"{file}: {len(exc.problems)} problem(s)", file=sys.stderr)

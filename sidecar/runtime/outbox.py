@@ -1,7 +1,7 @@
 """The outbox worker: delivers quota webhooks and applies quota actions after they commit.
 
 Rows reach the store's outbox in the same transaction as the usage write that crossed the
-threshold (`runtime.quotas`), so nothing is lost by a crash: this thread only has to work
+threshold (`runtime.quota_events`), so nothing is lost by a crash: this thread only has to work
 through what is due. Each pass claims due rows (a lease, so a second sidecar on a shared
 database skips them and a dead worker's claims come due again), runs them and records the
 result. A failed attempt is retried after `backoff × 2^(attempt−1)` seconds (capped) until
@@ -27,13 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..store.base import Delivery, DeliveryStatus
-from . import quotas
-
-if TYPE_CHECKING:
-    from .state import LiveState
+from .quota_actions import ActionFailed, apply_action
+from .quota_events import EVENT_TYPE
+from .state import LiveState
 
 log = logging.getLogger("plangate.outbox")
 
@@ -162,14 +161,14 @@ class OutboxWorker:
             if d.kind == "webhook":
                 self._post(d, attempts)
             else:
-                changed = quotas.apply_action(self.state, d)
+                changed = apply_action(self.state, d)
                 log.info(
                     "quota %s for %s: %s",
                     d.kind,
                     d.account,
                     "applied" if changed else "already in effect",
                 )
-        except quotas.ActionFailed as exc:
+        except ActionFailed as exc:
             self._failed(d, attempts, str(exc))
         except Exception as exc:
             error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
@@ -245,7 +244,7 @@ class OutboxWorker:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "plangate-webhook/1",
-            "X-PlanGate-Event": quotas.EVENT_TYPE,
+            "X-PlanGate-Event": EVENT_TYPE,
             DELIVERY_HEADER: d.id,
             TIMESTAMP_HEADER: stamp,
             "X-PlanGate-Attempt": str(attempt),

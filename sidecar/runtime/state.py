@@ -49,10 +49,11 @@ from ..store.base import (
     UsageOutcome,
     UsageWrite,
 )
-from . import quotas
 from . import records as rec
+from .declared import apply_layer, split_layer
 from .events import AccountChanged, CatalogChanged, EventHub
 from .group_commit import GroupCommit
+from .quota_events import QuotaCheck, quota_check
 
 log = logging.getLogger("plangate.state")
 
@@ -60,7 +61,7 @@ Clock = Callable[[], datetime]
 
 _SlotKey = tuple[str, str, datetime]
 """(account, feature, instant): what a usage write's counter and quota check depend on."""
-_Resolved = tuple[str, datetime, quotas.QuotaCheck | None]
+_Resolved = tuple[str, datetime, QuotaCheck | None]
 """(scope key, period start, quota check) of a `_SlotKey`."""
 
 QuotaListener = Callable[[str, str, Sequence[Firing]], None]
@@ -139,14 +140,14 @@ class LiveState:
 
     @staticmethod
     def _merge(catalog: Catalog, record: Record) -> Account:
-        record, layer = quotas.split_layer(record)
+        record, layer = split_layer(record)
         stored = rec.validate(record, catalog)
         declared = catalog.accounts.get(record["id"])
         if declared is None:
             return replace(stored, declared=False)
         # The file owns a declared account; the store adds grants and quota actions to it.
         merged = replace(declared, grants=declared.grants + stored.grants)
-        return quotas.apply_layer(merged, layer, catalog) if layer else merged
+        return apply_layer(merged, layer, catalog) if layer else merged
 
     def replace_catalog(self, catalog: Catalog) -> tuple[str, ...]:
         """Swap in a new catalog; returns the changed feature keys. Raises ValueError if the
@@ -226,7 +227,7 @@ class LiveState:
         found = resolved.get(key) if resolved is not None else None
         if found is None:
             slot = slot_for(snap, account, feature, at)
-            check = quotas.quota_check(snap, account, feature, at, now, self.store.environment)
+            check = quota_check(snap, account, feature, at, now, self.store.environment)
             found = (slot.scope_key, slot.period.start, check)
             if resolved is not None:
                 resolved[key] = found

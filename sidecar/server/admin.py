@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp
-from ..runtime import quotas
+from ..runtime import quota_actions
 from ..runtime import records as rec
 from ..runtime.state import LiveState
 from ..store.base import Delivery, DeliveryStatus, Record
@@ -174,7 +174,7 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ChangePlanRequest, context: grpc.ServicerContext
     ) -> pb.Subscription:
         # Declared account: moving back to the file's plan undoes a quota plan change.
-        reverted = quotas.revert_layer_plan(
+        reverted = quota_actions.revert_layer_plan(
             self.state, request.account_id, request.subscription_id, request.plan
         )
         if reverted is not None:
@@ -248,7 +248,9 @@ class AdminService(pb_grpc.AdminServicer):
     ) -> pb.Account:
         require(bool(request.feature), "feature is required")
         # Declared account: clearing an override a quota action set agrees with the file.
-        reverted = quotas.clear_layer_override(self.state, request.account_id, request.feature)
+        reverted = quota_actions.clear_layer_override(
+            self.state, request.account_id, request.feature
+        )
         if reverted is not None:
             self.metrics.admin_changes.labels("ClearOverride").inc()
             return account_pb(reverted)

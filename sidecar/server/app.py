@@ -47,9 +47,8 @@ class Sidecar:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        catalog = load_catalog(
-            settings.catalog
-        )  # a bad catalog stops start-up here, with its message
+        # a bad catalog stops start-up here, with its message
+        catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
         self.store = open_store(settings.db, settings.environment)
         self.state = LiveState(catalog, self.store)
         self.feed: ChangeFeed | None = None
@@ -77,7 +76,10 @@ class Sidecar:
             current=lambda: self.state.catalog.version,
             apply=self._apply_catalog,
             on_error=self._catalog_rejected,
+            on_restored=self._catalog_restored,
             poll_seconds=settings.poll_seconds,
+            settle_seconds=settings.catalog_settle_seconds,
+            max_bytes=settings.max_catalog_bytes,
         )
         self.grpc_server = self._grpc_server()
         self.management = ManagementServer(
@@ -148,6 +150,11 @@ class Sidecar:
         self.state.catalog_error = message
         self.metrics.catalog_reloads.labels("error").inc()
         self.metrics.catalog_rejected.set(1)
+
+    def _catalog_restored(self) -> None:
+        """The file is back to the served content: nothing is rejected any more."""
+        self.state.catalog_error = None
+        self.metrics.catalog_rejected.set(0)
 
     def _quota_fired(self, account: str, feature: str, fired: Sequence[Firing]) -> None:
         self.metrics.quota_fired.labels(feature).inc(len(fired))

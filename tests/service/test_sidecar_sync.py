@@ -315,3 +315,184 @@ def test_a_vanished_file_is_reported_once_and_its_return_picked_up(tmp_path: Pat
         assert not s.evaluation.Evaluate(
             pb.EvaluateRequest(account_id="user_ann", feature="sso"), timeout=5
         ).as_boolean  # Pro (which acct_acme's member uses) lost SSO
+
+
+# -- files that must not break sync (decision 0400) ----------------------------------------
+
+DEPTH_2000 = EXAMPLE + "x: " + "[" * 2000 + "]" * 2000 + "\n"
+ALIAS_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+OVERSIZE_LIMIT = len(EXAMPLE.encode()) + 10_000  # room for the other bad files
+
+
+def _write(catalog: Path, text: str) -> None:
+    catalog.unlink()
+    catalog.write_text(text)
+
+
+def _fifo(catalog: Path) -> None:
+    catalog.unlink()
+    os.mkfifo(catalog)
+
+
+def _dev_zero(catalog: Path) -> None:
+    catalog.unlink()
+    os.symlink("/dev/zero", catalog)
+
+
+BAD_FILES: list[tuple[str, Callable[[Path], object], str]] = [
+    ("empty", lambda c: c.write_text(""), "declares no products"),
+    ("nested-2000", lambda c: c.write_text(DEPTH_2000), "nested deeper than 100 levels"),
+    ("alias-bomb", lambda c: c.write_text(ALIAS_BOMB), "more nodes than the file holds"),
+    ("dev-zero", _dev_zero, "character device, not a regular file"),
+    ("fifo", _fifo, "FIFO, not a regular file"),
+    ("oversize", lambda c: c.write_text(EXAMPLE + "#" * 20_000), "larger than the catalog limit"),
+]
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"), [b[1:] for b in BAD_FILES], ids=[b[0] for b in BAD_FILES]
+)
+def test_a_file_that_cannot_be_a_catalog_is_rejected_and_sync_goes_on(
+    tmp_path: Path, spoil: Callable[[Path], None], reason: str
+) -> None:
+    catalog = copy_catalog(tmp_path / "conf")
+    with (
+        in_process(
+            catalog, tmp_path / "s.db", max_catalog_bytes=OVERSIZE_LIMIT, **WATCH_ONLY
+        ) as sidecar,
+        Stubs(f"127.0.0.1:{sidecar.port}") as s,
+    ):
+        s.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_pro"), timeout=5)
+        s.admin.CreateSubscription(pb.CreateSubscriptionRequest(account_id="acct_pro", plan="pro"))
+        good = sidecar.state.catalog.version
+        spoil(catalog)
+        wait_for(lambda: reason in (sidecar.state.catalog_error or ""), timeout=5)
+        # the last good catalog keeps serving, and /readyz says why (still 200: see 0400)
+        assert sidecar.state.catalog.version == good and pro_view(s) == (True, 10)
+        detail = readyz(sidecar)
+        assert detail["ready"] is True and detail["catalog_version"] == good
+        assert detail["catalog"] == "last change rejected; serving the previous version"
+        assert str(catalog) in detail["catalog_error"] and reason in detail["catalog_error"]
+        assert metric(sidecar, "plangate_catalog_last_change_rejected") == 1.0
+        # putting the served content back clears the rejection without a reload
+        _write(catalog, EXAMPLE)
+        wait_for(lambda: readyz(sidecar)["catalog"] == "ok", timeout=5)
+        assert "catalog_error" not in readyz(sidecar)
+        assert metric(sidecar, "plangate_catalog_last_change_rejected") == 0.0
+        assert metric(sidecar, "plangate_catalog_reloads_total", result="ok") == 0
+        # and the watcher is alive: a later good change goes live
+        catalog.write_text(CHANGED)
+        wait_for(lambda: pro_view(s) == (False, 12), timeout=5)
+        assert sidecar.state.catalog_error is None
+
+
+def test_a_file_caught_mid_write_is_never_served(tmp_path: Path) -> None:
+    """`cp` truncates, then writes: the empty file, and the file cut before `accounts:`
+    (a valid catalog without the declared accounts), must not be served in between. The
+    settle time is long here so that a loaded machine pausing the writer cannot pass it."""
+    catalog = copy_catalog(tmp_path / "conf")
+    with (
+        in_process(catalog, tmp_path / "s.db", catalog_settle_seconds=1.0, **WATCH_ONLY) as sidecar,
+        Stubs(f"127.0.0.1:{sidecar.port}") as s,
+    ):
+        s.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_pro"), timeout=5)
+        s.admin.CreateSubscription(pb.CreateSubscriptionRequest(account_id="acct_pro", plan="pro"))
+        watcher = Watcher(s)
+        try:
+            cut = CHANGED.index("accounts:")
+            with catalog.open("w") as f:  # truncates: the file is empty now
+                time.sleep(0.1)
+                f.write(CHANGED[:cut])
+                f.flush()
+                time.sleep(0.1)
+                f.write(CHANGED[cut:])
+            wait_for(lambda: pro_view(s) == (False, 12), timeout=10)
+            event = watcher.next("catalog_changed")
+            assert list(event.features) == ["execution-concurrency", "sso"]
+            time.sleep(0.3)
+            assert watcher.kinds() == []  # one change, straight to the final content
+            assert metric(sidecar, "plangate_catalog_reloads_total", result="ok") == 1
+            assert metric(sidecar, "plangate_catalog_reloads_total", result="error") == 0
+            assert "acct_acme" in sidecar.state.snapshot.accounts
+        finally:
+            watcher.close()
+
+
+def test_a_deliberate_removal_is_applied_once_the_file_is_stable(
+    catalog: Path, sidecar: Any, stubs: Stubs
+) -> None:
+    """Settling tells a half-written file from an edit; an edit that removes the declared
+    accounts (or a feature) is what the file now says, so it is served (decision 0400)."""
+    catalog.write_text(EXAMPLE[: EXAMPLE.index("accounts:")])
+    wait_for(lambda: "acct_acme" not in sidecar.state.snapshot.accounts, timeout=5)
+    assert sidecar.state.catalog_error is None
+    assert pro_view(stubs) == (True, 10)
+
+
+def test_writes_next_to_the_catalog_cause_no_reload_attempt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A log file and the SQLite database beside the catalog change all the time: they cost
+    no look at the catalog and no log line."""
+    conf = tmp_path / "conf"
+    catalog = copy_catalog(conf)
+    with (
+        in_process(catalog, conf / "state.db", **WATCH_ONLY) as sidecar,
+        Stubs(f"127.0.0.1:{sidecar.port}") as s,
+    ):
+        time.sleep(0.3)  # let start-up settle (the db files were just created)
+        checks = sidecar.watcher.checks
+        with caplog.at_level(logging.INFO), (conf / "sidecar.log").open("a") as log_file:
+            for i in range(500):
+                log_file.write(f"line {i}\n")
+                log_file.flush()
+                if i % 10 == 0:  # and the database (with its -wal and -shm files) too
+                    s.admin.UpsertAccount(pb.UpsertAccountRequest(id=f"acct_{i}"), timeout=5)
+            time.sleep(0.5)
+        assert sidecar.watcher.checks == checks
+        noise = [r for r in caplog.records if r.name.startswith(("watchfiles", "plangate.sync"))]
+        assert noise == []
+        catalog.write_text(CHANGED)  # the counter does count the catalog's own changes
+        wait_for(lambda: sidecar.watcher.checks > checks, timeout=5)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "empty", "nested-2000"])
+def test_start_up_refuses_what_a_reload_refuses(tmp_path: Path, kind: str) -> None:
+    from plangate.sidecar.catalog import CatalogError
+    from plangate.sidecar.server.app import Sidecar
+    from plangate.sidecar.settings import Settings
+
+    catalog = tmp_path / "catalog.yaml"
+    if kind == "fifo":
+        os.mkfifo(catalog)
+    else:
+        catalog.write_text("" if kind == "empty" else DEPTH_2000)
+    with pytest.raises(CatalogError) as info:
+        Sidecar(Settings(catalog=str(catalog), db=str(tmp_path / "s.db"), port=0))
+    assert str(info.value).startswith(f"{catalog}:")
+
+
+def test_a_symlink_into_another_directory_is_followed(tmp_path: Path) -> None:
+    """catalog.yaml -> ../shared/catalog.yaml: the target's directory is watched too, and
+    only the target itself concerns the watcher there."""
+    shared = tmp_path / "shared"
+    real = copy_catalog(shared)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    os.symlink(real, conf / "catalog.yaml")
+    with (
+        in_process(conf / "catalog.yaml", tmp_path / "s.db", **WATCH_ONLY) as sidecar,
+        Stubs(f"127.0.0.1:{sidecar.port}") as s,
+    ):
+        s.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_pro"), timeout=5)
+        s.admin.CreateSubscription(pb.CreateSubscriptionRequest(account_id="acct_pro", plan="pro"))
+        time.sleep(0.3)
+        checks = sidecar.watcher.checks
+        for i in range(100):
+            (shared / "other.yaml").write_text(f"n: {i}\n")
+        time.sleep(0.3)
+        assert sidecar.watcher.checks == checks
+        real.write_text(CHANGED)
+        assert time_until(lambda: pro_view(s) == (False, 12)) < 2.0

@@ -586,11 +586,6 @@ def test_load_missing_file_is_a_catalog_error(tmp_path: Path) -> None:
     assert "cannot read file" in problem.message
 
 
-def test_empty_document_is_an_empty_catalog() -> None:
-    catalog = parse_catalog("# nothing yet\n")
-    assert (dict(catalog.features), dict(catalog.plans), dict(catalog.accounts)) == ({}, {}, {})
-
-
 def test_example_catalog_loads() -> None:
     catalog = load_catalog(EXAMPLE)
     assert set(catalog.features) == {

@@ -20,7 +20,7 @@ from plangate.sidecar.engine import UsageReport
 from plangate.sidecar.runtime import records as rec
 from plangate.sidecar.runtime.events import AccountChanged
 from plangate.sidecar.runtime.outbox import OutboxWorker
-from plangate.sidecar.runtime.quotas import apply_action
+from plangate.sidecar.runtime.quota_actions import apply_action
 from plangate.sidecar.runtime.state import LiveState
 from plangate.sidecar.store.base import DeliveryStatus, Firing
 from plangate.sidecar.store.sqlite import SqliteStore
@@ -386,3 +386,19 @@ def test_a_plan_change_that_no_longer_fits_fails_without_retrying(state: LiveSta
     assert row.status is DeliveryStatus.FAILED and row.attempts == 1
     assert "now on plan 'growth'" in row.last_error
     assert state.account("a").subscriptions[0].plan == "growth"
+
+
+def test_thresholds_are_resolved_from_the_snapshot_alone() -> None:
+    """`engine.thresholds` is pure: no store, no clock; (old, new) alone say what is crossed."""
+    from plangate.sidecar.engine import Snapshot
+    from plangate.sidecar.engine.thresholds import thresholds_for
+
+    snap = Snapshot.of(catalog())
+    api_calls = snap.catalog.features["api-calls"]
+    found = thresholds_for(snap, "acct_file", api_calls, JUNE)
+    assert found is not None
+    assert (found.account, found.plan, found.limit) == ("acct_file", "trial", 10.0)
+    assert [(p.label, p.value) for p in found.points] == [("80%", 8.0), ("100%", 10.0)]
+    assert [p.label for p in found.crossed(7, 10)] == ["80%", "100%"]
+    assert [p.label for p in found.crossed(8, 9)] == []  # 80% was reached before this write
+    assert thresholds_for(snap, "acct_file", snap.catalog.features["seats"], JUNE) is None

@@ -1,0 +1,129 @@
+"""No import circles among `plangate.*` modules (issue 12; "no import circles" in the standards).
+
+The graph is read from the source with `ast`, so it sees every module whether or not a test
+imports it. Only imports that run when a module is loaded count: top-level ones, including
+inside `try`/`if` blocks, but not `if TYPE_CHECKING:` (annotations only) nor imports inside
+functions (deferred on purpose, e.g. psycopg only in shared mode).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from support.sidecar import ROOT
+
+PACKAGES = {
+    "sidecar": "plangate.sidecar",
+    "provider": "plangate.provider",
+    "protocol": "plangate.protocol",
+}
+
+
+def modules() -> dict[str, tuple[Path, bool]]:
+    """module name -> (file, is a package's __init__)."""
+    out: dict[str, tuple[Path, bool]] = {}
+    for folder, package in PACKAGES.items():
+        for file in (ROOT / folder).rglob("*.py"):
+            parts = list(file.relative_to(ROOT / folder).with_suffix("").parts)
+            is_package = parts[-1] == "__init__"
+            if is_package:
+                parts.pop()
+            out[".".join([package, *parts])] = (file, is_package)
+    return out
+
+
+def _type_checking_only(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imports_of(name: str, file: Path, is_package: bool, known: set[str]) -> set[str]:
+    """The plangate modules `name` imports when it is loaded."""
+    package = name if is_package else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for stmt in statements:
+            if isinstance(stmt, ast.If):
+                if not _type_checking_only(stmt):
+                    visit(stmt.body)
+                visit(stmt.orelse)
+            elif isinstance(stmt, ast.Try):
+                for block in (stmt.body, stmt.orelse, stmt.finalbody):
+                    visit(block)
+                for handler in stmt.handlers:
+                    visit(handler.body)
+            elif isinstance(stmt, ast.Import):
+                found.update(alias.name for alias in stmt.names if alias.name in known)
+            elif isinstance(stmt, ast.ImportFrom):
+                if stmt.level:
+                    base = package.split(".")[: len(package.split(".")) - (stmt.level - 1)]
+                    target = ".".join([*base, *([stmt.module] if stmt.module else [])])
+                else:
+                    target = stmt.module or ""
+                for alias in stmt.names:
+                    submodule = f"{target}.{alias.name}"
+                    if submodule in known:  # `from . import records`
+                        found.add(submodule)
+                    elif target in known:  # `from ..engine import evaluate`
+                        found.add(target)
+
+    visit(ast.parse(file.read_text()).body)
+    found.discard(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    return {name: imports_of(name, file, pkg, known) for name, (file, pkg) in mods.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as [a, b, ..., a], or None; iterative depth-first search."""
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start in done:
+            continue
+        path: list[str] = []
+        on_path: set[str] = set()
+        stack: list[tuple[str, list[str]]] = [(start, sorted(graph[start]))]
+        path.append(start)
+        on_path.add(start)
+        while stack:
+            node, pending = stack[-1]
+            if not pending:
+                stack.pop()
+                path.pop()
+                on_path.discard(node)
+                done.add(node)
+                continue
+            nxt = pending.pop()
+            if nxt in on_path:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in done:
+                stack.append((nxt, sorted(graph[nxt])))
+                path.append(nxt)
+                on_path.add(nxt)
+    return None
+
+
+def test_the_graph_sees_the_imports() -> None:
+    graph = import_graph()
+    state = graph["plangate.sidecar.runtime.state"]
+    assert "plangate.sidecar.runtime.declared" in state  # from .declared import ...
+    assert "plangate.sidecar.engine" in state  # from ..engine import (...)
+    assert "plangate.sidecar.sync.pg_feed" not in graph["plangate.sidecar.server.app"]
+
+
+def test_find_cycle_finds_one() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_plangate_has_no_import_circles() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
