@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
+from ..runtime.housekeeping import Housekeeper
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
 from ..store import describe_db, open_store
@@ -81,6 +82,8 @@ class Settings:
     )
     # Shared mode (--db postgresql://...): full re-read of the store every N s [PLANGATE_RECONCILE_SECONDS]
     reconcile_seconds: float = field(default_factory=lambda: _env_number("RECONCILE_SECONDS", 30.0))
+    history_days: int = 400  # usage of periods that ended longer ago is pruned (design §14)
+    housekeeping_seconds: float = 3600.0
 
 
 class Sidecar:
@@ -110,6 +113,12 @@ class Sidecar:
             self.metrics,
         )
         self.state.quota_listeners.append(self._quota_fired)
+        self.housekeeper = Housekeeper(
+            self.state,
+            settings.history_days,
+            settings.housekeeping_seconds,
+            self.metrics.housekeeping_pruned,
+        )
         self.health = health.HealthServicer()
         self.port = 0
         self.management_port = 0
@@ -209,6 +218,10 @@ class Sidecar:
             feed_ready, detail["store"] = self.feed.readiness()
             if not feed_ready:  # the database is away: say so at once, without waiting on it
                 return False, detail
+        problem = self.store.health()
+        if problem is not None:
+            detail["store_error"] = problem
+            return False, detail
         try:
             counts = self.store.count_deliveries()
         except StoreUnavailable as exc:
@@ -230,6 +243,7 @@ class Sidecar:
         if self.feed is not None:
             self.feed.start()
         self.outbox.start()
+        self.housekeeper.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -252,6 +266,7 @@ class Sidecar:
         self.watcher.stop()
         self.grpc_server.stop(grace).wait()
         self.outbox.stop()
+        self.housekeeper.stop()
         self.management.stop()
         self.ofrep.stop()
         if self.feed is not None:

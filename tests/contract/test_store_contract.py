@@ -26,13 +26,16 @@ from plangate.sidecar.store.base import (
     Admit,
     DeliveryStatus,
     Firing,
+    PRUNED_KINDS,
     OutboxEntry,
+    PrunePlan,
     Status,
     Store,
     UsageWrite,
 )
 from support.sidecar import EXAMPLE_CATALOG
 
+EVER = datetime.min.replace(tzinfo=UTC)
 PERIOD = datetime(2026, 6, 1, tzinfo=UTC)
 NEXT_PERIOD = datetime(2026, 7, 1, tzinfo=UTC)
 FEATURES = load_catalog(EXAMPLE_CATALOG).features
@@ -321,12 +324,20 @@ def test_reset_zeroes_a_counter_and_forgets_its_unique_keys(open_store: Opener) 
     assert store.record_usage([write(API_CALLS, 2)])[0].usage == 2.0
 
 
+def keys_before(at: datetime) -> PrunePlan:
+    """A plan that prunes idempotency keys created before `at`, and nothing else."""
+    return PrunePlan(at, EVER, EVER, {}, EVER, {}, EVER)
+
+
 def test_prune_forgets_old_idempotency_keys(open_store: Opener) -> None:
     store = open_store()
     store.record_usage([write(API_CALLS, 1, key="old-1"), write(API_CALLS, 1, key="old-2")])
-    assert store.prune_idempotency(datetime.now(UTC) - timedelta(days=7)) == 0
+    assert store.housekeep(keys_before(datetime.now(UTC) - timedelta(days=7))) == dict.fromkeys(
+        PRUNED_KINDS, 0
+    )
     assert store.record_usage([write(API_CALLS, 1, key="old-1")])[0].status is Status.DUPLICATE
-    assert store.prune_idempotency(datetime.now(UTC) + timedelta(seconds=2)) == 2
+    removed = store.housekeep(keys_before(datetime.now(UTC) + timedelta(seconds=2)))
+    assert removed is not None and removed["idempotency_keys"] == 2
     assert store.record_usage([write(API_CALLS, 1, key="old-1")])[0].status is Status.APPLIED
 
 
@@ -350,7 +361,8 @@ def test_environments_on_one_database_never_see_each_other(open_store: Opener) -
     assert set(staging.load_records()) == {"acct_1"}
     assert production.reset_usage("acct:a1", "api-calls", PERIOD) == 1.0
     assert counter(staging, API_CALLS) == 5.0
-    assert production.prune_idempotency(datetime.now(UTC) + timedelta(seconds=2)) == 1
+    pruned = production.housekeep(keys_before(datetime.now(UTC) + timedelta(seconds=2)))
+    assert pruned is not None and pruned["idempotency_keys"] == 1
     assert staging.record_usage([write(API_CALLS, 5, key="k")])[0].status is Status.DUPLICATE
 
 
