@@ -80,8 +80,8 @@ def check_report(feature: Feature | None, report: UsageReport) -> Feature:
 def next_value(feature: Feature, current: float, report: UsageReport, new_unique: bool) -> float:
     """The counter after applying `report`; `new_unique` says whether its unique key is unseen."""
     if feature.aggregation is Aggregation.UNIQUE:
-        return current + 1 if new_unique else current
+        return float(current + 1 if new_unique else current)
     setting = report.mode is Mode.SET or (
         report.mode is Mode.DEFAULT and feature.aggregation is Aggregation.GAUGE
     )
-    return max(0.0, report.amount if setting else current + report.amount)
+    return float(max(0.0, report.amount if setting else current + report.amount))

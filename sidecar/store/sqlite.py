@@ -105,6 +105,19 @@ class _Rows:
         return (self.env, scope, feature, start)
 
 
+FREE_TO_RECOVER = 1 << 20
+"""Free bytes a full disk needs again before the store reports itself ready (so that
+readiness does not flap while the disk hovers at full)."""
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
 _TRANSIENT = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 """Faults that end by themselves (another process holds the lock): not a reason to be unready."""
 
@@ -208,7 +221,7 @@ class SqliteStore:
         self.environment = environment
         self.path = str(path)
         self._lock = threading.Lock()
-        self._fault: str | None = None  # a disk or permission fault seen by the last write
+        self._fault: StoreUnavailable | None = None  # a fault of the file the last write met
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn = conn
         self._db = sqlite_utils.Database(conn)
@@ -219,7 +232,10 @@ class SqliteStore:
             raise
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StoreError(f"{self.path}: cannot use this SQLite database ({exc})") from exc
+            fault = self._unusable(exc)
+            raise StoreError(
+                str(fault) if fault else f"{self.path}: cannot use this SQLite database ({exc})"
+            ) from exc
         self._identity = _identity(self.path)
         self.health()  # a read-only file opens (and serves reads) but is not ready for writes
 
@@ -253,7 +269,8 @@ class SqliteStore:
         if code == sqlite3.SQLITE_READONLY:
             message = (
                 f"{self.path} cannot be written ({exc}); make the file, its -wal and -shm files "
-                "and its directory writable and the filesystem read-write: writes resume by themselves"
+                "and its directory writable and the filesystem read-write, then restart the "
+                "sidecar if the file was read-only when it started"
             )
         elif code == sqlite3.SQLITE_IOERR:
             message = (
@@ -262,8 +279,9 @@ class SqliteStore:
             )
         elif code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
             message = (
-                f"{self.path} cannot be used ({exc}); check that the file and its directory "
-                "exist and are intact (restore it from a backup if it is damaged)"
+                f"{self.path} cannot be used ({exc}); check that the file and its directory exist "
+                "and are writable (SQLite keeps -wal and -shm files next to it) and that the file "
+                "is intact (restore it from a backup if it is damaged)"
             )
         else:
             return None
@@ -273,6 +291,8 @@ class SqliteStore:
         replaced = self._replaced()
         if replaced is not None or self._fault is None:
             return replaced
+        if isinstance(self._fault, StoreFull) and _free_bytes(self.path) < FREE_TO_RECOVER:
+            return str(self._fault)  # a tiny probe could still fit while real writes do not
         try:  # a fault seen before: one tiny write tells whether it is over
             with self._transaction() as c:
                 c.execute(
@@ -360,7 +380,7 @@ class SqliteStore:
                 if fault is None:
                     raise
                 if _code(exc) not in _TRANSIENT:
-                    self._fault = str(fault)
+                    self._fault = fault
                 raise fault from exc
             except BaseException:
                 self._rollback()
