@@ -446,6 +446,11 @@ def test_a_counter_never_leaves_the_finite_numbers(open_store: Opener) -> None:
     replay = open_store().record_usage([write(API_CALLS, 1, key="big-1")])[0]
     assert (replay.status, replay.usage) == (Status.DUPLICATE, 1e308)
     assert open_store().load_counters()[("acct:a1", "api-calls", PERIOD)] == 1e308
+    refused = store.record_usage([write(API_CALLS, 1e308, key="big-3")])[0]
+    assert refused.status is Status.REJECTED
+    # nothing of a refused write is stored, not even its key: the stored keys are the others'
+    removed = store.housekeep(keys_before(datetime.now(UTC) + timedelta(seconds=2)))
+    assert removed is not None and removed["idempotency_keys"] == 3  # big-1, refund, big-2
 
 
 def test_a_mark_reached_twice_in_one_batch_fires_once(open_store: Opener) -> None:
