@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..catalog.model import Catalog, Reset
 from ..store.base import PrunePlan
+from ..store.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from .state import LiveState
@@ -103,7 +104,9 @@ class Housekeeper:
         while not self._stopping.is_set():
             try:
                 self.run_once()
-            except Exception:  # the store may be away for a while; the next pass tries again
+            except StoreUnavailable as exc:  # away for a while (readiness says so): next pass
+                log.warning("housekeeping skipped: %s; trying again in %ss", exc, self.interval)
+            except Exception:
                 log.exception("housekeeping failed; trying again in %ss", self.interval)
             self._stopping.wait(self.interval)
 

@@ -390,8 +390,11 @@ class PostgresStore:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
 
-    def _transaction(self, work: Callable[[Connection], T], attempts: int = 3) -> T:
-        """Run `work` in one transaction and commit it, retrying what is safe to retry."""
+    def _transaction(
+        self, work: Callable[[Connection], T], attempts: int = 3, writes: bool = True
+    ) -> T:
+        """Run `work` in one transaction and commit it, retrying what is safe to retry. A
+        committed transaction that `writes` ends a fault seen before; a read proves nothing."""
         with self._lock:
             for attempt in range(1, attempts + 1):
                 conn = self._writer()
@@ -427,7 +430,8 @@ class PostgresStore:
                         "lost the PostgreSQL connection while committing; the outcome is unknown "
                         f"(a retry with the same idempotency key is safe): {_first_line(exc)}"
                     ) from exc
-                self._fault = None
+                if writes:
+                    self._fault = None
                 return result
         raise AssertionError("unreachable")
 
@@ -455,7 +459,7 @@ class PostgresStore:
             self._discard()
 
     def _read(self, work: Callable[[Connection], T]) -> T:
-        return self._transaction(work)
+        return self._transaction(work, writes=False)
 
     # -- schema ------------------------------------------------------------------------------
 

@@ -154,13 +154,13 @@ def _read_batch(c: sqlite3.Connection, rows: _Rows, writes: Sequence[UsageWrite]
         row = c.execute(f"SELECT value FROM usage WHERE {_COUNTER}", rows.of(key)).fetchone()
         if row is not None:
             values[key] = float(row[0])
+    wanted = dict.fromkeys((w.counter, w.report.unique_key) for w in writes if w.counts_unique)
     uniques = {
-        (w.counter, w.report.unique_key)
-        for w in writes
-        if w.counts_unique
-        and c.execute(
+        (key, unique)
+        for key, unique in wanted
+        if c.execute(
             f"SELECT 1 FROM usage_unique WHERE {_COUNTER} AND unique_key = ?",
-            (*rows.of(w.counter), w.report.unique_key),
+            (*rows.of(key), unique),
         ).fetchone()
     }
     marks = {
@@ -237,7 +237,7 @@ class SqliteStore:
                 str(fault) if fault else f"{self.path}: cannot use this SQLite database ({exc})"
             ) from exc
         self._identity = _identity(self.path)
-        self.health()  # a read-only file opens (and serves reads) but is not ready for writes
+        self._probe()  # a read-only file opens (and serves reads) but is not ready for writes
 
     # -- faults of the file (deleted, replaced, disk full, read-only) ------------------------
 
@@ -293,7 +293,12 @@ class SqliteStore:
             return replaced
         if isinstance(self._fault, StoreFull) and _free_bytes(self.path) < FREE_TO_RECOVER:
             return str(self._fault)  # a tiny probe could still fit while real writes do not
-        try:  # a fault seen before: one tiny write tells whether it is over
+        return self._probe()
+
+    def _probe(self) -> str | None:
+        """One tiny write transaction: None if it commits, else what stops it (remembered as
+        the store's fault until a write succeeds)."""
+        try:
             with self._transaction() as c:
                 c.execute(
                     "UPDATE plangate_schema SET applied_at = applied_at "
@@ -368,6 +373,7 @@ class SqliteStore:
         with self._lock:
             c = self._conn
             try:
+                changes = c.total_changes
                 c.execute("BEGIN IMMEDIATE")
                 yield c
                 replaced = self._replaced()  # checked last: an acknowledged write must last
@@ -385,7 +391,8 @@ class SqliteStore:
             except BaseException:
                 self._rollback()
                 raise
-            self._fault = None
+            if c.total_changes != changes:  # only a write that wrote proves the fault over
+                self._fault = None
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:

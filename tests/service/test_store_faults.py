@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from plangate.sidecar.store.sqlite import SqliteStore
 from support.sidecar import Stubs, copy_catalog, in_process, wait_for
 
 
@@ -157,6 +158,11 @@ def test_a_sidecar_started_on_a_read_only_database_is_not_ready(tmp_path: Path) 
             assert report(s, "before").status == pb.ReportResult.STATUS_APPLIED
         subprocess.run(["chattr", "+i", str(db)], check=True)  # root ignores chmod
         try:
+            opened = SqliteStore(db)  # unready from the moment it opens, before any write
+            try:
+                assert "cannot be written" in (opened.health() or "")
+            finally:
+                opened.close()
             with in_process(catalog, db) as sc, Stubs(f"127.0.0.1:{sc.port}") as s:
                 status, detail = readyz(sc.management_port)
                 assert status == 503 and "cannot be written" in detail["store_error"]
