@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,9 @@ def test_a_sidecar_started_on_a_read_only_database_is_not_ready(tmp_path: Path) 
         try:
             opened = SqliteStore(db)  # unready from the moment it opens, before any write
             try:
+                assert "cannot be written" in (opened.health() or "")
+                now = datetime.now(UTC)  # a transaction that writes nothing commits, but
+                assert opened.claim_deliveries(now, now, 5) == []  # proves nothing
                 assert "cannot be written" in (opened.health() or "")
             finally:
                 opened.close()
