@@ -3,7 +3,8 @@
 Account records are stored in the catalog file's own account format (a JSON object like
 one entry of `accounts:`), so one validator (`catalog.accounts.read_accounts`) checks the
 file, admin input and what comes back from the store. Usage is kept as counters keyed by
-(scope, feature, period start); the arithmetic comes from `engine.usage`.
+(scope, feature, period start); what a usage write does is the engine's rule (`engine.write_rule`),
+which every backend calls between its reads and its writes (design §15).
 """
 
 from __future__ import annotations
