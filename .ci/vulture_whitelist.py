@@ -54,10 +54,3 @@ http_server.close_connection
 pytest = Whitelist()
 pytest.pytestmark
 pytest.refusal_account
-
-# TEMPORARY, for the lead: settings declared here for the branches that use them
-# (housekeeping, design §14: housekeeping_seconds) and `LiveState.prune`, which the housekeeping task is expected to
-# call. Delete these entries after merging; if vulture then reports one, delete it instead.
-pending_merge = Whitelist()
-pending_merge.housekeeping_seconds
-pending_merge.prune

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from ..catalog.model import Aggregation, Feature, FeatureType
+from .text import key_problem
 
 
 class Mode(StrEnum):
@@ -39,6 +40,15 @@ def check_report(feature: Feature | None, report: UsageReport) -> Feature:
     """The report's feature, or `UsageRejected` explaining why the report is unusable."""
     if not report.account:
         raise UsageRejected("account is required")
+    for name, value in (
+        ("account", report.account),
+        ("feature", report.feature),
+        ("unique_key", report.unique_key),
+        ("idempotency_key", report.idempotency_key),
+    ):
+        problem = key_problem(value)
+        if problem is not None:
+            raise UsageRejected(f"{name} {problem}")
     if feature is None:
         raise UsageRejected(f"unknown feature {report.feature!r}")
     if feature.type is not FeatureType.METERED:
@@ -70,8 +80,8 @@ def check_report(feature: Feature | None, report: UsageReport) -> Feature:
 def next_value(feature: Feature, current: float, report: UsageReport, new_unique: bool) -> float:
     """The counter after applying `report`; `new_unique` says whether its unique key is unseen."""
     if feature.aggregation is Aggregation.UNIQUE:
-        return current + 1 if new_unique else current
+        return float(current + 1 if new_unique else current)
     setting = report.mode is Mode.SET or (
         report.mode is Mode.DEFAULT and feature.aggregation is Aggregation.GAUGE
     )
-    return max(0.0, report.amount if setting else current + report.amount)
+    return float(max(0.0, report.amount if setting else current + report.amount))

@@ -12,8 +12,11 @@ latency when there is no contention: the group size adapts to the load by itself
 The grouped batch keeps arrival order, and the store applies a batch sequentially, so every
 caller gets exactly the outcomes it would have had alone: idempotency keys included, and a
 Consume's check (`UsageWrite.admit`) sees the counter as the writes before it in the group
-left it. If the transaction fails, every caller in the group gets the error: none of their
-writes happened.
+left it. If the transaction fails, none of the group's writes happened. An error of the
+database itself (one of `shared_errors`: unreachable, disk full) would fail each batch alike,
+so every caller gets it at once. Any other error may come from one batch (text the database
+refuses, a bug hit by one request): the batches are then run again one transaction each, so
+a bad request fails alone and the others get the outcomes they would have had.
 """
 
 from __future__ import annotations
@@ -40,17 +43,25 @@ class GroupCommit(Generic[T, R]):
     """`submit(items)` returns `apply(items)`'s results for those items, grouping concurrent calls.
 
     `apply` must return one result per item, in order. `max_items` bounds one group (a caller
-    whose batch is larger still runs, alone).
+    whose batch is larger still runs, alone). `shared_errors` are failures of `apply` that
+    every batch would meet (see the module docstring).
     """
 
-    def __init__(self, apply: Callable[[list[T]], list[R]], max_items: int = 10_000) -> None:
+    def __init__(
+        self,
+        apply: Callable[[list[T]], list[R]],
+        max_items: int = 10_000,
+        shared_errors: tuple[type[BaseException], ...] = (),
+    ) -> None:
         self._apply = apply
         self._max_items = max_items
+        self._shared_errors = shared_errors
         self._cond = threading.Condition()
         self._queue: list[_Entry[T, R]] = []
         self._busy = False
         self.groups = 0  # transactions run, for tests and benchmarks
         self.grouped = 0  # batches that shared a transaction with another batch
+        self.isolated = 0  # groups that failed and were run again one batch at a time
 
     def submit(self, items: Sequence[T]) -> list[R]:
         entry: _Entry[T, R] = _Entry(items)
@@ -84,16 +95,20 @@ class GroupCommit(Generic[T, R]):
         return group
 
     def _run(self, group: list[_Entry[T, R]]) -> None:
-        flat = [item for e in group for item in e.items]
         try:
-            results = self._apply(flat)
-            if len(results) != len(flat):
-                raise RuntimeError(f"apply returned {len(results)} results for {len(flat)} items")
-            start = 0
-            for e in group:
-                e.results = results[start : start + len(e.items)]
-                start += len(e.items)
-        except BaseException as exc:
+            self._run_together(group)
+        except Exception as exc:
+            if len(group) == 1 or isinstance(exc, self._shared_errors):
+                for e in group:
+                    e.error = exc
+            else:
+                self.isolated += 1
+                for e in group:  # one transaction each: only the batch at fault fails
+                    try:
+                        self._run_together([e])
+                    except Exception as alone:
+                        e.error = alone
+        except BaseException as exc:  # interrupted: no retries
             for e in group:
                 e.error = exc
         with self._cond:
@@ -102,6 +117,16 @@ class GroupCommit(Generic[T, R]):
             for e in group:
                 e.done = True
             self._cond.notify_all()
+
+    def _run_together(self, group: list[_Entry[T, R]]) -> None:
+        flat = [item for e in group for item in e.items]
+        results = self._apply(flat)
+        if len(results) != len(flat):
+            raise RuntimeError(f"apply returned {len(results)} results for {len(flat)} items")
+        start = 0
+        for e in group:
+            e.results = results[start : start + len(e.items)]
+            start += len(e.items)
 
     @staticmethod
     def _result(entry: _Entry[T, R]) -> list[R]:

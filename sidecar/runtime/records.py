@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from ..catalog.accounts import read_accounts
 from ..catalog.model import Account, Catalog
 from ..catalog.source import Document
+from ..engine.text import key_problem, text_problem
 from ..store.base import Record
 from ..store.timefmt import ts
 
@@ -67,6 +68,40 @@ def upsert_account(
             merged[key] = value
     rec["attributes"] = merged
     return rec
+
+
+def check_text(record: Record) -> None:
+    """`AdminError` naming the first string in `record` (a key or a value, at any depth) that no
+    store can hold, and ids longer than an index allows; run before a record is stored."""
+    ids = [("id", record.get("id"))]
+    for i, sub in enumerate(record.get("subscriptions") or ()):
+        ids.append((f"subscriptions[{i}].id", sub.get("id")))
+        ids += [
+            (f"subscriptions[{i}].members[{j}]", m) for j, m in enumerate(sub.get("members") or ())
+        ]
+    for path, value in ids:
+        problem = key_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise AdminError(f"{path} {problem}")
+    for path, text in _strings(record, ""):
+        problem = text_problem(text)
+        if problem is not None:
+            raise AdminError(f"{path or 'record'} {problem}")
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string in a JSON-like value with its path (a mapping's keys included)."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str):
+                yield f"{where} (the key)", key
+            yield from _strings(item, where)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{path}[{i}]")
 
 
 def validate(record: Record, catalog: Catalog) -> Account:

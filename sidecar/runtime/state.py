@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from ..catalog.model import (
@@ -43,12 +43,14 @@ from ..store.base import (
     CounterKey,
     Firing,
     PackedRecords,
+    PrunePlan,
     Record,
     Status,
     Store,
     UsageOutcome,
     UsageWrite,
 )
+from ..store.errors import StoreConflict, StoreUnavailable
 from . import records as rec
 from .declared import apply_layer, split_layer
 from .events import AccountChanged, CatalogChanged, EventHub
@@ -109,7 +111,9 @@ class LiveState:
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
         self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
         # concurrent Report/Consume calls share a store transaction (one commit, one lock per counter)
-        self._usage_writes = GroupCommit[UsageWrite, UsageOutcome](self._record)
+        self._usage_writes = GroupCommit[UsageWrite, UsageOutcome](
+            self._record, shared_errors=(StoreUnavailable, StoreConflict)
+        )
 
     @property
     def _accounts(self) -> dict[str, Account]:
@@ -388,6 +392,7 @@ class LiveState:
 
     def commit(self, record: Record, cause: str = "admin") -> Account:
         """Validate, store and serve a new version of one account record."""
+        rec.check_text(record)
         with self._write:
             account = self._merge(self.catalog, record)
             for sub in account.subscriptions:
@@ -438,8 +443,17 @@ class LiveState:
     def _members_of(account: Account) -> tuple[str, ...]:
         return tuple(m for s in account.subscriptions for m in s.members)
 
-    def prune(self, keep: timedelta = timedelta(days=7)) -> int:
-        return self.store.prune_idempotency(self.clock() - keep)
+    def prune(self, plan: PrunePlan) -> dict[str, int] | None:
+        """One housekeeping pass (design §14, `runtime.housekeeping`): the store removes what
+        `plan` names, then memory forgets the counters it removed. None: another sidecar is
+        pruning the shared database right now."""
+        with self._write:
+            removed = self.store.housekeep(plan)
+            if removed is not None:
+                values = self.counters.values
+                for key in [k for k in values if plan.prunes_counter(k[1], k[2])]:
+                    del values[key]
+        return removed
 
     # -- shared mode (design §10) ------------------------------------------------------------
 

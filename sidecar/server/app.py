@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
+from ..runtime.housekeeping import Housekeeper
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
 from ..settings import Settings
@@ -68,6 +69,12 @@ class Sidecar:
             self.metrics,
         )
         self.state.quota_listeners.append(self._quota_fired)
+        self.housekeeper = Housekeeper(
+            self.state,
+            settings.history_days,
+            settings.housekeeping_seconds,
+            self.metrics.housekeeping_pruned,
+        )
         self.health = health.HealthServicer()
         self.port = 0
         self.management_port = 0
@@ -175,6 +182,10 @@ class Sidecar:
             feed_ready, detail["store"] = self.feed.readiness()
             if not feed_ready:  # the database is away: say so at once, without waiting on it
                 return False, detail
+        problem = self.store.health()
+        if problem is not None:
+            detail["store_error"] = problem
+            return False, detail
         try:
             counts = self.store.count_deliveries()
         except StoreUnavailable as exc:
@@ -196,6 +207,7 @@ class Sidecar:
         if self.feed is not None:
             self.feed.start()
         self.outbox.start()
+        self.housekeeper.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -218,6 +230,7 @@ class Sidecar:
         self.watcher.stop()
         self.grpc_server.stop(grace).wait()
         self.outbox.stop()
+        self.housekeeper.stop()
         self.management.stop()
         self.ofrep.stop()
         if self.feed is not None:

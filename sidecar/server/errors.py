@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from ..runtime.records import AdminError, Declared, NotFound
-from ..store.errors import StoreConflict, StoreUnavailable
+from ..store.errors import StoreConflict, StoreFull, StoreUnavailable
 from .metrics import Metrics
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,6 +43,8 @@ def handled(method: F) -> F:
                 code, message = grpc.StatusCode.FAILED_PRECONDITION, str(exc)
             except (AdminError, BadRequest) as exc:
                 code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+            except StoreFull as exc:  # the database's disk is full; space must be freed
+                code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
             except StoreUnavailable as exc:  # shared mode: the database is away; retry later
                 code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
             except StoreConflict as exc:  # shared mode: another sidecar changed it first

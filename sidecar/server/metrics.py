@@ -79,6 +79,12 @@ class Metrics:
             "Outbox rows that gave up (retry with `plangate deliveries retry`)",
             registry=r,
         )
+        self.pruned = Counter(
+            "plangate_pruned",
+            "Rows removed by housekeeping (design §14), by kind",
+            ["kind"],
+            registry=r,
+        )
         self.rpc_seconds = Histogram(
             "plangate_rpc_seconds",
             "RPC handling time",
@@ -95,6 +101,10 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found  # type: ignore[return-value]  # stored under its own metric's id
+
+    def housekeeping_pruned(self, removed: Mapping[str, int]) -> None:
+        for kind, count in removed.items():
+            self.pruned.labels(kind).inc(count)
 
     # -- the outbox worker's observer (runtime.outbox.OutboxObserver) ---------------------------
 

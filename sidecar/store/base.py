@@ -3,26 +3,30 @@
 Account records are stored in the catalog file's own account format (a JSON object like
 one entry of `accounts:`), so one validator (`catalog.accounts.read_accounts`) checks the
 file, admin input and what comes back from the store. Usage is kept as counters keyed by
-(scope, feature, period start); the arithmetic comes from `engine.usage`.
+(scope, feature, period start); what a usage write does is the engine's rule (`engine.write_rule`),
+which every backend calls between its reads and its writes (design §15).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from ..catalog.model import Feature
-from ..engine.usage import UsageReport
+from ..engine.write_rule import Admit as Admit
+from ..engine.write_rule import CounterKey as CounterKey
+from ..engine.write_rule import Fire as Fire
+from ..engine.write_rule import Firing as Firing
+from ..engine.write_rule import OutboxEntry as OutboxEntry
+from ..engine.write_rule import Status as Status
+from ..engine.write_rule import UsageOutcome as UsageOutcome
+from ..engine.write_rule import UsageWrite as UsageWrite
 
 Record = dict[str, Any]
 """An account in catalog format: {"id", "name", "attributes", "subscriptions", "overrides", "grants"}."""
-
-CounterKey = tuple[str, str, datetime]
-"""(scope key, feature key, period start)."""
 
 
 class PackedRecords(MutableMapping[str, Record]):
@@ -74,46 +78,8 @@ class PackedRecords(MutableMapping[str, Record]):
         return account_id in self._texts
 
 
-Admit = Callable[[float], str | None]
-"""Consume's check: given the current usage, None to record or a denial reason to refuse."""
-
-
 class StoreError(OSError):
     """The database cannot be used: not a database, unreadable, or from a newer release."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """Work to do after a write commits, enqueued in the write's own transaction.
-
-    The store treats it as opaque: `kind` and `payload` (a JSON object) mean something only
-    to the outbox worker (a webhook to POST, an account edit to apply).
-    """
-
-    id: str
-    kind: str
-    account: str
-    target: str
-    payload: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Firing:
-    """A once-per-counter mark (e.g. "pro:80%") and the entries to enqueue when it is new.
-
-    The store records `mark` for the write's counter (scope, feature, period start) at most
-    once; only the write that records it enqueues `entries`. A repeat, a retry or a second
-    sidecar racing on the same counter therefore never enqueues them twice.
-    """
-
-    mark: str
-    at: datetime
-    entries: tuple[OutboxEntry, ...] = ()
-
-
-Fire = Callable[[float, float], Sequence[Firing]]
-"""A write's quota check: given the counter before and after an applied write, the marks it
-reached. Called inside the write's transaction; pure (no I/O), so any backend can call it."""
 
 
 class DeliveryStatus(StrEnum):
@@ -140,37 +106,37 @@ class Delivery:
     next_attempt_at: datetime | None  # pending rows only
 
 
-class Status(StrEnum):
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"
-    REJECTED = "rejected"
-    DENIED = "denied"
-
-
 @dataclass(frozen=True, slots=True)
-class UsageWrite:
-    """One report resolved to its counter; `admit` makes it a Consume; `on_applied` checks quotas.
+class PrunePlan:
+    """What one housekeeping pass removes (design §14); cut-offs are computed by
+    `runtime.housekeeping`, which knows the retention settings and the catalog's periods.
 
-    When the write is applied, `on_applied(old, new)` runs in the same transaction and the
-    store records each returned `Firing` (see there): usage, marks and outbox rows commit
-    together or not at all, so a crash can neither lose nor repeat a quota action.
+    A usage counter (with its unique keys) goes when its period started before its feature's
+    cut-off in `usage_before` (`usage_default` for features the catalog no longer has); a
+    fired quota mark likewise with `marks_before` / `marks_default`.
     """
 
-    scope_key: str
-    feature: Feature
-    period_start: datetime
-    report: UsageReport
-    admit: Admit | None = None
-    on_applied: Fire | None = None
+    idempotency_before: datetime
+    tombstones_before: datetime
+    deliveries_before: datetime
+    usage_before: Mapping[str, datetime]
+    usage_default: datetime
+    marks_before: Mapping[str, datetime]
+    marks_default: datetime
+
+    def prunes_counter(self, feature: str, period_start: datetime) -> bool:
+        return period_start < self.usage_before.get(feature, self.usage_default)
 
 
-@dataclass(frozen=True, slots=True)
-class UsageOutcome:
-    status: Status
-    usage: float
-    period_start: datetime | None = None
-    message: str = ""
-    fired: tuple[Firing, ...] = ()  # the firings whose marks this write recorded
+PRUNED_KINDS = (
+    "idempotency_keys",
+    "tombstones",
+    "usage_rows",
+    "unique_keys",
+    "quota_marks",
+    "deliveries",
+)
+"""What `Store.housekeep` counts, in the words of `plangate_pruned_total{kind=...}`."""
 
 
 class Store(Protocol):
@@ -236,6 +202,15 @@ class Store(Protocol):
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]: ...
 
-    def prune_idempotency(self, older_than: datetime) -> int: ...
+    def housekeep(self, plan: PrunePlan) -> dict[str, int] | None:
+        """Remove what `plan` names, in one transaction; rows removed per kind (`PRUNED_KINDS`).
+        None when another sidecar sharing the database is doing it right now."""
+        ...
+
+    def health(self) -> str | None:
+        """What keeps the store from accepting writes now (the database file deleted, the
+        disk full, read-only), as a message for an operator, or None. Cheap enough for every
+        readiness check; after a fault it retries a tiny write, so it clears on its own."""
+        ...
 
     def close(self) -> None: ...

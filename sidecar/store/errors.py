@@ -17,3 +17,8 @@ class StoreUnavailable(ConnectionError):
 class StoreConflict(RuntimeError):
     """A write lost a race with another sidecar sharing the database; nothing was changed and
     the request may be retried (it then applies to the current state)."""
+
+
+class StoreFull(StoreUnavailable):
+    """The database's disk (or quota) is full; nothing was changed. Writes succeed again, with
+    no restart, once space is freed; a retry with the same idempotency key is safe."""

@@ -40,26 +40,25 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 
-from ..catalog.model import Aggregation
-from ..engine.usage import next_value
+from ..engine.write_rule import BatchReads, apply_batch
 from .base import (
     CounterKey,
     Delivery,
     DeliveryStatus,
-    Firing,
+    PrunePlan,
     Record,
-    Status,
     UsageOutcome,
     UsageWrite,
 )
-from .errors import StoreConflict, StoreUnavailable
+from .errors import StoreConflict, StoreFull, StoreUnavailable
+from .rows import DELIVERY_COLUMNS, delivery_from, outcome_from, outcome_text
 from .timefmt import parse_ts, ts
 
 log = logging.getLogger("plangate.store.postgres")
@@ -69,6 +68,7 @@ Connection = psycopg.Connection[Any]
 
 
 MIGRATION_LOCK = 0x706C_616E_6761_7465  # "plangate": one sidecar migrates, the others wait
+HOUSEKEEPING_LOCK = 0x706C_6764  # "plgd", with the environment: one sidecar prunes at a time
 
 MIGRATIONS: list[tuple[str, ...]] = [
     (
@@ -179,6 +179,27 @@ FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::int8[])
     AS v(scope, feature, period_start, value, version)
 WHERE u.environment = %s
   AND (u.scope, u.feature, u.period_start) = (v.scope, v.feature, v.period_start)"""
+
+_FIRED_MARKS = """
+SELECT scope, feature, period_start, mark FROM plangate.quota_fired
+WHERE environment = %s AND (scope, feature, period_start) IN (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[]))"""
+
+_ADD_MARKS = """
+INSERT INTO plangate.quota_fired (environment, scope, feature, period_start, mark, fired_at)
+SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::timestamptz[])"""
+
+_ADD_OUTBOX = """
+INSERT INTO plangate.outbox (environment, id, kind, account, target, payload, status,
+    created_at, updated_at, next_attempt_at)
+SELECT %s, v.id, v.kind, v.account, v.target, v.payload::jsonb, 'pending', v.at, v.at, v.at
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+    WITH ORDINALITY AS v(id, kind, account, target, payload, at, n)
+ORDER BY v.n"""
+
+_UNCLAIM_KEYS = """
+DELETE FROM plangate.idempotency
+WHERE environment = %s AND key = ANY(%s::text[]) AND outcome IS NULL"""
 
 _SET_OUTCOMES = """
 UPDATE plangate.idempotency AS i SET outcome = v.outcome::jsonb
@@ -331,6 +352,7 @@ class PostgresStore:
         self.versions = Versions()
         self._lock = threading.Lock()
         self._conn: Connection | None = None
+        self._fault: str | None = None  # disk full / read-only, seen by the last transaction
         self._migrate()
 
     # -- connections -------------------------------------------------------------------------
@@ -363,13 +385,21 @@ class PostgresStore:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
 
-    def _transaction(self, work: Callable[[Connection], T], attempts: int = 3) -> T:
-        """Run `work` in one transaction and commit it, retrying what is safe to retry."""
+    def _transaction(
+        self, work: Callable[[Connection], T], attempts: int = 3, writes: bool = True
+    ) -> T:
+        """Run `work` in one transaction and commit it, retrying what is safe to retry. A
+        committed transaction that `writes` ends a fault seen before; a read proves nothing."""
         with self._lock:
             for attempt in range(1, attempts + 1):
                 conn = self._writer()
                 try:
                     result = work(conn)
+                except (pg_errors.InsufficientResources, pg_errors.ReadOnlySqlTransaction) as exc:
+                    self._rollback(conn)
+                    fault = _fault_of(exc)
+                    self._fault = str(fault)
+                    raise fault from exc
                 except pg_errors.TransactionRollback as exc:  # deadlock / serialization failure
                     self._rollback(conn)
                     if attempt == attempts:
@@ -395,8 +425,27 @@ class PostgresStore:
                         "lost the PostgreSQL connection while committing; the outcome is unknown "
                         f"(a retry with the same idempotency key is safe): {_first_line(exc)}"
                     ) from exc
+                if writes:
+                    self._fault = None
                 return result
         raise AssertionError("unreachable")
+
+    def health(self) -> str | None:
+        """The fault the last write met (disk full, read-only), while it lasts. An unreachable
+        database is the change feed's to report (`sync.pg_feed`), without waiting on it here."""
+        if self._fault is None:
+            return None
+        try:  # one tiny write tells whether it is over
+            self._transaction(
+                lambda conn: conn.execute(
+                    "UPDATE plangate.schema_version SET applied_at = applied_at "
+                    "WHERE version = (SELECT min(version) FROM plangate.schema_version)"
+                ),
+                attempts=1,
+            )
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
 
     def _rollback(self, conn: Connection) -> None:
         try:
@@ -405,7 +454,7 @@ class PostgresStore:
             self._discard()
 
     def _read(self, work: Callable[[Connection], T]) -> T:
-        return self._transaction(work)
+        return self._transaction(work, writes=False)
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -540,11 +589,12 @@ class PostgresStore:
         self, conn: Connection, writes: Sequence[UsageWrite]
     ) -> tuple[list[UsageOutcome], list[CounterChange]]:
         """One batch in the current transaction, in two round trips (pipelined): claim the keys,
-        lock the counters and read what the batch depends on; compute; write it all back."""
+        lock the counters and read what the batch depends on; `apply_batch`; write it back."""
         env = self.environment
         keys = sorted({w.report.idempotency_key for w in writes if w.report.idempotency_key})
         counters = sorted({_counter(w) for w in writes})
-        wanted = sorted({(*_counter(w), w.report.unique_key) for w in writes if _unique(w)})
+        quota_counters = sorted({_counter(w) for w in writes if w.on_applied is not None})
+        wanted = sorted({(*_counter(w), w.report.unique_key) for w in writes if w.counts_unique})
         with conn.pipeline():
             if keys:
                 # A key another transaction holds makes the claim wait for it; the next
@@ -558,100 +608,54 @@ class PostgresStore:
             numbers = conn.execute(_NEXT_VERSIONS, (len(counters),))
             if wanted:
                 unique_rows = conn.execute(_SEEN_UNIQUE, (env, *_columns(wanted, 4)))
-            earlier = (
-                {k: _outcome_from(o) for k, o in key_rows.fetchall() if o is not None}
+            if quota_counters:  # read under the counters' locks: no one else fires them now
+                mark_rows = conn.execute(_FIRED_MARKS, (env, *_columns(quota_counters, 3)))
+            reads = BatchReads(
+                outcomes={k: outcome_from(o) for k, o in key_rows.fetchall() if o is not None}
                 if keys
-                else {}
+                else {},
+                values={(s, f, utc(p)): float(v) for s, f, p, v in locked.fetchall()},
+                uniques={((s, f, utc(p)), u) for s, f, p, u in unique_rows.fetchall()}
+                if wanted
+                else set(),
+                marks={((s, f, utc(p)), m) for s, f, p, m in mark_rows.fetchall()}
+                if quota_counters
+                else set(),
             )
-            values = {(s, f, utc(p)): float(v) for s, f, p, v in locked.fetchall()}
             versions = [int(n) for (n,) in numbers.fetchall()]
-            seen = (
-                {((s, f, utc(p)), u) for s, f, p, u in unique_rows.fetchall()} if wanted else set()
-            )
-        if len(values) != len(counters):  # rows deleted behind PlanGate's back: start over
+        if len(reads.values) != len(counters):  # rows deleted behind PlanGate's back: start over
             raise pg_errors.SerializationFailure("usage rows vanished during the transaction")
-        before = dict(values)
 
-        outcomes: list[UsageOutcome] = []
-        stored: dict[str, UsageOutcome] = {}  # idempotency key -> outcome of this batch
-        added: list[tuple[CounterKey, str]] = []
-        for w in writes:
-            key = w.report.idempotency_key
-            first = (earlier.get(key) or stored.get(key)) if key else None
-            if first is not None:
-                outcomes.append(
-                    UsageOutcome(Status.DUPLICATE, first.usage, first.period_start, first.message)
-                )
-                continue
-            counter = _counter(w)
-            current = values[counter]
-            denial = w.admit(current) if w.admit is not None else None
-            if denial is not None:
-                outcome = UsageOutcome(Status.DENIED, current, w.period_start, denial)
-            else:
-                new_unique = True
-                if _unique(w):
-                    new_unique = (counter, w.report.unique_key) not in seen
-                    if new_unique:
-                        seen.add((counter, w.report.unique_key))
-                        added.append((counter, w.report.unique_key))
-                values[counter] = value = next_value(w.feature, current, w.report, new_unique)
-                fired = self._fire(conn, counter, w, current, value) if w.on_applied else ()
-                outcome = UsageOutcome(Status.APPLIED, value, w.period_start, fired=fired)
-            if key:
-                stored[key] = outcome
-            outcomes.append(outcome)
+        done = apply_batch(writes, reads)
 
-        moved = [c for c in counters if values[c] != before[c]]
-        changed = [(c, values[c], v) for c, v in zip(moved, versions, strict=False)]
+        changed = [
+            (c, value, v) for (c, value), v in zip(done.values.items(), versions, strict=False)
+        ]
+        forgotten = [k for k in keys if k not in done.keys and k not in reads.outcomes]
+        entries = [(e, f.at) for _c, f in done.marks for e in f.entries]
         with conn.pipeline():
-            if added:
-                conn.execute(_ADD_UNIQUE, (env, *_columns([(*c, u) for c, u in added], 4)))
+            if done.uniques:
+                uniques = [(*c, u) for c, u in done.uniques]
+                conn.execute(_ADD_UNIQUE, (env, *_columns(uniques, 4)))
             if changed:
-                rows = [(*c, value, version) for c, value, version in changed]
-                conn.execute(_SET_COUNTERS, (*_columns(rows, 5), env))
-            if stored:
-                outcome_rows = [(k, _outcome_json(o)) for k, o in stored.items()]
+                counter_rows = [(*c, value, version) for c, value, version in changed]
+                conn.execute(_SET_COUNTERS, (*_columns(counter_rows, 5), env))
+            if done.keys:
+                outcome_rows = [(k, outcome_text(o)) for k, o in done.keys.items()]
                 conn.execute(_SET_OUTCOMES, (*_columns(outcome_rows, 2), env))
+            if forgotten:  # claimed for a write the rule rejected: the key stays unused
+                conn.execute(_UNCLAIM_KEYS, (env, forgotten))
+            if done.marks:
+                marks = [(*c, f.mark, f.at) for c, f in done.marks]
+                conn.execute(_ADD_MARKS, (env, *_columns(marks, 5)))
+            if entries:
+                outbox = [
+                    (e.id, e.kind, e.account, e.target, json.dumps(e.payload, sort_keys=True), at)
+                    for e, at in entries
+                ]
+                conn.execute(_ADD_OUTBOX, (env, *_columns(outbox, 6)))
             self._notify(conn, counters=changed)
-        return outcomes, changed
-
-    def _fire(
-        self, conn: Connection, counter: CounterKey, w: UsageWrite, old: float, new: float
-    ) -> tuple[Firing, ...]:
-        """Record the marks `w.on_applied` reports, each once per counter, and enqueue the
-        entries of the new ones, in this transaction. The counter is locked, so no other
-        sidecar can record the same mark at the same time."""
-        assert w.on_applied is not None
-        recorded: list[Firing] = []
-        for firing in w.on_applied(old, new):
-            new_mark = conn.execute(
-                "INSERT INTO plangate.quota_fired "
-                "(environment, scope, feature, period_start, mark, fired_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING mark",
-                (self.environment, *counter, firing.mark, firing.at),
-            ).fetchone()
-            if new_mark is None:
-                continue
-            recorded.append(firing)
-            for e in firing.entries:
-                conn.execute(
-                    "INSERT INTO plangate.outbox (environment, id, kind, account, target, payload, "
-                    "status, created_at, updated_at, next_attempt_at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s::jsonb, 'pending', %s, %s, %s)",
-                    (
-                        self.environment,
-                        e.id,
-                        e.kind,
-                        e.account,
-                        e.target,
-                        json.dumps(e.payload, sort_keys=True),
-                        firing.at,
-                        firing.at,
-                        firing.at,
-                    ),
-                )
-        return tuple(recorded)
+        return done.outcomes, changed
 
     def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
         key: CounterKey = (scope_key, feature, utc(period_start))
@@ -683,10 +687,7 @@ class PostgresStore:
 
     # -- outbox (quota webhooks and actions; several sidecars may work through it) -------------
 
-    _DELIVERY = (
-        "seq, id, kind, account, target, payload, status, attempts, last_error, "
-        "created_at, updated_at, next_attempt_at"
-    )
+    _DELIVERY = DELIVERY_COLUMNS
 
     def claim_deliveries(self, now: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
         def work(conn: Connection) -> list[Delivery]:
@@ -786,16 +787,51 @@ class PostgresStore:
         counts.update({DeliveryStatus(status): int(n) for status, n in rows})
         return counts
 
-    def prune_idempotency(self, older_than: datetime) -> int:
-        if older_than.tzinfo is None:
-            older_than = older_than.replace(tzinfo=UTC)
+    def housekeep(self, plan: PrunePlan) -> dict[str, int] | None:
+        """One transaction, by one sidecar at a time: whoever holds the advisory lock prunes,
+        the others skip this pass (there is nothing left for them to do)."""
+        env = self.environment
 
-        def work(conn: Connection) -> int:
+        def by_feature(
+            conn: Connection, table: str, cutoffs: Mapping[str, datetime], default: datetime
+        ) -> int:
             cur = conn.execute(
-                "DELETE FROM plangate.idempotency WHERE environment = %s AND created_at < %s",
-                (self.environment, older_than),
+                f"DELETE FROM plangate.{table} AS t WHERE t.environment = %s AND t.period_start < "
+                "coalesce((SELECT c.before FROM unnest(%s::text[], %s::timestamptz[]) "
+                "AS c(feature, before) WHERE c.feature = t.feature), %s)",
+                (env, list(cutoffs), list(cutoffs.values()), default),
             )
             return cur.rowcount
+
+        def work(conn: Connection) -> dict[str, int] | None:
+            row = conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (HOUSEKEEPING_LOCK, env)
+            ).fetchone()
+            if row is None or not row[0]:
+                return None
+            return {
+                "idempotency_keys": conn.execute(
+                    "DELETE FROM plangate.idempotency WHERE environment = %s AND created_at < %s",
+                    (env, plan.idempotency_before),
+                ).rowcount,
+                "tombstones": conn.execute(
+                    "DELETE FROM plangate.accounts WHERE environment = %s AND record IS NULL "
+                    "AND updated_at < %s",
+                    (env, plan.tombstones_before),
+                ).rowcount,
+                "usage_rows": by_feature(conn, "usage", plan.usage_before, plan.usage_default),
+                "unique_keys": by_feature(
+                    conn, "usage_unique", plan.usage_before, plan.usage_default
+                ),
+                "quota_marks": by_feature(
+                    conn, "quota_fired", plan.marks_before, plan.marks_default
+                ),
+                "deliveries": conn.execute(
+                    "DELETE FROM plangate.outbox WHERE environment = %s AND status = 'delivered' "
+                    "AND updated_at < %s",
+                    (env, plan.deliveries_before),
+                ).rowcount,
+            }
 
         return self._transaction(work)
 
@@ -823,53 +859,30 @@ def _counter(w: UsageWrite) -> CounterKey:
     return (w.scope_key, w.feature.key, utc(w.period_start))
 
 
-def _unique(w: UsageWrite) -> bool:
-    return w.feature.aggregation is Aggregation.UNIQUE
-
-
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows to column lists (for `unnest`), `width` columns even when `rows` is empty."""
     return [[row[i] for row in rows] for i in range(width)]
 
 
-def _outcome_json(outcome: UsageOutcome) -> str:
-    return json.dumps(
-        {
-            "status": outcome.status.value,
-            "usage": outcome.usage,
-            "period_start": ts(outcome.period_start) if outcome.period_start else None,
-            "message": outcome.message,
-        }
-    )
-
-
-def _outcome_from(data: Any) -> UsageOutcome:
-    if not isinstance(data, dict):  # never committed without an outcome; be explicit if it was
-        raise RuntimeError(f"idempotency record without an outcome: {data!r}")
-    start = data.get("period_start")
-    return UsageOutcome(
-        Status(data["status"]),
-        float(data["usage"]),
-        parse_ts(start) if start else None,
-        str(data.get("message", "")),
-    )
-
-
 def _delivery(row: Sequence[Any]) -> Delivery:
-    seq, id_, kind, account, target, payload, status, attempts, error, created, updated, due = row
-    return Delivery(
-        seq=int(seq),
-        id=id_,
-        kind=kind,
-        account=account,
-        target=target,
-        payload=payload,
-        status=DeliveryStatus(status),
-        attempts=int(attempts),
-        last_error=error,
-        created_at=utc(created),
-        updated_at=utc(updated),
-        next_attempt_at=utc(due) if due else None,
+    return delivery_from(row, lambda payload: payload, utc)
+
+
+def _fault_of(exc: psycopg.Error) -> StoreUnavailable:
+    """A fault of the database server in words an operator can act on."""
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+        return StoreUnavailable(
+            f"PostgreSQL refuses writes ({_first_line(exc)}): --db points at a read-only server "
+            "or a standby; point it at the primary. Writes resume by themselves once possible"
+        )
+    if isinstance(exc, pg_errors.DiskFull):
+        return StoreFull(
+            f"PostgreSQL's disk is full ({_first_line(exc)}); nothing was recorded. Free space "
+            "on the database server: writes resume by themselves, and a retry is safe"
+        )
+    return StoreFull(
+        f"PostgreSQL is out of resources ({_first_line(exc)}); nothing was recorded. "
+        "Check the database server; writes resume by themselves, and a retry is safe"
     )
 
 

@@ -7,35 +7,34 @@ writers inside the process (SQLite allows one writer at a time anyway).
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
-from json.encoder import encode_basestring_ascii as _quote  # json.dumps' own (C) quoting
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from ..catalog.model import Aggregation
-from ..engine.usage import next_value
+from ..engine.write_rule import BatchReads, BatchWrites, apply_batch
 from .base import (
     CounterKey,
     Delivery,
     DeliveryStatus,
-    Firing,
     PackedRecords,
+    PrunePlan,
     Record,
-    Status,
     StoreError,
     UsageOutcome,
     UsageWrite,
 )
-from .errors import StoreUnavailable
+from .errors import StoreFull, StoreUnavailable
+from .rows import DELIVERY_COLUMNS, delivery_from, outcome_from, outcome_text
 from .timefmt import parse_ts, ts
 
 
@@ -88,104 +87,133 @@ Counter = tuple[str, str, str, str]
 _KEYS_PER_QUERY = 500
 """Idempotency keys looked up per query (well under SQLite's bound on parameters)."""
 
-
-def _outcome_text(outcome: UsageOutcome, start: str) -> str:
-    """What `json.dumps` makes of an outcome (same text, same key order), without its generic
-    walk: one of these is written per idempotency key, so it is on the Report hot path."""
-    usage = outcome.usage
-    # json.dumps writes a finite float as its repr; anything else (an int from a caller) it decides
-    number = repr(usage) if type(usage) is float and math.isfinite(usage) else json.dumps(usage)
-    return (
-        f'{{"status": {_quote(outcome.status.value)}, "usage": {number}, '
-        f'"period_start": {_quote(start)}, "message": {_quote(outcome.message)}}}'
-    )
+_COUNTER = "environment = ? AND scope = ? AND feature = ? AND period_start = ?"
 
 
-class _Batch:
-    """What one `record_usage` transaction has read and will write.
+class _Rows:
+    """The stored form of one batch's counters: the period start texts, made once per instant."""
 
-    Counters and idempotency keys are read at most once per batch and kept here as the
-    writes change them, so a batch of N reports on K counters costs K reads and one
-    write per counter instead of four statements per report. `flush` writes it all back
-    inside the same transaction.
-    """
-
-    def __init__(self, conn: sqlite3.Connection, env: str, writes: Sequence[UsageWrite]) -> None:
-        self.conn = conn
+    def __init__(self, env: str) -> None:
         self.env = env
-        self._values: dict[Counter, float] = {}
-        self._dirty: dict[Counter, None] = {}
         self._starts: dict[datetime, str] = {}
-        self._known = self._stored_outcomes([w.report.idempotency_key for w in writes])
-        self._new_keys: list[tuple[str, str, str]] = []
 
-    def _stored_outcomes(self, keys: list[str]) -> dict[str, UsageOutcome]:
-        """The first outcomes already stored under any of `keys`, as duplicates."""
-        wanted = list(dict.fromkeys(k for k in keys if k))
-        found: dict[str, UsageOutcome] = {}
-        for i in range(0, len(wanted), _KEYS_PER_QUERY):
-            chunk = wanted[i : i + _KEYS_PER_QUERY]
-            rows = self.conn.execute(
-                "SELECT key, outcome FROM idempotency WHERE environment = ? "
-                f"AND key IN ({', '.join('?' * len(chunk))})",
-                (self.env, *chunk),
-            )
-            for key, text in rows:
-                first = json.loads(text)
-                found[key] = UsageOutcome(
-                    Status.DUPLICATE,
-                    first["usage"],
-                    parse_ts(first["period_start"]),
-                    first["message"],
-                )
-        return found
-
-    def seen(self, key: str) -> UsageOutcome | None:
-        """The duplicate outcome for `key` if it was stored before or earlier in this batch."""
-        first = self._known.get(key)
-        if first is None or first.status is Status.DUPLICATE:
-            return first
-        return UsageOutcome(Status.DUPLICATE, first.usage, first.period_start, first.message)
-
-    def remember(self, key: str, outcome: UsageOutcome, start: str) -> None:
-        """Store `outcome` as the first one under `key` (written by `flush`)."""
-        self._known[key] = outcome
-        self._new_keys.append((self.env, key, _outcome_text(outcome, start)))
-
-    def counter(self, w: UsageWrite) -> Counter:
-        start = self._starts.get(w.period_start)
+    def of(self, key: CounterKey) -> Counter:
+        scope, feature, period_start = key
+        start = self._starts.get(period_start)
         if start is None:
-            start = self._starts[w.period_start] = ts(w.period_start)
-        return (self.env, w.scope_key, w.feature.key, start)
+            start = self._starts[period_start] = ts(period_start)
+        return (self.env, scope, feature, start)
 
-    def current(self, counter: Counter) -> float:
-        value = self._values.get(counter)
-        if value is None:
-            row = self.conn.execute(
-                "SELECT value FROM usage WHERE environment = ? AND scope = ? AND feature = ? "
-                "AND period_start = ?",
-                counter,
-            ).fetchone()
-            value = self._values[counter] = float(row[0]) if row else 0.0
-        return value
 
-    def set(self, counter: Counter, value: float) -> None:
-        self._values[counter] = value
-        self._dirty[counter] = None
+FREE_TO_RECOVER = 1 << 20
+"""Free bytes a full disk needs again before the store reports itself ready (so that
+readiness does not flap while the disk hovers at full)."""
 
-    def flush(self) -> None:
-        if self._dirty:
-            self.conn.executemany(
-                "INSERT INTO usage VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (environment, scope, feature, period_start) "
-                "DO UPDATE SET value = excluded.value",
-                [(*counter, self._values[counter]) for counter in self._dirty],
-            )
-        if self._new_keys:
-            self.conn.executemany(
-                "INSERT INTO idempotency VALUES (?, ?, ?, datetime('now'))",
-                self._new_keys,
-            )
+
+def _free_bytes(path: str) -> int:
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+_TRANSIENT = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+"""Faults that end by themselves (another process holds the lock): not a reason to be unready."""
+
+
+def _code(exc: sqlite3.Error) -> int:
+    """The primary SQLite result code of `exc` (extended codes carry it in the low byte)."""
+    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`; None if there is none (or it is not a file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _read_batch(c: sqlite3.Connection, rows: _Rows, writes: Sequence[UsageWrite]) -> BatchReads:
+    """What the rule needs to know about `writes`, read inside their transaction: each key,
+    counter, unique key and quota mark once per batch, however many writes share it."""
+    keys = list(dict.fromkeys(w.report.idempotency_key for w in writes if w.report.idempotency_key))
+    outcomes: dict[str, UsageOutcome] = {}
+    for i in range(0, len(keys), _KEYS_PER_QUERY):
+        chunk = keys[i : i + _KEYS_PER_QUERY]
+        found = c.execute(
+            "SELECT key, outcome FROM idempotency WHERE environment = ? "
+            f"AND key IN ({', '.join('?' * len(chunk))})",
+            (rows.env, *chunk),
+        )
+        outcomes.update((key, outcome_from(json.loads(text))) for key, text in found)
+    values: dict[CounterKey, float] = {}
+    for key in dict.fromkeys(w.counter for w in writes):
+        row = c.execute(f"SELECT value FROM usage WHERE {_COUNTER}", rows.of(key)).fetchone()
+        if row is not None:
+            values[key] = float(row[0])
+    wanted = dict.fromkeys((w.counter, w.report.unique_key) for w in writes if w.counts_unique)
+    uniques = {
+        (key, unique)
+        for key, unique in wanted
+        if c.execute(
+            f"SELECT 1 FROM usage_unique WHERE {_COUNTER} AND unique_key = ?",
+            (*rows.of(key), unique),
+        ).fetchone()
+    }
+    marks = {
+        (key, mark)
+        for key in dict.fromkeys(w.counter for w in writes if w.on_applied is not None)
+        for (mark,) in c.execute(f"SELECT mark FROM quota_fired WHERE {_COUNTER}", rows.of(key))
+    }
+    return BatchReads(outcomes, values, uniques, marks)
+
+
+def _write_batch(c: sqlite3.Connection, rows: _Rows, done: BatchWrites) -> None:
+    """Store what the rule changed, in the caller's transaction."""
+    if done.values:
+        c.executemany(
+            "INSERT INTO usage VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (environment, scope, feature, period_start) "
+            "DO UPDATE SET value = excluded.value",
+            [(*rows.of(key), value) for key, value in done.values.items()],
+        )
+    if done.uniques:
+        c.executemany(
+            "INSERT INTO usage_unique VALUES (?, ?, ?, ?, ?)",
+            [(*rows.of(key), unique) for key, unique in done.uniques],
+        )
+    for key, firing in done.marks:
+        at = ts(firing.at)
+        c.execute(
+            "INSERT INTO quota_fired VALUES (?, ?, ?, ?, ?, ?)", (*rows.of(key), firing.mark, at)
+        )
+        c.executemany(
+            "INSERT INTO outbox (environment, id, kind, account, target, payload, status, "
+            "attempts, last_error, created_at, updated_at, next_attempt_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, '', ?, ?, ?)",
+            [
+                (
+                    rows.env,
+                    e.id,
+                    e.kind,
+                    e.account,
+                    e.target,
+                    json.dumps(e.payload, sort_keys=True),
+                    at,
+                    at,
+                    at,
+                )
+                for e in firing.entries
+            ],
+        )
+    if done.keys:
+        c.executemany(
+            "INSERT INTO idempotency VALUES (?, ?, ?, datetime('now'))",
+            [(rows.env, key, outcome_text(outcome)) for key, outcome in done.keys.items()],
+        )
 
 
 class SqliteStore:
@@ -193,6 +221,7 @@ class SqliteStore:
         self.environment = environment
         self.path = str(path)
         self._lock = threading.Lock()
+        self._fault: StoreUnavailable | None = None  # a fault of the file the last write met
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn = conn
         self._db = sqlite_utils.Database(conn)
@@ -203,7 +232,81 @@ class SqliteStore:
             raise
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StoreError(f"{self.path}: cannot use this SQLite database ({exc})") from exc
+            fault = self._unusable(exc)
+            raise StoreError(
+                str(fault) if fault else f"{self.path}: cannot use this SQLite database ({exc})"
+            ) from exc
+        self._identity = _identity(self.path)
+        self._probe()  # a read-only file opens (and serves reads) but is not ready for writes
+
+    # -- faults of the file (deleted, replaced, disk full, read-only) ------------------------
+
+    def _replaced(self) -> str | None:
+        """Whether `path` still names the file this connection writes: a deleted or replaced
+        file would silently swallow every write acknowledged from now on."""
+        if self._identity is None:
+            return None
+        now = _identity(self.path)
+        if now == self._identity:
+            return None
+        what = "deleted" if now is None else "replaced by another file"
+        return (
+            f"the database file {self.path} was {what} while the sidecar was running; writes "
+            "are refused because they would be lost. Restore the file (or move the new one away) "
+            "and restart the sidecar"
+        )
+
+    def _unusable(self, exc: sqlite3.Error) -> StoreUnavailable | None:
+        """`exc` in words an operator can act on, or None if it is not a fault of the file."""
+        code = _code(exc)
+        if code in _TRANSIENT:
+            return StoreUnavailable(f"{self.path} is locked by another process: {exc}")
+        if code == sqlite3.SQLITE_FULL:
+            return StoreFull(
+                f"the disk holding {self.path} is full ({exc}); nothing was recorded. Free space "
+                "on that filesystem: writes resume by themselves, and a retry is safe"
+            )
+        if code == sqlite3.SQLITE_READONLY:
+            message = (
+                f"{self.path} cannot be written ({exc}); make the file, its -wal and -shm files "
+                "and its directory writable and the filesystem read-write, then restart the "
+                "sidecar if the file was read-only when it started"
+            )
+        elif code == sqlite3.SQLITE_IOERR:
+            message = (
+                f"I/O error writing {self.path} ({exc}); check the disk and the filesystem "
+                "(kernel log, mount state); writes resume by themselves once it works again"
+            )
+        elif code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            message = (
+                f"{self.path} cannot be used ({exc}); check that the file and its directory exist "
+                "and are writable (SQLite keeps -wal and -shm files next to it) and that the file "
+                "is intact (restore it from a backup if it is damaged)"
+            )
+        else:
+            return None
+        return StoreUnavailable(message)
+
+    def health(self) -> str | None:
+        replaced = self._replaced()
+        if replaced is not None or self._fault is None:
+            return replaced
+        if isinstance(self._fault, StoreFull) and _free_bytes(self.path) < FREE_TO_RECOVER:
+            return str(self._fault)  # a tiny probe could still fit while real writes do not
+        return self._probe()
+
+    def _probe(self) -> str | None:
+        """One tiny write transaction: None if it commits, else what stops it (remembered as
+        the store's fault until a write succeeds)."""
+        try:
+            with self._transaction() as c:
+                c.execute(
+                    "UPDATE plangate_schema SET applied_at = applied_at "
+                    "WHERE version = (SELECT max(version) FROM plangate_schema)"
+                )
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
 
     def _prepare(self, attempts: int = 100) -> None:
         """WAL mode and the schema. Switching to WAL can answer "locked" at once, without the
@@ -230,6 +333,11 @@ class SqliteStore:
         """Apply the missing schema versions, each in its own write transaction. The version
         is read inside that transaction, so concurrent openers apply every step exactly once."""
         known = len(MIGRATIONS)
+        exists = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'plangate_schema'"
+        ).fetchone()
+        if exists and self.schema_version == known:
+            return  # nothing to write: a read-only database opens too (and is reported unready)
         with self._lock:
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS plangate_schema (version INTEGER PRIMARY KEY, applied_at TEXT)"
@@ -259,26 +367,37 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the process lock; a database held locked by another
-        process past the busy timeout is reported as `StoreUnavailable` (retryable)."""
+        """One write transaction under the process lock. Faults of the file (locked past the
+        busy timeout, disk full, read-only, I/O errors, deleted or replaced) are reported as
+        `StoreUnavailable` / `StoreFull` with what to do; nothing of the transaction stays."""
         with self._lock:
             c = self._conn
             try:
+                changes = c.total_changes
                 c.execute("BEGIN IMMEDIATE")
                 yield c
+                replaced = self._replaced()  # checked last: an acknowledged write must last
+                if replaced is not None:
+                    raise StoreUnavailable(replaced)
                 c.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise StoreUnavailable(
-                        f"{self.path} is locked by another process: {exc}"
-                    ) from exc
-                raise
+            except sqlite3.Error as exc:
+                self._rollback()
+                fault = self._unusable(exc)
+                if fault is None:
+                    raise
+                if _code(exc) not in _TRANSIENT:
+                    self._fault = fault
+                raise fault from exc
             except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
+                self._rollback()
                 raise
+            if c.total_changes != changes:  # only a write that wrote proves the fault over
+                self._fault = None
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # a failed disk may refuse this too
+                self._conn.execute("ROLLBACK")
 
     # -- accounts ----------------------------------------------------------------------------
 
@@ -314,92 +433,17 @@ class SqliteStore:
         return {(scope, feature, parse_ts(start)): value for scope, feature, start, value in rows}
 
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
-        """Apply `writes` in order in one transaction.
+        """Apply `writes` in order in one transaction: read, `apply_batch`, write back.
 
         A batch is the unit of work (a Report call, or a group of concurrent calls), so its
-        statements are batched too: the idempotency keys are looked up in one query, each
-        counter is read once and written once at the end, and the new idempotency rows go in
-        one `executemany`. The outcomes are exactly those of applying the writes one by one.
+        statements are batched too: each idempotency key, counter and mark is read once and
+        each changed row written once, whatever the number of reports sharing it.
         """
+        rows = _Rows(self.environment)
         with self._transaction() as c:
-            batch = _Batch(c, self.environment, writes)
-            outcomes = [self._apply(batch, w) for w in writes]
-            batch.flush()
-        return outcomes
-
-    def _apply(self, batch: _Batch, w: UsageWrite) -> UsageOutcome:
-        key = w.report.idempotency_key
-        if key:
-            first = batch.seen(key)
-            if first is not None:
-                return first
-        counter = batch.counter(w)
-        current = batch.current(counter)
-        denial = w.admit(current) if w.admit is not None else None
-        if denial is not None:
-            outcome = UsageOutcome(Status.DENIED, current, w.period_start, denial)
-        else:
-            new_unique = True
-            if w.feature.aggregation is Aggregation.UNIQUE:
-                cur = batch.conn.execute(
-                    "INSERT OR IGNORE INTO usage_unique VALUES (?, ?, ?, ?, ?)",
-                    (*counter, w.report.unique_key),
-                )
-                new_unique = cur.rowcount == 1
-            value = next_value(w.feature, current, w.report, new_unique)
-            if not math.isfinite(value):  # 1e308 + 1e308: a counter must stay a number
-                return UsageOutcome(
-                    Status.REJECTED,
-                    current,
-                    w.period_start,
-                    f"{w.feature.key}: usage {current:g} + {w.report.amount:g} is out of range",
-                )
-            batch.set(counter, value)
-            fired = self._fire(batch.conn, counter, w, current, value) if w.on_applied else ()
-            outcome = UsageOutcome(Status.APPLIED, value, w.period_start, fired=fired)
-        if key:
-            batch.remember(key, outcome, counter[3])
-        return outcome
-
-    @staticmethod
-    def _fire(
-        c: sqlite3.Connection,
-        counter: Counter,
-        w: UsageWrite,
-        old: float,
-        new: float,
-    ) -> tuple[Firing, ...]:
-        """Record the marks `w.on_applied` reports (each once per counter) and enqueue the
-        entries of the new ones, inside the caller's transaction."""
-        assert w.on_applied is not None
-        recorded: list[Firing] = []
-        for firing in w.on_applied(old, new):
-            cur = c.execute(
-                "INSERT OR IGNORE INTO quota_fired VALUES (?, ?, ?, ?, ?, ?)",
-                (*counter, firing.mark, ts(firing.at)),
-            )
-            if cur.rowcount != 1:
-                continue
-            recorded.append(firing)
-            at = ts(firing.at)
-            for e in firing.entries:
-                c.execute(
-                    "INSERT INTO outbox (environment, id, kind, account, target, payload, status, "
-                    "attempts, last_error, created_at, updated_at, next_attempt_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, '', ?, ?, ?)",
-                    (
-                        counter[0],
-                        e.id,
-                        e.kind,
-                        e.account,
-                        e.target,
-                        json.dumps(e.payload, sort_keys=True),
-                        at,
-                        at,
-                        at,
-                    ),
-                )
-        return tuple(recorded)
+            done = apply_batch(writes, _read_batch(c, rows, writes))
+            _write_batch(c, rows, done)
+        return done.outcomes
 
     def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
         counter = (self.environment, scope_key, feature, ts(period_start))
@@ -413,30 +457,11 @@ class SqliteStore:
 
     # -- outbox ------------------------------------------------------------------------------
 
-    _DELIVERY = (
-        "seq, id, kind, account, target, payload, status, attempts, last_error, "
-        "created_at, updated_at, next_attempt_at"
-    )
+    _DELIVERY = DELIVERY_COLUMNS
 
     @staticmethod
     def _delivery(row: Sequence[Any]) -> Delivery:
-        seq, id_, kind, account, target, payload, status, attempts, error, created, updated, due = (
-            row
-        )
-        return Delivery(
-            seq=int(seq),
-            id=id_,
-            kind=kind,
-            account=account,
-            target=target,
-            payload=json.loads(payload),
-            status=DeliveryStatus(status),
-            attempts=int(attempts),
-            last_error=error,
-            created_at=parse_ts(created),
-            updated_at=parse_ts(updated),
-            next_attempt_at=parse_ts(due) if due else None,
-        )
+        return delivery_from(row, json.loads, parse_ts)
 
     def claim_deliveries(self, now: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
         with self._transaction() as c:
@@ -460,8 +485,8 @@ class SqliteStore:
         error: str,
         at: datetime,
     ) -> None:
-        with self._lock:
-            self._conn.execute(
+        with self._transaction() as c:
+            c.execute(
                 "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, "
                 "last_error = CASE WHEN ? = '' THEN last_error ELSE ? END, updated_at = ? "
                 "WHERE environment = ? AND id = ?",
@@ -532,13 +557,45 @@ class SqliteStore:
         counts.update({DeliveryStatus(status): int(n) for status, n in rows})
         return counts
 
-    def prune_idempotency(self, older_than: datetime) -> int:
-        with self._lock:
-            cur = self._conn.execute(
-                "DELETE FROM idempotency WHERE environment = ? AND created_at < ?",
-                (self.environment, older_than.strftime("%Y-%m-%d %H:%M:%S")),
-            )
-            return cur.rowcount
+    def housekeep(self, plan: PrunePlan) -> dict[str, int]:
+        """One transaction; a single sidecar owns a SQLite file, so no one else prunes it."""
+        env = self.environment
+        with self._transaction() as c:
+
+            def by_feature(table: str, cutoffs: Mapping[str, datetime], default: datetime) -> int:
+                removed = sum(
+                    c.execute(
+                        f"DELETE FROM {table} WHERE environment = ? AND feature = ? "
+                        "AND period_start < ?",
+                        (env, feature, ts(before)),
+                    ).rowcount
+                    for feature, before in cutoffs.items()
+                )
+                others = ", ".join("?" * len(cutoffs))
+                return (
+                    removed
+                    + c.execute(
+                        f"DELETE FROM {table} WHERE environment = ? AND period_start < ? "
+                        f"AND feature NOT IN ({others})",
+                        (env, ts(default), *cutoffs),
+                    ).rowcount
+                )
+
+            return {
+                "idempotency_keys": c.execute(
+                    "DELETE FROM idempotency WHERE environment = ? AND created_at < ?",
+                    (env, plan.idempotency_before.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")),
+                ).rowcount,
+                "tombstones": 0,  # a deleted account's row is deleted: one sidecar, no one to tell
+                "usage_rows": by_feature("usage", plan.usage_before, plan.usage_default),
+                "unique_keys": by_feature("usage_unique", plan.usage_before, plan.usage_default),
+                "quota_marks": by_feature("quota_fired", plan.marks_before, plan.marks_default),
+                "deliveries": c.execute(
+                    "DELETE FROM outbox WHERE environment = ? AND status = 'delivered' "
+                    "AND updated_at < ?",
+                    (env, ts(plan.deliveries_before)),
+                ).rowcount,
+            }
 
     def close(self) -> None:
         with self._lock:

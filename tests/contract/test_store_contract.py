@@ -11,6 +11,7 @@ those cases skip with that reason.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,22 +21,32 @@ from typing import Any
 import pytest
 from plangate.sidecar.catalog import load_catalog
 from plangate.sidecar.catalog.model import Feature
+from plangate.sidecar.engine import EvaluationError
 from plangate.sidecar.engine.usage import Mode, UsageReport
+from plangate.sidecar.runtime.group_commit import GroupCommit
+from plangate.sidecar.runtime.records import AdminError, new_record
+from plangate.sidecar.runtime.state import LiveState
 from plangate.sidecar.store import sqlite as sqlite_backend
 from plangate.sidecar.store.base import (
+    PRUNED_KINDS,
     Admit,
     DeliveryStatus,
     Firing,
     OutboxEntry,
+    PrunePlan,
     Status,
     Store,
+    UsageOutcome,
     UsageWrite,
 )
+from plangate.sidecar.store.errors import StoreConflict, StoreUnavailable
 from support.sidecar import EXAMPLE_CATALOG
 
+EVER = datetime.min.replace(tzinfo=UTC)
 PERIOD = datetime(2026, 6, 1, tzinfo=UTC)
 NEXT_PERIOD = datetime(2026, 7, 1, tzinfo=UTC)
-FEATURES = load_catalog(EXAMPLE_CATALOG).features
+CATALOG = load_catalog(EXAMPLE_CATALOG)
+FEATURES = CATALOG.features
 API_CALLS = FEATURES["api-calls"]  # sum
 USERS = FEATURES["monthly-active-users"]  # unique
 SEATS = FEATURES["seats"]  # gauge
@@ -321,12 +332,20 @@ def test_reset_zeroes_a_counter_and_forgets_its_unique_keys(open_store: Opener) 
     assert store.record_usage([write(API_CALLS, 2)])[0].usage == 2.0
 
 
+def keys_before(at: datetime) -> PrunePlan:
+    """A plan that prunes idempotency keys created before `at`, and nothing else."""
+    return PrunePlan(at, EVER, EVER, {}, EVER, {}, EVER)
+
+
 def test_prune_forgets_old_idempotency_keys(open_store: Opener) -> None:
     store = open_store()
     store.record_usage([write(API_CALLS, 1, key="old-1"), write(API_CALLS, 1, key="old-2")])
-    assert store.prune_idempotency(datetime.now(UTC) - timedelta(days=7)) == 0
+    assert store.housekeep(keys_before(datetime.now(UTC) - timedelta(days=7))) == dict.fromkeys(
+        PRUNED_KINDS, 0
+    )
     assert store.record_usage([write(API_CALLS, 1, key="old-1")])[0].status is Status.DUPLICATE
-    assert store.prune_idempotency(datetime.now(UTC) + timedelta(seconds=2)) == 2
+    removed = store.housekeep(keys_before(datetime.now(UTC) + timedelta(seconds=2)))
+    assert removed is not None and removed["idempotency_keys"] == 2
     assert store.record_usage([write(API_CALLS, 1, key="old-1")])[0].status is Status.APPLIED
 
 
@@ -350,7 +369,8 @@ def test_environments_on_one_database_never_see_each_other(open_store: Opener) -
     assert set(staging.load_records()) == {"acct_1"}
     assert production.reset_usage("acct:a1", "api-calls", PERIOD) == 1.0
     assert counter(staging, API_CALLS) == 5.0
-    assert production.prune_idempotency(datetime.now(UTC) + timedelta(seconds=2)) == 1
+    pruned = production.housekeep(keys_before(datetime.now(UTC) + timedelta(seconds=2)))
+    assert pruned is not None and pruned["idempotency_keys"] == 1
     assert staging.record_usage([write(API_CALLS, 5, key="k")])[0].status is Status.DUPLICATE
 
 
@@ -403,3 +423,225 @@ def test_a_quota_mark_fires_once_per_counter_and_enqueues_its_entries(open_store
     fresh = store.record_usage([write(API_CALLS, 3, on_applied=crossing)])[0]
     assert [e.id for f in fresh.fired for e in f.entries] == ["d-3"]
     assert store.count_deliveries()[DeliveryStatus.PENDING] == 1
+
+
+# -- the per-write rule: limits of a number ------------------------------------------------------
+
+
+def test_a_counter_never_leaves_the_finite_numbers(open_store: Opener) -> None:
+    """Two reports of 1e308 once stored `inf` on PostgreSQL; both stores refuse the second,
+    change nothing, do not remember its key, and the counter keeps working."""
+    store = open_store()
+    first, second = store.record_usage(
+        [write(API_CALLS, 1e308, key="big-1"), write(API_CALLS, 1e308, key="big-2")]
+    )
+    assert (first.status, first.usage) == (Status.APPLIED, 1e308)
+    assert (second.status, second.usage) == (Status.REJECTED, 1e308)
+    assert "out of range" in second.message
+    assert counter(store, API_CALLS) == 1e308
+    # the refused key was not used up: once the counter has room, the same key applies
+    assert store.record_usage([write(API_CALLS, -1e308, key="refund")])[0].usage == 0.0
+    again = store.record_usage([write(API_CALLS, 1e308, key="big-2")])[0]
+    assert (again.status, again.usage) == (Status.APPLIED, 1e308)
+    replay = open_store().record_usage([write(API_CALLS, 1, key="big-1")])[0]
+    assert (replay.status, replay.usage) == (Status.DUPLICATE, 1e308)
+    assert open_store().load_counters()[("acct:a1", "api-calls", PERIOD)] == 1e308
+    refused = store.record_usage([write(API_CALLS, 1e308, key="big-3")])[0]
+    assert refused.status is Status.REJECTED
+    # nothing of a refused write is stored, not even its key: the stored keys are the others'
+    removed = store.housekeep(keys_before(datetime.now(UTC) + timedelta(seconds=2)))
+    assert removed is not None and removed["idempotency_keys"] == 3  # big-1, refund, big-2
+
+
+def test_a_mark_reached_twice_in_one_batch_fires_once(open_store: Opener) -> None:
+    store = open_store()
+    at = datetime(2026, 6, 10, tzinfo=UTC)
+
+    def crossing(old: float, new: float) -> list[Firing]:
+        entry = OutboxEntry(f"e-{old:g}", "webhook", "a1", "http://127.0.0.1:9/h", {})
+        return [Firing("free:3", at, (entry,))] if old < 3 <= new else []
+
+    outcomes = store.record_usage(
+        [
+            write(API_CALLS, 3, on_applied=crossing),
+            write(API_CALLS, -3, on_applied=crossing),
+            write(API_CALLS, 4, on_applied=crossing),
+        ]
+    )
+    assert [[f.mark for f in o.fired] for o in outcomes] == [["free:3"], [], []]
+    assert [d.id for d in store.list_deliveries(None, 10)] == ["e-0"]
+
+
+# -- text no store can hold (through the live state, as every API sends it) ----------------------
+
+BAD_TEXT = ["acct\x00x", "\ud800", "k" * 513]
+
+
+@pytest.mark.parametrize("bad", BAD_TEXT, ids=["nul", "surrogate", "too-long"])
+def test_unusable_text_is_refused_before_the_store_alike_on_both(
+    open_store: Opener, bad: str
+) -> None:
+    store = open_store()
+    state = LiveState(CATALOG, store)
+    good = UsageReport("acct_acme", "api-calls", 1, idempotency_key="ok-1")
+    reports = [
+        UsageReport(bad, "api-calls"),
+        UsageReport("acct_acme", bad),
+        UsageReport("acct_acme", "monthly-active-users", unique_key=bad),
+        UsageReport("acct_acme", "api-calls", idempotency_key=bad),
+        good,
+    ]
+    outcomes = state.report(reports)
+    assert [o.status for o in outcomes] == [Status.REJECTED] * 4 + [Status.APPLIED]
+    for outcome, field in zip(
+        outcomes, ["account", "feature", "unique_key", "idempotency_key"], strict=False
+    ):
+        assert outcome.message.startswith(f"{field} ")
+        assert (
+            "NUL" in outcome.message or "Unicode" in outcome.message or "bytes" in outcome.message
+        )
+    with pytest.raises(EvaluationError, match="idempotency_key"):
+        state.consume(UsageReport("acct_acme", "api-calls", idempotency_key=bad))
+    edits: list[tuple[dict[str, Any], str]] = [({"id": bad}, "id ")]
+    if len(bad) < 100:  # names and attributes are not index keys: only their text must be usable
+        edits += [
+            ({"name": bad}, "name "),
+            ({"attributes": {"region": bad}}, "attributes.region "),
+            ({"attributes": {bad: "eu"}}, "(the key) "),
+        ]
+    for edit, where in edits:
+        with pytest.raises(AdminError, match=r"NUL|Unicode|bytes") as info:
+            state.commit({**new_record("acct_new"), **edit})
+        assert where in str(info.value)
+    assert set(store.load_records()) == set()
+    assert open_store().load_counters() == {
+        ("acct:acct_acme", "api-calls", outcomes[4].period_start): 1.0
+    }
+
+
+def test_one_poisoned_batch_in_a_group_commit_fails_alone(open_store: Opener) -> None:
+    """Concurrent callers share one transaction; text the database cannot encode (an unpaired
+    surrogate, here sent past validation) fails only the caller that sent it."""
+    store = open_store()
+    gate = threading.Event()
+
+    def apply(writes: list[UsageWrite]) -> list[UsageOutcome]:
+        gate.wait(5)  # the first caller waits here while the others queue into one group
+        return store.record_usage(writes)
+
+    group = GroupCommit(apply, shared_errors=(StoreUnavailable, StoreConflict))
+    results: dict[int, object] = {}
+
+    def caller(i: int) -> None:
+        w = write(USERS, unique="\ud800" if i == 7 else f"u{i}", key=f"g-{i}")
+        try:
+            results[i] = group.submit([w])[0].status
+        except Exception as exc:
+            results[i] = type(exc).__name__
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(20)]
+    threads[0].start()
+    time.sleep(0.1)
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in threads:
+        t.join()
+    assert group.grouped > 0 and group.isolated > 0  # they did share a failing transaction
+    assert {i: r for i, r in results.items() if r is not Status.APPLIED} == {7: results[7]}
+    assert isinstance(results[7], str)
+    assert counter(store, USERS) == 19.0
+
+
+# -- housekeeping (design §14) -------------------------------------------------------------------
+
+
+def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Opener) -> None:
+    store = open_store()
+    old, recent = datetime(2020, 1, 1, tzinfo=UTC), PERIOD
+
+    def marking(_old: float, new: float) -> list[Firing]:  # reached by every write: only
+        return [Firing("free:1", recent, ())] if new >= 1 else []  # a stored mark stops it
+
+    for period in (old, recent):
+        store.record_usage(
+            [
+                write(API_CALLS, 5, period=period, on_applied=marking),
+                write(USERS, unique="u1", period=period, on_applied=marking),
+                write(SEATS, 2, period=period),
+            ]
+        )
+    store.save_record(record("acct_old_gone"))
+    store.save_record(record("acct_new_gone"))
+    store.save_record(record("acct_kept"))
+    store.record_usage([write(API_CALLS, 1, key="key-old", period=recent)])
+    store.delete_record("acct_old_gone")
+
+    def crossing(_old: float, new: float) -> list[Firing]:
+        return [
+            Firing(
+                f"m{new:g}", recent, (OutboxEntry(f"d{new:g}", "webhook", "a1", "http://x/", {}),)
+            )
+        ]
+
+    store.record_usage(
+        [write(API_CALLS, 1, scope="acct:a9", on_applied=crossing) for _ in range(3)]
+    )
+    long_ago = datetime(2026, 5, 1, tzinfo=UTC)
+    store.finish_delivery("d1", DeliveryStatus.DELIVERED, 1, None, "", long_ago)
+    store.finish_delivery("d2", DeliveryStatus.DELIVERED, 1, None, "", recent)
+    store.finish_delivery("d3", DeliveryStatus.FAILED, 1, None, "gone", long_ago)
+
+    time.sleep(1.1)  # SQLite keeps key times to the second
+    cutoff = datetime.now(UTC)
+    store.record_usage([write(API_CALLS, 1, key="key-new", period=recent)])
+    store.delete_record("acct_new_gone")
+
+    plan = PrunePlan(
+        idempotency_before=cutoff,
+        tombstones_before=cutoff,
+        deliveries_before=recent - timedelta(days=1),
+        usage_before={"api-calls": recent, "monthly-active-users": recent, "seats": EVER},
+        usage_default=EVER,
+        marks_before={"api-calls": recent},  # unique-feature marks stay (their own cut-off)
+        marks_default=EVER,
+    )
+    removed = store.housekeep(plan)
+    assert removed is not None
+    backend_has_tombstones = not isinstance(store, sqlite_backend.SqliteStore)
+    assert removed == {
+        "idempotency_keys": 1,
+        "tombstones": 1 if backend_has_tombstones else 0,
+        "usage_rows": 2,  # api-calls and users of 2020; seats (never resets) stay
+        "unique_keys": 1,
+        "quota_marks": 1,
+        "deliveries": 1,
+    }
+    counters = open_store().load_counters()
+    assert set(counters) == {
+        ("acct:a1", "api-calls", recent),
+        ("acct:a1", "monthly-active-users", recent),
+        ("acct:a1", "seats", recent),
+        ("acct:a1", "seats", old),
+        ("acct:a9", "api-calls", PERIOD),
+    }
+    assert store.record_usage([write(API_CALLS, 1, key="key-new", period=recent)])[0].status is (
+        Status.DUPLICATE
+    )
+    assert store.record_usage([write(API_CALLS, 1, key="key-old", period=recent)])[0].status is (
+        Status.APPLIED
+    )
+    # the unique key of 2020 is gone with its counter; this period's still counts once
+    assert store.record_usage([write(USERS, unique="u1", period=recent)])[0].usage == 1.0
+    assert store.record_usage([write(USERS, unique="u1", period=old)])[0].usage == 1.0
+    # the api-calls mark of 2020 went, this period's stays; the users' marks both stay
+    refire = store.record_usage(
+        [
+            write(API_CALLS, 1, period=old, on_applied=marking),
+            write(API_CALLS, 1, on_applied=marking),
+        ]
+    )
+    assert [[f.mark for f in o.fired] for o in refire] == [["free:1"], []]
+    assert [d.id for d in store.list_deliveries(None, 10)] == ["d3", "d2"]
+    assert set(open_store().load_records()) == {"acct_kept"}

@@ -50,39 +50,75 @@ def test_concurrent_callers_share_calls_and_each_gets_its_own_results() -> None:
         assert all(callers.count(c) == c % 3 + 1 for c in set(callers))
 
 
-def test_a_failed_call_fails_every_caller_of_its_group_and_the_next_group_runs() -> None:
-    gate = threading.Event()
-    fail = threading.Event()
-    fail.set()
+class DatabaseAway(ConnectionError):
+    pass
 
-    def apply(items: list[int]) -> list[int]:
-        gate.wait(5)
-        if fail.is_set() and 0 not in items:
-            raise RuntimeError("database away")
-        return items
 
-    group = GroupCommit(apply)
+def _grouped_run(
+    group: GroupCommit[int, int], gate: threading.Event, callers: range
+) -> dict[int, object]:
+    """Caller 0 leads and waits at `gate` while the others queue into one group."""
     outcomes: dict[int, object] = {}
 
     def caller(i: int) -> None:
         try:
             outcomes[i] = group.submit([i])
-        except RuntimeError as exc:
+        except Exception as exc:
             outcomes[i] = str(exc)
 
-    first = threading.Thread(target=caller, args=(0,))
-    first.start()  # becomes the leader and waits at the gate
+    threads = [threading.Thread(target=caller, args=(i,)) for i in callers]
+    threads[0].start()
     time.sleep(0.05)
-    others = [threading.Thread(target=caller, args=(i,)) for i in range(1, 6)]
-    for t in others:
+    for t in threads[1:]:
         t.start()
     time.sleep(0.05)
-    gate.set()  # 0 succeeds alone; 1..5 were queued together and fail together
-    for t in [first, *others]:
+    gate.set()
+    for t in threads:
         t.join()
+    return outcomes
+
+
+def test_a_shared_error_fails_every_caller_of_its_group_at_once() -> None:
+    gate = threading.Event()
+    fail = threading.Event()
+    fail.set()
+    calls: list[list[int]] = []
+
+    def apply(items: list[int]) -> list[int]:
+        gate.wait(5)
+        calls.append(items)
+        if fail.is_set() and 0 not in items:
+            raise DatabaseAway("database away")
+        return items
+
+    group = GroupCommit(apply, shared_errors=(DatabaseAway,))
+    outcomes = _grouped_run(group, gate, range(6))
+    # 0 succeeds alone; 1..5 were queued together and fail together, with no retries
     assert outcomes == {0: [0], **dict.fromkeys(range(1, 6), "database away")}
+    assert sorted(map(sorted, calls)) == [[0], [1, 2, 3, 4, 5]]
     fail.clear()
     assert group.submit([7]) == [7]
+
+
+def test_a_request_that_fails_the_group_fails_alone() -> None:
+    gate = threading.Event()
+    calls: list[list[int]] = []
+
+    def apply(items: list[int]) -> list[int]:
+        gate.wait(5)
+        calls.append(items)
+        if 3 in items:
+            raise ValueError("text the database refuses")
+        return [i * 10 for i in items]
+
+    group = GroupCommit(apply, shared_errors=(DatabaseAway,))
+    outcomes = _grouped_run(group, gate, range(8))
+    assert outcomes == {
+        **{i: [i * 10] for i in range(8) if i != 3},
+        3: "text the database refuses",
+    }
+    assert group.isolated == 1
+    assert [1, 2, 3, 4, 5, 6, 7] in [sorted(c) for c in calls]  # they did share one first
 
 
 def test_a_batch_larger_than_the_group_limit_still_runs() -> None:

@@ -1,0 +1,46 @@
+"""Which text a store can hold: one rule for usage reports and admin records.
+
+PostgreSQL's `text` and `jsonb` cannot hold NUL (U+0000), no UTF-8 database can hold an
+unpaired surrogate, and a B-tree key (every id and key is part of one) is limited to about
+2.7 kB. Text that breaks any of these used to reach the store and fail there as an unexpected
+error, failing every request that shared the transaction; it is refused up front instead,
+with the same answer on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+MAX_KEY_BYTES = 512
+"""The longest id or key (UTF-8 bytes): account, feature, subscription, unique and idempotency
+keys. Several of them form one index key in PostgreSQL; together they stay under its limit."""
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored, in words for the sender, or None if it can."""
+    if value.isascii():
+        return _nul(value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"is not valid Unicode (an unpaired surrogate at position {exc.start}); send UTF-8 text"
+        )
+    return _nul(value)
+
+
+def key_problem(value: str) -> str | None:
+    """`text_problem`, and the length bound of an id or key."""
+    problem = text_problem(value)
+    if problem is None and len(value) * (1 if value.isascii() else 4) > MAX_KEY_BYTES:
+        size = len(value.encode("utf-8"))
+        if size > MAX_KEY_BYTES:
+            problem = (
+                f"is {size} bytes long; ids and keys are at most {MAX_KEY_BYTES} bytes (UTF-8)"
+            )
+    return problem
+
+
+def _nul(value: str) -> str | None:
+    at = value.find("\x00")
+    if at < 0:
+        return None
+    return f"contains a NUL character (\\x00) at position {at}; remove it (NUL cannot be stored)"

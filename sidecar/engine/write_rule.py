@@ -1,0 +1,198 @@
+"""The per-write usage rule (design §15): what one batch of usage writes does to the counters.
+
+Every store applies a batch the same way: read what the batch depends on (earlier outcomes of
+its idempotency keys, its counters, the unique keys and quota marks already recorded), call
+`apply_batch`, and write back what it returns, all in one transaction. The rule itself lives
+here, once, with no I/O: SQLite and PostgreSQL cannot drift apart (they did: PostgreSQL once
+stored `inf` where SQLite refused), and the unit tests exercise it without a database.
+
+Per write, in order: a repeated idempotency key returns the first outcome; `admit` (Consume)
+may refuse; a unique key already counted adds nothing; the counter's next value comes from
+`engine.usage.next_value` and must stay finite; then the quota marks it reaches fire, each
+once per counter. The writes of a batch see each other, exactly as if applied one by one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ..catalog.model import Aggregation, Feature
+from .usage import UsageReport, next_value
+
+CounterKey = tuple[str, str, datetime]
+"""(scope key, feature key, period start)."""
+
+Admit = Callable[[float], str | None]
+"""Consume's check: given the current usage, None to record or a denial reason to refuse."""
+
+
+class Status(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    DENIED = "denied"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """Work to do after a write commits, enqueued in the write's own transaction.
+
+    The store treats it as opaque: `kind` and `payload` (a JSON object) mean something only
+    to the outbox worker (a webhook to POST, an account edit to apply).
+    """
+
+    id: str
+    kind: str
+    account: str
+    target: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A once-per-counter mark (e.g. "pro:80%") and the entries to enqueue when it is new.
+
+    The mark is recorded for the write's counter (scope, feature, period start) at most once;
+    only the write that records it enqueues `entries`. A repeat, a retry or a second sidecar
+    racing on the same counter (its row is locked) therefore never enqueues them twice.
+    """
+
+    mark: str
+    at: datetime
+    entries: tuple[OutboxEntry, ...] = ()
+
+
+Fire = Callable[[float, float], Sequence[Firing]]
+"""A write's quota check: given the counter before and after an applied write, the marks it
+reached. Pure (no I/O), so the rule can call it inside any store's transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageWrite:
+    """One report resolved to its counter; `admit` makes it a Consume; `on_applied` checks quotas."""
+
+    scope_key: str
+    feature: Feature
+    period_start: datetime
+    report: UsageReport
+    admit: Admit | None = None
+    on_applied: Fire | None = None
+
+    @property
+    def counter(self) -> CounterKey:
+        return (self.scope_key, self.feature.key, self.period_start)
+
+    @property
+    def counts_unique(self) -> bool:
+        return self.feature.aggregation is Aggregation.UNIQUE
+
+
+@dataclass(frozen=True, slots=True)
+class UsageOutcome:
+    status: Status
+    usage: float
+    period_start: datetime | None = None
+    message: str = ""
+    fired: tuple[Firing, ...] = ()  # the firings whose marks this write recorded
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReads:
+    """What a store read, inside its transaction, before applying a batch."""
+
+    outcomes: Mapping[str, UsageOutcome]
+    """The first outcome stored under each of the batch's idempotency keys seen before."""
+    values: Mapping[CounterKey, float]
+    """The current value of the batch's counters (a counter not there is 0)."""
+    uniques: AbstractSet[tuple[CounterKey, str]] = frozenset()
+    """(counter, unique key) pairs of the batch already counted."""
+    marks: AbstractSet[tuple[CounterKey, str]] = frozenset()
+    """(counter, mark) pairs already fired on the counters of writes with `on_applied`."""
+
+
+@dataclass(slots=True)
+class BatchWrites:
+    """What the store writes back in the same transaction."""
+
+    outcomes: list[UsageOutcome] = field(default_factory=list)
+    """One per write, in order."""
+    values: dict[CounterKey, float] = field(default_factory=dict)
+    """Counters whose value changed, with the new value."""
+    uniques: list[tuple[CounterKey, str]] = field(default_factory=list)
+    """Unique keys newly counted."""
+    marks: list[tuple[CounterKey, Firing]] = field(default_factory=list)
+    """Marks newly fired, in order; the store enqueues their entries in the outbox."""
+    keys: dict[str, UsageOutcome] = field(default_factory=dict)
+    """Idempotency keys newly remembered, with their first outcome."""
+
+
+def apply_batch(writes: Sequence[UsageWrite], reads: BatchReads) -> BatchWrites:
+    """The outcomes of `writes` applied in order to the state in `reads`, and what changed.
+
+    A rejected write (its counter would leave the finite numbers) changes nothing and its
+    idempotency key is not remembered: like a report refused by `check_report`, it may be
+    sent again once corrected. A denied Consume is remembered (a retry gets the same answer).
+    """
+    out = BatchWrites()
+    values = dict(reads.values)
+    uniques = set(reads.uniques)
+    marks = set(reads.marks)
+    for w in writes:
+        key = w.report.idempotency_key
+        first = (out.keys.get(key) or reads.outcomes.get(key)) if key else None
+        if first is not None:
+            out.outcomes.append(
+                UsageOutcome(Status.DUPLICATE, first.usage, first.period_start, first.message)
+            )
+            continue
+        outcome = _apply_one(w, values, uniques, marks, out)
+        if key and outcome.status is not Status.REJECTED:
+            out.keys[key] = outcome
+        out.outcomes.append(outcome)
+    return out
+
+
+def _apply_one(
+    w: UsageWrite,
+    values: dict[CounterKey, float],
+    uniques: set[tuple[CounterKey, str]],
+    marks: set[tuple[CounterKey, str]],
+    out: BatchWrites,
+) -> UsageOutcome:
+    counter = w.counter
+    current = values.get(counter, 0.0)
+    denial = w.admit(current) if w.admit is not None else None
+    if denial is not None:
+        return UsageOutcome(Status.DENIED, current, w.period_start, denial)
+    new_unique = True
+    if w.counts_unique:
+        new_unique = (counter, w.report.unique_key) not in uniques
+    value = next_value(w.feature, current, w.report, new_unique)
+    if not math.isfinite(value):  # 1e308 + 1e308: a counter must stay a number
+        return UsageOutcome(
+            Status.REJECTED,
+            current,
+            w.period_start,
+            f"{w.feature.key}: usage {current:g} + {w.report.amount:g} is out of range "
+            "(a counter must stay a finite number); report a smaller amount or reset the counter",
+        )
+    if w.counts_unique and new_unique:
+        uniques.add((counter, w.report.unique_key))
+        out.uniques.append((counter, w.report.unique_key))
+    if value != current or counter in out.values:
+        out.values[counter] = value
+    values[counter] = value
+    fired: list[Firing] = []
+    for firing in w.on_applied(current, value) if w.on_applied is not None else ():
+        if (counter, firing.mark) in marks:
+            continue
+        marks.add((counter, firing.mark))
+        out.marks.append((counter, firing))
+        fired.append(firing)
+    return UsageOutcome(Status.APPLIED, value, w.period_start, fired=tuple(fired))

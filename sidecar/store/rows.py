@@ -1,0 +1,79 @@
+"""Row formats every backend shares: an idempotency key's stored outcome and an outbox row.
+
+Kept once so that a key written by one backend's release reads back the same in the other,
+and a column added to the outbox is mapped in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from json.encoder import encode_basestring_ascii as _quote  # json.dumps' own (C) quoting
+from typing import Any
+
+from .base import Delivery, DeliveryStatus, Status, UsageOutcome
+from .timefmt import parse_ts, ts
+
+
+def outcome_text(outcome: UsageOutcome) -> str:
+    """The JSON object stored as a key's first outcome.
+
+    Written by hand rather than by `json.dumps` (same text, same key order): one of these is
+    written per idempotency key, so it is on the Report hot path. The rule never lets a
+    counter leave the finite numbers, so `usage` is always valid JSON (PostgreSQL's jsonb
+    refuses `Infinity`).
+    """
+    usage = outcome.usage
+    # json.dumps writes a finite float as its repr; anything else (an int from a caller) it decides
+    number = repr(usage) if type(usage) is float and math.isfinite(usage) else json.dumps(usage)
+    start = _quote(ts(outcome.period_start)) if outcome.period_start is not None else "null"
+    return (
+        f'{{"status": {_quote(outcome.status.value)}, "usage": {number}, '
+        f'"period_start": {start}, "message": {_quote(outcome.message)}}}'
+    )
+
+
+def outcome_from(data: Any) -> UsageOutcome:
+    """A stored first outcome (the decoded JSON object) as the outcome it was."""
+    if not isinstance(data, dict):  # never committed without an outcome; be explicit if it was
+        raise RuntimeError(f"idempotency record without an outcome: {data!r}")
+    start = data.get("period_start")
+    return UsageOutcome(
+        Status(data["status"]),
+        float(data["usage"]),
+        parse_ts(start) if start else None,
+        str(data.get("message", "")),
+    )
+
+
+DELIVERY_COLUMNS = (
+    "seq, id, kind, account, target, payload, status, attempts, last_error, "
+    "created_at, updated_at, next_attempt_at"
+)
+"""The outbox columns `delivery_from` reads, in its order."""
+
+
+def delivery_from(
+    row: Sequence[Any],
+    payload_of: Callable[[Any], Any],
+    time_of: Callable[[Any], datetime],
+) -> Delivery:
+    """One outbox row (`DELIVERY_COLUMNS`) as a `Delivery`; the backend says how its payload
+    (JSON text or decoded jsonb) and its times (text or timestamptz) read back."""
+    seq, id_, kind, account, target, payload, status, attempts, error, created, updated, due = row
+    return Delivery(
+        seq=int(seq),
+        id=id_,
+        kind=kind,
+        account=account,
+        target=target,
+        payload=payload_of(payload),
+        status=DeliveryStatus(status),
+        attempts=int(attempts),
+        last_error=error,
+        created_at=time_of(created),
+        updated_at=time_of(updated),
+        next_attempt_at=time_of(due) if due else None,
+    )
