@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from plangate.sidecar.catalog import MeteredLimit, parse_catalog
-from plangate.sidecar.engine import Denial, Reason, Snapshot, evaluate, metadata, metered_access
+from plangate.protocol.metering import Denial, metered_access
+from plangate.sidecar.catalog import parse_catalog
+from plangate.sidecar.engine import Reason, Snapshot, evaluate, metadata
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 JUNE = datetime(2026, 6, 1, tzinfo=UTC)  # start of NOW's calendar month
@@ -178,7 +179,7 @@ def test_unlimited(snap):
 def test_access_matches_the_design_formula(limit, soft, cap, used, requested):
     if not soft:
         cap = None
-    allowed, denial = metered_access(MeteredLimit(limit, soft, cap), used, requested)
+    allowed, denial = metered_access(limit, used, requested, soft=soft, overage_cap=cap)
     expected = (
         limit is None
         or used + requested <= limit

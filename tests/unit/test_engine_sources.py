@@ -7,9 +7,9 @@ import textwrap
 from datetime import UTC, datetime
 
 import pytest
+from plangate.protocol.metering import Denial
 from plangate.sidecar.catalog import CatalogError, parse_catalog
 from plangate.sidecar.engine import (
-    Denial,
     ErrorCode,
     EvaluationError,
     Reason,

@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from plangate.protocol.metering import Denial
 from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.engine import (
-    Denial,
     ErrorCode,
     EvaluationError,
     Kind,
