@@ -22,6 +22,7 @@ from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
+from ..runtime.timekeeper import Timekeeper
 from ..store import describe_db, open_store
 from ..store.base import DeliveryStatus, Firing
 from ..store.errors import StoreUnavailable
@@ -93,6 +94,7 @@ class Sidecar:
         )  # a bad catalog stops start-up here, with its message
         self.store = open_store(settings.db, settings.environment)
         self.state = LiveState(catalog, self.store)
+        self.timekeeper = Timekeeper(self.state)  # design §8 "Time": Watch events at boundaries
         self.feed: ChangeFeed | None = None
         if settings.db.startswith(("postgresql://", "postgres://")):  # shared mode, design §10
             from ..sync.pg_feed import attach_feed  # psycopg is needed only in shared mode
@@ -230,6 +232,7 @@ class Sidecar:
         if self.feed is not None:
             self.feed.start()
         self.outbox.start()
+        self.timekeeper.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -249,6 +252,7 @@ class Sidecar:
         """Graceful: refuse new calls, let running ones finish (up to `grace` s), then close the store."""
         self.health.enter_graceful_shutdown()
         self.state.events.close()
+        self.timekeeper.stop()
         self.watcher.stop()
         self.grpc_server.stop(grace).wait()
         self.outbox.stop()

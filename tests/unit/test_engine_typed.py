@@ -189,6 +189,7 @@ def test_metadata_is_scalars_only(snap):
         "remaining": 69.5,
         "unlimited": False,
         "period_end": "2026-07-01T00:00:00Z",
+        "valid_until": "2026-07-01T00:00:00Z",
     }
     ghost = evaluate(snap, "ghost", "sso", {}, NOW)
     assert ghost.denial is Denial.ACCOUNT_NOT_FOUND
