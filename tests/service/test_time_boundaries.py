@@ -10,16 +10,20 @@ Watch event (timekeeper), convergence through the OpenFeature client (provider c
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf import struct_pb2
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
+from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as flagd_pb
+from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as flagd_grpc
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_timestamp
 from support.provider import provider
@@ -205,3 +209,45 @@ def unannounced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def test_provider_honours_valid_until_without_an_event(kind: str, unannounced: Any) -> None:
     with Stubs(f"127.0.0.1:{unannounced.port}") as stubs:
         _cross(kind, unannounced, stubs)
+
+
+def test_flagd_clients_hear_the_boundary(sidecar: Any, stubs: Stubs) -> None:
+    """flagd providers cache too: their EventStream gets `configuration_change` at the instant,
+    and the flag metadata says when (RFC 3339)."""
+    account = "acct_time_flagd"
+    stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id=account), timeout=5)
+    instant = datetime.fromtimestamp(round(time.time() + LEAD, 3), UTC)
+    _override_expiring(stubs, account, instant)
+    t = instant.timestamp()
+    channel = grpc.insecure_channel(f"127.0.0.1:{sidecar.port}")
+    flagd = flagd_grpc.ServiceStub(channel)
+    context = struct_pb2.Struct()
+    context.update({"targetingKey": account})
+    res = flagd.ResolveBoolean(flagd_pb.ResolveBooleanRequest(flag_key="sso", context=context))
+    assert res.value is True
+    assert res.metadata.fields["valid_until"].string_value == instant.isoformat().replace(
+        "+00:00", "Z"
+    )
+    changes: list[float] = []
+    stream = flagd.EventStream(flagd_pb.EventStreamRequest())
+
+    def read() -> None:
+        try:
+            for message in stream:
+                if message.type == "configuration_change" and "sso" in message.data["flags"]:
+                    changes.append(time.time())
+        except grpc.RpcError:
+            pass  # cancelled below
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + LEAD + 5
+        while not any(at >= t - 0.01 for at in changes) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stream.cancel()
+        reader.join(5)
+        channel.close()
+    at_instant = [round(at - t, 3) for at in changes if at >= t - 0.01]
+    assert at_instant and at_instant[0] < 1.0, changes
