@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..catalog.model import Account, Reset
 from ..engine.boundaries import account_change, calendar_change, subscription_resets
-from .events import AccountChanged, CatalogChanged, Event
+from .events import AccountChanged, CatalogChanged, Event, Subscriber
 
 if TYPE_CHECKING:
     from .state import LiveState
@@ -52,48 +52,68 @@ def _instant(micros: int) -> datetime:
 class Timekeeper:
     def __init__(self, state: LiveState) -> None:
         self._state = state
-        # Subscribed now, before the index is built, so no change made meanwhile is missed.
-        self._subscriber = state.events.subscribe()
-        # Unbounded: the hub drops a subscriber whose queue fills, and this one must never be
-        # dropped (it only discards usage events, so it does not fall behind for long).
-        self._subscriber.queue = queue.Queue()
+        self._subscriber: Subscriber | None = None
         self._heap: list[tuple[int, str]] = []
         self._resets: tuple[Reset, ...] = ()
         self._stopping = threading.Event()
+        self._stale = True  # the index must be (re)built from the snapshot
         self._thread = threading.Thread(target=self._run, name="plangate-timekeeper", daemon=True)
 
     def start(self) -> None:
+        # Subscribed before the index is built (on the thread), so no change made meanwhile
+        # is missed.
+        subscriber = self._subscriber = self._state.events.subscribe()
+        # Unbounded: the hub drops a subscriber whose queue fills, and this one must never be
+        # dropped (it only discards usage events, so it does not fall behind for long).
+        subscriber.queue = queue.Queue()
         self._thread.start()
 
     def stop(self) -> None:
+        subscriber = self._subscriber
+        if subscriber is None:
+            return  # never started
         self._stopping.set()
-        self._subscriber.queue.put(_WAKE)
+        subscriber.queue.put(_WAKE)
         self._thread.join(timeout=5)
-        self._subscriber.close()
+        subscriber.close()
 
     # -- the loop ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        self._rebuild()
+        subscriber = self._subscriber
+        assert subscriber is not None  # set by start()
         while not (self._stopping.is_set() or self._state.events.closed):
-            now = _micros(self._state.clock())
-            self._fire_due(now)
-            wait = _MAX_SLEEP if not self._heap else (self._heap[0][0] - now) / 1e6
             try:
-                event = self._subscriber.queue.get(timeout=min(_MAX_SLEEP, max(0.0, wait)))
-            except queue.Empty:
-                continue
-            try:
-                self._changed(event)
+                self._step(subscriber)
             except Exception:  # one bad record must not end the announcements for everyone
-                log.exception("timekeeper: could not re-index after %r", event)
+                log.exception("timekeeper: error; rebuilding the index")
+                self._stale = True  # the next step rebuilds it
+                self._stopping.wait(1.0)
 
-    def _changed(self, event: Event) -> None:
+    def _step(self, subscriber: Subscriber) -> None:
+        """Build the index if needed, announce what is due, then sleep until the next instant
+        or the next change, whichever comes first."""
+        if self._stale:
+            self._stale = False
+            self._rebuild(subscriber)
+        now = _micros(self._state.clock())
+        self._fire_due(now)
+        wait = _MAX_SLEEP if not self._heap else (self._heap[0][0] - now) / 1e6
+        try:
+            event = subscriber.queue.get(timeout=min(_MAX_SLEEP, max(0.0, wait)))
+        except queue.Empty:
+            return
+        now = _micros(self._state.clock())
+        self._fire_due(now)
+        # Instants of the changed accounts up to the change are the change's own news (its
+        # event already told watchers); index what comes after now.
+        self._changed(event, _instant(now))
+
+    def _changed(self, event: Event, after: datetime) -> None:
         if isinstance(event, CatalogChanged):
-            self._rebuild()
+            self._stale = True  # the next step rebuilds the index for the new catalog
         elif event.cause not in _IGNORED and not event.all_accounts:
             accounts = self._state.snapshot.accounts
-            after = self._state.clock()
             for account_id in event.account_ids:
                 account = accounts.get(account_id)
                 if account is not None:
@@ -101,7 +121,9 @@ class Timekeeper:
 
     # -- the index ---------------------------------------------------------------------------
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, subscriber: Subscriber) -> None:
+        """One pass over the snapshot; then the changes queued while it ran are indexed from
+        its start, so an instant that fell inside the pass is not lost."""
         snap = self._state.snapshot
         after = self._state.clock()
         self._resets = subscription_resets(snap.catalog.features.values())
@@ -114,6 +136,11 @@ class Timekeeper:
         if calendar is not None:
             self._heap.append((_micros(calendar), _EVERY_ACCOUNT))
         heapq.heapify(self._heap)
+        while True:
+            try:
+                self._changed(subscriber.queue.get_nowait(), after)
+            except queue.Empty:
+                return
 
     def _push(self, account: Account, after: datetime) -> None:
         at = account_change(account, self._resets, after)
@@ -162,4 +189,4 @@ class Timekeeper:
         elif ids:
             self._state.events.publish(AccountChanged(tuple(ids), "time"))
         if len(self._heap) > 2 * len(snap.accounts) + 1000:
-            self._rebuild()  # mostly leftovers of superseded instants
+            self._stale = True  # mostly leftovers of superseded instants: rebuild
