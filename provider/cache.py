@@ -5,6 +5,9 @@ Why this shape:
   another, and contexts that could change the answer do not share an entry.
 - The cache only holds entries while the Watch stream is healthy (`activate`/`deactivate`):
   without the stream nobody would tell us an entry went stale.
+- An entry is good until the earliest `valid_until` of its resolutions (design §8 "Time"):
+  `get` treats it as a miss from then on, so a boundary (an override expiring, a month
+  turning) is honoured even before, or without, the sidecar's Watch event about it.
 - A fetch that races an invalidation must not store what it read before the change, so a
   fetch is registered (`begin`) and voided by any invalidation that touches its account;
   `put` then drops it. No generation counters per account are kept, so memory stays bounded
@@ -13,7 +16,9 @@ Why this shape:
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +27,8 @@ from typing import Any
 from openfeature.flag_evaluation import FlagType
 
 from .resolution import Outcome, outcome
+
+_wall_clock = time.time  # bound once: `get` is the cached hit path
 
 CacheKey = tuple[str, str]
 """(account id, canonical JSON of the context attributes that reach the sidecar)."""
@@ -38,6 +45,7 @@ class Entry:
 
     catalog_version: str
     resolutions: Mapping[str, Any]  # feature key -> plangate.v1.Resolution
+    valid_until: float = math.inf  # epoch seconds: the earliest of the resolutions' valid_until
     _outcomes: dict[tuple[str, FlagType], Outcome] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -86,8 +94,13 @@ class ResolutionCache:
     def get(self, key: CacheKey) -> Entry | None:
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
+            if entry is None:
+                return None
+            if _wall_clock() >= entry.valid_until:  # time alone changed it: a miss
+                del self._entries[key]
+                self._unindex(key)
+                return None
+            self._entries.move_to_end(key)
             return entry
 
     def begin(self, key: CacheKey) -> Fetch:

@@ -7,6 +7,7 @@ stub), so both see the same cache, the same pending usage and the same error map
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -227,4 +228,17 @@ def _or_one(requested: float | None) -> float:
 def _entry(response: pb.EvaluateAllResponse) -> Entry:
     if response.error_code:
         raise_error(response.error_code, response.error_message or response.error_code)
-    return Entry(response.catalog_version, response.resolutions)
+    return Entry(response.catalog_version, response.resolutions, valid_until(response))
+
+
+def valid_until(response: pb.EvaluateAllResponse) -> float:
+    """When the answer stops being true by time alone: its earliest resolution's `valid_until`
+    (epoch seconds; infinity when none has one). One number per entry keeps the hit path a
+    single comparison; a boundary of one feature refetches the account's others with it."""
+    soonest = math.inf
+    for res in response.resolutions.values():
+        if res.HasField("valid_until"):
+            at = res.valid_until.seconds + res.valid_until.nanos / 1e9
+            if at < soonest:
+                soonest = at
+    return soonest

@@ -4,7 +4,8 @@
   `initialize` returns) and the cache starts accepting entries.
 - `catalog_changed` -> the whole cache goes, `PROVIDER_CONFIGURATION_CHANGED` with the
   changed feature keys.
-- `account_changed` -> those accounts' entries go, `PROVIDER_CONFIGURATION_CHANGED` with every
+- `account_changed` -> those accounts' entries go (all of them for `all_accounts`, which a
+  calendar period end sends instead of every id), `PROVIDER_CONFIGURATION_CHANGED` with every
   feature key (any of them may read differently for the account) and the account ids in the
   event metadata, so a handler can ignore accounts it does not serve.
 - stream lost -> cache off, `PROVIDER_STALE`; still lost after the grace period ->
@@ -107,14 +108,21 @@ class EventBridge:
             )
         )
 
-    def on_account_changed(self, account_ids: list[str], cause: str) -> None:
+    def on_account_changed(self, account_ids: list[str], cause: str, all_accounts: bool) -> None:
         if self._cache is not None:
-            self._cache.invalidate_accounts(account_ids)
+            if all_accounts:
+                self._cache.clear()
+            else:
+                self._cache.invalidate_accounts(account_ids)
         self._send_changed(
             ProviderEventDetails(
                 flags_changed=self.feature_keys,
-                message=f"accounts changed ({cause})",
-                metadata={"account_ids": ",".join(account_ids), "cause": cause},
+                message=f"{'all accounts' if all_accounts else 'accounts'} changed ({cause})",
+                metadata={
+                    "account_ids": ",".join(account_ids),
+                    "all_accounts": all_accounts,
+                    "cause": cause,
+                },
             )
         )
 

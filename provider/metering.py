@@ -3,8 +3,8 @@
 A cached `EvaluateAll` answer was computed for `requested = 1` and the usage the sidecar knew
 at that moment. Two things move under it without a round trip: the caller's `requested`
 context attribute, and usage `track` has queued but not yet delivered. The access rule is
-the one of design §4 (`unlimited or U + R <= L or soft within overage_cap`); applying it here
-keeps cached answers exact instead of forcing a sidecar call per check.
+the sidecar's own (`plangate.protocol.metering`, design §15); applying it here keeps cached
+answers exact instead of forcing a sidecar call per check.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 import math
 
 from google.protobuf import struct_pb2
+from plangate.protocol.metering import FIXED_DENIALS, metered_access
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
-
-# Denials that do not depend on usage: no amount of arithmetic changes them.
-_FIXED_DENIALS = frozenset({"account_not_found", "no_entitlement", "feature_disabled"})
 
 
 def adjusted(
@@ -30,7 +28,7 @@ def adjusted(
         res.error_code
         or res.feature_type != "metered"
         or not res.HasField("metering")
-        or res.denial in _FIXED_DENIALS
+        or res.denial in FIXED_DENIALS
         or (used is None and requested == computed_for)
     ):
         return res
@@ -49,12 +47,8 @@ def adjusted(
 
     limit = m.limit
     cap = m.overage_cap if m.HasField("overage_cap") else None
-    total = used + requested
-    access = total <= limit or (m.soft_limit and (cap is None or total - limit <= cap))
-    denial = ""
-    if not access:
-        ceiling = limit + ((cap or 0.0) if m.soft_limit else 0.0)
-        denial = "requested_exceeds_limit" if requested > ceiling else "usage_limit_reached"
+    access, denied = metered_access(limit, used, requested, soft=m.soft_limit, overage_cap=cap)
+    denial = denied.value if denied is not None else ""
     remaining = max(0.0, limit - used)
 
     out.has_access = access

@@ -28,7 +28,9 @@ class WatchListener(Protocol):
         self, catalog_version: str, features: list[str], all_features: list[str]
     ) -> None: ...
 
-    def on_account_changed(self, account_ids: list[str], cause: str) -> None: ...
+    def on_account_changed(
+        self, account_ids: list[str], cause: str, all_accounts: bool
+    ) -> None: ...
 
     def on_disconnected(self, reason: str) -> None: ...
 
@@ -118,7 +120,9 @@ class WatchLoop:
             )
         elif kind == "account_changed":
             moved = event.account_changed
-            self._listener.on_account_changed(list(moved.account_ids), moved.cause)
+            self._listener.on_account_changed(
+                list(moved.account_ids), moved.cause, moved.all_accounts
+            )
         return False
 
     def _guard(self) -> None:

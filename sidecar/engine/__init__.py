@@ -1,7 +1,7 @@
 """Pure evaluation: (snapshot, account, feature, context, now) -> Decision. No I/O, no clock."""
 
-from .decision import Decision, Denial, ErrorCode, EvaluationError, Metering, Reason
-from .evaluate import Slot, active_subscriptions, evaluate, find_feature, metered_access, slot_for
+from .decision import Decision, ErrorCode, EvaluationError, Metering, Reason
+from .evaluate import Slot, active_subscriptions, evaluate, find_feature, slot_for
 from .periods import Period, period_containing
 from .snapshot import PlanResolver, Snapshot, UsageView, memberships_of, reindex_members
 from .typed import Kind, detail, kinds_of, metadata, resolve_as
@@ -9,7 +9,6 @@ from .usage import Mode, UsageRejected, UsageReport, check_report, next_value
 
 __all__ = [
     "Decision",
-    "Denial",
     "ErrorCode",
     "EvaluationError",
     "Kind",
@@ -31,7 +30,6 @@ __all__ = [
     "kinds_of",
     "memberships_of",
     "metadata",
-    "metered_access",
     "next_value",
     "period_containing",
     "reindex_members",

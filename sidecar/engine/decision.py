@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ...protocol.metering import Denial
 from ..catalog.model import FeatureType
 
 
@@ -24,14 +25,6 @@ class ErrorCode(StrEnum):
     INVALID_CONTEXT = "INVALID_CONTEXT"
     PARSE_ERROR = "PARSE_ERROR"
     GENERAL = "GENERAL"
-
-
-class Denial(StrEnum):
-    ACCOUNT_NOT_FOUND = "account_not_found"
-    NO_ENTITLEMENT = "no_entitlement"
-    USAGE_LIMIT_REACHED = "usage_limit_reached"
-    REQUESTED_EXCEEDS_LIMIT = "requested_exceeds_limit"
-    FEATURE_DISABLED = "feature_disabled"
 
 
 class EvaluationError(Exception):
@@ -73,3 +66,7 @@ class Decision:
     denial: Denial | None = None
     metering: Metering | None = None
     unlimited: bool = False
+    # The earliest instant after `now` at which this decision could change by time alone (an
+    # override expiring, a grant or subscription starting or ending, the usage period ending);
+    # None: never. Caches drop the decision then (design §8 "Time").
+    valid_until: datetime | None = None

@@ -7,11 +7,12 @@ grants combined by "most generous wins", then the feature default. Rules and rol
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from ...protocol.metering import Denial, metered_access
 from ..catalog.model import (
     UNLIMITED,
     Account,
@@ -24,7 +25,7 @@ from ..catalog.model import (
     thaw,
 )
 from .combine import most_generous
-from .decision import Decision, Denial, ErrorCode, EvaluationError, Metering, Reason
+from .decision import Decision, ErrorCode, EvaluationError, Metering, Reason
 from .periods import Period, period_containing
 from .snapshot import Snapshot
 
@@ -95,8 +96,8 @@ def evaluate(
             Denial.FEATURE_DISABLED,
         )
     account = snapshot.accounts.get(account_id)
-    subscriptions = active_subscriptions(snapshot, account_id, now)
-    if account is None and not snapshot.memberships.get(account_id):
+    shared = snapshot.memberships.get(account_id, ())
+    if account is None and not shared:
         return _default(
             snapshot,
             feature,
@@ -107,14 +108,68 @@ def evaluate(
             Reason.DEFAULT,
             Denial.ACCOUNT_NOT_FOUND,
         )
+    subscriptions, until = _subscriptions_at(account, shared, now)
+    if account is not None:
+        until = _sources_change(account, key, now, until)
     found = _decide(snapshot, account, feature, subscriptions, now)
     if found is None:
         sub = subscriptions[0] if subscriptions else None
-        return _default(snapshot, feature, account_id, sub, now, requested, Reason.DEFAULT, None)
+        return _default(
+            snapshot, feature, account_id, sub, now, requested, Reason.DEFAULT, None, until
+        )
     value, variant, sub = found
     return _decision(
-        snapshot, feature, account_id, sub, now, requested, value, variant, Reason.TARGETING_MATCH
+        snapshot,
+        feature,
+        account_id,
+        sub,
+        now,
+        requested,
+        value,
+        variant,
+        Reason.TARGETING_MATCH,
+        until,
     )
+
+
+def _subscriptions_at(
+    account: Account | None, shared: Sequence[Subscription], now: datetime
+) -> tuple[list[Subscription], datetime | None]:
+    """`active_subscriptions`, plus the first instant after `now` at which one of the
+    account's subscriptions (own or shared) starts or ends: one pass over what the
+    evaluation reads anyway, so `valid_until` costs a few comparisons (design §8 "Time")."""
+    active: list[Subscription] = []
+    soonest: datetime | None = None
+    for sub in (*account.subscriptions, *shared) if account is not None else shared:
+        start, end = sub.starts_at, sub.ends_at
+        if start is not None and start > now:
+            if soonest is None or start < soonest:
+                soonest = start
+        elif end is None or now < end:
+            active.append(sub)
+            if end is not None and (soonest is None or end < soonest):
+                soonest = end
+    return active, soonest
+
+
+def _sources_change(
+    account: Account, key: str, now: datetime, soonest: datetime | None
+) -> datetime | None:
+    """`soonest`, or earlier if the account's override or a grant for `key` expires or starts
+    before it. Conservative by design: a boundary that turns out not to change the answer
+    only costs a cache refill."""
+    override = account.overrides.get(key)
+    if override is not None:
+        at = override.expires_at
+        if at is not None and at > now and (soonest is None or at < soonest):
+            soonest = at
+    for grant in account.grants:
+        if grant.feature != key:
+            continue
+        for at in (grant.starts_at, grant.ends_at):
+            if at is not None and at > now and (soonest is None or at < soonest):
+                soonest = at
+    return soonest
 
 
 def _decide(
@@ -178,9 +233,19 @@ def _default(
     requested: float,
     reason: Reason,
     denial: Denial | None,
+    until: datetime | None = None,
 ) -> Decision:
     decision = _decision(
-        snapshot, feature, account_id, sub, now, requested, feature.default, "default", reason
+        snapshot,
+        feature,
+        account_id,
+        sub,
+        now,
+        requested,
+        feature.default,
+        "default",
+        reason,
+        until,
     )
     if denial is None:
         if decision.has_access:
@@ -199,9 +264,12 @@ def _decision(
     value: Entitlement,
     variant: str,
     reason: Reason,
+    until: datetime | None,
 ) -> Decision:
     if isinstance(value, MeteredLimit):
-        return _metered(snapshot, feature, account_id, sub, now, requested, value, variant, reason)
+        return _metered(
+            snapshot, feature, account_id, sub, now, requested, value, variant, reason, until
+        )
     unlimited = value is UNLIMITED
     plain: Any = feature.infinite if unlimited else thaw(value)
     if feature.type in (FeatureType.BOOLEAN, FeatureType.FLAG):
@@ -222,6 +290,7 @@ def _decision(
         None if access else Denial.NO_ENTITLEMENT,
         None,
         unlimited,
+        until,
     )
 
 
@@ -235,11 +304,14 @@ def _metered(
     limit: MeteredLimit,
     variant: str,
     reason: Reason,
+    until: datetime | None,
 ) -> Decision:
     slot = _slot(feature, account_id, sub, now)
     period = slot.period
     used = snapshot.usage.used(slot.scope_key, feature.key, period.start)
-    access, denial = metered_access(limit, used, requested)
+    access, denial = metered_access(
+        limit.limit, used, requested, soft=limit.soft, overage_cap=limit.overage_cap
+    )
     cap = limit.limit
     metering = Metering(
         limit=cap,
@@ -253,23 +325,18 @@ def _metered(
         scope_key=slot.scope_key,
     )
     value = None if cap is None else (int(cap) if cap.is_integer() else cap)
+    end = period.end
+    if end is not None and (until is None or end < until):
+        until = end  # usage starts again from zero
     return Decision(
-        feature.key, feature.type, value, variant, reason, access, denial, metering, cap is None
+        feature.key,
+        feature.type,
+        value,
+        variant,
+        reason,
+        access,
+        denial,
+        metering,
+        cap is None,
+        until,
     )
-
-
-def metered_access(
-    limit: MeteredLimit, used: float, requested: float
-) -> tuple[bool, Denial | None]:
-    """Design §4: unlimited, or U + R <= L, or a soft limit within its overage cap."""
-    if limit.limit is None:
-        return True, None
-    total = used + requested
-    if total <= limit.limit:
-        return True, None
-    if limit.soft and (limit.overage_cap is None or total - limit.limit <= limit.overage_cap):
-        return True, None
-    ceiling = limit.limit + ((limit.overage_cap or 0.0) if limit.soft else 0.0)
-    if requested > ceiling:
-        return False, Denial.REQUESTED_EXCEEDS_LIMIT
-    return False, Denial.USAGE_LIMIT_REACHED

@@ -18,7 +18,8 @@ class CatalogChanged:
 @dataclass(frozen=True, slots=True)
 class AccountChanged:
     account_ids: tuple[str, ...]
-    cause: str  # admin, usage, quota, sync
+    cause: str  # admin, usage, quota, sync, time
+    all_accounts: bool = False  # every account (a calendar period ended); ids then empty
 
 
 Event = CatalogChanged | AccountChanged

@@ -15,18 +15,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from ...protocol.metering import FIXED_DENIALS, metered_access
 from ..catalog.model import (
     Account,
     Aggregation,
     Catalog,
     Feature,
     FeatureType,
-    MeteredLimit,
     Subscription,
 )
 from ..engine import (
     Decision,
-    Denial,
     ErrorCode,
     EvaluationError,
     Snapshot,
@@ -35,7 +34,6 @@ from ..engine import (
     check_report,
     evaluate,
     memberships_of,
-    metered_access,
     reindex_members,
     slot_for,
 )
@@ -80,12 +78,6 @@ class ConsumeOutcome:
     usage: float
     denial: str = ""
     duplicate: bool = False
-
-
-# Denials no usage level changes: Consume answers them without touching the store.
-_FIXED_DENIALS = frozenset(
-    {Denial.ACCOUNT_NOT_FOUND, Denial.NO_ENTITLEMENT, Denial.FEATURE_DISABLED}
-)
 
 
 class Counters:
@@ -293,16 +285,16 @@ class LiveState:
             report.timestamp or now,
         )
         m = decision.metering
-        if m is None or decision.denial in _FIXED_DENIALS:
+        if m is None or decision.denial in FIXED_DENIALS:  # no store read changes these
             return ConsumeOutcome(
                 False,
                 m.used if m else 0.0,
                 decision.denial.value if decision.denial else "no_entitlement",
             )
-        limit = MeteredLimit(m.limit, m.soft_limit, m.overage_cap)
+        limit, soft, cap = m.limit, m.soft_limit, m.overage_cap
 
         def admit(current: float) -> str | None:
-            granted, denial = metered_access(limit, current, requested)
+            granted, denial = metered_access(limit, current, requested, soft=soft, overage_cap=cap)
             return None if granted else (denial.value if denial else "usage_limit_reached")
 
         # The limit comes from the snapshot; the check runs in the store transaction against the

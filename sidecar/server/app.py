@@ -21,6 +21,7 @@ from ..catalog import load_catalog
 from ..runtime.housekeeping import Housekeeper
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
+from ..runtime.timekeeper import Timekeeper
 from ..settings import Settings
 from ..store import describe_db, open_store
 from ..store.base import DeliveryStatus, Firing
@@ -52,6 +53,7 @@ class Sidecar:
         catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
         self.store = open_store(settings.db, settings.environment)
         self.state = LiveState(catalog, self.store)
+        self.timekeeper = Timekeeper(self.state)  # design §8 "Time": Watch events at boundaries
         self.feed: ChangeFeed | None = None
         if settings.db.startswith(("postgresql://", "postgres://")):  # shared mode, design §10
             from ..sync.pg_feed import attach_feed  # psycopg is needed only in shared mode
@@ -208,6 +210,7 @@ class Sidecar:
             self.feed.start()
         self.outbox.start()
         self.housekeeper.start()
+        self.timekeeper.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -227,6 +230,7 @@ class Sidecar:
         """Graceful: refuse new calls, let running ones finish (up to `grace` s), then close the store."""
         self.health.enter_graceful_shutdown()
         self.state.events.close()
+        self.timekeeper.stop()
         self.watcher.stop()
         self.grpc_server.stop(grace).wait()
         self.outbox.stop()

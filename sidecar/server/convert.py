@@ -36,6 +36,7 @@ from ..engine import (
     resolve_as,
 )
 from ..engine.usage import Mode
+from ..runtime.events import AccountChanged
 from .errors import BadRequest
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -70,6 +71,8 @@ def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -
         unlimited=decision.unlimited,
         metadata=scalar_struct(metadata(decision)),
     )
+    if decision.valid_until is not None:
+        out.valid_until.seconds, out.valid_until.nanos = _timestamp(decision.valid_until)
     m = decision.metering
     if m is not None:
         metering = out.metering
@@ -164,6 +167,14 @@ def _timestamp(at: datetime) -> tuple[int, int]:
     ts = to_timestamp(at)
     assert ts is not None
     return ts.seconds, ts.nanos
+
+
+def account_changed(event: AccountChanged) -> pb.AccountChanged:
+    """The Watch message of an account change; `all_accounts` (a calendar period ended) stands
+    for every account, so a million ids are never listed."""
+    return pb.AccountChanged(
+        account_ids=list(event.account_ids), cause=event.cause, all_accounts=event.all_accounts
+    )
 
 
 def error_resolution(key: str, error: EvaluationError) -> pb.Resolution:

@@ -11,7 +11,7 @@ from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ..engine import EvaluationError, evaluate
 from ..runtime.events import AccountChanged, CatalogChanged
 from ..runtime.state import LiveState
-from .convert import KIND_OF, context_arg, error_resolution, resolution
+from .convert import KIND_OF, account_changed, context_arg, error_resolution, resolution
 from .errors import handled, require
 from .metrics import Metrics
 
@@ -93,11 +93,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
                         )
                     )
                 elif isinstance(event, AccountChanged):
-                    yield pb.WatchEvent(
-                        account_changed=pb.AccountChanged(
-                            account_ids=list(event.account_ids), cause=event.cause
-                        )
-                    )
+                    yield pb.WatchEvent(account_changed=account_changed(event))
         finally:
             subscriber.close()
             self.metrics.watch_streams.dec()

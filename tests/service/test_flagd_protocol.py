@@ -107,6 +107,7 @@ def test_metered_features_resolve_as_access_remaining_and_detail(flagd: Flagd) -
         "remaining": 1000,
         "unlimited": False,
         "period_end": meta(remaining)["period_end"],
+        "valid_until": meta(remaining)["period_end"],
     }
     assert flagd.call("ResolveInt", "api-calls", "acct_globex").value == -1  # unlimited
     # the `requested` context attribute: 2000 calls do not fit a 1000 limit

@@ -163,6 +163,7 @@ def test_spot_checks_read_as_the_design_says(client: OpenFeatureClient) -> None:
     assert calls.value == 500_000 and calls.variant == "grant"
     meta = dict(calls.flag_metadata)
     assert meta.pop("period_end").endswith("Z")
+    assert meta.pop("valid_until").endswith("Z")  # the grant's end or the period's (design §8)
     assert meta == {
         "has_access": True,
         "unlimited": False,

@@ -8,16 +8,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from plangate.sidecar.catalog import MeteredLimit, parse_catalog
-from plangate.sidecar.engine import (
-    Decision,
-    Denial,
-    Reason,
-    Snapshot,
-    evaluate,
-    metadata,
-    metered_access,
-)
+from plangate.protocol.metering import Denial, metered_access
+from plangate.sidecar.catalog import parse_catalog
+from plangate.sidecar.engine import Decision, Reason, Snapshot, evaluate, metadata
 from support.usage import FakeUsage, usage_of
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -203,7 +196,7 @@ def test_access_matches_the_design_formula(
 ) -> None:
     if not soft:
         cap = None
-    allowed, denial = metered_access(MeteredLimit(limit, soft, cap), used, requested)
+    allowed, denial = metered_access(limit, used, requested, soft=soft, overage_cap=cap)
     expected = (
         limit is None
         or used + requested <= limit

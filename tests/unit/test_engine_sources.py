@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from plangate.protocol.metering import Denial
 from plangate.sidecar.catalog import CatalogError, parse_catalog
 from plangate.sidecar.engine import (
     Decision,
-    Denial,
     ErrorCode,
     EvaluationError,
     Reason,

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
+from plangate.protocol.metering import Denial
 from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.engine import (
-    Denial,
     ErrorCode,
     EvaluationError,
     Kind,
@@ -144,6 +144,7 @@ def test_metadata_is_scalars_only(snap: Snapshot) -> None:
         "remaining": 69.5,
         "unlimited": False,
         "period_end": "2026-07-01T00:00:00Z",
+        "valid_until": "2026-07-01T00:00:00Z",
     }
     ghost = evaluate(snap, "ghost", "sso", {}, NOW)
     assert ghost.denial is Denial.ACCOUNT_NOT_FOUND
