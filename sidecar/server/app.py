@@ -2,12 +2,23 @@
 
 `Sidecar` is used by `plangate serve` and, in-process, by the tests and benchmarks, so
 what they exercise is exactly what runs in production.
+
+Serving (design §2.1): one asyncio event loop, in its own thread, runs `grpc.aio` for every
+gRPC service and aiohttp for the two HTTP ports; a stream or an idle connection costs no
+thread. Evaluations run on the loop (pure reads of the snapshot); everything that touches the
+store (Report, Consume, the Admin calls, /readyz) runs on a small thread pool off the loop.
+`start()` and `stop()` stay synchronous so callers need not know about the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
+import ssl
+import stat
+import threading
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -15,11 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # health: the service name
 from grpc_reflection.v1alpha import reflection
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
+from ..runtime.decisions import Decisions
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
 from ..store import describe_db, open_store
@@ -30,9 +42,11 @@ from .admin import AdminService
 from .auth import TokenAuth, read_token
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
-from .management import ManagementServer
+from .health import HealthService
+from .http_listener import HttpPort
+from .management import management_app
 from .metrics import Metrics
-from .ofrep import OfrepServer
+from .ofrep import ofrep_app
 from .usage import UsageService
 
 if TYPE_CHECKING:
@@ -83,16 +97,100 @@ class Settings:
     reconcile_seconds: float = field(default_factory=lambda: _env_number("RECONCILE_SECONDS", 30.0))
 
 
-class Sidecar:
-    """A whole sidecar. `start()` binds every port (0 = a free one, read back from the attributes)."""
+GRPC_OPTIONS: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
+"""Server options shared with the benchmarks' echo floor (bench/echo_server.py)."""
 
-    def __init__(self, settings: Settings) -> None:
+_PROBLEM = re.compile(r"^(\S+:\d+ \S+): ", re.MULTILINE)
+
+
+def where_rejected(message: str) -> list[str]:
+    """The `file:line path` of each problem of a rejected catalog change, without the
+    message: /readyz answers anyone who can reach the port, and a message may quote the file."""
+    return _PROBLEM.findall(message) or ["see the sidecar's log"]
+
+
+def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials for the gRPC port, or None for plaintext; raises ValueError saying
+    which file is wrong, before any port is bound."""
+    if s.tls_client_ca and not (s.tls_cert and s.tls_key):
+        raise ValueError(
+            "--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key: without a server "
+            "certificate the port would be plaintext and client certificates never checked"
+        )
+    if not (s.tls_cert and s.tls_key):
+        return None
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        check.load_cert_chain(s.tls_cert, s.tls_key)
+    except FileNotFoundError as exc:
+        raise ValueError(f"TLS: cannot read {exc.filename}: no such file") from exc
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(
+            f"TLS: --tls-cert {s.tls_cert} and --tls-key {s.tls_key} are not a usable PEM "
+            f"certificate and matching private key ({getattr(exc, 'reason', None) or exc})"
+        ) from exc
+    if s.tls_client_ca:
+        try:
+            check.load_verify_locations(s.tls_client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"TLS: --tls-client-ca {s.tls_client_ca} is not a readable PEM CA certificate "
+                f"({getattr(exc, 'reason', None) or exc})"
+            ) from exc
+    return grpc.ssl_server_credentials(
+        [(Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes())],
+        root_certificates=Path(s.tls_client_ca).read_bytes() if s.tls_client_ca else None,
+        require_client_auth=bool(s.tls_client_ca),
+    )
+
+
+def check_socket_path(path: str) -> None:
+    """Refuse a --socket path that is something other than a socket (gRPC would replace it)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ValueError(
+            f"--socket {path} exists and is not a socket; choose another path (it is left untouched)"
+        )
+
+
+class SlowCallbacks(logging.Handler):
+    """Records asyncio's debug warnings about callbacks that held the loop too long."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing") and " took " in message:
+            self.seen.append(message)
+
+
+class Sidecar:
+    """A whole sidecar. `start()` binds every port (0 = a free one, read back from the attributes).
+
+    `watch_loop=True` (the tests) runs the loop in asyncio debug mode once serving, and
+    records every callback that blocked it for over 50 ms in `slow_callbacks`.
+    """
+
+    def __init__(self, settings: Settings, *, watch_loop: bool = False) -> None:
         self.settings = settings
+        self.credentials = server_credentials(settings)
+        if settings.socket:
+            check_socket_path(settings.socket)
+        if settings.token_file:
+            self.token: str | None = read_token(settings.token_file)
+        else:
+            self.token = None
         catalog = load_catalog(
             settings.catalog
         )  # a bad catalog stops start-up here, with its message
         self.store = open_store(settings.db, settings.environment)
         self.state = LiveState(catalog, self.store)
+        self.decisions = Decisions(self.state)
         self.feed: ChangeFeed | None = None
         if settings.db.startswith(("postgresql://", "postgres://")):  # shared mode, design §10
             from ..sync.pg_feed import attach_feed  # psycopg is needed only in shared mode
@@ -110,9 +208,9 @@ class Sidecar:
             self.metrics,
         )
         self.state.quota_listeners.append(self._quota_fired)
-        self.health = health.HealthServicer()
         self.port = 0
         self.management_port = 0
+        self.ofrep_port = 0
         self.watcher = CatalogWatcher(
             settings.catalog,
             current=lambda: self.state.catalog.version,
@@ -120,37 +218,45 @@ class Sidecar:
             on_error=self._catalog_rejected,
             poll_seconds=settings.poll_seconds,
         )
-        self.grpc_server = self._grpc_server()
-        self.management = ManagementServer(
-            settings.host, settings.management_port, self.metrics, self.readiness
+        # store writes and other blocking calls, off the loop (GroupCommit merges concurrent ones)
+        self.blocking = futures.ThreadPoolExecutor(
+            max_workers=settings.workers, thread_name_prefix="plangate-store"
         )
-        self.management_port = self.management.port
-        self.ofrep = OfrepServer(settings.host, settings.ofrep_port, self.state, self.metrics)
-        self.ofrep_port = self.ofrep.port
+        self.watch_loop = watch_loop
+        self.slow = SlowCallbacks()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._grace = 3.0
 
-    # -- assembly ----------------------------------------------------------------------------
+    @property
+    def slow_callbacks(self) -> list[str]:
+        return self.slow.seen
 
-    def _grpc_server(self) -> grpc.Server:
+    # -- assembly (on the loop) --------------------------------------------------------------
+
+    async def _open(self) -> None:
         s = self.settings
-        interceptors: list[Any] = []
-        if s.token_file:
-            interceptors.append(TokenAuth(read_token(s.token_file)))
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="grpc"),
+        self.state.events.bind(asyncio.get_running_loop())
+        self.health = HealthService()
+        interceptors = [TokenAuth(self.token)] if self.token else []
+        server = grpc.aio.server(
+            migration_thread_pool=self.blocking,  # runs the plain (non-async) Admin handlers
             interceptors=interceptors,
-            options=[("grpc.so_reuseport", 0)],
+            options=GRPC_OPTIONS,
         )
+        events, heartbeat = self.state.events, s.heartbeat_seconds
         plangate_pb2_grpc.add_EvaluationServicer_to_server(
-            EvaluationService(self.state, self.metrics, s.heartbeat_seconds), server
+            EvaluationService(self.decisions, events, self.metrics, heartbeat), server
         )
         plangate_pb2_grpc.add_UsageServicer_to_server(
-            UsageService(self.state, self.metrics), server
+            UsageService(self.decisions, self.metrics, self.blocking), server
         )
         plangate_pb2_grpc.add_AdminServicer_to_server(
             AdminService(self.state, self.metrics, wake_outbox=self.outbox.wake), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        flagd_names = add_flagd_services(server, self.state, self.metrics, s.heartbeat_seconds)
+        flagd_names = add_flagd_services(server, self.decisions, events, self.metrics, heartbeat)
         names = [
             plangate_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n in SERVICES
         ]
@@ -158,16 +264,9 @@ class Sidecar:
             [*names, *flagd_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         address = f"{s.host}:{s.port}"
-        creds = None
-        if s.tls_cert and s.tls_key:
-            creds = grpc.ssl_server_credentials(
-                [(Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes())],
-                root_certificates=Path(s.tls_client_ca).read_bytes() if s.tls_client_ca else None,
-                require_client_auth=bool(s.tls_client_ca),
-            )
         try:  # grpcio reports a busy port as RuntimeError (newer) or port 0 (older)
-            if creds is not None:
-                self.port = server.add_secure_port(address, creds)
+            if self.credentials is not None:
+                self.port = server.add_secure_port(address, self.credentials)
             else:
                 self.port = server.add_insecure_port(address)
         except RuntimeError:
@@ -176,7 +275,65 @@ class Sidecar:
             raise OSError(f"cannot listen on {address} (port in use?); choose another with --port")
         if s.socket:
             server.add_insecure_port(f"unix:{s.socket}")
-        return server
+        self.grpc_server = server
+        self.management = HttpPort(
+            management_app(self.metrics, self.readiness, self.blocking),
+            s.host,
+            s.management_port,
+            "management",
+            "--management-port",
+        )
+        self.ofrep = HttpPort(
+            ofrep_app(self.decisions, self.metrics), s.host, s.ofrep_port, "OFREP", "--ofrep-port"
+        )
+        await server.start()
+        try:
+            await self.management.start()
+            self.management_port = self.management.port
+            await self.ofrep.start()
+            self.ofrep_port = self.ofrep.port
+        except BaseException:
+            await self.management.stop()
+            await server.stop(None)
+            raise
+        for name in ("", *SERVICES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _close(self, grace: float) -> None:
+        """Design §2.1: every stream ends with UNAVAILABLE at once, new calls are refused,
+        calls in flight get `grace` seconds."""
+        loop = asyncio.get_running_loop()
+        loop.set_debug(False)  # shutdown may take its time; only serving is watched
+        await self.health.close()
+        self.state.events.close()
+        await self.grpc_server.stop(grace)
+        await self.ofrep.stop()
+        await self.management.stop()
+
+    async def _serve(self, ready: futures.Future[None]) -> None:
+        self._stop_requested = asyncio.Event()
+        try:
+            await self._open()
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        loop = asyncio.get_running_loop()
+        if self.watch_loop:
+            logging.getLogger("asyncio").addHandler(self.slow)
+            loop.slow_callback_duration = 0.05
+            loop.set_debug(True)
+        ready.set_result(None)
+        await self._stop_requested.wait()
+        await self._close(self._grace)
+
+    def _run(self, ready: futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(ready))
+        finally:
+            logging.getLogger("asyncio").removeHandler(self.slow)
+            loop.close()
 
     # -- catalog sync ------------------------------------------------------------------------
 
@@ -195,6 +352,7 @@ class Sidecar:
         self.outbox.wake()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """/readyz's answer; reads the store, so it runs off the loop."""
         detail: dict[str, Any] = {
             "catalog_version": self.state.catalog.version,
             "catalog": "ok"
@@ -204,7 +362,7 @@ class Sidecar:
             "accounts": len(self.state.snapshot.accounts),
         }
         if self.state.catalog_error is not None:
-            detail["catalog_error"] = self.state.catalog_error
+            detail["catalog_error"] = where_rejected(self.state.catalog_error)
         if self.feed is not None:
             feed_ready, detail["store"] = self.feed.readiness()
             if not feed_ready:  # the database is away: say so at once, without waiting on it
@@ -223,15 +381,24 @@ class Sidecar:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Sidecar:
-        self.grpc_server.start()
-        self.management.start()
-        self.ofrep.start()
+        """Start the loop thread and return once every port is bound (or raise why not)."""
+        ready: futures.Future[None] = futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="plangate-loop", daemon=True
+        )
+        self._thread.start()
+        try:
+            ready.result()
+        except BaseException:
+            self._thread.join()
+            self._thread = None
+            self.blocking.shutdown(wait=False)
+            self.store.close()
+            raise
         self.watcher.start()
         if self.feed is not None:
             self.feed.start()
         self.outbox.start()
-        for name in ("", *SERVICES):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving catalog %s (%d features, %d accounts) on %s:%d; management on :%d; state in %s [%s]",
             self.state.catalog.version,
@@ -245,16 +412,23 @@ class Sidecar:
         )
         return self
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Graceful: refuse new calls, let running ones finish (up to `grace` s), then close the store."""
-        self.health.enter_graceful_shutdown()
-        self.state.events.close()
+    def stop(self, grace: float = 3.0) -> None:
+        """Graceful (design §2.1): streams end with UNAVAILABLE, new calls are refused, calls
+        in flight get up to `grace` s; then the writers stop and the store closes. The default
+        leaves SIGTERM within 5 s in all."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._grace = grace
+        stop_requested = self._stop_requested
+        assert stop_requested is not None
+        loop.call_soon_threadsafe(stop_requested.set)
         self.watcher.stop()
-        self.grpc_server.stop(grace).wait()
+        thread.join()
+        self._thread = None
         self.outbox.stop()
-        self.management.stop()
-        self.ofrep.stop()
         if self.feed is not None:
             self.feed.stop()
+        self.blocking.shutdown(wait=True)
         self.store.close()
         log.info("stopped")

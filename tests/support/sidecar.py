@@ -36,16 +36,23 @@ def copy_catalog(
 
 @contextmanager
 def in_process(catalog: Path, db: Path, **settings: Any) -> Iterator[Any]:
-    """A started `Sidecar` (plangate.sidecar.server.app) on free loopback ports."""
+    """A started `Sidecar` (plangate.sidecar.server.app) on free loopback ports.
+
+    Its event loop runs in asyncio debug mode: leaving, the test fails if any callback held
+    the loop for over 50 ms (design §2.1: nothing on the loop blocks on disk or network).
+    """
     from plangate.sidecar.server.app import Settings, Sidecar
 
     opts: dict[str, Any] = {"port": 0, "management_port": 0, "ofrep_port": 0, "poll_seconds": 0.5}
     opts.update(settings)
-    sidecar = Sidecar(Settings(catalog=str(catalog), db=str(db), **opts)).start()
+    sidecar = Sidecar(Settings(catalog=str(catalog), db=str(db), **opts), watch_loop=True).start()
     try:
         yield sidecar
     finally:
         sidecar.stop(grace=0.5)
+    assert not sidecar.slow_callbacks, "the event loop was blocked:\n" + "\n".join(
+        sidecar.slow_callbacks
+    )
 
 
 class Stubs:
