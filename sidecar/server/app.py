@@ -48,6 +48,7 @@ from .management import management_app
 from .metrics import Metrics
 from .ofrep import ofrep_app
 from .usage import UsageService
+from .wire import RefuseUndecodable
 
 if TYPE_CHECKING:
     from ..sync.pg_feed import ChangeFeed
@@ -156,27 +157,12 @@ def check_socket_path(path: str) -> None:
         )
 
 
-class SlowCallbacks(logging.Handler):
-    """Records asyncio's debug warnings about callbacks that held the loop too long."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("Executing") and " took " in message:
-            self.seen.append(message)
-
-
 class Sidecar:
-    """A whole sidecar. `start()` binds every port (0 = a free one, read back from the attributes).
+    """A whole sidecar. `start()` binds every port (0 = a free one, read back from the attributes)."""
 
-    `watch_loop=True` (the tests) runs the loop in asyncio debug mode once serving, and
-    records every callback that blocked it for over 50 ms in `slow_callbacks`.
-    """
+    LOOP_THREAD = "plangate-loop"
 
-    def __init__(self, settings: Settings, *, watch_loop: bool = False) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.credentials = server_credentials(settings)
         if settings.socket:
@@ -222,16 +208,10 @@ class Sidecar:
         self.blocking = futures.ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix="plangate-store"
         )
-        self.watch_loop = watch_loop
-        self.slow = SlowCallbacks()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop_requested: asyncio.Event | None = None
         self._grace = 3.0
-
-    @property
-    def slow_callbacks(self) -> list[str]:
-        return self.slow.seen
 
     # -- assembly (on the loop) --------------------------------------------------------------
 
@@ -239,7 +219,9 @@ class Sidecar:
         s = self.settings
         self.state.events.bind(asyncio.get_running_loop())
         self.health = HealthService()
-        interceptors = [TokenAuth(self.token)] if self.token else []
+        interceptors: list[Any] = [RefuseUndecodable()]
+        if self.token:
+            interceptors.append(TokenAuth(self.token))
         server = grpc.aio.server(
             migration_thread_pool=self.blocking,  # runs the plain (non-async) Admin handlers
             interceptors=interceptors,
@@ -302,8 +284,6 @@ class Sidecar:
     async def _close(self, grace: float) -> None:
         """Design §2.1: every stream ends with UNAVAILABLE at once, new calls are refused,
         calls in flight get `grace` seconds."""
-        loop = asyncio.get_running_loop()
-        loop.set_debug(False)  # shutdown may take its time; only serving is watched
         await self.health.close()
         self.state.events.close()
         await self.grpc_server.stop(grace)
@@ -317,11 +297,6 @@ class Sidecar:
         except BaseException as exc:
             ready.set_exception(exc)
             return
-        loop = asyncio.get_running_loop()
-        if self.watch_loop:
-            logging.getLogger("asyncio").addHandler(self.slow)
-            loop.slow_callback_duration = 0.05
-            loop.set_debug(True)
         ready.set_result(None)
         await self._stop_requested.wait()
         await self._close(self._grace)
@@ -332,7 +307,6 @@ class Sidecar:
         try:
             loop.run_until_complete(self._serve(ready))
         finally:
-            logging.getLogger("asyncio").removeHandler(self.slow)
             loop.close()
 
     # -- catalog sync ------------------------------------------------------------------------
@@ -384,7 +358,7 @@ class Sidecar:
         """Start the loop thread and return once every port is bound (or raise why not)."""
         ready: futures.Future[None] = futures.Future()
         self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="plangate-loop", daemon=True
+            target=self._run, args=(ready,), name=self.LOOP_THREAD, daemon=True
         )
         self._thread.start()
         try:
