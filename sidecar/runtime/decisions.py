@@ -116,7 +116,9 @@ class Decisions:
         m = decision.metering
         if m is None or decision.denial in _FIXED_DENIALS:
             denial = decision.denial.value if decision.denial else Denial.NO_ENTITLEMENT.value
-            return Consumed(False, m.used if m else 0.0, denial, False, Evaluated(decision, feature))
+            return Consumed(
+                False, m.used if m else 0.0, denial, False, Evaluated(decision, feature)
+            )
         limit = MeteredLimit(m.limit, m.soft_limit, m.overage_cap)
 
         def admit(current: float) -> str | None:

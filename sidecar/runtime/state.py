@@ -212,7 +212,9 @@ class LiveState:
         """Store resolved writes (grouped with concurrent callers'), then tell watchers and
         quota listeners. Blocks until durable: call it off the event loop."""
         stored = self._usage_writes.submit(writes)
-        applied = [(w, o) for w, o in zip(writes, stored, strict=True) if o.status is Status.APPLIED]
+        applied = [
+            (w, o) for w, o in zip(writes, stored, strict=True) if o.status is Status.APPLIED
+        ]
         if applied:
             self._usage_changed(dict.fromkeys(w.scope_key for w, _ in applied))
         self._quota_fired(zip(writes, stored, strict=True))

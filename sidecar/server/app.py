@@ -18,7 +18,6 @@ import os
 import re
 import ssl
 import stat
-import threading
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from .evaluation import EvaluationService
 from .flagd import add_flagd_services
 from .health import HealthService
 from .http_listener import HttpPort
+from .loop import LoopThread
 from .management import management_app
 from .metrics import Metrics
 from .ofrep import ofrep_app
@@ -104,10 +104,14 @@ GRPC_OPTIONS: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
 _PROBLEM = re.compile(r"^(\S+:\d+ \S+): ", re.MULTILINE)
 
 
-def where_rejected(message: str) -> list[str]:
+def where_rejected(message: str) -> str:
     """The `file:line path` of each problem of a rejected catalog change, without the
-    message: /readyz answers anyone who can reach the port, and a message may quote the file."""
-    return _PROBLEM.findall(message) or ["see the sidecar's log"]
+    message: /readyz answers anyone who can reach the port, and a message may quote the file
+    or name accounts. The whole message is in the log."""
+    places = _PROBLEM.findall(message)
+    return (
+        "; ".join(places) + " (details in the sidecar's log)" if places else "see the sidecar's log"
+    )
 
 
 def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
@@ -208,10 +212,7 @@ class Sidecar:
         self.blocking = futures.ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix="plangate-store"
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._grace = 3.0
+        self._loop: LoopThread | None = None
 
     # -- assembly (on the loop) --------------------------------------------------------------
 
@@ -290,25 +291,6 @@ class Sidecar:
         await self.ofrep.stop()
         await self.management.stop()
 
-    async def _serve(self, ready: futures.Future[None]) -> None:
-        self._stop_requested = asyncio.Event()
-        try:
-            await self._open()
-        except BaseException as exc:
-            ready.set_exception(exc)
-            return
-        ready.set_result(None)
-        await self._stop_requested.wait()
-        await self._close(self._grace)
-
-    def _run(self, ready: futures.Future[None]) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve(ready))
-        finally:
-            loop.close()
-
     # -- catalog sync ------------------------------------------------------------------------
 
     def _apply_catalog(self, catalog: Any) -> None:
@@ -356,19 +338,15 @@ class Sidecar:
 
     def start(self) -> Sidecar:
         """Start the loop thread and return once every port is bound (or raise why not)."""
-        ready: futures.Future[None] = futures.Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name=self.LOOP_THREAD, daemon=True
-        )
-        self._thread.start()
+        loop = LoopThread(self.LOOP_THREAD)
         try:
-            ready.result()
+            loop.run(self._open())
         except BaseException:
-            self._thread.join()
-            self._thread = None
+            loop.close()
             self.blocking.shutdown(wait=False)
             self.store.close()
             raise
+        self._loop = loop
         self.watcher.start()
         if self.feed is not None:
             self.feed.start()
@@ -390,16 +368,12 @@ class Sidecar:
         """Graceful (design §2.1): streams end with UNAVAILABLE, new calls are refused, calls
         in flight get up to `grace` s; then the writers stop and the store closes. The default
         leaves SIGTERM within 5 s in all."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        loop, self._loop = self._loop, None
+        if loop is None:
             return
-        self._grace = grace
-        stop_requested = self._stop_requested
-        assert stop_requested is not None
-        loop.call_soon_threadsafe(stop_requested.set)
         self.watcher.stop()
-        thread.join()
-        self._thread = None
+        loop.run(self._close(grace))
+        loop.close()
         self.outbox.stop()
         if self.feed is not None:
             self.feed.stop()

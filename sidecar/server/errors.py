@@ -91,7 +91,9 @@ def handled(method: F) -> F:
     if inspect.iscoroutinefunction(method):
 
         @functools.wraps(method)
-        async def run_async(self: _HasMetrics, request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
+        async def run_async(
+            self: _HasMetrics, request: Any, context: grpc.aio.ServicerContext
+        ) -> Any:  # type: ignore[type-arg]
             with self.metrics.child(self.metrics.rpc_seconds, name).time():
                 try:
                     return await method(self, request, context)

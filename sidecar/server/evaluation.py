@@ -84,7 +84,9 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         )
         return out
 
-    async def Watch(self, request: pb.WatchRequest, context: _Context) -> AsyncIterator[pb.WatchEvent]:
+    async def Watch(
+        self, request: pb.WatchRequest, context: _Context
+    ) -> AsyncIterator[pb.WatchEvent]:
         subscriber = self.events.subscribe(self.heartbeat)
         self.metrics.watch_streams.inc()
         try:
@@ -93,7 +95,9 @@ class EvaluationService(pb_grpc.EvaluationServicer):
                 ready=pb.Ready(catalog_version=catalog.version, all_features=list(catalog.features))
             )
             async for event in subscriber:
-                yield pb.WatchEvent(heartbeat=pb.Heartbeat()) if event is None else watch_event(event)
+                yield (
+                    pb.WatchEvent(heartbeat=pb.Heartbeat()) if event is None else watch_event(event)
+                )
         finally:
             subscriber.close()
             self.metrics.watch_streams.dec()

@@ -253,11 +253,19 @@ class FlagdV1Service(_Flagd, v1_grpc.ServiceServicer):
 
 
 def add_flagd_services(
-    server: grpc.aio.Server, decisions: Decisions, events: EventHub, metrics: Metrics, heartbeat: float
+    server: grpc.aio.Server,
+    decisions: Decisions,
+    events: EventHub,
+    metrics: Metrics,
+    heartbeat: float,
 ) -> list[str]:
     """Register both versions on `server`; returns their full names for reflection."""
-    v2_grpc.add_ServiceServicer_to_server(FlagdV2Service(decisions, events, metrics, heartbeat), server)
-    v1_grpc.add_ServiceServicer_to_server(FlagdV1Service(decisions, events, metrics, heartbeat), server)
+    v2_grpc.add_ServiceServicer_to_server(
+        FlagdV2Service(decisions, events, metrics, heartbeat), server
+    )
+    v1_grpc.add_ServiceServicer_to_server(
+        FlagdV1Service(decisions, events, metrics, heartbeat), server
+    )
     return [
         v2_pb.DESCRIPTOR.services_by_name["Service"].full_name,
         v1_pb.DESCRIPTOR.services_by_name["Service"].full_name,

@@ -73,20 +73,27 @@ def _guard_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., An
 
 
 def _guard_stream(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-    """Streaming requests (reflection): the handler sees only decodable messages."""
+    """Streaming requests (reflection): the handler sees only decodable messages. Its kind
+    (async generator or coroutine function) is kept: grpc.aio serves each kind differently."""
 
-    def checked(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-        async def each() -> AsyncIterator[Any]:
-            async for request in requests:
-                if isinstance(request, Undecodable):
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT, _message(method, request)
-                    )
-                yield request
+    async def checked(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request))
+            yield request
 
-        return each()
+    if inspect.isasyncgenfunction(behaviour):
 
-    return lambda requests, context: behaviour(checked(requests, context), context)
+        async def run_gen(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async for item in behaviour(checked(requests, context), context):
+                yield item
+
+        return run_gen
+
+    async def run(requests: AsyncIterator[Any], context: Any) -> Any:
+        return await behaviour(checked(requests, context), context)
+
+    return run
 
 
 class RefuseUndecodable(_Interceptor):

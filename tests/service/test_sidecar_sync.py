@@ -264,7 +264,7 @@ def test_an_invalid_change_keeps_the_last_good_catalog(
     assert any(where in r.getMessage() for r in caplog.records), caplog.text
     detail = readyz(sidecar)
     assert detail["ready"] is True and detail["catalog_version"] == good_version
-    assert where in detail["catalog_error"]
+    assert detail["catalog_error"] == f"{where} (details in the sidecar's log)"  # no file text
     assert "previous" in detail["catalog"]
     assert metric(sidecar, "plangate_catalog_last_change_rejected") == 1.0
     assert metric(sidecar, "plangate_catalog_reloads_total", result="error") == 1
@@ -291,8 +291,8 @@ def test_a_change_that_strands_stored_accounts_is_rejected(
     without_pro = without_pro.replace("- plan: pro\n", "- plan: enterprise\n")
     catalog.write_text(without_pro)
     time_until(lambda: sidecar.state.catalog_error is not None, limit=2)
-    error = readyz(sidecar)["catalog_error"]
-    assert "acct_pro" in error and "pro" in error
+    assert "acct_pro" in sidecar.state.catalog_error  # the log has the whole message ...
+    assert readyz(sidecar)["catalog_error"] == "see the sidecar's log"  # /readyz names no account
     assert pro_view(stubs) == (True, 10)
 
 
@@ -305,7 +305,8 @@ def test_a_vanished_file_is_reported_once_and_its_return_picked_up(tmp_path: Pat
         catalog.unlink()
         time_until(lambda: sidecar.state.catalog_error is not None, limit=2)
         time.sleep(0.4)  # several polls while the file is missing: one rejection, not one each
-        assert "cannot read" in readyz(sidecar)["catalog_error"]
+        assert "cannot read" in sidecar.state.catalog_error
+        assert readyz(sidecar)["catalog_error"] == "see the sidecar's log"
         assert metric(sidecar, "plangate_catalog_reloads_total", result="error") == 1
         assert s.evaluation.Evaluate(
             pb.EvaluateRequest(account_id="acct_acme", feature="sso"), timeout=5
