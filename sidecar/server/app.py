@@ -124,11 +124,16 @@ def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
         )
     if not (s.tls_cert and s.tls_key):
         return None
+    for flag, path in (
+        ("--tls-cert", s.tls_cert),
+        ("--tls-key", s.tls_key),
+        ("--tls-client-ca", s.tls_client_ca),
+    ):
+        if path and not os.access(path, os.R_OK):
+            raise ValueError(f"TLS: {flag} {path} cannot be read (no such file, or no permission)")
     check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         check.load_cert_chain(s.tls_cert, s.tls_key)
-    except FileNotFoundError as exc:
-        raise ValueError(f"TLS: cannot read {exc.filename}: no such file") from exc
     except (ssl.SSLError, OSError) as exc:
         raise ValueError(
             f"TLS: --tls-cert {s.tls_cert} and --tls-key {s.tls_key} are not a usable PEM "
