@@ -14,7 +14,11 @@ import grpc
 
 PROTECTED = ("/plangate.v1.Admin/", "/plangate.v1.Usage/")
 
-_Handler = grpc.RpcMethodHandler[Any, Any] if TYPE_CHECKING else grpc.RpcMethodHandler
+if TYPE_CHECKING:  # generic only in the type stubs: subscripting them at run time is a TypeError
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
 
 
 def _deny(message: str) -> _Handler:
@@ -24,15 +28,15 @@ def _deny(message: str) -> _Handler:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
-class TokenAuth(grpc.aio.ServerInterceptor):
+class TokenAuth(_Interceptor):
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
         details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
+    ) -> _Handler:
         if not details.method.startswith(PROTECTED):
             return await continuation(details)
         sent = str(dict(details.invocation_metadata or ()).get("authorization", ""))

@@ -92,8 +92,8 @@ def handled(method: F) -> F:
 
         @functools.wraps(method)
         async def run_async(
-            self: _HasMetrics, request: Any, context: grpc.aio.ServicerContext
-        ) -> Any:  # type: ignore[type-arg]
+            self: _HasMetrics, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
             with self.metrics.child(self.metrics.rpc_seconds, name).time():
                 try:
                     return await method(self, request, context)

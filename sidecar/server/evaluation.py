@@ -7,6 +7,7 @@ Watch stream is a queue, not a thread (design §2.1).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -19,7 +20,8 @@ from .convert import KIND_OF, context_arg, error_resolution, resolution
 from .errors import STREAM_ENDED, handled, require
 from .metrics import Metrics
 
-_Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    _Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def watch_event(event: Event) -> pb.WatchEvent:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -57,7 +57,8 @@ from .metrics import Metrics
 from .ofrep import natural_value
 from .targeting import split_targeting
 
-_Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    _Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def split_context(context: Any) -> tuple[str, dict[str, Any]]:

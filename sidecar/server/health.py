@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2
 from .errors import STREAM_ENDED
 
 
-class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
+class HealthService(health_aio.HealthServicer):
     """grpcio's asyncio health servicer; a cancelled Watch costs a task, never a lock."""
 
     def __init__(self) -> None:

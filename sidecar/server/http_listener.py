@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 log = logging.getLogger("plangate.http")
 
@@ -30,7 +31,7 @@ def json_response(
     )
 
 
-def serving_errors(what: str) -> Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]:
+def serving_errors(what: str) -> Middleware:
     """Middleware: a bug in a handler still answers (500, JSON), or the client waits for its
     timeout; the log gets it once."""
 

@@ -11,6 +11,7 @@ import collections
 import math
 from concurrent.futures import Executor
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -25,7 +26,8 @@ from .metrics import Metrics
 
 MAX_BATCH = 10_000
 
-_Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    _Context = grpc.aio.ServicerContext[Any, Any]
 
 _STATUS = {
     Status.APPLIED: pb.ReportResult.STATUS_APPLIED,

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.message import DecodeError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # generic only in the type stubs
     _Handler = grpc.RpcMethodHandler[Any, Any]
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
-    _Handler = grpc.RpcMethodHandler
     _Interceptor = grpc.aio.ServerInterceptor
 
 
@@ -99,9 +98,9 @@ def _guard_stream(method: str, behaviour: Callable[..., Any]) -> Callable[..., A
 class RefuseUndecodable(_Interceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
         details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
+    ) -> _Handler:
         handler = await continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler

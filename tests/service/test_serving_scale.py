@@ -153,8 +153,8 @@ def test_thousands_of_streams_and_idle_connections_while_evaluating(sidecar: Any
 async def _cancelled_health_watches(target: str) -> health_pb2.HealthCheckResponse:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        for start in range(0, 1000, 250):
-            calls = [stub.Watch(health_pb2.HealthCheckRequest()) for _ in range(250)]
+        for _ in range(4):
+            calls = [stub.Watch(health_pb2.HealthCheckRequest()) for _call in range(250)]
             await asyncio.gather(*(call.read() for call in calls))  # each one is served ...
             for call in calls:
                 call.cancel()  # ... then cancelled by the client
