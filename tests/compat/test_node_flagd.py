@@ -9,19 +9,16 @@ Like `test_node_client.py`, a missing `node` is a failure that says what to inst
 
 from __future__ import annotations
 
-import json
-import queue
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from support.event_lines import EventLines
 from support.sidecar import ROOT, Stubs, SubprocessSidecar, copy_catalog
 
 CHECK_DIR = ROOT / "tests" / "compat" / "node-flagd"
@@ -51,53 +48,6 @@ def node() -> str:
     return found
 
 
-class NodeProvider:
-    """check.js as a child process: its JSON lines arrive on a queue."""
-
-    def __init__(self, node: str, port: int) -> None:
-        self.proc = subprocess.Popen(
-            [node, "check.js", "127.0.0.1", str(port)],
-            cwd=CHECK_DIR,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        )
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.lines.put(json.loads(line))
-
-    def next(self, *wanted: str, timeout: float = 10.0) -> tuple[dict[str, Any], float]:
-        """The next line whose event is one of `wanted` (others are skipped); and when."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {wanted} event within {timeout}s"
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line.get("event") in wanted or ("eval" in line and "eval" in wanted):
-                return line, time.monotonic()
-
-    def evaluate(self, flag: str, account: str) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"eval {flag} {account}\n")
-        self.proc.stdin.flush()
-        return self.next("eval")[0]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture
 def sidecar(tmp_path: Path) -> Iterator[SubprocessSidecar]:
     running = SubprocessSidecar(copy_catalog(tmp_path), tmp_path / "s.db").start()
@@ -114,7 +64,7 @@ def _report(sidecar: SubprocessSidecar) -> None:
 def test_flagd_provider_follows_changes_shutdown_and_restart(
     node: str, sidecar: SubprocessSidecar
 ) -> None:
-    provider = NodeProvider(node, sidecar.port)
+    provider = EventLines([node, "check.js", "127.0.0.1", str(sidecar.port)], CHECK_DIR)
     try:
         provider.next("READY")
         assert provider.evaluate("sso", "acct_acme")["value"] is True
