@@ -1,18 +1,18 @@
-"""The gRPC floor: a unary echo server configured like the sidecar's gRPC server.
+"""The gRPC floor: a unary echo server served like the sidecar's gRPC port.
 
-Same grpcio, same `ThreadPoolExecutor` size (read from the sidecar's own `Settings`, so the
-two never drift apart), same server options, its own process like the sidecar. It returns
-the request bytes untouched (no protobuf parsing), so a call through it costs exactly what
-gRPC and loopback cost and nothing else: the least any RPC-based evaluation can cost.
+Same grpcio, same serving (`grpc.aio` on one asyncio event loop, design §2.1), same server
+options (`GRPC_OPTIONS`, imported from the sidecar so the two never drift apart), its own
+process like the sidecar. It returns the request bytes untouched (no protobuf parsing), so a
+call through it costs exactly what gRPC and loopback cost and nothing else: the least any
+RPC-based evaluation can cost.
 
 Run: `python bench/echo_server.py` — prints `echo: ready 127.0.0.1:PORT`, serves until killed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
-import threading
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -21,30 +21,31 @@ SERVICE = "plangate.bench.Echo"
 METHOD = f"/{SERVICE}/Echo"
 
 
-def _echo(request: bytes, context: Any) -> bytes:
+async def _echo(request: bytes, context: Any) -> bytes:
     return request
 
 
-def serve(host: str = "127.0.0.1") -> None:
-    from plangate.sidecar.server.app import Settings
+async def _serve(host: str) -> None:
+    from plangate.sidecar.server.app import GRPC_OPTIONS
 
-    workers = Settings(catalog="").workers
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        options=[("grpc.so_reuseport", 0)],
-    )
+    server = grpc.aio.server(options=GRPC_OPTIONS)
     handler = grpc.method_handlers_generic_handler(
         SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
     )
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port(f"{host}:0")
-    server.start()
-    print(f"echo: ready {host}:{port} workers={workers}", flush=True)
-    done = threading.Event()
+    await server.start()
+    print(f"echo: ready {host}:{port} serving=grpc.aio", flush=True)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
-    server.stop(0.5).wait()
+        loop.add_signal_handler(sig, done.set)
+    await done.wait()
+    await server.stop(0.5)
+
+
+def serve(host: str = "127.0.0.1") -> None:
+    asyncio.run(_serve(host))
 
 
 def echo_server() -> Any:

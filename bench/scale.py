@@ -10,7 +10,7 @@ For one N, in a process of its own (so sizes never share a heap):
    (`LiveState(catalog, store)`: read every record, validate it, build the snapshot) and
    reads RSS again after a full collection. (RSS - baseline) / N is the memory an account
    costs the sidecar, everything it keeps for it included;
-4. it times `LiveState.evaluate` (what every RPC calls) on accounts drawn at random
+4. it times `Decisions.evaluate` (what every RPC calls) on accounts drawn at random
    from all N, so at 1M the lookups walk memory that does not fit any CPU cache. With
    `--compare M` it also loads a second, M-account state (after the RSS reading) and
    times it interleaved with the first, so the large/small latency ratio comes from one
@@ -46,23 +46,27 @@ def seed(db: Path, accounts: int) -> None:
 
 def _rpc_case(name: str, live: Any, population: int, calls: int) -> tuple[Case, Any]:
     """A `Case` calling Evaluate (boolean feature, random accounts) on a gRPC server set up
-    like the sidecar's (same servicer, thread-pool size and options) over `live`."""
-    from concurrent import futures
-
+    like the sidecar's (same servicer, grpc.aio on a loop thread, same options) over `live`."""
     import grpc
     from plangate.protocol.plangate.v1 import plangate_pb2 as pb
     from plangate.protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
-    from plangate.sidecar.server.app import Settings
+    from plangate.sidecar.runtime.decisions import Decisions
+    from plangate.sidecar.server.app import GRPC_OPTIONS
     from plangate.sidecar.server.evaluation import EvaluationService
+    from plangate.sidecar.server.loop import LoopThread
     from plangate.sidecar.server.metrics import Metrics
 
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=Settings(catalog="").workers),
-        options=[("grpc.so_reuseport", 0)],
-    )
-    pb_grpc.add_EvaluationServicer_to_server(EvaluationService(live, Metrics()), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    loop = LoopThread("bench-loop")
+
+    async def open_server() -> tuple[Any, int]:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        servicer = EvaluationService(Decisions(live), live.events, Metrics())
+        pb_grpc.add_EvaluationServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = loop.run(open_server())
     stub = pb_grpc.EvaluationStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
     rng = random.Random(3)
     requests = [
@@ -75,7 +79,13 @@ def _rpc_case(name: str, live: Any, population: int, calls: int) -> tuple[Case, 
     ]
     it = itertools.cycle(requests)
     evaluate = stub.Evaluate
-    return Case(name, lambda: evaluate(next(it)), calls, per_call=True), server
+
+    class Stopper:
+        def stop(self, grace: float | None) -> None:
+            loop.run(server.stop(grace))
+            loop.close()
+
+    return Case(name, lambda: evaluate(next(it)), calls, per_call=True), Stopper()
 
 
 def measure(
@@ -88,6 +98,7 @@ def measure(
     rpc_calls: int = 0,
 ) -> dict[str, Any]:
     from plangate.sidecar.catalog import load_catalog
+    from plangate.sidecar.runtime.decisions import Decisions
     from plangate.sidecar.runtime.state import LiveState
     from plangate.sidecar.store.sqlite import SqliteStore
 
@@ -105,7 +116,7 @@ def measure(
         rng = random.Random(seed)
         ids = [catalogs.account_id(rng.randrange(population)) for _ in range(calls)]
         it = itertools.cycle(ids)
-        evaluate = live.evaluate
+        evaluate = Decisions(live).evaluate
         return lambda: evaluate(next(it), feature, {})
 
     per_rep = calls // 2

@@ -1,10 +1,17 @@
-"""Change events fanned out to every `Watch` stream (and flagd `EventStream`)."""
+"""Change events fanned out to every `Watch` stream (and flagd `EventStream`).
+
+Streams live on the sidecar's event loop (design §2.1) and cost no thread: each subscriber is
+an `asyncio.Queue`. Writers publish from their own threads (admin, usage, catalog sync), so
+`publish` hands the event to the loop with one `call_soon_threadsafe` and the loop puts it
+in every queue, whatever the number of streams.
+"""
 
 from __future__ import annotations
 
-import queue
+import asyncio
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 
@@ -25,66 +32,127 @@ class AccountChanged:
 Event = CatalogChanged | AccountChanged
 
 
-_NOTICE = 0.2
-"""Seconds within which an idle subscriber notices it (or its hub) was closed: a stream
-ends promptly on client cancel and on shutdown instead of at its next heartbeat."""
+class _Closed:
+    """Put in every queue when the hub closes: the stream ends (with UNAVAILABLE)."""
+
+
+_CLOSED = _Closed()
+
+QUEUE_LIMIT = 10_000
+"""Events a subscriber may fall behind by; one further behind is dropped (its stream ends and
+the client reconnects and re-reads everything, which is what it would need anyway)."""
 
 
 class Subscriber:
-    """One listener's queue; iterate to receive events, `None` on each idle `timeout`."""
+    """One stream's queue. `async for event in sub` yields events, and `None` after each idle
+    `heartbeat` seconds; it stops when the hub closes or drops this subscriber."""
 
-    def __init__(self, hub: EventHub, timeout: float) -> None:
+    def __init__(self, hub: EventHub, heartbeat: float) -> None:
         self._hub = hub
-        self._timeout = timeout
-        self._closed = False
-        self.queue: queue.Queue[Event] = queue.Queue(maxsize=10_000)
+        self._heartbeat = heartbeat
+        self.queue: asyncio.Queue[Event | _Closed] = asyncio.Queue(maxsize=QUEUE_LIMIT)
 
-    def __iter__(self) -> Iterator[Event | None]:
-        idle = 0.0
-        while not (self._closed or self._hub.closed):
-            wait = max(0.001, min(_NOTICE, self._timeout - idle))
+    async def __aiter__(self) -> AsyncIterator[Event | None]:
+        while True:
             try:
-                event = self.queue.get(timeout=wait)
-            except queue.Empty:
-                idle += wait
-                if idle >= self._timeout:
-                    idle = 0.0
-                    yield None
+                async with asyncio.timeout(self._heartbeat):
+                    item = await self.queue.get()
+            except TimeoutError:
+                yield None
                 continue
-            idle = 0.0
-            yield event
+            if isinstance(item, _Closed):
+                return
+            yield item
+
+    def pending(self) -> list[Event]:
+        """Events already queued, taken without waiting (a stream may merge a burst)."""
+        out: list[Event] = []
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if isinstance(item, _Closed):
+                self.queue.put_nowait(item)  # seen again by the iterator, which then stops
+                break
+            out.append(item)
+        return out
 
     def close(self) -> None:
-        self._closed = True
         self._hub.unsubscribe(self)
 
 
 class EventHub:
+    """Subscribers on one event loop; `publish` and `close` may be called from any thread."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: set[Subscriber] = set()
+        self._listeners: list[Callable[[Event], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
-    def subscribe(self, timeout: float = 5.0) -> Subscriber:
-        sub = Subscriber(self, timeout)
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop the streams run on (the sidecar's, once it runs)."""
+        self._loop = loop
+        self.closed = False
+
+    def subscribe(self, heartbeat: float = 5.0) -> Subscriber:
+        """A new subscriber; call on the loop (from a stream's handler)."""
+        sub = Subscriber(self, heartbeat)
+        if self.closed:
+            sub.queue.put_nowait(_CLOSED)
         with self._lock:
-            self._subscribers.append(sub)
+            self._subscribers.add(sub)
         return sub
+
+    @property
+    def subscriber_count(self) -> int:
+        """Open streams (a test of scale waits until all of its streams are subscribed)."""
+        with self._lock:
+            return len(self._subscribers)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:
-            if sub in self._subscribers:
-                self._subscribers.remove(sub)
+            self._subscribers.discard(sub)
+
+    def listen(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener(event)` in the publishing thread for every event: for in-process
+        consumers that are threads, not streams (the timekeeper), and must never be dropped."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable[[Event], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def publish(self, event: Event) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(event)
+        self._send(event)
+
+    def close(self) -> None:
+        """End every stream (shutdown); later subscribers end at once."""
+        self.closed = True
+        self._send(_CLOSED)
+
+    def _send(self, item: Event | _Closed) -> None:
+        loop = self._loop
+        if loop is None:  # no loop serves streams (a unit test's hub): fill the queues at once
+            self._fan_out(item)
+            return
+        if loop.is_closed():
+            return  # the sidecar stopped: no stream is left to tell
+        with contextlib.suppress(RuntimeError):  # the loop closed in between: no stream is left
+            loop.call_soon_threadsafe(self._fan_out, item)
+
+    def _fan_out(self, item: Event | _Closed) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
         for sub in subscribers:
             try:
-                sub.queue.put_nowait(event)
-            except queue.Full:
-                # A listener this far behind reconnects and re-reads everything anyway.
+                sub.queue.put_nowait(item)
+            except asyncio.QueueFull:
                 self.unsubscribe(sub)
-
-    def close(self) -> None:
-        self.closed = True
+                sub.queue.get_nowait()  # room for the end marker: the stream ends
+                sub.queue.put_nowait(_CLOSED)

@@ -11,28 +11,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from ...protocol.metering import FIXED_DENIALS, metered_access
 from ..catalog.model import (
     Account,
-    Aggregation,
     Catalog,
     Feature,
     FeatureType,
     Subscription,
 )
 from ..engine import (
-    Decision,
-    ErrorCode,
-    EvaluationError,
     Snapshot,
     UsageRejected,
     UsageReport,
     check_report,
-    evaluate,
     memberships_of,
     reindex_members,
     slot_for,
@@ -70,14 +64,6 @@ QuotaListener = Callable[[str, str, Sequence[Firing]], None]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumeOutcome:
-    granted: bool
-    usage: float
-    denial: str = ""
-    duplicate: bool = False
 
 
 class Counters:
@@ -171,29 +157,6 @@ class LiveState:
         )
         return changed
 
-    # -- evaluation --------------------------------------------------------------------------
-
-    def evaluate(self, account_id: str, key: str, context: Mapping[str, Any]) -> Decision:
-        return evaluate(self.snapshot, account_id, key, context, self.clock())
-
-    def evaluate_all(
-        self, account_id: str, context: Mapping[str, Any]
-    ) -> dict[str, Decision | EvaluationError]:
-        snap, now = self.snapshot, self.clock()
-        if not account_id:
-            raise EvaluationError(
-                ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required"
-            )
-        out: dict[str, Decision | EvaluationError] = {}
-        for key in snap.catalog.features:
-            try:
-                out[key] = evaluate(snap, account_id, key, context, now)
-            except EvaluationError as exc:
-                if exc.code is ErrorCode.INVALID_CONTEXT:
-                    raise
-                out[key] = exc
-        return out
-
     # -- usage -------------------------------------------------------------------------------
 
     def _known(self, account_id: str) -> bool:
@@ -245,12 +208,22 @@ class LiveState:
             except UsageRejected as exc:
                 outcomes[i] = UsageOutcome(Status.REJECTED, 0.0, None, str(exc))
         if writes:
-            stored = self._usage_writes.submit([w for _, w in writes])
+            stored = self.write_usage([w for _, w in writes])
             for (i, _w), outcome in zip(writes, stored, strict=True):
                 outcomes[i] = outcome
-            self._usage_changed(dict.fromkeys(w.scope_key for _, w in writes))
-            self._quota_fired((w, o) for (_, w), o in zip(writes, stored, strict=True))
         return [o for o in outcomes if o is not None]
+
+    def write_usage(self, writes: list[UsageWrite]) -> list[UsageOutcome]:
+        """Store resolved writes (grouped with concurrent callers'), then tell watchers and
+        quota listeners. Blocks until durable: call it off the event loop."""
+        stored = self._usage_writes.submit(writes)
+        applied = [
+            (w, o) for w, o in zip(writes, stored, strict=True) if o.status is Status.APPLIED
+        ]
+        if applied:
+            self._usage_changed(dict.fromkeys(w.scope_key for w, _ in applied))
+        self._quota_fired(zip(writes, stored, strict=True))
+        return stored
 
     def _record(self, writes: list[UsageWrite]) -> list[UsageOutcome]:
         """Store the writes of concurrent Report and Consume calls as one group (one transaction,
@@ -263,54 +236,6 @@ class LiveState:
                         outcome.usage
                     )
         return stored
-
-    def consume(self, report: UsageReport) -> ConsumeOutcome:
-        """Record `report.amount` only if access is granted for exactly that amount."""
-        now = self.clock()
-        try:
-            write = self._write_for(report, now)
-        except UsageRejected as exc:
-            raise EvaluationError(ErrorCode.GENERAL, str(exc)) from exc
-        requested = 1.0 if write.feature.aggregation is Aggregation.UNIQUE else report.amount
-        if requested < 0:
-            raise EvaluationError(
-                ErrorCode.INVALID_CONTEXT,
-                "consume takes a non-negative amount; report refunds instead",
-            )
-        decision = evaluate(
-            self.snapshot,
-            report.account,
-            report.feature,
-            {"requested": requested},
-            report.timestamp or now,
-        )
-        m = decision.metering
-        if m is None or decision.denial in FIXED_DENIALS:  # no store read changes these
-            return ConsumeOutcome(
-                False,
-                m.used if m else 0.0,
-                decision.denial.value if decision.denial else "no_entitlement",
-            )
-        limit, soft, cap = m.limit, m.soft_limit, m.overage_cap
-
-        def admit(current: float) -> str | None:
-            granted, denial = metered_access(limit, current, requested, soft=soft, overage_cap=cap)
-            return None if granted else (denial.value if denial else "usage_limit_reached")
-
-        # The limit comes from the snapshot; the check runs in the store transaction against the
-        # stored (locked) counter, in order with the writes grouped with it: exact, even when
-        # other Consume and Report calls (or other sidecars) write the same counter.
-        outcome = self._usage_writes.submit([replace(write, admit=admit)])[0]
-        if outcome.status is Status.APPLIED:
-            self._usage_changed([write.scope_key])
-            self._quota_fired([(write, outcome)])
-        return ConsumeOutcome(
-            outcome.status is Status.APPLIED
-            or (outcome.status is Status.DUPLICATE and not outcome.message),
-            outcome.usage,
-            outcome.message,
-            outcome.status is Status.DUPLICATE,
-        )
 
     def reset_usage(self, account_id: str, key: str) -> float:
         feature = self.catalog.features.get(key)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..catalog.model import Account, Reset
 from ..engine.boundaries import account_change, calendar_change, subscription_resets
-from .events import AccountChanged, CatalogChanged, Event, Subscriber
+from .events import AccountChanged, CatalogChanged, Event
 
 if TYPE_CHECKING:
     from .state import LiveState
@@ -52,7 +52,8 @@ def _instant(micros: int) -> datetime:
 class Timekeeper:
     def __init__(self, state: LiveState) -> None:
         self._state = state
-        self._subscriber: Subscriber | None = None
+        self._queue: queue.Queue[Event] = queue.Queue()  # every change, from the hub
+        self._started = False
         self._heap: list[tuple[int, str]] = []
         self._resets: tuple[Reset, ...] = ()
         self._stopping = threading.Event()
@@ -60,47 +61,43 @@ class Timekeeper:
         self._thread = threading.Thread(target=self._run, name="plangate-timekeeper", daemon=True)
 
     def start(self) -> None:
-        # Subscribed before the index is built (on the thread), so no change made meanwhile
-        # is missed.
-        subscriber = self._subscriber = self._state.events.subscribe()
-        # Unbounded: the hub drops a subscriber whose queue fills, and this one must never be
-        # dropped (it only discards usage events, so it does not fall behind for long).
-        subscriber.queue = queue.Queue()
+        # Listening before the index is built (on the thread), so no change made meanwhile
+        # is missed; the queue is unbounded, so no change is ever dropped (usage events are
+        # discarded as they come, so it does not fall behind for long).
+        self._state.events.listen(self._queue.put)
+        self._started = True
         self._thread.start()
 
     def stop(self) -> None:
-        subscriber = self._subscriber
-        if subscriber is None:
-            return  # never started
+        if not self._started:
+            return
         self._stopping.set()
-        subscriber.queue.put(_WAKE)
+        self._queue.put(_WAKE)
         self._thread.join(timeout=5)
-        subscriber.close()
+        self._state.events.unlisten(self._queue.put)
 
     # -- the loop ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        subscriber = self._subscriber
-        assert subscriber is not None  # set by start()
         while not (self._stopping.is_set() or self._state.events.closed):
             try:
-                self._step(subscriber)
+                self._step()
             except Exception:  # one bad record must not end the announcements for everyone
                 log.exception("timekeeper: error; rebuilding the index")
                 self._stale = True  # the next step rebuilds it
                 self._stopping.wait(1.0)
 
-    def _step(self, subscriber: Subscriber) -> None:
+    def _step(self) -> None:
         """Build the index if needed, announce what is due, then sleep until the next instant
         or the next change, whichever comes first."""
         if self._stale:
             self._stale = False
-            self._rebuild(subscriber)
+            self._rebuild()
         now = _micros(self._state.clock())
         self._fire_due(now)
         wait = _MAX_SLEEP if not self._heap else (self._heap[0][0] - now) / 1e6
         try:
-            event = subscriber.queue.get(timeout=min(_MAX_SLEEP, max(0.0, wait)))
+            event = self._queue.get(timeout=min(_MAX_SLEEP, max(0.0, wait)))
         except queue.Empty:
             return
         now = _micros(self._state.clock())
@@ -121,7 +118,7 @@ class Timekeeper:
 
     # -- the index ---------------------------------------------------------------------------
 
-    def _rebuild(self, subscriber: Subscriber) -> None:
+    def _rebuild(self) -> None:
         """One pass over the snapshot; then the changes queued while it ran are indexed from
         its start, so an instant that fell inside the pass is not lost."""
         snap = self._state.snapshot
@@ -138,7 +135,7 @@ class Timekeeper:
         heapq.heapify(self._heap)
         while True:
             try:
-                self._changed(subscriber.queue.get_nowait(), after)
+                self._changed(self._queue.get_nowait(), after)
             except queue.Empty:
                 return
 

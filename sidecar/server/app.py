@@ -2,22 +2,34 @@
 
 `Sidecar` is used by `plangate serve` and, in-process, by the tests and benchmarks, so
 what they exercise is exactly what runs in production.
+
+Serving (design §2.1): one asyncio event loop, in its own thread, runs `grpc.aio` for every
+gRPC service and aiohttp for the two HTTP ports; a stream or an idle connection costs no
+thread. Evaluations run on the loop (pure reads of the snapshot); everything that touches the
+store (Report, Consume, the Admin calls, /readyz) runs on a small thread pool off the loop.
+`start()` and `stop()` stay synchronous so callers need not know about the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import re
+import ssl
+import stat
 from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # health: the service name
 from grpc_reflection.v1alpha import reflection
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
+from ..runtime.decisions import Decisions
 from ..runtime.housekeeping import Housekeeper
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
@@ -31,10 +43,14 @@ from .admin import AdminService
 from .auth import TokenAuth, read_token
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
-from .management import ManagementServer
+from .health import HealthService
+from .http_listener import HttpPort
+from .loop import LoopThread
+from .management import management_app
 from .metrics import Metrics
-from .ofrep import OfrepServer
+from .ofrep import ofrep_app
 from .usage import UsageService
+from .wire import RefuseUndecodable
 
 if TYPE_CHECKING:
     from ..sync.pg_feed import ChangeFeed
@@ -44,15 +60,93 @@ log = logging.getLogger("plangate.sidecar")
 SERVICES = ("plangate.v1.Evaluation", "plangate.v1.Usage", "plangate.v1.Admin")
 
 
+GRPC_OPTIONS: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
+"""Server options shared with the benchmarks' echo floor (bench/echo_server.py)."""
+
+_PROBLEM = re.compile(r"^(\S+:\d+ \S+): ", re.MULTILINE)
+
+
+def where_rejected(message: str) -> str:
+    """The `file:line path` of each problem of a rejected catalog change, without the
+    message: /readyz answers anyone who can reach the port, and a message may quote the file
+    or name accounts. The whole message is in the log."""
+    places = _PROBLEM.findall(message)
+    return (
+        "; ".join(places) + " (details in the sidecar's log)" if places else "see the sidecar's log"
+    )
+
+
+def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials for the gRPC port, or None for plaintext; raises ValueError saying
+    which file is wrong, before any port is bound."""
+    if s.tls_client_ca and not (s.tls_cert and s.tls_key):
+        raise ValueError(
+            "--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key: without a server "
+            "certificate the port would be plaintext and client certificates never checked"
+        )
+    if not (s.tls_cert and s.tls_key):
+        return None
+    for flag, path in (
+        ("--tls-cert", s.tls_cert),
+        ("--tls-key", s.tls_key),
+        ("--tls-client-ca", s.tls_client_ca),
+    ):
+        if path and not os.access(path, os.R_OK):
+            raise ValueError(f"TLS: {flag} {path} cannot be read (no such file, or no permission)")
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        check.load_cert_chain(s.tls_cert, s.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(
+            f"TLS: --tls-cert {s.tls_cert} and --tls-key {s.tls_key} are not a usable PEM "
+            f"certificate and matching private key ({getattr(exc, 'reason', None) or exc})"
+        ) from exc
+    if s.tls_client_ca:
+        try:
+            check.load_verify_locations(s.tls_client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"TLS: --tls-client-ca {s.tls_client_ca} is not a readable PEM CA certificate "
+                f"({getattr(exc, 'reason', None) or exc})"
+            ) from exc
+    return grpc.ssl_server_credentials(
+        [(Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes())],
+        root_certificates=Path(s.tls_client_ca).read_bytes() if s.tls_client_ca else None,
+        require_client_auth=bool(s.tls_client_ca),
+    )
+
+
+def check_socket_path(path: str) -> None:
+    """Refuse a --socket path that is something other than a socket (gRPC would replace it)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ValueError(
+            f"--socket {path} exists and is not a socket; choose another path (it is left untouched)"
+        )
+
+
 class Sidecar:
     """A whole sidecar. `start()` binds every port (0 = a free one, read back from the attributes)."""
 
+    LOOP_THREAD = "plangate-loop"
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.credentials = server_credentials(settings)
+        if settings.socket:
+            check_socket_path(settings.socket)
+        if settings.token_file:
+            self.token: str | None = read_token(settings.token_file)
+        else:
+            self.token = None
         # a bad catalog stops start-up here, with its message
         catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
         self.store = open_store(settings.db, settings.environment)
         self.state = LiveState(catalog, self.store)
+        self.decisions = Decisions(self.state)
         self.timekeeper = Timekeeper(self.state)  # design §8 "Time": Watch events at boundaries
         self.feed: ChangeFeed | None = None
         if settings.db.startswith(("postgresql://", "postgres://")):  # shared mode, design §10
@@ -77,9 +171,9 @@ class Sidecar:
             settings.housekeeping_seconds,
             self.metrics.housekeeping_pruned,
         )
-        self.health = health.HealthServicer()
         self.port = 0
         self.management_port = 0
+        self.ofrep_port = 0
         self.watcher = CatalogWatcher(
             settings.catalog,
             current=lambda: self.state.catalog.version,
@@ -90,37 +184,38 @@ class Sidecar:
             settle_seconds=settings.catalog_settle_seconds,
             max_bytes=settings.max_catalog_bytes,
         )
-        self.grpc_server = self._grpc_server()
-        self.management = ManagementServer(
-            settings.host, settings.management_port, self.metrics, self.readiness
+        # store writes and other blocking calls, off the loop (GroupCommit merges concurrent ones)
+        self.blocking = futures.ThreadPoolExecutor(
+            max_workers=settings.workers, thread_name_prefix="plangate-store"
         )
-        self.management_port = self.management.port
-        self.ofrep = OfrepServer(settings.host, settings.ofrep_port, self.state, self.metrics)
-        self.ofrep_port = self.ofrep.port
+        self._loop: LoopThread | None = None
 
-    # -- assembly ----------------------------------------------------------------------------
+    # -- assembly (on the loop) --------------------------------------------------------------
 
-    def _grpc_server(self) -> grpc.Server:
+    async def _open(self) -> None:
         s = self.settings
-        interceptors: list[Any] = []
-        if s.token_file:
-            interceptors.append(TokenAuth(read_token(s.token_file)))
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="grpc"),
+        self.state.events.bind(asyncio.get_running_loop())
+        self.health = HealthService()
+        interceptors: list[Any] = [RefuseUndecodable()]
+        if self.token:
+            interceptors.append(TokenAuth(self.token))
+        server = grpc.aio.server(
+            migration_thread_pool=self.blocking,  # runs the plain (non-async) Admin handlers
             interceptors=interceptors,
-            options=[("grpc.so_reuseport", 0)],
+            options=GRPC_OPTIONS,
         )
+        events, heartbeat = self.state.events, s.heartbeat_seconds
         plangate_pb2_grpc.add_EvaluationServicer_to_server(
-            EvaluationService(self.state, self.metrics, s.heartbeat_seconds), server
+            EvaluationService(self.decisions, events, self.metrics, heartbeat), server
         )
         plangate_pb2_grpc.add_UsageServicer_to_server(
-            UsageService(self.state, self.metrics), server
+            UsageService(self.decisions, self.metrics, self.blocking), server
         )
         plangate_pb2_grpc.add_AdminServicer_to_server(
             AdminService(self.state, self.metrics, wake_outbox=self.outbox.wake), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        flagd_names = add_flagd_services(server, self.state, self.metrics, s.heartbeat_seconds)
+        flagd_names = add_flagd_services(server, self.decisions, events, self.metrics, heartbeat)
         names = [
             plangate_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n in SERVICES
         ]
@@ -128,16 +223,9 @@ class Sidecar:
             [*names, *flagd_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         address = f"{s.host}:{s.port}"
-        creds = None
-        if s.tls_cert and s.tls_key:
-            creds = grpc.ssl_server_credentials(
-                [(Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes())],
-                root_certificates=Path(s.tls_client_ca).read_bytes() if s.tls_client_ca else None,
-                require_client_auth=bool(s.tls_client_ca),
-            )
         try:  # grpcio reports a busy port as RuntimeError (newer) or port 0 (older)
-            if creds is not None:
-                self.port = server.add_secure_port(address, creds)
+            if self.credentials is not None:
+                self.port = server.add_secure_port(address, self.credentials)
             else:
                 self.port = server.add_insecure_port(address)
         except RuntimeError:
@@ -146,7 +234,38 @@ class Sidecar:
             raise OSError(f"cannot listen on {address} (port in use?); choose another with --port")
         if s.socket:
             server.add_insecure_port(f"unix:{s.socket}")
-        return server
+        self.grpc_server = server
+        self.management = HttpPort(
+            management_app(self.metrics, self.readiness, self.blocking),
+            s.management_host,
+            s.management_port,
+            "management",
+            "--management-port",
+        )
+        self.ofrep = HttpPort(
+            ofrep_app(self.decisions, self.metrics), s.host, s.ofrep_port, "OFREP", "--ofrep-port"
+        )
+        await server.start()
+        try:
+            await self.management.start()
+            self.management_port = self.management.port
+            await self.ofrep.start()
+            self.ofrep_port = self.ofrep.port
+        except BaseException:
+            await self.management.stop()
+            await server.stop(None)
+            raise
+        for name in ("", *SERVICES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _close(self, grace: float) -> None:
+        """Design §2.1: every stream ends with UNAVAILABLE at once, new calls are refused,
+        calls in flight get `grace` seconds."""
+        await self.health.close()
+        self.state.events.close()
+        await self.grpc_server.stop(grace)
+        await self.ofrep.stop()
+        await self.management.stop()
 
     # -- catalog sync ------------------------------------------------------------------------
 
@@ -170,6 +289,7 @@ class Sidecar:
         self.outbox.wake()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """/readyz's answer; reads the store, so it runs off the loop."""
         detail: dict[str, Any] = {
             "catalog_version": self.state.catalog.version,
             "catalog": "ok"
@@ -179,7 +299,7 @@ class Sidecar:
             "accounts": len(self.state.snapshot.accounts),
         }
         if self.state.catalog_error is not None:
-            detail["catalog_error"] = self.state.catalog_error
+            detail["catalog_error"] = where_rejected(self.state.catalog_error)
         if self.feed is not None:
             feed_ready, detail["store"] = self.feed.readiness()
             if not feed_ready:  # the database is away: say so at once, without waiting on it
@@ -202,17 +322,22 @@ class Sidecar:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Sidecar:
-        self.grpc_server.start()
-        self.management.start()
-        self.ofrep.start()
+        """Start the loop thread and return once every port is bound (or raise why not)."""
+        loop = LoopThread(self.LOOP_THREAD)
+        try:
+            loop.run(self._open())
+        except BaseException:
+            loop.close()
+            self.blocking.shutdown(wait=False)
+            self.store.close()
+            raise
+        self._loop = loop
         self.watcher.start()
         if self.feed is not None:
             self.feed.start()
         self.outbox.start()
         self.housekeeper.start()
         self.timekeeper.start()
-        for name in ("", *SERVICES):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving catalog %s (%d features, %d accounts) on %s:%d; management on :%d; state in %s [%s]",
             self.state.catalog.version,
@@ -226,18 +351,21 @@ class Sidecar:
         )
         return self
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Graceful: refuse new calls, let running ones finish (up to `grace` s), then close the store."""
-        self.health.enter_graceful_shutdown()
-        self.state.events.close()
+    def stop(self, grace: float = 3.0) -> None:
+        """Graceful (design §2.1): streams end with UNAVAILABLE, new calls are refused, calls
+        in flight get up to `grace` s; then the writers stop and the store closes. The default
+        leaves SIGTERM within 5 s in all."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
         self.timekeeper.stop()
         self.watcher.stop()
-        self.grpc_server.stop(grace).wait()
+        loop.run(self._close(grace))
+        loop.close()
         self.outbox.stop()
         self.housekeeper.stop()
-        self.management.stop()
-        self.ofrep.stop()
         if self.feed is not None:
             self.feed.stop()
+        self.blocking.shutdown(wait=True)
         self.store.close()
         log.info("stopped")

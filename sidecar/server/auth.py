@@ -7,22 +7,23 @@ flagd/OFREP providers that call it have no way to send PlanGate's token.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 PROTECTED = ("/plangate.v1.Admin/", "/plangate.v1.Usage/")
 
-if TYPE_CHECKING:  # generic only in the type stubs: subscripting it at run time is a TypeError
-    _Interceptor = grpc.ServerInterceptor[Any, Any]
+if TYPE_CHECKING:  # generic only in the type stubs: subscripting them at run time is a TypeError
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
-    _Interceptor = grpc.ServerInterceptor
+    _Interceptor = grpc.aio.ServerInterceptor
 
 
-def _deny(message: str) -> grpc.RpcMethodHandler[Any, Any]:
-    def abort(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+def _deny(message: str) -> _Handler:
+    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     return grpc.unary_unary_rpc_method_handler(abort)
 
@@ -31,13 +32,13 @@ class TokenAuth(_Interceptor):
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> _Handler:
         if not details.method.startswith(PROTECTED):
-            return continuation(details)
+            return await continuation(details)
         sent = str(dict(details.invocation_metadata or ()).get("authorization", ""))
         if not sent:
             return _deny(
@@ -45,7 +46,7 @@ class TokenAuth(_Interceptor):
             )
         if not hmac.compare_digest(sent.encode(), self._expected):
             return _deny("wrong token: the bearer token does not match the sidecar's --token-file")
-        return continuation(details)
+        return await continuation(details)
 
 
 def read_token(path: str) -> str:

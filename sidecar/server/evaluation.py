@@ -1,99 +1,104 @@
-"""`plangate.v1.Evaluation`: Evaluate, EvaluateAll and the Watch change stream."""
+"""`plangate.v1.Evaluation`: Evaluate, EvaluateAll and the Watch change stream.
+
+Served on the event loop: an evaluation is a pure read of the in-memory snapshot, and a
+Watch stream is a queue, not a thread (design §2.1).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
-from ..engine import EvaluationError, evaluate
-from ..runtime.events import AccountChanged, CatalogChanged
-from ..runtime.state import LiveState
+from ..engine import EvaluationError
+from ..runtime.decisions import Decisions
+from ..runtime.events import CatalogChanged, Event, EventHub
 from .convert import KIND_OF, account_changed, context_arg, error_resolution, resolution
-from .errors import handled, require
+from .errors import STREAM_ENDED, handled, require
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    _Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def watch_event(event: Event) -> pb.WatchEvent:
+    """The Watch message for a change event: the one place events meet the wire, so a field
+    added to an event is passed through here."""
+    if isinstance(event, CatalogChanged):
+        return pb.WatchEvent(
+            catalog_changed=pb.CatalogChanged(
+                catalog_version=event.version,
+                features=list(event.features),
+                all_features=list(event.all_features),
+            )
+        )
+    return pb.WatchEvent(account_changed=account_changed(event))
 
 
 class EvaluationService(pb_grpc.EvaluationServicer):
-    def __init__(self, state: LiveState, metrics: Metrics, heartbeat: float = 5.0) -> None:
-        self.state = state
+    def __init__(
+        self, decisions: Decisions, events: EventHub, metrics: Metrics, heartbeat: float = 5.0
+    ) -> None:
+        self.decisions = decisions
+        self.events = events
         self.metrics = metrics
         self.heartbeat = heartbeat
 
     @handled
-    def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.Resolution:
+    async def Evaluate(self, request: pb.EvaluateRequest, context: _Context) -> pb.Resolution:
         require(bool(request.feature), "feature is required (a feature key such as 'sso')")
-        snap = self.state.snapshot
         try:
-            decision = evaluate(
-                snap,
-                request.account_id,
-                request.feature,
-                context_arg(request.context),
-                self.state.clock(),
+            found = self.decisions.evaluate(
+                request.account_id, request.feature, context_arg(request.context)
             )
             # only the type asked for is resolved (and checked: a mismatch is TYPE_MISMATCH)
-            res = resolution(
-                decision, snap.catalog.features[request.feature], KIND_OF.get(request.type)
-            )
+            res = resolution(found.decision, found.feature, KIND_OF.get(request.type))
         except EvaluationError as exc:
             self.metrics.child(self.metrics.evaluation_errors, "native", exc.code.value).inc()
             return error_resolution(request.feature, exc)
-        self.metrics.child(self.metrics.evaluations, "native", decision.reason.value).inc()
+        self.metrics.child(self.metrics.evaluations, "native", found.decision.reason.value).inc()
         return res
 
     @handled
-    def EvaluateAll(
-        self, request: pb.EvaluateAllRequest, context: grpc.ServicerContext
+    async def EvaluateAll(
+        self, request: pb.EvaluateAllRequest, context: _Context
     ) -> pb.EvaluateAllResponse:
-        out = pb.EvaluateAllResponse(
-            account_id=request.account_id, catalog_version=self.state.catalog.version
-        )
-        snap = self.state.snapshot
+        out = pb.EvaluateAllResponse(account_id=request.account_id)
         try:
-            results = self.state.evaluate_all(request.account_id, context_arg(request.context))
+            found = self.decisions.evaluate_all(request.account_id, context_arg(request.context))
         except EvaluationError as exc:
             self.metrics.child(self.metrics.evaluation_errors, "native", exc.code.value).inc()
             out.error_code, out.error_message = exc.code.value, exc.message
             return out
-        for key, result in results.items():
+        out.catalog_version = found.catalog_version
+        for key, result in found.results.items():
             if isinstance(result, EvaluationError):
                 out.resolutions[key].CopyFrom(error_resolution(key, result))
             else:
-                out.resolutions[key].CopyFrom(resolution(result, snap.catalog.features[key]))
+                out.resolutions[key].CopyFrom(resolution(result.decision, result.feature))
         self.metrics.child(self.metrics.evaluations, "native_all", "TARGETING_MATCH").inc(
-            len(results)
+            len(found.results)
         )
         return out
 
-    def Watch(
-        self, request: pb.WatchRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchEvent]:
-        subscriber = self.state.events.subscribe(self.heartbeat)
-        context.add_callback(subscriber.close)
+    async def Watch(
+        self, request: pb.WatchRequest, context: _Context
+    ) -> AsyncIterator[pb.WatchEvent]:
+        subscriber = self.events.subscribe(self.heartbeat)
         self.metrics.watch_streams.inc()
         try:
-            catalog = self.state.catalog
+            catalog = self.decisions.catalog
             yield pb.WatchEvent(
                 ready=pb.Ready(catalog_version=catalog.version, all_features=list(catalog.features))
             )
-            for event in subscriber:
-                if not context.is_active():
-                    return
-                if event is None:
-                    yield pb.WatchEvent(heartbeat=pb.Heartbeat())
-                elif isinstance(event, CatalogChanged):
-                    yield pb.WatchEvent(
-                        catalog_changed=pb.CatalogChanged(
-                            catalog_version=event.version,
-                            features=list(event.features),
-                            all_features=list(event.all_features),
-                        )
-                    )
-                elif isinstance(event, AccountChanged):
-                    yield pb.WatchEvent(account_changed=account_changed(event))
+            async for event in subscriber:
+                yield (
+                    pb.WatchEvent(heartbeat=pb.Heartbeat()) if event is None else watch_event(event)
+                )
         finally:
             subscriber.close()
             self.metrics.watch_streams.dec()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_ENDED)

@@ -29,9 +29,9 @@ sidecar unmodified. Translation only; the semantics are the engine's:
 
 from __future__ import annotations
 
-import queue
-from collections.abc import Iterator
-from typing import Any
+import math
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -47,30 +47,44 @@ from ..engine import (
     EvaluationError,
     Kind,
     detail,
-    evaluate,
     metadata,
     resolve_as,
 )
-from ..runtime.events import AccountChanged, CatalogChanged, Event, Subscriber
-from ..runtime.state import LiveState
+from ..runtime.decisions import Decisions
+from ..runtime.events import AccountChanged, CatalogChanged, Event, EventHub
+from .errors import STATUS_OF_CODE, STREAM_ENDED, status_of
 from .metrics import Metrics
 from .ofrep import natural_value
 from .targeting import split_targeting
 
-STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
-    ErrorCode.FLAG_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.TYPE_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.TARGETING_KEY_MISSING: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.INVALID_CONTEXT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.PARSE_ERROR: grpc.StatusCode.DATA_LOSS,
-    # not UNKNOWN/UNAVAILABLE: the providers' retry policy would repeat a deterministic failure
-    ErrorCode.GENERAL: grpc.StatusCode.INTERNAL,
-}
+if TYPE_CHECKING:
+    _Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def split_context(context: Any) -> tuple[str, dict[str, Any]]:
-    """(account id, other attributes) of a flagd request context Struct."""
-    return split_targeting(from_struct(context))
+    """(account id, other attributes) of a flagd request context Struct.
+
+    JSON has no NaN or Infinity, and no rule can compare with them: such a value is a bad
+    context (INVALID_ARGUMENT), not an internal error."""
+    try:
+        plain = from_struct(context)
+    except ValueError as exc:  # protobuf's JSON conversion refuses non-finite numbers
+        raise EvaluationError(ErrorCode.INVALID_CONTEXT, f"bad context: {exc}") from exc
+    if not _finite(plain):
+        raise EvaluationError(
+            ErrorCode.INVALID_CONTEXT, "context values must be finite numbers (no NaN or Infinity)"
+        )
+    return split_targeting(plain)
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def object_value(decision: Decision, feature: Feature) -> dict[str, Any]:
@@ -90,37 +104,45 @@ class _Flagd:
     pb: Any  # the evaluation_pb2 module of the version served
     api: str  # metrics label
 
-    def __init__(self, state: LiveState, metrics: Metrics, heartbeat: float = 5.0) -> None:
-        self.state = state
+    def __init__(
+        self, decisions: Decisions, events: EventHub, metrics: Metrics, heartbeat: float = 5.0
+    ) -> None:
+        self.decisions = decisions
+        self.events = events
         self.metrics = metrics
         self.heartbeat = heartbeat
 
     # -- single-flag resolution --------------------------------------------------------------
 
-    def _resolve(
-        self, method: str, request: Any, context: grpc.ServicerContext, kind: Kind
+    async def _resolve(
+        self, method: str, request: Any, context: _Context, kind: Kind
     ) -> tuple[Decision, Any]:
         """Evaluate and type the flag, or abort the call with the mapped status."""
         with self.metrics.rpc_seconds.labels(f"flagd.{method}").time():
             try:
                 account, attributes = split_context(request.context)
-                snap = self.state.snapshot
-                decision = evaluate(snap, account, request.flag_key, attributes, self.state.clock())
-                feature = snap.catalog.features[request.flag_key]
+                found = self.decisions.evaluate(account, request.flag_key, attributes)
                 if kind is Kind.OBJECT:
-                    value: Any = object_value(decision, feature)
+                    value: Any = object_value(found.decision, found.feature)
                 else:
-                    value = resolve_as(decision, feature, kind)
+                    value = resolve_as(found.decision, found.feature, kind)
             except EvaluationError as exc:
-                self._abort(method, context, exc)
-        self.metrics.evaluations.labels(self.api, decision.reason.value).inc()
-        return decision, value
+                await self._abort(method, context, exc)
+            except Exception as exc:  # a bug: logged once, answered INTERNAL
+                await self._fail(method, context, exc)
+        self.metrics.evaluations.labels(self.api, found.decision.reason.value).inc()
+        return found.decision, value
 
-    def _abort(self, method: str, context: grpc.ServicerContext, exc: EvaluationError) -> None:
-        code = STATUS_OF.get(exc.code, grpc.StatusCode.INTERNAL)
+    async def _abort(self, method: str, context: _Context, exc: EvaluationError) -> None:
+        code = STATUS_OF_CODE.get(exc.code, grpc.StatusCode.INTERNAL)
         self.metrics.evaluation_errors.labels(self.api, exc.code.value).inc()
         self.metrics.rpc_errors.labels(f"flagd.{method}", code.name).inc()
-        context.abort(code, f"{exc.code.value}: {exc.message}")
+        await context.abort(code, f"{exc.code.value}: {exc.message}")
+
+    async def _fail(self, method: str, context: _Context, exc: Exception) -> None:
+        code, message = status_of(exc, f"flagd.{method}")
+        self.metrics.rpc_errors.labels(f"flagd.{method}", code.name).inc()
+        await context.abort(code, message)
 
     @staticmethod
     def _common(decision: Decision) -> dict[str, Any]:
@@ -130,48 +152,44 @@ class _Flagd:
             "metadata": to_struct(metadata(decision)),
         }
 
-    def ResolveBoolean(self, request: Any, context: grpc.ServicerContext) -> Any:
-        decision, value = self._resolve("ResolveBoolean", request, context, Kind.BOOLEAN)
+    async def ResolveBoolean(self, request: Any, context: _Context) -> Any:
+        decision, value = await self._resolve("ResolveBoolean", request, context, Kind.BOOLEAN)
         return self.pb.ResolveBooleanResponse(value=value, **self._common(decision))
 
-    def ResolveString(self, request: Any, context: grpc.ServicerContext) -> Any:
-        decision, value = self._resolve("ResolveString", request, context, Kind.STRING)
+    async def ResolveString(self, request: Any, context: _Context) -> Any:
+        decision, value = await self._resolve("ResolveString", request, context, Kind.STRING)
         return self.pb.ResolveStringResponse(value=value, **self._common(decision))
 
-    def ResolveInt(self, request: Any, context: grpc.ServicerContext) -> Any:
-        decision, value = self._resolve("ResolveInt", request, context, Kind.INTEGER)
+    async def ResolveInt(self, request: Any, context: _Context) -> Any:
+        decision, value = await self._resolve("ResolveInt", request, context, Kind.INTEGER)
         return self.pb.ResolveIntResponse(value=value, **self._common(decision))
 
-    def ResolveFloat(self, request: Any, context: grpc.ServicerContext) -> Any:
-        decision, value = self._resolve("ResolveFloat", request, context, Kind.FLOAT)
+    async def ResolveFloat(self, request: Any, context: _Context) -> Any:
+        decision, value = await self._resolve("ResolveFloat", request, context, Kind.FLOAT)
         return self.pb.ResolveFloatResponse(value=value, **self._common(decision))
 
-    def ResolveObject(self, request: Any, context: grpc.ServicerContext) -> Any:
-        decision, value = self._resolve("ResolveObject", request, context, Kind.OBJECT)
+    async def ResolveObject(self, request: Any, context: _Context) -> Any:
+        decision, value = await self._resolve("ResolveObject", request, context, Kind.OBJECT)
         return self.pb.ResolveObjectResponse(value=to_struct(value), **self._common(decision))
 
     # -- every flag --------------------------------------------------------------------------
 
-    def ResolveAll(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ResolveAll(self, request: Any, context: _Context) -> Any:
         with self.metrics.rpc_seconds.labels("flagd.ResolveAll").time():
             try:
                 account, attributes = split_context(request.context)
-                results = self.state.evaluate_all(account, attributes)
+                found = self.decisions.evaluate_all(account, attributes)
+                out = self.pb.ResolveAllResponse(
+                    metadata=to_struct({"catalog_version": found.catalog_version})
+                )
+                for key, result in found.results.items():
+                    if isinstance(result, EvaluationError):
+                        continue  # as flagd does: a flag that cannot be resolved is left out
+                    out.flags[key].CopyFrom(self._any_flag(result.decision, result.feature))
             except EvaluationError as exc:
-                self._abort("ResolveAll", context, exc)
-            snap = self.state.snapshot
-            out = self.pb.ResolveAllResponse(
-                metadata=to_struct({"catalog_version": snap.catalog.version})
-            )
-            for key, result in results.items():
-                feature = snap.catalog.features.get(key)
-                if isinstance(result, EvaluationError) or feature is None:
-                    continue  # as flagd does: a flag that cannot be resolved is left out
-                try:
-                    flag = self._any_flag(result, feature)
-                except EvaluationError:
-                    continue  # the catalog changed the feature's type under this request
-                out.flags[key].CopyFrom(flag)
+                await self._abort("ResolveAll", context, exc)
+            except Exception as exc:
+                await self._fail("ResolveAll", context, exc)
         self.metrics.evaluations.labels(f"{self.api}_all", "TARGETING_MATCH").inc(len(out.flags))
         return out
 
@@ -190,26 +208,24 @@ class _Flagd:
 
     # -- events ------------------------------------------------------------------------------
 
-    def EventStream(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        subscriber = self.state.events.subscribe(self.heartbeat)
-        context.add_callback(subscriber.close)
+    async def EventStream(self, request: Any, context: _Context) -> AsyncIterator[Any]:
+        subscriber = self.events.subscribe(self.heartbeat)
         self.metrics.watch_streams.inc()
         pb = self.pb
         try:
             yield pb.EventStreamResponse(type="provider_ready")
-            for event in subscriber:
-                if not context.is_active():
-                    return
+            async for event in subscriber:
                 if event is None:
                     yield pb.EventStreamResponse(type="keep_alive")
                     continue
-                keys = self._changed_keys([event, *_pending(subscriber)])
+                keys = self._changed_keys([event, *subscriber.pending()])
                 if keys:
                     data = {"flags": {key: {"type": "update"} for key in keys}}
                     yield pb.EventStreamResponse(type="configuration_change", data=to_struct(data))
         finally:
             subscriber.close()
             self.metrics.watch_streams.dec()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_ENDED)
 
     def _changed_keys(self, events: list[Event]) -> list[str]:
         """Flag keys touched by a burst of events (a usage report per call would otherwise
@@ -219,18 +235,8 @@ class _Flagd:
             if isinstance(event, CatalogChanged):
                 keys.update(dict.fromkeys(event.features))
             elif isinstance(event, AccountChanged):
-                keys.update(dict.fromkeys(self.state.catalog.features))
+                keys.update(dict.fromkeys(self.decisions.catalog.features))
         return list(keys)
-
-
-def _pending(subscriber: Subscriber) -> list[Event]:
-    """Events already queued behind the current one, taken without waiting."""
-    out: list[Event] = []
-    while True:
-        try:
-            out.append(subscriber.queue.get_nowait())
-        except queue.Empty:
-            return out
 
 
 class FlagdV2Service(_Flagd, v2_grpc.ServiceServicer):
@@ -248,11 +254,19 @@ class FlagdV1Service(_Flagd, v1_grpc.ServiceServicer):
 
 
 def add_flagd_services(
-    server: grpc.Server, state: LiveState, metrics: Metrics, heartbeat: float
+    server: grpc.aio.Server,
+    decisions: Decisions,
+    events: EventHub,
+    metrics: Metrics,
+    heartbeat: float,
 ) -> list[str]:
     """Register both versions on `server`; returns their full names for reflection."""
-    v2_grpc.add_ServiceServicer_to_server(FlagdV2Service(state, metrics, heartbeat), server)
-    v1_grpc.add_ServiceServicer_to_server(FlagdV1Service(state, metrics, heartbeat), server)
+    v2_grpc.add_ServiceServicer_to_server(
+        FlagdV2Service(decisions, events, metrics, heartbeat), server
+    )
+    v1_grpc.add_ServiceServicer_to_server(
+        FlagdV1Service(decisions, events, metrics, heartbeat), server
+    )
     return [
         v2_pb.DESCRIPTOR.services_by_name["Service"].full_name,
         v1_pb.DESCRIPTOR.services_by_name["Service"].full_name,

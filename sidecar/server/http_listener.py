@@ -1,35 +1,77 @@
-"""The lifecycle shared by the sidecar's HTTP endpoints (management, OFREP)."""
+"""What the sidecar's HTTP ports (management, OFREP) share: aiohttp on the event loop.
+
+An idle HTTP connection is a few buffers, not a thread, so thousands of keep-alive clients
+cost nothing (design §2.1). Errors have one home here: a handler that raises is logged once,
+with its traceback, and answered 500 with a JSON body.
+"""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+log = logging.getLogger("plangate.http")
+
+BACKLOG = 4096
+"""Pending connections the kernel queues (capped by net.core.somaxconn): a burst of clients
+connecting at once must not be refused while the loop accepts them."""
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class HttpListener:
-    """A threaded HTTP server on its own daemon thread; `port` is the bound port (0 → a free one)."""
+def json_response(
+    status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status, body=body, headers={"Content-Type": "application/json", **(headers or {})}
+    )
 
-    def __init__(
-        self, host: str, port: int, handler: type[BaseHTTPRequestHandler], what: str, flag: str
-    ) -> None:
+
+def serving_errors(what: str) -> Middleware:
+    """Middleware: a bug in a handler still answers (500, JSON), or the client waits for its
+    timeout; the log gets it once."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
         try:
-            self.httpd = ThreadingHTTPServer((host, port), handler)
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("%s %s %s failed", what, request.method, request.path)
+            body = json.dumps({"errorDetails": "internal error in the sidecar; see its log"})
+            return json_response(500, body.encode())
+
+    return middleware
+
+
+class HttpPort:
+    """One aiohttp application on host:port; `port` is the bound port once started."""
+
+    def __init__(self, app: web.Application, host: str, port: int, what: str, flag: str) -> None:
+        self.app, self.host, self.port = app, host, port
+        self.what, self.flag = what, flag
+        # shutdown_timeout: in-flight requests get this long at shutdown (design §2.1: 5 s in all)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port, backlog=BACKLOG)
+        try:
+            await site.start()
         except OSError as exc:
+            await self.runner.cleanup()
             raise OSError(
-                f"cannot listen on {host}:{port} for {what} ({exc.strerror or exc}); "
-                f"choose another with {flag}"
+                f"cannot listen on {self.host}:{self.port} for {self.what} "
+                f"({exc.strerror or exc}); choose another with {self.flag}"
             ) from exc
-        self.httpd.daemon_threads = True
-        self.port: int = self.httpd.server_address[1]
-        # A short poll interval keeps shutdown (SIGTERM, tests) from waiting half a second.
-        self._thread = threading.Thread(
-            target=lambda: self.httpd.serve_forever(poll_interval=0.05), name=what, daemon=True
-        )
+        server = site._server  # the asyncio server: the only place the bound port is
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self.httpd.shutdown()
-        self.httpd.server_close()
+    async def stop(self) -> None:
+        await self.runner.cleanup()

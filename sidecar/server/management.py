@@ -2,50 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
+from concurrent.futures import Executor
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .http_listener import HttpListener
+from .http_listener import json_response, serving_errors
 from .metrics import Metrics
 
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 
 
-class ManagementServer:
-    def __init__(self, host: str, port: int, metrics: Metrics, readiness: Readiness) -> None:
-        outer = self
+def management_app(metrics: Metrics, readiness: Readiness, blocking: Executor) -> web.Application:
+    """`readiness` reads the store (the outbox counts), so it runs on `blocking`, off the loop."""
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/healthz":
-                    self._send(200, "text/plain", b"ok\n")
-                elif path == "/readyz":
-                    ready, detail = outer.readiness()
-                    body = json.dumps({"ready": ready, **detail}, indent=2).encode()
-                    self._send(200 if ready else 503, "application/json", body)
-                elif path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(outer.metrics.registry))
-                else:
-                    self._send(404, "text/plain", b"not found: try /healthz, /readyz or /metrics\n")
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"ok\n", headers={"Content-Type": "text/plain"})
 
-            def _send(self, status: int, content_type: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        ready, detail = await asyncio.get_running_loop().run_in_executor(blocking, readiness)
+        body = json.dumps({"ready": ready, **detail}, indent=2).encode()
+        return json_response(200 if ready else 503, body)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # scrapes and probes every few seconds would drown the log
+    async def metrics_text(request: web.Request) -> web.StreamResponse:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-        self.metrics = metrics
-        self.readiness = readiness
-        self.listener = HttpListener(host, port, Handler, "management", "--management-port")
-        self.port = self.listener.port
-        self.start = self.listener.start
-        self.stop = self.listener.stop
+    async def not_found(request: web.Request) -> web.StreamResponse:
+        body = b"not found: try /healthz, /readyz or /metrics\n"
+        return web.Response(status=404, body=body, headers={"Content-Type": "text/plain"})
+
+    app = web.Application(middlewares=[serving_errors("management")])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_text)
+    app.router.add_route("*", "/{path:.*}", not_found)
+    return app

@@ -13,29 +13,26 @@ use it now?" is what a feature-flag call on a metered feature asks (design §8).
 usage and remaining amount of a metered feature travel in the flag metadata, which OFREP
 carries as scalars exactly like PlanGate's own metadata.
 
-Like the management endpoint, this is the standard library's threading HTTP server: a
-sidecar serves one application on loopback, and evaluations are in-memory reads.
+Served by aiohttp on the sidecar's event loop (design §2.1): an idle keep-alive connection
+costs no thread, and evaluations are in-memory reads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import unquote
+
+from aiohttp import web
 
 from ..catalog.model import Feature, FeatureType, thaw
-from ..engine import Decision, ErrorCode, EvaluationError, Kind, evaluate, metadata, resolve_as
-from ..runtime.state import LiveState
-from .http_listener import HttpListener
+from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resolve_as
+from ..runtime.decisions import Decisions
+from .http_listener import json_response, serving_errors
 from .metrics import Metrics
 from .targeting import MISSING_KEY, split_targeting
-
-log = logging.getLogger("plangate.ofrep")
 
 PREFIX = "/ofrep/v1/evaluate/flags"
 MAX_BODY = 1 << 20  # an evaluation context is a few hundred bytes; refuse anything silly
@@ -126,148 +123,104 @@ def etag_matches(header: str | None, etag: str) -> bool:
 class Ofrep:
     """The protocol logic, apart from HTTP plumbing: request bytes in, (status, JSON) out."""
 
-    def __init__(self, state: LiveState, metrics: Metrics) -> None:
-        self.state = state
+    def __init__(self, decisions: Decisions, metrics: Metrics) -> None:
+        self.decisions = decisions
         self.metrics = metrics
 
     def single(self, key: str, body: bytes) -> tuple[int, dict[str, Any]]:
         try:
             account, context = split_context(body)
-            snap = self.state.snapshot
-            decision = evaluate(snap, account, key, context, self.state.clock())
-            result = _success(decision, snap.catalog.features[key])
+            found = self.decisions.evaluate(account, key, context)
+            result = _success(found.decision, found.feature)
         except EvaluationError as exc:
             self.metrics.evaluation_errors.labels("ofrep", exc.code.value).inc()
             status = HTTPStatus.NOT_FOUND if exc.code is ErrorCode.FLAG_NOT_FOUND else 400
             return status, _failure(key, exc)
-        self.metrics.evaluations.labels("ofrep", decision.reason.value).inc()
+        self.metrics.evaluations.labels("ofrep", found.decision.reason.value).inc()
         return HTTPStatus.OK, result
 
     def bulk(self, body: bytes) -> tuple[int, dict[str, Any]]:
         try:
             account, context = split_context(body)
-            results = self.state.evaluate_all(account, context)
+            found = self.decisions.evaluate_all(account, context)
         except EvaluationError as exc:
             self.metrics.evaluation_errors.labels("ofrep", exc.code.value).inc()
             return HTTPStatus.BAD_REQUEST, {
                 "errorCode": exc.code.value,
                 "errorDetails": exc.message,
             }
-        features = self.state.catalog.features
         flags: list[dict[str, Any]] = []
-        for key, result in results.items():
-            feature = features.get(key)
-            if feature is None:
-                continue  # the catalog changed under this request and dropped the key
-            try:
-                if isinstance(result, EvaluationError):
-                    raise result
-                flags.append(_success(result, feature))
-            except EvaluationError as exc:  # incl. a type changed by that same catalog change
-                flags.append(_failure(key, exc))
+        for key, result in found.results.items():
+            if isinstance(result, EvaluationError):
+                flags.append(_failure(key, result))
+            else:
+                flags.append(_success(result.decision, result.feature))
         self.metrics.evaluations.labels("ofrep_bulk", "TARGETING_MATCH").inc(len(flags))
         return HTTPStatus.OK, {"flags": flags}
 
 
-class OfrepServer:
-    """OFREP over HTTP/1.1 (keep-alive, as the providers use a session) in a daemon thread."""
+def ofrep_app(decisions: Decisions, metrics: Metrics) -> web.Application:
+    """OFREP over HTTP/1.1 (keep-alive, as the providers use a session)."""
+    ofrep = Ofrep(decisions, metrics)
 
-    def __init__(self, host: str, port: int, state: LiveState, metrics: Metrics) -> None:
-        ofrep = Ofrep(state, metrics)
+    async def bulk(request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        if isinstance(body, web.StreamResponse):
+            return body
+        status, data = ofrep.bulk(body)
+        payload = _dump(data)
+        if status != HTTPStatus.OK:
+            return _send(status, payload)
+        etag = etag_of(payload)
+        if etag_matches(request.headers.get("If-None-Match"), etag):
+            return web.Response(status=HTTPStatus.NOT_MODIFIED, headers={"ETag": etag})
+        return _send(status, payload, {"ETag": etag})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 60  # idle keep-alive connections release their thread
-            server_version = "PlanGate-OFREP"
+    async def single(request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        if isinstance(body, web.StreamResponse):
+            return body
+        status, data = ofrep.single(request.match_info["key"], body)
+        return _send(status, _dump(data))
 
-            def do_POST(self) -> None:
-                body = self._body()
-                if body is None:
-                    return
-                try:
-                    self._evaluate(self.path.split("?", 1)[0], body)
-                except Exception:  # a bug must still answer, or the provider waits for its timeout
-                    log.exception("OFREP %s failed", self.path)
-                    message = "internal error in the sidecar; see its log"
-                    self._send(HTTPStatus.INTERNAL_SERVER_ERROR, _dump({"errorDetails": message}))
+    async def get(request: web.Request) -> web.StreamResponse:
+        message = f"OFREP evaluation takes POST with a JSON body, not GET ({request.path})"
+        body = _dump({"errorDetails": message})
+        return _send(HTTPStatus.METHOD_NOT_ALLOWED, body, {"Allow": "POST"})
 
-            def _evaluate(self, path: str, body: bytes) -> None:
-                if path.rstrip("/") == PREFIX:
-                    status, data = ofrep.bulk(body)
-                    payload = _dump(data)
-                    if status != HTTPStatus.OK:
-                        self._send(status, payload)
-                        return
-                    etag = etag_of(payload)
-                    if etag_matches(self.headers.get("If-None-Match"), etag):
-                        self._send(HTTPStatus.NOT_MODIFIED, b"", {"ETag": etag})
-                    else:
-                        self._send(status, payload, {"ETag": etag})
-                elif path.startswith(PREFIX + "/"):
-                    key = unquote(path[len(PREFIX) + 1 :])
-                    status, data = ofrep.single(key, body)
-                    self._send(status, _dump(data))
-                else:
-                    self._not_found()
+    async def not_found(request: web.Request) -> web.StreamResponse:
+        message = f"no such endpoint {request.path}: use POST {PREFIX}/{{key}} or POST {PREFIX}"
+        return _send(HTTPStatus.NOT_FOUND, _dump({"errorDetails": message}))
 
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path.startswith(PREFIX):
-                    message = f"OFREP evaluation takes POST with a JSON body, not GET ({path})"
-                    body = _dump({"errorDetails": message})
-                    self._send(HTTPStatus.METHOD_NOT_ALLOWED, body, {"Allow": "POST"})
-                else:
-                    self._not_found()
+    app = web.Application(middlewares=[serving_errors("OFREP")], client_max_size=MAX_BODY)
+    app.router.add_post(PREFIX, bulk)
+    app.router.add_post(PREFIX + "/", bulk)
+    app.router.add_post(PREFIX + "/{key:.+}", single)
+    app.router.add_get(PREFIX, get)
+    app.router.add_get(PREFIX + "/{key:.*}", get)
+    app.router.add_route("*", "/{path:.*}", not_found)
+    return app
 
-            def _not_found(self) -> None:
-                message = (
-                    f"no such endpoint {self.path}: use POST {PREFIX}/{{key}} or POST {PREFIX}"
-                )
-                self._send(HTTPStatus.NOT_FOUND, _dump({"errorDetails": message}))
 
-            def _body(self) -> bytes | None:
-                """The request body, or None after answering a request whose body is refused."""
-                length = self.headers.get("Content-Length")
-                if length is None:
-                    if self.headers.get("Transfer-Encoding"):
-                        self.close_connection = True
-                        message = "send a Content-Length (chunked bodies are not accepted)"
-                        self._send(HTTPStatus.LENGTH_REQUIRED, _dump({"errorDetails": message}))
-                        return None
-                    return b""
-                try:
-                    size = int(length)
-                except ValueError:
-                    size = -1
-                if size < 0 or size > MAX_BODY:
-                    self.close_connection = True
-                    self._send(
-                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        _dump({"errorDetails": f"request body must be 0..{MAX_BODY} bytes"}),
-                    )
-                    return None
-                return self.rfile.read(size)
+async def _body(request: web.Request) -> bytes | web.StreamResponse:
+    """The request body, or the answer to a request whose body is refused."""
+    if request.content_length is None and request.headers.get("Transfer-Encoding"):
+        message = "send a Content-Length (chunked bodies are not accepted)"
+        response = _send(HTTPStatus.LENGTH_REQUIRED, _dump({"errorDetails": message}))
+        response.force_close()
+        return response
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        response = _send(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            _dump({"errorDetails": f"request body must be 0..{MAX_BODY} bytes"}),
+        )
+        response.force_close()
+        return response
+    return await request.read()
 
-            def _send(
-                self, status: int, body: bytes, headers: Mapping[str, str] | None = None
-            ) -> None:
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                if status != HTTPStatus.NOT_MODIFIED:
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if body and status != HTTPStatus.NOT_MODIFIED:
-                    self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("%s " + format, self.address_string(), *args)
-
-        self.listener = HttpListener(host, port, Handler, "OFREP", "--ofrep-port")
-        self.port = self.listener.port
-        self.start = self.listener.start
-        self.stop = self.listener.stop
+def _send(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> web.Response:
+    return json_response(status, body, headers)
 
 
 def _dump(data: Mapping[str, Any]) -> bytes:

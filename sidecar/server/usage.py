@@ -1,24 +1,33 @@
-"""`plangate.v1.Usage`: batched Report and atomic Consume."""
+"""`plangate.v1.Usage`: batched Report and atomic Consume.
+
+Both write the store, so they run on the writer executor, off the event loop (design §2.1):
+the loop keeps answering evaluations while a commit waits for the disk.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
+from concurrent.futures import Executor
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
-from ..engine import EvaluationError, evaluate
-from ..runtime.state import LiveState
+from ..runtime.decisions import Decisions
 from ..store.base import Status, UsageOutcome
-from .convert import error_resolution, resolution, timestamp, usage_report
+from .convert import resolution, timestamp, usage_report
 from .errors import handled, require
 from .metrics import Metrics
 
 MAX_BATCH = 10_000
+
+if TYPE_CHECKING:
+    _Context = grpc.aio.ServicerContext[Any, Any]
 
 _STATUS = {
     Status.APPLIED: pb.ReportResult.STATUS_APPLIED,
@@ -29,20 +38,21 @@ _STATUS = {
 
 
 class UsageService(pb_grpc.UsageServicer):
-    def __init__(self, state: LiveState, metrics: Metrics) -> None:
-        self.state = state
+    def __init__(self, decisions: Decisions, metrics: Metrics, writer: Executor) -> None:
+        self.decisions = decisions
         self.metrics = metrics
+        self.writer = writer
 
     @handled
-    def Report(self, request: pb.ReportRequest, context: grpc.ServicerContext) -> pb.ReportResponse:
+    async def Report(self, request: pb.ReportRequest, context: _Context) -> pb.ReportResponse:
         require(len(request.reports) > 0, "reports is empty; send at least one usage report")
         require(
             len(request.reports) <= MAX_BATCH,
             f"at most {MAX_BATCH} reports per call; split the batch",
         )
-        outcomes = self.state.report(
-            [usage_report(r, index=i) for i, r in enumerate(request.reports)]
-        )
+        reports = [usage_report(r, index=i) for i, r in enumerate(request.reports)]
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self.writer, self.decisions.report, reports)
         return self._response(outcomes)
 
     def _response(self, outcomes: list[UsageOutcome]) -> pb.ReportResponse:
@@ -71,9 +81,7 @@ class UsageService(pb_grpc.UsageServicer):
         return out
 
     @handled
-    def Consume(
-        self, request: pb.ConsumeRequest, context: grpc.ServicerContext
-    ) -> pb.ConsumeResponse:
+    async def Consume(self, request: pb.ConsumeRequest, context: _Context) -> pb.ConsumeResponse:
         require(bool(request.account_id), "account_id is required")
         require(
             bool(request.feature), "feature is required (a metered feature key such as 'api-calls')"
@@ -83,22 +91,14 @@ class UsageService(pb_grpc.UsageServicer):
             math.isfinite(amount) and amount >= 0,
             f"amount must be a finite number >= 0, got {amount}",
         )
-        try:
-            outcome = self.state.consume(usage_report(request))
-        except EvaluationError as exc:
-            require(False, exc.message)
-            raise
+        report = usage_report(request)
+        loop = asyncio.get_running_loop()
+        outcome = await loop.run_in_executor(self.writer, self.decisions.consume, report)
         self.metrics.child(self.metrics.consumes, str(outcome.granted).lower()).inc()
-        snap = self.state.snapshot
-        try:
-            after = evaluate(snap, request.account_id, request.feature, {}, self.state.clock())
-            res = resolution(after, snap.catalog.features[request.feature])
-        except EvaluationError as exc:
-            res = error_resolution(request.feature, exc)
         return pb.ConsumeResponse(
             granted=outcome.granted,
             denial=outcome.denial,
             usage=outcome.usage,
             duplicate=outcome.duplicate,
-            resolution=res,
+            resolution=resolution(outcome.after.decision, outcome.after.feature),
         )

@@ -12,12 +12,17 @@ both to be exercised in one test run. The script reports what the provider retur
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support.sidecar import ROOT, SubprocessSidecar, copy_catalog
+from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from support.event_lines import EventLines
+from support.sidecar import ROOT, Stubs, SubprocessSidecar, copy_catalog
 
 CHECK = ROOT / "tests" / "support" / "flagd_provider_check.py"
 
@@ -162,3 +167,40 @@ def test_catalog_change_reaches_the_provider_as_configuration_changed(
     assert ["execution-concurrency"] in observed["flags_changed"]
     assert observed["before_change"] == 1
     assert observed["after_change"] == 3
+
+
+EVENTS = ROOT / "tests" / "support" / "flagd_provider_events.py"
+
+
+def test_sigterm_is_noticed_within_1s_and_events_resume_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Issue 11.10: the graceful shutdown ends EventStream with UNAVAILABLE, so the provider
+    goes STALE (or ERROR) at once; after a restart on the same port it is READY again and
+    hears of usage and catalog changes."""
+    catalog = copy_catalog(tmp_path / "catalog")
+    sidecar = SubprocessSidecar(catalog, tmp_path / "state.db").start()
+    provider = EventLines([sys.executable, str(EVENTS), "127.0.0.1", str(sidecar.port)], ROOT)
+    try:
+        provider.next("READY", timeout=20)
+        assert sidecar.proc is not None
+        signalled = time.monotonic()
+        sidecar.proc.send_signal(signal.SIGTERM)
+        _, noticed = provider.next("STALE", "ERROR")
+        assert noticed - signalled < 1.0
+        assert sidecar.proc.wait(10) == 0
+
+        sidecar.start()  # the same ports again
+        provider.next("READY", timeout=15)
+        with Stubs(sidecar.target) as s:
+            report = pb.UsageReport(account_id="acct_acme", feature="api-calls", amount=1)
+            s.usage.Report(pb.ReportRequest(reports=[report]), timeout=5)
+        changed, _ = provider.next("CONFIGURATION_CHANGED")
+        assert "api-calls" in changed["flags"]
+        catalog.write_text(catalog.read_text().replace("infinite: -1", "infinite: -2", 1))
+        changed, _ = provider.next("CONFIGURATION_CHANGED")
+        assert "execution-concurrency" in changed["flags"]
+        assert provider.evaluate("sso", "acct_acme")["value"] is True
+    finally:
+        provider.close()
+        sidecar.kill()

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 from plangate.sidecar.catalog import load_catalog
 from plangate.sidecar.catalog.model import Feature
-from plangate.sidecar.engine import EvaluationError
+from plangate.sidecar.engine import UsageRejected
 from plangate.sidecar.engine.usage import Mode, UsageReport
+from plangate.sidecar.runtime.decisions import Decisions
 from plangate.sidecar.runtime.group_commit import GroupCommit
 from plangate.sidecar.runtime.records import AdminError, new_record
 from plangate.sidecar.runtime.state import LiveState
@@ -500,8 +501,8 @@ def test_unusable_text_is_refused_before_the_store_alike_on_both(
         assert (
             "NUL" in outcome.message or "Unicode" in outcome.message or "bytes" in outcome.message
         )
-    with pytest.raises(EvaluationError, match="idempotency_key"):
-        state.consume(UsageReport("acct_acme", "api-calls", idempotency_key=bad))
+    with pytest.raises(UsageRejected, match="idempotency_key"):
+        Decisions(state).consume(UsageReport("acct_acme", "api-calls", idempotency_key=bad))
     edits: list[tuple[dict[str, Any], str]] = [({"id": bad}, "id ")]
     if len(bad) < 100:  # names and attributes are not index keys: only their text must be usable
         edits += [

@@ -175,6 +175,25 @@ def test_numeric_targeting_key_is_refused(flagd: Flagd) -> None:
     assert "INVALID_CONTEXT" in (info.value.details() or "")
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("method", ["ResolveBoolean", "ResolveInt", "ResolveAll"])
+def test_nan_or_infinity_in_the_context_is_invalid_argument(
+    flagd: Flagd, method: str, bad: float, nested: bool
+) -> None:
+    context = struct_pb2.Struct()
+    context.update({"targetingKey": "acct_acme"})
+    context.update({"requested": bad} if not nested else {"where": {"ratio": [1, bad]}})
+    with pytest.raises(grpc.RpcError) as info:
+        if method == "ResolveAll":
+            flagd.stub.ResolveAll(flagd.pb.ResolveAllRequest(context=context), timeout=5)
+        else:
+            request = getattr(flagd.pb, f"{method}Request")(flag_key="api-calls", context=context)
+            getattr(flagd.stub, method)(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("INVALID_CONTEXT: ")
+
+
 def test_resolve_all_reports_natural_values_and_never_static(flagd: Flagd, sidecar: Any) -> None:
     for account in ("acct_acme", "acct_initech", "acct_globex", "acct_nobody"):
         flags = flagd.all(account).flags

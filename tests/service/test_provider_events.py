@@ -19,6 +19,7 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent
 from openfeature.exception import ErrorCode
 from openfeature.provider import ProviderStatus
+from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.provider import PlanGateProvider
 from support.provider import EventLog, new_account, provider
 from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, in_process
@@ -147,6 +148,36 @@ def test_a_frozen_sidecar_never_hangs_evaluations(
             os.kill(sidecar.proc.pid, signal.SIGCONT)
         log.wait(READY, mark, timeout=5)
         assert client.get_boolean_value("sso", False, EvaluationContext("acct_globex")) is True
+
+
+def test_sigterm_is_noticed_at_once_and_events_resume_after_a_restart(
+    subprocess_sidecar: SubprocessSidecar,
+) -> None:
+    """Issue 11.10: a graceful shutdown ends the Watch stream with UNAVAILABLE, so the
+    provider goes STALE within 1 s (not at its next missed heartbeat), and after a restart on
+    the same port it is READY and hears of changes again."""
+    sidecar = subprocess_sidecar
+    with (
+        EventLog() as log,
+        provider(sidecar.target, grace_period_ms=5000, deadline_ms=DEADLINE_MS),
+    ):
+        log.wait(READY)
+        mark = log.mark()
+        assert sidecar.proc is not None
+        sidecar.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        stale = log.wait(STALE, mark, timeout=3)
+        assert stale.at - signalled < 1.0
+        assert sidecar.proc.wait(10) == 0
+
+        sidecar.start()  # same ports as before
+        log.wait(READY, mark, timeout=10)
+        mark = log.mark()
+        with Stubs(sidecar.target) as stubs:
+            report = pb.UsageReport(account_id="acct_acme", feature="api-calls", amount=1)
+            stubs.usage.Report(pb.ReportRequest(reports=[report]), timeout=5)
+        changed = log.wait(CHANGED, mark, timeout=5)
+        assert "api-calls" in (changed.details.flags_changed or [])
 
 
 def test_configuration_changed_on_catalog_and_account_changes(tmp_path: Path) -> None:

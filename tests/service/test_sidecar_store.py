@@ -134,8 +134,9 @@ def test_evaluations_send_no_sql_to_the_store(tmp_path: Path) -> None:
         statements: list[str] = []
 
         def observe(sql: str) -> None:
-            # only what request threads run: background work (the outbox) may use the store
-            if threading.current_thread().name.startswith("grpc"):
+            # only what serves requests (the loop, the store pool): background work (the
+            # outbox) may use the store
+            if threading.current_thread().name.startswith(("plangate-loop", "plangate-store")):
                 statements.append(sql)
 
         # observe every statement SQLite executes on the sidecar's connection

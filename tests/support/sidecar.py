@@ -5,6 +5,8 @@ Both listen on loopback ports chosen by the OS and talk real gRPC/HTTP.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import re
 import shutil
@@ -36,17 +38,79 @@ def copy_catalog(
 
 @contextmanager
 def in_process(catalog: Path, db: Path, **settings: Any) -> Iterator[Any]:
-    """A started `Sidecar` (plangate.sidecar.server.app) on free loopback ports."""
+    """A started `Sidecar` (plangate.sidecar.server.app) on free loopback ports.
+
+    Leaving, the test fails if a callback blocked the sidecar's event loop (see
+    `LoopWatch`; design §2.1: nothing on the loop blocks on disk or network).
+    """
     from plangate.sidecar.server.app import Sidecar
     from plangate.sidecar.settings import Settings
 
     opts: dict[str, Any] = {"port": 0, "management_port": 0, "ofrep_port": 0, "poll_seconds": 0.5}
     opts.update(settings)
+    watch = LoopWatch.install(Sidecar.LOOP_THREAD)
+    seen = len(watch.slow)
     sidecar = Sidecar(Settings(catalog=str(catalog), db=str(db), **opts)).start()
     try:
         yield sidecar
     finally:
         sidecar.stop(grace=0.5)
+    slow = watch.slow[seen:]
+    assert not slow, "the sidecar's event loop was blocked:\n" + "\n".join(slow)
+
+
+class LoopWatch:
+    """Times every callback the sidecar's loop thread runs (asyncio's debug check, per thread).
+
+    A callback counts as blocking when it held the loop over `SLOW` s while doing real work
+    (half of it or more on the thread's CPU: not merely waiting for the GIL held by the test's
+    own threads, which in one process says nothing about the sidecar), or over `STUCK` s in
+    all (a wait on the network or the disk). Garbage collections are not counted: the test
+    process's heap (hypothesis, clients) is not the sidecar's.
+    """
+
+    SLOW = 0.05
+    STUCK = 1.0
+    _installed: LoopWatch | None = None
+
+    def __init__(self, thread_name: str) -> None:
+        self.thread_name = thread_name
+        self.slow: list[str] = []
+        self.gc_seconds = 0.0  # spent collecting garbage on the loop thread
+        self._gc_start = 0.0
+
+    def _gc(self, phase: str, info: dict[str, Any]) -> None:
+        if threading.current_thread().name != self.thread_name:
+            return
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_seconds += time.perf_counter() - self._gc_start
+
+    @classmethod
+    def install(cls, thread_name: str) -> LoopWatch:
+        if cls._installed is None:
+            watch = cls._installed = cls(thread_name)
+            run = asyncio.events.Handle._run
+
+            def timed(handle: asyncio.events.Handle) -> None:
+                if threading.current_thread().name != watch.thread_name:
+                    return run(handle)
+                wall, cpu, collecting = time.perf_counter(), time.thread_time(), watch.gc_seconds
+                run(handle)
+                collected = watch.gc_seconds - collecting
+                wall = time.perf_counter() - wall - collected
+                cpu = time.thread_time() - cpu - collected
+                if wall >= cls.STUCK or (wall >= cls.SLOW and cpu >= wall / 2):
+                    what = getattr(
+                        getattr(handle, "_callback", None), "__self__", handle
+                    )  # a task's step: the task
+                    watch.slow.append(f"{what!r} took {wall:.3f} s ({cpu:.3f} s CPU)")
+                return None
+
+            asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
+            gc.callbacks.append(watch._gc)
+        return cls._installed
 
 
 class Stubs:

@@ -18,6 +18,7 @@ import pytest
 from plangate.sidecar.catalog import Catalog, parse_catalog
 from plangate.sidecar.engine import UsageReport
 from plangate.sidecar.runtime import records as rec
+from plangate.sidecar.runtime.decisions import Decisions
 from plangate.sidecar.runtime.events import AccountChanged
 from plangate.sidecar.runtime.outbox import OutboxWorker
 from plangate.sidecar.runtime.quota_actions import apply_action
@@ -183,8 +184,8 @@ def test_a_duplicate_report_fires_nothing(state: LiveState) -> None:
 
 def test_consume_fires_and_a_denied_consume_does_not(state: LiveState) -> None:
     subscribe(state, "a", "starter")
-    assert state.consume(UsageReport("a", "api-calls", 85, timestamp=JUNE)).granted
-    assert not state.consume(UsageReport("a", "api-calls", 30, timestamp=JUNE)).granted
+    assert Decisions(state).consume(UsageReport("a", "api-calls", 85, timestamp=JUNE)).granted
+    assert not Decisions(state).consume(UsageReport("a", "api-calls", 30, timestamp=JUNE)).granted
     assert fired(state) == [("a", "50%", 85), ("a", "80%", 85)]
 
 
@@ -200,10 +201,10 @@ def test_reset_usage_starts_a_fresh_period_that_fires_again(state: LiveState) ->
 
 def test_firing_tells_watchers_with_cause_quota(state: LiveState) -> None:
     subscribe(state, "a", "starter")
-    events = state.events.subscribe(timeout=0.01)
+    events = state.events.subscribe(0.01)
     report(state, "a", 10)
     report(state, "a", 50)
-    causes = [e.cause for e in list(events.queue.queue) if isinstance(e, AccountChanged)]
+    causes = [e.cause for e in events.pending() if isinstance(e, AccountChanged)]
     assert causes == ["usage", "usage", "quota"]
 
 
@@ -323,14 +324,14 @@ def test_marks_survive_a_restart(tmp_path: Path) -> None:
 
 def test_actions_apply_to_api_accounts_once(state: LiveState) -> None:
     subscribe(state, "a", "trial")
-    events = state.events.subscribe(timeout=0.01)
+    events = state.events.subscribe(0.01)
     worker = OutboxWorker(state)
     report(state, "a", 8)  # 80% of 10: move to starter
     assert worker.run_once() == 1
     assert state.account("a").subscriptions[0].plan == "starter"
-    assert state.evaluate("a", "api-calls", {}).variant == "starter"
+    assert Decisions(state).evaluate("a", "api-calls", {}).decision.variant == "starter"
     quota_events = [
-        e for e in list(events.queue.queue) if isinstance(e, AccountChanged) and e.cause == "quota"
+        e for e in events.pending() if isinstance(e, AccountChanged) and e.cause == "quota"
     ]
     assert len(quota_events) == 2  # the firing, then the plan change
     # Replaying the same row (a crash before it was marked) changes nothing.
@@ -344,7 +345,7 @@ def test_override_action_on_an_api_account(state: LiveState) -> None:
     worker = OutboxWorker(state)
     report(state, "a", 10, at=JUNE)  # 80% and 100% at once: plan change and override
     worker.run_once()
-    decision = state.evaluate("a", "api-calls", {})
+    decision = Decisions(state).evaluate("a", "api-calls", {}).decision
     assert (decision.variant, decision.metering and decision.metering.soft_limit) == (
         "override",
         True,

@@ -1,0 +1,152 @@
+"""The one runtime facade every face calls for decisions (design §15).
+
+Evaluate, EvaluateAll, Report and Consume each read the live snapshot ONCE and work from it
+to the end, and hand back the decision together with its feature, so the native, flagd and
+OFREP servicers only translate. A catalog reload in the middle of a request can then never
+pair a decision with a feature of another catalog (EvaluateAll used to look features up
+again in the newer catalog and fail with a KeyError), and a Consume runs source selection
+once instead of three or four times: its counter, its period and the decision after the
+write all come from the one evaluation before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ...protocol.metering import FIXED_DENIALS, Denial, metered_access
+from ..catalog.model import Aggregation, Catalog, Feature, MeteredLimit
+from ..engine import (
+    Decision,
+    ErrorCode,
+    EvaluationError,
+    UsageRejected,
+    UsageReport,
+    check_report,
+    evaluate,
+)
+from ..store.base import Status, UsageOutcome, UsageWrite
+from .quota_events import quota_check
+from .state import LiveState
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """A decision and the feature (of the same catalog) it decides."""
+
+    decision: Decision
+    feature: Feature
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatedAll:
+    catalog_version: str
+    results: dict[str, Evaluated | EvaluationError]  # every feature of that catalog, in order
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    granted: bool
+    usage: float
+    denial: str
+    duplicate: bool
+    after: Evaluated  # the decision once this Consume is counted (or refused)
+
+
+class Decisions:
+    def __init__(self, state: LiveState) -> None:
+        self.state = state
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.state.catalog
+
+    def evaluate(self, account_id: str, key: str, context: Mapping[str, Any]) -> Evaluated:
+        snap = self.state.snapshot
+        decision = evaluate(snap, account_id, key, context, self.state.clock())
+        return Evaluated(decision, snap.catalog.features[key])
+
+    def evaluate_all(self, account_id: str, context: Mapping[str, Any]) -> EvaluatedAll:
+        """Every feature; per-feature errors are results, a bad request (no targeting key, a
+        bad context) raises."""
+        snap, now = self.state.snapshot, self.state.clock()
+        if not account_id:
+            raise EvaluationError(
+                ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required"
+            )
+        out: dict[str, Evaluated | EvaluationError] = {}
+        for key, feature in snap.catalog.features.items():
+            try:
+                out[key] = Evaluated(evaluate(snap, account_id, key, context, now), feature)
+            except EvaluationError as exc:
+                if exc.code is ErrorCode.INVALID_CONTEXT:
+                    raise
+                out[key] = exc
+        return EvaluatedAll(snap.catalog.version, out)
+
+    def report(self, reports: Sequence[UsageReport]) -> list[UsageOutcome]:
+        """Record a batch (resolved against one snapshot); blocks until durable."""
+        return self.state.report(reports)
+
+    def consume(self, report: UsageReport) -> Consumed:
+        """Count `report.amount` only if access is granted for exactly that amount.
+
+        Raises `UsageRejected` for a report that cannot be counted at all; blocks until durable.
+        """
+        state = self.state
+        snap, now = state.snapshot, state.clock()
+        feature = check_report(snap.catalog.features.get(report.feature), report)
+        if report.account not in snap.accounts and report.account not in snap.memberships:
+            raise UsageRejected(
+                f"unknown account {report.account!r}; create it first (Admin.UpsertAccount)"
+            )
+        requested = 1.0 if feature.aggregation is Aggregation.UNIQUE else report.amount
+        if requested < 0:
+            raise UsageRejected("consume takes a non-negative amount; report refunds instead")
+        at = report.timestamp or now
+        decision = evaluate(snap, report.account, feature.key, {"requested": requested}, at)
+        m = decision.metering
+        if m is None or decision.denial in FIXED_DENIALS:  # no usage level changes these
+            denial = decision.denial.value if decision.denial else Denial.NO_ENTITLEMENT.value
+            return Consumed(
+                False, m.used if m else 0.0, denial, False, Evaluated(decision, feature)
+            )
+        limit = MeteredLimit(m.limit, m.soft_limit, m.overage_cap)
+
+        def admit(current: float) -> str | None:
+            granted, denial = metered_access(
+                limit.limit, current, requested, soft=limit.soft, overage_cap=limit.overage_cap
+            )
+            return None if granted else (denial.value if denial else "usage_limit_reached")
+
+        # The limit comes from the snapshot; the check runs in the store transaction against the
+        # stored (locked) counter, in order with the writes grouped with it: exact, even when
+        # other Consume and Report calls (or other sidecars) write the same counter.
+        check = quota_check(snap, report.account, feature, at, now, state.store.environment)
+        write = UsageWrite(m.scope_key, feature, m.period_start, report, admit, check)
+        outcome = state.write_usage([write])[0]
+        return Consumed(
+            outcome.status is Status.APPLIED
+            or (outcome.status is Status.DUPLICATE and not outcome.message),
+            outcome.usage,
+            outcome.message,
+            outcome.status is Status.DUPLICATE,
+            Evaluated(_at_usage(decision, limit, outcome.usage), feature),
+        )
+
+
+def _at_usage(decision: Decision, limit: MeteredLimit, used: float) -> Decision:
+    """`decision` with its counter at `used`, as an evaluation with the default request (1)
+    would see it right after the write (the same source, limit and period)."""
+    m = decision.metering
+    assert m is not None
+    cap = limit.limit
+    access, denial = metered_access(cap, used, 1.0, soft=limit.soft, overage_cap=limit.overage_cap)
+    metering = replace(
+        m,
+        used=used,
+        remaining=None if cap is None else max(0.0, cap - used),
+        overage=0.0 if cap is None else max(0.0, used - cap),
+    )
+    return replace(decision, has_access=access, denial=denial, metering=metering)

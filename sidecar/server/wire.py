@@ -1,0 +1,117 @@
+"""Requests whose bytes are not the message they claim to be: INVALID_ARGUMENT, not UNKNOWN.
+
+grpc.aio decodes a request before any handler runs and answers a decoding error `UNKNOWN`
+(logging a traceback for each). This interceptor gives every method a decoder that hands
+such bytes to the handler as an `Undecodable` marker instead, and a handler that refuses it
+with INVALID_ARGUMENT. A plain (thread-pool) handler stays plain, so it still runs off the
+event loop; a streaming request is refused at its first undecodable message.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+if TYPE_CHECKING:  # generic only in the type stubs
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class Undecodable:
+    __slots__ = ("error",)
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _message(method: str, marker: Undecodable) -> str:
+    return f"{method}: the request is not a valid protobuf message ({marker.error})"
+
+
+def _decoder(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def run(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except DecodeError as exc:
+            return Undecodable(exc)
+
+    return run
+
+
+def _guard_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(behaviour):
+
+        async def run_async(request: Any, context: Any) -> Any:
+            if isinstance(request, Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request))
+            return await behaviour(request, context)
+
+        return run_async
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def run_gen(request: Any, context: Any) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request))
+            async for item in behaviour(request, context):
+                yield item
+
+        return run_gen
+
+    def run(request: Any, context: Any) -> Any:
+        if isinstance(request, Undecodable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request))
+        return behaviour(request, context)
+
+    return run
+
+
+def _guard_stream(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    """Streaming requests (reflection): the handler sees only decodable messages. Its kind
+    (async generator or coroutine function) is kept: grpc.aio serves each kind differently."""
+
+    async def checked(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request))
+            yield request
+
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def run_gen(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async for item in behaviour(checked(requests, context), context):
+                yield item
+
+        return run_gen
+
+    async def run(requests: AsyncIterator[Any], context: Any) -> Any:
+        return await behaviour(checked(requests, context), context)
+
+    return run
+
+
+class RefuseUndecodable(_Interceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = details.method
+        changes: dict[str, Any] = {"request_deserializer": _decoder(handler.request_deserializer)}
+        for name in ("unary_unary", "unary_stream"):
+            behaviour = getattr(handler, name)
+            if behaviour is not None:
+                changes[name] = _guard_unary(method, behaviour)
+        for name in ("stream_unary", "stream_stream"):
+            behaviour = getattr(handler, name)
+            if behaviour is not None:
+                changes[name] = _guard_stream(method, behaviour)
+        return handler._replace(**changes)  # type: ignore[attr-defined, no-any-return]
