@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from plangate.sidecar.catalog import load_catalog
@@ -127,8 +127,9 @@ def native_sidecar_pod(deployment: Doc) -> None:
     (app,) = pod["containers"]
     assert mounts(app)[socket_mount["name"]]["mountPath"] == str(socket.parent)
     assert env_of(app)["PLANGATE_TARGET"]["value"] == f"unix://{socket}"
-    assert env_of(app)["PLANGATE_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == (
-        vols[token_mount["name"]]["secret"]["secretName"]
+    assert (
+        env_of(app)["PLANGATE_TOKEN"]["valueFrom"]["secretKeyRef"]["name"]
+        == (vols[token_mount["name"]]["secret"]["secretName"])
     )
     state = mounts(sidecar)["state"]["mountPath"]
     assert env["PLANGATE_DB"]["value"].startswith(state + "/")  # writable despite read-only root

