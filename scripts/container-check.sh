@@ -178,7 +178,7 @@ stop() { # NAME: SIGTERM, exit 0 within 5 s
 }
 json_field() { python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 
-run "$NAME" -e PLANGATE_HOST=0.0.0.0
+run "$NAME" -e PLANGATE_HOST=0.0.0.0 -e PLANGATE_MANAGEMENT_HOST=0.0.0.0
 wait_healthy "$NAME"
 readyz=$(curl -fsS --max-time 5 "http://127.0.0.1:$MGMT/readyz") || fail "/readyz from the host"
 [ "$(json_field 'd["ready"]' <<<"$readyz")" = True ] || fail "/readyz says not ready: $readyz"
@@ -206,8 +206,8 @@ wait_healthy "$NAME-2"
 after=$(used "$NAME-2")
 [ "$after" = $((before + 7)) ] || fail "usage after a new container: $after, expected $((before + 7))"
 say "usage report survived a new container on volume $VOLUME (api-calls used $before -> $after)"
-if curl -fsS --max-time 3 "http://127.0.0.1:$MGMT/healthz" >/dev/null 2>&1; then
-  fail "without PLANGATE_HOST the sidecar answered through the published port"
+if curl -sS --max-time 3 -X POST -d '{}' "http://127.0.0.1:$OFREP/ofrep/v1/evaluate/flags" >/dev/null 2>&1; then
+  fail "without PLANGATE_HOST the sidecar answered through the published OFREP port"
 fi
 say "without PLANGATE_HOST the sidecar stays on the container's loopback (host gets no answer)"
 stop "$NAME-2"
