@@ -200,12 +200,14 @@ report=$(podman exec "$NAME" plangate usage report acct_acme api-calls 7 --idemp
 stop "$NAME"
 podman rm "$NAME" >/dev/null
 
-# A new container on the same volume, this time without PLANGATE_HOST: loopback only.
-run "$NAME-2"
+# A new container on the same volume, this time without PLANGATE_HOST (loopback only) and
+# locked down as in the Kubernetes manifests: read-only root (podman adds a tmpfs /tmp), no
+# capabilities, no privilege escalation.
+run "$NAME-2" --read-only --cap-drop=ALL --security-opt=no-new-privileges
 wait_healthy "$NAME-2"
 after=$(used "$NAME-2")
 [ "$after" = $((before + 7)) ] || fail "usage after a new container: $after, expected $((before + 7))"
-say "usage report survived a new container on volume $VOLUME (api-calls used $before -> $after)"
+say "usage report survived a new container on volume $VOLUME (api-calls used $before -> $after), read-only root, no capabilities"
 if curl -sS --max-time 3 -X POST -d '{}' "http://127.0.0.1:$OFREP/ofrep/v1/evaluate/flags" >/dev/null 2>&1; then
   fail "without PLANGATE_HOST the sidecar answered through the published OFREP port"
 fi
