@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from .. import settings
 from ..catalog import CatalogError, load_catalog
 from ..catalog.source import DEFAULT_MAX_BYTES
-from . import client
+from . import client, health
 
 EPILOG = (
     """\
@@ -22,6 +22,7 @@ examples:
   plangate validate examples/catalog.yaml
   plangate check acct_acme api-calls --requested 5
   plangate accounts list --json
+  plangate health --ready                               # exit 0 once ready to serve
 
 Every serve option has a PLANGATE_* environment variable (`plangate serve --help`);
 client commands read PLANGATE_TARGET, PLANGATE_TOKEN and PLANGATE_TLS_CA. Client commands
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve(sub)
     add_validate(sub)
+    health.add_health(sub)
     client.add_commands(sub)
     return parser
 
