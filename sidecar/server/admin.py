@@ -7,10 +7,8 @@ validates with the catalog's rules before anything is stored.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
 
 import grpc
-from google.protobuf.message import Message
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
@@ -24,10 +22,6 @@ from .errors import handled, require
 from .metrics import Metrics
 
 MAX_PAGE = 1000
-
-
-def _time(msg: Message, field: str) -> datetime | None:
-    return time_arg(msg, field)
 
 
 def _addons(addons: Mapping[str, int]) -> dict[str, int]:
@@ -161,9 +155,9 @@ class AdminService(pb_grpc.AdminServicer):
             record,
             plan=request.plan,
             addons=_addons(request.addons),
-            starts_at=_time(request, "starts_at") or self.state.clock(),
-            ends_at=_time(request, "ends_at"),
-            trial_ends_at=_time(request, "trial_ends_at"),
+            starts_at=time_arg(request, "starts_at") or self.state.clock(),
+            ends_at=time_arg(request, "ends_at"),
+            trial_ends_at=time_arg(request, "trial_ends_at"),
             members=list(request.members),
             subscription_id=request.id,
         )
@@ -200,7 +194,7 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.CancelSubscriptionRequest, context: grpc.ServicerContext
     ) -> pb.Subscription:
         record = self._owned(request.account_id)
-        at = _time(request, "at") or self.state.clock()
+        at = time_arg(request, "at") or self.state.clock()
         record = rec.change_subscription(record, request.subscription_id, ends_at=rec.time_text(at))
         return self._subscription(
             self._commit(record, "CancelSubscription"), request.subscription_id
@@ -238,7 +232,7 @@ class AdminService(pb_grpc.AdminServicer):
             self._owned(request.account_id),
             request.feature,
             value_arg(request.value, "value"),
-            _time(request, "expires_at"),
+            time_arg(request, "expires_at"),
         )
         return self._commit(record, "SetOverride")
 
@@ -273,8 +267,8 @@ class AdminService(pb_grpc.AdminServicer):
             self.state.record_of(request.account_id),
             request.feature,
             value_arg(request.value, "value"),
-            _time(request, "starts_at"),
-            _time(request, "ends_at"),
+            time_arg(request, "starts_at"),
+            time_arg(request, "ends_at"),
             request.id,
         )
         account = self._commit(record, "CreateGrant")

@@ -35,7 +35,7 @@ from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
 from ..runtime.timekeeper import Timekeeper
 from ..settings import Settings
-from ..store import describe_db, open_store
+from ..store import describe_db, is_shared, open_store
 from ..store.base import DeliveryStatus, Firing
 from ..store.errors import StoreUnavailable
 from ..sync.catalog_watch import CatalogWatcher
@@ -149,7 +149,7 @@ class Sidecar:
         self.decisions = Decisions(self.state)
         self.timekeeper = Timekeeper(self.state)  # design §8 "Time": Watch events at boundaries
         self.feed: ChangeFeed | None = None
-        if settings.db.startswith(("postgresql://", "postgres://")):  # shared mode, design §10
+        if is_shared(settings.db):  # shared mode, design §10
             from ..sync.pg_feed import attach_feed  # psycopg is needed only in shared mode
 
             self.feed = attach_feed(self.store, self.state, settings.reconcile_seconds)

@@ -15,9 +15,14 @@ from .base import (
 from .sqlite import SqliteStore
 
 
+def is_shared(url: str) -> bool:
+    """`--db` names a PostgreSQL database: shared mode (design §10); anything else is SQLite."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 def open_store(url: str, environment: str) -> Store:
     """A store from `--db`: a `postgresql://` URL (shared mode) or a file path (SQLite)."""
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_shared(url):
         try:
             from .postgres import PostgresStore  # psycopg is needed only in shared mode
         except ImportError as exc:
@@ -31,7 +36,7 @@ def open_store(url: str, environment: str) -> Store:
 
 def describe_db(url: str) -> str:
     """`--db` fit for a log line: a password in a PostgreSQL URL is masked."""
-    if not url.startswith(("postgresql://", "postgres://")):
+    if not is_shared(url):
         return url
     parts = urlsplit(url)
     if parts.password is None:
@@ -51,5 +56,6 @@ __all__ = [
     "UsageOutcome",
     "UsageWrite",
     "describe_db",
+    "is_shared",
     "open_store",
 ]
