@@ -7,12 +7,12 @@ what to install, not a skip. `npm ci` installs the locked dependencies when they
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.node import node_with_packages
 from support.sidecar import ROOT, copy_catalog, in_process
 
 CLIENT_DIR = ROOT / "examples" / "node-client"
@@ -22,25 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    found = shutil.which("node")
-    if found is None:
-        pytest.fail(
-            "node is not on PATH: install Node.js 18 or newer (e.g. `apt-get install nodejs npm`) "
-            "to run the examples/node-client test",
-            pytrace=False,
-        )
-    if not (CLIENT_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        npm = shutil.which("npm")
-        assert npm is not None, "npm is not on PATH: install it with Node.js (apt-get install npm)"
-        proc = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=CLIENT_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, f"npm ci failed:\n{proc.stdout}\n{proc.stderr}"
-    return found
+    return node_with_packages(CLIENT_DIR, "@grpc/grpc-js")
 
 
 @pytest.fixture(scope="module")

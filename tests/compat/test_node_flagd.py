@@ -9,9 +9,7 @@ Like `test_node_client.py`, a missing `node` is a failure that says what to inst
 
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from support.event_lines import EventLines
+from support.node import node_with_packages
 from support.sidecar import ROOT, Stubs, SubprocessSidecar, copy_catalog
 
 CHECK_DIR = ROOT / "tests" / "compat" / "node-flagd"
@@ -28,24 +27,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    found = shutil.which("node")
-    if found is None:
-        pytest.fail(
-            "node is not on PATH: install Node.js 18 or newer (e.g. `apt-get install nodejs npm`)",
-            pytrace=False,
-        )
-    if not (CHECK_DIR / "node_modules" / "@openfeature" / "flagd-provider").is_dir():
-        npm = shutil.which("npm")
-        assert npm is not None, "npm is not on PATH: install it with Node.js (apt-get install npm)"
-        proc = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=CHECK_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, f"npm ci failed:\n{proc.stdout}\n{proc.stderr}"
-    return found
+    return node_with_packages(CHECK_DIR, "@openfeature/flagd-provider")
 
 
 @pytest.fixture
