@@ -164,3 +164,12 @@ def test_every_design_citation_names_a_section() -> None:
                 problems.append(f"{where}:{number} cites design §{section}, which has no heading")
     assert found > 20, f"only {found} citations found; is the citation pattern still right?"
     assert not problems, "\n".join(problems)
+
+
+def test_every_decision_record_is_in_the_index() -> None:
+    decisions = ROOT / "docs" / "decisions"
+    index = (decisions / "README.md").read_text(encoding="utf-8")
+    records = sorted(p.name for p in decisions.glob("[0-9][0-9][0-9][0-9]-*.md"))
+    assert records, "no decision records found"
+    unlisted = [name for name in records if f"]({name})" not in index]
+    assert not unlisted, f"decision records missing from docs/decisions/README.md: {unlisted}"
