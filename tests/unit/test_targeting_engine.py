@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.engine import ErrorCode, EvaluationError, Reason, Snapshot, evaluate, metadata
 
@@ -129,3 +132,33 @@ def test_a_result_naming_no_variant_is_general(snap: Snapshot) -> None:
 def test_kill_switch_beats_the_plan(snap: Snapshot) -> None:
     d = ev(snap, "eu-pro", "kill-switch")
     assert (d.value, d.variant, d.has_access) == (False, "off", False)
+
+
+ROLLOUT = """\
+products:
+  - name: App
+    features:
+      - name: Rollout
+        type: boolean
+        variants: {"on": true, "off": false}
+        targeting: {fractional: [["on", %d], ["off", %d]]}
+"""
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    first=st.integers(0, 100),
+    other=st.integers(1, 100),
+    more=st.integers(1, 100),
+    seed=st.integers(0, 2**32),
+)
+def test_raising_the_first_weight_keeps_everyone_already_in_it(
+    first: int, other: int, more: int, seed: int
+) -> None:
+    before = Snapshot.of(parse_catalog(ROLLOUT % (first, other), "catalog.yaml"))
+    after = Snapshot.of(parse_catalog(ROLLOUT % (first + more, other), "catalog.yaml"))
+    rng = random.Random(seed)
+    ids = [f"acct_{rng.getrandbits(48):x}" for _ in range(200)]
+    was_on = {a for a in ids if evaluate(before, a, "rollout", {}, NOW).variant == "on"}
+    now_on = {a for a in ids if evaluate(after, a, "rollout", {}, NOW).variant == "on"}
+    assert was_on <= now_on
