@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -162,3 +163,37 @@ def test_raising_the_first_weight_keeps_everyone_already_in_it(
     was_on = {a for a in ids if evaluate(before, a, "rollout", {}, NOW).variant == "on"}
     now_on = {a for a in ids if evaluate(after, a, "rollout", {}, NOW).variant == "on"}
     assert was_on <= now_on
+
+
+def test_explain_covers_every_feature_type_and_ends_in_the_decision() -> None:
+    from pathlib import Path
+
+    from plangate.sidecar.catalog import load_catalog
+    from plangate.sidecar.engine import explain
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
+    snapshot = Snapshot.of(load_catalog(example))
+    seen = set()
+    for key, feature in snapshot.catalog.features.items():
+        for account in ("acct_acme", "acct_globex", "acct_initech", "acct_nobody"):
+            decision, trail = explain(snapshot, account, key, {}, NOW)
+            assert not isinstance(decision, EvaluationError)
+            assert decision == evaluate(snapshot, account, key, {}, NOW)
+            json.dumps(trail)  # JSON-shaped, as the wire carries it
+            winner = trail["winner"]
+            assert (winner["variant"], winner["reason"]) == (decision.variant, decision.reason)
+            won = [c for c in trail["candidates"] if c["won"]]
+            lost = [c for c in trail["candidates"] if not c["won"]]
+            assert all(c["why"] for c in lost)
+            if decision.variant not in ("override", "default") and not decision.targeted:
+                assert won, (key, account, trail)
+            if decision.targeted or decision.variant == "override":
+                assert not won
+            seen.add(feature.type)
+    assert seen == {f.type for f in snapshot.catalog.features.values()}
+    _, trail = explain(snapshot, "acct_acme", "integrations", {}, NOW)
+    assert trail["candidates"][0]["won"] and trail["winner"]["value"] == [
+        "slack",
+        "github",
+        "salesforce",
+    ]
