@@ -49,7 +49,6 @@ def groups(quick: bool, reps: int | None) -> list[Group]:
     return [
         Group("client", ["bench/client.py", *q, *r], 600),
         Group("peer", ["bench/peer_flagd.py", *q, *r], 300),
-        Group("targeting", ["bench/targeting.py", *q, *r], 300),
         Group("reload", ["bench/reload.py", *q, *r], 900),
         Group(
             f"scale_{small}",
@@ -98,16 +97,6 @@ def _over(subject: str, baseline: str) -> Callable[[dict[str, Any]], Any]:
     def compute(results: dict[str, Any]) -> tuple[float, float, float] | None:
         s, b = _value(results, subject), _value(results, baseline)
         return None if s is None or b is None or b == 0 else (s, b, s / b)
-
-    return compute
-
-
-def _speedup(slower: str, faster: str) -> Callable[[dict[str, Any]], Any]:
-    """baseline time / subject time: how many times faster `faster` is."""
-
-    def compute(results: dict[str, Any]) -> tuple[float, float, float] | None:
-        s, f = _value(results, slower), _value(results, faster)
-        return None if s is None or f is None or f == 0 else (s, f, s / f)
 
     return compute
 
@@ -179,22 +168,6 @@ TARGETS = [
         1.5,
         False,
         _peer_speedup,
-    ),
-    Target(
-        "targeted boolean, cached, faster than flagd in-process",
-        "targeting.flagd_inprocess",
-        "targeting.plangate_cached",
-        1.5,
-        False,
-        _speedup("targeting.flagd_inprocess", "targeting.plangate_cached"),
-    ),
-    Target(
-        "engine: targeted vs untargeted evaluation",
-        "targeting.engine_targeted",
-        "targeting.engine_untargeted",
-        5.0,
-        True,
-        _over("targeting.engine_targeted", "targeting.engine_untargeted"),
     ),
     Target(
         "Evaluate RPC latency, large vs small snapshot",
