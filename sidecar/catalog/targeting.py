@@ -22,8 +22,10 @@ from .model import Entitlement, Feature, Targeting, thaw
 from .source import Document, Path, Problem, format_path
 
 # json_logic's `apply` handles these itself (they decide which arguments to evaluate)
-_SPECIAL_FORMS = frozenset({"if", "?:", "and", "or", "filter", "reduce", "map", "all", "some"})
-KNOWN_OPERATORS = frozenset(OPERATORS) | _SPECIAL_FORMS | {"none"}
+_SPECIAL_FORMS = frozenset(
+    {"if", "?:", "and", "or", "filter", "reduce", "map", "all", "some", "none"}
+)
+KNOWN_OPERATORS = frozenset(OPERATORS) | _SPECIAL_FORMS
 _UNTARGETABLE = frozenset({"metered", "credits"})  # access comes from usage, not a variant
 
 ReadValue = Callable[[Document, Path, Any, Feature], Entitlement | None]
