@@ -46,6 +46,8 @@ class Entry:
     catalog_version: str
     resolutions: Mapping[str, Any]  # feature key -> plangate.v1.Resolution
     valid_until: float = math.inf  # epoch seconds: the earliest of the resolutions' valid_until
+    # features whose targeting reads the clock (design §4.1): always asked for afresh
+    volatile: frozenset[str] = frozenset()
     _outcomes: dict[tuple[str, FlagType], Outcome] = field(
         default_factory=dict, compare=False, repr=False
     )

@@ -111,10 +111,10 @@ class Evaluator:
     ) -> FlagResolutionDetails[Any]:
         q = query(feature, ctx)
         cached = self._cached(q)
-        if cached is not None:
+        if cached is not None and q.feature not in cached.volatile:
             return self._hit(q, cached, kind)
         stub = self._transport.evaluation
-        if self._cacheable(q):
+        if cached is None and self._cacheable(q):
             assert self._cache is not None
             fetch = self._cache.begin(q.key)
             try:
@@ -141,10 +141,10 @@ class Evaluator:
     ) -> FlagResolutionDetails[Any]:
         q = query(feature, ctx)
         cached = self._cached(q)
-        if cached is not None:
+        if cached is not None and q.feature not in cached.volatile:
             return self._hit(q, cached, kind)
         stub = self._transport.aio_evaluation()
-        if self._cacheable(q):
+        if cached is None and self._cacheable(q):
             assert self._cache is not None
             fetch = self._cache.begin(q.key)
             try:
@@ -228,7 +228,8 @@ def _or_one(requested: float | None) -> float:
 def _entry(response: pb.EvaluateAllResponse) -> Entry:
     if response.error_code:
         raise_error(response.error_code, response.error_message or response.error_code)
-    return Entry(response.catalog_version, response.resolutions, valid_until(response))
+    volatile = frozenset(k for k, res in response.resolutions.items() if res.volatile)
+    return Entry(response.catalog_version, response.resolutions, valid_until(response), volatile)
 
 
 def valid_until(response: pb.EvaluateAllResponse) -> float:

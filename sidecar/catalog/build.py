@@ -7,6 +7,7 @@ the engine never meets a dangling name.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path as FsPath
@@ -18,9 +19,10 @@ from .features import read_entitlement, read_feature
 from .model import AddOn, Catalog, Entitlement, Feature, Plan, Price, Product, Quota
 from .quotas import read_quotas
 from .source import DEFAULT_MAX_BYTES, CatalogError, Document, Path, parse, read_text, version_of
+from .targeting import Evaluator, read_evaluators
 from .values import check_keys, is_number, read_list, read_mapping, read_str, slugify
 
-_TOP = {"products", "accounts"}
+_TOP = {"products", "accounts", "evaluators"}
 _PRODUCT = {"name", "slug", "description", "features", "plans", "addons"}
 _PLAN = {"name", "slug", "description", "extends", "price", "entitlements", "quotas"}
 _ADDON = {"name", "slug", "description", "requires", "max_quantity", "entitlements"}
@@ -50,6 +52,7 @@ class _Builder:
         self.product_features: dict[str, dict[str, Feature]] = {}
         self.plans: dict[str, Plan] = {}
         self.addons: dict[str, AddOn] = {}
+        self.evaluators: Mapping[str, Evaluator] = {}
 
     def build(self, version: str) -> Catalog:
         doc = self.doc
@@ -58,6 +61,7 @@ class _Builder:
             doc.error((), "a catalog is a mapping with `products:` (and optionally `accounts:`)")
             root = {}
         check_keys(doc, (), root, _TOP)
+        self.evaluators = read_evaluators(doc, root.get("evaluators"))
         products = [
             (i, read_mapping(doc, ("products", i), p))
             for i, p in enumerate(read_list(doc, ("products",), root.get("products")))
@@ -115,7 +119,7 @@ class _Builder:
         by_slug: dict[str, Feature] = {}
         for j, raw in enumerate(read_list(doc, (*path, "features"), data.get("features"))):
             fpath = (*path, "features", j)
-            feature = read_feature(doc, fpath, read_mapping(doc, fpath, raw), slug)
+            feature = read_feature(doc, fpath, read_mapping(doc, fpath, raw), slug, self.evaluators)
             if feature is None:
                 continue
             if feature.slug in by_slug:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 from .model import (
@@ -20,9 +22,10 @@ from .model import (
     thaw,
 )
 from .source import Document, Path
+from .targeting import Evaluator, read_targeting
 from .values import check_keys, is_number, read_list, read_str, slugify
 
-_COMMON = {"name", "slug", "type", "description", "default", "archived"}
+_COMMON = {"name", "slug", "type", "description", "default", "archived", "variants", "targeting"}
 _BY_TYPE: dict[FeatureType, set[str]] = {
     FeatureType.BOOLEAN: set(),
     FeatureType.FLAG: set(),
@@ -45,7 +48,16 @@ def _enum(doc: Document, path: Path, value: Any, enum: type[Any], default: Any) 
         return default
 
 
-def read_feature(doc: Document, path: Path, data: dict[str, Any], product: str) -> Feature | None:
+_NO_EVALUATORS: Mapping[str, Evaluator] = MappingProxyType({})
+
+
+def read_feature(
+    doc: Document,
+    path: Path,
+    data: dict[str, Any],
+    product: str,
+    evaluators: Mapping[str, Evaluator] = _NO_EVALUATORS,
+) -> Feature | None:
     name = read_str(doc, (*path, "name"), data.get("name"))
     ftype = _enum(doc, (*path, "type"), data.get("type"), FeatureType, None)
     if data.get("type") is None:
@@ -91,7 +103,9 @@ def read_feature(doc: Document, path: Path, data: dict[str, Any], product: str) 
             scope=_enum(doc, (*path, "scope"), data.get("scope"), Scope, Scope.ACCOUNT),
             **_infinite(doc, path, data),
         )
-    return _replace(feature, default=_default(doc, (*path, "default"), data, feature))
+    feature = _replace(feature, default=_default(doc, (*path, "default"), data, feature))
+    targeting = read_targeting(doc, path, data, feature, evaluators, read_entitlement)
+    return feature if targeting is None else _replace(feature, targeting=targeting)
 
 
 def _replace(feature: Feature, **changes: Any) -> Feature:

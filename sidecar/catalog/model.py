@@ -122,6 +122,20 @@ def thaw(value: JSONValue) -> JSONValue:
 
 
 @dataclass(frozen=True, slots=True)
+class Targeting:
+    """A feature's variants and its flagd targeting rule (design §4.1), checked at load.
+
+    `rule` is plain JSON Logic (dicts and lists, every `$ref` replaced by its evaluator), the
+    shape flagd-core's evaluator walks; equality is by `canonical`, its JSON text with the
+    variants, so a catalog reload sees a changed rule as a changed feature."""
+
+    rule: Any = field(compare=False)
+    variants: Mapping[str, Entitlement] = field(compare=False)
+    volatile: bool  # the rule reads `$flagd.timestamp`: the answer changes with the clock
+    canonical: str
+
+
+@dataclass(frozen=True, slots=True)
 class Feature:
     key: str  # the evaluation key: slug, or "product/slug" where the slug is shared
     slug: str
@@ -144,6 +158,8 @@ class Feature:
     reset: Reset = Reset.MONTHLY
     anchor: Anchor = Anchor.CALENDAR
     scope: Scope = Scope.ACCOUNT
+    # design §4.1: variants and targeting (non-metered features only)
+    targeting: Targeting | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,7 +156,43 @@ def _fields(reply: Shown, args: argparse.Namespace) -> str:
 
 
 def _check(reply: Shown, args: argparse.Namespace) -> str:
-    return output.resolution(reply)
+    text = output.resolution(reply)
+    if not reply.get("explain"):
+        return text
+    return text + "\n" + _trail(json.loads(reply["explain"]))
+
+
+def _trail(t: Shown) -> str:
+    """The explain trail (design §4.1), one step a line, in the order evaluation takes them."""
+    value = output.value_text
+    lines = ["  trail:"]
+    if t.get("archived"):
+        lines.append("    archived: the default for everyone")
+    override = t.get("override")
+    lines.append(f"    1  override   {value(override['value']) if override else 'none'}")
+    targeting = t.get("targeting")
+    if targeting is None:
+        step = "none (the feature has no targeting)"
+    elif "skipped" in targeting:
+        step = f"skipped: {targeting['skipped']}"
+    elif targeting.get("error"):
+        step = f"error: {targeting['error']}"
+    else:
+        picked = targeting.get("variant")
+        step = f"variant {picked}" if picked is not None else "null (falls through)"
+        step += "  (volatile: reads $flagd.timestamp)" if targeting.get("volatile") else ""
+    lines.append(f"    1b targeting  {step}")
+    for c in t.get("candidates", []):
+        verdict = "won" if c.get("won") else f"lost: {c.get('why')}"
+        lines.append(f"    2  {c['source']:<10} {value(c['value'])}  {verdict}")
+    if not t.get("candidates"):
+        lines.append("    2  sources    none")
+    winner = t.get("winner")
+    if winner:
+        lines.append(
+            f"    => {winner['source']}  {value(winner['value'])}  (reason {winner['reason']})"
+        )
+    return "\n".join(lines)
 
 
 def _report(reply: Shown, args: argparse.Namespace) -> str:
@@ -352,12 +388,18 @@ COMMANDS: tuple[Command, ...] = (
             account_id=a.account,
             feature=a.feature,
             context=to_struct({} if a.requested is None else {"requested": a.requested}),
+            explain=a.explain,
         ),
         (
             ACCOUNT,
             FEATURE,
             arg(
                 "--requested", type=float, help="amount to check a metered feature for (default 1)"
+            ),
+            arg(
+                "--explain",
+                action="store_true",
+                help="show the trail: override, targeting, every source and why it lost",
             ),
         ),
         show=_check,

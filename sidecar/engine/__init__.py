@@ -2,6 +2,7 @@
 
 from .decision import Decision, ErrorCode, EvaluationError, Metering, Reason
 from .evaluate import Slot, active_subscriptions, evaluate, find_feature, slot_for
+from .explain import explain
 from .periods import Period, period_containing
 from .snapshot import PlanResolver, Snapshot, UsageView, memberships_of, reindex_members
 from .typed import Kind, detail, kinds_of, metadata, resolve_as
@@ -26,6 +27,7 @@ __all__ = [
     "check_report",
     "detail",
     "evaluate",
+    "explain",
     "find_feature",
     "kinds_of",
     "memberships_of",

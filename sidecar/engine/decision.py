@@ -70,3 +70,4 @@ class Decision:
     # override expiring, a grant or subscription starting or ending, the usage period ending);
     # None: never. Caches drop the decision then (design §8 "Time").
     valid_until: datetime | None = None
+    targeted: bool = False  # design §4.1: the feature's targeting rule chose the variant

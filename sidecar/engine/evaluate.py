@@ -1,8 +1,8 @@
 """Evaluation: (snapshot, account, feature, context, now) -> Decision. Pure: no I/O, no clock.
 
-The order of sources is design §4: override, then subscriptions (plan + add-ons) and
-grants combined by "most generous wins", then the feature default. Rules and rollouts
-(planned) will slot in before the override as one more step in `_decide`.
+The order of sources is design §4: override, then the feature's targeting rule (§4.1, only
+for features that have one), then subscriptions (plan + add-ons) and grants combined by
+"most generous wins", then the feature default.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .combine import most_generous
 from .decision import Decision, ErrorCode, EvaluationError, Metering, Reason
 from .periods import Period, period_containing
 from .snapshot import Snapshot
+from .targeting import rule_data, run_rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,10 @@ def evaluate(
         )
     account = snapshot.accounts.get(account_id)
     shared = snapshot.memberships.get(account_id, ())
+    if feature.targeting is not None:
+        targeted = _targeted(snapshot, feature, account_id, account, shared, context, now)
+        if targeted is not None:
+            return targeted
     if account is None and not shared:
         return _default(
             snapshot,
@@ -130,6 +135,52 @@ def evaluate(
         Reason.TARGETING_MATCH,
         until,
     )
+
+
+def _targeted(
+    snapshot: Snapshot,
+    feature: Feature,
+    account_id: str,
+    account: Account | None,
+    shared: Sequence[Subscription],
+    context: Mapping[str, Any],
+    now: datetime,
+) -> Decision | None:
+    """Step 1b: the variant the targeting rule names, unless an override stands above it;
+    None falls through to the other sources. Unknown accounts are targeted too."""
+    targeting = feature.targeting
+    assert targeting is not None
+    if account is not None and active_override(account, feature.key, now) is not None:
+        return None
+    subscriptions, until = _subscriptions_at(account, shared, now)
+    if account is not None:
+        until = _sources_change(account, feature.key, now, until)
+    data = rule_data(feature, account_id, account, subscriptions, context, now)
+    name = run_rule(targeting, feature.key, data)
+    if name is None:
+        return None
+    sub = subscriptions[0] if subscriptions else None
+    decision = _decision(
+        snapshot,
+        feature,
+        account_id,
+        sub,
+        now,
+        requested_amount(context),
+        targeting.variants[name],
+        name,
+        Reason.TARGETING_MATCH,
+        until,
+    )
+    return replace(decision, targeted=True)
+
+
+def active_override(account: Account, key: str, now: datetime) -> Entitlement | None:
+    """Source 1: the account's override for `key`, if it has not expired."""
+    override = account.overrides.get(key)
+    if override is not None and override.active_at(now):
+        return override.value
+    return None
 
 
 def _subscriptions_at(
@@ -183,9 +234,25 @@ def _decide(
     key = feature.key
     first = subscriptions[0] if subscriptions else None
     if account is not None:
-        override = account.overrides.get(key)
-        if override is not None and override.active_at(now):
-            return override.value, "override", first
+        override = active_override(account, key, now)
+        if override is not None:
+            return override, "override", first
+    candidates, origin = candidates_for(snapshot, account, key, subscriptions, now)
+    winner = most_generous(candidates)
+    if winner is None:
+        return None
+    return winner[0], winner[1], origin.get(winner[1], first)
+
+
+def candidates_for(
+    snapshot: Snapshot,
+    account: Account | None,
+    key: str,
+    subscriptions: list[Subscription],
+    now: datetime,
+) -> tuple[list[tuple[Entitlement, str]], dict[str, Subscription]]:
+    """Sources 2 and 3: (value, variant) of each active subscription and grant, in the
+    account's order, and the subscription each subscription variant came from."""
     candidates: list[tuple[Entitlement, str]] = []
     origin: dict[str, Subscription] = {}
     for sub in subscriptions:
@@ -197,10 +264,7 @@ def _decide(
         candidates.extend(
             (g.value, "grant") for g in account.grants if g.feature == key and g.active_at(now)
         )
-    winner = most_generous(candidates)
-    if winner is None:
-        return None
-    return winner[0], winner[1], origin.get(winner[1], first)
+    return candidates, origin
 
 
 def slot_for(snapshot: Snapshot, account_id: str, feature: Feature, now: datetime) -> Slot:

@@ -60,6 +60,8 @@ def detail(decision: Decision) -> dict[str, Any]:
             out["overage_cap"] = number(m.overage_cap)
     if decision.denial is not None:
         out["denial"] = decision.denial.value
+    if decision.targeted:
+        out["source"] = "targeting"
     if decision.valid_until is not None:  # design §8 "Time": when a cache must drop it
         out["valid_until"] = iso(decision.valid_until) or ""
     return out
@@ -82,6 +84,8 @@ def metadata(decision: Decision) -> dict[str, bool | int | float | str]:
         out["unlimited"] = decision.unlimited
     if decision.denial is not None:
         out["denial"] = decision.denial.value
+    if decision.targeted:
+        out["source"] = "targeting"
     if decision.valid_until is not None:  # design §8 "Time": when a cache must drop it
         out["valid_until"] = iso(decision.valid_until) or ""
     return out

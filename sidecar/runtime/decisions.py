@@ -25,6 +25,7 @@ from ..engine import (
     UsageReport,
     check_report,
     evaluate,
+    explain,
 )
 from ..store.base import Status, UsageOutcome, UsageWrite
 from .quota_events import quota_check
@@ -66,6 +67,16 @@ class Decisions:
         snap = self.state.snapshot
         decision = evaluate(snap, account_id, key, context, self.state.clock())
         return Evaluated(decision, snap.catalog.features[key])
+
+    def explain(
+        self, account_id: str, key: str, context: Mapping[str, Any]
+    ) -> tuple[Evaluated | EvaluationError, dict[str, Any]]:
+        """`evaluate` with its trail (design §4.1 "Explain"); the feature must exist."""
+        snap = self.state.snapshot
+        result, trail = explain(snap, account_id, key, context, self.state.clock())
+        if isinstance(result, EvaluationError):
+            return result, trail
+        return Evaluated(result, snap.catalog.features[key]), trail
 
     def evaluate_all(self, account_id: str, context: Mapping[str, Any]) -> EvaluatedAll:
         """Every feature; per-feature errors are results, a bad request (no targeting key, a

@@ -6,6 +6,7 @@ Watch stream is a queue, not a thread (design §2.1).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,8 @@ class EvaluationService(pb_grpc.EvaluationServicer):
     @handled
     async def Evaluate(self, request: pb.EvaluateRequest, context: _Context) -> pb.Resolution:
         require(bool(request.feature), "feature is required (a feature key such as 'sso')")
+        if request.explain:
+            return self._explained(request)
         try:
             found = self.decisions.evaluate(
                 request.account_id, request.feature, context_arg(request.context)
@@ -60,6 +63,21 @@ class EvaluationService(pb_grpc.EvaluationServicer):
             self.metrics.child(self.metrics.evaluation_errors, "native", exc.code.value).inc()
             return error_resolution(request.feature, exc)
         self.metrics.child(self.metrics.evaluations, "native", found.decision.reason.value).inc()
+        return res
+
+    def _explained(self, request: pb.EvaluateRequest) -> pb.Resolution:
+        """`Evaluate` with the trail in `explain` (design §4.1); off the hot path."""
+        trail: dict[str, Any] = {}
+        try:
+            result, trail = self.decisions.explain(
+                request.account_id, request.feature, context_arg(request.context)
+            )
+            if isinstance(result, EvaluationError):
+                raise result
+            res = resolution(result.decision, result.feature, KIND_OF.get(request.type))
+        except EvaluationError as exc:
+            res = error_resolution(request.feature, exc)
+        res.explain = json.dumps(trail, default=str)
         return res
 
     @handled

@@ -37,6 +37,8 @@ ALL_FEATURES = sorted(
         "integrations",
         "legacy-reports",
         "monthly-active-users",
+        "pipeline-editor-v2",
+        "scheduled-exports",
         "seats",
         "sso",
         "support-tier",

@@ -349,3 +349,19 @@ def _positionals(command: Any) -> list[str]:
         for a in command.args
         if not a.names[0].startswith("-") and a.options.get("nargs") not in ("?", "*")
     ]
+
+
+def test_check_explain_shows_the_trail(sidecar: Any, env: dict[str, str]) -> None:
+    """design §4.1: override, targeting, every source and why it lost, the winner."""
+    shown = text(sidecar, "check", "acct_acme", "execution-concurrency", "--explain", env=env)
+    assert "1  override   25" in shown
+    assert "1b targeting  none (the feature has no targeting)" in shown
+    assert "2  pro        10  lost: the override replaces every other source" in shown
+    assert "=> override  25" in shown
+    rollout = text(sidecar, "check", "acct_acme", "pipeline-editor-v2", "--explain", env=env)
+    assert "1b targeting  variant off" in rollout and "=> targeting  off" in rollout
+    reply = ok(sidecar, "check", "acct_acme", "api-calls", "--explain", env=env)
+    trail = json.loads(reply["explain"])
+    assert [c["source"] for c in trail["candidates"]] == ["pro", "grant"]
+    assert trail["winner"]["source"] == "grant"
+    assert "explain" not in ok(sidecar, "check", "acct_acme", "api-calls", env=env)

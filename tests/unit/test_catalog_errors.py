@@ -356,7 +356,7 @@ CASES = [
         BASE + "plans:  # <-\n  - name: Orphan\n",
         30,
         "plans",
-        "unknown key 'plans' (expected one of: accounts, products)",
+        "unknown key 'plans' (expected one of: accounts, evaluators, products)",
     ),
     (
         "bad-quota-threshold",

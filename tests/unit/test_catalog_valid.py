@@ -600,7 +600,10 @@ def test_example_catalog_loads() -> None:
         "seats",
         "exports",
         "legacy-reports",
+        "pipeline-editor-v2",
+        "scheduled-exports",
     }
+    assert catalog.features["pipeline-editor-v2"].targeting is not None  # design §4.1
     types = {f.type for f in catalog.features.values()}
     assert types == set(FeatureType)  # the example shows every feature type
     assert catalog.features["legacy-reports"].archived

@@ -36,16 +36,18 @@ USAGE_MODE_ADD: UsageMode
 USAGE_MODE_SET: UsageMode
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("account_id", "feature", "context", "type")
+    __slots__ = ("account_id", "feature", "context", "type", "explain")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     feature: str
     context: _struct_pb2.Struct
     type: ValueType
-    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., type: _Optional[_Union[ValueType, str]] = ...) -> None: ...
+    explain: bool
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., type: _Optional[_Union[ValueType, str]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class Metering(_message.Message):
     __slots__ = ("limit", "used", "remaining", "unlimited", "soft_limit", "overage_cap", "overage", "period_start", "period_end")
@@ -70,7 +72,7 @@ class Metering(_message.Message):
     def __init__(self, limit: _Optional[float] = ..., used: _Optional[float] = ..., remaining: _Optional[float] = ..., unlimited: _Optional[bool] = ..., soft_limit: _Optional[bool] = ..., overage_cap: _Optional[float] = ..., overage: _Optional[float] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Resolution(_message.Message):
-    __slots__ = ("feature", "feature_type", "value", "variant", "reason", "has_access", "denial", "metering", "unlimited", "metadata", "as_boolean", "as_integer", "as_float", "as_string", "as_object", "error_code", "error_message", "valid_until")
+    __slots__ = ("feature", "feature_type", "value", "variant", "reason", "has_access", "denial", "metering", "unlimited", "metadata", "as_boolean", "as_integer", "as_float", "as_string", "as_object", "error_code", "error_message", "valid_until", "volatile", "explain")
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     FEATURE_TYPE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +91,8 @@ class Resolution(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    VOLATILE_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     feature: str
     feature_type: str
     value: _struct_pb2.Value
@@ -107,7 +111,9 @@ class Resolution(_message.Message):
     error_code: str
     error_message: str
     valid_until: _timestamp_pb2.Timestamp
-    def __init__(self, feature: _Optional[str] = ..., feature_type: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., variant: _Optional[str] = ..., reason: _Optional[str] = ..., has_access: _Optional[bool] = ..., denial: _Optional[str] = ..., metering: _Optional[_Union[Metering, _Mapping]] = ..., unlimited: _Optional[bool] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., as_boolean: _Optional[bool] = ..., as_integer: _Optional[int] = ..., as_float: _Optional[float] = ..., as_string: _Optional[str] = ..., as_object: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    volatile: bool
+    explain: str
+    def __init__(self, feature: _Optional[str] = ..., feature_type: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., variant: _Optional[str] = ..., reason: _Optional[str] = ..., has_access: _Optional[bool] = ..., denial: _Optional[str] = ..., metering: _Optional[_Union[Metering, _Mapping]] = ..., unlimited: _Optional[bool] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., as_boolean: _Optional[bool] = ..., as_integer: _Optional[int] = ..., as_float: _Optional[float] = ..., as_string: _Optional[str] = ..., as_object: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., volatile: _Optional[bool] = ..., explain: _Optional[str] = ...) -> None: ...
 
 class EvaluateAllRequest(_message.Message):
     __slots__ = ("account_id", "context")
