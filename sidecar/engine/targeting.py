@@ -19,6 +19,7 @@ from openfeature.contrib.tools.flagd.core.targeting.targeting import OPERATORS
 from ..catalog.model import Account, Feature, Subscription, Targeting, thaw
 from .decision import ErrorCode, EvaluationError
 
+
 def rule_data(
     feature: Feature,
     account_id: str,
