@@ -92,6 +92,11 @@ def test_a_new_catalog_version_drops_the_entries(snap: Snapshot) -> None:
 
 def test_the_cache_is_bounded(snap: Snapshot) -> None:
     cache = ResolutionCache(max_entries=3)
-    for _ in range(3):
-        cache.response("pro", "v1", every_feature(snap, "pro"))
-        assert len(cache._entries) <= len(TABLE)
+    cache.response("pro", "v1", every_feature(snap, "pro"))
+    assert len(cache._entries) > 3  # one response may exceed it; the next one starts afresh
+    other = every_feature(snap, "nobody")
+    assert dict(cache.response("nobody", "v1", other).resolutions) == uncached(other)
+    # only the unknown account's decisions are left (each denied: account_not_found)
+    assert {k[1].denial for k in cache._entries} == {
+        r.decision.denial for r in other.values() if isinstance(r, Evaluated)
+    }
