@@ -20,7 +20,7 @@ trusted to Python's equality. The cache is dropped on a catalog change and when 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from dataclasses import replace
+from dataclasses import fields
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ..engine import Decision, EvaluationError
@@ -28,25 +28,28 @@ from ..runtime.decisions import Evaluated
 from .convert import error_resolution, resolution
 
 _SCALARS = (type(None), bool, int, float, str)
+_FIELDS = tuple(f.name for f in fields(Decision))
 
 
 def _key(key: str, decision: Decision) -> Hashable | None:
     """The cache key of feature `key`'s `decision`, None when it must not be cached."""
     value = decision.value
     kind = type(value)
+    found: Hashable = decision
     if (kind is list or kind is tuple) and all(type(item) is str for item in value):
-        decision = replace(decision, value=tuple(value))  # a list feature: hashable, same text
+        # a list feature: every field, the list as a tuple (hashable, the same text)
+        found = tuple(tuple(value) if f == "value" else getattr(decision, f) for f in _FIELDS)
     elif kind not in _SCALARS:
         return None
     m, until = decision.metering, decision.valid_until
     if m is None and until is None:
-        return key, decision, kind
+        return key, found, kind
     zones = (
         until and until.tzinfo,
         m and m.period_start.tzinfo,
         m and m.period_end and m.period_end.tzinfo,
     )
-    return key, decision, kind, zones
+    return key, found, kind, zones
 
 
 class ResolutionCache:

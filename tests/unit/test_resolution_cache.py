@@ -82,6 +82,22 @@ def test_equal_but_differently_rendered_decisions_are_kept_apart(snap: Snapshot)
     assert _key(key, replace(found, value=1)) != _key(key, replace(found, value=True))
 
 
+def test_list_decisions_differing_in_any_field_are_kept_apart(snap: Snapshot) -> None:
+    cache = ResolutionCache()
+    key = next(k for k in TABLE if snap.catalog.features[k].type.value == "list")
+    feature = snap.catalog.features[key]
+    found = evaluate(snap, "pro", key, {}, NOW)
+    variants = [
+        replace(found, value=["a"]),
+        replace(found, value=["a", "b"]),
+        replace(found, value=["a", "b"], valid_until=NOW + timedelta(days=1)),
+        replace(found, value=["a", "b"], valid_until=NOW + timedelta(days=2)),
+    ]
+    for decision in variants:
+        results: dict[str, Evaluated | EvaluationError] = {key: Evaluated(decision, feature)}
+        assert dict(cache.response("pro", "v1", results).resolutions) == uncached(results)
+
+
 def test_a_new_catalog_version_drops_the_entries(snap: Snapshot) -> None:
     cache = ResolutionCache()
     cache.response("pro", "v1", every_feature(snap, "pro"))
@@ -96,7 +112,10 @@ def test_the_cache_is_bounded(snap: Snapshot) -> None:
     assert len(cache._entries) > 3  # one response may exceed it; the next one starts afresh
     other = every_feature(snap, "nobody")
     assert dict(cache.response("nobody", "v1", other).resolutions) == uncached(other)
-    # only the unknown account's decisions are left (each denied: account_not_found)
-    assert {k[1].denial for k in cache._entries} == {
-        r.decision.denial for r in other.values() if isinstance(r, Evaluated)
-    }
+    # only the unknown account's resolutions are left
+    wanted = set()
+    for key, res in uncached(other).items():
+        one = pb.EvaluateAllResponse()
+        one.resolutions[key].CopyFrom(res)
+        wanted.add(one.SerializeToString())
+    assert set(cache._entries.values()) <= wanted
