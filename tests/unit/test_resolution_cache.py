@@ -7,6 +7,7 @@ freshly converted resolution and never a neighbour's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta, timezone
 from typing import Any
@@ -27,7 +28,7 @@ def snap(usage: Any) -> Snapshot:
     return Snapshot.of(parse_catalog(CATALOG), usage)
 
 
-def uncached(results: dict[str, Evaluated | EvaluationError]) -> dict[str, pb.Resolution]:
+def uncached(results: Mapping[str, Evaluated | EvaluationError]) -> dict[str, pb.Resolution]:
     return {
         key: error_resolution(key, r)
         if isinstance(r, EvaluationError)
