@@ -47,6 +47,7 @@ from harness import Stats, emit, percentiles, sidecar
 EVALUATE = "/plangate.v1.Evaluation/Evaluate"
 FEATURES = (catalogs.BOOLEAN_KEY, catalogs.INTEGER_KEY, catalogs.METERED_KEY)
 PER_CHANNEL = 100  # streams multiplexed on one HTTP/2 connection, as in the scale test
+SETTLE = 2.0  # s of quiet before "nothing open" is measured
 
 
 def _requests(accounts: int, seed: int) -> list[bytes]:
@@ -364,6 +365,7 @@ def streams(
         started = False
         try:
             for _ in range(reps):
+                time.sleep(SETTLE)  # the previous rep's thousands of closes are not "nothing"
                 idle.append(_sequential_p99(side.target, requests, calls)[1])
                 if not started:
                     for p in procs:
