@@ -65,7 +65,7 @@ def groups(quick: bool, reps: int | None) -> list[Group]:
             ],
             1800,
         ),
-        Group("load", ["bench/load.py", *q, *r], 600),
+        Group("serving", ["bench/serving.py", *q, *r], 1200),
     ]
 
 
@@ -123,9 +123,18 @@ def _rss(results: dict[str, Any]) -> tuple[float, float, float] | None:
     return None if value is None else (value, KB, value / KB)
 
 
-def _report(results: dict[str, Any]) -> tuple[float, float, float] | None:
-    value = _value(results, "usage.report")
-    return None if value is None else (value, 20_000, value / 20_000)
+def _fixed(measure: str, bound: float) -> Callable[[dict[str, Any]], Any]:
+    """A measure held against a fixed figure of the issue (20,000 events/s, 10 s, ...)."""
+
+    def compute(results: dict[str, Any]) -> tuple[float, float, float] | None:
+        value = _value(results, measure)
+        return None if value is None else (value, bound, value / bound)
+
+    return compute
+
+
+_report = _fixed("usage.report", 20_000)
+SEQUENTIAL_CONSUME = 535.0  # events/s of sequential Consume before the asyncio core (issue 13)
 
 
 TARGETS = [
@@ -200,6 +209,62 @@ TARGETS = [
         1.0,
         False,
         _report,
+    ),
+    Target(
+        "Evaluate throughput under load vs gRPC echo",
+        "serving.load.evaluate",
+        "serving.load.echo",
+        0.7,
+        False,
+        _over("serving.load.evaluate", "serving.load.echo"),
+    ),
+    Target(
+        "Evaluate p99 under load vs gRPC echo",
+        "serving.load.evaluate_p99",
+        "serving.load.echo_p99",
+        2.0,
+        True,
+        _over("serving.load.evaluate_p99", "serving.load.echo_p99"),
+    ),
+    Target(
+        "EvaluateAll (50 features) vs one Evaluate",
+        "rpc.evaluate_all",
+        "rpc.evaluate",
+        2.0,
+        True,
+        _over("rpc.evaluate_all", "rpc.evaluate"),
+    ),
+    Target(
+        "Consume, 16 concurrent clients vs 10x sequential 535/s",
+        "serving.consume.concurrent",
+        "5,350 events/s",
+        1.0,
+        False,
+        _fixed("serving.consume.concurrent", 10 * SEQUENTIAL_CONSUME),
+    ),
+    Target(
+        "start-up with 1M stored accounts vs 10 s",
+        "scale.large.load",
+        "10 s",
+        1.0,
+        True,
+        _fixed("scale.large.load", 10.0),
+    ),
+    Target(
+        "Evaluate p99 with 4,000 streams/conns open vs none",
+        "serving.streams.open_p99",
+        "serving.streams.idle_p99",
+        2.0,
+        True,
+        _over("serving.streams.open_p99", "serving.streams.idle_p99"),
+    ),
+    Target(
+        "change event to every stream vs 200 ms",
+        "serving.streams.event",
+        "200 ms",
+        1.0,
+        True,
+        _fixed("serving.streams.event", 200.0),
     ),
 ]
 
@@ -319,17 +384,26 @@ _ROWS = [
     ("scale.small.bytes_per_account", "RSS per account, small snapshot"),
     ("scale.large.bytes_per_account", "RSS per account, large snapshot"),
     ("scale.large.load", "start-up load, large snapshot"),
-    ("load.evaluate", "Evaluate under concurrent load"),
+    ("serving.load.evaluate", "Evaluate under concurrent load (grpc.aio clients)"),
+    ("serving.load.echo", "  gRPC echo under the same load (floor)"),
+    ("serving.load.evaluate_p99", "  Evaluate p99 per call under load"),
+    ("serving.load.echo_p99", "  echo p99 per call under load"),
+    ("serving.consume.concurrent", "Consume, 16 concurrent clients, durable"),
+    ("serving.streams.idle_p99", "Evaluate p99, nothing open"),
+    ("serving.streams.open_p99", "  same, streams + idle HTTP connections open"),
+    ("serving.streams.event", "change event: Report to the last stream"),
 ]
 
 
 def _fmt(value: float, unit: str) -> str:
-    if unit in ("events/s", "evals/s"):
+    if unit in ("events/s", "evals/s", "calls/s"):
         return f"{value:,.0f} {unit}"
     if unit == "bytes":
         return f"{value:,.0f} B"
     if unit == "s":
         return f"{value:.3f} s"
+    if unit == "ms":
+        return f"{value:,.1f} ms"
     return f"{value:,.1f} {unit}"
 
 
@@ -340,8 +414,16 @@ def _detail(m: dict[str, Any]) -> str:
         parts.append(f"p50 {extra['p50_us']:,.0f} us  p99 {extra['p99_us']:,.0f} us")
     if "accounts" in extra:
         parts.append(f"{extra['accounts']:,} accounts")
-    if "clients" in extra:
-        parts.append(f"{extra['clients']} client procs")
+    if "inflight_per_client" in extra:
+        parts.append(f"{extra['clients']} client procs x {extra['inflight_per_client']} in flight")
+    elif "clients" in extra:
+        parts.append(f"{extra['clients']} clients")
+    if "watches" in extra:
+        w = extra["watches"]
+        parts.append(
+            f"{w:,} Watch + {extra['event_streams']:,} EventStream + "
+            f"{extra['idle_http']:,} idle HTTP"
+        )
     if m.get("reps") and len(m["reps"]) > 1:
         parts.append(f"spread {_fmt(m['min'], m['unit'])}..{_fmt(m['max'], m['unit'])}")
     return "; ".join(parts)
@@ -430,7 +512,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run < 30 s")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per measure")
     parser.add_argument(
-        "--only", nargs="*", default=None, help="groups: client peer reload scale load"
+        "--only", nargs="*", default=None, help="groups: client peer reload scale serving"
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
     parser.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")

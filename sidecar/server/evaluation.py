@@ -20,6 +20,7 @@ from ..runtime.events import CatalogChanged, Event, EventHub
 from .convert import KIND_OF, account_changed, context_arg, error_resolution, resolution
 from .errors import STREAM_ENDED, handled, require
 from .metrics import Metrics
+from .resolution_cache import ResolutionCache
 
 if TYPE_CHECKING:
     _Context = grpc.aio.ServicerContext[Any, Any]
@@ -47,6 +48,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         self.events = events
         self.metrics = metrics
         self.heartbeat = heartbeat
+        self.resolutions = ResolutionCache()  # EvaluateAll's encoded resolutions; loop-only
 
     @handled
     async def Evaluate(self, request: pb.EvaluateRequest, context: _Context) -> pb.Resolution:
@@ -91,12 +93,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
             self.metrics.child(self.metrics.evaluation_errors, "native", exc.code.value).inc()
             out.error_code, out.error_message = exc.code.value, exc.message
             return out
-        out.catalog_version = found.catalog_version
-        for key, result in found.results.items():
-            if isinstance(result, EvaluationError):
-                out.resolutions[key].CopyFrom(error_resolution(key, result))
-            else:
-                out.resolutions[key].CopyFrom(resolution(result.decision, result.feature))
+        out = self.resolutions.response(request.account_id, found.catalog_version, found.results)
         self.metrics.child(self.metrics.evaluations, "native_all", "TARGETING_MATCH").inc(
             len(found.results)
         )

@@ -29,6 +29,7 @@ sidecar unmodified. Translation only; the semantics are the engine's:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -220,8 +221,7 @@ class _Flagd:
                     continue
                 keys = self._changed_keys([event, *subscriber.pending()])
                 if keys:
-                    data = {"flags": {key: {"type": "update"} for key in keys}}
-                    yield pb.EventStreamResponse(type="configuration_change", data=to_struct(data))
+                    yield _configuration_change(pb.EventStreamResponse, tuple(keys))
         finally:
             subscriber.close()
             self.metrics.watch_streams.dec()
@@ -271,3 +271,12 @@ def add_flagd_services(
         v2_pb.DESCRIPTOR.services_by_name["Service"].full_name,
         v1_pb.DESCRIPTOR.services_by_name["Service"].full_name,
     ]
+
+
+@functools.lru_cache(maxsize=64)
+def _configuration_change(response: type[Any], keys: tuple[str, ...]) -> Any:
+    """The `configuration_change` message for `keys`, built once for every stream that gets it:
+    a change naming all 50 flags reaches a thousand streams, and a Struct of them per stream was
+    a sixth of the fan-out's time (messages are only read once built)."""
+    data = {"flags": {key: {"type": "update"} for key in keys}}
+    return response(type="configuration_change", data=to_struct(data))

@@ -1,0 +1,122 @@
+"""`server.resolution_cache`: EvaluateAll from cached encodings is exactly the uncached answer.
+
+The cache is keyed on the whole decision; these check that every way a decision can change
+(usage, time zone of an instant, a value equal in Python but rendered differently) gives the
+freshly converted resolution and never a neighbour's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import timedelta, timezone
+from typing import Any
+
+import pytest
+from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from plangate.sidecar.catalog import parse_catalog
+from plangate.sidecar.engine import ErrorCode, EvaluationError, Snapshot, evaluate
+from plangate.sidecar.runtime.decisions import Evaluated
+from plangate.sidecar.server.convert import error_resolution, resolution
+from plangate.sidecar.server.resolution_cache import ResolutionCache, _key
+from support.typed_table import CATALOG, JUNE, NOW, TABLE
+
+
+@pytest.fixture
+def snap(usage: Any) -> Snapshot:
+    usage.set("acct:pro", "calls", JUNE, 30.5)
+    return Snapshot.of(parse_catalog(CATALOG), usage)
+
+
+def uncached(results: Mapping[str, Evaluated | EvaluationError]) -> dict[str, pb.Resolution]:
+    return {
+        key: error_resolution(key, r)
+        if isinstance(r, EvaluationError)
+        else resolution(r.decision, r.feature)
+        for key, r in results.items()
+    }
+
+
+def every_feature(snap: Snapshot, account: str) -> dict[str, Evaluated | EvaluationError]:
+    return {
+        key: Evaluated(evaluate(snap, account, key, {}, NOW), snap.catalog.features[key])
+        for key in TABLE
+    }
+
+
+def test_cached_responses_equal_converted_ones_for_every_feature(snap: Snapshot) -> None:
+    cache = ResolutionCache()
+    results = every_feature(snap, "pro")
+    results["gone"] = EvaluationError(ErrorCode.FLAG_NOT_FOUND, "no feature 'gone'")
+    for _ in range(3):  # the first call fills the cache, the others read it
+        out = cache.response("pro", "v1", results)
+        assert out.account_id == "pro" and out.catalog_version == "v1"
+        assert dict(out.resolutions) == uncached(results)
+
+
+def test_a_changed_decision_is_converted_anew(snap: Snapshot, usage: Any) -> None:
+    cache = ResolutionCache()
+    before = every_feature(snap, "pro")
+    cache.response("pro", "v1", before)
+    usage.set("acct:pro", "calls", JUNE, 31.5)  # usage moved: the metered decision differs
+    after = every_feature(snap, "pro")
+    assert dict(cache.response("pro", "v1", after).resolutions) == uncached(after)
+    assert uncached(after) != uncached(before)
+
+
+def test_equal_but_differently_rendered_decisions_are_kept_apart(snap: Snapshot) -> None:
+    cache = ResolutionCache()
+    key = next(k for k in TABLE if snap.catalog.features[k].type.value == "metered")
+    found = evaluate(snap, "pro", key, {}, NOW)
+    feature = snap.catalog.features[key]
+    utc = Evaluated(replace(found, valid_until=NOW + timedelta(days=3)), feature)
+    plus_one = timezone(timedelta(hours=1))
+    # the same instant in another zone: == in Python, another ISO text in the metadata
+    other_zone = Evaluated(
+        replace(found, valid_until=(NOW + timedelta(days=3)).astimezone(plus_one)), feature
+    )
+    for results in ({key: utc}, {key: other_zone}):
+        assert dict(cache.response("pro", "v1", results).resolutions) == uncached(results)
+    # 1 == True in Python (and hash alike): the key tells them apart
+    plain = replace(found, metering=None, valid_until=None)
+    assert _key(key, replace(plain, value=1)) != _key(key, replace(plain, value=True))
+    assert _key(key, replace(found, value=1)) != _key(key, replace(found, value=True))
+
+
+def test_list_decisions_differing_in_any_field_are_kept_apart(snap: Snapshot) -> None:
+    cache = ResolutionCache()
+    key = next(k for k in TABLE if snap.catalog.features[k].type.value == "list")
+    feature = snap.catalog.features[key]
+    found = evaluate(snap, "pro", key, {}, NOW)
+    variants = [
+        replace(found, value=["a"]),
+        replace(found, value=["a", "b"]),
+        replace(found, value=["a", "b"], valid_until=NOW + timedelta(days=1)),
+        replace(found, value=["a", "b"], valid_until=NOW + timedelta(days=2)),
+    ]
+    for decision in variants:
+        results: dict[str, Evaluated | EvaluationError] = {key: Evaluated(decision, feature)}
+        assert dict(cache.response("pro", "v1", results).resolutions) == uncached(results)
+
+
+def test_a_new_catalog_version_drops_the_entries(snap: Snapshot) -> None:
+    cache = ResolutionCache()
+    cache.response("pro", "v1", every_feature(snap, "pro"))
+    assert len(cache._entries) > 0
+    cache.response("pro", "v2", {})
+    assert cache._entries == {}
+
+
+def test_the_cache_is_bounded(snap: Snapshot) -> None:
+    cache = ResolutionCache(max_entries=3)
+    cache.response("pro", "v1", every_feature(snap, "pro"))
+    assert len(cache._entries) > 3  # one response may exceed it; the next one starts afresh
+    other = every_feature(snap, "nobody")
+    assert dict(cache.response("nobody", "v1", other).resolutions) == uncached(other)
+    # only the unknown account's resolutions are left
+    wanted = set()
+    for key, res in uncached(other).items():
+        one = pb.EvaluateAllResponse()
+        one.resolutions[key].CopyFrom(res)
+        wanted.add(one.SerializeToString())
+    assert set(cache._entries.values()) <= wanted
