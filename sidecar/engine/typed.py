@@ -103,6 +103,7 @@ _FITS: dict[FeatureType, set[Kind]] = {
     FeatureType.LIST: {Kind.OBJECT},
     FeatureType.OBJECT: {Kind.OBJECT},
     FeatureType.METERED: {Kind.BOOLEAN, Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
+    FeatureType.CREDITS: {Kind.BOOLEAN, Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
 }
 
 
@@ -134,7 +135,7 @@ def resolve_as(decision: Decision, feature: Feature, kind: Kind) -> Any:
     if not _fits(feature.type, kind):
         raise _mismatch(feature, kind)
     ftype = feature.type
-    if ftype is FeatureType.METERED:
+    if feature.counted:
         m = decision.metering
         if kind is Kind.BOOLEAN:
             return decision.has_access

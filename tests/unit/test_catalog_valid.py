@@ -600,6 +600,9 @@ def test_example_catalog_loads() -> None:
         "seats",
         "exports",
         "legacy-reports",
+        "ai-credits",
+        "ai-completions",
+        "image-generations",
     }
     types = {f.type for f in catalog.features.values()}
     assert types == set(FeatureType)  # the example shows every feature type
