@@ -12,8 +12,8 @@ from datetime import datetime
 
 from ...protocol.metering import Denial, metered_access
 from ..catalog.model import Feature
-from ..engine import Decision, Metering, Snapshot
-from ..engine.balances import Balance
+from ..engine import Decision, Metering, Snapshot, evaluate
+from ..engine.balances import Balance, TopUpState
 from ..engine.evaluate import balance_for
 from ..engine.write_rule import Admit, PoolLeg
 from .quota_events import quota_check
@@ -73,3 +73,19 @@ def balance_and_pool(
         quota_check(snapshot, account_id, pool, at, now, environment),
     )
     return balance, leg
+
+
+def topup_balances(
+    snapshot: Snapshot, account_id: str, now: datetime, feature: str = ""
+) -> list[TopUpState]:
+    """The account's top-ups with what each burned and can still cover, feature by feature
+    in catalog order, each feature's in burn order (what `ListTopUps` shows)."""
+    account = snapshot.accounts.get(account_id)
+    if account is None:
+        return []
+    keys = {t.feature for t in account.topups if not feature or t.feature == feature}
+    out: list[TopUpState] = []
+    for key in (k for k in snapshot.catalog.features if k in keys):
+        m = evaluate(snapshot, account_id, key, {}, now).metering
+        out += m.topups if m is not None else ()
+    return out

@@ -23,6 +23,7 @@ from ..catalog.model import (
     Account,
     Feature,
     Subscription,
+    TopUp,
     thaw,
 )
 from ..engine import (
@@ -35,6 +36,7 @@ from ..engine import (
     metadata,
     resolve_as,
 )
+from ..engine.balances import TopUpState
 from ..engine.usage import Mode
 from ..runtime.events import AccountChanged
 from .errors import BadRequest
@@ -296,4 +298,24 @@ def account_pb(account: Account) -> pb.Account:
             for g in account.grants
         ],
         declared=account.declared,
+        topups=[topup_pb(t) for t in account.topups],
     )
+
+
+def topup_pb(topup: TopUp, state: TopUpState | None = None) -> pb.TopUp:
+    """A top-up as recorded, with its balance when `state` (an evaluation's view) is given."""
+    out = pb.TopUp(
+        id=topup.id,
+        feature=topup.feature,
+        amount=topup.amount,
+        priority=topup.priority,
+        effective_at=to_timestamp(topup.effective_at),
+        expires_at=to_timestamp(topup.expires_at),
+        voided_at=to_timestamp(topup.voided_at),
+    )
+    if state is not None:
+        out.burned = state.burned
+        out.remaining = state.remaining
+        out.active = state.active
+        out.burned_this_period = state.burned_now
+    return out
