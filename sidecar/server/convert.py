@@ -37,6 +37,7 @@ from ..engine import (
     resolve_as,
 )
 from ..engine.balances import TopUpState
+from ..engine.decision import Metering
 from ..engine.usage import Mode
 from ..runtime.events import AccountChanged
 from .errors import BadRequest
@@ -92,6 +93,8 @@ def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -
         metering.period_start.seconds, metering.period_start.nanos = _timestamp(m.period_start)
         if m.period_end is not None:
             metering.period_end.seconds, metering.period_end.nanos = _timestamp(m.period_end)
+        if m.topups or m.pool is not None:
+            _balances(metering, m)
     if kind is not None:
         _set_typed(out, kind, resolve_as(decision, feature, kind))
         return out
@@ -300,6 +303,25 @@ def account_pb(account: Account) -> pb.Account:
         declared=account.declared,
         topups=[topup_pb(t) for t in account.topups],
     )
+
+
+def _balances(out: pb.Metering, m: Metering) -> None:
+    """The design §5.1 fields: top-ups and the credit pool (the provider re-derives from them)."""
+    if m.allowance is not None:
+        out.allowance = m.allowance
+    out.topup_burned = m.topup_burned
+    out.topup_remaining = m.topup_remaining
+    share = m.pool
+    pm = share.decision.metering if share is not None else None
+    if share is not None and pm is not None:
+        out.pool = share.feature
+        out.per_unit = share.per_unit
+        if pm.limit is not None:
+            out.pool_limit = pm.limit
+        out.pool_used = pm.used
+        out.pool_soft_limit = pm.soft_limit
+        if pm.overage_cap is not None:
+            out.pool_overage_cap = pm.overage_cap
 
 
 def topup_pb(topup: TopUp, state: TopUpState | None = None) -> pb.TopUp:

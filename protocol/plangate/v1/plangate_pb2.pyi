@@ -48,7 +48,7 @@ class EvaluateRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., type: _Optional[_Union[ValueType, str]] = ...) -> None: ...
 
 class Metering(_message.Message):
-    __slots__ = ("limit", "used", "remaining", "unlimited", "soft_limit", "overage_cap", "overage", "period_start", "period_end")
+    __slots__ = ("limit", "used", "remaining", "unlimited", "soft_limit", "overage_cap", "overage", "period_start", "period_end", "allowance", "topup_burned", "topup_remaining", "pool", "per_unit", "pool_limit", "pool_used", "pool_soft_limit", "pool_overage_cap")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     USED_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,15 @@ class Metering(_message.Message):
     OVERAGE_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
     PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    ALLOWANCE_FIELD_NUMBER: _ClassVar[int]
+    TOPUP_BURNED_FIELD_NUMBER: _ClassVar[int]
+    TOPUP_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    POOL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    POOL_USED_FIELD_NUMBER: _ClassVar[int]
+    POOL_SOFT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    POOL_OVERAGE_CAP_FIELD_NUMBER: _ClassVar[int]
     limit: float
     used: float
     remaining: float
@@ -67,7 +76,16 @@ class Metering(_message.Message):
     overage: float
     period_start: _timestamp_pb2.Timestamp
     period_end: _timestamp_pb2.Timestamp
-    def __init__(self, limit: _Optional[float] = ..., used: _Optional[float] = ..., remaining: _Optional[float] = ..., unlimited: _Optional[bool] = ..., soft_limit: _Optional[bool] = ..., overage_cap: _Optional[float] = ..., overage: _Optional[float] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    allowance: float
+    topup_burned: float
+    topup_remaining: float
+    pool: str
+    per_unit: float
+    pool_limit: float
+    pool_used: float
+    pool_soft_limit: bool
+    pool_overage_cap: float
+    def __init__(self, limit: _Optional[float] = ..., used: _Optional[float] = ..., remaining: _Optional[float] = ..., unlimited: _Optional[bool] = ..., soft_limit: _Optional[bool] = ..., overage_cap: _Optional[float] = ..., overage: _Optional[float] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance: _Optional[float] = ..., topup_burned: _Optional[float] = ..., topup_remaining: _Optional[float] = ..., pool: _Optional[str] = ..., per_unit: _Optional[float] = ..., pool_limit: _Optional[float] = ..., pool_used: _Optional[float] = ..., pool_soft_limit: _Optional[bool] = ..., pool_overage_cap: _Optional[float] = ...) -> None: ...
 
 class Resolution(_message.Message):
     __slots__ = ("feature", "feature_type", "value", "variant", "reason", "has_access", "denial", "metering", "unlimited", "metadata", "as_boolean", "as_integer", "as_float", "as_string", "as_object", "error_code", "error_message", "valid_until")
