@@ -95,7 +95,7 @@ def test_topups_add_list_void_over_grpc(stubs: Stubs) -> None:
         4.0,
     )
     account_pb = stubs.admin.GetAccount(pb.GetAccountRequest(id=a), timeout=5)
-    assert [t.id for t in account_pb.topups][0] == "p1"
+    assert [t.id for t in account_pb.topups] == ["p1", listed[1].id]
 
 
 @pytest.mark.parametrize(
@@ -173,9 +173,7 @@ def _ctx(account_id: str) -> Any:
     return ctx
 
 
-def test_track_on_one_priced_feature_lowers_the_others_at_once(
-    sidecar: Any, stubs: Stubs
-) -> None:
+def test_track_on_one_priced_feature_lowers_the_others_at_once(sidecar: Any, stubs: Stubs) -> None:
     a = account(stubs, "acct_track")
     ctx = EvaluationContext(a)
     with provider(f"127.0.0.1:{sidecar.port}", cache=True):
