@@ -39,6 +39,11 @@ products:
     plans:
       - name: Basic
         entitlements: {credits: 20, chat: 100, images: unlimited, search: 3, calls: 10, seats: 3}
+        quotas:
+          - feature: credits
+            at: [50%]
+            actions:
+              - webhook: http://127.0.0.1:9/credits
 """
 
 
@@ -299,6 +304,17 @@ def test_a_duplicate_key_moves_neither_counter(world: World) -> None:
     world.reopen()
     assert world.metering("chat")[1] == 3.0
     assert world.metering("credits")[1] == 6.0
+
+
+def test_a_quota_on_the_pool_fires_from_a_priced_feature(world: World) -> None:
+    world.topup("credits", 100, "big")  # percentages stay relative to the allowance (20)
+    for _ in range(4):
+        world.consume("chat")  # 8 credits: below 50% of 20
+    assert world.state.store.list_deliveries(None, 10) == []
+    world.consume("chat")  # 10 credits: 50% of the allowance, not of 120
+    (delivery,) = world.state.store.list_deliveries(None, 10)
+    event = delivery.payload["event"]
+    assert (event["feature"], event["threshold"]["at"], event["limit"]) == ("credits", "50%", 20)
 
 
 # -- against a reference model --------------------------------------------------------------
