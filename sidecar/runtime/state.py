@@ -31,7 +31,7 @@ from ..engine import (
     reindex_members,
     slot_for,
 )
-from ..engine.balances import Balance
+from ..engine.balances import Balance, burn_feature
 from ..engine.write_rule import PoolLeg
 from ..store.base import (
     CounterKey,
@@ -267,6 +267,13 @@ class LiveState:
             slot = slot_for(self.snapshot, account_id, feature, self.clock())
             previous = self.store.reset_usage(slot.scope_key, key, slot.period.start)
             self.counters.values.pop((slot.scope_key, key, slot.period.start), None)
+            # a fresh period covers nothing by top-ups yet; what they burned stays burned
+            account = self.snapshot.accounts.get(account_id)
+            for topup in account.topups if account is not None else ():
+                if topup.feature == key:
+                    burn = (slot.scope_key, burn_feature(key, topup.id), slot.period.start)
+                    self.store.reset_usage(*burn)
+                    self.counters.values.pop(burn, None)
         self._usage_changed([slot.scope_key])
         return previous
 

@@ -225,6 +225,14 @@ def test_a_topup_survives_the_period_reset_and_is_durable(world: World) -> None:
     assert world.metering("calls") == (13.0, 0.0, 13.0)
 
 
+def test_reset_usage_starts_a_period_with_nothing_covered_yet(world: World) -> None:
+    world.topup("calls", 5, "t")
+    world.report("calls", 12)  # 2 burned
+    assert world.state.reset_usage("a", "calls") == 12.0
+    assert world.metering("calls") == (13.0, 0.0, 13.0)  # 10 + the 3 left, not + 2 again
+    assert world.burned() == {"t": 2.0}
+
+
 def test_a_refund_unburns_the_last_burned_first(world: World) -> None:
     world.topup("calls", 3, "a1", priority=1)
     world.topup("calls", 3, "a2", priority=2)
