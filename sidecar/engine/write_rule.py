@@ -25,8 +25,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ..catalog.model import Aggregation, Feature
-from .balances import Balance, headroom, rebalance, states
+from ..catalog.model import Aggregation, Feature, TopUp
+from .balances import FOREVER, Balance, burn_feature, headroom, rebalance, states
 from .usage import UsageReport, next_value
 
 CounterKey = tuple[str, str, datetime]
@@ -78,6 +78,14 @@ Fire = Callable[[float, float], Sequence[Firing]]
 reached. Pure (no I/O), so the rule can call it inside any store's transaction."""
 
 
+Exhausted = Callable[[TopUp, datetime], Sequence[OutboxEntry]]
+"""A write's top-up hook: the outbox entries (a `topup.exhausted` webhook, design §7.1) for a
+top-up this write used up. Its mark is recorded once per top-up, so a retry or a second
+sidecar never enqueues them twice."""
+
+EXHAUSTED_MARK = "topup.exhausted"
+
+
 @dataclass(frozen=True, slots=True)
 class PoolLeg:
     """The credit pool a credit-priced write also counts on: `per_unit` credits per unit."""
@@ -108,6 +116,7 @@ class UsageWrite:
     on_applied: Fire | None = None
     balance: Balance | None = None
     pool: PoolLeg | None = None
+    on_exhausted: Exhausted | None = None
 
     @property
     def counter(self) -> CounterKey:
@@ -132,6 +141,8 @@ class UsageWrite:
         out = [self.counter] if self.on_applied is not None else []
         if self.pool is not None and self.pool.on_applied is not None:
             out.append(self.pool.counter)
+        if self.on_exhausted is not None:  # a top-up's exhaustion mark sits on its total
+            out += [k for k in self.counters if k[2] == FOREVER]
         return out
 
     @property
@@ -245,11 +256,13 @@ def _apply_one(
         out.uniques.append((counter, w.report.unique_key))
     changes: dict[CounterKey, float] = {}
     _set(counter, value, values, out)
-    changes.update(_burn(w.balance, counter, value, values, out))
+    changes.update(_burn(w.balance, counter, value, values, out, marks, w.on_exhausted))
     if pool is not None:
         _set(pool.counter, pool_after, values, out)
         changes[pool.counter] = pool_after
-        changes.update(_burn(pool.balance, pool.counter, pool_after, values, out))
+        changes.update(
+            _burn(pool.balance, pool.counter, pool_after, values, out, marks, w.on_exhausted)
+        )
     fired = _fire(w.on_applied, counter, current, value, marks, out)
     pool_fired: tuple[Firing, ...] = ()
     if pool is not None:
@@ -289,8 +302,11 @@ def _burn(
     used: float,
     values: dict[CounterKey, float],
     out: BatchWrites,
+    marks: set[tuple[CounterKey, str]],
+    on_exhausted: Exhausted | None,
 ) -> dict[CounterKey, float]:
-    """Burn or un-burn the counter's top-ups for its new usage; the burn counters changed."""
+    """Burn or un-burn the counter's top-ups for its new usage; the burn counters changed.
+    A top-up used up here fires its exhaustion mark (once per top-up) when the write asks."""
     if balance is None or not balance.topups:
         return {}
     scope, feature, start = counter
@@ -298,6 +314,14 @@ def _burn(
     moved = rebalance(balance.allowance, found, scope, feature, start, used)
     for key, value in moved.items():
         _set(key, value, values, out)
+    if on_exhausted is not None:
+        for s in found:
+            total = (scope, burn_feature(feature, s.topup.id), FOREVER)
+            after = moved.get(total, s.burned)
+            if s.burned < s.topup.amount <= after and (total, EXHAUSTED_MARK) not in marks:
+                marks.add((total, EXHAUSTED_MARK))
+                entries = tuple(on_exhausted(s.topup, balance.at))
+                out.marks.append((total, Firing(EXHAUSTED_MARK, balance.at, entries)))
     return moved
 
 

@@ -16,11 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plangate.sidecar.catalog import CatalogError, parse_catalog
+from plangate.sidecar.catalog.model import TopUp
 from plangate.sidecar.engine import UsageReport
+from plangate.sidecar.engine.balances import Balance
 from plangate.sidecar.runtime import records as rec
-from plangate.sidecar.runtime.balances import topup_balances
+from plangate.sidecar.runtime.balances import topup_balances, topup_event
 from plangate.sidecar.runtime.decisions import Decisions
 from plangate.sidecar.runtime.state import LiveState
+from plangate.sidecar.store.base import OutboxEntry, UsageWrite
 from plangate.sidecar.store.sqlite import SqliteStore
 
 JUNE = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
@@ -323,6 +326,40 @@ def test_a_quota_on_the_pool_fires_from_a_priced_feature(world: World) -> None:
     (delivery,) = world.state.store.list_deliveries(None, 10)
     event = delivery.payload["event"]
     assert (event["feature"], event["threshold"]["at"], event["limit"]) == ("credits", "50%", 20)
+
+
+def test_a_used_up_topup_can_enqueue_topup_exhausted_once(tmp_path: Path) -> None:
+    """The hook the lifecycle webhooks (design §7.1) plug into: the write that uses a top-up
+    up enqueues its `topup.exhausted` entries in its own transaction, once."""
+    catalog = parse_catalog(textwrap.dedent(CATALOG))
+    store = SqliteStore(tmp_path / "s.db")
+    topup = TopUp("pack", "calls", 5.0)
+    balance = Balance(10.0, (topup,), JUNE)
+    period = datetime(2026, 6, 1, tzinfo=UTC)
+
+    def hook(t: TopUp, at: datetime) -> list[OutboxEntry]:
+        event = topup_event("topup.exhausted", "default", "a", t, at, f"d-{t.id}")
+        return [OutboxEntry(f"d-{t.id}", "webhook", "a", "http://127.0.0.1:9/t", {"event": event})]
+
+    def write(amount: float) -> None:
+        report = UsageReport("a", "calls", amount)
+        feature = catalog.features["calls"]
+        store.record_usage(
+            [UsageWrite("acct:a", feature, period, report, balance=balance, on_exhausted=hook)]
+        )
+
+    try:
+        write(14)  # 4 of 5 burned
+        assert store.list_deliveries(None, 10) == []
+        write(1)  # the last unit: used up
+        write(3)  # beyond: overage, no second event
+        write(-4)  # a refund un-burns; using it up again does not fire again either
+        write(4)
+        (delivery,) = store.list_deliveries(None, 10)
+        assert delivery.payload["event"]["type"] == "topup.exhausted"
+        assert delivery.payload["event"]["topup"]["id"] == "pack"
+    finally:
+        store.close()
 
 
 # -- against a reference model --------------------------------------------------------------
