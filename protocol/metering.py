@@ -18,6 +18,7 @@ class Denial(StrEnum):
     USAGE_LIMIT_REACHED = "usage_limit_reached"
     REQUESTED_EXCEEDS_LIMIT = "requested_exceeds_limit"
     FEATURE_DISABLED = "feature_disabled"
+    CREDITS_EXHAUSTED = "credits_exhausted"  # the credit pool cannot cover the request (§5.1)
 
 
 FIXED_DENIALS = frozenset(

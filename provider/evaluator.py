@@ -20,7 +20,7 @@ from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_struct
 
 from .cache import CacheKey, Entry, ResolutionCache
-from .metering import adjusted
+from .metering import COUNTED, adjusted
 from .pending import PendingUsage
 from .resolution import details, raise_error, raise_rpc_error
 from .transport import Transport
@@ -119,7 +119,7 @@ class Evaluator:
             fetch = self._cache.begin(q.key)
             try:
                 response = self._call(stub.EvaluateAll, self._all_request(q))
-                entry = _entry(response)
+                entry = self._learned(_entry(response))
             except BaseException:
                 self._cache.abandon(fetch)
                 raise
@@ -149,7 +149,7 @@ class Evaluator:
             fetch = self._cache.begin(q.key)
             try:
                 response = await self._call_async(stub.EvaluateAll, self._all_request(q))
-                entry = _entry(response)
+                entry = self._learned(_entry(response))
             except BaseException:
                 self._cache.abandon(fetch)
                 raise
@@ -196,19 +196,30 @@ class Evaluator:
         found = entry.outcome(q.feature, kind)
         if found is None:
             raise FlagNotFoundError(f"no feature {q.feature!r} in catalog {entry.catalog_version}")
-        if found.metered and q.requested is not None and self._moves(q, q.requested):
+        if found.metered and q.requested is not None and self._moves(q, q.requested, found.source):
             return details(self._adjusted(q, found.source, q.requested, 1.0), kind)
         return found.details()
 
-    def _moves(self, q: Query, requested: float) -> bool:
+    def _learned(self, entry: Entry) -> Entry:
+        """Note the credit prices in a fetched answer, so `track` on a credit-priced feature
+        also counts on its pool in the pending overlay (design §5.1)."""
+        for key, res in entry.resolutions.items():
+            if res.metering.pool:
+                self._pending.learn_price(key, res.metering.pool, res.metering.per_unit)
+        return entry
+
+    def _moves(self, q: Query, requested: float, res: pb.Resolution) -> bool:
         """Whether a cached metered answer may differ for this call (another amount than
-        the cached 1, or usage tracked and not yet acknowledged)."""
-        return requested != 1.0 or self._pending.has(q.account, q.feature)
+        the cached 1, or usage tracked and not yet acknowledged, on it or on its pool)."""
+        if requested != 1.0 or self._pending.has(q.account, q.feature):
+            return True
+        pool = res.metering.pool
+        return bool(pool) and self._pending.has(q.account, pool)
 
     def _finish(
         self, q: Query, res: pb.Resolution, computed_for: float, kind: FlagType
     ) -> FlagResolutionDetails[Any]:
-        if q.requested is not None and res.feature_type == "metered" and not res.error_code:
+        if q.requested is not None and res.feature_type in COUNTED and not res.error_code:
             res = self._adjusted(q, res, q.requested, computed_for)
         return details(res, kind)
 
@@ -216,8 +227,15 @@ class Evaluator:
         self, q: Query, res: pb.Resolution, requested: float, computed_for: float
     ) -> pb.Resolution:
         """`res` with pending usage and `requested` applied; `res` itself if neither moves it."""
-        used = self._pending.used(q.account, q.feature, res.metering.used)
-        return adjusted(res, used=used, requested=requested, computed_for=computed_for)
+        m = res.metering
+        used = self._pending.used(q.account, q.feature, m.used)
+        pool_used = None
+        if m.pool:
+            self._pending.learn_price(q.feature, m.pool, m.per_unit)
+            pool_used = self._pending.used(q.account, m.pool, m.pool_used)
+        return adjusted(
+            res, used=used, requested=requested, computed_for=computed_for, pool_used=pool_used
+        )
 
 
 def _or_one(requested: float | None) -> float:

@@ -30,35 +30,56 @@ class _Counter:
 
 
 class PendingUsage:
-    """(account, feature) -> reports in flight, applied on top of the sidecar's `used`."""
+    """(account, feature) -> reports in flight, applied on top of the sidecar's `used`.
+
+    A report on a credit-priced feature is in flight on its pool too (`amount × per_unit`,
+    design §5.1), so a `track` on one feature lowers what every feature drawing on the same
+    pool has left, at once. The prices are learned from the resolutions the provider sees.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, str], _Counter] = {}
+        self._prices: dict[str, tuple[str, float]] = {}  # feature -> (pool, per_unit)
+
+    def learn_price(self, feature: str, pool: str, per_unit: float) -> None:
+        self._prices[feature] = (pool, per_unit)
 
     def add(self, seq: int, account: str, feature: str, amount: float, is_set: bool) -> None:
         with self._lock:
-            counter = self._counters.setdefault((account, feature), _Counter())
-            counter.items[seq] = (is_set, amount)
-            if is_set:
-                counter.sets += 1
-            else:
-                counter.added += amount
+            self._add(seq, account, feature, amount, is_set)
+            price = self._prices.get(feature)
+            if price is not None and not is_set:
+                self._add(seq, account, price[0], amount * price[1], False)
+
+    def _add(self, seq: int, account: str, feature: str, amount: float, is_set: bool) -> None:
+        counter = self._counters.setdefault((account, feature), _Counter())
+        counter.items[seq] = (is_set, amount)
+        if is_set:
+            counter.sets += 1
+        else:
+            counter.added += amount
 
     def settle(self, seq: int, account: str, feature: str) -> None:
         with self._lock:
-            counter = self._counters.get((account, feature))
-            if counter is None:
-                return
-            item = counter.items.pop(seq, None)
-            if item is None:
-                return
-            if not counter.items:
-                del self._counters[(account, feature)]
-            elif item[0]:
-                counter.sets -= 1
-            else:
-                counter.added -= item[1]
+            self._settle(seq, account, feature)
+            price = self._prices.get(feature)
+            if price is not None:
+                self._settle(seq, account, price[0])
+
+    def _settle(self, seq: int, account: str, feature: str) -> None:
+        counter = self._counters.get((account, feature))
+        if counter is None:
+            return
+        item = counter.items.pop(seq, None)
+        if item is None:
+            return
+        if not counter.items:
+            del self._counters[(account, feature)]
+        elif item[0]:
+            counter.sets -= 1
+        else:
+            counter.added -= item[1]
 
     def has(self, account: str, feature: str) -> bool:
         """Whether any report for (account, feature) is in flight (cheaper than `used`).

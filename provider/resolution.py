@@ -27,6 +27,8 @@ from openfeature.flag_evaluation import FlagResolutionDetails, FlagType
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct, from_value
 
+from .metering import COUNTED
+
 _ERRORS: dict[str, Callable[[str], OpenFeatureError]] = {
     "FLAG_NOT_FOUND": FlagNotFoundError,
     "TYPE_MISMATCH": TypeMismatchError,
@@ -105,7 +107,7 @@ class Outcome:
 
 def outcome(res: pb.Resolution, kind: FlagType) -> Outcome:
     """Everything `details` needs from `res` as `kind`, or the error it must raise."""
-    metered = res.feature_type == "metered" and not res.error_code
+    metered = res.feature_type in COUNTED and not res.error_code
     if res.error_code:
         message = res.error_message or res.error_code
         return Outcome(res, metered, error=partial(_error, res.error_code, message))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -9,23 +10,29 @@ from typing import Any
 
 from .features import read_entitlement
 from .model import (
+    DEFAULT_TOPUP_PRIORITY,
     EMPTY,
     Account,
     AddOn,
+    Aggregation,
     Entitlement,
     Feature,
+    FeatureType,
     Grant,
     Override,
     Plan,
+    Scope,
     Subscription,
+    TopUp,
     freeze,
 )
 from .source import Document, Path
-from .values import check_keys, read_list, read_mapping, read_str, read_time
+from .values import check_keys, is_number, read_list, read_mapping, read_str, read_time
 
-_ACCOUNT = {"id", "name", "attributes", "subscriptions", "overrides", "grants"}
+_ACCOUNT = {"id", "name", "attributes", "subscriptions", "overrides", "grants", "topups"}
 _SUBSCRIPTION = {"id", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members"}
 _GRANT = {"id", "feature", "value", "starts_at", "ends_at"}
+_TOPUP = {"id", "feature", "amount", "priority", "effective_at", "expires_at", "voided_at"}
 
 
 def subscription_problems(
@@ -97,6 +104,7 @@ def read_accounts(
             subscriptions=reader.subscriptions(data.get("subscriptions")),
             overrides=reader.overrides(data.get("overrides")),
             grants=reader.grants(data.get("grants")),
+            topups=reader.topups(data.get("topups")),
             declared=True,
         )
         for j, sub in enumerate(out[account_id].subscriptions):
@@ -230,3 +238,70 @@ class _AccountReader:
                 grant_id = str(data.get("id") or f"{self.account_id}/grant/{j}")
                 out.append(Grant(grant_id, feature.key, value, starts_at, ends_at))
         return tuple(out)
+
+    def topups(self, raw: Any) -> tuple[TopUp, ...]:
+        """Top-ups (design §5.1) on `sum` metered features and `credits` pools of
+        account-scoped usage: a balance belongs to one account."""
+        out: list[TopUp] = []
+        ids: set[str] = set()
+        for j, item in enumerate(read_list(self.doc, (*self.path, "topups"), raw)):
+            path: Path = (*self.path, "topups", j)
+            data = read_mapping(self.doc, path, item)
+            check_keys(self.doc, path, data, _TOPUP)
+            feature = self._feature(data.get("feature"), (*path, "feature"))
+            if feature is None:
+                continue
+            problem = topup_problem(feature)
+            if problem is not None:
+                self.doc.error((*path, "feature"), problem)
+                continue
+            amount: Any = data.get("amount")
+            if not (is_number(amount) and math.isfinite(amount) and amount > 0):
+                self.doc.error((*path, "amount"), f"must be a positive number, got {amount!r}")
+                continue
+            priority = data.get("priority", DEFAULT_TOPUP_PRIORITY)
+            if not isinstance(priority, int) or isinstance(priority, bool):
+                self.doc.error((*path, "priority"), f"must be an integer, got {priority!r}")
+                continue
+            effective_at, expires_at, voided_at = (
+                self._time(path, data, "effective_at"),
+                self._time(path, data, "expires_at"),
+                self._time(path, data, "voided_at"),
+            )
+            if effective_at and expires_at and expires_at <= effective_at:
+                self.doc.error((*path, "expires_at"), "expires_at must be after effective_at")
+                continue
+            topup_id = str(data.get("id") or f"{self.account_id}/topup/{j}")
+            if topup_id in ids:
+                self.doc.error((*path, "id"), f"top-up id {topup_id!r} is used twice")
+                continue
+            ids.add(topup_id)
+            out.append(
+                TopUp(
+                    topup_id,
+                    feature.key,
+                    float(amount),
+                    priority,
+                    effective_at,
+                    expires_at,
+                    voided_at,
+                )
+            )
+        return tuple(out)
+
+
+def topup_problem(feature: Feature) -> str | None:
+    """Why `feature` cannot take top-ups, or None (shared by the file and the admin API)."""
+    if not feature.counted or feature.aggregation is not Aggregation.SUM:
+        kind = feature.type.value
+        if feature.type is FeatureType.METERED:
+            kind = f"{feature.aggregation.value} metered"
+        return (
+            f"{feature.key} is a {kind} feature; top-ups apply to sum metered and credits features"
+        )
+    if feature.scope is Scope.SUBSCRIPTION:
+        return (
+            f"{feature.key} pools usage across a subscription (scope: subscription); "
+            "top-ups belong to one account, so they apply to account-scoped features"
+        )
+    return None

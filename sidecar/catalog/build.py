@@ -16,7 +16,18 @@ from typing import Any
 
 from .accounts import read_accounts
 from .features import read_entitlement, read_feature
-from .model import AddOn, Catalog, Entitlement, Feature, Plan, Price, Product, Quota
+from .model import (
+    AddOn,
+    Aggregation,
+    Catalog,
+    Entitlement,
+    Feature,
+    FeatureType,
+    Plan,
+    Price,
+    Product,
+    Quota,
+)
 from .quotas import read_quotas
 from .source import DEFAULT_MAX_BYTES, CatalogError, Document, Path, parse, read_text, version_of
 from .targeting import Evaluator, read_evaluators
@@ -50,6 +61,7 @@ class _Builder:
         self.products: dict[str, Product] = {}
         self.features: dict[str, Feature] = {}
         self.product_features: dict[str, dict[str, Feature]] = {}
+        self.feature_paths: dict[tuple[str, str], Path] = {}  # (product, slug) -> where declared
         self.plans: dict[str, Plan] = {}
         self.addons: dict[str, AddOn] = {}
         self.evaluators: Mapping[str, Evaluator] = {}
@@ -69,6 +81,7 @@ class _Builder:
         for i, data in products:
             self._product_features(("products", i), data)
         self._qualify_shared_slugs()
+        self._resolve_pools()
         self._require_features(root, products)
         raw_plans = self._collect(products, "plans", _PLAN)
         raw_addons = self._collect(products, "addons", _ADDON)
@@ -130,6 +143,7 @@ class _Builder:
                 )
                 continue
             by_slug[feature.slug] = feature
+            self.feature_paths[(slug, feature.slug)] = fpath
         self.product_features[slug] = by_slug
 
     def _qualify_shared_slugs(self) -> None:
@@ -144,6 +158,48 @@ class _Builder:
                     feature = _with_key(feature, f"{product}/{s}")
                     by_slug[s] = feature
                 self.features[feature.key] = feature
+
+    def _resolve_pools(self) -> None:
+        """`credits: {pool}` references resolved to the pool's key (design §5.1): the pool must
+        be a `credits` feature, and only `sum` features draw on one (a distinct count or a
+        gauge has no amount to price)."""
+        for key, feature in list(self.features.items()):
+            price = feature.credits
+            if price is None:
+                continue
+            path: Path = (*self.feature_paths[(feature.product, feature.slug)], "credits")
+            by_slug = self.product_features.get(feature.product, {})
+            pool = by_slug.get(price.pool) or self.features.get(price.pool)
+            problem = None
+            if pool is None:
+                known = ", ".join(
+                    sorted(f.key for f in self.features.values() if f.type is FeatureType.CREDITS)
+                )
+                problem = (
+                    "pool",
+                    f"unknown pool {price.pool!r} (credits features: {known or 'none'})",
+                )
+            elif pool.type is not FeatureType.CREDITS:
+                problem = (
+                    "pool",
+                    f"pool {pool.key!r} is a {pool.type.value} feature; a pool must be a "
+                    "`credits` feature",
+                )
+            elif feature.aggregation is not Aggregation.SUM:
+                problem = (
+                    "credits",
+                    f"{feature.key} aggregates by {feature.aggregation.value}; only `sum` "
+                    "features can be priced in credits",
+                )
+            if problem is not None:
+                where, message = problem
+                self.doc.error(path if where == "credits" else (*path, where), message)
+                resolved = replace(feature, credits=None)
+            else:
+                assert pool is not None
+                resolved = replace(feature, credits=replace(price, pool=pool.key))
+            self.features[key] = resolved
+            by_slug[feature.slug] = resolved
 
     def _find_feature(self, product: str, ref: Any, path: Path) -> Feature | None:
         if isinstance(ref, str):

@@ -12,6 +12,7 @@ from .model import (
     UNLIMITED,
     Aggregation,
     Anchor,
+    CreditPrice,
     Entitlement,
     Feature,
     FeatureType,
@@ -33,7 +34,16 @@ _BY_TYPE: dict[FeatureType, set[str]] = {
     FeatureType.STRING: {"values"},
     FeatureType.LIST: {"values"},
     FeatureType.OBJECT: set(),
-    FeatureType.METERED: {"unit", "aggregation", "reset", "anchor", "scope", "infinite"},
+    FeatureType.METERED: {
+        "unit",
+        "aggregation",
+        "reset",
+        "anchor",
+        "scope",
+        "infinite",
+        "credits",
+    },
+    FeatureType.CREDITS: {"unit", "reset", "anchor", "scope", "infinite"},
 }
 
 
@@ -64,6 +74,12 @@ def read_feature(
         doc.error((*path, "type"), f"is required ({', '.join(t.value for t in FeatureType)})")
     if name is None or ftype is None:
         return None
+    if ftype is FeatureType.CREDITS and "credits" in data:
+        doc.error(
+            (*path, "credits"),
+            "a credits pool cannot draw from another pool; only metered features take `credits:`",
+        )
+        data = {k: v for k, v in data.items() if k != "credits"}
     check_keys(doc, path, data, _COMMON | _BY_TYPE[ftype])
     slug = slugify(str(data.get("slug") or name))
     if not slug:
@@ -91,13 +107,14 @@ def read_feature(
             doc.error((*path, "values"), "must be a non-empty list of strings")
         else:
             feature = _replace(feature, values=tuple(values))
-    elif ftype is FeatureType.METERED:
+    elif ftype is FeatureType.METERED or ftype is FeatureType.CREDITS:
         feature = _replace(
             feature,
             unit=str(data.get("unit") or ""),
             aggregation=_enum(
                 doc, (*path, "aggregation"), data.get("aggregation"), Aggregation, Aggregation.SUM
             ),
+            credits=_credits(doc, (*path, "credits"), data.get("credits")),
             reset=_enum(doc, (*path, "reset"), data.get("reset"), Reset, Reset.MONTHLY),
             anchor=_enum(doc, (*path, "anchor"), data.get("anchor"), Anchor, Anchor.CALENDAR),
             scope=_enum(doc, (*path, "scope"), data.get("scope"), Scope, Scope.ACCOUNT),
@@ -106,6 +123,23 @@ def read_feature(
     feature = _replace(feature, default=_default(doc, (*path, "default"), data, feature))
     targeting = read_targeting(doc, path, data, feature, evaluators, read_entitlement)
     return feature if targeting is None else _replace(feature, targeting=targeting)
+
+
+def _credits(doc: Document, path: Path, raw: Any) -> CreditPrice | None:
+    """`credits: {pool, per_unit}` as written: the pool is a reference resolved (and checked to
+    be a `credits` feature) by the catalog builder once every feature is known."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        doc.error(path, "must be a mapping {pool: <credits feature>, per_unit: <number>}")
+        return None
+    check_keys(doc, path, raw, {"pool", "per_unit"})
+    pool = read_str(doc, (*path, "pool"), raw.get("pool"))
+    per_unit = raw.get("per_unit", 1)
+    if not is_number(per_unit) or not math.isfinite(per_unit) or per_unit <= 0:
+        doc.error((*path, "per_unit"), f"must be a positive number, got {per_unit!r}")
+        return None
+    return None if pool is None else CreditPrice(pool, float(per_unit))
 
 
 def _replace(feature: Feature, **changes: Any) -> Feature:
@@ -149,6 +183,7 @@ def _default(doc: Document, path: Path, data: dict[str, Any], f: Feature) -> Any
         FeatureType.LIST: (),
         FeatureType.OBJECT: freeze({}),
         FeatureType.METERED: MeteredLimit(0),
+        FeatureType.CREDITS: MeteredLimit(0),
     }
     if "default" not in data:
         return fallback[f.type]

@@ -25,6 +25,7 @@ class FeatureType(StrEnum):
     LIST = "list"
     OBJECT = "object"
     METERED = "metered"
+    CREDITS = "credits"  # a balance pool that credit-priced metered features draw on (design §5.1)
 
 
 class Aggregation(StrEnum):
@@ -136,6 +137,15 @@ class Targeting:
 
 
 @dataclass(frozen=True, slots=True)
+class CreditPrice:
+    """`credits: {pool, per_unit}` on a metered feature: each unit also uses `per_unit` credits
+    of the `pool` feature (design §5.1)."""
+
+    pool: str  # the pool's feature key
+    per_unit: float
+
+
+@dataclass(frozen=True, slots=True)
 class Feature:
     key: str  # the evaluation key: slug, or "product/slug" where the slug is shared
     slug: str
@@ -160,6 +170,12 @@ class Feature:
     scope: Scope = Scope.ACCOUNT
     # design §4.1: variants and targeting (non-metered features only)
     targeting: Targeting | None = None
+    credits: CreditPrice | None = None  # metered features priced in a pool's credits
+
+    @property
+    def counted(self) -> bool:
+        """Whether the feature keeps usage counters: metered features and credit pools."""
+        return self.type is FeatureType.METERED or self.type is FeatureType.CREDITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +284,38 @@ class Grant:
         )
 
 
+DEFAULT_TOPUP_PRIORITY = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    """A balance added on a `sum` or `credits` feature (design §5.1): on top of the period
+    allowance, surviving period resets until burned, expired or voided."""
+
+    id: str
+    feature: str
+    amount: float
+    priority: int = DEFAULT_TOPUP_PRIORITY  # lower burns first
+    effective_at: datetime | None = None  # None: from the start
+    expires_at: datetime | None = None
+    voided_at: datetime | None = None
+
+    @property
+    def ends_at(self) -> datetime | None:
+        """When the remainder stops counting: the earlier of expiry and void."""
+        if self.voided_at is None or (
+            self.expires_at is not None and self.expires_at <= self.voided_at
+        ):
+            return self.expires_at
+        return self.voided_at
+
+    def active_at(self, now: datetime) -> bool:
+        end = self.ends_at
+        return (self.effective_at is None or self.effective_at <= now) and (
+            end is None or now < end
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     id: str
@@ -276,6 +324,7 @@ class Account:
     subscriptions: tuple[Subscription, ...] = ()
     overrides: Mapping[str, Override] = field(default_factory=lambda: EMPTY)
     grants: tuple[Grant, ...] = ()
+    topups: tuple[TopUp, ...] = ()
     declared: bool = False  # True when the catalog file declares it (it is then read-only)
 
 

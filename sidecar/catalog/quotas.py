@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .features import read_entitlement
-from .model import Feature, FeatureType, Plan, Quota, QuotaAction, Threshold
+from .model import Feature, Plan, Quota, QuotaAction, Threshold
 from .source import Document, Path
 from .values import check_keys, is_number, read_list, read_mapping, read_str
 
@@ -35,7 +35,7 @@ def read_quotas(
         feature = find_feature(data.get("feature"), (*qpath, "feature"))
         if feature is None:
             continue
-        if feature.type is not FeatureType.METERED:
+        if not feature.counted:
             doc.error(
                 (*qpath, "feature"),
                 f"quotas apply to metered features; {feature.key} is {feature.type.value}",

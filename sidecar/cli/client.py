@@ -233,6 +233,27 @@ def _subscription_table(reply: Shown, args: argparse.Namespace) -> str:
     )
 
 
+def _topup_table(reply: Shown, args: argparse.Namespace) -> str:
+    rows = [
+        [
+            t.get("id", ""),
+            t.get("feature", ""),
+            output.number(t.get("amount", 0)),
+            output.number(t.get("burned", 0)),
+            output.number(t.get("remaining", 0)),
+            str(t.get("priority", 0)),
+            output.day(t["expires_at"]) if "expires_at" in t else "-",
+            "voided" if "voided_at" in t else ("active" if t.get("active") else "inactive"),
+        ]
+        for t in reply.get("topups", [])
+    ]
+    return output.table(
+        rows,
+        ["ID", "FEATURE", "AMOUNT", "BURNED", "REMAINING", "PRIORITY", "EXPIRES", "STATE"],
+        f"{args.account} has no top-ups",
+    )
+
+
 def _account_table(reply: Shown, args: argparse.Namespace) -> str:
     rows = [
         [
@@ -335,6 +356,7 @@ GROUPS = {
     "subscriptions": "subscribe accounts to plans, change plans and add-ons, members, cancel",
     "overrides": "set or clear per-account feature overrides",
     "grants": "create or revoke promotional grants",
+    "topups": "add, list and void top-ups (balances on top of the allowance)",
     "usage": "report, consume and reset usage",
     "deliveries": "list and retry quota webhooks and actions (the outbox)",
 }
@@ -346,6 +368,20 @@ def _upsert(a: argparse.Namespace) -> pb.UpsertAccountRequest:
         request.name = a.name
     if a.attributes is not None:
         request.attributes.CopyFrom(to_struct(_mapping(a.attributes, "--attributes")))
+    return request
+
+
+def _topup_request(a: argparse.Namespace) -> pb.AddTopUpRequest:
+    request = pb.AddTopUpRequest(
+        account_id=a.account,
+        feature=a.feature,
+        amount=a.amount,
+        effective_at=_time(a.effective_at),
+        expires_at=_time(a.expires_at),
+        id=a.id,
+    )
+    if a.priority is not None:
+        request.priority = a.priority
     return request
 
 
@@ -572,6 +608,36 @@ COMMANDS: tuple[Command, ...] = (
         "Admin.RevokeGrant",
         lambda a: pb.RevokeGrantRequest(account_id=a.account, grant_id=a.grant),
         (ACCOUNT, arg("grant")),
+    ),
+    Command(
+        "topups add",
+        "add a balance on a sum metered or credits feature",
+        "Admin.AddTopUp",
+        _topup_request,
+        (
+            ACCOUNT,
+            FEATURE,
+            arg("amount", type=float),
+            arg("--priority", type=int, help="lower burns first (default 10)"),
+            arg("--effective-at", help="default now"),
+            arg("--expires-at", help="default never"),
+            arg("--id", default=""),
+        ),
+    ),
+    Command(
+        "topups list",
+        "list an account's top-ups in burn order, with what each burned",
+        "Admin.ListTopUps",
+        lambda a: pb.ListTopUpsRequest(account_id=a.account, feature=a.feature),
+        (ACCOUNT, arg("--feature", default="")),
+        show=_topup_table,
+    ),
+    Command(
+        "topups void",
+        "end a top-up's remainder now (what it burned stays burned)",
+        "Admin.VoidTopUp",
+        lambda a: pb.VoidTopUpRequest(account_id=a.account, topup_id=a.topup),
+        (ACCOUNT, arg("topup")),
     ),
     Command(
         "usage report",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from ..catalog.model import Account, Anchor, Feature, FeatureType, Reset
+from ..catalog.model import Account, Anchor, Feature, Reset
 from .periods import period_containing
 
 
@@ -23,9 +23,7 @@ def subscription_resets(features: Iterable[Feature]) -> tuple[Reset, ...]:
             {
                 f.reset
                 for f in features
-                if f.type is FeatureType.METERED
-                and f.anchor is Anchor.SUBSCRIPTION
-                and f.reset is not Reset.NEVER
+                if f.counted and f.anchor is Anchor.SUBSCRIPTION and f.reset is not Reset.NEVER
             }
         )
     )
@@ -37,7 +35,7 @@ def calendar_change(features: Iterable[Feature], after: datetime) -> datetime | 
     without a subscription counts their usage in calendar periods (design §5)."""
     soonest: datetime | None = None
     for f in features:
-        if f.type is not FeatureType.METERED or f.reset is Reset.NEVER:
+        if not f.counted or f.reset is Reset.NEVER:
             continue
         end = period_containing(f.reset, Anchor.CALENDAR, after, None).end
         if end is not None and (soonest is None or end < soonest):
@@ -53,6 +51,8 @@ def account_change(account: Account, resets: tuple[Reset, ...], after: datetime)
     times: list[datetime | None] = [o.expires_at for o in account.overrides.values()]
     for grant in account.grants:
         times += (grant.starts_at, grant.ends_at)
+    for topup in account.topups:  # a balance becoming effective, expiring or voided (§5.1)
+        times += (topup.effective_at, topup.ends_at)
     for sub in account.subscriptions:
         times += (sub.starts_at, sub.ends_at)
         if sub.starts_at is not None and sub.active_at(after):

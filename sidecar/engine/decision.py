@@ -9,6 +9,7 @@ from typing import Any
 
 from ...protocol.metering import Denial
 from ..catalog.model import FeatureType
+from .balances import TopUpState
 
 
 class Reason(StrEnum):
@@ -49,10 +50,25 @@ class Metering:
     period_start: datetime
     period_end: datetime | None
     scope_key: str  # which usage counter this reads ("acct:ID" or "sub:ID")
+    # Balances (design §5.1): `limit` above is the ceiling C = allowance + burned + remaining.
+    allowance: float | None = None  # the period allowance L (None: unlimited)
+    topup_burned: float = 0.0  # B: top-up amounts covering usage this period
+    topup_remaining: float = 0.0  # T: what the active top-ups can still cover
+    topups: tuple[TopUpState, ...] = ()  # in burn order
+    pool: PoolShare | None = None  # the credit pool a credit-priced feature draws on
 
     @property
     def unlimited(self) -> bool:
         return self.limit is None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolShare:
+    """The pool of a credit-priced feature: its own decision for `requested × per_unit`."""
+
+    feature: str
+    per_unit: float
+    decision: Decision
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ for features that have one), then subscriptions (plan + add-ons) and grants comb
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,8 +25,9 @@ from ..catalog.model import (
     Subscription,
     thaw,
 )
+from .balances import Balance, burn_order, headroom, states
 from .combine import most_generous
-from .decision import Decision, ErrorCode, EvaluationError, Metering, Reason
+from .decision import Decision, ErrorCode, EvaluationError, Metering, PoolShare, Reason
 from .periods import Period, period_containing
 from .snapshot import Snapshot
 from .targeting import rule_data, run_rule
@@ -372,21 +374,51 @@ def _metered(
 ) -> Decision:
     slot = _slot(feature, account_id, sub, now)
     period = slot.period
-    used = snapshot.usage.used(slot.scope_key, feature.key, period.start)
+    usage = snapshot.usage
+    used = usage.used(slot.scope_key, feature.key, period.start)
+    allowance = limit.limit
+    balance = balance_for(snapshot, account_id, feature.key, allowance, now)
+    burned = remaining_topups = 0.0
+    topups: tuple[Any, ...] = ()
+    if balance is not None:
+        topups = tuple(
+            states(balance, slot.scope_key, feature.key, period.start, lambda k: usage.used(*k))
+        )
+        burned, remaining_topups = headroom(topups)
+        until = _topups_change(balance, now, until)
+    cap = None if allowance is None else allowance + burned + remaining_topups
     access, denial = metered_access(
-        limit.limit, used, requested, soft=limit.soft, overage_cap=limit.overage_cap
+        cap, used, requested, soft=limit.soft, overage_cap=limit.overage_cap
     )
-    cap = limit.limit
+    remaining = None if cap is None else max(0.0, cap - used)
+    pool: PoolShare | None = None
+    if feature.credits is not None:
+        price = feature.credits
+        pooled = evaluate(
+            snapshot, account_id, price.pool, {"requested": requested * price.per_unit}, now
+        )
+        pool = PoolShare(price.pool, price.per_unit, pooled)
+        remaining = _pool_remaining(remaining, pooled, price.per_unit)
+        if access and not pooled.has_access:
+            access, denial = False, Denial.CREDITS_EXHAUSTED
+        at = pooled.valid_until
+        if at is not None and (until is None or at < until):
+            until = at
     metering = Metering(
         limit=cap,
         used=used,
-        remaining=None if cap is None else max(0.0, cap - used),
+        remaining=remaining,
         soft_limit=limit.soft,
         overage_cap=limit.overage_cap,
-        overage=0.0 if cap is None else max(0.0, used - cap),
+        overage=0.0 if allowance is None else max(0.0, used - allowance - burned),
         period_start=period.start,
         period_end=period.end,
         scope_key=slot.scope_key,
+        allowance=allowance,
+        topup_burned=burned,
+        topup_remaining=remaining_topups,
+        topups=topups,
+        pool=pool,
     )
     value = None if cap is None else (int(cap) if cap.is_integer() else cap)
     end = period.end
@@ -404,3 +436,35 @@ def _metered(
         cap is None,
         until,
     )
+
+
+def balance_for(
+    snapshot: Snapshot, account_id: str, feature: str, allowance: float | None, at: datetime
+) -> Balance | None:
+    """The account's top-ups of `feature` in burn order (design §5.1), or None without any."""
+    account = snapshot.accounts.get(account_id)
+    if account is None or not account.topups:
+        return None
+    topups = burn_order(t for t in account.topups if t.feature == feature)
+    return Balance(allowance, topups, at) if topups else None
+
+
+def _topups_change(balance: Balance, now: datetime, soonest: datetime | None) -> datetime | None:
+    """`soonest`, or earlier if a top-up becomes effective or ends before it (design §8)."""
+    for t in balance.topups:
+        for at in (t.effective_at, t.ends_at):
+            if at is not None and at > now and (soonest is None or at < soonest):
+                soonest = at
+    return soonest
+
+
+def _pool_remaining(own: float | None, pooled: Decision, per_unit: float) -> float | None:
+    """The smaller of the feature's own remaining and the units the pool still covers
+    (pool remaining ÷ per_unit, rounded down); None only when both are unlimited."""
+    m = pooled.metering
+    if m is None:  # the pool has no metered answer (e.g. disabled): it covers nothing
+        return 0.0
+    if m.remaining is None:
+        return own
+    units = float(math.floor(m.remaining / per_unit + 1e-9))
+    return units if own is None else min(own, units)

@@ -112,12 +112,13 @@ def thresholds_for(
     if sub is None:
         return None
     points: dict[str, Point] = {}
+    limit = m.allowance if m.topups else m.limit  # percentages of the allowance (design §5.1)
     for quota in plan_quotas(snapshot.catalog, sub.plan, feature.key):
         for t in quota.thresholds:
-            if t.percent is not None and m.limit is None:
+            if t.percent is not None and limit is None:
                 continue
             label = threshold_label(t)
-            value = t.value_for(m.limit) if m.limit is not None else float(t.amount or 0.0)
+            value = t.value_for(limit) if limit is not None else float(t.amount or 0.0)
             before = points.get(label)
             points[label] = Point(label, value, (before.actions if before else ()) + quota.actions)
     if not points:
@@ -129,7 +130,7 @@ def thresholds_for(
         plan=sub.plan,
         subscription=sub,
         scope_key=m.scope_key,
-        limit=m.limit,
+        limit=limit,
         soft_limit=m.soft_limit,
         period_start=m.period_start,
         period_end=m.period_end,

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..catalog.model import Feature, FeatureType
-from .decision import Decision, ErrorCode, EvaluationError
+from .decision import Decision, ErrorCode, EvaluationError, Metering
 
 
 class Kind(StrEnum):
@@ -58,12 +58,46 @@ def detail(decision: Decision) -> dict[str, Any]:
         )
         if m.overage_cap is not None:
             out["overage_cap"] = number(m.overage_cap)
+        if m.topups or m.pool is not None:
+            out.update(_balance_detail(m))
     if decision.denial is not None:
         out["denial"] = decision.denial.value
     if decision.targeted:
         out["source"] = "targeting"
     if decision.valid_until is not None:  # design §8 "Time": when a cache must drop it
         out["valid_until"] = iso(decision.valid_until) or ""
+    return out
+
+
+def _balance_detail(m: Metering) -> dict[str, Any]:
+    """Design §5.1 in the detail: allowance vs top-ups, the top-ups in burn order, the pool."""
+    out: dict[str, Any] = {
+        "allowance": number(m.allowance),
+        "topup_burned": number(m.topup_burned),
+        "topup_remaining": number(m.topup_remaining),
+        "topups": [
+            {
+                "id": s.topup.id,
+                "amount": number(s.topup.amount),
+                "priority": s.topup.priority,
+                "burned": number(s.burned),
+                "burned_this_period": number(s.burned_now),
+                "remaining": number(s.remaining),
+                "active": s.active,
+                "effective_at": iso(s.topup.effective_at),
+                "expires_at": iso(s.topup.ends_at),
+            }
+            for s in m.topups
+        ],
+    }
+    share = m.pool
+    if share is not None:
+        pooled = detail(share.decision)
+        out["pool"] = {
+            "feature": share.feature,
+            "per_unit": number(share.per_unit),
+            **{k: pooled[k] for k in ("has_access", "limit", "used", "remaining") if k in pooled},
+        }
     return out
 
 
@@ -80,6 +114,17 @@ def metadata(decision: Decision) -> dict[str, bool | int | float | str]:
             out["remaining"] = number(m.remaining) or 0
         if m.period_end is not None:
             out["period_end"] = iso(m.period_end) or ""
+        if m.topups:
+            if m.allowance is not None:
+                out["allowance"] = number(m.allowance) or 0
+            out["topup_remaining"] = number(m.topup_remaining) or 0
+        pm = m.pool.decision.metering if m.pool is not None else None
+        if m.pool is not None and pm is not None:
+            out["pool"] = m.pool.feature
+            out["per_unit"] = number(m.pool.per_unit) or 0
+            out["pool_used"] = number(pm.used) or 0
+            if pm.remaining is not None:
+                out["pool_remaining"] = number(pm.remaining) or 0
     elif decision.type is FeatureType.INTEGER:
         out["unlimited"] = decision.unlimited
     if decision.denial is not None:
@@ -107,6 +152,7 @@ _FITS: dict[FeatureType, set[Kind]] = {
     FeatureType.LIST: {Kind.OBJECT},
     FeatureType.OBJECT: {Kind.OBJECT},
     FeatureType.METERED: {Kind.BOOLEAN, Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
+    FeatureType.CREDITS: {Kind.BOOLEAN, Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
 }
 
 
@@ -138,7 +184,7 @@ def resolve_as(decision: Decision, feature: Feature, kind: Kind) -> Any:
     if not _fits(feature.type, kind):
         raise _mismatch(feature, kind)
     ftype = feature.type
-    if ftype is FeatureType.METERED:
+    if feature.counted:
         m = decision.metering
         if kind is Kind.BOOLEAN:
             return decision.has_access

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from ..catalog.model import Aggregation, Feature, FeatureType
+from ..catalog.model import Aggregation, Feature
 from .text import key_problem
 
 
@@ -51,7 +51,7 @@ def check_report(feature: Feature | None, report: UsageReport) -> Feature:
             raise UsageRejected(f"{name} {problem}")
     if feature is None:
         raise UsageRejected(f"unknown feature {report.feature!r}")
-    if feature.type is not FeatureType.METERED:
+    if not feature.counted:
         raise UsageRejected(
             f"{feature.key} is a {feature.type.value} feature; only metered features take usage"
         )

@@ -7,9 +7,12 @@ here, once, with no I/O: SQLite and PostgreSQL cannot drift apart (they did: Pos
 stored `inf` where SQLite refused), and the unit tests exercise it without a database.
 
 Per write, in order: a repeated idempotency key returns the first outcome; `admit` (Consume)
-may refuse; a unique key already counted adds nothing; the counter's next value comes from
-`engine.usage.next_value` and must stay finite; then the quota marks it reaches fire, each
-once per counter. The writes of a batch see each other, exactly as if applied one by one.
+may refuse, and so may the credit pool's `admit`; a unique key already counted adds nothing;
+the counter's next value comes from `engine.usage.next_value` and must stay finite; the
+top-ups burn (or un-burn) to cover what the allowance does not (`engine.balances`); a
+credit-priced write moves its pool by the same change times `per_unit` (design §5.1); then
+the quota marks it reaches fire, each once per counter. The writes of a batch see each
+other, exactly as if applied one by one.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ..catalog.model import Aggregation, Feature
+from ..catalog.model import Aggregation, Feature, TopUp
+from .balances import FOREVER, Balance, burn_feature, headroom, rebalance, states
 from .usage import UsageReport, next_value
 
 CounterKey = tuple[str, str, datetime]
 """(scope key, feature key, period start)."""
 
-Admit = Callable[[float], str | None]
-"""Consume's check: given the current usage, None to record or a denial reason to refuse."""
+Admit = Callable[[float, float], str | None]
+"""Consume's check: given the current usage and the top-up headroom above the allowance (burned
+this period + active remainders, design §5.1), None to record or a denial reason to refuse."""
 
 
 class Status(StrEnum):
@@ -73,9 +78,35 @@ Fire = Callable[[float, float], Sequence[Firing]]
 reached. Pure (no I/O), so the rule can call it inside any store's transaction."""
 
 
+Exhausted = Callable[[TopUp, datetime], Sequence[OutboxEntry]]
+"""A write's top-up hook: the outbox entries (a `topup.exhausted` webhook, design §7.1) for a
+top-up this write used up. Its mark is recorded once per top-up, so a retry or a second
+sidecar never enqueues them twice."""
+
+EXHAUSTED_MARK = "topup.exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLeg:
+    """The credit pool a credit-priced write also counts on: `per_unit` credits per unit."""
+
+    scope_key: str
+    feature: Feature  # the `credits` feature
+    period_start: datetime
+    per_unit: float
+    balance: Balance | None = None
+    admit: Admit | None = None  # Consume: the pool's balance must cover the request
+    on_applied: Fire | None = None  # the pool's quota thresholds
+
+    @property
+    def counter(self) -> CounterKey:
+        return (self.scope_key, self.feature.key, self.period_start)
+
+
 @dataclass(frozen=True, slots=True)
 class UsageWrite:
-    """One report resolved to its counter; `admit` makes it a Consume; `on_applied` checks quotas."""
+    """One report resolved to its counter; `admit` makes it a Consume; `on_applied` checks quotas;
+    `balance` burns top-ups; `pool` counts it on a credit pool too."""
 
     scope_key: str
     feature: Feature
@@ -83,10 +114,36 @@ class UsageWrite:
     report: UsageReport
     admit: Admit | None = None
     on_applied: Fire | None = None
+    balance: Balance | None = None
+    pool: PoolLeg | None = None
+    on_exhausted: Exhausted | None = None
 
     @property
     def counter(self) -> CounterKey:
         return (self.scope_key, self.feature.key, self.period_start)
+
+    @property
+    def counters(self) -> list[CounterKey]:
+        """Every counter the write may read or change (the store reads and locks them all)."""
+        out = [self.counter]
+        if self.balance is not None:
+            out += self.balance.keys(self.scope_key, self.feature.key, self.period_start)
+        pool = self.pool
+        if pool is not None:
+            out.append(pool.counter)
+            if pool.balance is not None:
+                out += pool.balance.keys(pool.scope_key, pool.feature.key, pool.period_start)
+        return out
+
+    @property
+    def quota_counters(self) -> list[CounterKey]:
+        """The counters whose fired quota marks the write needs."""
+        out = [self.counter] if self.on_applied is not None else []
+        if self.pool is not None and self.pool.on_applied is not None:
+            out.append(self.pool.counter)
+        if self.on_exhausted is not None:  # a top-up's exhaustion mark sits on its total
+            out += [k for k in self.counters if k[2] == FOREVER]
+        return out
 
     @property
     def counts_unique(self) -> bool:
@@ -100,6 +157,9 @@ class UsageOutcome:
     period_start: datetime | None = None
     message: str = ""
     fired: tuple[Firing, ...] = ()  # the firings whose marks this write recorded
+    # other counters this write changed (its pool, burned top-ups), for memory to follow
+    changes: tuple[tuple[CounterKey, float], ...] = ()
+    pool_fired: tuple[Firing, ...] = ()  # the firings recorded on the pool's counter
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,14 +227,23 @@ def _apply_one(
 ) -> UsageOutcome:
     counter = w.counter
     current = values.get(counter, 0.0)
-    denial = w.admit(current) if w.admit is not None else None
-    if denial is not None:
-        return UsageOutcome(Status.DENIED, current, w.period_start, denial)
+    pool = w.pool
+    if w.admit is not None:
+        denial = w.admit(current, _headroom(w.balance, counter, values))
+        if denial is None and pool is not None and pool.admit is not None:
+            pool_now = values.get(pool.counter, 0.0)
+            denial = pool.admit(pool_now, _headroom(pool.balance, pool.counter, values))
+        if denial is not None:
+            return UsageOutcome(Status.DENIED, current, w.period_start, denial)
     new_unique = True
     if w.counts_unique:
         new_unique = (counter, w.report.unique_key) not in uniques
     value = next_value(w.feature, current, w.report, new_unique)
-    if not math.isfinite(value):  # 1e308 + 1e308: a counter must stay a number
+    pool_before = pool_after = 0.0
+    if pool is not None:
+        pool_before = values.get(pool.counter, 0.0)
+        pool_after = max(0.0, pool_before + (value - current) * pool.per_unit)
+    if not math.isfinite(value) or not math.isfinite(pool_after):
         return UsageOutcome(
             Status.REJECTED,
             current,
@@ -185,14 +254,94 @@ def _apply_one(
     if w.counts_unique and new_unique:
         uniques.add((counter, w.report.unique_key))
         out.uniques.append((counter, w.report.unique_key))
-    if value != current or counter in out.values:
+    changes: dict[CounterKey, float] = {}
+    _set(counter, value, values, out)
+    changes.update(_burn(w.balance, counter, value, values, out, marks, w.on_exhausted))
+    if pool is not None:
+        _set(pool.counter, pool_after, values, out)
+        changes[pool.counter] = pool_after
+        changes.update(
+            _burn(pool.balance, pool.counter, pool_after, values, out, marks, w.on_exhausted)
+        )
+    fired = _fire(w.on_applied, counter, current, value, marks, out)
+    pool_fired: tuple[Firing, ...] = ()
+    if pool is not None:
+        pool_fired = _fire(pool.on_applied, pool.counter, pool_before, pool_after, marks, out)
+    return UsageOutcome(
+        Status.APPLIED,
+        value,
+        w.period_start,
+        fired=fired,
+        changes=tuple(changes.items()),
+        pool_fired=pool_fired,
+    )
+
+
+def _set(
+    counter: CounterKey, value: float, values: dict[CounterKey, float], out: BatchWrites
+) -> None:
+    if value != values.get(counter, 0.0) or counter in out.values:
         out.values[counter] = value
     values[counter] = value
+
+
+def _headroom(
+    balance: Balance | None, counter: CounterKey, values: dict[CounterKey, float]
+) -> float:
+    """B + T of the counter's top-ups (0 without any)."""
+    if balance is None or not balance.topups:
+        return 0.0
+    scope, feature, start = counter
+    burned, remaining = headroom(states(balance, scope, feature, start, _reader(values)))
+    return burned + remaining
+
+
+def _burn(
+    balance: Balance | None,
+    counter: CounterKey,
+    used: float,
+    values: dict[CounterKey, float],
+    out: BatchWrites,
+    marks: set[tuple[CounterKey, str]],
+    on_exhausted: Exhausted | None,
+) -> dict[CounterKey, float]:
+    """Burn or un-burn the counter's top-ups for its new usage; the burn counters changed.
+    A top-up used up here fires its exhaustion mark (once per top-up) when the write asks."""
+    if balance is None or not balance.topups:
+        return {}
+    scope, feature, start = counter
+    found = states(balance, scope, feature, start, _reader(values))
+    moved = rebalance(balance.allowance, found, scope, feature, start, used)
+    for key, value in moved.items():
+        _set(key, value, values, out)
+    if on_exhausted is not None:
+        for s in found:
+            total = (scope, burn_feature(feature, s.topup.id), FOREVER)
+            after = moved.get(total, s.burned)
+            if s.burned < s.topup.amount <= after and (total, EXHAUSTED_MARK) not in marks:
+                marks.add((total, EXHAUSTED_MARK))
+                entries = tuple(on_exhausted(s.topup, balance.at))
+                out.marks.append((total, Firing(EXHAUSTED_MARK, balance.at, entries)))
+    return moved
+
+
+def _reader(values: dict[CounterKey, float]) -> Callable[[CounterKey], float]:
+    return lambda key: values.get(key, 0.0)
+
+
+def _fire(
+    check: Fire | None,
+    counter: CounterKey,
+    before: float,
+    after: float,
+    marks: set[tuple[CounterKey, str]],
+    out: BatchWrites,
+) -> tuple[Firing, ...]:
     fired: list[Firing] = []
-    for firing in w.on_applied(current, value) if w.on_applied is not None else ():
+    for firing in check(before, after) if check is not None else ():
         if (counter, firing.mark) in marks:
             continue
         marks.add((counter, firing.mark))
         out.marks.append((counter, firing))
         fired.append(firing)
-    return UsageOutcome(Status.APPLIED, value, w.period_start, fired=tuple(fired))
+    return tuple(fired)

@@ -28,6 +28,7 @@ from ..engine import (
     explain,
 )
 from ..store.base import Status, UsageOutcome, UsageWrite
+from .balances import admit_for, balance_and_pool, needs_balance
 from .quota_events import quota_check
 from .state import LiveState
 
@@ -124,26 +125,33 @@ class Decisions:
                 False, m.used if m else 0.0, denial, False, Evaluated(decision, feature)
             )
         limit = MeteredLimit(m.limit, m.soft_limit, m.overage_cap)
-
-        def admit(current: float) -> str | None:
-            granted, denial = metered_access(
-                limit.limit, current, requested, soft=limit.soft, overage_cap=limit.overage_cap
-            )
-            return None if granted else (denial.value if denial else "usage_limit_reached")
-
         # The limit comes from the snapshot; the check runs in the store transaction against the
         # stored (locked) counter, in order with the writes grouped with it: exact, even when
-        # other Consume and Report calls (or other sidecars) write the same counter.
+        # other Consume and Report calls (or other sidecars) write the same counter. Top-ups and
+        # the credit pool are checked there too, from their stored burn and pool counters.
         check = quota_check(snap, report.account, feature, at, now, state.store.environment)
-        write = UsageWrite(m.scope_key, feature, m.period_start, report, admit, check)
+        balanced = needs_balance(snap, report.account, feature)
+        balance = pool = None
+        if balanced:
+            balance, pool = balance_and_pool(
+                snap, report.account, decision, at, now, state.store.environment, requested
+            )
+        admit = admit_for(m, requested)
+        write = UsageWrite(
+            m.scope_key, feature, m.period_start, report, admit, check, balance, pool
+        )
         outcome = state.write_usage([write])[0]
+        if balanced:  # burns and the pool moved too: evaluate again from the new counters
+            after = evaluate(state.snapshot, report.account, feature.key, {}, at)
+        else:
+            after = _at_usage(decision, limit, outcome.usage)
         return Consumed(
             outcome.status is Status.APPLIED
             or (outcome.status is Status.DUPLICATE and not outcome.message),
             outcome.usage,
             outcome.message,
             outcome.status is Status.DUPLICATE,
-            Evaluated(_at_usage(decision, limit, outcome.usage), feature),
+            Evaluated(after, feature),
         )
 
 

@@ -237,3 +237,39 @@ def remove_grant(record: Record, grant_id: str) -> Record:
         raise NotFound(f"account {record['id']!r} has no grant {grant_id!r}")
     rec["grants"] = kept
     return rec
+
+
+def add_topup(
+    record: Record,
+    feature: str,
+    amount: float,
+    priority: int,
+    effective_at: datetime | None,
+    expires_at: datetime | None,
+    topup_id: str,
+) -> tuple[Record, str]:
+    """A top-up (design §5.1) appended to the record; the catalog's rules then check it."""
+    rec = edited(record)
+    tid = topup_id or f"topup_{uuid.uuid4().hex[:12]}"
+    topups = rec.setdefault("topups", [])
+    if any(t.get("id") == tid for t in topups):
+        raise AdminError(f"top-up id {tid!r} already exists on account {rec['id']!r}")
+    topup: dict[str, Any] = {"id": tid, "feature": feature, "amount": amount, "priority": priority}
+    if effective_at is not None:
+        topup["effective_at"] = time_text(effective_at)
+    if expires_at is not None:
+        topup["expires_at"] = time_text(expires_at)
+    topups.append(topup)
+    return rec, tid
+
+
+def void_topup(record: Record, topup_id: str, at: datetime) -> Record:
+    """End a top-up's remainder at `at`; what it burned stays burned (and listed)."""
+    rec = edited(record)
+    for topup in rec.get("topups") or ():
+        if topup.get("id") == topup_id:
+            if topup.get("voided_at") is not None:
+                raise AdminError(f"top-up {topup_id!r} is already voided")
+            topup["voided_at"] = time_text(at)
+            return rec
+    raise NotFound(f"account {record['id']!r} has no top-up {topup_id!r}")

@@ -19,7 +19,6 @@ from ..catalog.model import (
     Account,
     Catalog,
     Feature,
-    FeatureType,
     Subscription,
 )
 from ..engine import (
@@ -27,10 +26,13 @@ from ..engine import (
     UsageRejected,
     UsageReport,
     check_report,
+    evaluate,
     memberships_of,
     reindex_members,
     slot_for,
 )
+from ..engine.balances import Balance, burn_feature
+from ..engine.write_rule import PoolLeg
 from ..store.base import (
     CounterKey,
     Firing,
@@ -44,6 +46,7 @@ from ..store.base import (
 )
 from ..store.errors import StoreConflict, StoreUnavailable
 from . import records as rec
+from .balances import balance_and_pool, needs_balance
 from .declared import apply_layer, split_layer
 from .events import AccountChanged, CatalogChanged, EventHub
 from .group_commit import GroupCommit
@@ -55,8 +58,8 @@ Clock = Callable[[], datetime]
 
 _SlotKey = tuple[str, str, datetime]
 """(account, feature, instant): what a usage write's counter and quota check depend on."""
-_Resolved = tuple[str, datetime, QuotaCheck | None]
-"""(scope key, period start, quota check) of a `_SlotKey`."""
+_Resolved = tuple[str, datetime, QuotaCheck | None, Balance | None, PoolLeg | None]
+"""(scope key, period start, quota check, top-ups, credit pool) of a `_SlotKey`."""
 
 QuotaListener = Callable[[str, str, Sequence[Firing]], None]
 """Told (account, feature, firings) after a usage write crossed quota thresholds."""
@@ -127,8 +130,12 @@ class LiveState:
         declared = catalog.accounts.get(record["id"])
         if declared is None:
             return replace(stored, declared=False)
-        # The file owns a declared account; the store adds grants and quota actions to it.
-        merged = replace(declared, grants=declared.grants + stored.grants)
+        # The file owns a declared account; the store adds grants, top-ups and quota actions.
+        merged = replace(
+            declared,
+            grants=declared.grants + stored.grants,
+            topups=declared.topups + stored.topups,
+        )
         return apply_layer(merged, layer, catalog) if layer else merged
 
     def replace_catalog(self, catalog: Catalog) -> tuple[str, ...]:
@@ -185,13 +192,21 @@ class LiveState:
         key = (account, feature.key, at)
         found = resolved.get(key) if resolved is not None else None
         if found is None:
-            slot = slot_for(snap, account, feature, at)
-            check = quota_check(snap, account, feature, at, now, self.store.environment)
-            found = (slot.scope_key, slot.period.start, check)
+            env = self.store.environment
+            check = quota_check(snap, account, feature, at, now, env)
+            if needs_balance(snap, account, feature):
+                decision = evaluate(snap, account, feature.key, {}, at)
+                m = decision.metering
+                assert m is not None
+                balance, pool = balance_and_pool(snap, account, decision, at, now, env)
+                found = (m.scope_key, m.period_start, check, balance, pool)
+            else:
+                slot = slot_for(snap, account, feature, at)
+                found = (slot.scope_key, slot.period.start, check, None, None)
             if resolved is not None:
                 resolved[key] = found
-        scope_key, period_start, check = found
-        return UsageWrite(scope_key, feature, period_start, report, on_applied=check)
+        scope_key, period_start, check, balance, pool = found
+        return UsageWrite(scope_key, feature, period_start, report, None, check, balance, pool)
 
     def report(self, reports: Sequence[UsageReport]) -> list[UsageOutcome]:
         """Record a batch; one outcome per report, in order. Returns only once durable.
@@ -221,7 +236,9 @@ class LiveState:
             (w, o) for w, o in zip(writes, stored, strict=True) if o.status is Status.APPLIED
         ]
         if applied:
-            self._usage_changed(dict.fromkeys(w.scope_key for w, _ in applied))
+            scopes = dict.fromkeys(w.scope_key for w, _ in applied)
+            scopes.update(dict.fromkeys(w.pool.scope_key for w, _ in applied if w.pool))
+            self._usage_changed(scopes)
         self._quota_fired(zip(writes, stored, strict=True))
         return stored
 
@@ -235,11 +252,12 @@ class LiveState:
                     self.counters.values[(w.scope_key, w.feature.key, w.period_start)] = (
                         outcome.usage
                     )
+                    self.counters.values.update(outcome.changes)
         return stored
 
     def reset_usage(self, account_id: str, key: str) -> float:
         feature = self.catalog.features.get(key)
-        if feature is None or feature.type is not FeatureType.METERED:
+        if feature is None or not feature.counted:
             raise rec.AdminError(
                 f"{key!r} is not a metered feature of catalog {self.catalog.version}"
             )
@@ -249,6 +267,13 @@ class LiveState:
             slot = slot_for(self.snapshot, account_id, feature, self.clock())
             previous = self.store.reset_usage(slot.scope_key, key, slot.period.start)
             self.counters.values.pop((slot.scope_key, key, slot.period.start), None)
+            # a fresh period covers nothing by top-ups yet; what they burned stays burned
+            account = self.snapshot.accounts.get(account_id)
+            for topup in account.topups if account is not None else ():
+                if topup.feature == key:
+                    burn = (slot.scope_key, burn_feature(key, topup.id), slot.period.start)
+                    self.store.reset_usage(*burn)
+                    self.counters.values.pop(burn, None)
         self._usage_changed([slot.scope_key])
         return previous
 
@@ -269,18 +294,26 @@ class LiveState:
     def _quota_fired(self, results: Iterable[tuple[UsageWrite, UsageOutcome]]) -> None:
         """Design §7 "always an account-changed event": tell watchers (cause "quota") and the
         listeners about thresholds a committed write crossed. Actions follow from the outbox."""
-        hits = [(w, o.fired) for w, o in results if o.fired]
+        hits = [
+            (w.report.account, feature, fired)
+            for w, o in results
+            for feature, fired in (
+                (w.feature.key, o.fired),
+                (w.pool.feature.key if w.pool else "", o.pool_fired),
+            )
+            if fired
+        ]
         if not hits:
             return
         ids: dict[str, None] = {}
-        for w, fired in hits:
-            ids[w.report.account] = None
+        for account, _feature, fired in hits:
+            ids[account] = None
             ids.update({e.account: None for f in fired for e in f.entries})
         self.events.publish(AccountChanged(tuple(ids), "quota"))
-        for w, fired in hits:
+        for account, feature, fired in hits:
             for listener in self.quota_listeners:
                 try:
-                    listener(w.report.account, w.feature.key, fired)
+                    listener(account, feature, fired)
                 except Exception:  # the write is committed; a listener must not fail the call
                     log.exception("quota listener failed")
 

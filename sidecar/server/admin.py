@@ -1,4 +1,4 @@
-"""`plangate.v1.Admin`: accounts, subscriptions, members, overrides, grants, usage reset.
+"""`plangate.v1.Admin`: accounts, subscriptions, members, overrides, grants, top-ups, usage reset.
 
 Each call edits one account record (`runtime.records`), which `LiveState.commit`
 validates with the catalog's rules before anything is stored.
@@ -6,6 +6,7 @@ validates with the catalog's rules before anything is stored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import grpc
@@ -13,11 +14,13 @@ import grpc
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp
+from ..catalog.model import DEFAULT_TOPUP_PRIORITY
 from ..runtime import quota_actions
 from ..runtime import records as rec
+from ..runtime.balances import topup_balances
 from ..runtime.state import LiveState
 from ..store.base import Delivery, DeliveryStatus, Record
-from .convert import account_pb, struct_arg, time_arg, value_arg
+from .convert import account_pb, struct_arg, time_arg, topup_pb, value_arg
 from .errors import handled, require
 from .metrics import Metrics
 
@@ -297,6 +300,76 @@ class AdminService(pb_grpc.AdminServicer):
         previous = self.state.reset_usage(request.account_id, request.feature)
         self.metrics.admin_changes.labels("ResetUsage").inc()
         return pb.ResetUsageResponse(previous_usage=previous)
+
+    # -- balances (design §5.1) --------------------------------------------------------------
+
+    def _topup(self, account_id: str, topup_id: str) -> pb.TopUp:
+        state = self.state
+        for found in topup_balances(state.snapshot, account_id, state.clock()):
+            if found.topup.id == topup_id:
+                return topup_pb(found.topup, found)
+        topup = next(t for t in state.account(account_id).topups if t.id == topup_id)
+        return topup_pb(topup)
+
+    @handled
+    def AddTopUp(self, request: pb.AddTopUpRequest, context: grpc.ServicerContext) -> pb.TopUp:
+        require(bool(request.account_id), "account_id is required")
+        require(bool(request.feature), "feature is required")
+        require(
+            math.isfinite(request.amount) and request.amount > 0,
+            f"amount must be a positive number, got {request.amount!r}",
+        )
+        state = self.state
+        known = state.snapshot.accounts.get(request.account_id)
+        if request.id and known is not None and any(t.id == request.id for t in known.topups):
+            raise rec.AdminError(
+                f"top-up id {request.id!r} already exists on account {request.account_id!r}"
+            )
+        record, topup_id = rec.add_topup(
+            state.record_of(request.account_id),
+            request.feature,
+            request.amount,
+            request.priority if request.HasField("priority") else DEFAULT_TOPUP_PRIORITY,
+            time_arg(request, "effective_at") or state.clock(),
+            time_arg(request, "expires_at"),
+            request.id,
+        )
+        state.commit(record)
+        self.metrics.admin_changes.labels("AddTopUp").inc()
+        return self._topup(request.account_id, topup_id)
+
+    @handled
+    def VoidTopUp(self, request: pb.VoidTopUpRequest, context: grpc.ServicerContext) -> pb.TopUp:
+        require(bool(request.account_id), "account_id is required")
+        require(bool(request.topup_id), "topup_id is required")
+        state = self.state
+        declared = state.catalog.accounts.get(request.account_id)
+        if declared is not None and any(t.id == request.topup_id for t in declared.topups):
+            raise rec.Declared(
+                f"top-up {request.topup_id!r} of account {request.account_id!r} is declared in "
+                f"{state.catalog.source}; remove it or set `voided_at` there"
+            )
+        record = rec.void_topup(
+            state.record_of(request.account_id), request.topup_id, state.clock()
+        )
+        state.commit(record)
+        self.metrics.admin_changes.labels("VoidTopUp").inc()
+        return self._topup(request.account_id, request.topup_id)
+
+    @handled
+    def ListTopUps(
+        self, request: pb.ListTopUpsRequest, context: grpc.ServicerContext
+    ) -> pb.ListTopUpsResponse:
+        require(bool(request.account_id), "account_id is required")
+        state = self.state
+        state.account(request.account_id)  # NOT_FOUND for an unknown account
+        if request.feature:
+            require(
+                request.feature in state.catalog.features,
+                f"unknown feature {request.feature!r}",
+            )
+        found = topup_balances(state.snapshot, request.account_id, state.clock(), request.feature)
+        return pb.ListTopUpsResponse(topups=[topup_pb(s.topup, s) for s in found])
 
     # -- quota deliveries (design §7) --------------------------------------------------------
 

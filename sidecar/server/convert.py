@@ -23,6 +23,7 @@ from ..catalog.model import (
     Account,
     Feature,
     Subscription,
+    TopUp,
     thaw,
 )
 from ..engine import (
@@ -35,6 +36,8 @@ from ..engine import (
     metadata,
     resolve_as,
 )
+from ..engine.balances import TopUpState
+from ..engine.decision import Metering
 from ..engine.usage import Mode
 from ..runtime.events import AccountChanged
 from .errors import BadRequest
@@ -93,6 +96,8 @@ def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -
         metering.period_start.seconds, metering.period_start.nanos = _timestamp(m.period_start)
         if m.period_end is not None:
             metering.period_end.seconds, metering.period_end.nanos = _timestamp(m.period_end)
+        if m.topups or m.pool is not None:
+            _balances(metering, m)
     if kind is not None:
         _set_typed(out, kind, resolve_as(decision, feature, kind))
         return out
@@ -299,4 +304,43 @@ def account_pb(account: Account) -> pb.Account:
             for g in account.grants
         ],
         declared=account.declared,
+        topups=[topup_pb(t) for t in account.topups],
     )
+
+
+def _balances(out: pb.Metering, m: Metering) -> None:
+    """The design §5.1 fields: top-ups and the credit pool (the provider re-derives from them)."""
+    if m.allowance is not None:
+        out.allowance = m.allowance
+    out.topup_burned = m.topup_burned
+    out.topup_remaining = m.topup_remaining
+    share = m.pool
+    pm = share.decision.metering if share is not None else None
+    if share is not None and pm is not None:
+        out.pool = share.feature
+        out.per_unit = share.per_unit
+        if pm.limit is not None:
+            out.pool_limit = pm.limit
+        out.pool_used = pm.used
+        out.pool_soft_limit = pm.soft_limit
+        if pm.overage_cap is not None:
+            out.pool_overage_cap = pm.overage_cap
+
+
+def topup_pb(topup: TopUp, state: TopUpState | None = None) -> pb.TopUp:
+    """A top-up as recorded, with its balance when `state` (an evaluation's view) is given."""
+    out = pb.TopUp(
+        id=topup.id,
+        feature=topup.feature,
+        amount=topup.amount,
+        priority=topup.priority,
+        effective_at=to_timestamp(topup.effective_at),
+        expires_at=to_timestamp(topup.expires_at),
+        voided_at=to_timestamp(topup.voided_at),
+    )
+    if state is not None:
+        out.burned = state.burned
+        out.remaining = state.remaining
+        out.active = state.active
+        out.burned_this_period = state.burned_now
+    return out

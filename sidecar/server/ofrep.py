@@ -45,6 +45,7 @@ _NATURAL: dict[FeatureType, Kind] = {
     FeatureType.LIST: Kind.OBJECT,
     FeatureType.OBJECT: Kind.OBJECT,
     FeatureType.METERED: Kind.BOOLEAN,
+    FeatureType.CREDITS: Kind.BOOLEAN,
 }
 
 

@@ -592,8 +592,8 @@ class PostgresStore:
         lock the counters and read what the batch depends on; `apply_batch`; write it back."""
         env = self.environment
         keys = sorted({w.report.idempotency_key for w in writes if w.report.idempotency_key})
-        counters = sorted({_counter(w) for w in writes})
-        quota_counters = sorted({_counter(w) for w in writes if w.on_applied is not None})
+        counters = sorted({(s, f, utc(p)) for w in writes for s, f, p in w.counters})
+        quota_counters = sorted({(s, f, utc(p)) for w in writes for s, f, p in w.quota_counters})
         wanted = sorted({(*_counter(w), w.report.unique_key) for w in writes if w.counts_unique})
         with conn.pipeline():
             if keys:

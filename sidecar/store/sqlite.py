@@ -150,7 +150,7 @@ def _read_batch(c: sqlite3.Connection, rows: _Rows, writes: Sequence[UsageWrite]
         )
         outcomes.update((key, outcome_from(json.loads(text))) for key, text in found)
     values: dict[CounterKey, float] = {}
-    for key in dict.fromkeys(w.counter for w in writes):
+    for key in dict.fromkeys(k for w in writes for k in w.counters):
         row = c.execute(f"SELECT value FROM usage WHERE {_COUNTER}", rows.of(key)).fetchone()
         if row is not None:
             values[key] = float(row[0])
@@ -165,7 +165,7 @@ def _read_batch(c: sqlite3.Connection, rows: _Rows, writes: Sequence[UsageWrite]
     }
     marks = {
         (key, mark)
-        for key in dict.fromkeys(w.counter for w in writes if w.on_applied is not None)
+        for key in dict.fromkeys(k for w in writes for k in w.quota_counters)
         for (mark,) in c.execute(f"SELECT mark FROM quota_fired WHERE {_COUNTER}", rows.of(key))
     }
     return BatchReads(outcomes, values, uniques, marks)

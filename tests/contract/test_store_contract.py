@@ -267,8 +267,8 @@ def test_concurrent_retries_of_one_key_on_two_sidecars_apply_once(open_store: Op
 
 
 def limit(n: float) -> Admit:
-    def admit(current: float) -> str | None:
-        return None if current + 1 <= n else "usage_limit_reached"
+    def admit(current: float, headroom: float) -> str | None:
+        return None if current + 1 <= n + headroom else "usage_limit_reached"
 
     return admit
 

@@ -29,6 +29,7 @@ NATURAL = {
     "boolean": "Boolean",
     "flag": "Boolean",
     "metered": "Boolean",
+    "credits": "Boolean",
     "integer": "Int",
     "string": "String",
     "list": "Object",

@@ -30,10 +30,13 @@ ERROR = ProviderEvent.PROVIDER_ERROR
 CHANGED = ProviderEvent.PROVIDER_CONFIGURATION_CHANGED
 ALL_FEATURES = sorted(
     [
+        "ai-completions",
+        "ai-credits",
         "api-calls",
         "beta-dashboard",
         "execution-concurrency",
         "exports",
+        "image-generations",
         "integrations",
         "legacy-reports",
         "monthly-active-users",

@@ -602,6 +602,9 @@ def test_example_catalog_loads() -> None:
         "legacy-reports",
         "pipeline-editor-v2",
         "scheduled-exports",
+        "ai-credits",
+        "ai-completions",
+        "image-generations",
     }
     assert catalog.features["pipeline-editor-v2"].targeting is not None  # design §4.1
     types = {f.type for f in catalog.features.values()}

@@ -198,7 +198,11 @@ def test_the_rule_applies_a_batch_in_order_and_says_what_to_write() -> None:
     done = apply_batch(
         [
             w(CALLS, 9, idempotency_key="seen"),  # a duplicate changes nothing
-            w(CALLS, 4, admit=lambda current: "usage_limit_reached" if current >= 3 else None),
+            w(
+                CALLS,
+                4,
+                admit=lambda current, _headroom: "usage_limit_reached" if current >= 3 else None,
+            ),
             w(CALLS, 3, on_applied=fire, idempotency_key="new"),  # 3 -> 6: m:5 fired before
             w(CALLS, 1, idempotency_key="new"),  # the key's first outcome, from this batch
             w(USERS, unique_key="old"),

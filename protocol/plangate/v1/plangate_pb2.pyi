@@ -50,7 +50,7 @@ class EvaluateRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., type: _Optional[_Union[ValueType, str]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class Metering(_message.Message):
-    __slots__ = ("limit", "used", "remaining", "unlimited", "soft_limit", "overage_cap", "overage", "period_start", "period_end")
+    __slots__ = ("limit", "used", "remaining", "unlimited", "soft_limit", "overage_cap", "overage", "period_start", "period_end", "allowance", "topup_burned", "topup_remaining", "pool", "per_unit", "pool_limit", "pool_used", "pool_soft_limit", "pool_overage_cap")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     USED_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,15 @@ class Metering(_message.Message):
     OVERAGE_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
     PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    ALLOWANCE_FIELD_NUMBER: _ClassVar[int]
+    TOPUP_BURNED_FIELD_NUMBER: _ClassVar[int]
+    TOPUP_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    POOL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    POOL_USED_FIELD_NUMBER: _ClassVar[int]
+    POOL_SOFT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    POOL_OVERAGE_CAP_FIELD_NUMBER: _ClassVar[int]
     limit: float
     used: float
     remaining: float
@@ -69,7 +78,16 @@ class Metering(_message.Message):
     overage: float
     period_start: _timestamp_pb2.Timestamp
     period_end: _timestamp_pb2.Timestamp
-    def __init__(self, limit: _Optional[float] = ..., used: _Optional[float] = ..., remaining: _Optional[float] = ..., unlimited: _Optional[bool] = ..., soft_limit: _Optional[bool] = ..., overage_cap: _Optional[float] = ..., overage: _Optional[float] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    allowance: float
+    topup_burned: float
+    topup_remaining: float
+    pool: str
+    per_unit: float
+    pool_limit: float
+    pool_used: float
+    pool_soft_limit: bool
+    pool_overage_cap: float
+    def __init__(self, limit: _Optional[float] = ..., used: _Optional[float] = ..., remaining: _Optional[float] = ..., unlimited: _Optional[bool] = ..., soft_limit: _Optional[bool] = ..., overage_cap: _Optional[float] = ..., overage: _Optional[float] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance: _Optional[float] = ..., topup_burned: _Optional[float] = ..., topup_remaining: _Optional[float] = ..., pool: _Optional[str] = ..., per_unit: _Optional[float] = ..., pool_limit: _Optional[float] = ..., pool_used: _Optional[float] = ..., pool_soft_limit: _Optional[bool] = ..., pool_overage_cap: _Optional[float] = ...) -> None: ...
 
 class Resolution(_message.Message):
     __slots__ = ("feature", "feature_type", "value", "variant", "reason", "has_access", "denial", "metering", "unlimited", "metadata", "as_boolean", "as_integer", "as_float", "as_string", "as_object", "error_code", "error_message", "valid_until", "volatile", "explain")
@@ -324,7 +342,7 @@ class Grant(_message.Message):
     def __init__(self, id: _Optional[str] = ..., feature: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Account(_message.Message):
-    __slots__ = ("id", "name", "attributes", "subscriptions", "overrides", "grants", "declared")
+    __slots__ = ("id", "name", "attributes", "subscriptions", "overrides", "grants", "declared", "topups")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
@@ -332,6 +350,7 @@ class Account(_message.Message):
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     GRANTS_FIELD_NUMBER: _ClassVar[int]
     DECLARED_FIELD_NUMBER: _ClassVar[int]
+    TOPUPS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     attributes: _struct_pb2.Struct
@@ -339,7 +358,8 @@ class Account(_message.Message):
     overrides: _containers.RepeatedCompositeFieldContainer[Override]
     grants: _containers.RepeatedCompositeFieldContainer[Grant]
     declared: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[Override, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., declared: _Optional[bool] = ...) -> None: ...
+    topups: _containers.RepeatedCompositeFieldContainer[TopUp]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[Override, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., declared: _Optional[bool] = ..., topups: _Optional[_Iterable[_Union[TopUp, _Mapping]]] = ...) -> None: ...
 
 class UpsertAccountRequest(_message.Message):
     __slots__ = ("id", "name", "attributes", "clear_attributes")
@@ -582,3 +602,69 @@ class RetryDeliveryResponse(_message.Message):
     retried: int
     ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, retried: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TopUp(_message.Message):
+    __slots__ = ("id", "feature", "amount", "priority", "effective_at", "expires_at", "voided_at", "burned", "remaining", "active", "burned_this_period")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    VOIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    BURNED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    BURNED_THIS_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    feature: str
+    amount: float
+    priority: int
+    effective_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    voided_at: _timestamp_pb2.Timestamp
+    burned: float
+    remaining: float
+    active: bool
+    burned_this_period: float
+    def __init__(self, id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., priority: _Optional[int] = ..., effective_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., voided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., burned: _Optional[float] = ..., remaining: _Optional[float] = ..., active: _Optional[bool] = ..., burned_this_period: _Optional[float] = ...) -> None: ...
+
+class AddTopUpRequest(_message.Message):
+    __slots__ = ("account_id", "feature", "amount", "priority", "effective_at", "expires_at", "id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    amount: float
+    priority: int
+    effective_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    id: str
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., priority: _Optional[int] = ..., effective_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., id: _Optional[str] = ...) -> None: ...
+
+class VoidTopUpRequest(_message.Message):
+    __slots__ = ("account_id", "topup_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPUP_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    topup_id: str
+    def __init__(self, account_id: _Optional[str] = ..., topup_id: _Optional[str] = ...) -> None: ...
+
+class ListTopUpsRequest(_message.Message):
+    __slots__ = ("account_id", "feature")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ...) -> None: ...
+
+class ListTopUpsResponse(_message.Message):
+    __slots__ = ("topups",)
+    TOPUPS_FIELD_NUMBER: _ClassVar[int]
+    topups: _containers.RepeatedCompositeFieldContainer[TopUp]
+    def __init__(self, topups: _Optional[_Iterable[_Union[TopUp, _Mapping]]] = ...) -> None: ...

@@ -415,6 +415,21 @@ class AdminStub:
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.ResetUsageRequest.SerializeToString,
                 response_deserializer=plangate_dot_v1_dot_plangate__pb2.ResetUsageResponse.FromString,
                 _registered_method=True)
+        self.AddTopUp = channel.unary_unary(
+                '/plangate.v1.Admin/AddTopUp',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.AddTopUpRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.TopUp.FromString,
+                _registered_method=True)
+        self.VoidTopUp = channel.unary_unary(
+                '/plangate.v1.Admin/VoidTopUp',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.VoidTopUpRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.TopUp.FromString,
+                _registered_method=True)
+        self.ListTopUps = channel.unary_unary(
+                '/plangate.v1.Admin/ListTopUps',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ListTopUpsRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.ListTopUpsResponse.FromString,
+                _registered_method=True)
         self.ListDeliveries = channel.unary_unary(
                 '/plangate.v1.Admin/ListDeliveries',
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.ListDeliveriesRequest.SerializeToString,
@@ -524,6 +539,25 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddTopUp(self, request, context):
+        """Balances (design §5.1): top-ups on sum metered and credits features.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidTopUp(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTopUps(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDeliveries(self, request, context):
         """Quota automations (design §7): the durable outbox of webhooks and account actions.
         """
@@ -615,6 +649,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ResetUsage,
                     request_deserializer=plangate_dot_v1_dot_plangate__pb2.ResetUsageRequest.FromString,
                     response_serializer=plangate_dot_v1_dot_plangate__pb2.ResetUsageResponse.SerializeToString,
+            ),
+            'AddTopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTopUp,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.AddTopUpRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.TopUp.SerializeToString,
+            ),
+            'VoidTopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidTopUp,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.VoidTopUpRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.TopUp.SerializeToString,
+            ),
+            'ListTopUps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTopUps,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ListTopUpsRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.ListTopUpsResponse.SerializeToString,
             ),
             'ListDeliveries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeliveries,
@@ -1036,6 +1085,87 @@ class Admin:
             '/plangate.v1.Admin/ResetUsage',
             plangate_dot_v1_dot_plangate__pb2.ResetUsageRequest.SerializeToString,
             plangate_dot_v1_dot_plangate__pb2.ResetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddTopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/AddTopUp',
+            plangate_dot_v1_dot_plangate__pb2.AddTopUpRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.TopUp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidTopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/VoidTopUp',
+            plangate_dot_v1_dot_plangate__pb2.VoidTopUpRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.TopUp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTopUps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/ListTopUps',
+            plangate_dot_v1_dot_plangate__pb2.ListTopUpsRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.ListTopUpsResponse.FromString,
             options,
             channel_credentials,
             insecure,
