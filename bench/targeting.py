@@ -71,9 +71,9 @@ FLAGS = {
 
 def engine_cases(catalog: Path, n: int) -> list[Case]:
     from plangate.sidecar.catalog import load_catalog
-    from plangate.sidecar.engine import Snapshot, evaluate
+    from plangate.sidecar.engine import StateView, evaluate
 
-    snap = Snapshot.of(load_catalog(catalog))
+    snap = StateView.of(load_catalog(catalog))
     now = datetime(2026, 6, 15, tzinfo=UTC)
     feature = snap.catalog.features[KEY]
     assert feature.targeting is not None

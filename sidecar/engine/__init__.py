@@ -4,7 +4,7 @@ from .decision import Decision, ErrorCode, EvaluationError, Metering, Reason
 from .evaluate import Slot, active_subscriptions, evaluate, find_feature, slot_for
 from .explain import explain
 from .periods import Period, period_containing
-from .snapshot import PlanResolver, Snapshot, UsageView, memberships_of, reindex_members
+from .snapshot import PlanResolver, StateView, UsageView, memberships_of, reindex_members
 from .typed import Kind, detail, kinds_of, metadata, resolve_as
 from .usage import Mode, UsageRejected, UsageReport, check_report, next_value
 
@@ -19,7 +19,7 @@ __all__ = [
     "PlanResolver",
     "Reason",
     "Slot",
-    "Snapshot",
+    "StateView",
     "UsageRejected",
     "UsageReport",
     "UsageView",

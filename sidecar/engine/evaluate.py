@@ -29,7 +29,7 @@ from .balances import Balance, burn_order, headroom, states
 from .combine import most_generous
 from .decision import Decision, ErrorCode, EvaluationError, Metering, PoolShare, Reason
 from .periods import Period, period_containing
-from .snapshot import Snapshot
+from .snapshot import StateView
 from .targeting import rule_data, run_rule
 
 
@@ -52,7 +52,7 @@ def requested_amount(context: Mapping[str, Any]) -> float:
     return float(value)
 
 
-def find_feature(snapshot: Snapshot, key: str) -> Feature:
+def find_feature(snapshot: StateView, key: str) -> Feature:
     feature = snapshot.catalog.features.get(key)
     if feature is None:
         raise EvaluationError(
@@ -61,7 +61,7 @@ def find_feature(snapshot: Snapshot, key: str) -> Feature:
     return feature
 
 
-def active_subscriptions(snapshot: Snapshot, account_id: str, now: datetime) -> list[Subscription]:
+def active_subscriptions(snapshot: StateView, account_id: str, now: datetime) -> list[Subscription]:
     """The account's own subscriptions, then those it is a member of, active at `now`."""
     account = snapshot.accounts.get(account_id)
     own = account.subscriptions if account is not None else ()
@@ -70,7 +70,7 @@ def active_subscriptions(snapshot: Snapshot, account_id: str, now: datetime) -> 
 
 
 def evaluate(
-    snapshot: Snapshot,
+    snapshot: StateView,
     account_id: str | None,
     key: str,
     context: Mapping[str, Any],
@@ -140,7 +140,7 @@ def evaluate(
 
 
 def _targeted(
-    snapshot: Snapshot,
+    snapshot: StateView,
     feature: Feature,
     account_id: str,
     account: Account | None,
@@ -226,7 +226,7 @@ def _sources_change(
 
 
 def _decide(
-    snapshot: Snapshot,
+    snapshot: StateView,
     account: Account | None,
     feature: Feature,
     subscriptions: list[Subscription],
@@ -247,7 +247,7 @@ def _decide(
 
 
 def candidates_for(
-    snapshot: Snapshot,
+    snapshot: StateView,
     account: Account | None,
     key: str,
     subscriptions: list[Subscription],
@@ -269,7 +269,7 @@ def candidates_for(
     return candidates, origin
 
 
-def slot_for(snapshot: Snapshot, account_id: str, feature: Feature, now: datetime) -> Slot:
+def slot_for(snapshot: StateView, account_id: str, feature: Feature, now: datetime) -> Slot:
     """The usage counter a report for (account, feature) at `now` goes to.
 
     Evaluations read the same slot, so a report and the next check always agree.
@@ -291,7 +291,7 @@ def _slot(feature: Feature, account_id: str, sub: Subscription | None, now: date
 
 
 def _default(
-    snapshot: Snapshot,
+    snapshot: StateView,
     feature: Feature,
     account_id: str,
     sub: Subscription | None,
@@ -321,7 +321,7 @@ def _default(
 
 
 def _decision(
-    snapshot: Snapshot,
+    snapshot: StateView,
     feature: Feature,
     account_id: str,
     sub: Subscription | None,
@@ -361,7 +361,7 @@ def _decision(
 
 
 def _metered(
-    snapshot: Snapshot,
+    snapshot: StateView,
     feature: Feature,
     account_id: str,
     sub: Subscription | None,
@@ -439,7 +439,7 @@ def _metered(
 
 
 def balance_for(
-    snapshot: Snapshot, account_id: str, feature: str, allowance: float | None, at: datetime
+    snapshot: StateView, account_id: str, feature: str, allowance: float | None, at: datetime
 ) -> Balance | None:
     """The account's top-ups of `feature` in burn order (design §5.1), or None without any."""
     account = snapshot.accounts.get(account_id)

@@ -16,14 +16,14 @@ from ..catalog.model import Entitlement, Feature, FeatureType
 from .combine import most_generous
 from .decision import Decision, ErrorCode, EvaluationError
 from .evaluate import active_override, active_subscriptions, candidates_for, evaluate, find_feature
-from .snapshot import Snapshot
+from .snapshot import StateView
 from .targeting import rule_data, run_rule
 
 _FIRST_WINS = (FeatureType.STRING, FeatureType.OBJECT)
 
 
 def explain(
-    snapshot: Snapshot, account_id: str, key: str, context: Mapping[str, Any], now: datetime
+    snapshot: StateView, account_id: str, key: str, context: Mapping[str, Any], now: datetime
 ) -> tuple[Decision | EvaluationError, dict[str, Any]]:
     """The decision (or the error it ends in) and its trail as JSON-shaped data."""
     try:
@@ -66,7 +66,7 @@ def explain(
 def _targeting(
     feature: Feature,
     account_id: str,
-    snapshot: Snapshot,
+    snapshot: StateView,
     subscriptions: Any,
     context: Mapping[str, Any],
     now: datetime,

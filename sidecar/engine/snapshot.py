@@ -64,7 +64,14 @@ class NoUsage:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class StateView:
+    """What one evaluation reads, named for what it is: a view of the live state, not a frozen
+    copy. The catalog is fixed for the view's life (a catalog change makes a new view, so a
+    request that holds one never mixes two catalogs); the accounts, memberships and usage
+    counters are updated in place by the live state one entry at a time (each value is
+    immutable and each dict write atomic), because copying a million accounts on every admin
+    change would cost more than any reader gains."""
+
     catalog: Catalog
     accounts: Mapping[str, Account]
     memberships: Mapping[str, Sequence[Subscription]] = field(default_factory=dict)
@@ -75,7 +82,7 @@ class Snapshot:
         object.__setattr__(self, "plans", PlanResolver(self.catalog))
 
     @classmethod
-    def of(cls, catalog: Catalog, usage: UsageView | None = None) -> Snapshot:
+    def of(cls, catalog: Catalog, usage: UsageView | None = None) -> StateView:
         """A snapshot of a catalog with just the accounts it declares."""
         accounts = dict(catalog.accounts)
         return cls(catalog, accounts, memberships_of(accounts.values()), usage or NoUsage())

@@ -14,7 +14,7 @@ from datetime import datetime
 from ..catalog.model import Catalog, Feature, Quota, QuotaAction, Subscription, Threshold
 from .decision import EvaluationError
 from .evaluate import active_subscriptions, evaluate
-from .snapshot import Snapshot
+from .snapshot import StateView
 
 
 def _num(value: float) -> str:
@@ -85,7 +85,7 @@ class QuotaThresholds:
 
 
 def thresholds_for(
-    snapshot: Snapshot, account_id: str, feature: Feature, at: datetime
+    snapshot: StateView, account_id: str, feature: Feature, at: datetime
 ) -> QuotaThresholds | None:
     """The thresholds for a write of `account_id`'s `feature` usage counted at `at`.
 
@@ -138,6 +138,6 @@ def thresholds_for(
     )
 
 
-def _source(snapshot: Snapshot, sub: Subscription, feature: str) -> str | None:
+def _source(snapshot: StateView, sub: Subscription, feature: str) -> str | None:
     sourced = snapshot.plans.entitlements(sub).get(feature)
     return sourced[1] if sourced else None

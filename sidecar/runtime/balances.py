@@ -13,7 +13,7 @@ from typing import Any
 
 from ...protocol.metering import Denial, metered_access
 from ..catalog.model import Feature, TopUp
-from ..engine import Decision, Metering, Snapshot, evaluate
+from ..engine import Decision, Metering, StateView, evaluate
 from ..engine.balances import Balance, TopUpState
 from ..engine.evaluate import balance_for
 from ..engine.typed import iso, number
@@ -21,7 +21,7 @@ from ..engine.write_rule import Admit, PoolLeg
 from .quota_events import quota_check
 
 
-def needs_balance(snapshot: Snapshot, account_id: str, feature: Feature) -> bool:
+def needs_balance(snapshot: StateView, account_id: str, feature: Feature) -> bool:
     """Whether a write of `feature` by `account_id` burns top-ups or draws on a pool."""
     if feature.credits is not None:
         return True
@@ -45,7 +45,7 @@ def admit_for(m: Metering, requested: float, denial: Denial | None = None) -> Ad
 
 
 def balance_and_pool(
-    snapshot: Snapshot,
+    snapshot: StateView,
     account_id: str,
     decision: Decision,
     at: datetime,
@@ -78,7 +78,7 @@ def balance_and_pool(
 
 
 def topup_balances(
-    snapshot: Snapshot, account_id: str, now: datetime, feature: str = ""
+    snapshot: StateView, account_id: str, now: datetime, feature: str = ""
 ) -> list[TopUpState]:
     """The account's top-ups with what each burned and can still cover, feature by feature
     in catalog order, each feature's in burn order (what `ListTopUps` shows)."""

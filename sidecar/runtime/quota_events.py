@@ -17,7 +17,7 @@ from typing import Any
 
 from ..catalog.features import notation
 from ..catalog.model import Feature, QuotaAction
-from ..engine import Snapshot
+from ..engine import StateView
 from ..engine.thresholds import Point, QuotaThresholds, thresholds_for
 from ..engine.typed import iso, number
 from ..store.base import Firing, OutboxEntry
@@ -92,7 +92,7 @@ class QuotaCheck:
 
 
 def quota_check(
-    snapshot: Snapshot,
+    snapshot: StateView,
     account_id: str,
     feature: Feature,
     at: datetime,

@@ -22,7 +22,7 @@ from ..catalog.model import (
     Subscription,
 )
 from ..engine import (
-    Snapshot,
+    StateView,
     UsageRejected,
     UsageReport,
     check_report,
@@ -110,7 +110,7 @@ class LiveState:
     def catalog(self) -> Catalog:
         return self.snapshot.catalog
 
-    def _build(self, catalog: Catalog, records: Mapping[str, Record]) -> Snapshot:
+    def _build(self, catalog: Catalog, records: Mapping[str, Record]) -> StateView:
         """Declared accounts merged with stored ones; raises ValueError naming a stored account
         the catalog can no longer serve (so such a catalog change is rejected)."""
         accounts: dict[str, Account] = dict(catalog.accounts)
@@ -121,7 +121,7 @@ class LiveState:
                 raise ValueError(
                     f"stored account {account_id!r} does not fit this catalog: {exc}"
                 ) from exc
-        return Snapshot(catalog, accounts, memberships_of(accounts.values()), self.counters)
+        return StateView(catalog, accounts, memberships_of(accounts.values()), self.counters)
 
     @staticmethod
     def _merge(catalog: Catalog, record: Record) -> Account:
@@ -173,7 +173,7 @@ class LiveState:
         self,
         report: UsageReport,
         now: datetime,
-        snap: Snapshot | None = None,
+        snap: StateView | None = None,
         resolved: dict[_SlotKey, _Resolved] | None = None,
     ) -> UsageWrite:
         """`report` resolved to its counter and quota check against `snap` (default: the

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from plangate.sidecar.catalog import parse_catalog
-from plangate.sidecar.engine import Snapshot, evaluate
+from plangate.sidecar.engine import StateView, evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = ROOT / "tests" / "support" / "flagd_file_buckets.py"
@@ -100,7 +100,7 @@ def test_every_account_gets_the_variant_flagd_gives(
 ) -> None:
     from datetime import datetime
 
-    snap = Snapshot.of(parse_catalog(catalog_text(), "catalog.json"))
+    snap = StateView.of(parse_catalog(catalog_text(), "catalog.json"))
     now = datetime.fromisoformat(NOW_ISO)
     context = CALLS[flag][3]
     ours = [evaluate(snap, a, flag, context, now).variant for a in account_ids()]

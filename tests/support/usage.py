@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from plangate.sidecar.engine import Snapshot
+from plangate.sidecar.engine import StateView
 
 
 class FakeUsage:
@@ -25,7 +25,7 @@ class FakeUsage:
         return self.counters.get((scope_key, feature, period_start), 0.0)
 
 
-def usage_of(snapshot: Snapshot) -> FakeUsage:
+def usage_of(snapshot: StateView) -> FakeUsage:
     """The `FakeUsage` a test snapshot was built with, typed as such."""
     assert isinstance(snapshot.usage, FakeUsage), "snapshot was not built with FakeUsage"
     return snapshot.usage

@@ -24,7 +24,7 @@ from plangate.sidecar.catalog import (
     load_catalog,
     parse_catalog,
 )
-from plangate.sidecar.engine import Kind, Snapshot, evaluate, resolve_as
+from plangate.sidecar.engine import Kind, StateView, evaluate, resolve_as
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
 
@@ -653,7 +653,7 @@ def test_metered_feature_takes_its_own_infinite(make_catalog: Any) -> None:
         """
     )
     assert catalog.features["calls"].infinite == 999999
-    snapshot = Snapshot(
+    snapshot = StateView(
         catalog, {"a": Account("a", subscriptions=(Subscription("s", "a", "top"),))}
     )
     decision = evaluate(snapshot, "a", "calls", {}, datetime(2026, 1, 1, tzinfo=UTC))

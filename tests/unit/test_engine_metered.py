@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from plangate.protocol.metering import Denial, metered_access
 from plangate.sidecar.catalog import parse_catalog
-from plangate.sidecar.engine import Decision, Reason, Snapshot, evaluate, metadata
+from plangate.sidecar.engine import Decision, Reason, StateView, evaluate, metadata
 from support.usage import FakeUsage, usage_of
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -74,12 +74,12 @@ accounts:
 
 
 @pytest.fixture
-def snap(usage: FakeUsage) -> Snapshot:
-    return Snapshot.of(parse_catalog(CATALOG), usage)
+def snap(usage: FakeUsage) -> StateView:
+    return StateView.of(parse_catalog(CATALOG), usage)
 
 
 def calls(
-    snapshot: Snapshot,
+    snapshot: StateView,
     account: str,
     used: float | None = None,
     at: datetime = NOW,
@@ -110,7 +110,7 @@ def calls(
     ],
 )
 def test_hard_limit(
-    snap: Snapshot, used: float, requested: float, allowed: bool, denial: Denial | None
+    snap: StateView, used: float, requested: float, allowed: bool, denial: Denial | None
 ) -> None:
     d = calls(snap, "hard", used, requested=requested)
     assert (d.has_access, d.denial) == (allowed, denial)
@@ -119,12 +119,12 @@ def test_hard_limit(
     assert d.metering.used == used
 
 
-def test_requested_defaults_to_one(snap: Snapshot) -> None:
+def test_requested_defaults_to_one(snap: StateView) -> None:
     assert calls(snap, "hard", 99).has_access
     assert not calls(snap, "hard", 100).has_access
 
 
-def test_limit_used_remaining_overage(snap: Snapshot) -> None:
+def test_limit_used_remaining_overage(snap: StateView) -> None:
     d = calls(snap, "hard", 30.5)
     m = d.metering
     assert (m.limit, m.used, m.remaining, m.overage) == (100, 30.5, 69.5, 0)
@@ -146,7 +146,7 @@ def test_limit_used_remaining_overage(snap: Snapshot) -> None:
 
 @pytest.mark.parametrize(("used", "requested"), [(0, 1), (100, 1), (5000, 1), (0, 10**9)])
 def test_soft_limit_without_cap_always_allows(
-    snap: Snapshot, used: float, requested: float
+    snap: StateView, used: float, requested: float
 ) -> None:
     d = calls(snap, "soft", used, requested=requested)
     assert (d.has_access, d.denial) == (True, None)
@@ -166,14 +166,14 @@ def test_soft_limit_without_cap_always_allows(
     ],
 )
 def test_soft_limit_with_overage_cap(
-    snap: Snapshot, used: float, requested: float, allowed: bool, denial: Denial | None
+    snap: StateView, used: float, requested: float, allowed: bool, denial: Denial | None
 ) -> None:
     d = calls(snap, "capped", used, requested=requested)
     assert (d.has_access, d.denial) == (allowed, denial)
     assert (d.metering.soft_limit, d.metering.overage_cap) == (True, 20)
 
 
-def test_unlimited(snap: Snapshot) -> None:
+def test_unlimited(snap: StateView) -> None:
     d = calls(snap, "unlimited", 10**12, requested=10**9)
     assert (d.has_access, d.denial, d.unlimited) == (True, None, True)
     m = d.metering
@@ -215,7 +215,7 @@ def test_access_matches_the_design_formula(
 # -- sources ------------------------------------------------------------------------------
 
 
-def test_addon_limits_add_times_quantity(snap: Snapshot) -> None:
+def test_addon_limits_add_times_quantity(snap: StateView) -> None:
     d = calls(snap, "packed", 199)
     assert d.metering.limit == 100 + 50 * 2
     assert d.variant == "hard+call-pack"
@@ -223,25 +223,25 @@ def test_addon_limits_add_times_quantity(snap: Snapshot) -> None:
     assert not calls(snap, "packed", 200).has_access
 
 
-def test_zero_limits_stack_to_zero(snap: Snapshot) -> None:
+def test_zero_limits_stack_to_zero(snap: StateView) -> None:
     d = calls(snap, "zero", 0)
     assert (d.value, d.metering.limit, d.has_access) == (0, 0, False)
     assert d.denial is Denial.REQUESTED_EXCEEDS_LIMIT
 
 
-def test_unlimited_addon_makes_the_limit_unlimited(snap: Snapshot) -> None:
+def test_unlimited_addon_makes_the_limit_unlimited(snap: StateView) -> None:
     d = calls(snap, "boundless", 10**6)
     assert d.unlimited and d.has_access
 
 
-def test_two_subscriptions_the_larger_ceiling_wins(snap: Snapshot) -> None:
+def test_two_subscriptions_the_larger_ceiling_wins(snap: StateView) -> None:
     # hard 100 vs soft 100 capped at +20: the same limit, a higher ceiling.
     d = calls(snap, "two", 110)
     assert (d.metering.limit, d.metering.soft_limit, d.variant) == (100, True, "capped")
     assert d.has_access
 
 
-def test_grant_and_override(snap: Snapshot) -> None:
+def test_grant_and_override(snap: StateView) -> None:
     granted = calls(snap, "grant", 500)
     assert (granted.metering.limit, granted.variant, granted.has_access) == (1000, "grant", True)
     lowered = calls(snap, "down", 5)  # soft plan, but the override is a hard 5
@@ -249,14 +249,14 @@ def test_grant_and_override(snap: Snapshot) -> None:
     assert lowered.denial is Denial.USAGE_LIMIT_REACHED
 
 
-def test_no_entitlement(snap: Snapshot) -> None:
+def test_no_entitlement(snap: StateView) -> None:
     d = calls(snap, "soft", 0, feature="jobs")  # the soft plan has no jobs
     assert (d.reason, d.variant, d.has_access) == (Reason.DEFAULT, "default", False)
     assert d.denial is Denial.NO_ENTITLEMENT
     assert d.metering.limit == 0
 
 
-def test_metered_default(snap: Snapshot) -> None:
+def test_metered_default(snap: StateView) -> None:
     # "credits" defaults to 10 for everyone without an entitlement.
     usage_of(snap).set("acct:plain", "credits", datetime(1970, 1, 1, tzinfo=UTC), 9)
     d = calls(snap, "plain", feature="credits")
@@ -264,7 +264,7 @@ def test_metered_default(snap: Snapshot) -> None:
     assert not calls(snap, "plain", feature="credits", requested=2).has_access
 
 
-def test_unknown_account(snap: Snapshot) -> None:
+def test_unknown_account(snap: StateView) -> None:
     d = calls(snap, "ghost")
     assert (d.reason, d.has_access, d.denial) == (Reason.DEFAULT, False, Denial.ACCOUNT_NOT_FOUND)
 
@@ -272,7 +272,7 @@ def test_unknown_account(snap: Snapshot) -> None:
 # -- periods and counters ------------------------------------------------------------------
 
 
-def test_calendar_period_reads_this_months_counter(snap: Snapshot) -> None:
+def test_calendar_period_reads_this_months_counter(snap: StateView) -> None:
     usage_of(snap).set("acct:hard", "api-calls", datetime(2026, 5, 1, tzinfo=UTC), 100)
     d = calls(snap, "hard")
     assert d.metering.used == 0  # May's usage does not count in June
@@ -284,7 +284,7 @@ def test_calendar_period_reads_this_months_counter(snap: Snapshot) -> None:
     assert metadata(d)["period_end"] == "2026-07-01T00:00:00Z"
 
 
-def test_subscription_anchored_period(snap: Snapshot) -> None:
+def test_subscription_anchored_period(snap: StateView) -> None:
     # "hard" started on Jan 31: its months run ... Feb 28, Mar 31, Apr 30, May 31, Jun 30 ...
     start = datetime(2026, 5, 31, tzinfo=UTC)
     usage_of(snap).set("acct:hard", "jobs", start, 10)
@@ -300,7 +300,7 @@ def test_subscription_anchored_period(snap: Snapshot) -> None:
     assert march.metering.used == 0 and march.has_access
 
 
-def test_subscription_scope_pools_usage(snap: Snapshot) -> None:
+def test_subscription_scope_pools_usage(snap: StateView) -> None:
     owner = calls(snap, "owner", feature="seats")
     assert owner.metering.period_end is None  # reset: never
     usage_of(snap).set("sub:team", "seats", owner.metering.period_start, 5)

@@ -15,7 +15,7 @@ from plangate.sidecar.engine import (
     ErrorCode,
     EvaluationError,
     Reason,
-    Snapshot,
+    StateView,
     evaluate,
     metadata,
 )
@@ -114,15 +114,15 @@ products:
 """
 
 
-def snap(accounts: str = "") -> Snapshot:
+def snap(accounts: str = "") -> StateView:
     text = CATALOG
     if accounts:
         text += "accounts:\n" + textwrap.indent(textwrap.dedent(accounts).strip("\n"), "  ") + "\n"
-    return Snapshot.of(parse_catalog(text, "catalog.yaml"))
+    return StateView.of(parse_catalog(text, "catalog.yaml"))
 
 
 def ev(
-    snapshot: Snapshot, account: str | None, key: str, at: datetime = NOW, **context: Any
+    snapshot: StateView, account: str | None, key: str, at: datetime = NOW, **context: Any
 ) -> Decision:
     return evaluate(snapshot, account, key, context, at)
 

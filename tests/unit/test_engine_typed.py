@@ -12,7 +12,7 @@ from plangate.sidecar.engine import (
     ErrorCode,
     EvaluationError,
     Kind,
-    Snapshot,
+    StateView,
     detail,
     evaluate,
     metadata,
@@ -37,12 +37,12 @@ EXPECTED = {
 
 
 @pytest.fixture
-def snap(usage: FakeUsage) -> Snapshot:
+def snap(usage: FakeUsage) -> StateView:
     usage.set("acct:pro", "calls", JUNE, 30.5)
-    return Snapshot.of(parse_catalog(CATALOG), usage)
+    return StateView.of(parse_catalog(CATALOG), usage)
 
 
-def resolve(snapshot: Snapshot, account: str, key: str, kind: Kind) -> Any:
+def resolve(snapshot: StateView, account: str, key: str, kind: Kind) -> Any:
     decision = evaluate(snapshot, account, key, {}, NOW)
     return decision, resolve_as(decision, snapshot.catalog.features[key], kind)
 
@@ -51,7 +51,7 @@ CELLS = [(key, kind) for key in TABLE for kind in Kind]
 
 
 @pytest.mark.parametrize(("key", "kind"), CELLS, ids=[f"{k}-{c.value}" for k, c in CELLS])
-def test_table_cell(snap: Snapshot, key: str, kind: Kind) -> None:
+def test_table_cell(snap: StateView, key: str, kind: Kind) -> None:
     cell = TABLE[key].get(kind.value)
     if cell is None:
         with pytest.raises(EvaluationError) as info:
@@ -86,7 +86,7 @@ def test_every_type_has_its_row() -> None:
     assert {(k, c) for k, c in CELLS} >= {(k, Kind(c)) for k, c in EXPECTED}
 
 
-def test_unlimited_integer_and_metered_resolve_to_infinite(snap: Snapshot) -> None:
+def test_unlimited_integer_and_metered_resolve_to_infinite(snap: StateView) -> None:
     _, as_int = resolve(snap, "max", "concurrency", Kind.INTEGER)
     assert as_int == 9999  # the feature's `infinite`
     # A metered feature has no `infinite` option: it resolves to the default sentinel.
@@ -98,7 +98,7 @@ def test_unlimited_integer_and_metered_resolve_to_infinite(snap: Snapshot) -> No
     assert access is True
 
 
-def test_metered_detail_carries_the_whole_decision(snap: Snapshot) -> None:
+def test_metered_detail_carries_the_whole_decision(snap: StateView) -> None:
     _, value = resolve(snap, "pro", "calls", Kind.OBJECT)
     assert {
         "value",
@@ -123,7 +123,7 @@ def test_metered_detail_carries_the_whole_decision(snap: Snapshot) -> None:
     json.dumps(value)
 
 
-def test_metered_remaining_when_exhausted(snap: Snapshot) -> None:
+def test_metered_remaining_when_exhausted(snap: StateView) -> None:
     usage_of(snap).set("acct:pro", "calls", JUNE, 150)
     decision, remaining = resolve(snap, "pro", "calls", Kind.INTEGER)
     assert remaining == 0
@@ -131,7 +131,7 @@ def test_metered_remaining_when_exhausted(snap: Snapshot) -> None:
     assert metadata(decision)["denial"] == "usage_limit_reached"
 
 
-def test_metadata_is_scalars_only(snap: Snapshot) -> None:
+def test_metadata_is_scalars_only(snap: StateView) -> None:
     for key in TABLE:
         for account in ("pro", "max", "ghost"):
             meta = metadata(evaluate(snap, account, key, {}, NOW))

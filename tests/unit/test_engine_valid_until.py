@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from plangate.sidecar.catalog import parse_catalog
-from plangate.sidecar.engine import Snapshot, evaluate
+from plangate.sidecar.engine import StateView, evaluate
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 SOON = "2026-06-15T12:30:00Z"
@@ -60,11 +60,11 @@ accounts:
 
 
 @pytest.fixture(scope="module")
-def snap() -> Snapshot:
-    return Snapshot.of(parse_catalog(CATALOG))
+def snap() -> StateView:
+    return StateView.of(parse_catalog(CATALOG))
 
 
-def until(snap: Snapshot, account: str, feature: str) -> datetime | None:
+def until(snap: StateView, account: str, feature: str) -> datetime | None:
     return evaluate(snap, account, feature, {}, NOW).valid_until
 
 
@@ -72,47 +72,47 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def test_nothing_timed_never_changes(snap: Snapshot) -> None:
+def test_nothing_timed_never_changes(snap: StateView) -> None:
     assert until(snap, "plain", "sso") is None
     assert until(snap, "plain", "storage") is None  # reset: never
     assert until(snap, "expired", "sso") is None  # an expired override never comes back
 
 
-def test_unknown_account_never_changes(snap: Snapshot) -> None:
+def test_unknown_account_never_changes(snap: StateView) -> None:
     assert until(snap, "ghost", "sso") is None
 
 
-def test_override_expiring(snap: Snapshot) -> None:
+def test_override_expiring(snap: StateView) -> None:
     assert until(snap, "overridden", "sso") == at(SOON)
     assert until(snap, "overridden", "seats") is None  # other features are not overridden
     after = evaluate(snap, "overridden", "sso", {}, at(SOON))
     assert (after.variant, after.valid_until) == ("default", None)
 
 
-def test_grant_ending_and_starting(snap: Snapshot) -> None:
+def test_grant_ending_and_starting(snap: StateView) -> None:
     assert until(snap, "granted", "sso") == at(SOON)
     assert until(snap, "granted", "seats") == at(LATER)  # the grant that starts later
 
 
-def test_subscription_starting_and_ending(snap: Snapshot) -> None:
+def test_subscription_starting_and_ending(snap: StateView) -> None:
     assert until(snap, "upgrading", "sso") == at(SOON)  # pro starts
     d = evaluate(snap, "upgrading", "sso", {}, at(SOON))
     assert (d.has_access, d.valid_until) == (True, at(LATER))  # then free ends
 
 
-def test_shared_subscription_starting_reaches_members(snap: Snapshot) -> None:
+def test_shared_subscription_starting_reaches_members(snap: StateView) -> None:
     assert until(snap, "member", "sso") == at(SOON)
     assert until(snap, "owner", "sso") == at(SOON)
 
 
-def test_calendar_period_end(snap: Snapshot) -> None:
+def test_calendar_period_end(snap: StateView) -> None:
     assert until(snap, "plain", "api-calls") == datetime(2026, 7, 1, tzinfo=UTC)
 
 
-def test_subscription_anchored_period_end(snap: Snapshot) -> None:
+def test_subscription_anchored_period_end(snap: StateView) -> None:
     assert until(snap, "anchored", "jobs") == datetime(2026, 6, 16, 6, 0, tzinfo=UTC)
 
 
-def test_earliest_boundary_wins(snap: Snapshot) -> None:
+def test_earliest_boundary_wins(snap: StateView) -> None:
     # free ends at LATER, pro starts at SOON, the calendar month ends after both
     assert until(snap, "upgrading", "api-calls") == at(SOON)

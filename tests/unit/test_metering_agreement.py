@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from plangate.provider.metering import adjusted
 from plangate.sidecar.catalog import parse_catalog
-from plangate.sidecar.engine import Snapshot, evaluate
+from plangate.sidecar.engine import StateView, evaluate
 from plangate.sidecar.server.convert import resolution
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -62,13 +62,13 @@ accounts:
     )
     feature = catalog.features["api-calls"]
     cached = resolution(
-        evaluate(Snapshot.of(catalog, Used(0)), "acct", "api-calls", {}, NOW), feature
+        evaluate(StateView.of(catalog, Used(0)), "acct", "api-calls", {}, NOW), feature
     )
     for used, requested in itertools.product(
         [0, 4, 9, 10, 11, 14, 15, 16, 30], [0, 1, 5, 6, 11, 16]
     ):
         truth = evaluate(
-            Snapshot.of(catalog, Used(used)), "acct", "api-calls", {"requested": requested}, NOW
+            StateView.of(catalog, Used(used)), "acct", "api-calls", {"requested": requested}, NOW
         )
         derived = adjusted(cached, used=float(used), requested=float(requested), computed_for=1.0)
         case = (limit, soft, cap, used, requested)

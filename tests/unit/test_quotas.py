@@ -391,10 +391,10 @@ def test_a_plan_change_that_no_longer_fits_fails_without_retrying(state: LiveSta
 
 def test_thresholds_are_resolved_from_the_snapshot_alone() -> None:
     """`engine.thresholds` is pure: no store, no clock; (old, new) alone say what is crossed."""
-    from plangate.sidecar.engine import Snapshot
+    from plangate.sidecar.engine import StateView
     from plangate.sidecar.engine.thresholds import thresholds_for
 
-    snap = Snapshot.of(catalog())
+    snap = StateView.of(catalog())
     api_calls = snap.catalog.features["api-calls"]
     found = thresholds_for(snap, "acct_file", api_calls, JUNE)
     assert found is not None

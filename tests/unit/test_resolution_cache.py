@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.sidecar.catalog import parse_catalog
-from plangate.sidecar.engine import ErrorCode, EvaluationError, Snapshot, evaluate
+from plangate.sidecar.engine import ErrorCode, EvaluationError, StateView, evaluate
 from plangate.sidecar.runtime.decisions import Evaluated
 from plangate.sidecar.server.convert import error_resolution, resolution
 from plangate.sidecar.server.resolution_cache import ResolutionCache, _key
@@ -23,9 +23,9 @@ from support.typed_table import CATALOG, JUNE, NOW, TABLE
 
 
 @pytest.fixture
-def snap(usage: Any) -> Snapshot:
+def snap(usage: Any) -> StateView:
     usage.set("acct:pro", "calls", JUNE, 30.5)
-    return Snapshot.of(parse_catalog(CATALOG), usage)
+    return StateView.of(parse_catalog(CATALOG), usage)
 
 
 def uncached(results: Mapping[str, Evaluated | EvaluationError]) -> dict[str, pb.Resolution]:
@@ -37,14 +37,14 @@ def uncached(results: Mapping[str, Evaluated | EvaluationError]) -> dict[str, pb
     }
 
 
-def every_feature(snap: Snapshot, account: str) -> dict[str, Evaluated | EvaluationError]:
+def every_feature(snap: StateView, account: str) -> dict[str, Evaluated | EvaluationError]:
     return {
         key: Evaluated(evaluate(snap, account, key, {}, NOW), snap.catalog.features[key])
         for key in TABLE
     }
 
 
-def test_cached_responses_equal_converted_ones_for_every_feature(snap: Snapshot) -> None:
+def test_cached_responses_equal_converted_ones_for_every_feature(snap: StateView) -> None:
     cache = ResolutionCache()
     results = every_feature(snap, "pro")
     results["gone"] = EvaluationError(ErrorCode.FLAG_NOT_FOUND, "no feature 'gone'")
@@ -54,7 +54,7 @@ def test_cached_responses_equal_converted_ones_for_every_feature(snap: Snapshot)
         assert dict(out.resolutions) == uncached(results)
 
 
-def test_a_changed_decision_is_converted_anew(snap: Snapshot, usage: Any) -> None:
+def test_a_changed_decision_is_converted_anew(snap: StateView, usage: Any) -> None:
     cache = ResolutionCache()
     before = every_feature(snap, "pro")
     cache.response("pro", "v1", before)
@@ -64,7 +64,7 @@ def test_a_changed_decision_is_converted_anew(snap: Snapshot, usage: Any) -> Non
     assert uncached(after) != uncached(before)
 
 
-def test_equal_but_differently_rendered_decisions_are_kept_apart(snap: Snapshot) -> None:
+def test_equal_but_differently_rendered_decisions_are_kept_apart(snap: StateView) -> None:
     cache = ResolutionCache()
     key = next(k for k in TABLE if snap.catalog.features[k].type.value == "metered")
     found = evaluate(snap, "pro", key, {}, NOW)
@@ -83,7 +83,7 @@ def test_equal_but_differently_rendered_decisions_are_kept_apart(snap: Snapshot)
     assert _key(key, replace(found, value=1)) != _key(key, replace(found, value=True))
 
 
-def test_list_decisions_differing_in_any_field_are_kept_apart(snap: Snapshot) -> None:
+def test_list_decisions_differing_in_any_field_are_kept_apart(snap: StateView) -> None:
     cache = ResolutionCache()
     key = next(k for k in TABLE if snap.catalog.features[k].type.value == "list")
     feature = snap.catalog.features[key]
@@ -99,7 +99,7 @@ def test_list_decisions_differing_in_any_field_are_kept_apart(snap: Snapshot) ->
         assert dict(cache.response("pro", "v1", results).resolutions) == uncached(results)
 
 
-def test_a_new_catalog_version_drops_the_entries(snap: Snapshot) -> None:
+def test_a_new_catalog_version_drops_the_entries(snap: StateView) -> None:
     cache = ResolutionCache()
     cache.response("pro", "v1", every_feature(snap, "pro"))
     assert len(cache._entries) > 0
@@ -107,7 +107,7 @@ def test_a_new_catalog_version_drops_the_entries(snap: Snapshot) -> None:
     assert cache._entries == {}
 
 
-def test_the_cache_is_bounded(snap: Snapshot) -> None:
+def test_the_cache_is_bounded(snap: StateView) -> None:
     cache = ResolutionCache(max_entries=3)
     cache.response("pro", "v1", every_feature(snap, "pro"))
     assert len(cache._entries) > 3  # one response may exceed it; the next one starts afresh

@@ -11,7 +11,7 @@ from plangate.sidecar.engine import (
     ErrorCode,
     EvaluationError,
     Kind,
-    Snapshot,
+    StateView,
     evaluate,
     kinds_of,
     metadata,
@@ -30,9 +30,9 @@ FIELD = {
 
 
 @pytest.fixture
-def snap(usage: Any) -> Snapshot:
+def snap(usage: Any) -> StateView:
     usage.set("acct:pro", "calls", JUNE, 30.5)
-    return Snapshot.of(parse_catalog(CATALOG), usage)
+    return StateView.of(parse_catalog(CATALOG), usage)
 
 
 def typed(res: Any) -> set[Kind]:
@@ -40,7 +40,7 @@ def typed(res: Any) -> set[Kind]:
 
 
 @pytest.mark.parametrize("key", list(TABLE))
-def test_without_a_kind_every_fitting_kind_is_filled(snap: Snapshot, key: str) -> None:
+def test_without_a_kind_every_fitting_kind_is_filled(snap: StateView, key: str) -> None:
     feature = snap.catalog.features[key]
     decision = evaluate(snap, "pro", key, {}, NOW)
     res = resolution(decision, feature)
@@ -52,7 +52,7 @@ def test_without_a_kind_every_fitting_kind_is_filled(snap: Snapshot, key: str) -
 
 
 @pytest.mark.parametrize("key", list(TABLE))
-def test_with_a_kind_only_that_field_is_filled(snap: Snapshot, key: str) -> None:
+def test_with_a_kind_only_that_field_is_filled(snap: StateView, key: str) -> None:
     feature = snap.catalog.features[key]
     decision = evaluate(snap, "pro", key, {}, NOW)
     everything = resolution(decision, feature)

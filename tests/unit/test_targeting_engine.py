@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plangate.sidecar.catalog import parse_catalog
-from plangate.sidecar.engine import ErrorCode, EvaluationError, Reason, Snapshot, evaluate, metadata
+from plangate.sidecar.engine import (
+    ErrorCode,
+    EvaluationError,
+    Reason,
+    StateView,
+    evaluate,
+    metadata,
+)
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -75,39 +82,39 @@ accounts:
 
 
 @pytest.fixture(scope="module")
-def snap() -> Snapshot:
-    return Snapshot.of(parse_catalog(CATALOG, "catalog.yaml"))
+def snap() -> StateView:
+    return StateView.of(parse_catalog(CATALOG, "catalog.yaml"))
 
 
-def ev(snapshot: Snapshot, account_id: str, key: str, **context: Any) -> Any:
+def ev(snapshot: StateView, account_id: str, key: str, **context: Any) -> Any:
     return evaluate(snapshot, account_id, key, context, NOW)
 
 
-def test_targeting_names_the_variant_with_reason_and_source(snap: Snapshot) -> None:
+def test_targeting_names_the_variant_with_reason_and_source(snap: StateView) -> None:
     d = ev(snap, "eu-pro", "editor")
     assert (d.value, d.variant, d.reason) == ("new", "new", Reason.TARGETING_MATCH)
     assert metadata(d)["source"] == "targeting"
 
 
-def test_null_falls_through_to_the_plan(snap: Snapshot) -> None:
+def test_null_falls_through_to_the_plan(snap: StateView) -> None:
     d = ev(snap, "us-pro", "editor")
     assert (d.value, d.variant) == ("classic", "pro")
     assert "source" not in metadata(d)
 
 
-def test_override_stands_above_targeting(snap: Snapshot) -> None:
+def test_override_stands_above_targeting(snap: StateView) -> None:
     d = ev(snap, "overridden", "editor")
     assert (d.value, d.variant) == ("classic", "override")
 
 
-def test_context_attributes_are_seen_but_reserved_names_cannot_be_spoofed(snap: Snapshot) -> None:
+def test_context_attributes_are_seen_but_reserved_names_cannot_be_spoofed(snap: StateView) -> None:
     assert ev(snap, "us-pro", "editor", beta=True).variant == "new"
     spoof = {"plans": ["pro"], "account": {"id": "x", "region": "eu"}}
     assert ev(snap, "us-pro", "editor", **spoof).variant == "pro"
     assert ev(snap, "us-pro", "seats", account={"id": "nobody"}).variant == "pro"
 
 
-def test_unknown_accounts_are_targeted_with_only_an_id(snap: Snapshot) -> None:
+def test_unknown_accounts_are_targeted_with_only_an_id(snap: StateView) -> None:
     d = ev(snap, "nobody", "seats")
     assert (d.value, d.variant, d.reason) == (3, "trial", Reason.TARGETING_MATCH)
     d = ev(snap, "stranger", "editor")
@@ -115,14 +122,14 @@ def test_unknown_accounts_are_targeted_with_only_an_id(snap: Snapshot) -> None:
     assert d.denial is not None and d.denial.value == "account_not_found"
 
 
-def test_timestamp_comes_from_now_and_flag_key_from_the_feature(snap: Snapshot) -> None:
+def test_timestamp_comes_from_now_and_flag_key_from_the_feature(snap: StateView) -> None:
     before = datetime(2026, 6, 15, 11, 59, 59, tzinfo=UTC)  # 1781524800 is 12:00:00
     assert evaluate(snap, "us-pro", "clock", {}, before).variant == "off"
     assert evaluate(snap, "us-pro", "clock", {}, NOW).variant == "on"
     assert ev(snap, "us-pro", "key").variant == "match"
 
 
-def test_a_result_naming_no_variant_is_general(snap: Snapshot) -> None:
+def test_a_result_naming_no_variant_is_general(snap: StateView) -> None:
     with pytest.raises(EvaluationError) as info:
         ev(snap, "us-pro", "broken", pick="zzz")
     assert info.value.code is ErrorCode.GENERAL
@@ -130,7 +137,7 @@ def test_a_result_naming_no_variant_is_general(snap: Snapshot) -> None:
     assert ev(snap, "us-pro", "broken", pick="a").variant == "a"
 
 
-def test_kill_switch_beats_the_plan(snap: Snapshot) -> None:
+def test_kill_switch_beats_the_plan(snap: StateView) -> None:
     d = ev(snap, "eu-pro", "kill-switch")
     assert (d.value, d.variant, d.has_access) == (False, "off", False)
 
@@ -156,8 +163,8 @@ products:
 def test_raising_the_first_weight_keeps_everyone_already_in_it(
     first: int, other: int, more: int, seed: int
 ) -> None:
-    before = Snapshot.of(parse_catalog(ROLLOUT % (first, other), "catalog.yaml"))
-    after = Snapshot.of(parse_catalog(ROLLOUT % (first + more, other), "catalog.yaml"))
+    before = StateView.of(parse_catalog(ROLLOUT % (first, other), "catalog.yaml"))
+    after = StateView.of(parse_catalog(ROLLOUT % (first + more, other), "catalog.yaml"))
     rng = random.Random(seed)
     ids = [f"acct_{rng.getrandbits(48):x}" for _ in range(200)]
     was_on = {a for a in ids if evaluate(before, a, "rollout", {}, NOW).variant == "on"}
@@ -172,7 +179,7 @@ def test_explain_covers_every_feature_type_and_ends_in_the_decision() -> None:
     from plangate.sidecar.engine import explain
 
     example = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
-    snapshot = Snapshot.of(load_catalog(example))
+    snapshot = StateView.of(load_catalog(example))
     seen = set()
     for key, feature in snapshot.catalog.features.items():
         for account in ("acct_acme", "acct_globex", "acct_initech", "acct_nobody"):
