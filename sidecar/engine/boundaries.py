@@ -47,14 +47,16 @@ def calendar_change(features: Iterable[Feature], after: datetime) -> datetime | 
 
 def account_change(account: Account, resets: tuple[Reset, ...], after: datetime) -> datetime | None:
     """The first instant after `after` at which one of `account`'s own timed things changes:
-    an override expiring, a grant or subscription starting or ending, or a period of a
+    an override expiring, a grant or subscription starting or ending, a subscription's phase
+    starting or trial ending (design §6.1), or a period of a
     subscription-anchored feature (`resets`, from `subscription_resets`) ending. Members of
     the account's subscriptions change at the subscription's instants too."""
     times: list[datetime | None] = [o.expires_at for o in account.overrides.values()]
     for grant in account.grants:
         times += (grant.starts_at, grant.ends_at)
     for sub in account.subscriptions:
-        times += (sub.starts_at, sub.ends_at)
+        times += (sub.starts_at, sub.ends_at, sub.trial_ends_at)
+        times += (phase.starts_at for phase in sub.phases)
         if sub.starts_at is not None and sub.active_at(after):
             times += (
                 period_containing(r, Anchor.SUBSCRIPTION, after, sub.starts_at).end for r in resets

@@ -16,6 +16,7 @@ from typing import Any
 from ..catalog.accounts import read_accounts
 from ..catalog.model import Account, Catalog
 from ..catalog.source import Document
+from ..catalog.values import parse_time
 from ..engine.text import key_problem, text_problem
 from ..store.base import Record
 from ..store.timefmt import ts
@@ -175,6 +176,100 @@ def change_subscription(record: Record, subscription_id: str, **changes: Any) ->
         else:
             sub[key] = value
     return rec
+
+
+def schedule_change(
+    record: Record,
+    subscription_id: str,
+    at: datetime,
+    now: datetime,
+    plan: str | None = None,
+    addons: Mapping[str, int] | None = None,
+) -> Record:
+    """A plan or add-on change taking effect at `at` (design §6.1). A phase holds the whole
+    (plan, add-ons) pair, so the part not changed is taken from what is in force at `at`;
+    a phase at the same instant is replaced, later ones stay. A change at `now` edits what is
+    in force now instead of adding a phase (the record stays as small as before phases)."""
+    rec = edited(record)
+    sub = find_subscription(rec, subscription_id)
+    phases: list[dict[str, Any]] = list(sub.get("phases") or ())
+    started = [p for p in phases if _time(p) <= now]
+    if at <= now:
+        current = started[-1] if started else sub
+        if plan is not None:
+            current["plan"] = plan
+        if addons is not None:
+            current["addons"] = dict(addons)
+        return rec
+    before = [p for p in phases if _time(p) < at]
+    base = before[-1] if before else sub
+    phase = {
+        "starts_at": time_text(at),
+        "plan": plan if plan is not None else base.get("plan"),
+        "addons": dict(addons) if addons is not None else dict(base.get("addons") or {}),
+    }
+    later = [p for p in phases if _time(p) > at]
+    sub["phases"] = [*before, phase, *later]
+    return rec
+
+
+def end_subscription(record: Record, subscription_id: str, at: datetime) -> Record:
+    """`CancelSubscription`: the subscription ends at `at`; phases from then on go with it."""
+    rec = edited(record)
+    sub = find_subscription(rec, subscription_id)
+    sub["ends_at"] = time_text(at)
+    kept = [p for p in sub.get("phases") or () if _time(p) < at]
+    if kept:
+        sub["phases"] = kept
+    else:
+        sub.pop("phases", None)
+    return rec
+
+
+def cancel_scheduled_change(
+    record: Record, subscription_id: str, now: datetime, at: datetime | None
+) -> Record:
+    """Removes the pending phase starting at `at`, or every pending phase; phases already in
+    force are history and stay."""
+    rec = edited(record)
+    sub = find_subscription(rec, subscription_id)
+    phases = list(sub.get("phases") or ())
+    kept = [p for p in phases if _time(p) <= now or (at is not None and _time(p) != at)]
+    if len(kept) == len(phases):
+        pending = ", ".join(str(p.get("starts_at")) for p in phases if _time(p) > now)
+        what = f"at {time_text(at)}" if at is not None else "pending"
+        raise NotFound(
+            f"subscription {subscription_id!r} has no scheduled change {what} "
+            f"(pending: {pending or 'none'})"
+        )
+    if kept:
+        sub["phases"] = kept
+    else:
+        sub.pop("phases", None)
+    return rec
+
+
+def resume_subscription(record: Record, subscription_id: str, now: datetime) -> Record:
+    """Removes a pending end; an end already reached stays (create a new subscription)."""
+    rec = edited(record)
+    sub = find_subscription(rec, subscription_id)
+    ends_at = parse_time(sub.get("ends_at"))
+    if ends_at is None:
+        raise AdminError(f"subscription {subscription_id!r} has no scheduled end to remove")
+    if ends_at <= now:
+        raise AdminError(
+            f"subscription {subscription_id!r} ended at {time_text(ends_at)}; "
+            "create a new subscription instead"
+        )
+    del sub["ends_at"]
+    return rec
+
+
+def _time(phase: Mapping[str, Any]) -> datetime:
+    """A stored phase's start (validated on the way in, so it parses)."""
+    at = parse_time(phase.get("starts_at"))
+    assert at is not None
+    return at
 
 
 def set_members(record: Record, subscription_id: str, member: str, add: bool) -> Record:

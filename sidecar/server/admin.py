@@ -7,12 +7,14 @@ validates with the catalog's rules before anything is stored.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 
 import grpc
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp
+from ..engine.lifecycle import effective_at
 from ..runtime import quota_actions
 from ..runtime import records as rec
 from ..runtime.state import LiveState
@@ -176,7 +178,9 @@ class AdminService(pb_grpc.AdminServicer):
             return self._subscription(account_pb(reverted), request.subscription_id)
         record = self._owned(request.account_id)
         require(bool(request.plan), "plan is required")
-        record = rec.change_subscription(record, request.subscription_id, plan=request.plan)
+        now = self.state.clock()
+        at = self._effective(request, now)
+        record = rec.schedule_change(record, request.subscription_id, at, now, plan=request.plan)
         return self._subscription(self._commit(record, "ChangePlan"), request.subscription_id)
 
     @handled
@@ -184,8 +188,10 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ChangeAddOnsRequest, context: grpc.ServicerContext
     ) -> pb.Subscription:
         record = self._owned(request.account_id)
-        record = rec.change_subscription(
-            record, request.subscription_id, addons=_addons(request.addons)
+        now = self.state.clock()
+        at = self._effective(request, now)
+        record = rec.schedule_change(
+            record, request.subscription_id, at, now, addons=_addons(request.addons)
         )
         return self._subscription(self._commit(record, "ChangeAddOns"), request.subscription_id)
 
@@ -194,11 +200,53 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.CancelSubscriptionRequest, context: grpc.ServicerContext
     ) -> pb.Subscription:
         record = self._owned(request.account_id)
-        at = time_arg(request, "at") or self.state.clock()
-        record = rec.change_subscription(record, request.subscription_id, ends_at=rec.time_text(at))
+        if request.when:
+            at = self._effective(request, self.state.clock())
+        else:  # `at` keeps its wire form: any instant, default now
+            at = time_arg(request, "at") or self.state.clock()
+        record = rec.end_subscription(record, request.subscription_id, at)
         return self._subscription(
             self._commit(record, "CancelSubscription"), request.subscription_id
         )
+
+    @handled
+    def CancelScheduledChange(
+        self, request: pb.CancelScheduledChangeRequest, context: grpc.ServicerContext
+    ) -> pb.Subscription:
+        record = self._owned(request.account_id)
+        record = rec.cancel_scheduled_change(
+            record, request.subscription_id, self.state.clock(), time_arg(request, "at")
+        )
+        return self._subscription(
+            self._commit(record, "CancelScheduledChange"), request.subscription_id
+        )
+
+    @handled
+    def ResumeSubscription(
+        self, request: pb.ResumeSubscriptionRequest, context: grpc.ServicerContext
+    ) -> pb.Subscription:
+        record = self._owned(request.account_id)
+        record = rec.resume_subscription(record, request.subscription_id, self.state.clock())
+        return self._subscription(
+            self._commit(record, "ResumeSubscription"), request.subscription_id
+        )
+
+    def _effective(
+        self,
+        request: pb.ChangePlanRequest | pb.ChangeAddOnsRequest | pb.CancelSubscriptionRequest,
+        now: datetime,
+    ) -> datetime:
+        """The instant a change takes effect, from the request's `at` or `when` (design §6.1)."""
+        account = self.state.account(request.account_id)
+        sub = next((s for s in account.subscriptions if s.id == request.subscription_id), None)
+        if sub is None:
+            raise rec.NotFound(
+                f"account {request.account_id!r} has no subscription {request.subscription_id!r}"
+            )
+        try:
+            return effective_at(self.state.catalog, sub, now, time_arg(request, "at"), request.when)
+        except ValueError as e:
+            raise rec.AdminError(str(e)) from None
 
     @handled
     def AddMember(

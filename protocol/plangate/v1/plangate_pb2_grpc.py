@@ -380,6 +380,16 @@ class AdminStub:
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.CancelSubscriptionRequest.SerializeToString,
                 response_deserializer=plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
                 _registered_method=True)
+        self.CancelScheduledChange = channel.unary_unary(
+                '/plangate.v1.Admin/CancelScheduledChange',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.CancelScheduledChangeRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.ResumeSubscription = channel.unary_unary(
+                '/plangate.v1.Admin/ResumeSubscription',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ResumeSubscriptionRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
+                _registered_method=True)
         self.AddMember = channel.unary_unary(
                 '/plangate.v1.Admin/AddMember',
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.MemberRequest.SerializeToString,
@@ -482,6 +492,18 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelScheduledChange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSubscription(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AddMember(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -579,6 +601,16 @@ def add_AdminServicer_to_server(servicer, server):
             'CancelSubscription': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelSubscription,
                     request_deserializer=plangate_dot_v1_dot_plangate__pb2.CancelSubscriptionRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.Subscription.SerializeToString,
+            ),
+            'CancelScheduledChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelScheduledChange,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.CancelScheduledChangeRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.Subscription.SerializeToString,
+            ),
+            'ResumeSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSubscription,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ResumeSubscriptionRequest.FromString,
                     response_serializer=plangate_dot_v1_dot_plangate__pb2.Subscription.SerializeToString,
             ),
             'AddMember': grpc.unary_unary_rpc_method_handler(
@@ -846,6 +878,60 @@ class Admin:
             target,
             '/plangate.v1.Admin/CancelSubscription',
             plangate_dot_v1_dot_plangate__pb2.CancelSubscriptionRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelScheduledChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/CancelScheduledChange',
+            plangate_dot_v1_dot_plangate__pb2.CancelScheduledChangeRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/ResumeSubscription',
+            plangate_dot_v1_dot_plangate__pb2.ResumeSubscriptionRequest.SerializeToString,
             plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,156 @@
+"""Subscription phases (design §6.1): the phase in force at `now` is what evaluation reads,
+each phase start is a time boundary, and `when: period_end` follows the billing anchor."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from plangate.sidecar.catalog import CatalogError, parse_catalog
+from plangate.sidecar.engine import Snapshot, evaluate
+from plangate.sidecar.engine.boundaries import account_change
+from plangate.sidecar.engine.lifecycle import billing_period_end, effective_at
+
+START = "2026-01-31T10:00:00Z"
+SWITCH = "2026-03-01T00:00:00Z"
+BACK = "2026-04-01T00:00:00Z"
+
+CATALOG = f"""\
+products:
+  - name: Acme
+    features:
+      - name: SSO
+        type: boolean
+      - name: Seats
+        type: integer
+        default: 1
+    plans:
+      - name: Free
+        entitlements: {{seats: 2}}
+      - name: Pro
+        entitlements: {{sso: true, seats: 10}}
+        price: {{amount: 49, currency: USD, interval: month}}
+      - name: Annual
+        entitlements: {{sso: true}}
+        price: {{amount: 490, currency: USD, interval: year}}
+    addons:
+      - name: Extra seats
+        max_quantity: 5
+        entitlements: {{seats: 5}}
+accounts:
+  - id: moving
+    subscriptions:
+      - id: m
+        plan: free
+        starts_at: "{START}"
+        phases:
+          - {{starts_at: "{SWITCH}", plan: pro, addons: {{extra-seats: 2}}}}
+          - {{starts_at: "{BACK}", plan: free}}
+  - id: yearly
+    subscriptions: [{{id: y, plan: annual, starts_at: "{START}"}}]
+  - id: leap
+    subscriptions: [{{id: l, plan: pro, starts_at: "2024-01-31T10:00:00Z"}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def snap() -> Snapshot:
+    return Snapshot.of(parse_catalog(CATALOG))
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@pytest.mark.parametrize(
+    ("now", "sso", "seats", "variant"),
+    [
+        ("2026-02-15T00:00:00Z", False, 2, "free"),
+        (SWITCH, True, 20, "pro+extra-seats"),  # the phase holds from its first instant on
+        ("2026-03-31T23:59:59Z", True, 20, "pro+extra-seats"),
+        (BACK, False, 2, "free"),
+    ],
+)
+def test_the_phase_in_force_at_now_decides(
+    snap: Snapshot, now: str, sso: bool, seats: int, variant: str
+) -> None:
+    at = _at(now)
+    assert evaluate(snap, "moving", "sso", {}, at).value is sso
+    decision = evaluate(snap, "moving", "seats", {}, at)
+    assert (decision.value, decision.variant) == (seats, variant)
+
+
+def test_each_phase_start_is_a_boundary(snap: Snapshot) -> None:
+    before = _at("2026-02-15T00:00:00Z")
+    assert evaluate(snap, "moving", "sso", {}, before).valid_until == _at(SWITCH)
+    assert evaluate(snap, "moving", "sso", {}, _at(SWITCH)).valid_until == _at(BACK)
+    account = snap.accounts["moving"]
+    assert account_change(account, (), before) == _at(SWITCH)
+    assert account_change(account, (), _at(SWITCH)) == _at(BACK)
+
+
+def test_a_phase_keeps_the_subscription_and_its_anchor(snap: Snapshot) -> None:
+    sub = snap.accounts["moving"].subscriptions[0]
+    later = sub.at(_at(SWITCH))
+    assert (later.id, later.plan, dict(later.addons)) == ("m", "pro", {"extra-seats": 2})
+    assert later.starts_at == sub.starts_at
+    assert sub.at(_at("2026-02-01T00:00:00Z")) is sub
+
+
+@pytest.mark.parametrize(
+    ("account", "now", "end"),
+    [
+        # monthly from Jan 31: the February period ends on the last day of February
+        ("moving", "2026-02-10T00:00:00Z", "2026-02-28T10:00:00Z"),
+        ("leap", "2024-02-10T00:00:00Z", "2024-02-29T10:00:00Z"),
+        # and the next one on the anchor's day again
+        ("leap", "2024-03-05T00:00:00Z", "2024-03-31T10:00:00Z"),
+        # the plan's price interval: yearly
+        ("yearly", "2026-06-01T00:00:00Z", "2027-01-31T10:00:00Z"),
+    ],
+)
+def test_period_end_follows_the_anchor_and_the_price_interval(
+    snap: Snapshot, account: str, now: str, end: str
+) -> None:
+    sub = snap.accounts[account].subscriptions[0]
+    assert billing_period_end(snap.catalog, sub, _at(now)) == _at(end)
+
+
+def test_a_request_takes_at_or_when_but_not_both(snap: Snapshot) -> None:
+    sub = snap.accounts["moving"].subscriptions[0]
+    now = _at("2026-02-10T00:00:00Z")
+    assert effective_at(snap.catalog, sub, now, None, "") == now
+    assert effective_at(snap.catalog, sub, now, None, "now") == now
+    assert effective_at(snap.catalog, sub, now, _at(BACK), "") == _at(BACK)
+    with pytest.raises(ValueError, match="either at or when"):
+        effective_at(snap.catalog, sub, now, _at(BACK), "period_end")
+    with pytest.raises(ValueError, match="when must be one of now, period_end"):
+        effective_at(snap.catalog, sub, now, None, "tomorrow")
+    with pytest.raises(ValueError, match="in the past"):
+        effective_at(snap.catalog, sub, now, _at(START), "")
+
+
+@pytest.mark.parametrize(
+    ("phases", "message"),
+    [
+        (f'[{{starts_at: "{START}", plan: pro}}]', "a phase must start after its subscription"),
+        (
+            f'[{{starts_at: "{BACK}", plan: pro}}, {{starts_at: "{SWITCH}", plan: free}}]',
+            "phases must be in order of starts_at",
+        ),
+        (f'[{{starts_at: "{SWITCH}", plan: gold}}]', "unknown plan 'gold'"),
+        (f'[{{starts_at: "{SWITCH}", plan: pro, addons: {{nope: 1}}}}]', "unknown add-on"),
+        ("[{plan: pro}]", "expected an ISO-8601 timestamp"),
+        (f'[{{starts_at: "{SWITCH}", plan: pro, color: red}}]', "color"),
+    ],
+)
+def test_bad_phases_are_refused(phases: str, message: str) -> None:
+    text = CATALOG.split("accounts:")[0] + (
+        f"accounts:\n  - id: a\n    subscriptions:\n"
+        f'      - {{plan: free, starts_at: "{START}", phases: {phases}}}\n'
+    )
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(text)
+    assert any(message in p.message for p in info.value.problems), [
+        str(p) for p in info.value.problems
+    ]
