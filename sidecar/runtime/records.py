@@ -202,7 +202,7 @@ def schedule_change(
             current["addons"] = dict(addons)
         return rec
     before = [p for p in phases if _time(p) < at]
-    base = before[-1] if before else sub
+    base = next((p for p in reversed(phases) if _time(p) <= at), sub)
     phase = {
         "starts_at": time_text(at),
         "plan": plan if plan is not None else base.get("plan"),

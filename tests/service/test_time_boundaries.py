@@ -1,5 +1,6 @@
 """Time is part of every answer (design §8 "Time"): at an override expiring, a grant or a
-subscription starting or ending, and a usage period ending, the cached provider converges
+subscription starting or ending, a scheduled plan change or end (design §6.1), and a usage
+period ending, the cached provider converges
 within 100 ms of the instant, the sidecar says `account_changed` (cause "time") on `Watch`,
 and `EvaluateAll` carries the instant as `valid_until`.
 
@@ -121,6 +122,32 @@ def _subscription_ending(stubs: Stubs, account: str, at: datetime) -> None:
     )
 
 
+def _plan_change_scheduled(stubs: Stubs, account: str, at: datetime) -> None:
+    """A phase (design §6.1): free now, pro from `at`."""
+    sub = stubs.admin.CreateSubscription(
+        pb.CreateSubscriptionRequest(account_id=account, plan="free"), timeout=5
+    )
+    stubs.admin.ChangePlan(
+        pb.ChangePlanRequest(
+            account_id=account, subscription_id=sub.id, plan="pro", at=to_timestamp(at)
+        ),
+        timeout=5,
+    )
+
+
+def _end_scheduled(stubs: Stubs, account: str, at: datetime) -> None:
+    """`CancelSubscription` at a later instant on a running subscription."""
+    sub = stubs.admin.CreateSubscription(
+        pb.CreateSubscriptionRequest(account_id=account, plan="pro"), timeout=5
+    )
+    stubs.admin.CancelSubscription(
+        pb.CancelSubscriptionRequest(
+            account_id=account, subscription_id=sub.id, at=to_timestamp(at)
+        ),
+        timeout=5,
+    )
+
+
 def _period_ending(stubs: Stubs, account: str, at: datetime) -> None:
     """An hourly subscription-anchored period that started an hour before `at`, used up."""
     stubs.admin.CreateSubscription(
@@ -141,6 +168,8 @@ BOUNDARIES = {
     "subscription-starting": Boundary("sso", False, True, _subscription_starting),
     "subscription-ending": Boundary("sso", True, False, _subscription_ending),
     "usage-period-ending": Boundary("reports", False, True, _period_ending),
+    "plan-change-scheduled": Boundary("sso", False, True, _plan_change_scheduled),
+    "end-scheduled": Boundary("sso", True, False, _end_scheduled),
 }
 
 
