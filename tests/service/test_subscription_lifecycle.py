@@ -49,9 +49,9 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 def _subscribe(stubs: Stubs, account: str, starts_at: datetime | None = None) -> str:
     stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id=account), timeout=5)
-    request = pb.CreateSubscriptionRequest(account_id=account, plan="free", id=f"{account}-s")
-    if starts_at is not None:
-        request.starts_at.CopyFrom(to_timestamp(starts_at))
+    request = pb.CreateSubscriptionRequest(
+        account_id=account, plan="free", id=f"{account}-s", starts_at=to_timestamp(starts_at)
+    )
     return stubs.admin.CreateSubscription(request, timeout=5).id
 
 
@@ -158,7 +158,7 @@ def test_contradictory_or_past_schedules_are_refused_and_change_nothing(stubs: S
     before = stubs.admin.GetAccount(pb.GetAccountRequest(id="acct_bad"), timeout=5)
     past = to_timestamp(datetime.now(UTC) - timedelta(days=1))
     future = to_timestamp(datetime.now(UTC) + timedelta(days=1))
-    cases = [
+    cases: list[tuple[Any, str]] = [
         (pb.ChangePlanRequest(plan="pro", at=past), "in the past"),
         (pb.ChangePlanRequest(plan="pro", at=future, when="period_end"), "either at or when"),
         (pb.ChangePlanRequest(plan="pro", when="soon"), "when must be one of now, period_end"),
