@@ -182,6 +182,15 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
+class Trial:
+    """A plan's trial (design §6.1): `days` long, then `continue` (stay on the plan),
+    `cancel` (the subscription ends) or the key of the plan to move to."""
+
+    days: int
+    then: str = "continue"
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     key: str
     slug: str
@@ -192,6 +201,7 @@ class Plan:
     entitlements: Mapping[str, Entitlement]  # own + inherited (own win)
     quotas: tuple[Quota, ...] = ()
     price: Price | None = None
+    trial: Trial | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -294,7 +294,14 @@ def _decision(
         None,
         unlimited,
         until,
+        _trial_end(sub, now),
     )
+
+
+def _trial_end(sub: Subscription | None, now: datetime) -> datetime | None:
+    """The end of `sub`'s trial while it runs (design §6.1)."""
+    end = sub.trial_ends_at if sub is not None else None
+    return end if end is not None and now < end else None
 
 
 def _metered(
@@ -342,4 +349,5 @@ def _metered(
         metering,
         cap is None,
         until,
+        _trial_end(sub, now),
     )

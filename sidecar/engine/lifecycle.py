@@ -7,9 +7,9 @@ the month's length (Jan 31 → Feb 28/29) like usage periods — one calendar ru
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from ..catalog.model import Anchor, Catalog, Reset, Subscription
+from ..catalog.model import Anchor, Catalog, Plan, Reset, Subscription
 from .periods import period_containing
 
 _INTERVALS = {
@@ -57,3 +57,28 @@ def effective_at(
     if at < now:
         raise ValueError(f"at {at.isoformat()} is in the past; changes take effect now or later")
     return at
+
+
+def trial_of(
+    catalog: Catalog,
+    plan: Plan,
+    starts_at: datetime,
+    trial_ends_at: datetime | None,
+    trial_then: str,
+) -> tuple[datetime, str] | None:
+    """A new subscription's trial as (end, then): the request's end or the plan's `days`
+    from the start, and the request's `then` or the plan's; None without either.
+    `ValueError` for an end not after the start or a `then` that names no plan."""
+    if trial_ends_at is None and plan.trial is None:
+        if trial_then:
+            raise ValueError(f"trial_then needs a trial: plan {plan.key!r} has none")
+        return None
+    end = trial_ends_at or starts_at + timedelta(days=plan.trial.days if plan.trial else 0)
+    if end <= starts_at:
+        raise ValueError("trial_ends_at must be after starts_at")
+    then = trial_then or (plan.trial.then if plan.trial else "continue")
+    if then not in ("continue", "cancel") and then not in catalog.plans:
+        raise ValueError(
+            f"trial_then must be continue, cancel or a plan (plans: {', '.join(sorted(catalog.plans))})"
+        )
+    return end, then

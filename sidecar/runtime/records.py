@@ -30,6 +30,10 @@ class NotFound(AdminError):
     pass
 
 
+class Refused(AdminError):
+    """A well-formed request that the account's history rules out (a second trial)."""
+
+
 class Declared(AdminError):
     """The account is declared in the catalog file, which stays the source of truth."""
 
@@ -142,10 +146,13 @@ def add_subscription(
     addons: Mapping[str, int],
     starts_at: datetime,
     ends_at: datetime | None,
-    trial_ends_at: datetime | None,
+    trial: tuple[datetime, str] | None,
     members: list[str],
     subscription_id: str,
+    allow_repeat_trial: bool = False,
 ) -> tuple[Record, str]:
+    """A new subscription; `trial` (end, then) is written ahead of time (design §6.1): `cancel`
+    as the end, a plan as a phase from the trial's end, `continue` as nothing more."""
     rec = edited(record)
     sub_id = subscription_id or f"sub_{uuid.uuid4().hex[:12]}"
     if any(s.get("id") == sub_id for s in rec["subscriptions"]):
@@ -161,8 +168,24 @@ def add_subscription(
     }
     if ends_at is not None:
         sub["ends_at"] = time_text(ends_at)
-    if trial_ends_at is not None:
-        sub["trial_ends_at"] = time_text(trial_ends_at)
+    if trial is not None:
+        earlier = next(
+            (s for s in rec["subscriptions"] if s.get("plan") == plan and s.get("trial_ends_at")),
+            None,
+        )
+        if earlier is not None and not allow_repeat_trial:
+            raise Refused(
+                f"account {rec['id']!r} already had a trial of plan {plan!r} (subscription "
+                f"{earlier.get('id')!r}); set allow_repeat_trial to grant another"
+            )
+        trial_end, then = trial
+        sub["trial_ends_at"] = time_text(trial_end)
+        if then == "cancel" and (ends_at is None or trial_end < ends_at):
+            sub["ends_at"] = time_text(trial_end)
+        elif then not in ("cancel", "continue"):
+            sub["phases"] = [
+                {"starts_at": time_text(trial_end), "plan": then, "addons": dict(addons)}
+            ]
     rec["subscriptions"].append(sub)
     return rec, sub_id
 

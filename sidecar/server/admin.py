@@ -14,7 +14,7 @@ import grpc
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp
-from ..engine.lifecycle import effective_at
+from ..engine.lifecycle import effective_at, trial_of
 from ..runtime import quota_actions
 from ..runtime import records as rec
 from ..runtime.state import LiveState
@@ -153,15 +153,32 @@ class AdminService(pb_grpc.AdminServicer):
             bool(request.plan),
             f"plan is required (plans: {', '.join(sorted(self.state.catalog.plans))})",
         )
+        starts_at = time_arg(request, "starts_at") or self.state.clock()
+        plan = self.state.catalog.plans.get(request.plan)
+        try:
+            trial = (
+                None
+                if plan is None  # the record's validation names the unknown plan
+                else trial_of(
+                    self.state.catalog,
+                    plan,
+                    starts_at,
+                    time_arg(request, "trial_ends_at"),
+                    request.trial_then,
+                )
+            )
+        except ValueError as e:
+            raise rec.AdminError(str(e)) from None
         record, sub_id = rec.add_subscription(
             record,
             plan=request.plan,
             addons=_addons(request.addons),
-            starts_at=time_arg(request, "starts_at") or self.state.clock(),
+            starts_at=starts_at,
             ends_at=time_arg(request, "ends_at"),
-            trial_ends_at=time_arg(request, "trial_ends_at"),
+            trial=trial,
             members=list(request.members),
             subscription_id=request.id,
+            allow_repeat_trial=request.allow_repeat_trial,
         )
         return self._subscription(self._commit(record, "CreateSubscription"), sub_id)
 

@@ -1,6 +1,6 @@
-"""The subscription lifecycle over the Admin API (design §6.1): scheduled plan and add-on
-changes and ends (`at` / `when`), removing them again, pending phases in `GetAccount`, and
-stored accounts from before phases loading unchanged."""
+"""The subscription lifecycle over the Admin API (design §6.1): trials, scheduled plan and
+add-on changes and ends (`at` / `when`), removing them again, pending phases in `GetAccount`,
+and stored accounts from before phases loading unchanged."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ products:
       - name: Pro
         entitlements: {sso: true, seats: 10}
         price: {amount: 49, currency: USD, interval: month}
+      - name: Team
+        entitlements: {sso: true, seats: 25}
+        trial: {days: 14, then: free}
     addons:
       - name: Extra seats
         max_quantity: 5
@@ -223,3 +226,59 @@ def test_stored_accounts_from_before_phases_load_and_keep_phases_across_restarts
         assert (phase.plan, dict(phase.addons)) == ("free", {"extra-seats": 1})
         assert phase.starts_at.ToDatetime(tzinfo=UTC) == later
         assert dict(account.attributes) == {"region": "eu"}
+
+
+def _trial(stubs: Stubs, account: str, **fields: Any) -> pb.Subscription:
+    return stubs.admin.CreateSubscription(
+        pb.CreateSubscriptionRequest(account_id=account, **fields), timeout=5
+    )
+
+
+def test_a_plan_trial_is_written_ahead_and_shown_in_the_metadata(stubs: Stubs) -> None:
+    stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_trial"), timeout=5)
+    start = datetime.now(UTC).replace(microsecond=0)
+    sub = _trial(stubs, "acct_trial", plan="team", starts_at=to_timestamp(start))
+    end = start + timedelta(days=14)
+    assert sub.trial_ends_at.ToDatetime(tzinfo=UTC) == end
+    # then: free, as a phase from the trial's end
+    assert [(p.plan, p.starts_at.ToDatetime(tzinfo=UTC)) for p in sub.phases] == [("free", end)]
+    res = _seats(stubs, "acct_trial")
+    assert res.value.number_value == 25
+    assert res.metadata.fields["trial"].bool_value is True
+    assert res.metadata.fields["trial_ends_at"].string_value == end.isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert res.valid_until.ToDatetime(tzinfo=UTC) == end
+    # one trial per account and plan ...
+    with pytest.raises(grpc.RpcError) as info:
+        _trial(stubs, "acct_trial", plan="team")
+    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "already had a trial of plan 'team'" in (info.value.details() or "")
+    assert "allow_repeat_trial" in (info.value.details() or "")
+    # ... unless the call allows another
+    again = _trial(stubs, "acct_trial", plan="team", allow_repeat_trial=True, trial_then="cancel")
+    assert again.ends_at == again.trial_ends_at and list(again.phases) == []
+
+
+def test_a_trial_without_one_on_the_plan_and_its_refusals(stubs: Stubs) -> None:
+    stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_trial2"), timeout=5)
+    end = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
+    sub = _trial(stubs, "acct_trial2", plan="pro", trial_ends_at=to_timestamp(end))
+    assert sub.trial_ends_at.ToDatetime(tzinfo=UTC) == end
+    assert (list(sub.phases), sub.HasField("ends_at")) == ([], False)  # continue
+    assert _seats(stubs, "acct_trial2").metadata.fields["trial"].bool_value is True
+    before = stubs.admin.GetAccount(pb.GetAccountRequest(id="acct_trial2"), timeout=5)
+    for fields, message in [
+        ({"plan": "free", "trial_then": "cancel"}, "trial_then needs a trial"),
+        ({"plan": "team", "trial_then": "gold"}, "trial_then must be continue, cancel or a plan"),
+        (
+            {"plan": "team", "trial_ends_at": to_timestamp(end - timedelta(days=30))},
+            "trial_ends_at must be after starts_at",
+        ),
+    ]:
+        error = _refused(
+            stubs.admin.CreateSubscription,
+            pb.CreateSubscriptionRequest(account_id="acct_trial2", **fields),
+        )
+        assert message in (error.details() or ""), error.details()
+    assert stubs.admin.GetAccount(pb.GetAccountRequest(id="acct_trial2"), timeout=5) == before

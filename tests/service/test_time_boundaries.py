@@ -1,5 +1,5 @@
 """Time is part of every answer (design §8 "Time"): at an override expiring, a grant or a
-subscription starting or ending, a scheduled plan change or end (design §6.1), and a usage
+subscription starting or ending, a trial ending, a scheduled plan change or end (design §6.1), and a usage
 period ending, the cached provider converges
 within 100 ms of the instant, the sidecar says `account_changed` (cause "time") on `Watch`,
 and `EvaluateAll` carries the instant as `valid_until`.
@@ -135,6 +135,16 @@ def _plan_change_scheduled(stubs: Stubs, account: str, at: datetime) -> None:
     )
 
 
+def _trial_ending(stubs: Stubs, account: str, at: datetime) -> None:
+    """A trial of pro that moves to free at its end (design §6.1)."""
+    stubs.admin.CreateSubscription(
+        pb.CreateSubscriptionRequest(
+            account_id=account, plan="pro", trial_ends_at=to_timestamp(at), trial_then="free"
+        ),
+        timeout=5,
+    )
+
+
 def _end_scheduled(stubs: Stubs, account: str, at: datetime) -> None:
     """`CancelSubscription` at a later instant on a running subscription."""
     sub = stubs.admin.CreateSubscription(
@@ -170,6 +180,7 @@ BOUNDARIES = {
     "usage-period-ending": Boundary("reports", False, True, _period_ending),
     "plan-change-scheduled": Boundary("sso", False, True, _plan_change_scheduled),
     "end-scheduled": Boundary("sso", True, False, _end_scheduled),
+    "trial-ending": Boundary("sso", True, False, _trial_ending),
 }
 
 

@@ -10,6 +10,7 @@ from plangate.sidecar.catalog import CatalogError, parse_catalog
 from plangate.sidecar.engine import Snapshot, evaluate
 from plangate.sidecar.engine.boundaries import account_change
 from plangate.sidecar.engine.lifecycle import billing_period_end, effective_at
+from plangate.sidecar.engine.typed import metadata
 
 START = "2026-01-31T10:00:00Z"
 SWITCH = "2026-03-01T00:00:00Z"
@@ -33,6 +34,11 @@ products:
       - name: Annual
         entitlements: {{sso: true}}
         price: {{amount: 490, currency: USD, interval: year}}
+      - name: Team
+        entitlements: {{sso: true}}
+        trial: {{days: 14, then: free}}
+      - name: Brief
+        trial: {{days: 3, then: cancel}}
     addons:
       - name: Extra seats
         max_quantity: 5
@@ -50,6 +56,9 @@ accounts:
     subscriptions: [{{id: y, plan: annual, starts_at: "{START}"}}]
   - id: leap
     subscriptions: [{{id: l, plan: pro, starts_at: "2024-01-31T10:00:00Z"}}]
+  - id: trying
+    subscriptions:
+      - {{plan: pro, starts_at: "{START}", trial_ends_at: "{SWITCH}"}}
 """
 
 
@@ -148,6 +157,42 @@ def test_bad_phases_are_refused(phases: str, message: str) -> None:
     text = CATALOG.split("accounts:")[0] + (
         f"accounts:\n  - id: a\n    subscriptions:\n"
         f'      - {{plan: free, starts_at: "{START}", phases: {phases}}}\n'
+    )
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(text)
+    assert any(message in p.message for p in info.value.problems), [
+        str(p) for p in info.value.problems
+    ]
+
+
+def test_trial_metadata_while_the_trial_runs_and_its_end_is_a_boundary(snap: Snapshot) -> None:
+    during = evaluate(snap, "trying", "sso", {}, _at("2026-02-10T00:00:00Z"))
+    assert during.valid_until == _at(SWITCH)
+    assert metadata(during)["trial"] is True
+    assert metadata(during)["trial_ends_at"] == "2026-03-01T00:00:00Z"
+    after = metadata(evaluate(snap, "trying", "sso", {}, _at(SWITCH)))
+    assert "trial" not in after and "trial_ends_at" not in after
+    assert account_change(snap.accounts["trying"], (), _at("2026-02-10T00:00:00Z")) == _at(SWITCH)
+
+
+def test_plan_trials_are_read_from_the_catalog(snap: Snapshot) -> None:
+    team, brief = snap.catalog.plans["team"].trial, snap.catalog.plans["brief"].trial
+    assert team is not None and (team.days, team.then) == (14, "free")
+    assert brief is not None and (brief.days, brief.then) == (3, "cancel")
+    assert snap.catalog.plans["pro"].trial is None
+
+
+@pytest.mark.parametrize(
+    ("trial", "message"),
+    [
+        ("{days: 0}", "must be a whole number of days >= 1"),
+        ("{days: 7, then: gold}", "must be continue, cancel or a plan of product 'acme'"),
+        ("{days: 7, length: 3}", "length"),
+    ],
+)
+def test_bad_trials_are_refused(trial: str, message: str) -> None:
+    text = CATALOG.split("accounts:")[0].replace(
+        "trial: {days: 3, then: cancel}", f"trial: {trial}"
     )
     with pytest.raises(CatalogError) as info:
         parse_catalog(text)

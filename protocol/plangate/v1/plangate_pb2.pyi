@@ -401,7 +401,7 @@ class DeleteAccountResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class CreateSubscriptionRequest(_message.Message):
-    __slots__ = ("account_id", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members", "id")
+    __slots__ = ("account_id", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members", "id", "trial_then", "allow_repeat_trial")
     class AddonsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -417,6 +417,8 @@ class CreateSubscriptionRequest(_message.Message):
     TRIAL_ENDS_AT_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_THEN_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_REPEAT_TRIAL_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     plan: str
     addons: _containers.ScalarMap[str, int]
@@ -425,7 +427,9 @@ class CreateSubscriptionRequest(_message.Message):
     trial_ends_at: _timestamp_pb2.Timestamp
     members: _containers.RepeatedScalarFieldContainer[str]
     id: str
-    def __init__(self, account_id: _Optional[str] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ...) -> None: ...
+    trial_then: str
+    allow_repeat_trial: bool
+    def __init__(self, account_id: _Optional[str] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ..., trial_then: _Optional[str] = ..., allow_repeat_trial: _Optional[bool] = ...) -> None: ...
 
 class ChangePlanRequest(_message.Message):
     __slots__ = ("account_id", "subscription_id", "plan", "at", "when")
