@@ -268,14 +268,15 @@ def test_a_trial_without_one_on_the_plan_and_its_refusals(stubs: Stubs) -> None:
     assert (list(sub.phases), sub.HasField("ends_at")) == ([], False)  # continue
     assert _seats(stubs, "acct_trial2").metadata.fields["trial"].bool_value is True
     before = stubs.admin.GetAccount(pb.GetAccountRequest(id="acct_trial2"), timeout=5)
-    for fields, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"plan": "free", "trial_then": "cancel"}, "trial_then needs a trial"),
         ({"plan": "team", "trial_then": "gold"}, "trial_then must be continue, cancel or a plan"),
         (
             {"plan": "team", "trial_ends_at": to_timestamp(end - timedelta(days=30))},
             "trial_ends_at must be after starts_at",
         ),
-    ]:
+    ]
+    for fields, message in cases:
         error = _refused(
             stubs.admin.CreateSubscription,
             pb.CreateSubscriptionRequest(account_id="acct_trial2", **fields),
