@@ -22,7 +22,17 @@ from .values import check_keys, is_number, read_list, read_mapping, read_str, sl
 
 _TOP = {"products", "accounts"}
 _PRODUCT = {"name", "slug", "description", "features", "plans", "addons"}
-_PLAN = {"name", "slug", "description", "extends", "price", "entitlements", "quotas", "trial"}
+_PLAN = {
+    "name",
+    "slug",
+    "description",
+    "extends",
+    "price",
+    "entitlements",
+    "quotas",
+    "trial",
+    "superseded_by",
+}
 _ADDON = {"name", "slug", "description", "requires", "max_quantity", "entitlements"}
 
 
@@ -252,6 +262,16 @@ class _Builder:
             trial = self._trial((*path, "trial"), data.get("trial"), product, plan_refs)
             if trial is not None:
                 self.plans[key] = replace(self.plans[key], trial=trial)
+            successor = data.get("superseded_by")
+            if successor is not None:
+                target = plan_refs.get(successor) if isinstance(successor, str) else None
+                if target is None or target == key or self.plans[target].product != product:
+                    self.doc.error(
+                        (*path, "superseded_by"),
+                        f"must name another plan of product {product!r}, got {successor!r}",
+                    )
+                else:
+                    self.plans[key] = replace(self.plans[key], superseded_by=target)
 
     def _trial(self, path: Path, raw: Any, product: str, plan_refs: dict[str, str]) -> Trial | None:
         """`trial: {days, then}` (design §6.1); `then` names a plan of the same product."""

@@ -202,6 +202,7 @@ class Plan:
     quotas: tuple[Quota, ...] = ()
     price: Price | None = None
     trial: Trial | None = None
+    superseded_by: str | None = None  # design §6.1: keeps its subscribers, takes no new ones
 
 
 @dataclass(frozen=True, slots=True)

@@ -355,6 +355,28 @@ def _retry_request(a: argparse.Namespace) -> pb.RetryDeliveryRequest:
     return pb.RetryDeliveryRequest(id=a.id or "", all_failed=a.all_failed)
 
 
+def _migrate_request(a: argparse.Namespace) -> pb.MigratePlanRequest:
+    return pb.MigratePlanRequest(
+        from_plan=a.from_plan, to_plan=a.to_plan, dry_run=a.dry_run, **_schedule(a.at)
+    )
+
+
+def _moves(reply: Shown, args: argparse.Namespace) -> str:
+    """What changes for whom; a dry run says so first."""
+    moves = reply.get("moves", [])
+    head = "dry run, nothing changed: " if reply.get("dry_run") else ""
+    lines = [f"{head}{len(moves)} subscription(s) on {args.from_plan}"]
+    for m in moves:
+        at = m.get("at", "")
+        what = (
+            f"skipped ({m['skipped']})"
+            if m.get("skipped")
+            else f"{m['from_plan']} → {m['to_plan']} at {at}"
+        )
+        lines.append(f"  {m['account_id']}  {m['subscription_id']}  {what}")
+    return "\n".join(lines)
+
+
 def _account_subscriptions(reply: Message) -> Shown:
     account = output.plain(reply)
     return {"account_id": account["id"], "subscriptions": account.get("subscriptions", [])}
@@ -507,6 +529,19 @@ COMMANDS: tuple[Command, ...] = (
             account_id=a.account, subscription_id=a.subscription
         ),
         (ACCOUNT, SUBSCRIPTION),
+    ),
+    Command(
+        "migrate",
+        "move every subscription on one plan to another (grandfathering ends)",
+        "Admin.MigratePlan",
+        _migrate_request,
+        (
+            arg("--from", dest="from_plan", required=True, metavar="PLAN"),
+            arg("--to", dest="to_plan", required=True, metavar="PLAN"),
+            AT,
+            arg("--dry-run", action="store_true", help="print what would change, change nothing"),
+        ),
+        show=_moves,
     ),
     Command(
         "subscriptions add-member",

@@ -82,3 +82,12 @@ def trial_of(
             f"trial_then must be continue, cancel or a plan (plans: {', '.join(sorted(catalog.plans))})"
         )
     return end, then
+
+
+def superseded(catalog: Catalog, plan_key: str) -> str | None:
+    """Why `plan_key` takes no new subscriptions (design §6.1 grandfathering), naming the
+    successor; None when it does."""
+    plan = catalog.plans.get(plan_key)
+    if plan is None or plan.superseded_by is None:
+        return None
+    return f"plan {plan_key!r} is superseded by {plan.superseded_by!r}; subscribe to that instead"

@@ -14,9 +14,11 @@ import grpc
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp
-from ..engine.lifecycle import effective_at, trial_of
+from ..catalog.model import Subscription
+from ..engine.lifecycle import effective_at, superseded, trial_of
 from ..runtime import quota_actions
 from ..runtime import records as rec
+from ..runtime.migrate import migrate_plan
 from ..runtime.state import LiveState
 from ..store.base import Delivery, DeliveryStatus, Record
 from .convert import account_pb, struct_arg, time_arg, value_arg
@@ -153,6 +155,7 @@ class AdminService(pb_grpc.AdminServicer):
             bool(request.plan),
             f"plan is required (plans: {', '.join(sorted(self.state.catalog.plans))})",
         )
+        self._refuse_superseded(request.plan)
         starts_at = time_arg(request, "starts_at") or self.state.clock()
         plan = self.state.catalog.plans.get(request.plan)
         try:
@@ -196,6 +199,8 @@ class AdminService(pb_grpc.AdminServicer):
         record = self._owned(request.account_id)
         require(bool(request.plan), "plan is required")
         now = self.state.clock()
+        if self._live(request).at(now).plan != request.plan:  # staying on it: no new subscriber
+            self._refuse_superseded(request.plan)
         at = self._effective(request, now)
         record = rec.schedule_change(record, request.subscription_id, at, now, plan=request.plan)
         return self._subscription(self._commit(record, "ChangePlan"), request.subscription_id)
@@ -248,20 +253,65 @@ class AdminService(pb_grpc.AdminServicer):
             self._commit(record, "ResumeSubscription"), request.subscription_id
         )
 
-    def _effective(
+    @handled
+    def MigratePlan(
+        self, request: pb.MigratePlanRequest, context: grpc.ServicerContext
+    ) -> pb.MigratePlanResponse:
+        require(
+            bool(request.from_plan) and bool(request.to_plan), "from_plan and to_plan are required"
+        )
+        moves = migrate_plan(
+            self.state,
+            request.from_plan,
+            request.to_plan,
+            time_arg(request, "at"),
+            request.when,
+            request.dry_run,
+        )
+        if not request.dry_run:
+            self.metrics.admin_changes.labels("MigratePlan").inc()
+        return pb.MigratePlanResponse(
+            moves=[
+                pb.PlanMove(
+                    account_id=m.account,
+                    subscription_id=m.subscription,
+                    from_plan=m.from_plan,
+                    to_plan=m.to_plan,
+                    at=to_timestamp(m.at),
+                    skipped=m.skipped,
+                )
+                for m in moves
+            ],
+            dry_run=request.dry_run,
+        )
+
+    def _refuse_superseded(self, plan: str) -> None:
+        problem = superseded(self.state.catalog, plan)
+        if problem is not None:
+            raise rec.Refused(problem)
+
+    def _live(
         self,
         request: pb.ChangePlanRequest | pb.ChangeAddOnsRequest | pb.CancelSubscriptionRequest,
-        now: datetime,
-    ) -> datetime:
-        """The instant a change takes effect, from the request's `at` or `when` (design §6.1)."""
+    ) -> Subscription:
+        """The request's subscription as served now."""
         account = self.state.account(request.account_id)
         sub = next((s for s in account.subscriptions if s.id == request.subscription_id), None)
         if sub is None:
             raise rec.NotFound(
                 f"account {request.account_id!r} has no subscription {request.subscription_id!r}"
             )
+        return sub
+
+    def _effective(
+        self,
+        request: pb.ChangePlanRequest | pb.ChangeAddOnsRequest | pb.CancelSubscriptionRequest,
+        now: datetime,
+    ) -> datetime:
+        """The instant a change takes effect, from the request's `at` or `when` (design §6.1)."""
+        sub, at = self._live(request), time_arg(request, "at")
         try:
-            return effective_at(self.state.catalog, sub, now, time_arg(request, "at"), request.when)
+            return effective_at(self.state.catalog, sub, now, at, request.when)
         except ValueError as e:
             raise rec.AdminError(str(e)) from None
 

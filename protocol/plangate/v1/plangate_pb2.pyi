@@ -488,6 +488,44 @@ class CancelScheduledChangeRequest(_message.Message):
     at: _timestamp_pb2.Timestamp
     def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class MigratePlanRequest(_message.Message):
+    __slots__ = ("from_plan", "to_plan", "at", "when", "dry_run")
+    FROM_PLAN_FIELD_NUMBER: _ClassVar[int]
+    TO_PLAN_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    WHEN_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    from_plan: str
+    to_plan: str
+    at: _timestamp_pb2.Timestamp
+    when: str
+    dry_run: bool
+    def __init__(self, from_plan: _Optional[str] = ..., to_plan: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., when: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class PlanMove(_message.Message):
+    __slots__ = ("account_id", "subscription_id", "from_plan", "to_plan", "at", "skipped")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_PLAN_FIELD_NUMBER: _ClassVar[int]
+    TO_PLAN_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    subscription_id: str
+    from_plan: str
+    to_plan: str
+    at: _timestamp_pb2.Timestamp
+    skipped: str
+    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., from_plan: _Optional[str] = ..., to_plan: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., skipped: _Optional[str] = ...) -> None: ...
+
+class MigratePlanResponse(_message.Message):
+    __slots__ = ("moves", "dry_run")
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    moves: _containers.RepeatedCompositeFieldContainer[PlanMove]
+    dry_run: bool
+    def __init__(self, moves: _Optional[_Iterable[_Union[PlanMove, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
 class ResumeSubscriptionRequest(_message.Message):
     __slots__ = ("account_id", "subscription_id")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
