@@ -10,7 +10,7 @@ from plangate.sidecar.catalog import CatalogError, parse_catalog
 from plangate.sidecar.engine import Snapshot, evaluate
 from plangate.sidecar.engine.boundaries import account_change
 from plangate.sidecar.engine.lifecycle import billing_period_end, effective_at
-from plangate.sidecar.engine.typed import metadata
+from plangate.sidecar.engine.typed import detail, metadata
 
 START = "2026-01-31T10:00:00Z"
 SWITCH = "2026-03-01T00:00:00Z"
@@ -170,6 +170,10 @@ def test_trial_metadata_while_the_trial_runs_and_its_end_is_a_boundary(snap: Sna
     assert during.valid_until == _at(SWITCH)
     assert metadata(during)["trial"] is True
     assert metadata(during)["trial_ends_at"] == "2026-03-01T00:00:00Z"
+    assert (detail(during)["trial"], detail(during)["trial_ends_at"]) == (
+        True,
+        "2026-03-01T00:00:00Z",
+    )
     after = metadata(evaluate(snap, "trying", "sso", {}, _at(SWITCH)))
     assert "trial" not in after and "trial_ends_at" not in after
     assert account_change(snap.accounts["trying"], (), _at("2026-02-10T00:00:00Z")) == _at(SWITCH)
@@ -199,3 +203,19 @@ def test_bad_trials_are_refused(trial: str, message: str) -> None:
     assert any(message in p.message for p in info.value.problems), [
         str(p) for p in info.value.problems
     ]
+
+
+def _superseding(successor: str) -> str:
+    return CATALOG.split("accounts:")[0].replace(
+        "trial: {days: 3, then: cancel}", f"superseded_by: {successor}"
+    )
+
+
+@pytest.mark.parametrize("successor", ["gold", "brief"])  # unknown, itself
+def test_superseded_by_must_name_another_plan(successor: str) -> None:
+    with pytest.raises(CatalogError, match="must name another plan of product 'acme'"):
+        parse_catalog(_superseding(successor))
+
+
+def test_superseded_by_is_read() -> None:
+    assert parse_catalog(_superseding("pro")).plans["brief"].superseded_by == "pro"
