@@ -251,20 +251,23 @@ def test_provider_honours_valid_until_without_an_event(kind: str, unannounced: A
         _cross(kind, unannounced, stubs)
 
 
-def test_flagd_clients_hear_the_boundary(sidecar: Any, stubs: Stubs) -> None:
+@pytest.mark.parametrize(
+    "kind", ["override-expiring", "trial-ending", "plan-change-scheduled", "end-scheduled"]
+)
+def test_flagd_clients_hear_the_boundary(kind: str, sidecar: Any, stubs: Stubs) -> None:
     """flagd providers cache too: their EventStream gets `configuration_change` at the instant,
     and the flag metadata says when (RFC 3339)."""
-    account = "acct_time_flagd"
+    account = f"acct_time_flagd_{kind}"
     stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id=account), timeout=5)
     instant = datetime.fromtimestamp(round(time.time() + LEAD, 3), UTC)
-    _override_expiring(stubs, account, instant)
+    BOUNDARIES[kind].setup(stubs, account, instant)
     t = instant.timestamp()
     channel = grpc.insecure_channel(f"127.0.0.1:{sidecar.port}")
     flagd = flagd_grpc.ServiceStub(channel)
     context = struct_pb2.Struct()
     context.update({"targetingKey": account})
     res = flagd.ResolveBoolean(flagd_pb.ResolveBooleanRequest(flag_key="sso", context=context))
-    assert res.value is True
+    assert res.value is BOUNDARIES[kind].before
     assert res.metadata.fields["valid_until"].string_value == instant.isoformat().replace(
         "+00:00", "Z"
     )
