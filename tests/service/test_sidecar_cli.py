@@ -376,8 +376,11 @@ def test_every_client_command_takes_json_and_documents_the_exit_codes() -> None:
 
 
 def _positionals(command: Any) -> list[str]:
-    return [
-        "1"
-        for a in command.args
-        if not a.names[0].startswith("-") and a.options.get("nargs") not in ("?", "*")
-    ]
+    """The arguments a command cannot do without: positionals and required options."""
+    out: list[str] = []
+    for a in command.args:
+        if a.options.get("required"):
+            out += [a.names[0], "1"]
+        elif not a.names[0].startswith("-") and a.options.get("nargs") not in ("?", "*"):
+            out.append("1")
+    return out
