@@ -190,17 +190,6 @@ def add_subscription(
     return rec, sub_id
 
 
-def change_subscription(record: Record, subscription_id: str, **changes: Any) -> Record:
-    rec = edited(record)
-    sub = find_subscription(rec, subscription_id)
-    for key, value in changes.items():
-        if value is None:
-            sub.pop(key, None)
-        else:
-            sub[key] = value
-    return rec
-
-
 def schedule_change(
     record: Record,
     subscription_id: str,
