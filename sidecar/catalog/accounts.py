@@ -20,6 +20,7 @@ from .model import (
     FeatureType,
     Grant,
     Override,
+    Phase,
     Plan,
     Scope,
     Subscription,
@@ -30,7 +31,17 @@ from .source import Document, Path
 from .values import check_keys, is_number, read_list, read_mapping, read_str, read_time
 
 _ACCOUNT = {"id", "name", "attributes", "subscriptions", "overrides", "grants", "topups"}
-_SUBSCRIPTION = {"id", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members"}
+_SUBSCRIPTION = {
+    "id",
+    "plan",
+    "addons",
+    "starts_at",
+    "ends_at",
+    "trial_ends_at",
+    "members",
+    "phases",
+}
+_PHASE = {"starts_at", "plan", "addons"}
 _GRANT = {"id", "feature", "value", "starts_at", "ends_at"}
 _TOPUP = {"id", "feature", "amount", "priority", "effective_at", "expires_at", "voided_at"}
 
@@ -163,6 +174,7 @@ class _AccountReader:
             members = read_list(doc, (*path, "members"), data.get("members"))
             for k, member in enumerate(members):
                 read_str(doc, (*path, "members", k), member)
+            phases = self._phases(path, data.get("phases"), starts_at)
             if plan is None:
                 continue
             for addon_key, message in subscription_problems(plan, addon_qty, self.addons):
@@ -177,8 +189,37 @@ class _AccountReader:
                     ends_at=ends_at,
                     trial_ends_at=trial,
                     members=tuple(str(m) for m in members if isinstance(m, str)),
+                    phases=phases,
                 )
             )
+        return tuple(out)
+
+    def _phases(self, path: Path, raw: Any, starts_at: datetime | None) -> tuple[Phase, ...]:
+        """Scheduled changes (design §6.1), each checked like the subscription's own plan and
+        add-ons; a record without `phases` (every record before them) has none."""
+        doc = self.doc
+        out: list[Phase] = []
+        for k, item in enumerate(read_list(doc, (*path, "phases"), raw)):
+            where: Path = (*path, "phases", k)
+            data = read_mapping(doc, where, item)
+            check_keys(doc, where, data, _PHASE)
+            at = read_time(doc, (*where, "starts_at"), data.get("starts_at"))
+            plan = self._plan(data.get("plan"), (*where, "plan"))
+            addon_qty = {
+                str(a): q
+                for a, q in read_mapping(doc, (*where, "addons"), data.get("addons")).items()
+            }
+            if at is None or plan is None:  # already reported
+                continue
+            if starts_at is not None and at <= starts_at:
+                doc.error((*where, "starts_at"), "a phase must start after its subscription")
+            if out and at <= out[-1].starts_at:
+                doc.error((*where, "starts_at"), "phases must be in order of starts_at")
+            for addon_key, message in subscription_problems(plan, addon_qty, self.addons):
+                doc.error(
+                    (*where, "addons", addon_key) if addon_key else (*where, "addons"), message
+                )
+            out.append(Phase(at, plan.key, MappingProxyType(addon_qty) if addon_qty else EMPTY))
         return tuple(out)
 
     def _time(self, path: Path, data: dict[str, Any], key: str) -> datetime | None:

@@ -27,6 +27,7 @@ from .model import (
     Price,
     Product,
     Quota,
+    Trial,
 )
 from .quotas import read_quotas
 from .source import DEFAULT_MAX_BYTES, CatalogError, Document, Path, parse, read_text, version_of
@@ -35,7 +36,17 @@ from .values import check_keys, is_number, read_list, read_mapping, read_str, sl
 
 _TOP = {"products", "accounts", "evaluators"}
 _PRODUCT = {"name", "slug", "description", "features", "plans", "addons"}
-_PLAN = {"name", "slug", "description", "extends", "price", "entitlements", "quotas"}
+_PLAN = {
+    "name",
+    "slug",
+    "description",
+    "extends",
+    "price",
+    "entitlements",
+    "quotas",
+    "trial",
+    "superseded_by",
+}
 _ADDON = {"name", "slug", "description", "requires", "max_quantity", "entitlements"}
 
 
@@ -309,6 +320,41 @@ class _Builder:
             )
             if quotas:
                 self.plans[key] = _with_quotas(self.plans[key], quotas)
+            trial = self._trial((*path, "trial"), data.get("trial"), product, plan_refs)
+            if trial is not None:
+                self.plans[key] = replace(self.plans[key], trial=trial)
+            successor = data.get("superseded_by")
+            if successor is not None:
+                target = plan_refs.get(successor) if isinstance(successor, str) else None
+                if target is None or target == key or self.plans[target].product != product:
+                    self.doc.error(
+                        (*path, "superseded_by"),
+                        f"must name another plan of product {product!r}, got {successor!r}",
+                    )
+                else:
+                    self.plans[key] = replace(self.plans[key], superseded_by=target)
+
+    def _trial(self, path: Path, raw: Any, product: str, plan_refs: dict[str, str]) -> Trial | None:
+        """`trial: {days, then}` (design §6.1); `then` names a plan of the same product."""
+        if raw is None:
+            return None
+        data = read_mapping(self.doc, path, raw)
+        check_keys(self.doc, path, data, {"days", "then"})
+        days = data.get("days")
+        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+            self.doc.error((*path, "days"), f"must be a whole number of days >= 1, got {days!r}")
+            return None
+        then = data.get("then", "continue")
+        if then in ("continue", "cancel"):
+            return Trial(days, then)
+        target = plan_refs.get(then) if isinstance(then, str) else None
+        if target is None or self.plans[target].product != product:
+            self.doc.error(
+                (*path, "then"),
+                f"must be continue, cancel or a plan of product {product!r}, got {then!r}",
+            )
+            return None
+        return Trial(days, target)
 
     def _chain(self, key: str, parents: dict[str, str | None], path: Path) -> list[str]:
         chain = [key]

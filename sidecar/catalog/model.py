@@ -7,7 +7,7 @@ catalog change builds a new one rather than editing this one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -214,6 +214,15 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
+class Trial:
+    """A plan's trial (design §6.1): `days` long, then `continue` (stay on the plan),
+    `cancel` (the subscription ends) or the key of the plan to move to."""
+
+    days: int
+    then: str = "continue"
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     key: str
     slug: str
@@ -224,6 +233,8 @@ class Plan:
     entitlements: Mapping[str, Entitlement]  # own + inherited (own win)
     quotas: tuple[Quota, ...] = ()
     price: Price | None = None
+    trial: Trial | None = None
+    superseded_by: str | None = None  # design §6.1: keeps its subscribers, takes no new ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +255,21 @@ class Product:
 
 
 @dataclass(frozen=True, slots=True)
+class Phase:
+    """A scheduled change of a subscription (design §6.1): from `starts_at` on, the
+    subscription has this plan and these add-ons, until the next phase or its end."""
+
+    starts_at: datetime
+    plan: str
+    addons: Mapping[str, int] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
+    """`plan` and `addons` hold from `starts_at`; `phases` (sorted by start) replace them
+    later on. Everything is written ahead of time, so the phase in force at any instant is
+    a pure function of the record (`at`)."""
+
     id: str
     owner: str
     plan: str
@@ -253,11 +278,28 @@ class Subscription:
     ends_at: datetime | None = None
     trial_ends_at: datetime | None = None
     members: tuple[str, ...] = ()
+    phases: tuple[Phase, ...] = ()
 
     def active_at(self, now: datetime) -> bool:
         return (self.starts_at is None or self.starts_at <= now) and (
             self.ends_at is None or now < self.ends_at
         )
+
+    def at(self, now: datetime) -> Subscription:
+        """This subscription with the plan and add-ons of the phase in force at `now`
+        (itself when no phase has started); the id, start (the period anchor) and end stay."""
+        current: Phase | None = None
+        for phase in self.phases:
+            if phase.starts_at > now:
+                break
+            current = phase
+        if current is None:
+            return self
+        return replace(self, plan=current.plan, addons=current.addons, phases=())
+
+    def next_phase_start(self, now: datetime) -> datetime | None:
+        """The first phase start after `now`: an instant at which decisions may change."""
+        return next((p.starts_at for p in self.phases if p.starts_at > now), None)
 
 
 @dataclass(frozen=True, slots=True)

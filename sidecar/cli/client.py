@@ -81,6 +81,15 @@ def _time(text: str | None) -> Any:
     return to_timestamp(at)
 
 
+def _schedule(text: str | None) -> dict[str, Any]:
+    """`--at now|period_end|TIME` as the request fields `when` or `at` (design §6.1)."""
+    if text is None:
+        return {}
+    if text in ("now", "period_end"):
+        return {"when": text}
+    return {"at": _time(text)}
+
+
 def _addons(pairs: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for pair in pairs:
@@ -220,15 +229,22 @@ def _subscriptions(subs: list[Shown]) -> list[list[str]]:
             output.day(s["starts_at"]) if "starts_at" in s else "-",
             output.day(s["ends_at"]) if "ends_at" in s else "-",
             ", ".join(s.get("members", [])) or "-",
+            "; ".join(_phase(p) for p in s.get("phases", [])) or "-",
         ]
         for s in subs
     ]
 
 
+def _phase(phase: Shown) -> str:
+    """A scheduled change as `pro+extra-seats×2 from 2026-03-01`."""
+    addons = "".join(f"+{k}×{q}" for k, q in phase.get("addons", {}).items())
+    return f"{phase.get('plan', '')}{addons} from {output.day(phase['starts_at'])}"
+
+
 def _subscription_table(reply: Shown, args: argparse.Namespace) -> str:
     return output.table(
         _subscriptions(reply.get("subscriptions", [])),
-        ["ID", "PLAN", "ADD-ONS", "STARTS", "ENDS", "MEMBERS"],
+        ["ID", "PLAN", "ADD-ONS", "STARTS", "ENDS", "MEMBERS", "SCHEDULED"],
         f"{args.account} has no subscriptions",
     )
 
@@ -334,6 +350,7 @@ def arg(*names: str, **options: Any) -> Arg:
 
 
 ACCOUNT, FEATURE, SUBSCRIPTION = arg("account"), arg("feature"), arg("subscription")
+AT = arg("--at", help="now (default), period_end, or an ISO-8601 time", metavar="WHEN")
 ADDON_HELP = "add-on and quantity (repeatable)"
 VALUE_HELP = "as in the catalog: 25, true, unlimited, '{limit: 10, soft: true}'"
 
@@ -408,6 +425,28 @@ def _retry_request(a: argparse.Namespace) -> pb.RetryDeliveryRequest:
     if bool(a.id) == a.all_failed:
         raise UsageError("deliveries retry takes a delivery id or --all-failed (one of them)")
     return pb.RetryDeliveryRequest(id=a.id or "", all_failed=a.all_failed)
+
+
+def _migrate_request(a: argparse.Namespace) -> pb.MigratePlanRequest:
+    return pb.MigratePlanRequest(
+        from_plan=a.from_plan, to_plan=a.to_plan, dry_run=a.dry_run, **_schedule(a.at)
+    )
+
+
+def _moves(reply: Shown, args: argparse.Namespace) -> str:
+    """What changes for whom; a dry run says so first."""
+    moves = reply.get("moves", [])
+    head = "dry run, nothing changed: " if reply.get("dry_run") else ""
+    lines = [f"{head}{len(moves)} subscription(s) on {args.from_plan}"]
+    for m in moves:
+        at = m.get("at", "")
+        what = (
+            f"skipped ({m['skipped']})"
+            if m.get("skipped")
+            else f"{m['from_plan']} → {m['to_plan']} at {at}"
+        )
+        lines.append(f"  {m['account_id']}  {m['subscription_id']}  {what}")
+    return "\n".join(lines)
 
 
 def _account_subscriptions(reply: Message) -> Shown:
@@ -523,30 +562,64 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "subscriptions change-plan",
-        "move a subscription to another plan",
+        "move a subscription to another plan (now, at a time or at the period end)",
         "Admin.ChangePlan",
         lambda a: pb.ChangePlanRequest(
-            account_id=a.account, subscription_id=a.subscription, plan=a.plan
+            account_id=a.account, subscription_id=a.subscription, plan=a.plan, **_schedule(a.at)
         ),
-        (ACCOUNT, SUBSCRIPTION, arg("plan")),
+        (ACCOUNT, SUBSCRIPTION, arg("plan"), AT),
     ),
     Command(
         "subscriptions set-addons",
-        "replace a subscription's add-ons",
+        "replace a subscription's add-ons (now, at a time or at the period end)",
         "Admin.ChangeAddOns",
         lambda a: pb.ChangeAddOnsRequest(
-            account_id=a.account, subscription_id=a.subscription, addons=_addons(a.addons)
+            account_id=a.account,
+            subscription_id=a.subscription,
+            addons=_addons(a.addons),
+            **_schedule(a.at),
         ),
-        (ACCOUNT, SUBSCRIPTION, arg("addons", nargs="*", metavar="KEY=QTY")),
+        (ACCOUNT, SUBSCRIPTION, arg("addons", nargs="*", metavar="KEY=QTY"), AT),
     ),
     Command(
         "subscriptions cancel",
-        "end a subscription (now, or --at)",
+        "end a subscription (now, at a time or at the period end)",
         "Admin.CancelSubscription",
         lambda a: pb.CancelSubscriptionRequest(
+            account_id=a.account, subscription_id=a.subscription, **_schedule(a.at)
+        ),
+        (ACCOUNT, SUBSCRIPTION, AT),
+    ),
+    Command(
+        "subscriptions cancel-scheduled",
+        "remove a subscription's pending changes (all, or the one starting --at)",
+        "Admin.CancelScheduledChange",
+        lambda a: pb.CancelScheduledChangeRequest(
             account_id=a.account, subscription_id=a.subscription, at=_time(a.at)
         ),
-        (ACCOUNT, SUBSCRIPTION, arg("--at")),
+        (ACCOUNT, SUBSCRIPTION, arg("--at", help="the start of the change to remove")),
+    ),
+    Command(
+        "subscriptions resume",
+        "remove a subscription's pending end",
+        "Admin.ResumeSubscription",
+        lambda a: pb.ResumeSubscriptionRequest(
+            account_id=a.account, subscription_id=a.subscription
+        ),
+        (ACCOUNT, SUBSCRIPTION),
+    ),
+    Command(
+        "migrate",
+        "move every subscription on one plan to another (grandfathering ends)",
+        "Admin.MigratePlan",
+        _migrate_request,
+        (
+            arg("--from", dest="from_plan", required=True, metavar="PLAN"),
+            arg("--to", dest="to_plan", required=True, metavar="PLAN"),
+            AT,
+            arg("--dry-run", action="store_true", help="print what would change, change nothing"),
+        ),
+        show=_moves,
     ),
     Command(
         "subscriptions add-member",

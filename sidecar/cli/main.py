@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from .. import settings
 from ..catalog import CatalogError, load_catalog
 from ..catalog.source import DEFAULT_MAX_BYTES
-from . import client, health
+from . import client, diff, health
 
 EPILOG = (
     """\
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve(sub)
     add_validate(sub)
+    diff.add_diff(sub)
     health.add_health(sub)
     client.add_commands(sub)
     return parser

@@ -45,7 +45,8 @@ def calendar_change(features: Iterable[Feature], after: datetime) -> datetime | 
 
 def account_change(account: Account, resets: tuple[Reset, ...], after: datetime) -> datetime | None:
     """The first instant after `after` at which one of `account`'s own timed things changes:
-    an override expiring, a grant or subscription starting or ending, or a period of a
+    an override expiring, a grant or subscription starting or ending, a subscription's phase
+    starting or trial ending (design §6.1), or a period of a
     subscription-anchored feature (`resets`, from `subscription_resets`) ending. Members of
     the account's subscriptions change at the subscription's instants too."""
     times: list[datetime | None] = [o.expires_at for o in account.overrides.values()]
@@ -54,7 +55,8 @@ def account_change(account: Account, resets: tuple[Reset, ...], after: datetime)
     for topup in account.topups:  # a balance becoming effective, expiring or voided (§5.1)
         times += (topup.effective_at, topup.ends_at)
     for sub in account.subscriptions:
-        times += (sub.starts_at, sub.ends_at)
+        times += (sub.starts_at, sub.ends_at, sub.trial_ends_at)
+        times += (phase.starts_at for phase in sub.phases)
         if sub.starts_at is not None and sub.active_at(after):
             times += (
                 period_containing(r, Anchor.SUBSCRIPTION, after, sub.starts_at).end for r in resets

@@ -86,4 +86,7 @@ class Decision:
     # override expiring, a grant or subscription starting or ending, the usage period ending);
     # None: never. Caches drop the decision then (design §8 "Time").
     valid_until: datetime | None = None
+    # When the subscription the decision came from is in its trial: the trial's end (design
+    # §6.1; flag metadata `trial` and `trial_ends_at`).
+    trial_ends_at: datetime | None = None
     targeted: bool = False  # design §4.1: the feature's targeting rule chose the variant

@@ -66,7 +66,7 @@ def active_subscriptions(snapshot: StateView, account_id: str, now: datetime) ->
     account = snapshot.accounts.get(account_id)
     own = account.subscriptions if account is not None else ()
     shared = snapshot.memberships.get(account_id, ())
-    return [s for s in (*own, *shared) if s.active_at(now)]
+    return [s.at(now) for s in (*own, *shared) if s.active_at(now)]
 
 
 def evaluate(
@@ -189,8 +189,10 @@ def _subscriptions_at(
     account: Account | None, shared: Sequence[Subscription], now: datetime
 ) -> tuple[list[Subscription], datetime | None]:
     """`active_subscriptions`, plus the first instant after `now` at which one of the
-    account's subscriptions (own or shared) starts or ends: one pass over what the
-    evaluation reads anyway, so `valid_until` costs a few comparisons (design §8 "Time")."""
+    account's subscriptions (own or shared) starts, changes phase, ends its trial or ends:
+    one pass over what the evaluation reads anyway, so `valid_until` costs a few comparisons
+    (design §8 "Time"). Each active subscription comes as its phase in force at `now`
+    (design §6.1)."""
     active: list[Subscription] = []
     soonest: datetime | None = None
     for sub in (*account.subscriptions, *shared) if account is not None else shared:
@@ -199,9 +201,10 @@ def _subscriptions_at(
             if soonest is None or start < soonest:
                 soonest = start
         elif end is None or now < end:
-            active.append(sub)
-            if end is not None and (soonest is None or end < soonest):
-                soonest = end
+            active.append(sub.at(now))
+            for at in (end, sub.next_phase_start(now), sub.trial_ends_at):
+                if at is not None and at > now and (soonest is None or at < soonest):
+                    soonest = at
     return active, soonest
 
 
@@ -357,7 +360,14 @@ def _decision(
         None,
         unlimited,
         until,
+        _trial_end(sub, now),
     )
+
+
+def _trial_end(sub: Subscription | None, now: datetime) -> datetime | None:
+    """The end of `sub`'s trial while it runs (design §6.1)."""
+    end = sub.trial_ends_at if sub is not None else None
+    return end if end is not None and now < end else None
 
 
 def _metered(
@@ -435,6 +445,7 @@ def _metered(
         metering,
         cap is None,
         until,
+        _trial_end(sub, now),
     )
 
 

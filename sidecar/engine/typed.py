@@ -66,6 +66,9 @@ def detail(decision: Decision) -> dict[str, Any]:
         out["source"] = "targeting"
     if decision.valid_until is not None:  # design §8 "Time": when a cache must drop it
         out["valid_until"] = iso(decision.valid_until) or ""
+    if decision.trial_ends_at is not None:  # design §6.1: while the trial runs
+        out["trial"] = True
+        out["trial_ends_at"] = iso(decision.trial_ends_at) or ""
     return out
 
 
@@ -133,6 +136,9 @@ def metadata(decision: Decision) -> dict[str, bool | int | float | str]:
         out["source"] = "targeting"
     if decision.valid_until is not None:  # design §8 "Time": when a cache must drop it
         out["valid_until"] = iso(decision.valid_until) or ""
+    if decision.trial_ends_at is not None:  # design §6.1: while the trial runs
+        out["trial"] = True
+        out["trial_ends_at"] = iso(decision.trial_ends_at) or ""
     return out
 
 

@@ -77,10 +77,11 @@ def _apply_override(state: LiveState, account_id: str, feature: str, value: Any)
 
 
 def _apply_plan(state: LiveState, owner: str, sub_id: str, source: str, target: str) -> bool:
-    account = state.snapshot.accounts.get(owner)
-    live = next((s for s in account.subscriptions if s.id == sub_id), None) if account else None
-    if live is None:
+    account, now = state.snapshot.accounts.get(owner), state.clock()
+    found = next((s for s in account.subscriptions if s.id == sub_id), None) if account else None
+    if found is None:
         raise ActionFailed(f"account {owner!r} has no subscription {sub_id!r} any more")
+    live = found.at(now)  # the phase in force (design §6.1)
     if live.plan == target:
         return False
     if live.plan != source:
@@ -99,7 +100,7 @@ def _apply_plan(state: LiveState, owner: str, sub_id: str, source: str, target: 
         current = state.records.get(owner)
         if current is None:
             raise ActionFailed(f"account {owner!r} no longer exists")
-        record = rec.change_subscription(current, sub_id, plan=target)
+        record = rec.schedule_change(current, sub_id, now, now, plan=target)
     _commit(state, record)
     return True
 

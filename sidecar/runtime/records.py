@@ -16,6 +16,7 @@ from typing import Any
 from ..catalog.accounts import read_accounts
 from ..catalog.model import Account, Catalog
 from ..catalog.source import Document
+from ..catalog.values import parse_time
 from ..engine.text import key_problem, text_problem
 from ..store.base import Record
 from ..store.timefmt import ts
@@ -27,6 +28,10 @@ class AdminError(ValueError):
 
 class NotFound(AdminError):
     pass
+
+
+class Refused(AdminError):
+    """A well-formed request that the account's history rules out (a second trial)."""
 
 
 class Declared(AdminError):
@@ -141,10 +146,13 @@ def add_subscription(
     addons: Mapping[str, int],
     starts_at: datetime,
     ends_at: datetime | None,
-    trial_ends_at: datetime | None,
+    trial: tuple[datetime, str] | None,
     members: list[str],
     subscription_id: str,
+    allow_repeat_trial: bool = False,
 ) -> tuple[Record, str]:
+    """A new subscription; `trial` (end, then) is written ahead of time (design §6.1): `cancel`
+    as the end, a plan as a phase from the trial's end, `continue` as nothing more."""
     rec = edited(record)
     sub_id = subscription_id or f"sub_{uuid.uuid4().hex[:12]}"
     if any(s.get("id") == sub_id for s in rec["subscriptions"]):
@@ -160,21 +168,120 @@ def add_subscription(
     }
     if ends_at is not None:
         sub["ends_at"] = time_text(ends_at)
-    if trial_ends_at is not None:
-        sub["trial_ends_at"] = time_text(trial_ends_at)
+    if trial is not None:
+        earlier = next(
+            (s for s in rec["subscriptions"] if s.get("plan") == plan and s.get("trial_ends_at")),
+            None,
+        )
+        if earlier is not None and not allow_repeat_trial:
+            raise Refused(
+                f"account {rec['id']!r} already had a trial of plan {plan!r} (subscription "
+                f"{earlier.get('id')!r}); set allow_repeat_trial to grant another"
+            )
+        trial_end, then = trial
+        sub["trial_ends_at"] = time_text(trial_end)
+        if then == "cancel" and (ends_at is None or trial_end < ends_at):
+            sub["ends_at"] = time_text(trial_end)
+        elif then not in ("cancel", "continue"):
+            sub["phases"] = [
+                {"starts_at": time_text(trial_end), "plan": then, "addons": dict(addons)}
+            ]
     rec["subscriptions"].append(sub)
     return rec, sub_id
 
 
-def change_subscription(record: Record, subscription_id: str, **changes: Any) -> Record:
+def schedule_change(
+    record: Record,
+    subscription_id: str,
+    at: datetime,
+    now: datetime,
+    plan: str | None = None,
+    addons: Mapping[str, int] | None = None,
+) -> Record:
+    """A plan or add-on change taking effect at `at` (design §6.1). A phase holds the whole
+    (plan, add-ons) pair, so the part not changed is taken from what is in force at `at`;
+    a phase at the same instant is replaced, later ones stay. A change at `now` edits what is
+    in force now instead of adding a phase (the record stays as small as before phases)."""
     rec = edited(record)
     sub = find_subscription(rec, subscription_id)
-    for key, value in changes.items():
-        if value is None:
-            sub.pop(key, None)
-        else:
-            sub[key] = value
+    phases: list[dict[str, Any]] = list(sub.get("phases") or ())
+    started = [p for p in phases if _time(p) <= now]
+    if at <= now:
+        current = started[-1] if started else sub
+        if plan is not None:
+            current["plan"] = plan
+        if addons is not None:
+            current["addons"] = dict(addons)
+        return rec
+    before = [p for p in phases if _time(p) < at]
+    base = next((p for p in reversed(phases) if _time(p) <= at), sub)
+    phase = {
+        "starts_at": time_text(at),
+        "plan": plan if plan is not None else base.get("plan"),
+        "addons": dict(addons) if addons is not None else dict(base.get("addons") or {}),
+    }
+    later = [p for p in phases if _time(p) > at]
+    sub["phases"] = [*before, phase, *later]
     return rec
+
+
+def end_subscription(record: Record, subscription_id: str, at: datetime) -> Record:
+    """`CancelSubscription`: the subscription ends at `at`; phases from then on go with it."""
+    rec = edited(record)
+    sub = find_subscription(rec, subscription_id)
+    sub["ends_at"] = time_text(at)
+    kept = [p for p in sub.get("phases") or () if _time(p) < at]
+    if kept:
+        sub["phases"] = kept
+    else:
+        sub.pop("phases", None)
+    return rec
+
+
+def cancel_scheduled_change(
+    record: Record, subscription_id: str, now: datetime, at: datetime | None
+) -> Record:
+    """Removes the pending phase starting at `at`, or every pending phase; phases already in
+    force are history and stay."""
+    rec = edited(record)
+    sub = find_subscription(rec, subscription_id)
+    phases = list(sub.get("phases") or ())
+    kept = [p for p in phases if _time(p) <= now or (at is not None and _time(p) != at)]
+    if len(kept) == len(phases):
+        pending = ", ".join(str(p.get("starts_at")) for p in phases if _time(p) > now)
+        what = f"at {time_text(at)}" if at is not None else "pending"
+        raise NotFound(
+            f"subscription {subscription_id!r} has no scheduled change {what} "
+            f"(pending: {pending or 'none'})"
+        )
+    if kept:
+        sub["phases"] = kept
+    else:
+        sub.pop("phases", None)
+    return rec
+
+
+def resume_subscription(record: Record, subscription_id: str, now: datetime) -> Record:
+    """Removes a pending end; an end already reached stays (create a new subscription)."""
+    rec = edited(record)
+    sub = find_subscription(rec, subscription_id)
+    ends_at = parse_time(sub.get("ends_at"))
+    if ends_at is None:
+        raise AdminError(f"subscription {subscription_id!r} has no scheduled end to remove")
+    if ends_at <= now:
+        raise AdminError(
+            f"subscription {subscription_id!r} ended at {time_text(ends_at)}; "
+            "create a new subscription instead"
+        )
+    del sub["ends_at"]
+    return rec
+
+
+def _time(phase: Mapping[str, Any]) -> datetime:
+    """A stored phase's start (validated on the way in, so it parses)."""
+    at = parse_time(phase.get("starts_at"))
+    assert at is not None
+    return at
 
 
 def set_members(record: Record, subscription_id: str, member: str, add: bool) -> Record:

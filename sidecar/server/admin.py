@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from datetime import datetime
 
 import grpc
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp
-from ..catalog.model import DEFAULT_TOPUP_PRIORITY
+from ..catalog.model import DEFAULT_TOPUP_PRIORITY, Subscription
+from ..engine.lifecycle import effective_at, superseded, trial_of
 from ..runtime import quota_actions
 from ..runtime import records as rec
 from ..runtime.balances import topup_balances
+from ..runtime.migrate import migrate_plan
 from ..runtime.state import LiveState
 from ..store.base import Delivery, DeliveryStatus, Record
 from .convert import account_pb, struct_arg, time_arg, topup_pb, value_arg
@@ -154,15 +157,33 @@ class AdminService(pb_grpc.AdminServicer):
             bool(request.plan),
             f"plan is required (plans: {', '.join(sorted(self.state.catalog.plans))})",
         )
+        self._refuse_superseded(request.plan)
+        starts_at = time_arg(request, "starts_at") or self.state.clock()
+        plan = self.state.catalog.plans.get(request.plan)
+        try:
+            trial = (
+                None
+                if plan is None  # the record's validation names the unknown plan
+                else trial_of(
+                    self.state.catalog,
+                    plan,
+                    starts_at,
+                    time_arg(request, "trial_ends_at"),
+                    request.trial_then,
+                )
+            )
+        except ValueError as e:
+            raise rec.AdminError(str(e)) from None
         record, sub_id = rec.add_subscription(
             record,
             plan=request.plan,
             addons=_addons(request.addons),
-            starts_at=time_arg(request, "starts_at") or self.state.clock(),
+            starts_at=starts_at,
             ends_at=time_arg(request, "ends_at"),
-            trial_ends_at=time_arg(request, "trial_ends_at"),
+            trial=trial,
             members=list(request.members),
             subscription_id=request.id,
+            allow_repeat_trial=request.allow_repeat_trial,
         )
         return self._subscription(self._commit(record, "CreateSubscription"), sub_id)
 
@@ -179,7 +200,11 @@ class AdminService(pb_grpc.AdminServicer):
             return self._subscription(account_pb(reverted), request.subscription_id)
         record = self._owned(request.account_id)
         require(bool(request.plan), "plan is required")
-        record = rec.change_subscription(record, request.subscription_id, plan=request.plan)
+        now = self.state.clock()
+        if self._live(request).at(now).plan != request.plan:  # staying on it: no new subscriber
+            self._refuse_superseded(request.plan)
+        at = self._effective(request, now)
+        record = rec.schedule_change(record, request.subscription_id, at, now, plan=request.plan)
         return self._subscription(self._commit(record, "ChangePlan"), request.subscription_id)
 
     @handled
@@ -187,8 +212,10 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ChangeAddOnsRequest, context: grpc.ServicerContext
     ) -> pb.Subscription:
         record = self._owned(request.account_id)
-        record = rec.change_subscription(
-            record, request.subscription_id, addons=_addons(request.addons)
+        now = self.state.clock()
+        at = self._effective(request, now)
+        record = rec.schedule_change(
+            record, request.subscription_id, at, now, addons=_addons(request.addons)
         )
         return self._subscription(self._commit(record, "ChangeAddOns"), request.subscription_id)
 
@@ -197,11 +224,98 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.CancelSubscriptionRequest, context: grpc.ServicerContext
     ) -> pb.Subscription:
         record = self._owned(request.account_id)
-        at = time_arg(request, "at") or self.state.clock()
-        record = rec.change_subscription(record, request.subscription_id, ends_at=rec.time_text(at))
+        if request.when:
+            at = self._effective(request, self.state.clock())
+        else:  # `at` keeps its wire form: any instant, default now
+            at = time_arg(request, "at") or self.state.clock()
+        record = rec.end_subscription(record, request.subscription_id, at)
         return self._subscription(
             self._commit(record, "CancelSubscription"), request.subscription_id
         )
+
+    @handled
+    def CancelScheduledChange(
+        self, request: pb.CancelScheduledChangeRequest, context: grpc.ServicerContext
+    ) -> pb.Subscription:
+        record = self._owned(request.account_id)
+        record = rec.cancel_scheduled_change(
+            record, request.subscription_id, self.state.clock(), time_arg(request, "at")
+        )
+        return self._subscription(
+            self._commit(record, "CancelScheduledChange"), request.subscription_id
+        )
+
+    @handled
+    def ResumeSubscription(
+        self, request: pb.ResumeSubscriptionRequest, context: grpc.ServicerContext
+    ) -> pb.Subscription:
+        record = self._owned(request.account_id)
+        record = rec.resume_subscription(record, request.subscription_id, self.state.clock())
+        return self._subscription(
+            self._commit(record, "ResumeSubscription"), request.subscription_id
+        )
+
+    @handled
+    def MigratePlan(
+        self, request: pb.MigratePlanRequest, context: grpc.ServicerContext
+    ) -> pb.MigratePlanResponse:
+        require(
+            bool(request.from_plan) and bool(request.to_plan), "from_plan and to_plan are required"
+        )
+        moves = migrate_plan(
+            self.state,
+            request.from_plan,
+            request.to_plan,
+            time_arg(request, "at"),
+            request.when,
+            request.dry_run,
+        )
+        if not request.dry_run:
+            self.metrics.admin_changes.labels("MigratePlan").inc()
+        return pb.MigratePlanResponse(
+            moves=[
+                pb.PlanMove(
+                    account_id=m.account,
+                    subscription_id=m.subscription,
+                    from_plan=m.from_plan,
+                    to_plan=m.to_plan,
+                    at=to_timestamp(m.at),
+                    skipped=m.skipped,
+                )
+                for m in moves
+            ],
+            dry_run=request.dry_run,
+        )
+
+    def _refuse_superseded(self, plan: str) -> None:
+        problem = superseded(self.state.catalog, plan)
+        if problem is not None:
+            raise rec.Refused(problem)
+
+    def _live(
+        self,
+        request: pb.ChangePlanRequest | pb.ChangeAddOnsRequest | pb.CancelSubscriptionRequest,
+    ) -> Subscription:
+        """The request's subscription as served now."""
+        account = self.state.account(request.account_id)
+        sub = next((s for s in account.subscriptions if s.id == request.subscription_id), None)
+        if sub is None:
+            raise rec.NotFound(
+                f"account {request.account_id!r} has no subscription {request.subscription_id!r}"
+            )
+        return sub
+
+    def _effective(
+        self,
+        request: pb.ChangePlanRequest | pb.ChangeAddOnsRequest | pb.CancelSubscriptionRequest,
+        now: datetime,
+    ) -> datetime:
+        """The instant a change takes effect, from the request's `at` or `when` (design §6.1)."""
+        sub, at = self._live(request), time_arg(request, "at")
+        try:
+            return effective_at(self.state.catalog, sub, now, at, request.when)
+        except ValueError as e:
+            raise rec.AdminError(str(e)) from None
 
     @handled
     def AddMember(

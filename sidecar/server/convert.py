@@ -276,6 +276,10 @@ def subscription_pb(sub: Subscription) -> pb.Subscription:
         ends_at=to_timestamp(sub.ends_at),
         trial_ends_at=to_timestamp(sub.trial_ends_at),
         members=list(sub.members),
+        phases=[
+            pb.Phase(starts_at=to_timestamp(p.starts_at), plan=p.plan, addons=dict(p.addons))
+            for p in sub.phases
+        ],
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import grpc
 
 from ..engine import ErrorCode, UsageRejected
-from ..runtime.records import AdminError, Declared, NotFound
+from ..runtime.records import AdminError, Declared, NotFound, Refused
 from ..store.errors import StoreConflict, StoreFull, StoreUnavailable
 from .metrics import Metrics
 
@@ -32,6 +32,7 @@ class BadRequest(ValueError):
 STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     Declared: grpc.StatusCode.FAILED_PRECONDITION,
+    Refused: grpc.StatusCode.FAILED_PRECONDITION,  # design §6.1: one trial per account and plan
     AdminError: grpc.StatusCode.INVALID_ARGUMENT,
     BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
     UsageRejected: grpc.StatusCode.INVALID_ARGUMENT,

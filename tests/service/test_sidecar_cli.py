@@ -285,13 +285,45 @@ def test_text_for_people_shows_value_reason_and_a_usage_bar(
         "on",
     ]
     table = text(sidecar, "subscriptions", "list", "acct_text", env=env).splitlines()
-    assert table[0].split() == ["ID", "PLAN", "ADD-ONS", "STARTS", "ENDS", "MEMBERS"]
+    assert table[0].split() == ["ID", "PLAN", "ADD-ONS", "STARTS", "ENDS", "MEMBERS", "SCHEDULED"]
     assert table[1].split()[:2] == ["sub_text", "pro"]
     assert "no subscriptions" in text(sidecar, "subscriptions", "list", "acct_cli_bad", env=env)
     listed = text(sidecar, "accounts", "list", env=env)
     assert any(row.split()[:2] == ["acct_text", "pro"] for row in listed.splitlines())
     account = text(sidecar, "accounts", "get", "acct_text", env=env)
     assert "{" not in account and "sub_text" in account  # aligned text, not JSON
+
+
+def test_scheduled_changes_are_shown_and_can_be_removed(sidecar: Any, env: dict[str, str]) -> None:
+    """Design §6.1: `--at TIME|period_end`, pending phases and ends in the listing, removal."""
+    ok(sidecar, "accounts", "upsert", "acct_sched", env=env)
+    ok(sidecar, "subscriptions", "create", "acct_sched", "free", "--id", "s1", env=env)
+    changed = ok(
+        sidecar, "subscriptions", "change-plan", "acct_sched", "s1", "pro", "--at",
+        "2031-02-01T00:00:00Z", env=env,
+    )  # fmt: skip
+    assert changed["plan"] == "free"
+    assert changed["phases"] == [{"starts_at": "2031-02-01T00:00:00Z", "plan": "pro"}]
+    ended = ok(
+        sidecar, "subscriptions", "cancel", "acct_sched", "s1", "--at", "period_end", env=env
+    )
+    assert ended["ends_at"] < "2031"  # the end of this month's period; the phase went with it
+    assert "phases" not in ended
+    ok(sidecar, "subscriptions", "resume", "acct_sched", "s1", env=env)
+    ok(sidecar, "subscriptions", "change-plan", "acct_sched", "s1", "pro", "--at",
+       "2031-02-01T00:00:00Z", env=env)  # fmt: skip
+    row = text(sidecar, "subscriptions", "list", "acct_sched", env=env).splitlines()[1]
+    assert row.split()[-3:] == ["pro", "from", "2031-02-01"], row
+    ok(sidecar, "subscriptions", "cancel-scheduled", "acct_sched", "s1", env=env)
+    assert (
+        "phases"
+        not in ok(sidecar, "subscriptions", "list", "acct_sched", env=env)["subscriptions"][0]
+    )
+    message = text(
+        sidecar, "subscriptions", "change-plan", "acct_sched", "s1", "pro", "--at", "soon",
+        env=env, code=2,
+    )  # fmt: skip
+    assert "ISO-8601" in message
 
 
 def test_errors_and_rejections_exit_1_and_a_typo_gets_the_nearest_feature(
@@ -344,11 +376,14 @@ def test_every_client_command_takes_json_and_documents_the_exit_codes() -> None:
 
 
 def _positionals(command: Any) -> list[str]:
-    return [
-        "1"
-        for a in command.args
-        if not a.names[0].startswith("-") and a.options.get("nargs") not in ("?", "*")
-    ]
+    """The arguments a command cannot do without: positionals and required options."""
+    out: list[str] = []
+    for a in command.args:
+        if a.options.get("required"):
+            out += [a.names[0], "1"]
+        elif not a.names[0].startswith("-") and a.options.get("nargs") not in ("?", "*"):
+            out.append("1")
+    return out
 
 
 def test_check_explain_shows_the_trail(sidecar: Any, env: dict[str, str]) -> None:

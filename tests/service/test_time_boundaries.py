@@ -1,5 +1,6 @@
 """Time is part of every answer (design §8 "Time"): at an override expiring, a grant or a
-subscription starting or ending, and a usage period ending, the cached provider converges
+subscription starting or ending, a trial ending, a scheduled plan change or end (design §6.1), and a usage
+period ending, the cached provider converges
 within 100 ms of the instant, the sidecar says `account_changed` (cause "time") on `Watch`,
 and `EvaluateAll` carries the instant as `valid_until`.
 
@@ -121,6 +122,42 @@ def _subscription_ending(stubs: Stubs, account: str, at: datetime) -> None:
     )
 
 
+def _plan_change_scheduled(stubs: Stubs, account: str, at: datetime) -> None:
+    """A phase (design §6.1): free now, pro from `at`."""
+    sub = stubs.admin.CreateSubscription(
+        pb.CreateSubscriptionRequest(account_id=account, plan="free"), timeout=5
+    )
+    stubs.admin.ChangePlan(
+        pb.ChangePlanRequest(
+            account_id=account, subscription_id=sub.id, plan="pro", at=to_timestamp(at)
+        ),
+        timeout=5,
+    )
+
+
+def _trial_ending(stubs: Stubs, account: str, at: datetime) -> None:
+    """A trial of pro that moves to free at its end (design §6.1)."""
+    stubs.admin.CreateSubscription(
+        pb.CreateSubscriptionRequest(
+            account_id=account, plan="pro", trial_ends_at=to_timestamp(at), trial_then="free"
+        ),
+        timeout=5,
+    )
+
+
+def _end_scheduled(stubs: Stubs, account: str, at: datetime) -> None:
+    """`CancelSubscription` at a later instant on a running subscription."""
+    sub = stubs.admin.CreateSubscription(
+        pb.CreateSubscriptionRequest(account_id=account, plan="pro"), timeout=5
+    )
+    stubs.admin.CancelSubscription(
+        pb.CancelSubscriptionRequest(
+            account_id=account, subscription_id=sub.id, at=to_timestamp(at)
+        ),
+        timeout=5,
+    )
+
+
 def _period_ending(stubs: Stubs, account: str, at: datetime) -> None:
     """An hourly subscription-anchored period that started an hour before `at`, used up."""
     stubs.admin.CreateSubscription(
@@ -141,6 +178,9 @@ BOUNDARIES = {
     "subscription-starting": Boundary("sso", False, True, _subscription_starting),
     "subscription-ending": Boundary("sso", True, False, _subscription_ending),
     "usage-period-ending": Boundary("reports", False, True, _period_ending),
+    "plan-change-scheduled": Boundary("sso", False, True, _plan_change_scheduled),
+    "end-scheduled": Boundary("sso", True, False, _end_scheduled),
+    "trial-ending": Boundary("sso", True, False, _trial_ending),
 }
 
 
@@ -211,20 +251,23 @@ def test_provider_honours_valid_until_without_an_event(kind: str, unannounced: A
         _cross(kind, unannounced, stubs)
 
 
-def test_flagd_clients_hear_the_boundary(sidecar: Any, stubs: Stubs) -> None:
+@pytest.mark.parametrize(
+    "kind", ["override-expiring", "trial-ending", "plan-change-scheduled", "end-scheduled"]
+)
+def test_flagd_clients_hear_the_boundary(kind: str, sidecar: Any, stubs: Stubs) -> None:
     """flagd providers cache too: their EventStream gets `configuration_change` at the instant,
     and the flag metadata says when (RFC 3339)."""
-    account = "acct_time_flagd"
+    account = f"acct_time_flagd_{kind}"
     stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id=account), timeout=5)
     instant = datetime.fromtimestamp(round(time.time() + LEAD, 3), UTC)
-    _override_expiring(stubs, account, instant)
+    BOUNDARIES[kind].setup(stubs, account, instant)
     t = instant.timestamp()
     channel = grpc.insecure_channel(f"127.0.0.1:{sidecar.port}")
     flagd = flagd_grpc.ServiceStub(channel)
     context = struct_pb2.Struct()
     context.update({"targetingKey": account})
     res = flagd.ResolveBoolean(flagd_pb.ResolveBooleanRequest(flag_key="sso", context=context))
-    assert res.value is True
+    assert res.value is BOUNDARIES[kind].before
     assert res.metadata.fields["valid_until"].string_value == instant.isoformat().replace(
         "+00:00", "Z"
     )

@@ -340,6 +340,21 @@ def test_actions_apply_to_api_accounts_once(state: LiveState) -> None:
     assert apply_action(state, row) is False
 
 
+def test_a_change_plan_action_moves_the_phase_in_force(state: LiveState) -> None:
+    """Design §6.1: a subscription now in a later phase (growth → trial in May) is moved
+    from that phase's plan, and its earlier phase stays history."""
+    subscribe(state, "a", "growth")
+    record = rec.edited(state.record_of("a"))
+    record["subscriptions"][0]["phases"] = [{"starts_at": "2026-05-01T00:00:00Z", "plan": "trial"}]
+    state.commit(record)
+    assert state.account("a").subscriptions[0].at(JUNE).plan == "trial"
+    report(state, "a", 8)  # 80% of trial's 10: move to starter
+    assert OutboxWorker(state).run_once() == 1
+    sub = state.account("a").subscriptions[0]
+    assert (sub.plan, sub.at(JUNE).plan) == ("growth", "starter")
+    assert Decisions(state).evaluate("a", "api-calls", {}).decision.variant == "starter"
+
+
 def test_override_action_on_an_api_account(state: LiveState) -> None:
     subscribe(state, "a", "trial")
     worker = OutboxWorker(state)
@@ -380,7 +395,8 @@ def test_actions_layer_over_a_declared_account(state: LiveState) -> None:
 def test_a_plan_change_that_no_longer_fits_fails_without_retrying(state: LiveState) -> None:
     subscribe(state, "a", "trial")
     report(state, "a", 8)
-    state.commit(rec.change_subscription(state.record_of("a"), "a-0", plan="growth"))
+    now = state.clock()
+    state.commit(rec.schedule_change(state.record_of("a"), "a-0", now, now, plan="growth"))
     worker = OutboxWorker(state)
     worker.run_once()
     [row] = state.store.list_deliveries(None, 10)

@@ -291,7 +291,7 @@ class ConsumeResponse(_message.Message):
     def __init__(self, granted: _Optional[bool] = ..., denial: _Optional[str] = ..., usage: _Optional[float] = ..., duplicate: _Optional[bool] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
 
 class Subscription(_message.Message):
-    __slots__ = ("id", "owner", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members")
+    __slots__ = ("id", "owner", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members", "phases")
     class AddonsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +307,7 @@ class Subscription(_message.Message):
     ENDS_AT_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ENDS_AT_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PHASES_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner: str
     plan: str
@@ -315,7 +316,25 @@ class Subscription(_message.Message):
     ends_at: _timestamp_pb2.Timestamp
     trial_ends_at: _timestamp_pb2.Timestamp
     members: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
+    phases: _containers.RepeatedCompositeFieldContainer[Phase]
+    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ...) -> None: ...
+
+class Phase(_message.Message):
+    __slots__ = ("starts_at", "plan", "addons")
+    class AddonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    ADDONS_FIELD_NUMBER: _ClassVar[int]
+    starts_at: _timestamp_pb2.Timestamp
+    plan: str
+    addons: _containers.ScalarMap[str, int]
+    def __init__(self, starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Override(_message.Message):
     __slots__ = ("feature", "value", "expires_at")
@@ -408,7 +427,7 @@ class DeleteAccountResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class CreateSubscriptionRequest(_message.Message):
-    __slots__ = ("account_id", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members", "id")
+    __slots__ = ("account_id", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members", "id", "trial_then", "allow_repeat_trial")
     class AddonsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -424,6 +443,8 @@ class CreateSubscriptionRequest(_message.Message):
     TRIAL_ENDS_AT_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_THEN_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_REPEAT_TRIAL_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     plan: str
     addons: _containers.ScalarMap[str, int]
@@ -432,20 +453,26 @@ class CreateSubscriptionRequest(_message.Message):
     trial_ends_at: _timestamp_pb2.Timestamp
     members: _containers.RepeatedScalarFieldContainer[str]
     id: str
-    def __init__(self, account_id: _Optional[str] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ...) -> None: ...
+    trial_then: str
+    allow_repeat_trial: bool
+    def __init__(self, account_id: _Optional[str] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ..., trial_then: _Optional[str] = ..., allow_repeat_trial: _Optional[bool] = ...) -> None: ...
 
 class ChangePlanRequest(_message.Message):
-    __slots__ = ("account_id", "subscription_id", "plan")
+    __slots__ = ("account_id", "subscription_id", "plan", "at", "when")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    WHEN_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     subscription_id: str
     plan: str
-    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., plan: _Optional[str] = ...) -> None: ...
+    at: _timestamp_pb2.Timestamp
+    when: str
+    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., plan: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., when: _Optional[str] = ...) -> None: ...
 
 class ChangeAddOnsRequest(_message.Message):
-    __slots__ = ("account_id", "subscription_id", "addons")
+    __slots__ = ("account_id", "subscription_id", "addons", "at", "when")
     class AddonsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -456,12 +483,28 @@ class ChangeAddOnsRequest(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     ADDONS_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    WHEN_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     subscription_id: str
     addons: _containers.ScalarMap[str, int]
-    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    at: _timestamp_pb2.Timestamp
+    when: str
+    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., when: _Optional[str] = ...) -> None: ...
 
 class CancelSubscriptionRequest(_message.Message):
+    __slots__ = ("account_id", "subscription_id", "at", "when")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    WHEN_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    subscription_id: str
+    at: _timestamp_pb2.Timestamp
+    when: str
+    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., when: _Optional[str] = ...) -> None: ...
+
+class CancelScheduledChangeRequest(_message.Message):
     __slots__ = ("account_id", "subscription_id", "at")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -470,6 +513,52 @@ class CancelSubscriptionRequest(_message.Message):
     subscription_id: str
     at: _timestamp_pb2.Timestamp
     def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MigratePlanRequest(_message.Message):
+    __slots__ = ("from_plan", "to_plan", "at", "when", "dry_run")
+    FROM_PLAN_FIELD_NUMBER: _ClassVar[int]
+    TO_PLAN_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    WHEN_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    from_plan: str
+    to_plan: str
+    at: _timestamp_pb2.Timestamp
+    when: str
+    dry_run: bool
+    def __init__(self, from_plan: _Optional[str] = ..., to_plan: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., when: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class PlanMove(_message.Message):
+    __slots__ = ("account_id", "subscription_id", "from_plan", "to_plan", "at", "skipped")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_PLAN_FIELD_NUMBER: _ClassVar[int]
+    TO_PLAN_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    subscription_id: str
+    from_plan: str
+    to_plan: str
+    at: _timestamp_pb2.Timestamp
+    skipped: str
+    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., from_plan: _Optional[str] = ..., to_plan: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., skipped: _Optional[str] = ...) -> None: ...
+
+class MigratePlanResponse(_message.Message):
+    __slots__ = ("moves", "dry_run")
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    moves: _containers.RepeatedCompositeFieldContainer[PlanMove]
+    dry_run: bool
+    def __init__(self, moves: _Optional[_Iterable[_Union[PlanMove, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ResumeSubscriptionRequest(_message.Message):
+    __slots__ = ("account_id", "subscription_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    subscription_id: str
+    def __init__(self, account_id: _Optional[str] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class MemberRequest(_message.Message):
     __slots__ = ("account_id", "subscription_id", "member_id")

@@ -380,6 +380,21 @@ class AdminStub:
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.CancelSubscriptionRequest.SerializeToString,
                 response_deserializer=plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
                 _registered_method=True)
+        self.CancelScheduledChange = channel.unary_unary(
+                '/plangate.v1.Admin/CancelScheduledChange',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.CancelScheduledChangeRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.ResumeSubscription = channel.unary_unary(
+                '/plangate.v1.Admin/ResumeSubscription',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ResumeSubscriptionRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.MigratePlan = channel.unary_unary(
+                '/plangate.v1.Admin/MigratePlan',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.MigratePlanRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.MigratePlanResponse.FromString,
+                _registered_method=True)
         self.AddMember = channel.unary_unary(
                 '/plangate.v1.Admin/AddMember',
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.MemberRequest.SerializeToString,
@@ -493,6 +508,25 @@ class AdminServicer:
 
     def CancelSubscription(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelScheduledChange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSubscription(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigratePlan(self, request, context):
+        """Schedules the move of every subscription on a plan to another (design §6.1).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -614,6 +648,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.CancelSubscription,
                     request_deserializer=plangate_dot_v1_dot_plangate__pb2.CancelSubscriptionRequest.FromString,
                     response_serializer=plangate_dot_v1_dot_plangate__pb2.Subscription.SerializeToString,
+            ),
+            'CancelScheduledChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelScheduledChange,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.CancelScheduledChangeRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.Subscription.SerializeToString,
+            ),
+            'ResumeSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSubscription,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ResumeSubscriptionRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.Subscription.SerializeToString,
+            ),
+            'MigratePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigratePlan,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.MigratePlanRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.MigratePlanResponse.SerializeToString,
             ),
             'AddMember': grpc.unary_unary_rpc_method_handler(
                     servicer.AddMember,
@@ -896,6 +945,87 @@ class Admin:
             '/plangate.v1.Admin/CancelSubscription',
             plangate_dot_v1_dot_plangate__pb2.CancelSubscriptionRequest.SerializeToString,
             plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelScheduledChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/CancelScheduledChange',
+            plangate_dot_v1_dot_plangate__pb2.CancelScheduledChangeRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/ResumeSubscription',
+            plangate_dot_v1_dot_plangate__pb2.ResumeSubscriptionRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigratePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/MigratePlan',
+            plangate_dot_v1_dot_plangate__pb2.MigratePlanRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.MigratePlanResponse.FromString,
             options,
             channel_credentials,
             insecure,
