@@ -16,21 +16,20 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ...protocol.metering import FIXED_DENIALS, Denial, metered_access
-from ..catalog.model import Aggregation, Catalog, Feature, MeteredLimit
+from ..catalog.model import Aggregation, Catalog, Feature
 from ..engine import (
     Decision,
     ErrorCode,
     EvaluationError,
     UsageRejected,
     UsageReport,
-    check_report,
     evaluate,
     explain,
 )
 from ..store.base import Status, UsageOutcome, UsageWrite
 from .balances import admit_for, balance_and_pool, needs_balance
 from .quota_events import quota_check
-from .state import LiveState
+from .state import LiveState, countable
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +107,7 @@ class Decisions:
         """
         state = self.state
         snap, now = state.snapshot, state.clock()
-        feature = check_report(snap.catalog.features.get(report.feature), report)
-        if report.account not in snap.accounts and report.account not in snap.memberships:
-            raise UsageRejected(
-                f"unknown account {report.account!r}; create it first (Admin.UpsertAccount)"
-            )
+        feature = countable(snap, report)
         requested = 1.0 if feature.aggregation is Aggregation.UNIQUE else report.amount
         if requested < 0:
             raise UsageRejected("consume takes a non-negative amount; report refunds instead")
@@ -124,7 +119,6 @@ class Decisions:
             return Consumed(
                 False, m.used if m else 0.0, denial, False, Evaluated(decision, feature)
             )
-        limit = MeteredLimit(m.limit, m.soft_limit, m.overage_cap)
         # The limit comes from the snapshot; the check runs in the store transaction against the
         # stored (locked) counter, in order with the writes grouped with it: exact, even when
         # other Consume and Report calls (or other sidecars) write the same counter. Top-ups and
@@ -144,7 +138,7 @@ class Decisions:
         if balanced:  # burns and the pool moved too: evaluate again from the new counters
             after = evaluate(state.snapshot, report.account, feature.key, {}, at)
         else:
-            after = _at_usage(decision, limit, outcome.usage)
+            after = _at_usage(decision, outcome.usage)
         return Consumed(
             outcome.status is Status.APPLIED
             or (outcome.status is Status.DUPLICATE and not outcome.message),
@@ -155,13 +149,13 @@ class Decisions:
         )
 
 
-def _at_usage(decision: Decision, limit: MeteredLimit, used: float) -> Decision:
+def _at_usage(decision: Decision, used: float) -> Decision:
     """`decision` with its counter at `used`, as an evaluation with the default request (1)
     would see it right after the write (the same source, limit and period)."""
     m = decision.metering
     assert m is not None
-    cap = limit.limit
-    access, denial = metered_access(cap, used, 1.0, soft=limit.soft, overage_cap=limit.overage_cap)
+    cap = m.limit
+    access, denial = metered_access(cap, used, 1.0, soft=m.soft_limit, overage_cap=m.overage_cap)
     metering = replace(
         m,
         used=used,

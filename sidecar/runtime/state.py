@@ -182,12 +182,8 @@ class LiveState:
         no timestamp, so they share `now`), while `slot_for` and `quota_check` re-run the
         evaluation's source selection every time."""
         snap = self.snapshot if snap is None else snap
-        feature = check_report(snap.catalog.features.get(report.feature), report)
+        feature = countable(snap, report)
         account = report.account
-        if account not in snap.accounts and account not in snap.memberships:
-            raise UsageRejected(
-                f"unknown account {account!r}; create it first (Admin.UpsertAccount)"
-            )
         at = report.timestamp or now
         key = (account, feature.key, at)
         found = resolved.get(key) if resolved is not None else None
@@ -455,6 +451,17 @@ class LiveState:
             self.events.publish(AccountChanged(tuple(changed), "sync"))
         if counters:
             self._usage_changed(scope for scope, _feature, _start in counters)
+
+
+def countable(snap: StateView, report: UsageReport) -> Feature:
+    """The feature `report` counts on, checked (`check_report`) for an account `snap` knows;
+    raises `UsageRejected` saying what to fix. Report and Consume both start here."""
+    feature = check_report(snap.catalog.features.get(report.feature), report)
+    if report.account not in snap.accounts and report.account not in snap.memberships:
+        raise UsageRejected(
+            f"unknown account {report.account!r}; create it first (Admin.UpsertAccount)"
+        )
+    return feature
 
 
 def subscription_index(accounts: Iterable[Account]) -> dict[str, Subscription]:
