@@ -335,7 +335,7 @@ def test_reset_zeroes_a_counter_and_forgets_its_unique_keys(open_store: Opener) 
 
 def keys_before(at: datetime) -> PrunePlan:
     """A plan that prunes idempotency keys created before `at`, and nothing else."""
-    return PrunePlan(at, EVER, EVER, {}, EVER, {}, EVER)
+    return PrunePlan(at, EVER, EVER, {}, EVER, {}, EVER, EVER)
 
 
 def test_prune_forgets_old_idempotency_keys(open_store: Opener) -> None:
@@ -607,6 +607,7 @@ def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Open
         usage_default=EVER,
         marks_before={"api-calls": recent},  # unique-feature marks stay (their own cut-off)
         marks_default=EVER,
+        audit_before=EVER,
     )
     removed = store.housekeep(plan)
     assert removed is not None
@@ -618,6 +619,7 @@ def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Open
         "unique_keys": 1,
         "quota_marks": 1,
         "deliveries": 1,
+        "audit_entries": 0,
     }
     counters = open_store().load_counters()
     assert set(counters) == {
