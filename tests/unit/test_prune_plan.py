@@ -21,8 +21,9 @@ NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
 
 def test_cutoffs_follow_retention_and_each_features_longest_period() -> None:
-    plan = prune_plan(CATALOG, NOW, history_days=400, audit_days=400)
+    plan = prune_plan(CATALOG, NOW, history_days=400, audit_days=90)
     assert plan.idempotency_before == NOW - timedelta(days=7)
+    assert plan.audit_before == NOW - timedelta(days=90)  # `--audit-days`, design §12
     assert plan.tombstones_before == NOW - timedelta(days=7)
     assert plan.deliveries_before == NOW - timedelta(days=30)
     assert plan.usage_before["calls"] == NOW - timedelta(days=400 + 31)
