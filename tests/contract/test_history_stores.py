@@ -169,7 +169,7 @@ def test_hourly_windows_per_aggregation(backend: Backend) -> None:
     report(state, "seats", 7, hour(12, 59))
     span = (hour(10), hour(14))
     hours = [hour(h) for h in range(10, 14)]
-    assert series(state, "calls", *span) == list(zip(hours, [5, 0, 4, 0], [100.0] * 4))
+    assert series(state, "calls", *span) == list(zip(hours, [5, 0, 4, 0], [100.0] * 4, strict=True))
     # u1 counts in the hour it was first seen only: the windows add up to the period's 2
     assert [u for _, u, _ in series(state, "users", *span)] == [1, 0, 1, 0]
     # a gauge is its last value, carried forward through hours without a report
