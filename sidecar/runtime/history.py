@@ -227,7 +227,12 @@ def export_pages(state: LiveState, start: datetime, end: datetime) -> Iterator[l
 def _period_and_limit(
     snap: StateView, owner: str, f: Feature, period_start: datetime, now: datetime
 ) -> tuple[datetime | None, float | None]:
-    """The end of the counter's period and the allowance in force in it (as for history)."""
+    """The end of the counter's period and the allowance in force in it (as for history:
+    at now in the current period, at the period's last instant in a past one)."""
+    if now >= period_start:  # most rows of an export are of the current period: one evaluation
+        current = evaluate(snap, owner, f.key, {}, now).metering
+        if current is not None and current.period_start == period_start:
+            return current.period_end, current.allowance
     first = evaluate(snap, owner, f.key, {}, period_start).metering
     if first is not None and first.period_start == period_start:
         end = first.period_end
