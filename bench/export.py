@@ -18,6 +18,7 @@ import json
 import sqlite3
 import tempfile
 import time
+from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,10 +100,7 @@ def main() -> None:
         out = csv.writer(sink)
         started = time.perf_counter()
         for row in export_usage(state, JUNE, datetime(2026, 7, 1, tzinfo=UTC)):
-            out.writerow(
-                [row.account_id, row.feature, row.period_start, row.period_end, row.usage]
-                + [row.limit, row.overage, row.topups_burned]
-            )
+            out.writerow(astuple(row))
             rows += 1
             if rows % 10_000 == 0:
                 peak = max(peak, rss_bytes())
