@@ -191,12 +191,13 @@ def export_pages(state: LiveState, start: datetime, end: datetime) -> Iterator[l
     face can fetch pages off its event loop and memory holds one page at a time."""
     check_range(start, end)
     snap, now = state.snapshot, state.clock()
-    ids = sorted(snap.accounts)
+    ids = sorted(set(snap.accounts) | set(snap.memberships))  # members need no record
     for i in range(0, len(ids), EXPORT_PAGE):
         owner_of: dict[str, str] = {}
         for account_id in ids[i : i + EXPORT_PAGE]:
             owner_of[f"acct:{account_id}"] = account_id
-            for sub in snap.accounts[account_id].subscriptions:
+            account = snap.accounts.get(account_id)
+            for sub in account.subscriptions if account is not None else ():
                 owner_of.setdefault(f"sub:{sub.id}", sub.owner or account_id)
         counters = state.store.counters_of(list(owner_of), end)
         burned: dict[tuple[str, str, datetime], float] = {}

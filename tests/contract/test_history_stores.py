@@ -291,7 +291,8 @@ def test_pooled_usage_follows_the_counters_scope(backend: Backend) -> None:
 def test_export_rows_per_account_feature_and_period(backend: Backend) -> None:
     state = live(backend.store)
     r, _ = rec.add_topup(state.record_of("beta"), "calls", 50, 0, None, None, "pack")
-    state.commit(r)
+    state.commit(rec.set_members(r, "sub_beta", "ghost", add=True))  # a member with no record
+    report(state, "calls", 3, hour(9), account="ghost")  # its own counter: its own row
     report(state, "calls", 30, hour(10), account="beta")
     report(state, "calls", 130, hour(11), account="beta")  # 100 allowance + 50 top-up: 10 over
     report(state, "builds", 4, hour(10), account="member")  # pooled: acme's row
@@ -319,5 +320,6 @@ def test_export_rows_per_account_feature_and_period(backend: Backend) -> None:
         ("acme", "credits", JUNE, JULY, 10.0, 300.0, 0.0, 0.0),
         ("acme", "images", JUNE, JULY, 2.0, None, 0.0, 0.0),
         ("beta", "calls", JUNE, JULY, 160.0, 100.0, 10.0, 50.0),
+        ("ghost", "calls", JUNE, JULY, 3.0, 100.0, 0.0, 0.0),
     ]
     assert list(export_usage(state, JULY, JULY + timedelta(days=1))) == []
