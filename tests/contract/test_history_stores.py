@@ -20,6 +20,7 @@ import pytest
 from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.engine import UsageReport
 from plangate.sidecar.engine.usage import Mode
+from plangate.sidecar.runtime import history
 from plangate.sidecar.runtime import records as rec
 from plangate.sidecar.runtime.history import export_usage, usage_history
 from plangate.sidecar.runtime.state import LiveState
@@ -288,7 +289,11 @@ def test_pooled_usage_follows_the_counters_scope(backend: Backend) -> None:
     assert series(state, "images", hour(11), hour(12)) == [(hour(11), 2.0, None)]
 
 
-def test_export_rows_per_account_feature_and_period(backend: Backend) -> None:
+@pytest.mark.parametrize("page", [200, 2])
+def test_export_rows_per_account_feature_and_period(
+    backend: Backend, page: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history, "EXPORT_PAGE", page)  # 2: four pages of accounts, one stream
     state = live(backend.store)
     r, _ = rec.add_topup(state.record_of("beta"), "calls", 50, 0, None, None, "pack")
     state.commit(rec.set_members(r, "sub_beta", "ghost", add=True))  # a member with no record
