@@ -269,7 +269,7 @@ def test_housekeeping_prunes_buckets_older_than_the_history(backend: Backend) ->
     report(state, "calls", 1, hour(8, day=1))
     report(state, "calls", 2, hour(9, day=1))
     report(state, "calls", 4, hour(10))
-    plan = PrunePlan(EVER, EVER, EVER, {}, EVER, {}, EVER, history_before=hour(9, day=1))
+    plan = PrunePlan(EVER, EVER, EVER, {}, EVER, {}, EVER, EVER, history_before=hour(9, day=1))
     removed = backend.store.housekeep(plan)
     assert removed is not None and removed["history_buckets"] == 1
     assert removed["usage_rows"] == 0
