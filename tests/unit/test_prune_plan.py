@@ -30,6 +30,7 @@ def test_cutoffs_follow_retention_and_each_features_longest_period() -> None:
     assert plan.usage_before["builds"] == NOW - timedelta(days=400, hours=1)
     assert plan.marks_before["calls"] == NOW - timedelta(days=7 + 31)
     assert plan.usage_default == NOW - timedelta(days=400 + 366)  # features no longer declared
+    assert plan.history_before == NOW - timedelta(days=400)  # hourly buckets (design §6.2)
 
 
 def test_a_period_still_running_or_recently_ended_is_never_pruned() -> None:
