@@ -20,6 +20,7 @@ import ssl
 import stat
 from collections.abc import Sequence
 from concurrent import futures
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
 from ..runtime.decisions import Decisions
 from ..runtime.housekeeping import Housekeeper
+from ..runtime.lifecycle_scheduler import LifecycleScheduler
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
 from ..runtime.timekeeper import Timekeeper
@@ -165,6 +167,10 @@ class Sidecar:
             self.metrics,
         )
         self.state.quota_listeners.append(self._quota_fired)
+        self.state.enqueued_listeners.append(self.outbox.wake)
+        self.lifecycle = LifecycleScheduler(  # design §7.1: time-driven webhooks, once each
+            self.state, timedelta(days=settings.trial_ending_days), self.outbox.wake
+        )
         self.housekeeper = Housekeeper(
             self.state,
             settings.history_days,
@@ -338,6 +344,7 @@ class Sidecar:
         self.outbox.start()
         self.housekeeper.start()
         self.timekeeper.start()
+        self.lifecycle.start()
         log.info(
             "serving catalog %s (%d features, %d accounts) on %s:%d; management on :%d; state in %s [%s]",
             self.state.catalog.version,
@@ -359,6 +366,7 @@ class Sidecar:
         if loop is None:
             return
         self.timekeeper.stop()
+        self.lifecycle.stop()
         self.watcher.stop()
         loop.run(self._close(grace))
         loop.close()

@@ -148,9 +148,25 @@ class Store(Protocol):
 
     def load_counters(self) -> dict[CounterKey, float]: ...
 
-    def save_record(self, record: Record) -> None: ...
+    def save_record(self, record: Record, *, outbox: Sequence[OutboxEntry] = ()) -> None:
+        """Upsert the record; `outbox` rows (its lifecycle webhooks, design §7.1) are written
+        in the same transaction, due at once."""
+        ...
 
-    def delete_record(self, account_id: str) -> bool: ...
+    def delete_record(self, account_id: str, *, outbox: Sequence[OutboxEntry] = ()) -> bool:
+        """Delete the record (False: there was none, and nothing is enqueued)."""
+        ...
+
+    def fire_lifecycle(self, firings: Sequence[Firing], upto: datetime) -> list[str]:
+        """Record each firing's mark unless recorded before — then, in the same transaction,
+        enqueue its entries — and move the scheduler's watermark (`lifecycle_upto`) forward to
+        `upto` (never back). Returns the marks newly recorded: two sidecars firing the same
+        time-driven event both call this, and exactly one of them sees its mark returned."""
+        ...
+
+    def lifecycle_upto(self) -> datetime | None:
+        """How far the lifecycle scheduler has fired time-driven events (None: never ran)."""
+        ...
 
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
         """Apply a batch in one transaction; idempotency keys seen before return the first outcome."""
@@ -162,7 +178,8 @@ class Store(Protocol):
         ...
 
     # -- outbox (quota webhooks and actions, design §7) ----------------------------------------
-    # Rows are written only by `record_usage` (from `Firing.entries`) and move
+    # Rows are written by `record_usage` (from `Firing.entries`), `save_record` /
+    # `delete_record` (`outbox`) and `fire_lifecycle`, and move
     # pending -> delivered | failed; `retry_deliveries` moves failed (or pending) back to due.
 
     def claim_deliveries(self, now: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
