@@ -23,6 +23,9 @@ import psycopg
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_timestamp
+from plangate.sidecar.catalog import parse_catalog
+from plangate.sidecar.runtime.lifecycle_scheduler import SLACK, LifecycleScheduler
+from plangate.sidecar.runtime.state import LiveState
 from plangate.sidecar.store import sqlite as sqlite_backend
 from plangate.sidecar.store.base import Firing, OutboxEntry, Store
 from support.receiver import Receiver
@@ -223,3 +226,53 @@ def test_in_shared_mode_exactly_one_sidecar_sends_each_time_driven_event(
         assert len(sent_by) == 3 * len(accounts)  # one row each in the shared outbox
     finally:
         receiver.close()
+
+
+# -- the scheduler's catch-up reads the watermark --------------------------------------------
+
+
+def test_the_scheduler_catches_up_a_downtime_longer_than_its_look_back(
+    open_store: Opener, tmp_path: Path
+) -> None:
+    """Stopped at T0, started again two hours later: the trial that ended in between (far
+    beyond `SLACK`) is found from the stored watermark, and sent once."""
+    catalog = parse_catalog(shared_catalog(tmp_path, "http://127.0.0.1:9").read_text())
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    ends = t0 + timedelta(hours=1)
+    assert ends - t0 > SLACK
+    before = LiveState(catalog, open_store(), clock=lambda: t0)
+    before.commit(
+        {
+            "id": "acct_1",
+            "subscriptions": [
+                {
+                    "id": "s1",
+                    "plan": "team",
+                    "starts_at": t0.isoformat(),
+                    "trial_ends_at": ends.isoformat(),
+                }
+            ],
+        }
+    )
+    first = LifecycleScheduler(before, timedelta(days=3))
+    first.start()
+    wait_for(lambda: before.store.lifecycle_upto() == t0)
+    first.stop()
+
+    after = LiveState(catalog, open_store(), clock=lambda: t0 + timedelta(hours=2))
+    second = LifecycleScheduler(after, timedelta(days=3))
+    second.start()
+    try:
+
+        def ended() -> list[str]:
+            return [
+                d.payload["event"]["at"]
+                for d in after.store.list_deliveries(None, 100)
+                if d.payload["event"]["type"] == "trial.ended"
+            ]
+
+        assert wait_for(ended) == [ends.isoformat().replace("+00:00", "Z")]
+        wait_for(lambda: after.store.lifecycle_upto() == t0 + timedelta(hours=2))
+    finally:
+        second.stop()
+    assert len(ended()) == 1
