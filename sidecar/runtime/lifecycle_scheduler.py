@@ -53,7 +53,7 @@ class LifecycleScheduler:
         self._wake = wake
         self._queue: queue.Queue[Event] = queue.Queue()
         self._heap: list[tuple[datetime, str]] = []
-        self._stale = True
+        self._stale = True  # catch up and index before anything else
         self._moved: datetime | None = None  # the watermark last written
         self._started = False
         self._stopping = threading.Event()
@@ -75,15 +75,15 @@ class LifecycleScheduler:
     # -- the loop ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            self._catch_up()
-        except Exception:
-            log.exception("lifecycle events: catching up failed; retrying as instants come")
         while not (self._stopping.is_set() or self._state.events.closed):
             try:
+                if self._stale:  # (re)start: catch up from the stored watermark, then index
+                    self._catch_up()
+                    self._stale = False
+                    self._rebuild()
                 self._step()
-            except Exception:  # a store fault: the instants stay in the heap's next rebuild
-                log.exception("lifecycle events: error; rebuilding the index")
+            except Exception:  # a store fault: what was due is found again from the watermark
+                log.exception("lifecycle events: error; catching up again in 1 s")
                 self._stale = True
                 self._stopping.wait(1.0)
 
@@ -98,9 +98,6 @@ class LifecycleScheduler:
         self._fire(firings, now)
 
     def _step(self) -> None:
-        if self._stale:
-            self._stale = False
-            self._rebuild()
         now = self._state.clock()
         self._due(now)
         if self._moved is None or (now - self._moved).total_seconds() >= _MAX_SLEEP:
@@ -116,7 +113,7 @@ class LifecycleScheduler:
 
     def _changed(self, event: Event) -> None:
         if isinstance(event, CatalogChanged):
-            self._stale = True
+            self._rebuild()  # the accounts were re-validated against the new catalog
             return
         if event.cause in _IGNORED or event.all_accounts:
             return
@@ -148,7 +145,7 @@ class LifecycleScheduler:
                 self._push(account, now)
         self._fire(firings, now)
         if len(self._heap) > 2 * len(accounts) + 1000:
-            self._stale = True  # mostly leftovers of superseded instants
+            self._rebuild()  # mostly leftovers of superseded instants
 
     # -- the index ---------------------------------------------------------------------------
 

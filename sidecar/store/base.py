@@ -113,7 +113,9 @@ class PrunePlan:
 
     A usage counter (with its unique keys) goes when its period started before its feature's
     cut-off in `usage_before` (`usage_default` for features the catalog no longer has); a
-    fired quota mark likewise with `marks_before` / `marks_default`.
+    fired quota mark likewise with `marks_before` / `marks_default`. A lifecycle mark (design
+    §7.1) goes with the delivered rows, when its instant is before `deliveries_before`: the
+    scheduler never looks back that far while it runs.
     """
 
     idempotency_before: datetime
@@ -135,6 +137,7 @@ PRUNED_KINDS = (
     "unique_keys",
     "quota_marks",
     "deliveries",
+    "lifecycle_marks",
 )
 """What `Store.housekeep` counts, in the words of `plangate_pruned_total{kind=...}`."""
 

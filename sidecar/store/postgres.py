@@ -880,6 +880,10 @@ class PostgresStore:
                     "AND updated_at < %s",
                     (env, plan.deliveries_before),
                 ).rowcount,
+                "lifecycle_marks": conn.execute(
+                    "DELETE FROM plangate.lifecycle_marks WHERE environment = %s AND fired_at < %s",
+                    (env, plan.deliveries_before),
+                ).rowcount,
             }
 
         return self._transaction(work)
