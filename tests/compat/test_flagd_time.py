@@ -15,6 +15,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
@@ -66,11 +67,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stubs, Ev
         sidecar.kill()
 
 
-def subscribe(stubs: Stubs, account: str, plan: str, **fields: object) -> str:
+def subscribe(stubs: Stubs, account: str, plan: str, **fields: Any) -> str:
     stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id=account), timeout=5)
     request = pb.CreateSubscriptionRequest(
         account_id=account, plan=plan, id=f"{account}-s", **fields
-    )  # type: ignore[arg-type]
+    )
     return stubs.admin.CreateSubscription(request, timeout=5).id
 
 
