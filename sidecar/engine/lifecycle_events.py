@@ -16,9 +16,10 @@ inputs always give the same events.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from ..catalog.model import Account, Subscription, TopUp
@@ -129,33 +130,52 @@ def admin_events(old: Account | None, new: Account | None, now: datetime) -> lis
 # -- time-driven ---------------------------------------------------------------------------
 
 
-def _timed(account: Account, lead: timedelta) -> Iterator[LifecycleEvent]:
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A time-driven event before its fields are built (most are only asked for their time)."""
+
+    type: str
+    at: datetime
+    mark: str
+    data: Callable[[], dict[str, Any]]
+
+    def event(self, account: str) -> LifecycleEvent:
+        return LifecycleEvent(self.type, account, self.at, self.data(), self.mark)
+
+
+def _timed(account: Account, lead: timedelta) -> Iterator[_Due]:
     """Every time-driven event the account's record holds, at any instant."""
     aid = account.id
     for sub in account.subscriptions:
         end, trial = sub.ends_at, sub.trial_ends_at
 
-        def event(kind: str, at: datetime, sub: Subscription = sub, **extra: Any) -> LifecycleEvent:
-            data = {"subscription": subscription_view(sub, at), **extra}
-            return LifecycleEvent(kind, aid, at, data, f"{kind}:{aid}:{sub.id}:{iso(at)}")
+        def due(
+            kind: str, at: datetime, sub: Subscription = sub, previous: bool = False, **extra: Any
+        ) -> _Due:
+            def data() -> dict[str, Any]:
+                out: dict[str, Any] = {"subscription": subscription_view(sub, at)}
+                if previous:  # a phase taking effect: what was in force just before
+                    out["previous"] = subscription_view(sub, at - _US)
+                return {**out, **extra}
+
+            return _Due(kind, at, f"{kind}:{aid}:{sub.id}:{iso(at)}", data)
 
         if trial is not None and (end is None or trial <= end):
             # A trial shorter than the lead warns at its start (at once, for a new one).
             warn = max(trial - lead, sub.starts_at) if sub.starts_at else trial - lead
             if warn < trial:
-                yield event("trial.ending", warn, trial_ends_at=iso(trial), then=trial_then(sub))
-            yield event("trial.ended", trial, then=trial_then(sub))
+                yield due("trial.ending", warn, trial_ends_at=iso(trial), then=trial_then(sub))
+            yield due("trial.ended", trial, then=trial_then(sub))
         for phase in sub.phases:
             if end is None or phase.starts_at < end:
-                previous = subscription_view(sub, phase.starts_at - _US)
-                yield event("subscription.updated", phase.starts_at, previous=previous)
+                yield due("subscription.updated", phase.starts_at, previous=True)
         if end is not None:
-            yield event("subscription.ended", end, reason="ended")
+            yield due("subscription.ended", end, reason="ended")
     for topup in account.topups:
         expires = topup.expires_at
         if expires is not None and (topup.voided_at is None or topup.voided_at > expires):
             mark = f"topup.expired:{aid}:{topup.id}:{iso(expires)}"
-            yield LifecycleEvent("topup.expired", aid, expires, topup_data(topup), mark)
+            yield _Due("topup.expired", expires, mark, partial(topup_data, topup))
 
 
 def timed_events(
@@ -163,8 +183,8 @@ def timed_events(
 ) -> list[LifecycleEvent]:
     """The account's time-driven events with an instant in `(start, end]`, in time order;
     `lead` is how long before a trial's end `trial.ending` comes."""
-    found = [e for e in _timed(account, lead) if start < e.at <= end]
-    return sorted(found, key=lambda e: e.at)
+    found = sorted((d for d in _timed(account, lead) if start < d.at <= end), key=lambda d: d.at)
+    return [d.event(account.id) for d in found]
 
 
 def next_instant(account: Account, after: datetime, lead: timedelta) -> datetime | None:

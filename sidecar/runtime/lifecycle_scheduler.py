@@ -93,8 +93,9 @@ class LifecycleScheduler:
         now = self._state.clock()
         since = (store.lifecycle_upto() or now) - SLACK
         firings: list[Firing] = []
-        for account in list(self._state.snapshot.accounts.values()):
-            firings += self._firings(account, since, now)
+        if self._state.catalog.webhooks:
+            for account in list(self._state.snapshot.accounts.values()):
+                firings += self._firings(account, since, now)
         self._fire(firings, now)
 
     def _step(self) -> None:
@@ -150,8 +151,12 @@ class LifecycleScheduler:
     # -- the index ---------------------------------------------------------------------------
 
     def _rebuild(self) -> None:
+        """Index every account's next instant; nothing without an endpoint (a catalog change
+        that adds one rebuilds the index)."""
         now = self._state.clock()
         self._heap = []
+        if not self._state.catalog.webhooks:
+            return
         for account in list(self._state.snapshot.accounts.values()):
             at = next_instant(account, now, self._lead)
             if at is not None:
@@ -159,6 +164,8 @@ class LifecycleScheduler:
         heapq.heapify(self._heap)
 
     def _push(self, account: Account, after: datetime) -> None:
+        if not self._state.catalog.webhooks:
+            return
         at = next_instant(account, after, self._lead)
         if at is not None:
             heapq.heappush(self._heap, (at, account.id))
