@@ -144,6 +144,10 @@ class Sidecar:
             self.token: str | None = read_token(settings.token_file)
         else:
             self.token = None
+        if not settings.trial_ending_days >= 0:
+            raise ValueError(
+                f"--trial-ending-days must be 0 or more days, got {settings.trial_ending_days}"
+            )
         # a bad catalog stops start-up here, with its message
         catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
         self.store = open_store(settings.db, settings.environment)

@@ -271,3 +271,16 @@ def test_deleting_an_account_ends_its_subscriptions(stubs: Stubs, receiver: Rece
     ended = one(receiver, "/all", acct, "subscription.ended")
     assert ended.event["reason"] == "account_deleted"
     assert ended.event["subscription"]["id"] == sub
+
+
+def test_a_negative_trial_ending_lead_is_refused_at_start_up(tmp_path: Path) -> None:
+    from plangate.sidecar.server.app import Sidecar
+    from plangate.sidecar.settings import Settings
+
+    (tmp_path / "catalog.yaml").write_text(catalog("http://127.0.0.1:9", tmp_path / "s"))
+    settings = Settings(
+        catalog=str(tmp_path / "catalog.yaml"), db=str(tmp_path / "s.db"), trial_ending_days=-1
+    )
+    with pytest.raises(ValueError, match=r"--trial-ending-days must be 0 or more days, got -1"):
+        Sidecar(settings)
+    assert not (tmp_path / "s.db").exists()  # refused before anything was opened
