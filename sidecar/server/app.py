@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
+from ..runtime.admin import Admin
 from ..runtime.decisions import Decisions
 from ..runtime.housekeeping import Housekeeper
 from ..runtime.lifecycle_scheduler import LifecycleScheduler
@@ -42,7 +43,7 @@ from ..store.base import DeliveryStatus, Firing
 from ..store.errors import StoreUnavailable
 from ..sync.catalog_watch import CatalogWatcher
 from .admin import AdminService
-from .auth import TokenAuth, read_token
+from .auth import TokenAuth, Tokens, read_tokens
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
 from .health import HealthService
@@ -140,10 +141,8 @@ class Sidecar:
         self.credentials = server_credentials(settings)
         if settings.socket:
             check_socket_path(settings.socket)
-        if settings.token_file:
-            self.token: str | None = read_token(settings.token_file)
-        else:
-            self.token = None
+        # token -> name (the audit log's actor); empty: the API is open and callers anonymous
+        self.tokens: Tokens = read_tokens(settings.token_file) if settings.token_file else {}
         if not settings.trial_ending_days >= 0:
             raise ValueError(
                 f"--trial-ending-days must be 0 or more days, got {settings.trial_ending_days}"
@@ -175,9 +174,16 @@ class Sidecar:
         self.lifecycle = LifecycleScheduler(  # design §7.1: time-driven webhooks, once each
             self.state, timedelta(days=settings.trial_ending_days), self.outbox.wake
         )
+        # every admin face (gRPC, console) changes state through this one facade
+        self.admin = Admin(
+            self.state,
+            on_change=lambda method: self.metrics.admin_changes.labels(method).inc(),
+            wake_outbox=self.outbox.wake,
+        )
         self.housekeeper = Housekeeper(
             self.state,
             settings.history_days,
+            settings.audit_days,
             settings.housekeeping_seconds,
             self.metrics.housekeeping_pruned,
         )
@@ -207,8 +213,8 @@ class Sidecar:
         self.state.events.bind(asyncio.get_running_loop())
         self.health = HealthService()
         interceptors: list[Any] = [RefuseUndecodable()]
-        if self.token:
-            interceptors.append(TokenAuth(self.token))
+        if self.tokens:
+            interceptors.append(TokenAuth(self.tokens))
         server = grpc.aio.server(
             migration_thread_pool=self.blocking,  # runs the plain (non-async) Admin handlers
             interceptors=interceptors,
@@ -222,7 +228,7 @@ class Sidecar:
             UsageService(self.decisions, self.metrics, self.blocking), server
         )
         plangate_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(self.state, self.metrics, wake_outbox=self.outbox.wake), server
+            AdminService(self.admin, self.metrics, self.tokens), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         flagd_names = add_flagd_services(server, self.decisions, events, self.metrics, heartbeat)

@@ -107,6 +107,22 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit log row (design §12): who changed what, when, and the changed part before and
+    after (JSON values, bounded by `runtime.audit`). `seq` orders rows and pages listings; it is
+    0 until the store assigns it."""
+
+    at: datetime
+    actor: str
+    action: str
+    account: str
+    target: str
+    before: Any = None
+    after: Any = None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PrunePlan:
     """What one housekeeping pass removes (design §14); cut-offs are computed by
     `runtime.housekeeping`, which knows the retention settings and the catalog's periods.
@@ -125,6 +141,7 @@ class PrunePlan:
     usage_default: datetime
     marks_before: Mapping[str, datetime]
     marks_default: datetime
+    audit_before: datetime
 
     def prunes_counter(self, feature: str, period_start: datetime) -> bool:
         return period_start < self.usage_before.get(feature, self.usage_default)
@@ -137,6 +154,7 @@ PRUNED_KINDS = (
     "unique_keys",
     "quota_marks",
     "deliveries",
+    "audit_entries",
     "lifecycle_marks",
 )
 """What `Store.housekeep` counts, in the words of `plangate_pruned_total{kind=...}`."""
@@ -151,13 +169,26 @@ class Store(Protocol):
 
     def load_counters(self) -> dict[CounterKey, float]: ...
 
-    def save_record(self, record: Record, *, outbox: Sequence[OutboxEntry] = ()) -> None:
-        """Upsert the record; `outbox` rows (its lifecycle webhooks, design §7.1) are written
-        in the same transaction, due at once."""
+    def save_record(
+        self,
+        record: Record,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> None:
+        """Store `record`, and `audit` (if given) and the `outbox` rows (its lifecycle
+        webhooks, design §7.1, due at once) in the same transaction."""
         ...
 
-    def delete_record(self, account_id: str, *, outbox: Sequence[OutboxEntry] = ()) -> bool:
-        """Delete the record (False: there was none, and nothing is enqueued)."""
+    def delete_record(
+        self,
+        account_id: str,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
+        """Delete a stored record; `audit` and `outbox` are written with it, only if there
+        was one (False: none, and nothing is written)."""
         ...
 
     def fire_lifecycle(self, firings: Sequence[Firing], upto: datetime) -> list[str]:
@@ -175,9 +206,19 @@ class Store(Protocol):
         """Apply a batch in one transaction; idempotency keys seen before return the first outcome."""
         ...
 
-    def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
-        """Zero a counter (and forget its unique keys and its `Firing` marks, so thresholds
-        fire again in the fresh period); returns the previous value."""
+    def reset_usage(
+        self,
+        scope_key: str,
+        feature: str,
+        period_start: datetime,
+        *,
+        burns: Sequence[str] = (),
+        audit: AuditEntry | None = None,
+    ) -> float:
+        """Zero a counter and the counters `burns` names (its top-up burn rows) in one
+        transaction, forgetting their unique keys and `Firing` marks so thresholds fire again
+        in the fresh period; returns the counter's previous value. `audit` is written with
+        them, its `before` set to that value."""
         ...
 
     # -- outbox (quota webhooks and actions, design §7) ----------------------------------------
@@ -215,9 +256,21 @@ class Store(Protocol):
         """Newest first; `before_seq` pages (rows with a smaller seq)."""
         ...
 
-    def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
+    def retry_deliveries(
+        self, ids: Sequence[str] | None, now: datetime, *, audit: AuditEntry | None = None
+    ) -> list[str]:
         """Make rows due again with a fresh attempt budget: the given ids that are not
-        delivered, or (ids=None) every failed row. Returns the ids changed."""
+        delivered, or (ids=None) every failed row. Returns the ids changed; `audit`, with
+        those ids as its `after`, is written with them when there are any."""
+        ...
+
+    # -- audit log (design §12) ----------------------------------------------------------------
+
+    def list_audit(
+        self, account: str, since: datetime | None, limit: int, before_seq: int | None = None
+    ) -> list[AuditEntry]:
+        """Newest first; of one account unless `account` is ""; at or after `since`;
+        `before_seq` pages (rows with a smaller seq)."""
         ...
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]: ...
