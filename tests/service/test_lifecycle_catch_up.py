@@ -1,8 +1,10 @@
 """Time-driven lifecycle events survive downtime (design §7.1): a trial that ends while the
 sidecar is stopped is sent exactly once when it comes back, and a second restart (which
-looks back over the same span again) sends nothing twice.
+looks back over the same span again) sends nothing twice; a trial that ends while the disk is
+full is sent once the disk has room again.
 
-`plangate serve` runs as a real subprocess on SQLite; the receiver is a real HTTP server.
+`plangate serve` runs as a real subprocess on SQLite (the full disk: in-process on a small
+tmpfs, as in test_store_faults.py); the receiver is a real HTTP server.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
+import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_timestamp
+from support.filesystem import fill, small_filesystem
 from support.receiver import Receiver
-from support.sidecar import Stubs, SubprocessSidecar
+from support.sidecar import Stubs, SubprocessSidecar, in_process
 
 SECRET = "whsec-catch-up"
 SECRET_ENV = "PLANGATE_TEST_CATCH_UP_SECRET"
@@ -30,9 +35,12 @@ def write_catalog(directory: Path, url: str) -> Path:
             features:
               - name: SSO
                 type: boolean
+              - name: Users
+                type: metered
+                aggregation: unique
             plans:
               - name: Team
-                entitlements: {{sso: true}}
+                entitlements: {{sso: true, users: unlimited}}
         webhooks:
           - url: {url}/hook
             secret_env: {SECRET_ENV}
@@ -101,4 +109,45 @@ def test_a_trial_that_ends_during_downtime_is_sent_once_after_the_restart(
         raise AssertionError(f"{exc}\n--- sidecar log ---\n{''.join(sidecar.log)}") from exc
     finally:
         sidecar.kill()
+        receiver.close()
+
+
+def test_a_trial_that_ends_while_the_disk_is_full_is_sent_once_there_is_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    receiver = Receiver()
+    try:
+        with small_filesystem(tmp_path / "fs", "4m") as fs:
+            catalog = write_catalog(tmp_path, receiver.url)
+            with in_process(catalog, fs / "state.db") as sc, Stubs(f"127.0.0.1:{sc.port}") as s:
+                ends = datetime.now(UTC) + timedelta(seconds=4)
+                trial(s, "acct_full", ends)
+                receiver.wait("/hook", "acct_full", "trial.ending")
+                filler = fill(fs)
+                for i in range(500):  # the WAL has some room left: use it up
+                    report = pb.UsageReport(
+                        account_id="acct_full", feature="users", unique_key=f"u{i:04d}" + "x" * 300
+                    )
+                    try:
+                        s.usage.Report(pb.ReportRequest(reports=[report]), timeout=10)
+                    except grpc.RpcError as exc:
+                        assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                        break
+                else:
+                    raise AssertionError("the disk never filled up")
+                assert datetime.now(UTC) < ends, "the disk must be full before the trial ends"
+                until(ends + timedelta(seconds=1.5))  # the scheduler tries, fails, tries again
+                assert receiver.of("/hook", "acct_full", "trial.ended") == []
+                filler.unlink()
+                (ended,) = receiver.wait("/hook", "acct_full", "trial.ended")
+                assert ended.event["at"] == ends.isoformat().replace("+00:00", "Z")
+                receiver.wait("/hook", "acct_full", "subscription.ended")
+                # a later event: once it arrived, nothing of the trial's came twice
+                trial(s, "acct_full_after", datetime.now(UTC) + timedelta(days=1))
+                receiver.wait("/hook", "acct_full_after", "trial.ending")
+                for kind in ("trial.ended", "subscription.ended"):
+                    calls = receiver.of("/hook", "acct_full", kind)
+                    assert len({c.headers["X-PlanGate-Delivery"] for c in calls}) == 1, kind
+    finally:
         receiver.close()
