@@ -144,6 +144,12 @@ class Settings:
         "how often the outbox looks for due retries (a new firing wakes it at once)",
         "quota deliveries",
     )
+    trial_ending_days: float = option(
+        3.0,
+        "PLANGATE_TRIAL_ENDING_DAYS",
+        "how long before a trial's end the `trial.ending` webhook is sent (design §7.1)",
+        "quota deliveries",
+    )
     reconcile_seconds: float = option(
         30.0,
         "PLANGATE_RECONCILE_SECONDS",

@@ -30,6 +30,7 @@ from ..store.base import Status, UsageOutcome, UsageWrite
 from .balances import admit_for, balance_and_pool, needs_balance
 from .quota_events import quota_check
 from .state import LiveState, countable
+from .webhooks import exhausted_hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +132,9 @@ class Decisions:
                 snap, report.account, decision, at, now, state.store.environment, requested
             )
         admit = admit_for(m, requested)
+        hook = exhausted_hook(snap.catalog, state.store.environment, report.account, balance, pool)
         write = UsageWrite(
-            m.scope_key, feature, m.period_start, report, admit, check, balance, pool, at=at
+            m.scope_key, feature, m.period_start, report, admit, check, balance, pool, hook, at=at
         )
         outcome = state.write_usage([write])[0]
         if balanced:  # burns and the pool moved too: evaluate again from the new counters

@@ -32,11 +32,13 @@ from ..engine import (
     slot_for,
 )
 from ..engine.balances import Balance, burn_feature
+from ..engine.lifecycle_events import admin_events
 from ..engine.write_rule import PoolLeg
 from ..store.base import (
     AuditEntry,
     CounterKey,
     Firing,
+    OutboxEntry,
     PackedRecords,
     PrunePlan,
     Record,
@@ -53,6 +55,7 @@ from .declared import apply_layer, split_layer
 from .events import AccountChanged, CatalogChanged, EventHub
 from .group_commit import GroupCommit
 from .quota_events import QuotaCheck, quota_check
+from .webhooks import entries_for, exhausted_hook
 
 log = logging.getLogger("plangate.state")
 
@@ -93,6 +96,7 @@ class LiveState:
         self._subscriptions = subscription_index(self.snapshot.accounts.values())
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
         self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
+        self.enqueued_listeners: list[Callable[[], None]] = []  # told of new outbox rows
         # concurrent Report/Consume calls share a store transaction (one commit, one lock per counter)
         self._usage_writes = GroupCommit[UsageWrite, UsageOutcome](
             self._record, shared_errors=(StoreUnavailable, StoreConflict)
@@ -204,8 +208,9 @@ class LiveState:
             if resolved is not None:
                 resolved[key] = found
         scope_key, period_start, check, balance, pool = found
+        hook = exhausted_hook(snap.catalog, self.store.environment, account, balance, pool)
         return UsageWrite(
-            scope_key, feature, period_start, report, None, check, balance, pool, at=at
+            scope_key, feature, period_start, report, None, check, balance, pool, hook, at=at
         )
 
     def report(self, reports: Sequence[UsageReport]) -> list[UsageOutcome]:
@@ -240,6 +245,8 @@ class LiveState:
             scopes.update(dict.fromkeys(w.pool.scope_key for w, _ in applied if w.pool))
             self._usage_changed(scopes)
         self._quota_fired(zip(writes, stored, strict=True))
+        if any(w.on_exhausted is not None for w in writes):
+            self._enqueued()  # a `topup.exhausted` row may be waiting
         return stored
 
     def _record(self, writes: list[UsageWrite]) -> list[UsageOutcome]:
@@ -372,32 +379,53 @@ class LiveState:
             audit = record_entry(
                 self.clock(), actor, action, self.records.get(account.id), record, target
             )
-            self.store.save_record(record, audit=audit)
+            outbox = self._lifecycle(previous, account)
+            self.store.save_record(record, audit=audit, outbox=outbox)
             self.records[record["id"]] = record
             self._serve(account)
         # members who just left are told too: what they had cached came from this account
         members = (*self._members_of(account), *(self._members_of(previous) if previous else ()))
         self.events.publish(AccountChanged(tuple(dict.fromkeys((account.id, *members))), cause))
+        if outbox:
+            self._enqueued()
         return account
+
+    def _lifecycle(self, old: Account | None, new: Account | None) -> list[OutboxEntry]:
+        """The lifecycle webhook rows (design §7.1) of an edit from `old` to `new`, to write
+        in the edit's own transaction; none without a `webhooks:` endpoint."""
+        catalog = self.catalog
+        if not catalog.webhooks:
+            return []
+        events = admin_events(old, new, self.clock())
+        return entries_for(catalog, self.store.environment, events)
 
     def delete(
         self, account_id: str, *, actor: str = "system", action: str = "DeleteAccount"
     ) -> bool:
-        """Delete a stored account (with its audit entry, in one transaction)."""
+        """Delete a stored account (with its audit entry and lifecycle rows, in one
+        transaction)."""
         self.refuse_declared(account_id)
         with self._write:
             if account_id not in self.records:
                 return False
             old = self.snapshot.accounts.get(account_id)
             audit = record_entry(self.clock(), actor, action, self.records[account_id], None)
-            self.store.delete_record(account_id, audit=audit)
+            outbox = self._lifecycle(old, None)
+            self.store.delete_record(account_id, audit=audit, outbox=outbox)
             del self.records[account_id]
             self._accounts.pop(account_id, None)
             self._reindex(old, None)
         self.events.publish(
             AccountChanged((account_id, *(self._members_of(old) if old else ())), "admin")
         )
+        if outbox:
+            self._enqueued()
         return True
+
+    def _enqueued(self) -> None:
+        """Committed outbox rows are waiting: wake whoever delivers them."""
+        for wake in self.enqueued_listeners:
+            wake()
 
     def _serve(self, account: Account) -> None:
         old = self._accounts.get(account.id)

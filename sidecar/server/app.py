@@ -20,6 +20,7 @@ import ssl
 import stat
 from collections.abc import Sequence
 from concurrent import futures
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from ..catalog import load_catalog
 from ..runtime.admin import Admin
 from ..runtime.decisions import Decisions
 from ..runtime.housekeeping import Housekeeper
+from ..runtime.lifecycle_scheduler import LifecycleScheduler
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
 from ..runtime.timekeeper import Timekeeper
@@ -141,6 +143,10 @@ class Sidecar:
             check_socket_path(settings.socket)
         # token -> name (the audit log's actor); empty: the API is open and callers anonymous
         self.tokens: Tokens = read_tokens(settings.token_file) if settings.token_file else {}
+        if not settings.trial_ending_days >= 0:
+            raise ValueError(
+                f"--trial-ending-days must be 0 or more days, got {settings.trial_ending_days}"
+            )
         # a bad catalog stops start-up here, with its message
         catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
         self.store = open_store(settings.db, settings.environment)
@@ -164,6 +170,10 @@ class Sidecar:
             self.metrics,
         )
         self.state.quota_listeners.append(self._quota_fired)
+        self.state.enqueued_listeners.append(self.outbox.wake)
+        self.lifecycle = LifecycleScheduler(  # design §7.1: time-driven webhooks, once each
+            self.state, timedelta(days=settings.trial_ending_days), self.outbox.wake
+        )
         # every admin face (gRPC, console) changes state through this one facade
         self.admin = Admin(
             self.state,
@@ -344,6 +354,7 @@ class Sidecar:
         self.outbox.start()
         self.housekeeper.start()
         self.timekeeper.start()
+        self.lifecycle.start()
         log.info(
             "serving catalog %s (%d features, %d accounts) on %s:%d; management on :%d; state in %s [%s]",
             self.state.catalog.version,
@@ -365,6 +376,7 @@ class Sidecar:
         if loop is None:
             return
         self.timekeeper.stop()
+        self.lifecycle.stop()
         self.watcher.stop()
         loop.run(self._close(grace))
         loop.close()

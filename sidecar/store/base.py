@@ -133,7 +133,9 @@ class PrunePlan:
 
     A usage counter (with its unique keys) goes when its period started before its feature's
     cut-off in `usage_before` (`usage_default` for features the catalog no longer has); a
-    fired quota mark likewise with `marks_before` / `marks_default`.
+    fired quota mark likewise with `marks_before` / `marks_default`. A lifecycle mark (design
+    §7.1) goes with the delivered rows, when its instant is before `deliveries_before`: the
+    scheduler never looks back that far while it runs.
     """
 
     idempotency_before: datetime
@@ -160,6 +162,7 @@ PRUNED_KINDS = (
     "deliveries",
     "audit_entries",
     "history_buckets",
+    "lifecycle_marks",
 )
 """What `Store.housekeep` counts, in the words of `plangate_pruned_total{kind=...}`."""
 
@@ -173,12 +176,37 @@ class Store(Protocol):
 
     def load_counters(self) -> dict[CounterKey, float]: ...
 
-    def save_record(self, record: Record, *, audit: AuditEntry | None = None) -> None:
-        """Store `record`, and `audit` (if given) in the same transaction."""
+    def save_record(
+        self,
+        record: Record,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> None:
+        """Store `record`, and `audit` (if given) and the `outbox` rows (its lifecycle
+        webhooks, design §7.1, due at once) in the same transaction."""
         ...
 
-    def delete_record(self, account_id: str, *, audit: AuditEntry | None = None) -> bool:
-        """Delete a stored record; `audit` is written with it, only if there was one."""
+    def delete_record(
+        self,
+        account_id: str,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
+        """Delete a stored record; `audit` and `outbox` are written with it, only if there
+        was one (False: none, and nothing is written)."""
+        ...
+
+    def fire_lifecycle(self, firings: Sequence[Firing], upto: datetime) -> list[str]:
+        """Record each firing's mark unless recorded before — then, in the same transaction,
+        enqueue its entries — and move the scheduler's watermark (`lifecycle_upto`) forward to
+        `upto` (never back). Returns the marks newly recorded: two sidecars firing the same
+        time-driven event both call this, and exactly one of them sees its mark returned."""
+        ...
+
+    def lifecycle_upto(self) -> datetime | None:
+        """How far the lifecycle scheduler has fired time-driven events (None: never ran)."""
         ...
 
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
@@ -218,7 +246,8 @@ class Store(Protocol):
         ...
 
     # -- outbox (quota webhooks and actions, design §7) ----------------------------------------
-    # Rows are written only by `record_usage` (from `Firing.entries`) and move
+    # Rows are written by `record_usage` (from `Firing.entries`), `save_record` /
+    # `delete_record` (`outbox`) and `fire_lifecycle`, and move
     # pending -> delivered | failed; `retry_deliveries` moves failed (or pending) back to due.
 
     def claim_deliveries(self, now: datetime, lease_until: datetime, limit: int) -> list[Delivery]:

@@ -55,6 +55,8 @@ from .base import (
     CounterKey,
     Delivery,
     DeliveryStatus,
+    Firing,
+    OutboxEntry,
     PrunePlan,
     Record,
     UsageOutcome,
@@ -165,6 +167,16 @@ MIGRATIONS: list[tuple[str, ...]] = [
             last double precision NOT NULL,
             PRIMARY KEY (environment, scope, feature, period_start, hour))""",
         "CREATE INDEX usage_hourly_hour ON plangate.usage_hourly (environment, hour)",
+    ),
+    (  # 5: lifecycle webhooks (design §7.1): once-only marks and the scheduler's watermark
+        """CREATE TABLE plangate.lifecycle_marks (
+            environment text NOT NULL,
+            mark text NOT NULL,
+            fired_at timestamptz NOT NULL,
+            PRIMARY KEY (environment, mark))""",
+        """CREATE TABLE plangate.lifecycle_clock (
+            environment text PRIMARY KEY,
+            upto timestamptz NOT NULL)""",
     ),
 ]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit, and keep each
@@ -588,7 +600,13 @@ class PostgresStore:
             ),
         )
 
-    def save_record(self, record: Record, *, audit: AuditEntry | None = None) -> None:
+    def save_record(
+        self,
+        record: Record,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> None:
         """Upsert the record, but only over the version this sidecar holds in memory.
 
         Admin edits are read-modify-write of the whole record, made from memory. If another
@@ -620,12 +638,19 @@ class PostgresStore:
                 )
             version = int(row[0])
             self._audit(conn, audit)
+            _enqueue(conn, self.environment, outbox)
             self._notify(conn, accounts=[(account_id, version)])
             return version
 
         self.versions.advance_account(account_id, self._transaction(work))
 
-    def delete_record(self, account_id: str, *, audit: AuditEntry | None = None) -> bool:
+    def delete_record(
+        self,
+        account_id: str,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         def work(conn: Connection) -> int | None:
             row = conn.execute(
                 "UPDATE plangate.accounts SET record = NULL, "
@@ -636,6 +661,7 @@ class PostgresStore:
             if row is None:
                 return None
             self._audit(conn, audit)
+            _enqueue(conn, self.environment, outbox)
             self._notify(conn, accounts=[(account_id, int(row[0]))])
             return int(row[0])
 
@@ -644,6 +670,41 @@ class PostgresStore:
             return False
         self.versions.advance_account(account_id, version)
         return True
+
+    # -- lifecycle marks (design §7.1; several sidecars fire the same events) -----------------
+
+    def fire_lifecycle(self, firings: Sequence[Firing], upto: datetime) -> list[str]:
+        def work(conn: Connection) -> list[str]:
+            fired: list[str] = []
+            for f in firings:
+                # A mark another sidecar is inserting makes this wait for its commit, then
+                # do nothing: the row is the claim, so exactly one of them enqueues.
+                row = conn.execute(
+                    "INSERT INTO plangate.lifecycle_marks (environment, mark, fired_at) "
+                    "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING mark",
+                    (self.environment, f.mark, f.at),
+                ).fetchone()
+                if row is not None:
+                    fired.append(f.mark)
+                    _enqueue(conn, self.environment, f.entries)
+            conn.execute(
+                "INSERT INTO plangate.lifecycle_clock AS c (environment, upto) VALUES (%s, %s) "
+                "ON CONFLICT (environment) DO UPDATE SET upto = greatest(c.upto, excluded.upto)",
+                (self.environment, upto),
+            )
+            return fired
+
+        return self._transaction(work)
+
+    def lifecycle_upto(self) -> datetime | None:
+        def work(conn: Connection) -> datetime | None:
+            row = conn.execute(
+                "SELECT upto FROM plangate.lifecycle_clock WHERE environment = %s",
+                (self.environment,),
+            ).fetchone()
+            return utc(row[0]) if row else None
+
+        return self._read(work)
 
     # -- usage -------------------------------------------------------------------------------
 
@@ -988,6 +1049,10 @@ class PostgresStore:
                     "DELETE FROM plangate.usage_hourly WHERE environment = %s AND hour < %s",
                     (env, plan.history_before),
                 ).rowcount,
+                "lifecycle_marks": conn.execute(
+                    "DELETE FROM plangate.lifecycle_marks WHERE environment = %s AND fired_at < %s",
+                    (env, plan.deliveries_before),
+                ).rowcount,
             }
 
         return self._transaction(work)
@@ -1010,6 +1075,17 @@ class PostgresStore:
     def close(self) -> None:
         with self._lock:
             self._discard()
+
+
+def _enqueue(conn: Connection, environment: str, entries: Sequence[OutboxEntry]) -> None:
+    """Outbox rows due now (this sidecar's clock, as the worker's), in the caller's transaction."""
+    if entries:
+        at = datetime.now(UTC)
+        rows = [
+            (e.id, e.kind, e.account, e.target, json.dumps(e.payload, sort_keys=True), at)
+            for e in entries
+        ]
+        conn.execute(_ADD_OUTBOX, (environment, *_columns(rows, 6)))
 
 
 def _counter(w: UsageWrite) -> CounterKey:

@@ -29,6 +29,8 @@ from .base import (
     CounterKey,
     Delivery,
     DeliveryStatus,
+    Firing,
+    OutboxEntry,
     PackedRecords,
     PrunePlan,
     Record,
@@ -111,7 +113,17 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX usage_hourly_hour ON usage_hourly (environment, hour)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    """Lifecycle webhooks (design §7.1): once-only marks of time-driven events, and how far
+    the scheduler has looked (so it catches up after downtime)."""
+    db.execute(
+        "CREATE TABLE lifecycle_marks (environment TEXT NOT NULL, mark TEXT NOT NULL, "
+        "fired_at TEXT NOT NULL, PRIMARY KEY (environment, mark))"
+    )
+    db.execute("CREATE TABLE lifecycle_clock (environment TEXT PRIMARY KEY, upto TEXT NOT NULL)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit."""
 
 
@@ -228,25 +240,7 @@ def _write_batch(c: sqlite3.Connection, rows: _Rows, done: BatchWrites) -> None:
         c.execute(
             "INSERT INTO quota_fired VALUES (?, ?, ?, ?, ?, ?)", (*rows.of(key), firing.mark, at)
         )
-        c.executemany(
-            "INSERT INTO outbox (environment, id, kind, account, target, payload, status, "
-            "attempts, last_error, created_at, updated_at, next_attempt_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, '', ?, ?, ?)",
-            [
-                (
-                    rows.env,
-                    e.id,
-                    e.kind,
-                    e.account,
-                    e.target,
-                    json.dumps(e.payload, sort_keys=True),
-                    at,
-                    at,
-                    at,
-                )
-                for e in firing.entries
-            ],
-        )
+        _enqueue(c, rows.env, firing.entries, at)
     if done.keys:
         c.executemany(
             "INSERT INTO idempotency VALUES (?, ?, ?, datetime('now'))",
@@ -268,6 +262,29 @@ def _write_buckets(
                 for (scope, feature, start, hour), (added, last) in buckets.items()
             ],
         )
+
+
+def _enqueue(c: sqlite3.Connection, env: str, entries: Sequence[OutboxEntry], at: str) -> None:
+    """Outbox rows due at `at`, in the caller's transaction."""
+    c.executemany(
+        "INSERT INTO outbox (environment, id, kind, account, target, payload, status, "
+        "attempts, last_error, created_at, updated_at, next_attempt_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, '', ?, ?, ?)",
+        [
+            (
+                env,
+                e.id,
+                e.kind,
+                e.account,
+                e.target,
+                json.dumps(e.payload, sort_keys=True),
+                at,
+                at,
+                at,
+            )
+            for e in entries
+        ],
+    )
 
 
 class SqliteStore:
@@ -480,7 +497,13 @@ class SqliteStore:
             ),
         )
 
-    def save_record(self, record: Record, *, audit: AuditEntry | None = None) -> None:
+    def save_record(
+        self,
+        record: Record,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> None:
         with self._transaction() as c:
             c.execute(
                 "INSERT INTO accounts (environment, id, record, updated_at) VALUES (?, ?, ?, datetime('now')) "
@@ -488,8 +511,15 @@ class SqliteStore:
                 (self.environment, record["id"], json.dumps(record, sort_keys=True)),
             )
             self._audit(c, audit)
+            _enqueue(c, self.environment, outbox, ts(datetime.now(UTC)))
 
-    def delete_record(self, account_id: str, *, audit: AuditEntry | None = None) -> bool:
+    def delete_record(
+        self,
+        account_id: str,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         with self._transaction() as c:
             cur = c.execute(
                 "DELETE FROM accounts WHERE environment = ? AND id = ?",
@@ -497,7 +527,35 @@ class SqliteStore:
             )
             if cur.rowcount > 0:
                 self._audit(c, audit)
+                _enqueue(c, self.environment, outbox, ts(datetime.now(UTC)))
             return cur.rowcount > 0
+
+    # -- lifecycle marks (design §7.1) -------------------------------------------------------
+
+    def fire_lifecycle(self, firings: Sequence[Firing], upto: datetime) -> list[str]:
+        with self._transaction() as c:
+            fired: list[str] = []
+            for f in firings:
+                cur = c.execute(
+                    "INSERT INTO lifecycle_marks VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (self.environment, f.mark, ts(f.at)),
+                )
+                if cur.rowcount > 0:
+                    fired.append(f.mark)
+                    _enqueue(c, self.environment, f.entries, ts(datetime.now(UTC)))
+            c.execute(
+                "INSERT INTO lifecycle_clock VALUES (?, ?) ON CONFLICT (environment) "
+                "DO UPDATE SET upto = max(upto, excluded.upto)",
+                (self.environment, ts(upto)),
+            )
+        return fired
+
+    def lifecycle_upto(self) -> datetime | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT upto FROM lifecycle_clock WHERE environment = ?", (self.environment,)
+            ).fetchone()
+        return parse_ts(row[0]) if row else None
 
     # -- usage -------------------------------------------------------------------------------
 
@@ -743,6 +801,10 @@ class SqliteStore:
                 "audit_entries": c.execute(
                     "DELETE FROM audit WHERE environment = ? AND at < ?",
                     (env, ts(plan.audit_before)),
+                ).rowcount,
+                "lifecycle_marks": c.execute(
+                    "DELETE FROM lifecycle_marks WHERE environment = ? AND fired_at < ?",
+                    (env, ts(plan.deliveries_before)),
                 ).rowcount,
             }
 

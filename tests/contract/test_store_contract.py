@@ -599,6 +599,9 @@ def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Open
     store.finish_delivery("d2", DeliveryStatus.DELIVERED, 1, None, "", recent)
     store.finish_delivery("d3", DeliveryStatus.FAILED, 1, None, "gone", long_ago)
 
+    old_mark, new_mark = "trial.ended:a:s:old", "trial.ended:a:s:new"
+    store.fire_lifecycle([Firing(old_mark, long_ago), Firing(new_mark, recent)], recent)
+
     time.sleep(1.1)  # SQLite keeps key times to the second
     cutoff = datetime.now(UTC)
     store.record_usage([write(API_CALLS, 1, key="key-new", period=recent)])
@@ -626,7 +629,12 @@ def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Open
         "deliveries": 1,
         "audit_entries": 0,
         "history_buckets": 0,  # this plan keeps every hour (history_before: its default)
+        "lifecycle_marks": 1,
     }
+    # a lifecycle mark older than the delivery cut-off went; the recent one still holds
+    assert store.fire_lifecycle([Firing(new_mark, recent), Firing(old_mark, long_ago)], recent) == [
+        old_mark
+    ]
     counters = open_store().load_counters()
     assert set(counters) == {
         ("acct:a1", "api-calls", recent),
