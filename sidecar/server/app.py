@@ -41,6 +41,8 @@ from ..store.errors import StoreUnavailable
 from ..sync.catalog_watch import CatalogWatcher
 from .admin import AdminService
 from .auth import TokenAuth, read_token
+from .console.routes import Console
+from .console.session import Sessions
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
 from .health import HealthService
@@ -236,7 +238,7 @@ class Sidecar:
             server.add_insecure_port(f"unix:{s.socket}")
         self.grpc_server = server
         self.management = HttpPort(
-            management_app(self.metrics, self.readiness, self.blocking),
+            management_app(self.metrics, self.readiness, self.blocking, self._console()),
             s.management_host,
             s.management_port,
             "management",
@@ -257,6 +259,18 @@ class Sidecar:
             raise
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def _console(self) -> Console:
+        """The web console (design §12): read-only without a token file, otherwise behind
+        a sign-in with one of its tokens."""
+        tokens = {self.token: "token"} if self.token else {}
+        return Console(
+            self.state,
+            self.decisions,
+            Sessions(tokens),
+            self.blocking,
+            self.settings.environment,
+        )
 
     async def _close(self, grace: float) -> None:
         """Design §2.1: every stream ends with UNAVAILABLE at once, new calls are refused,
