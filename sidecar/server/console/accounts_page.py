@@ -480,6 +480,12 @@ def _actions(view: AccountView, viewer: Viewer) -> Html | None:
         action=f"/console{account_path(account_id)}/topup",
         class_="action",
     )
+    if view.account.declared:  # the file is the source of truth for its overrides
+        override = el(
+            "p",
+            "Overrides of this account are declared in the catalog file: change them there.",
+            class_="muted",
+        )
     return el("section", el("h2", "Actions"), override, topup if topup_features else None)
 
 

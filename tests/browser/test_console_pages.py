@@ -1,0 +1,137 @@
+"""What a person sees in the console, in a real Chromium: sign in, every page, the numbers.
+
+One browser walks the pages in order, like a person would: sign in first, then the catalog,
+a search, an account, the deliveries. Each page is saved as a screenshot artifact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.by import By
+from support.browser import screenshot
+from support.console import HOSTILE, TOKEN, TOKEN_NAME
+
+
+def base(console: Any) -> str:
+    return f"http://127.0.0.1:{console.management_port}/console"
+
+
+def texts(driver: webdriver.Chrome, css: str) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
+
+
+@pytest.fixture(scope="module")
+def signed_in(browser: webdriver.Chrome, console: Any) -> webdriver.Chrome:
+    """The sign-in form, as a person uses it: asked for a token first, then let in."""
+    browser.delete_all_cookies()
+    browser.get(base(console) + "/catalog")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Sign in"
+    screenshot(browser, "login")
+    browser.find_element(By.NAME, "token").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    assert browser.current_url == base(console) + "/catalog"  # back where it was going
+    assert f"signed in as {TOKEN_NAME}" in browser.find_element(By.TAG_NAME, "header").text
+    return browser
+
+
+def test_a_wrong_token_is_refused(browser: webdriver.Chrome, console: Any) -> None:
+    browser.delete_all_cookies()
+    browser.get(base(console) + "/")
+    browser.find_element(By.NAME, "token").send_keys("not-the-token")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    assert (
+        "not in the sidecar's --token-file"
+        in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    )
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Sign in"
+
+
+def test_overview(signed_in: webdriver.Chrome, console: Any) -> None:
+    d = signed_in
+    d.get(base(console) + "/")
+    table = d.find_element(By.CSS_SELECTOR, "table.overview").text
+    assert "5 accounts" not in table  # the count is a link: its number alone
+    assert "1 failed" in table
+    screenshot(d, "overview")
+
+
+def test_catalog_is_a_pricing_table(signed_in: webdriver.Chrome, console: Any) -> None:
+    d = signed_in
+    d.get(base(console) + "/catalog")
+    plans = [h.split("\n")[0] for h in texts(d, "table.pricing thead th")[1:]]
+    assert plans == ["Free", "Pro", "Enterprise"]
+    rows = texts(d, "table.pricing tbody tr")
+    api = next(r for r in rows if r.startswith("API calls"))
+    assert "100,000 (soft, overage up to 20,000)" in api
+    assert api.endswith("unlimited")  # Enterprise
+    assert next(r for r in rows if r.startswith("Legacy reports")).startswith(
+        "Legacy reports archived"
+    )
+    assert "Extra seats" in d.find_element(By.CSS_SELECTOR, "table.addons").text
+    assert "80%, 100%" in d.find_element(By.CSS_SELECTOR, "table.quotas").text
+    assert "Pipeline editor v2" in d.find_element(By.CSS_SELECTOR, ".targeting").text
+    screenshot(d, "catalog")
+
+
+def test_search_by_attribute_shows_a_hostile_name_as_text(
+    signed_in: webdriver.Chrome, console: Any
+) -> None:
+    d = signed_in
+    d.get(base(console) + "/accounts")
+    box = d.find_element(By.NAME, "q")
+    box.send_keys("crm-9931")
+    box.submit()
+    assert "q=crm-9931" in d.current_url
+    rows = d.find_elements(By.CSS_SELECTOR, "table.accounts tr td:first-child")
+    assert [r.text for r in rows] == ["acct_hostile"]
+    assert HOSTILE in d.find_element(By.CSS_SELECTOR, "table.accounts").text
+    with pytest.raises(NoAlertPresentException):
+        d.switch_to.alert.text  # noqa: B018  # the name's <script> never ran
+    screenshot(d, "accounts")
+    rows[0].find_element(By.TAG_NAME, "a").click()
+    assert d.find_element(By.TAG_NAME, "h1").text == "Account acct_hostile"
+    assert d.find_element(By.CSS_SELECTOR, ".account-name").text == HOSTILE
+
+
+def test_account_page_meters_and_explain(signed_in: webdriver.Chrome, console: Any) -> None:
+    d = signed_in
+    d.get(base(console) + "/accounts/acct_acme")
+    row = d.find_element(By.ID, "f-api-calls")
+    assert "used 1,234 of 500,000" in row.text
+    used = row.find_element(By.CSS_SELECTOR, "svg.meter rect.used")
+    assert float(used.get_attribute("width") or 0) > 0
+    assert (
+        "pro + extra-seats ×2, salesforce ×1"
+        in d.find_element(By.CSS_SELECTOR, "table.subscriptions").text
+    )
+    assert "execution-concurrency" in d.find_element(By.CSS_SELECTOR, "table.overrides").text
+    row.find_element(By.LINK_TEXT, "why?").click()  # loads the trail of this one feature
+    trail = d.find_element(By.CSS_SELECTOR, "#f-api-calls .trail").text
+    assert "answer: 500,000 from grant" in trail
+    assert "'grant' is more generous" in trail
+    screenshot(d, "account")
+
+
+def test_top_ups_and_trials(signed_in: webdriver.Chrome, console: Any) -> None:
+    d = signed_in
+    d.get(base(console) + "/accounts/acct_initech")
+    credits = d.find_element(By.ID, "f-ai-credits").text
+    assert "allowance 100, top-ups 50 burned, 450 left" in credits
+    assert d.find_elements(By.CSS_SELECTOR, "#f-ai-credits svg.meter rect.used-topups")
+    assert "initech-pack-1" in d.find_element(By.CSS_SELECTOR, "table.topups").text
+    d.get(base(console) + "/accounts/acct_trial")
+    subs = d.find_element(By.CSS_SELECTOR, "table.subscriptions").text
+    assert "trial" in subs and "plan free" in subs  # the trial, and the change at its end
+
+
+def test_deliveries(signed_in: webdriver.Chrome, console: Any) -> None:
+    d = signed_in
+    d.get(base(console) + "/deliveries")
+    rows = texts(d, "table.deliveries tr.delivery")
+    assert len(rows) == 1 and "acct_hostile" in rows[0] and "failed" in rows[0]
+    assert d.find_elements(By.CSS_SELECTOR, "tr.delivery form button")  # retry, signed in
+    screenshot(d, "deliveries")
