@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
-
 from support.console import HOSTILE, TOKEN_NAME, Http, bearer, seed, write_token_file
 from support.sidecar import Stubs, copy_catalog, in_process
 

@@ -10,7 +10,6 @@ keyed by the last id shown (`after`), so a page costs one scan whatever its numb
 from __future__ import annotations
 
 import heapq
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,32 +31,35 @@ def _search_text(account: Account) -> str:
 
 
 class AccountSearch:
-    """Scans with a per-account cache of search text; safe to call from several threads."""
+    """Scans with a per-account cache of search text; safe to call from several threads (a
+    text is replaced whole, and a stale one is never used: it belongs to another object)."""
 
     def __init__(self) -> None:
         self._texts: dict[str, tuple[Account, str]] = {}
-        self._lock = threading.Lock()
 
-    def _text(self, account: Account) -> str:
-        cached = self._texts.get(account.id)
-        if cached is not None and cached[0] is account:
-            return cached[1]
-        found = _search_text(account)
-        with self._lock:
-            self._texts[account.id] = (account, found)
-        return found
+    def _matching(self, accounts: Mapping[str, Account], q: str) -> list[str]:
+        # The loop is the cost of a search: keep it to dict reads, an identity check and one
+        # substring test per account (100,000 in about 20-40 ms). It walks a copy of the ids
+        # (a writer may add accounts meanwhile) and reads each account once.
+        texts, get, out = self._texts, accounts.get, []
+        for account_id in list(accounts):
+            account = get(account_id)
+            if account is None:
+                continue
+            cached = texts.get(account_id)
+            if cached is None or cached[0] is not account:
+                cached = texts[account_id] = (account, _search_text(account))
+            if q in cached[1]:
+                out.append(account_id)
+        if len(texts) > len(accounts) + 1000:  # deleted accounts: drop their texts
+            self._texts = {k: v for k, v in texts.items() if k in accounts}
+        return out
 
     def find(
         self, accounts: Mapping[str, Account], query: str, after: str = "", size: int = PAGE_SIZE
     ) -> Found:
         q = query.strip().lower()
-        if q:
-            matches = [i for i, a in list(accounts.items()) if q in self._text(a)]
-            if len(self._texts) > 2 * len(accounts):  # deleted accounts: drop their texts
-                with self._lock:
-                    self._texts = {k: v for k, v in self._texts.items() if k in accounts}
-        else:
-            matches = list(accounts)
+        matches = self._matching(accounts, q) if q else list(accounts)
         page_ids = heapq.nsmallest(size + 1, (i for i in matches if i > after))
         more = len(page_ids) > size
         page_ids = page_ids[:size]
