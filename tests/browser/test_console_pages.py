@@ -1,23 +1,107 @@
-"""What a person sees in the console, in a real Chromium: sign in, every page, the numbers.
+"""What a person sees in the console (design §12), in a real browser: Debian's `chromium`
+driven through its `chromedriver` by Selenium, against a real sidecar on the example catalog.
 
 One browser walks the pages in order, like a person would: sign in first, then the catalog,
-a search, an account, the deliveries. Each page is saved as a screenshot artifact.
+a search, an account, the deliveries. Each page is saved as a screenshot in
+`tests/browser/artifacts/` (ignored by git). A slow check of its own
+(`scripts/browser-check.sh`, a separate `.ci/run` step); `scripts/test.sh` leaves this folder out.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 from support.browser import screenshot
-from support.console import HOSTILE, TOKEN, TOKEN_NAME
+from support.console import (
+    HOSTILE,
+    TOKEN,
+    TOKEN_NAME,
+    bearer,
+    seed,
+    wait_for_failed_delivery,
+    write_token_file,
+)
+from support.sidecar import Stubs, copy_catalog, in_process
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+# What Chromium needs as root in a container, and what keeps it off the network.
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[webdriver.Chrome]:
+    for path in (CHROMIUM, CHROMEDRIVER):
+        assert Path(path).exists(), (
+            f"{path} is missing: apt-get install -y --no-install-recommends chromium chromium-driver"
+        )
+    profile = tempfile.mkdtemp(prefix="plangate-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A sidecar with a token file and something in it: usage, a top-up, a trial, a failed
+    webhook delivery (its quota webhook points at a port nobody listens on)."""
+    d = tmp_path_factory.mktemp("console")
+    with in_process(
+        copy_catalog(d),
+        d / "state.db",
+        token_file=str(write_token_file(d)),
+        webhook_max_attempts=1,
+        webhook_timeout_seconds=0.5,
+        outbox_poll_seconds=0.05,
+    ) as sc:
+        with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+            seed(stubs, bearer())
+            wait_for_failed_delivery(stubs, bearer())
+        yield sc
 
 
 def base(console: Any) -> str:
     return f"http://127.0.0.1:{console.management_port}/console"
+
+
+def navigate(driver: webdriver.Chrome, act: Callable[[], object]) -> None:
+    """Click or submit, then wait (up to 10 s) until the next page has replaced this one:
+    a click returns before the browser has loaded where it leads."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    act()
+    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(old))
 
 
 def texts(driver: webdriver.Chrome, css: str) -> list[str]:
@@ -32,7 +116,7 @@ def signed_in(browser: webdriver.Chrome, console: Any) -> webdriver.Chrome:
     assert browser.find_element(By.TAG_NAME, "h1").text == "Sign in"
     screenshot(browser, "login")
     browser.find_element(By.NAME, "token").send_keys(TOKEN)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    navigate(browser, browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click)
     assert browser.current_url == base(console) + "/catalog"  # back where it was going
     assert f"signed in as {TOKEN_NAME}" in browser.find_element(By.TAG_NAME, "header").text
     return browser
@@ -42,7 +126,7 @@ def test_a_wrong_token_is_refused(browser: webdriver.Chrome, console: Any) -> No
     browser.delete_all_cookies()
     browser.get(base(console) + "/")
     browser.find_element(By.NAME, "token").send_keys("not-the-token")
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    navigate(browser, browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click)
     assert (
         "not in the sidecar's --token-file"
         in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
@@ -84,7 +168,7 @@ def test_search_by_attribute_shows_a_hostile_name_as_text(
     d.get(base(console) + "/accounts")
     box = d.find_element(By.NAME, "q")
     box.send_keys("crm-9931")
-    box.submit()
+    navigate(d, box.submit)
     assert "q=crm-9931" in d.current_url
     rows = d.find_elements(By.CSS_SELECTOR, "table.accounts tr td:first-child")
     assert [r.text for r in rows] == ["acct_hostile"]
@@ -92,7 +176,7 @@ def test_search_by_attribute_shows_a_hostile_name_as_text(
     with pytest.raises(NoAlertPresentException):
         d.switch_to.alert.text  # noqa: B018  # the name's <script> never ran
     screenshot(d, "accounts")
-    rows[0].find_element(By.TAG_NAME, "a").click()
+    navigate(d, rows[0].find_element(By.TAG_NAME, "a").click)
     assert d.find_element(By.TAG_NAME, "h1").text == "Account acct_hostile"
     assert d.find_element(By.CSS_SELECTOR, ".account-name").text == HOSTILE
 
@@ -109,7 +193,8 @@ def test_account_page_meters_and_explain(signed_in: webdriver.Chrome, console: A
         in d.find_element(By.CSS_SELECTOR, "table.subscriptions").text
     )
     assert "execution-concurrency" in d.find_element(By.CSS_SELECTOR, "table.overrides").text
-    row.find_element(By.LINK_TEXT, "why?").click()  # loads the trail of this one feature
+    # the link loads the page again with the trail of this one feature
+    navigate(d, row.find_element(By.LINK_TEXT, "why?").click)
     trail = d.find_element(By.CSS_SELECTOR, "#f-api-calls .trail").text
     assert "answer: 500,000 from grant" in trail
     assert "'grant' is more generous" in trail
