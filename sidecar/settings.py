@@ -111,6 +111,12 @@ class Settings:
         "days of hourly usage history and closed periods kept (design §6.2, §14)",
         "housekeeping",
     )
+    audit_days: int = option(
+        400,
+        "PLANGATE_AUDIT_DAYS",
+        "days of audit log entries kept (design §12, §14)",
+        "housekeeping",
+    )
     housekeeping_seconds: float = option(
         3600.0,
         "PLANGATE_HOUSEKEEPING_SECONDS",

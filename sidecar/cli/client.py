@@ -306,6 +306,39 @@ def _delivery_table(reply: Shown, args: argparse.Namespace) -> str:
     return text
 
 
+def _changed(entry: Shown) -> str:
+    """What an audit entry changed, in one cell: the record parts, or `usage 7 -> 0`."""
+    before, after = entry.get("before") or {}, entry.get("after") or {}
+    if "usage" in before or "usage" in after:
+        return f"usage {output.number(before.get('usage', 0))} -> {output.number(after.get('usage', 0))}"
+    if "retried" in after:
+        return f"retried {after['retried']}"
+    if not entry.get("before"):
+        return "created"
+    if not entry.get("after"):
+        return "deleted"
+    return ", ".join(sorted({*before, *after}))
+
+
+def _audit_table(reply: Shown, args: argparse.Namespace) -> str:
+    rows = [
+        [
+            e.get("at", ""),
+            e.get("actor", ""),
+            e.get("action", ""),
+            e.get("account_id", ""),
+            e.get("target", ""),
+            _changed(e),
+        ]
+        for e in reply.get("entries", [])
+    ]
+    header = ["AT", "WHO", "WHAT", "ACCOUNT", "TARGET", "CHANGED"]
+    text = output.table(rows, header, "no audit entries")
+    if reply.get("next_page_token"):
+        text += f"\nmore: --page-token {reply['next_page_token']}"
+    return text
+
+
 # -- what counts as a failure -----------------------------------------------------------------
 
 
@@ -778,6 +811,24 @@ COMMANDS: tuple[Command, ...] = (
             arg("id", nargs="?", help="the delivery id (from `deliveries list`)"),
             arg("--all-failed", action="store_true", help="retry every failed delivery"),
         ),
+    ),
+    Command(
+        "audit",
+        "list admin changes, newest first: who, what, before and after (design §12)",
+        "Admin.ListAuditLog",
+        lambda a: pb.ListAuditLogRequest(
+            account_id=a.account or "",
+            since=_time(a.since),
+            page_size=a.page_size,
+            page_token=a.page_token,
+        ),
+        (
+            arg("--account", help="only this account's changes"),
+            arg("--since", help="only changes at or after this time (ISO-8601)"),
+            arg("--page-size", type=int, default=100),
+            arg("--page-token", default="", help="next_page_token of the previous page"),
+        ),
+        show=_audit_table,
     ),
 )
 

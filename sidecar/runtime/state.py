@@ -34,6 +34,7 @@ from ..engine import (
 from ..engine.balances import Balance, burn_feature
 from ..engine.write_rule import PoolLeg
 from ..store.base import (
+    AuditEntry,
     CounterKey,
     Firing,
     PackedRecords,
@@ -46,6 +47,7 @@ from ..store.base import (
 )
 from ..store.errors import StoreConflict, StoreUnavailable
 from . import records as rec
+from .audit import record_entry
 from .balances import balance_and_pool, needs_balance
 from .declared import apply_layer, split_layer
 from .events import AccountChanged, CatalogChanged, EventHub
@@ -251,7 +253,12 @@ class LiveState:
                     self.counters.values.update(outcome.changes)
         return stored
 
-    def reset_usage(self, account_id: str, key: str) -> float:
+    def reset_usage(
+        self, account_id: str, key: str, *, actor: str = "system", action: str = "ResetUsage"
+    ) -> float:
+        """Zero the account's counter of `key` in the current period, with its top-ups' burn
+        rows (a fresh period covers nothing by them yet; what they burned stays burned), in
+        one transaction with the audit entry; returns the previous usage."""
         feature = self.catalog.features.get(key)
         if feature is None or not feature.counted:
             raise rec.AdminError(
@@ -261,15 +268,17 @@ class LiveState:
             raise rec.NotFound(f"unknown account {account_id!r}")
         with self._write:
             slot = slot_for(self.snapshot, account_id, feature, self.clock())
-            previous = self.store.reset_usage(slot.scope_key, key, slot.period.start)
-            self.counters.values.pop((slot.scope_key, key, slot.period.start), None)
-            # a fresh period covers nothing by top-ups yet; what they burned stays burned
+            start = slot.period.start
             account = self.snapshot.accounts.get(account_id)
-            for topup in account.topups if account is not None else ():
-                if topup.feature == key:
-                    burn = (slot.scope_key, burn_feature(key, topup.id), slot.period.start)
-                    self.store.reset_usage(*burn)
-                    self.counters.values.pop(burn, None)
+            burns = [
+                burn_feature(key, t.id)
+                for t in (account.topups if account is not None else ())
+                if t.feature == key
+            ]
+            audit = AuditEntry(self.clock(), actor, action, account_id, key)
+            previous = self.store.reset_usage(slot.scope_key, key, start, burns=burns, audit=audit)
+            for name in (key, *burns):
+                self.counters.values.pop((slot.scope_key, name, start), None)
         self._usage_changed([slot.scope_key])
         return previous
 
@@ -336,8 +345,17 @@ class LiveState:
                 "(the file is the source of truth for what it declares; grants and usage may be changed here)"
             )
 
-    def commit(self, record: Record, cause: str = "admin") -> Account:
-        """Validate, store and serve a new version of one account record."""
+    def commit(
+        self,
+        record: Record,
+        cause: str = "admin",
+        *,
+        actor: str = "system",
+        action: str = "commit",
+        target: str = "",
+    ) -> Account:
+        """Validate, store and serve a new version of one account record; the audit entry
+        (`actor` did `action` to `target`, design §12) is stored in the same transaction."""
         rec.check_text(record)
         with self._write:
             account = self._merge(self.catalog, record)
@@ -349,7 +367,10 @@ class LiveState:
                         "choose another id, or leave it empty to have one generated"
                     )
             previous = self.snapshot.accounts.get(account.id)
-            self.store.save_record(record)
+            audit = record_entry(
+                self.clock(), actor, action, self.records.get(account.id), record, target
+            )
+            self.store.save_record(record, audit=audit)
             self.records[record["id"]] = record
             self._serve(account)
         # members who just left are told too: what they had cached came from this account
@@ -357,13 +378,17 @@ class LiveState:
         self.events.publish(AccountChanged(tuple(dict.fromkeys((account.id, *members))), cause))
         return account
 
-    def delete(self, account_id: str) -> bool:
+    def delete(
+        self, account_id: str, *, actor: str = "system", action: str = "DeleteAccount"
+    ) -> bool:
+        """Delete a stored account (with its audit entry, in one transaction)."""
         self.refuse_declared(account_id)
         with self._write:
             if account_id not in self.records:
                 return False
             old = self.snapshot.accounts.get(account_id)
-            self.store.delete_record(account_id)
+            audit = record_entry(self.clock(), actor, action, self.records[account_id], None)
+            self.store.delete_record(account_id, audit=audit)
             del self.records[account_id]
             self._accounts.pop(account_id, None)
             self._reindex(old, None)

@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
+from ..runtime.admin import Admin
 from ..runtime.decisions import Decisions
 from ..runtime.housekeeping import Housekeeper
 from ..runtime.outbox import OutboxSettings, OutboxWorker
@@ -40,7 +41,7 @@ from ..store.base import DeliveryStatus, Firing
 from ..store.errors import StoreUnavailable
 from ..sync.catalog_watch import CatalogWatcher
 from .admin import AdminService
-from .auth import TokenAuth, read_token
+from .auth import TokenAuth, Tokens, read_tokens
 from .console.routes import Console
 from .console.session import Sessions
 from .evaluation import EvaluationService
@@ -140,10 +141,8 @@ class Sidecar:
         self.credentials = server_credentials(settings)
         if settings.socket:
             check_socket_path(settings.socket)
-        if settings.token_file:
-            self.token: str | None = read_token(settings.token_file)
-        else:
-            self.token = None
+        # token -> name (the audit log's actor); empty: the API is open and callers anonymous
+        self.tokens: Tokens = read_tokens(settings.token_file) if settings.token_file else {}
         # a bad catalog stops start-up here, with its message
         catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
         self.store = open_store(settings.db, settings.environment)
@@ -167,9 +166,16 @@ class Sidecar:
             self.metrics,
         )
         self.state.quota_listeners.append(self._quota_fired)
+        # every admin face (gRPC, console) changes state through this one facade
+        self.admin = Admin(
+            self.state,
+            on_change=lambda method: self.metrics.admin_changes.labels(method).inc(),
+            wake_outbox=self.outbox.wake,
+        )
         self.housekeeper = Housekeeper(
             self.state,
             settings.history_days,
+            settings.audit_days,
             settings.housekeeping_seconds,
             self.metrics.housekeeping_pruned,
         )
@@ -199,8 +205,8 @@ class Sidecar:
         self.state.events.bind(asyncio.get_running_loop())
         self.health = HealthService()
         interceptors: list[Any] = [RefuseUndecodable()]
-        if self.token:
-            interceptors.append(TokenAuth(self.token))
+        if self.tokens:
+            interceptors.append(TokenAuth(self.tokens))
         server = grpc.aio.server(
             migration_thread_pool=self.blocking,  # runs the plain (non-async) Admin handlers
             interceptors=interceptors,
@@ -214,7 +220,7 @@ class Sidecar:
             UsageService(self.decisions, self.metrics, self.blocking), server
         )
         plangate_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(self.state, self.metrics, wake_outbox=self.outbox.wake), server
+            AdminService(self.admin, self.metrics, self.tokens), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         flagd_names = add_flagd_services(server, self.decisions, events, self.metrics, heartbeat)
@@ -263,11 +269,11 @@ class Sidecar:
     def _console(self) -> Console:
         """The web console (design §12): read-only without a token file, otherwise behind
         a sign-in with one of its tokens."""
-        tokens = {self.token: "token"} if self.token else {}
         return Console(
             self.state,
             self.decisions,
-            Sessions(tokens),
+            self.admin,
+            Sessions(self.tokens),
             self.blocking,
             self.settings.environment,
         )

@@ -107,6 +107,22 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit log row (design §12): who changed what, when, and the changed part before and
+    after (JSON values, bounded by `runtime.audit`). `seq` orders rows and pages listings; it is
+    0 until the store assigns it."""
+
+    at: datetime
+    actor: str
+    action: str
+    account: str
+    target: str
+    before: Any = None
+    after: Any = None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PrunePlan:
     """What one housekeeping pass removes (design §14); cut-offs are computed by
     `runtime.housekeeping`, which knows the retention settings and the catalog's periods.
@@ -123,6 +139,7 @@ class PrunePlan:
     usage_default: datetime
     marks_before: Mapping[str, datetime]
     marks_default: datetime
+    audit_before: datetime
 
     def prunes_counter(self, feature: str, period_start: datetime) -> bool:
         return period_start < self.usage_before.get(feature, self.usage_default)
@@ -135,6 +152,7 @@ PRUNED_KINDS = (
     "unique_keys",
     "quota_marks",
     "deliveries",
+    "audit_entries",
 )
 """What `Store.housekeep` counts, in the words of `plangate_pruned_total{kind=...}`."""
 
@@ -148,17 +166,31 @@ class Store(Protocol):
 
     def load_counters(self) -> dict[CounterKey, float]: ...
 
-    def save_record(self, record: Record) -> None: ...
+    def save_record(self, record: Record, *, audit: AuditEntry | None = None) -> None:
+        """Store `record`, and `audit` (if given) in the same transaction."""
+        ...
 
-    def delete_record(self, account_id: str) -> bool: ...
+    def delete_record(self, account_id: str, *, audit: AuditEntry | None = None) -> bool:
+        """Delete a stored record; `audit` is written with it, only if there was one."""
+        ...
 
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
         """Apply a batch in one transaction; idempotency keys seen before return the first outcome."""
         ...
 
-    def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
-        """Zero a counter (and forget its unique keys and its `Firing` marks, so thresholds
-        fire again in the fresh period); returns the previous value."""
+    def reset_usage(
+        self,
+        scope_key: str,
+        feature: str,
+        period_start: datetime,
+        *,
+        burns: Sequence[str] = (),
+        audit: AuditEntry | None = None,
+    ) -> float:
+        """Zero a counter and the counters `burns` names (its top-up burn rows) in one
+        transaction, forgetting their unique keys and `Firing` marks so thresholds fire again
+        in the fresh period; returns the counter's previous value. `audit` is written with
+        them, its `before` set to that value."""
         ...
 
     # -- outbox (quota webhooks and actions, design §7) ----------------------------------------
@@ -195,9 +227,21 @@ class Store(Protocol):
         """Newest first; `before_seq` pages (rows with a smaller seq)."""
         ...
 
-    def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
+    def retry_deliveries(
+        self, ids: Sequence[str] | None, now: datetime, *, audit: AuditEntry | None = None
+    ) -> list[str]:
         """Make rows due again with a fresh attempt budget: the given ids that are not
-        delivered, or (ids=None) every failed row. Returns the ids changed."""
+        delivered, or (ids=None) every failed row. Returns the ids changed; `audit`, with
+        those ids as its `after`, is written with them when there are any."""
+        ...
+
+    # -- audit log (design §12) ----------------------------------------------------------------
+
+    def list_audit(
+        self, account: str, since: datetime | None, limit: int, before_seq: int | None = None
+    ) -> list[AuditEntry]:
+        """Newest first; of one account unless `account` is ""; at or after `since`;
+        `before_seq` pages (rows with a smaller seq)."""
         ...
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]: ...

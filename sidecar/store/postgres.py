@@ -41,6 +41,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -49,6 +50,7 @@ from psycopg import errors as pg_errors
 
 from ..engine.write_rule import BatchReads, apply_batch
 from .base import (
+    AuditEntry,
     CounterKey,
     Delivery,
     DeliveryStatus,
@@ -58,7 +60,15 @@ from .base import (
     UsageWrite,
 )
 from .errors import StoreConflict, StoreFull, StoreUnavailable
-from .rows import DELIVERY_COLUMNS, delivery_from, outcome_from, outcome_text
+from .rows import (
+    AUDIT_COLUMNS,
+    DELIVERY_COLUMNS,
+    audit_from,
+    delivery_from,
+    outcome_from,
+    outcome_text,
+    retried,
+)
 from .timefmt import parse_ts, ts
 
 log = logging.getLogger("plangate.store.postgres")
@@ -128,6 +138,20 @@ MIGRATIONS: list[tuple[str, ...]] = [
             next_attempt_at timestamptz,
             UNIQUE (environment, id))""",
         "CREATE INDEX outbox_due ON plangate.outbox (environment, status, next_attempt_at)",
+    ),
+    (  # 3: the audit log (design §12), one row per admin change, written with the change
+        """CREATE TABLE plangate.audit (
+            seq bigserial PRIMARY KEY,
+            environment text NOT NULL,
+            at timestamptz NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            account text NOT NULL,
+            target text NOT NULL,
+            before jsonb,
+            after jsonb)""",
+        "CREATE INDEX audit_account ON plangate.audit (environment, account, seq)",
+        "CREATE INDEX audit_at ON plangate.audit (environment, at)",
     ),
 ]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit, and keep each
@@ -514,7 +538,26 @@ class PostgresStore:
                 out[account_id] = record
         return out
 
-    def save_record(self, record: Record) -> None:
+    def _audit(self, conn: Connection, entry: AuditEntry | None) -> None:
+        """Append `entry` inside the caller's transaction (nothing if None)."""
+        if entry is None:
+            return
+        conn.execute(
+            "INSERT INTO plangate.audit (environment, at, actor, action, account, target, "
+            "before, after) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
+            (
+                self.environment,
+                entry.at,
+                entry.actor,
+                entry.action,
+                entry.account,
+                entry.target,
+                None if entry.before is None else json.dumps(entry.before, sort_keys=True),
+                None if entry.after is None else json.dumps(entry.after, sort_keys=True),
+            ),
+        )
+
+    def save_record(self, record: Record, *, audit: AuditEntry | None = None) -> None:
         """Upsert the record, but only over the version this sidecar holds in memory.
 
         Admin edits are read-modify-write of the whole record, made from memory. If another
@@ -545,12 +588,13 @@ class PostgresStore:
                     "retry the request (this sidecar is catching up now)"
                 )
             version = int(row[0])
+            self._audit(conn, audit)
             self._notify(conn, accounts=[(account_id, version)])
             return version
 
         self.versions.advance_account(account_id, self._transaction(work))
 
-    def delete_record(self, account_id: str) -> bool:
+    def delete_record(self, account_id: str, *, audit: AuditEntry | None = None) -> bool:
         def work(conn: Connection) -> int | None:
             row = conn.execute(
                 "UPDATE plangate.accounts SET record = NULL, "
@@ -560,6 +604,7 @@ class PostgresStore:
             ).fetchone()
             if row is None:
                 return None
+            self._audit(conn, audit)
             self._notify(conn, accounts=[(account_id, int(row[0]))])
             return int(row[0])
 
@@ -657,31 +702,47 @@ class PostgresStore:
             self._notify(conn, counters=changed)
         return done.outcomes, changed
 
-    def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
-        key: CounterKey = (scope_key, feature, utc(period_start))
+    def reset_usage(
+        self,
+        scope_key: str,
+        feature: str,
+        period_start: datetime,
+        *,
+        burns: Sequence[str] = (),
+        audit: AuditEntry | None = None,
+    ) -> float:
         where = "environment = %s AND scope = %s AND feature = %s AND period_start = %s"
-        params = (self.environment, *key)
+        keys: list[CounterKey] = [
+            (scope_key, name, utc(period_start)) for name in (feature, *burns)
+        ]
 
-        def work(conn: Connection) -> tuple[float, int | None]:
-            row = conn.execute(
-                f"SELECT value FROM plangate.usage WHERE {where} FOR UPDATE", params
-            ).fetchone()
-            conn.execute(f"DELETE FROM plangate.usage_unique WHERE {where}", params)
-            conn.execute(f"DELETE FROM plangate.quota_fired WHERE {where}", params)
-            if row is None:
-                return 0.0, None
-            updated = conn.execute(
-                "UPDATE plangate.usage SET value = 0, version = nextval('plangate.change_seq') "
-                f"WHERE {where} RETURNING version",
-                params,
-            ).fetchone()
-            assert updated is not None
-            version = int(updated[0])
-            self._notify(conn, counters=[(key, 0.0, version)])
-            return float(row[0]), version
+        def work(conn: Connection) -> tuple[float, list[tuple[CounterKey, int]]]:
+            previous, zeroed = 0.0, []
+            for key in keys:
+                params = (self.environment, *key)
+                row = conn.execute(
+                    f"SELECT value FROM plangate.usage WHERE {where} FOR UPDATE", params
+                ).fetchone()
+                conn.execute(f"DELETE FROM plangate.usage_unique WHERE {where}", params)
+                conn.execute(f"DELETE FROM plangate.quota_fired WHERE {where}", params)
+                if row is None:
+                    continue
+                if key is keys[0]:
+                    previous = float(row[0])
+                updated = conn.execute(
+                    "UPDATE plangate.usage SET value = 0, version = nextval('plangate.change_seq') "
+                    f"WHERE {where} RETURNING version",
+                    params,
+                ).fetchone()
+                assert updated is not None
+                zeroed.append((key, int(updated[0])))
+            if audit is not None:
+                self._audit(conn, replace(audit, before={"usage": previous}, after={"usage": 0.0}))
+            self._notify(conn, counters=[(key, 0.0, version) for key, version in zeroed])
+            return previous, zeroed
 
-        previous, version = self._transaction(work)
-        if version is not None:
+        previous, zeroed = self._transaction(work)
+        for key, version in zeroed:
             self.versions.advance_counter(key, version)
         return previous
 
@@ -755,7 +816,9 @@ class PostgresStore:
         args.append(limit)
         return self._read(lambda conn: [_delivery(r) for r in conn.execute(query, args)])
 
-    def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
+    def retry_deliveries(
+        self, ids: Sequence[str] | None, now: datetime, *, audit: AuditEntry | None = None
+    ) -> list[str]:
         def work(conn: Connection) -> list[str]:
             if ids is None:
                 cur = conn.execute(
@@ -771,9 +834,34 @@ class PostgresStore:
                     "AND status <> 'delivered' AND id = ANY(%s::text[]) RETURNING seq, id",
                     (now, now, self.environment, list(ids)),
                 )
-            return [delivery_id for _seq, delivery_id in sorted(cur.fetchall())]
+            changed = [delivery_id for _seq, delivery_id in sorted(cur.fetchall())]
+            if changed and audit is not None:
+                self._audit(conn, replace(audit, after=retried(changed)))
+            return changed
 
         return self._transaction(work)
+
+    # -- audit log ---------------------------------------------------------------------------
+
+    def list_audit(
+        self, account: str, since: datetime | None, limit: int, before_seq: int | None = None
+    ) -> list[AuditEntry]:
+        query = f"SELECT {AUDIT_COLUMNS} FROM plangate.audit WHERE environment = %s"
+        args: list[Any] = [self.environment]
+        if account:
+            query += " AND account = %s"
+            args.append(account)
+        if since is not None:
+            query += " AND at >= %s"
+            args.append(since)
+        if before_seq is not None:
+            query += " AND seq < %s"
+            args.append(before_seq)
+        query += " ORDER BY seq DESC LIMIT %s"
+        args.append(limit)
+        return self._read(
+            lambda conn: [audit_from(r, lambda v: v, utc) for r in conn.execute(query, args)]
+        )
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]:
         rows = self._read(
@@ -830,6 +918,10 @@ class PostgresStore:
                     "DELETE FROM plangate.outbox WHERE environment = %s AND status = 'delivered' "
                     "AND updated_at < %s",
                     (env, plan.deliveries_before),
+                ).rowcount,
+                "audit_entries": conn.execute(
+                    "DELETE FROM plangate.audit WHERE environment = %s AND at < %s",
+                    (env, plan.audit_before),
                 ).rowcount,
             }
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import sqlite_utils
 
 from ..engine.write_rule import BatchReads, BatchWrites, apply_batch
 from .base import (
+    AuditEntry,
     CounterKey,
     Delivery,
     DeliveryStatus,
@@ -34,7 +36,15 @@ from .base import (
     UsageWrite,
 )
 from .errors import StoreFull, StoreUnavailable
-from .rows import DELIVERY_COLUMNS, delivery_from, outcome_from, outcome_text
+from .rows import (
+    AUDIT_COLUMNS,
+    DELIVERY_COLUMNS,
+    audit_from,
+    delivery_from,
+    outcome_from,
+    outcome_text,
+    retried,
+)
 from .timefmt import parse_ts, ts
 
 
@@ -77,8 +87,24 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_due ON outbox (environment, status, next_attempt_at)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """The audit log (design §12): one row per admin change, written with the change."""
+    db.execute(
+        "CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "environment TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL, "
+        "action TEXT NOT NULL, account TEXT NOT NULL, target TEXT NOT NULL, "
+        "before TEXT, after TEXT)"
+    )
+    db.execute("CREATE INDEX audit_account ON audit (environment, account, seq)")
+    db.execute("CREATE INDEX audit_at ON audit (environment, at)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit."""
+
+
+def _json_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 Counter = tuple[str, str, str, str]
@@ -407,20 +433,42 @@ class SqliteStore:
         )
         return PackedRecords.of_texts(rows)
 
-    def save_record(self, record: Record) -> None:
+    def _audit(self, c: sqlite3.Connection, entry: AuditEntry | None) -> None:
+        """Append `entry` inside the caller's transaction (nothing if None)."""
+        if entry is None:
+            return
+        c.execute(
+            "INSERT INTO audit (environment, at, actor, action, account, target, before, after) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.environment,
+                ts(entry.at),
+                entry.actor,
+                entry.action,
+                entry.account,
+                entry.target,
+                None if entry.before is None else json.dumps(entry.before, sort_keys=True),
+                None if entry.after is None else json.dumps(entry.after, sort_keys=True),
+            ),
+        )
+
+    def save_record(self, record: Record, *, audit: AuditEntry | None = None) -> None:
         with self._transaction() as c:
             c.execute(
                 "INSERT INTO accounts (environment, id, record, updated_at) VALUES (?, ?, ?, datetime('now')) "
                 "ON CONFLICT (environment, id) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
                 (self.environment, record["id"], json.dumps(record, sort_keys=True)),
             )
+            self._audit(c, audit)
 
-    def delete_record(self, account_id: str) -> bool:
+    def delete_record(self, account_id: str, *, audit: AuditEntry | None = None) -> bool:
         with self._transaction() as c:
             cur = c.execute(
                 "DELETE FROM accounts WHERE environment = ? AND id = ?",
                 (self.environment, account_id),
             )
+            if cur.rowcount > 0:
+                self._audit(c, audit)
             return cur.rowcount > 0
 
     # -- usage -------------------------------------------------------------------------------
@@ -445,15 +493,27 @@ class SqliteStore:
             _write_batch(c, rows, done)
         return done.outcomes
 
-    def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
-        counter = (self.environment, scope_key, feature, ts(period_start))
-        where = "environment = ? AND scope = ? AND feature = ? AND period_start = ?"
+    def reset_usage(
+        self,
+        scope_key: str,
+        feature: str,
+        period_start: datetime,
+        *,
+        burns: Sequence[str] = (),
+        audit: AuditEntry | None = None,
+    ) -> float:
+        start = ts(period_start)
+        counter = (self.environment, scope_key, feature, start)
         with self._transaction() as c:
-            row = c.execute(f"SELECT value FROM usage WHERE {where}", counter).fetchone()
-            c.execute(f"DELETE FROM usage WHERE {where}", counter)
-            c.execute(f"DELETE FROM usage_unique WHERE {where}", counter)
-            c.execute(f"DELETE FROM quota_fired WHERE {where}", counter)
-        return float(row[0]) if row else 0.0
+            row = c.execute(f"SELECT value FROM usage WHERE {_COUNTER}", counter).fetchone()
+            previous = float(row[0]) if row else 0.0
+            for name in (feature, *burns):
+                key = (self.environment, scope_key, name, start)
+                for table in ("usage", "usage_unique", "quota_fired"):
+                    c.execute(f"DELETE FROM {table} WHERE {_COUNTER}", key)
+            if audit is not None:
+                self._audit(c, replace(audit, before={"usage": previous}, after={"usage": 0.0}))
+        return previous
 
     # -- outbox ------------------------------------------------------------------------------
 
@@ -525,7 +585,9 @@ class SqliteStore:
             rows = self._conn.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit))
             return [self._delivery(row) for row in rows.fetchall()]
 
-    def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
+    def retry_deliveries(
+        self, ids: Sequence[str] | None, now: datetime, *, audit: AuditEntry | None = None
+    ) -> list[str]:
         with self._transaction() as c:
             if ids is None:
                 rows = c.execute(
@@ -545,7 +607,29 @@ class SqliteStore:
                 "updated_at = ? WHERE environment = ? AND id = ?",
                 [(ts(now), ts(now), self.environment, i) for i in changed],
             )
+            if changed and audit is not None:
+                self._audit(c, replace(audit, after=retried(changed)))
         return changed
+
+    # -- audit log ---------------------------------------------------------------------------
+
+    def list_audit(
+        self, account: str, since: datetime | None, limit: int, before_seq: int | None = None
+    ) -> list[AuditEntry]:
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE environment = ?"
+        args: list[Any] = [self.environment]
+        if account:
+            sql += " AND account = ?"
+            args.append(account)
+        if since is not None:
+            sql += " AND at >= ?"
+            args.append(ts(since))
+        if before_seq is not None:
+            sql += " AND seq < ?"
+            args.append(before_seq)
+        with self._lock:
+            rows = self._conn.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit))
+            return [audit_from(row, _json_or_none, parse_ts) for row in rows.fetchall()]
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]:
         with self._lock:
@@ -594,6 +678,10 @@ class SqliteStore:
                     "DELETE FROM outbox WHERE environment = ? AND status = 'delivered' "
                     "AND updated_at < ?",
                     (env, ts(plan.deliveries_before)),
+                ).rowcount,
+                "audit_entries": c.execute(
+                    "DELETE FROM audit WHERE environment = ? AND at < ?",
+                    (env, ts(plan.audit_before)),
                 ).rowcount,
             }
 

@@ -293,6 +293,10 @@ def test_after_max_attempts_a_delivery_fails_until_an_operator_retries(
     wait_for(lambda: len(receiver.of("acct_gives_up", 200)) == 1, timeout=10)
     assert cli(["deliveries", "retry", "--all-failed", *target]) == 0
     assert json.loads(capsys.readouterr().out)["retried"] >= 1
+    log = stubs.admin.ListAuditLog(pb.ListAuditLogRequest()).entries
+    retries = [(e.action, e.account_id, e.target) for e in log if e.action == "RetryDelivery"]
+    assert retries[-1] == ("RetryDelivery", "acct_gives_up", first)
+    assert retries[-2][1:] == ("", "all_failed")
     wait_for(lambda: len(deliveries(stubs, "acct_gives_up", "delivered")) == 2, timeout=10)
     assert {c.delivery for c in receiver.of("acct_gives_up", 200)} == ids
     assert all(signature_ok(c) for c in receiver.of("acct_gives_up", 200))
@@ -405,7 +409,15 @@ def test_change_plan_and_override_are_evaluated_and_watched(stubs: Stubs, accoun
     assert [o.feature for o in got.overrides] == ["api-calls"]
     kinds = {(d.kind, d.status) for d in deliveries(stubs, account)}
     assert kinds == {("change_plan", "delivered"), ("override", "delivered")}
+    log = stubs.admin.ListAuditLog(pb.ListAuditLogRequest(account_id=account)).entries
+    quota = [(e.actor, e.action, e.target) for e in log if e.actor == "quota"]
+    assert quota == [("quota", "override", "api-calls"), ("quota", "change_plan", sub_of(got))]
     watcher.call.cancel()
+
+
+def sub_of(account: pb.Account) -> str:
+    [sub] = account.subscriptions
+    return sub.id
 
 
 def _plan(stubs: Stubs, account: str) -> str:
@@ -438,6 +450,11 @@ def test_quota_changes_on_a_declared_account_can_be_undone_but_not_extended(stub
     )
     got = stubs.admin.GetAccount(pb.GetAccountRequest(id=account))
     assert [s.plan for s in got.subscriptions] == ["trial"] and not got.overrides
+    log = stubs.admin.ListAuditLog(pb.ListAuditLogRequest(account_id=account)).entries
+    assert [(e.actor, e.action) for e in log[:2]] == [
+        ("anonymous", "ChangePlan"),
+        ("anonymous", "ClearOverride"),
+    ]
     with pytest.raises(grpc.RpcError) as info:
         stubs.admin.ClearOverride(pb.ClearOverrideRequest(account_id=account, feature="api-calls"))
     assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION

@@ -16,7 +16,7 @@ from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 
 from support.sidecar import Stubs
 
-TOKEN_NAME = "token"  # until --token-file takes name:token lines (the audit work)
+TOKEN_NAME = "ops-alice"
 TOKEN = "console-test-token-4f1c"
 HOSTILE = "<script>alert('x')</script> & \"Co\""
 """A stored account's name: markup that must reach the page as text."""
@@ -26,7 +26,7 @@ STAMP = re.compile(r'name="csrf" value="([^"]+)"')
 
 def write_token_file(directory: Path) -> Path:
     path = directory / "tokens"
-    path.write_text(f"{TOKEN}\n")
+    path.write_text(f"# the console tests' one token\n{TOKEN_NAME}:{TOKEN}\n")
     return path
 
 

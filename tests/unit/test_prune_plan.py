@@ -21,7 +21,7 @@ NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
 
 def test_cutoffs_follow_retention_and_each_features_longest_period() -> None:
-    plan = prune_plan(CATALOG, NOW, history_days=400)
+    plan = prune_plan(CATALOG, NOW, history_days=400, audit_days=400)
     assert plan.idempotency_before == NOW - timedelta(days=7)
     assert plan.tombstones_before == NOW - timedelta(days=7)
     assert plan.deliveries_before == NOW - timedelta(days=30)
@@ -32,7 +32,7 @@ def test_cutoffs_follow_retention_and_each_features_longest_period() -> None:
 
 
 def test_a_period_still_running_or_recently_ended_is_never_pruned() -> None:
-    plan = prune_plan(CATALOG, NOW, history_days=0)
+    plan = prune_plan(CATALOG, NOW, history_days=0, audit_days=400)
     # the longest month that can still be running started at most 31 days ago
     assert not plan.prunes_counter("calls", NOW - timedelta(days=31))
     assert plan.prunes_counter("calls", NOW - timedelta(days=31, seconds=1))

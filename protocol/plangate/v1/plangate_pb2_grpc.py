@@ -455,6 +455,11 @@ class AdminStub:
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryRequest.SerializeToString,
                 response_deserializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryResponse.FromString,
                 _registered_method=True)
+        self.ListAuditLog = channel.unary_unary(
+                '/plangate.v1.Admin/ListAuditLog',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -606,6 +611,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditLog(self, request, context):
+        """The audit log (design §12): every admin change, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -723,6 +735,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RetryDelivery,
                     request_deserializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryRequest.FromString,
                     response_serializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryResponse.SerializeToString,
+            ),
+            'ListAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditLog,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1350,6 +1367,33 @@ class Admin:
             '/plangate.v1.Admin/RetryDelivery',
             plangate_dot_v1_dot_plangate__pb2.RetryDeliveryRequest.SerializeToString,
             plangate_dot_v1_dot_plangate__pb2.RetryDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/ListAuditLog',
+            plangate_dot_v1_dot_plangate__pb2.ListAuditLogRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.ListAuditLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

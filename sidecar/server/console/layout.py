@@ -49,6 +49,8 @@ class Viewer:
     name: str | None
     csrf: str
     actions: bool
+    notice: str = ""  # what the last action said (shown once)
+    error: str = ""
 
     @property
     def can_act(self) -> bool:
@@ -90,6 +92,7 @@ def page(title: str, viewer: Viewer, *body: Child, notice: str = "", error: str 
         link("/audit", "Audit log"),
         el("span", who, class_="who"),
     )
+    notice, error = notice or viewer.notice, error or viewer.error
     banners = [
         el("div", notice, class_="banner ok", role="status") if notice else None,
         el("div", error, class_="banner bad", role="alert") if error else None,

@@ -8,19 +8,24 @@ already knows and hand it to the page modules; actions call the runtime's admin 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
+from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
+import yaml
 from aiohttp import web
 
 from ...catalog.model import Account
 from ...engine import EvaluationError
+from ...runtime import records as rec
+from ...runtime.admin import Admin
 from ...runtime.balances import topup_balances
 from ...runtime.decisions import Decisions
 from ...runtime.state import LiveState
-from ...store.base import DeliveryStatus
-from .accounts_page import AccountView, account_page, search_page
+from .accounts_page import AccountView, account_page, account_path, search_page
+from .audit_page import audit_page
 from .catalog_page import catalog_page
 from .deliveries_page import PAGE_SIZE as DELIVERY_PAGE
 from .deliveries_page import deliveries_page
@@ -46,6 +51,32 @@ class Missing(Exception):
 
 
 Build = Callable[[Viewer], Html]
+Act = Callable[[str, Mapping[str, str]], str]
+"""An action: (actor, form) -> the notice to show; raises `AdminError`/`ValueError` to refuse."""
+
+AUDIT_PAGE = 50
+
+
+def _time(text: str, what: str) -> datetime | None:
+    """An optional instant from a form field; it must name its zone (`Z` or `+01:00`)."""
+    if not text.strip():
+        return None
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise ValueError(f"{what}: give an instant with its zone, e.g. 2026-12-31T00:00:00Z")
+    return at
+
+
+def _value(text: str) -> Any:
+    """An entitlement value as the catalog writes it: `true`, `25`, `unlimited`, `[slack]`,
+    `{limit: 10, soft: true}` (YAML, the catalog's own notation)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"value: not a value in catalog notation ({exc})") from exc
 
 
 def _safe_next(path: str) -> str:
@@ -60,12 +91,14 @@ class Console:
         self,
         state: LiveState,
         decisions: Decisions,
+        admin: Admin,
         sessions: Sessions,
         blocking: Executor,
         environment: str,
     ) -> None:
         self.state = state
         self.decisions = decisions
+        self.admin = admin
         self.sessions = sessions
         self.blocking = blocking
         self.environment = environment
@@ -79,6 +112,10 @@ class Console:
         r.add_get(f"{BASE}/accounts", self.accounts)
         r.add_get(f"{BASE}/accounts/{{id}}", self.account)
         r.add_get(f"{BASE}/deliveries", self.deliveries)
+        r.add_get(f"{BASE}/audit", self.audit)
+        r.add_post(f"{BASE}/accounts/{{id}}/override", self.set_override)
+        r.add_post(f"{BASE}/accounts/{{id}}/topup", self.add_topup)
+        r.add_post(f"{BASE}/deliveries/retry", self.retry)
         r.add_get(f"{BASE}/login", self.login_form)
         r.add_post(f"{BASE}/login", self.login)
         r.add_post(f"{BASE}/logout", self.logout)
@@ -86,11 +123,15 @@ class Console:
 
     # -- rendering ---------------------------------------------------------------------------
 
-    def _viewer(self, session: Session | None) -> Viewer:
+    def _viewer(self, session: Session | None, flash: bool = False) -> Viewer:
+        """Who looks; `flash` takes the last action's message off the session to show it."""
+        notice, error = session.flash() if session is not None and flash else ("", "")
         return Viewer(
             session.name if session else None,
             session.csrf if session else "",
             self.sessions.enabled,
+            notice,
+            error,
         )
 
     async def _render(self, request: web.Request, build: Build) -> web.StreamResponse:
@@ -100,7 +141,7 @@ class Console:
         if self.sessions.enabled and session is None:
             target = quote(request.path_qs, safe="/?=&%")
             raise web.HTTPSeeOther(f"{BASE}/login?next={target}")
-        viewer = self._viewer(session)
+        viewer = self._viewer(session, flash=True)
         loop = asyncio.get_running_loop()
         try:
             body = await loop.run_in_executor(self.blocking, build, viewer)
@@ -197,26 +238,102 @@ class Console:
     async def deliveries(self, request: web.Request) -> web.StreamResponse:
         status = request.query.get("status", "")
         before_text = request.query.get("before", "")
-        store = self.state.store
 
         def build(viewer: Viewer) -> Html:
             try:
-                wanted = DeliveryStatus(status) if status else None
                 before = int(before_text) if before_text else None
-            except ValueError as exc:
+                found = self.admin.list_deliveries(status, DELIVERY_PAGE, before)
+            except (ValueError, rec.AdminError) as exc:
                 raise Missing(f"No such delivery listing ({exc}).") from exc
-            rows = store.list_deliveries(wanted, DELIVERY_PAGE + 1, before)
-            more = len(rows) > DELIVERY_PAGE
-            rows = rows[:DELIVERY_PAGE]
-            return deliveries_page(
-                viewer,
-                rows,
-                status,
-                store.count_deliveries(),
-                rows[-1].seq if more else None,
-            )
+            counts = self.state.store.count_deliveries()
+            return deliveries_page(viewer, found.items, status, counts, found.next_seq)
 
         return await self._render(request, build)
+
+    async def audit(self, request: web.Request) -> web.StreamResponse:
+        account = request.query.get("account", "").strip()
+        before_text = request.query.get("before", "")
+
+        def build(viewer: Viewer) -> Html:
+            try:
+                before = int(before_text) if before_text else None
+            except ValueError as exc:
+                raise Missing(f"No such audit page ({exc}).") from exc
+            found = self.admin.list_audit(account, None, AUDIT_PAGE, before)
+            return audit_page(viewer, found.items, account, found.next_seq)
+
+        return await self._render(request, build)
+
+    # -- actions: the admin facade, in the signed-in person's name -----------------------------
+
+    async def _act(self, request: web.Request, back: str, act: Act) -> web.StreamResponse:
+        """Check the POST (a session, its CSRF token, this origin), run `act` off the loop
+        under the session's name, and go back to `back` with what it said."""
+        form = await request.post()
+        fields = {k: str(v) for k, v in form.items()}
+        session = self.sessions.get(request)
+        viewer = self._viewer(session)
+        if session is None:
+            why = (
+                "Sign in first: changes need a token from the sidecar's --token-file."
+                if self.sessions.enabled
+                else "This console is read-only: the sidecar has no --token-file."
+            )
+            return self._html(message_page(viewer, "Refused", why), 403)
+        try:
+            check_post(request, fields, session)
+        except Refused as exc:
+            return self._html(message_page(viewer, "Refused", str(exc)), 403)
+        loop = asyncio.get_running_loop()
+        try:
+            session.notice = await loop.run_in_executor(self.blocking, act, session.name, fields)
+        except (rec.AdminError, ValueError) as exc:
+            session.error = str(exc)
+        raise web.HTTPSeeOther(back)
+
+    async def set_override(self, request: web.Request) -> web.StreamResponse:
+        account_id = request.match_info["id"]
+
+        def act(actor: str, form: Mapping[str, str]) -> str:
+            feature = form.get("feature", "")
+            self.admin.set_override(
+                account_id,
+                feature,
+                _value(form.get("value", "")),
+                expires_at=_time(form.get("expires_at", ""), "expires"),
+                actor=actor,
+            )
+            return f"Override of {feature} set on {account_id}."
+
+        return await self._act(request, BASE + account_path(account_id), act)
+
+    async def add_topup(self, request: web.Request) -> web.StreamResponse:
+        account_id = request.match_info["id"]
+
+        def act(actor: str, form: Mapping[str, str]) -> str:
+            try:
+                amount = float(form.get("amount", ""))
+            except ValueError as exc:
+                raise ValueError(f"amount must be a number, got {form.get('amount')!r}") from exc
+            view = self.admin.add_topup(
+                account_id,
+                form.get("feature", ""),
+                amount,
+                expires_at=_time(form.get("expires_at", ""), "expires"),
+                actor=actor,
+            )
+            return f"Top-up {view.topup.id} of {amount:g} added to {view.topup.feature}."
+
+        return await self._act(request, BASE + account_path(account_id), act)
+
+    async def retry(self, request: web.Request) -> web.StreamResponse:
+        def act(actor: str, form: Mapping[str, str]) -> str:
+            ids = self.admin.retry_deliveries(
+                form.get("id", ""), all_failed=form.get("all_failed") == "1", actor=actor
+            )
+            return f"{len(ids)} deliver{'y' if len(ids) == 1 else 'ies'} made due again."
+
+        return await self._act(request, f"{BASE}/deliveries", act)
 
     # -- signing in --------------------------------------------------------------------------
 

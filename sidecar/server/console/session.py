@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ..auth import Tokens, name_of
+
 COOKIE = "plangate_console"
 TTL_SECONDS = 8 * 3600.0
 """A session ends 8 hours after its last request: a working day, then sign in again."""
@@ -31,6 +33,15 @@ class Session:
     name: str  # the token's name: who the audit log records
     csrf: str
     expires: float
+    # what the last action said, shown once on the page it leads to
+    notice: str = ""
+    error: str = ""
+
+    def flash(self) -> tuple[str, str]:
+        """The last action's notice and error, once."""
+        out = (self.notice, self.error)
+        self.notice = self.error = ""
+        return out
 
 
 class Refused(Exception):
@@ -40,9 +51,7 @@ class Refused(Exception):
 class Sessions:
     """The signed-in sessions of one sidecar. `tokens` maps token -> name (from --token-file)."""
 
-    def __init__(
-        self, tokens: Mapping[str, str], clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, tokens: Tokens, clock: Callable[[], float] = time.monotonic) -> None:
         self._tokens = dict(tokens)
         self._clock = clock
         self._lock = threading.Lock()
@@ -53,16 +62,9 @@ class Sessions:
         """Whether there are tokens at all; without any the console is read-only."""
         return bool(self._tokens)
 
-    def name_of(self, token: str) -> str | None:
-        """The name of `token`, comparing in constant time against every configured token."""
-        found = None
-        for known, name in self._tokens.items():
-            if hmac.compare_digest(token.encode(), known.encode()):
-                found = name
-        return found
-
     def sign_in(self, token: str) -> tuple[str, Session] | None:
-        name = self.name_of(token)
+        """A new session for the name of `token` (the gRPC check's own comparison), or None."""
+        name = name_of(f"Bearer {token}", self._tokens)
         if name is None:
             return None
         sid = secrets.token_urlsafe(32)
