@@ -21,7 +21,7 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 from support.browser import screenshot
 from support.console import (
     HOSTILE,
@@ -220,3 +220,24 @@ def test_deliveries(signed_in: webdriver.Chrome, console: Any) -> None:
     assert len(rows) == 1 and "acct_hostile" in rows[0] and "failed" in rows[0]
     assert d.find_elements(By.CSS_SELECTOR, "tr.delivery form button")  # retry, signed in
     screenshot(d, "deliveries")
+
+
+def test_an_override_from_the_console_is_in_the_audit_log(
+    signed_in: webdriver.Chrome, console: Any
+) -> None:
+    d = signed_in
+    d.get(base(console) + "/accounts/acct_hostile")
+    form = d.find_element(By.CSS_SELECTOR, "form.action[action$='/override']")
+    Select(form.find_element(By.NAME, "feature")).select_by_value("execution-concurrency")
+    form.find_element(By.NAME, "value").send_keys("42")
+    navigate(d, form.find_element(By.CSS_SELECTOR, "button[type=submit]").click)
+    assert (
+        "Override of execution-concurrency set"
+        in d.find_element(By.CSS_SELECTOR, "[role=status]").text
+    )
+    row = d.find_element(By.ID, "f-execution-concurrency").text
+    assert row.startswith("Execution concurrency") and "42" in row and "from override" in row
+    navigate(d, d.find_element(By.LINK_TEXT, "audit log").click)
+    entry = d.find_elements(By.CSS_SELECTOR, "table.audit tr.entry")[0].text  # newest first
+    assert TOKEN_NAME in entry and "SetOverride" in entry and "execution-concurrency" in entry
+    screenshot(d, "audit")

@@ -186,3 +186,143 @@ def test_pages_forbid_scripts_and_framing(open_console: Any) -> None:
     policy = headers["content-security-policy"]
     assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
     assert "script-src" not in policy  # so default-src 'none' forbids every script
+
+
+# -- actions: through the admin facade, in the token's name, only with CSRF and origin ---------
+
+
+def audit_of(sc: Any, account_id: str) -> list[tuple[str, str, str]]:
+    with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+        found = stubs.admin.ListAuditLog(
+            pb.ListAuditLogRequest(account_id=account_id), metadata=bearer()
+        )
+    return [(e.actor, e.action, e.target) for e in found.entries]
+
+
+OVERRIDE = {"feature": "sso", "value": "false"}
+
+
+@pytest.mark.parametrize(
+    ("csrf", "origin"),
+    [(None, ""), ("", ""), ("wrong", ""), ("good", "http://evil.example"), ("good", None)],
+)
+def test_an_action_without_the_sessions_csrf_token_or_origin_changes_nothing(
+    token_console: Any, csrf: str | None, origin: str | None
+) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    good = client.csrf("/console/accounts/acct_hostile")
+    form = dict(OVERRIDE)
+    if csrf is not None:
+        form["csrf"] = good if csrf == "good" else csrf
+    before = (overrides(token_console, "acct_hostile"), audit_of(token_console, "acct_hostile"))
+    status, page = client.post("/console/accounts/acct_hostile/override", form, origin)
+    assert status == 403, page
+    assert "Refused" in page
+    after = (overrides(token_console, "acct_hostile"), audit_of(token_console, "acct_hostile"))
+    assert after == before
+
+
+def test_an_action_signed_out_is_refused(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    status, page = client.post("/console/accounts/acct_hostile/override", OVERRIDE)
+    assert status == 403 and "Sign in first" in page
+    assert "sso" not in overrides(token_console, "acct_hostile")
+
+
+def test_a_read_only_console_refuses_every_action(open_console: Any) -> None:
+    client = Http(open_console.management_port)
+    for path, form in (
+        ("/console/accounts/acct_hostile/override", OVERRIDE),
+        ("/console/accounts/acct_hostile/topup", {"feature": "api-calls", "amount": "5"}),
+        ("/console/deliveries/retry", {"all_failed": "1"}),
+    ):
+        status, page = client.post(path, form)
+        assert status == 403 and "read-only" in page, path
+    assert "sso" not in overrides(open_console, "acct_hostile")
+
+
+def test_an_override_is_set_in_the_tokens_name(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    form = {**OVERRIDE, "feature": "execution-concurrency", "value": "42"}
+    form["csrf"] = client.csrf("/console/accounts/acct_hostile")
+    status, where = client.post("/console/accounts/acct_hostile/override", form)
+    assert (status, where) == (303, "/console/accounts/acct_hostile")
+    assert "execution-concurrency" in overrides(token_console, "acct_hostile")
+    assert (TOKEN_NAME, "SetOverride", "execution-concurrency") in audit_of(
+        token_console, "acct_hostile"
+    )
+    status, page = client.get("/console/accounts/acct_hostile")
+    assert "Override of execution-concurrency set on acct_hostile." in page
+    assert "Override of" not in client.get("/console/accounts/acct_hostile")[1]  # said once
+
+
+def test_a_top_up_is_added_in_the_tokens_name(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    form = {"feature": "api-calls", "amount": "2500", "expires_at": "2030-01-01T00:00:00Z"}
+    form["csrf"] = client.csrf("/console/accounts/acct_hostile")
+    status, _ = client.post("/console/accounts/acct_hostile/topup", form)
+    assert status == 303
+    assert any(
+        actor == TOKEN_NAME and action == "AddTopUp"
+        for actor, action, _ in audit_of(token_console, "acct_hostile")
+    )
+    page = client.get("/console/accounts/acct_hostile")[1]
+    assert "of 2500 added to api-calls" in page
+    assert "2,500" in page  # the top-ups table
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "says"),
+    [
+        (
+            "/console/accounts/acct_hostile/override",
+            {"feature": "no-such-feature", "value": "1"},
+            "no-such-feature",
+        ),
+        (
+            "/console/accounts/acct_hostile/override",
+            {"feature": "sso", "value": "true", "expires_at": "tomorrow"},
+            "give an instant with its zone",
+        ),
+        (
+            "/console/accounts/acct_hostile/topup",
+            {"feature": "api-calls", "amount": "lots"},
+            "amount must be a number",
+        ),
+        (
+            "/console/accounts/acct_hostile/topup",
+            {"feature": "api-calls", "amount": "-5"},
+            "amount must be a positive number",
+        ),
+        ("/console/accounts/acct_acme/override", OVERRIDE, "declared in"),
+        ("/console/deliveries/retry", {"id": "nope"}, "no delivery &#x27;nope&#x27;"),
+    ],
+)
+def test_a_refused_action_says_why_and_changes_nothing(
+    token_console: Any, path: str, form: dict[str, str], says: str
+) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    back = "/console/deliveries" if "deliveries" in path else path.rsplit("/", 1)[0]
+    sent = {**form, "csrf": client.csrf(back)}
+    entries = len(audit_of(token_console, ""))
+    status, where = client.post(path, sent)
+    assert (status, where) == (303, back)
+    status, page = client.get(back)
+    assert 'role="alert"' in page and says in page
+    assert len(audit_of(token_console, "")) == entries
+
+
+def test_the_audit_page_shows_who_changed_what(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    form = {"feature": "support-tier", "value": "priority", "csrf": client.csrf("/console/")}
+    client.post("/console/accounts/acct_trial/override", form)
+    status, page = client.get("/console/audit?account=acct_trial")
+    assert status == 200
+    assert f"<b>{TOKEN_NAME}</b>" in page and "SetOverride" in page and "support-tier" in page
+    status, everything = client.get("/console/audit")
+    assert "CreateSubscription" in everything  # the seeding, through gRPC, is there too
