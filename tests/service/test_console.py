@@ -4,7 +4,9 @@ changed by a refused request."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -326,3 +328,32 @@ def test_the_audit_page_shows_who_changed_what(token_console: Any) -> None:
     assert f"<b>{TOKEN_NAME}</b>" in page and "SetOverride" in page and "support-tier" in page
     status, everything = client.get("/console/audit")
     assert "CreateSubscription" in everything  # the seeding, through gRPC, is there too
+
+
+def test_a_rejected_catalog_change_is_shown_with_its_error(open_console: Any) -> None:
+    catalog = Path(open_console.settings.catalog)
+    good = catalog.read_text()
+    client = Http(open_console.management_port)
+
+    def catalog_page_until(done: Callable[[str], bool]) -> str:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            status, page = client.get("/console/catalog")
+            assert status == 200
+            if done(page):
+                return page
+            time.sleep(0.05)
+        raise AssertionError("the console did not show the catalog change in 15 s")
+
+    catalog.write_text(
+        good.replace("type: metered\n        unit: call", "type: <metred>\n        unit: call", 1)
+    )
+    try:
+        page = catalog_page_until(lambda p: "catalog-error" in p)
+        assert "The last catalog change was rejected" in page
+        assert "&lt;metred&gt;" in page  # the whole message, escaped
+        assert "Pipewise" in page  # the served (previous) catalog is still shown
+        assert "catalog-error" in client.get("/console/")[1]
+    finally:
+        catalog.write_text(good)
+    catalog_page_until(lambda p: "catalog-error" not in p)
