@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ...catalog.accounts import topup_problem
 from ...catalog.model import Account, Catalog, Feature, FeatureType, Subscription, thaw
 from ...engine import Decision, EvaluationError
 from ...engine.balances import TopUpState
@@ -162,7 +163,6 @@ def meter_of(d: Decision) -> Html | None:
     m = d.metering
     if m is None:
         return None
-    unit = ""
     bar = Meter(
         used=m.used,
         allowance=m.allowance,
@@ -170,7 +170,7 @@ def meter_of(d: Decision) -> Html | None:
         overage_cap=m.overage_cap,
         soft=m.soft_limit,
     )
-    figures = [f"used {number(m.used)} of {number(m.limit)}{unit}"]
+    figures = [f"used {number(m.used)} of {number(m.limit)}"]
     if m.allowance is not None and (m.topup_burned or m.topup_remaining):
         figures.append(
             f"allowance {number(m.allowance)}, top-ups {number(m.topup_burned)} burned, "
@@ -411,12 +411,7 @@ def _actions(view: AccountView, viewer: Viewer) -> Html | None:
     if not viewer.can_act:
         return None
     features = [r.feature for r in view.decisions.results.values() if isinstance(r, Evaluated)]
-    topup_features = [
-        f
-        for f in features
-        if f.type is FeatureType.CREDITS
-        or (f.type is FeatureType.METERED and f.aggregation.value == "sum" and f.credits is None)
-    ]
+    topup_features = [f for f in features if topup_problem(f) is None]  # the catalog's rule
     account_id = view.account.id
     override = el(
         "form",
