@@ -64,6 +64,10 @@ def browser() -> Iterator[webdriver.Chrome]:
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
+    # the console must work without JavaScript (design §12): pages get none at all
+    options.add_experimental_option(
+        "prefs", {"profile.managed_default_content_settings.javascript": 2}
+    )
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
     try:
@@ -120,6 +124,12 @@ def signed_in(browser: webdriver.Chrome, console: Any) -> webdriver.Chrome:
     assert browser.current_url == base(console) + "/catalog"  # back where it was going
     assert f"signed in as {TOKEN_NAME}" in browser.find_element(By.TAG_NAME, "header").text
     return browser
+
+
+def test_the_browser_runs_no_page_scripts(browser: webdriver.Chrome) -> None:
+    """So every test here shows the console working without JavaScript."""
+    browser.get("data:text/html,<title>before</title><script>document.title='ran'</script>")
+    assert browser.title == "before"
 
 
 def test_a_wrong_token_is_refused(browser: webdriver.Chrome, console: Any) -> None:
