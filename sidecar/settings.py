@@ -67,7 +67,7 @@ class Settings:
     token_file: str | None = option(
         None,
         "PLANGATE_TOKEN_FILE",
-        "file with the bearer token Admin and Usage calls must send",
+        "file of bearer tokens Admin and Usage calls must send: one per line, name:token (the name is the audit log's actor) or a bare token",
         "security",
     )
     tls_cert: str | None = option(

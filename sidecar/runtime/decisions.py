@@ -132,7 +132,7 @@ class Decisions:
             )
         admit = admit_for(m, requested)
         write = UsageWrite(
-            m.scope_key, feature, m.period_start, report, admit, check, balance, pool
+            m.scope_key, feature, m.period_start, report, admit, check, balance, pool, at=at
         )
         outcome = state.write_usage([write])[0]
         if balanced:  # burns and the pool moved too: evaluate again from the new counters

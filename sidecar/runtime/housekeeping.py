@@ -3,7 +3,8 @@
 Every `interval` seconds it removes idempotency keys past their retention (7 days: a client
 retrying later than that is not retrying), tombstones of deleted accounts (shared mode; a
 sidecar reconciles within seconds, so a week-old tombstone tells no one anything), usage
-counters and their unique keys of periods that ended more than `history_days` ago, fired
+counters and their unique keys of periods that ended more than `history_days` ago, hourly
+usage-history buckets of hours more than `history_days` ago (design §6.2), fired
 quota marks of periods that ended more than the key retention ago (a late report for such a
 period is no retry and may fire again), delivered outbox rows older than 30 days, and audit
 log entries older than `audit_days` (design §12). In shared mode the store lets one sidecar at a time do it. `/metrics` counts what went.
@@ -68,6 +69,7 @@ def prune_plan(catalog: Catalog, now: datetime, history_days: int, audit_days: i
         marks_before=before(KEY_RETENTION),
         marks_default=now - KEY_RETENTION - unknown,
         audit_before=now - timedelta(days=audit_days),
+        history_before=now - history,
     )
 
 

@@ -204,7 +204,9 @@ class LiveState:
             if resolved is not None:
                 resolved[key] = found
         scope_key, period_start, check, balance, pool = found
-        return UsageWrite(scope_key, feature, period_start, report, None, check, balance, pool)
+        return UsageWrite(
+            scope_key, feature, period_start, report, None, check, balance, pool, at=at
+        )
 
     def report(self, reports: Sequence[UsageReport]) -> list[UsageOutcome]:
         """Record a batch; one outcome per report, in order. Returns only once durable.

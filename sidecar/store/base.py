@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ..engine.history import Bucket
 from ..engine.write_rule import Admit as Admit
 from ..engine.write_rule import CounterKey as CounterKey
 from ..engine.write_rule import Fire as Fire
@@ -106,6 +107,9 @@ class Delivery:
     next_attempt_at: datetime | None  # pending rows only
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One audit log row (design §12): who changed what, when, and the changed part before and
@@ -140,6 +144,8 @@ class PrunePlan:
     marks_before: Mapping[str, datetime]
     marks_default: datetime
     audit_before: datetime
+    history_before: datetime = _EARLIEST
+    """Hourly usage-history buckets of hours before it go (design §6.2 `--history-days`)."""
 
     def prunes_counter(self, feature: str, period_start: datetime) -> bool:
         return period_start < self.usage_before.get(feature, self.usage_default)
@@ -153,6 +159,7 @@ PRUNED_KINDS = (
     "quota_marks",
     "deliveries",
     "audit_entries",
+    "history_buckets",
 )
 """What `Store.housekeep` counts, in the words of `plangate_pruned_total{kind=...}`."""
 
@@ -189,8 +196,25 @@ class Store(Protocol):
     ) -> float:
         """Zero a counter and the counters `burns` names (its top-up burn rows) in one
         transaction, forgetting their unique keys and `Firing` marks so thresholds fire again
-        in the fresh period; returns the counter's previous value. `audit` is written with
+        in the fresh period, and their history buckets, so the history keeps adding up to
+        the counter; returns the counter's previous value. `audit` is written with
         them, its `before` set to that value."""
+        ...
+
+    # -- usage history and export (design §6.2) ----------------------------------------------
+
+    def usage_buckets(
+        self, scope_key: str, feature: str, since: datetime, until: datetime
+    ) -> list[Bucket]:
+        """The hourly buckets of one scope's feature with `since <= hour < until`, by hour."""
+        ...
+
+    def counters_of(
+        self, scope_keys: Sequence[str], until: datetime
+    ) -> list[tuple[str, str, datetime, float]]:
+        """(scope, feature, period start, value) of every stored counter of `scope_keys`
+        whose period started before `until`, sorted by scope, feature and period start: one
+        page of an export (the caller bounds `scope_keys`)."""
         ...
 
     # -- outbox (quota webhooks and actions, design §7) ----------------------------------------

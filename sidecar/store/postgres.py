@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
+from ..engine.history import Bucket, BucketKey, hour_buckets
 from ..engine.write_rule import BatchReads, apply_batch
 from .base import (
     AuditEntry,
@@ -152,6 +153,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
             after jsonb)""",
         "CREATE INDEX audit_account ON plangate.audit (environment, account, seq)",
         "CREATE INDEX audit_at ON plangate.audit (environment, at)",
+    ),
+    (  # 4: usage history (design §6.2): one bucket per counter and hour (`engine.history`)
+        """CREATE TABLE plangate.usage_hourly (
+            environment text NOT NULL,
+            scope text NOT NULL,
+            feature text NOT NULL,
+            period_start timestamptz NOT NULL,
+            hour timestamptz NOT NULL,
+            added double precision NOT NULL,
+            last double precision NOT NULL,
+            PRIMARY KEY (environment, scope, feature, period_start, hour))""",
+        "CREATE INDEX usage_hourly_hour ON plangate.usage_hourly (environment, hour)",
     ),
 ]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit, and keep each
@@ -311,6 +324,24 @@ def read_accounts(
             (environment, list(ids)),
         )
     return {account_id: (record, int(version)) for account_id, record, version in cur}
+
+
+_ADD_BUCKETS = """
+INSERT INTO plangate.usage_hourly AS h (environment, scope, feature, period_start, hour, added, last)
+SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[],
+    %s::float8[], %s::float8[])
+ON CONFLICT (environment, scope, feature, period_start, hour)
+DO UPDATE SET added = h.added + excluded.added, last = excluded.last"""
+
+
+def _add_buckets(
+    conn: Connection, env: str, buckets: Mapping[BucketKey, tuple[float, float]]
+) -> None:
+    """Add a batch's hourly history (`engine.history.hour_buckets`) in its transaction. Its
+    counters are locked already, so no other transaction writes these buckets meanwhile."""
+    if buckets:
+        rows = [(*key, added, last) for key, (added, last) in buckets.items()]
+        conn.execute(_ADD_BUCKETS, (env, *_columns(rows, 6)))
 
 
 def read_counters(conn: Connection, environment: str) -> dict[CounterKey, tuple[float, int]]:
@@ -699,6 +730,7 @@ class PostgresStore:
                     for e, at in entries
                 ]
                 conn.execute(_ADD_OUTBOX, (env, *_columns(outbox, 6)))
+            _add_buckets(conn, env, hour_buckets(writes, reads.values, done.outcomes))
             self._notify(conn, counters=changed)
         return done.outcomes, changed
 
@@ -725,6 +757,7 @@ class PostgresStore:
                 ).fetchone()
                 conn.execute(f"DELETE FROM plangate.usage_unique WHERE {where}", params)
                 conn.execute(f"DELETE FROM plangate.quota_fired WHERE {where}", params)
+                conn.execute(f"DELETE FROM plangate.usage_hourly WHERE {where}", params)
                 if row is None:
                     continue
                 if key is keys[0]:
@@ -745,6 +778,34 @@ class PostgresStore:
         for key, version in zeroed:
             self.versions.advance_counter(key, version)
         return previous
+
+    # -- usage history and export (design §6.2) ----------------------------------------------
+
+    def usage_buckets(
+        self, scope_key: str, feature: str, since: datetime, until: datetime
+    ) -> list[Bucket]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT period_start, hour, added, last FROM plangate.usage_hourly "
+                "WHERE environment = %s AND scope = %s AND feature = %s AND hour >= %s "
+                "AND hour < %s ORDER BY hour",
+                (self.environment, scope_key, feature, since, until),
+            ).fetchall()
+        )
+        return [Bucket(utc(p), utc(h), float(a), float(v)) for p, h, a, v in rows]
+
+    def counters_of(
+        self, scope_keys: Sequence[str], until: datetime
+    ) -> list[tuple[str, str, datetime, float]]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT scope, feature, period_start, value FROM plangate.usage "
+                "WHERE environment = %s AND scope = ANY(%s::text[]) AND period_start < %s "
+                'ORDER BY scope COLLATE "C", feature COLLATE "C", period_start',
+                (self.environment, list(scope_keys), until),
+            ).fetchall()
+        )
+        return [(s, f, utc(p), float(v)) for s, f, p, v in rows]
 
     # -- outbox (quota webhooks and actions; several sidecars may work through it) -------------
 
@@ -922,6 +983,10 @@ class PostgresStore:
                 "audit_entries": conn.execute(
                     "DELETE FROM plangate.audit WHERE environment = %s AND at < %s",
                     (env, plan.audit_before),
+                ).rowcount,
+                "history_buckets": conn.execute(
+                    "DELETE FROM plangate.usage_hourly WHERE environment = %s AND hour < %s",
+                    (env, plan.history_before),
                 ).rowcount,
             }
 

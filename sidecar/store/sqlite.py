@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
+from ..engine.history import Bucket, BucketKey, hour_buckets
 from ..engine.write_rule import BatchReads, BatchWrites, apply_batch
 from .base import (
     AuditEntry,
@@ -99,7 +100,18 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX audit_at ON audit (environment, at)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """Usage history (design §6.2): one bucket per counter and hour (`engine.history`)."""
+    db.execute(
+        "CREATE TABLE usage_hourly (environment TEXT NOT NULL, scope TEXT NOT NULL, "
+        "feature TEXT NOT NULL, period_start TEXT NOT NULL, hour TEXT NOT NULL, "
+        "added REAL NOT NULL, last REAL NOT NULL, "
+        "PRIMARY KEY (environment, scope, feature, period_start, hour))"
+    )
+    db.execute("CREATE INDEX usage_hourly_hour ON usage_hourly (environment, hour)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit."""
 
 
@@ -239,6 +251,22 @@ def _write_batch(c: sqlite3.Connection, rows: _Rows, done: BatchWrites) -> None:
         c.executemany(
             "INSERT INTO idempotency VALUES (?, ?, ?, datetime('now'))",
             [(rows.env, key, outcome_text(outcome)) for key, outcome in done.keys.items()],
+        )
+
+
+def _write_buckets(
+    c: sqlite3.Connection, rows: _Rows, buckets: Mapping[BucketKey, tuple[float, float]]
+) -> None:
+    """Add a batch's hourly history (`engine.history.hour_buckets`) in its transaction."""
+    if buckets:
+        c.executemany(
+            "INSERT INTO usage_hourly VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (environment, scope, feature, period_start, hour) "
+            "DO UPDATE SET added = added + excluded.added, last = excluded.last",
+            [
+                (*rows.of((scope, feature, start)), ts(hour), added, last)
+                for (scope, feature, start, hour), (added, last) in buckets.items()
+            ],
         )
 
 
@@ -489,8 +517,10 @@ class SqliteStore:
         """
         rows = _Rows(self.environment)
         with self._transaction() as c:
-            done = apply_batch(writes, _read_batch(c, rows, writes))
+            reads = _read_batch(c, rows, writes)
+            done = apply_batch(writes, reads)
             _write_batch(c, rows, done)
+            _write_buckets(c, rows, hour_buckets(writes, reads.values, done.outcomes))
         return done.outcomes
 
     def reset_usage(
@@ -509,11 +539,38 @@ class SqliteStore:
             previous = float(row[0]) if row else 0.0
             for name in (feature, *burns):
                 key = (self.environment, scope_key, name, start)
-                for table in ("usage", "usage_unique", "quota_fired"):
+                for table in ("usage", "usage_unique", "quota_fired", "usage_hourly"):
                     c.execute(f"DELETE FROM {table} WHERE {_COUNTER}", key)
             if audit is not None:
                 self._audit(c, replace(audit, before={"usage": previous}, after={"usage": 0.0}))
         return previous
+
+    def usage_buckets(
+        self, scope_key: str, feature: str, since: datetime, until: datetime
+    ) -> list[Bucket]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT period_start, hour, added, last FROM usage_hourly WHERE environment = ? "
+                "AND scope = ? AND feature = ? AND hour >= ? AND hour < ? ORDER BY hour",
+                (self.environment, scope_key, feature, ts(since), ts(until)),
+            ).fetchall()
+        return [Bucket(parse_ts(p), parse_ts(h), float(a), float(v)) for p, h, a, v in rows]
+
+    def counters_of(
+        self, scope_keys: Sequence[str], until: datetime
+    ) -> list[tuple[str, str, datetime, float]]:
+        out: list[tuple[str, str, datetime, float]] = []
+        for i in range(0, len(scope_keys), _KEYS_PER_QUERY):
+            chunk = scope_keys[i : i + _KEYS_PER_QUERY]
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT scope, feature, period_start, value FROM usage WHERE environment = ? "
+                    f"AND scope IN ({', '.join('?' * len(chunk))}) AND period_start < ?",
+                    (self.environment, *chunk, ts(until)),
+                ).fetchall()
+            out += [(s, f, parse_ts(p), float(v)) for s, f, p, v in rows]
+        out.sort(key=lambda r: (r[0], r[1], r[2]))
+        return out
 
     # -- outbox ------------------------------------------------------------------------------
 
@@ -674,6 +731,10 @@ class SqliteStore:
                 "usage_rows": by_feature("usage", plan.usage_before, plan.usage_default),
                 "unique_keys": by_feature("usage_unique", plan.usage_before, plan.usage_default),
                 "quota_marks": by_feature("quota_fired", plan.marks_before, plan.marks_default),
+                "history_buckets": c.execute(
+                    "DELETE FROM usage_hourly WHERE environment = ? AND hour < ?",
+                    (env, ts(plan.history_before)),
+                ).rowcount,
                 "deliveries": c.execute(
                     "DELETE FROM outbox WHERE environment = ? AND status = 'delivered' "
                     "AND updated_at < ?",

@@ -234,6 +234,8 @@ def test_reset_usage_starts_a_period_with_nothing_covered_yet(world: World) -> N
     assert world.state.reset_usage("a", "calls") == 12.0
     assert world.metering("calls") == (13.0, 0.0, 13.0)  # 10 + the 3 left, not + 2 again
     assert world.burned() == {"t": 2.0}
+    world.reopen()  # the store reset the burn row with the counter, not only memory
+    assert world.metering("calls") == (13.0, 0.0, 13.0)
 
 
 def test_a_refund_unburns_the_last_burned_first(world: World) -> None:
