@@ -198,6 +198,12 @@ def test_account_page_meters_and_explain(signed_in: webdriver.Chrome, console: A
     assert "used 1,234 of 500,000" in row.text
     used = row.find_element(By.CSS_SELECTOR, "svg.meter rect.used")
     assert float(used.get_attribute("width") or 0) > 0
+    # the usage chart (design §6.2): 30 daily bars, today's holding the 1,234 reported
+    bars = row.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")
+    assert len(bars) == 30
+    assert float(bars[-1].get_attribute("height") or 0) > 0
+    assert all(float(b.get_attribute("height") or 0) == 0 for b in bars[:-1])
+    assert "last 30 days; today 1,234 call" in row.find_element(By.CSS_SELECTOR, ".chart-text").text
     assert (
         "pro + extra-seats ×2, salesforce ×1"
         in d.find_element(By.CSS_SELECTOR, "table.subscriptions").text

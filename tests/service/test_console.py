@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +358,12 @@ def test_a_rejected_catalog_change_is_shown_with_its_error(open_console: Any) ->
     finally:
         catalog.write_text(good)
     catalog_page_until(lambda p: "catalog-error" not in p)
+
+
+def test_each_metered_feature_has_a_usage_chart_from_the_history(open_console: Any) -> None:
+    status, page = Http(open_console.management_port).get("/console/accounts/acct_acme")
+    assert status == 200
+    assert page.count('class="chart"') == 7  # every counted feature of the example catalog
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert f"<title>{today}: 1,234 call</title>" in page
+    assert "API calls: usage per day, last 30 days; today 1,234 call; period limit 500,000" in page

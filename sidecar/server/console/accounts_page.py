@@ -19,11 +19,12 @@ from ...engine import Decision, EvaluationError
 from ...engine.balances import TopUpState
 from ...engine.lifecycle import billing_period_end
 from ...runtime.decisions import Evaluated, EvaluatedAll
+from ...runtime.history import HistoryPoint
 from .format import entitlement, number, plain, when
 from .html import Child, Html, el
 from .layout import Viewer, csrf_field, link, page
 from .search import Found
-from .svg import Meter, meter
+from .svg import Meter, chart, meter
 
 
 def account_path(account_id: str, **query: str) -> str:
@@ -98,7 +99,7 @@ class AccountView:
     now: datetime
     explain_feature: str = ""
     trail: Mapping[str, Any] | None = None
-    charts: Mapping[str, Html] | None = None  # feature key -> chart (design §6.2)
+    charts: Mapping[str, Sequence[HistoryPoint]] | None = None  # usage per day (design §6.2)
 
 
 def _subscription_rows(catalog: Catalog, subs: Sequence[Subscription], now: datetime) -> Html:
@@ -186,6 +187,23 @@ def meter_of(d: Decision) -> Html | None:
     )
     label = "; ".join(figures)
     return el("div", meter(bar, label), el("div", label, class_="muted meter-text"))
+
+
+def _chart(feature: Feature, points: Sequence[HistoryPoint]) -> Html:
+    unit = feature.unit or "units"
+    limit = points[-1].limit
+    label = (
+        f"{feature.name}: usage per day, last {len(points)} days; "
+        f"today {number(points[-1].usage)} {unit}; period limit {number(limit)}"
+    )
+    return el(
+        "details",
+        el("summary", "usage per day"),
+        chart(points, label, unit),
+        el("div", label, class_="muted chart-text"),
+        class_="usage-chart",
+        open=True,
+    )
 
 
 def _value(feature: Feature, d: Decision) -> str:
@@ -282,12 +300,17 @@ def _decision_rows(view: AccountView) -> Html:
             class_="badge " + ("ok" if d.has_access else "bad"),
         )
         trial = el("span", " trial", class_="badge warn") if d.trial_ends_at else None
-        chart = (view.charts or {}).get(key)
+        points = (view.charts or {}).get(key)
         rows.append(
             el(
                 "tr",
                 el("td", feature.name, el("br"), el("code", key, class_="muted")),
-                el("td", _value(feature, d), el("div", meter_of(d)) if d.metering else None, chart),
+                el(
+                    "td",
+                    _value(feature, d),
+                    el("div", meter_of(d)) if d.metering else None,
+                    _chart(feature, points) if points else None,
+                ),
                 el(
                     "td",
                     access,

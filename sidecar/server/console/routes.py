@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -22,7 +22,8 @@ from ...engine import EvaluationError
 from ...runtime import records as rec
 from ...runtime.admin import Admin
 from ...runtime.balances import topup_balances
-from ...runtime.decisions import Decisions
+from ...runtime.decisions import Decisions, Evaluated
+from ...runtime.history import HistoryPoint, usage_history
 from ...runtime.state import LiveState
 from .accounts_page import AccountView, account_page, account_path, search_page
 from .audit_page import audit_page
@@ -55,6 +56,8 @@ Act = Callable[[str, Mapping[str, str]], str]
 """An action: (actor, form) -> the notice to show; raises `AdminError`/`ValueError` to refuse."""
 
 AUDIT_PAGE = 50
+CHART_DAYS = 30
+"""Days of usage an account page charts per metered feature (one bar a day, today last)."""
 
 
 def _time(text: str, what: str) -> datetime | None:
@@ -212,14 +215,24 @@ class Console:
             if explain_feature not in snap.catalog.features:
                 raise Missing(f"No feature {explain_feature!r} to explain.")
             _, trail = self.decisions.explain(account_id, explain_feature, {})
+        decisions = self.decisions.evaluate_all(account_id, {})
+        start = (now - timedelta(days=CHART_DAYS - 1)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        charts: dict[str, list[HistoryPoint]] = {
+            key: usage_history(state, account_id, key, start, now, "day")
+            for key, result in decisions.results.items()
+            if isinstance(result, Evaluated) and result.feature.counted
+        }
         return AccountView(
             account=account,
             memberships=memberships,
-            decisions=self.decisions.evaluate_all(account_id, {}),
+            decisions=decisions,
             topups=topup_balances(snap, account_id, now),
             now=now,
             explain_feature=explain_feature,
             trail=trail,
+            charts=charts,
         )
 
     async def account(self, request: web.Request) -> web.StreamResponse:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
+from ...runtime.history import HistoryPoint
 from .format import number
 from .html import Html, el
 
@@ -117,25 +117,19 @@ def meter(m: Meter, label: str) -> Html:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One window of a usage series (the history API's `HistoryPoint`, design §6.2)."""
-
-    start: datetime
-    usage: float
-    limit: float | None
-
-
 CHART_W = 560
-CHART_H = 160
+CHART_H = 120
 PAD_L = 56
 PAD_B = 22
 
 
-def chart(points: Sequence[Point], label: str, unit: str) -> Html:
-    """Usage per window as bars, the limit as a line where there is one."""
-    limits = [p.limit for p in points if p.limit is not None]
-    top = max([*(p.usage for p in points), *limits, 1.0])
+def chart(points: Sequence[HistoryPoint], label: str, unit: str) -> Html:
+    """Usage per window as bars, scaled to the highest; the limit (the period allowance) as a
+    line where it is in sight — up to twice the highest bar, so a 500,000 allowance does not
+    flatten a day of 1,234 to nothing (the label says the limit either way)."""
+    peak = max([p.usage for p in points] or [0.0])
+    limits = [p.limit for p in points if p.limit is not None and p.limit <= 2 * max(peak, 1.0)]
+    top = max([peak, *limits, 1.0])
     inner_w, inner_h = CHART_W - PAD_L - 4, CHART_H - PAD_B - 6
     step = inner_w / max(len(points), 1)
     parts = [
@@ -150,7 +144,7 @@ def chart(points: Sequence[Point], label: str, unit: str) -> Html:
         parts.append(
             el(
                 "rect",
-                el("title", f"{p.start:%Y-%m-%d %H:%M}: {number(p.usage)} {unit}"),
+                el("title", f"{p.window_start:%Y-%m-%d}: {number(p.usage)} {unit}"),
                 x=round(PAD_L + i * step + 1, 1),
                 y=round(6 + inner_h - h, 1),
                 width=round(max(step - 2, 1), 1),
@@ -159,7 +153,7 @@ def chart(points: Sequence[Point], label: str, unit: str) -> Html:
                 class_="bar",
             )
         )
-        if p.limit is not None:
+        if p.limit is not None and p.limit <= top:
             y = round(6 + inner_h - inner_h * p.limit / top, 1)
             parts.append(
                 el(
@@ -178,7 +172,9 @@ def chart(points: Sequence[Point], label: str, unit: str) -> Html:
             (points[0], "start", PAD_L),
             (points[-1], "end", CHART_W - 4),
         ):
-            parts.append(el("text", f"{p.start:%m-%d}", x=x, y=CHART_H - 6, text_anchor=anchor))
+            parts.append(
+                el("text", f"{p.window_start:%m-%d}", x=x, y=CHART_H - 6, text_anchor=anchor)
+            )
     return el(
         "svg",
         parts,
