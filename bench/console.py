@@ -78,6 +78,7 @@ def main() -> None:
                 "account": f"/accounts/{mid}",
                 "account with explain": f"/accounts/{mid}?explain=api-calls",
                 "deliveries": "/deliveries",
+                "audit log": "/audit",
             }
             for path in pages.values():  # warm up
                 fetch_ms(base + path)
