@@ -367,3 +367,10 @@ def test_each_metered_feature_has_a_usage_chart_from_the_history(open_console: A
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     assert f"<title>{today}: 1,234 call</title>" in page
     assert "API calls: usage per day, last 30 days; today 1,234 call; period limit 500,000" in page
+
+
+def test_the_audit_page_shows_a_markup_name_as_text(open_console: Any) -> None:
+    status, page = Http(open_console.management_port).get("/console/audit?account=acct_hostile")
+    assert status == 200
+    assert "UpsertAccount" in page and "anonymous" in page  # no token file: nobody is named
+    assert "<script>" not in page and "&lt;script&gt;alert(" in page
