@@ -44,6 +44,8 @@ from ..store.errors import StoreUnavailable
 from ..sync.catalog_watch import CatalogWatcher
 from .admin import AdminService
 from .auth import TokenAuth, Tokens, read_tokens
+from .console.routes import Console
+from .console.session import Sessions
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
 from .health import HealthService
@@ -252,7 +254,7 @@ class Sidecar:
             server.add_insecure_port(f"unix:{s.socket}")
         self.grpc_server = server
         self.management = HttpPort(
-            management_app(self.metrics, self.readiness, self.blocking),
+            management_app(self.metrics, self.readiness, self.blocking, self._console()),
             s.management_host,
             s.management_port,
             "management",
@@ -273,6 +275,18 @@ class Sidecar:
             raise
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def _console(self) -> Console:
+        """The web console (design §12): read-only without a token file, otherwise behind
+        a sign-in with one of its tokens."""
+        return Console(
+            self.state,
+            self.decisions,
+            self.admin,
+            Sessions(self.tokens),
+            self.blocking,
+            self.settings.environment,
+        )
 
     async def _close(self, grace: float) -> None:
         """Design §2.1: every stream ends with UNAVAILABLE at once, new calls are refused,
