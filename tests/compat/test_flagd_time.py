@@ -42,7 +42,7 @@ products:
         trial: {days: 14, then: free}
 """
 
-LEAD = 1.5
+LEAD = 3.0
 """Seconds from setting a boundary up to its instant: room for the calls and a first read."""
 BOUND = 0.1
 """Design §8: cached clients converge within 100 ms of the boundary."""
