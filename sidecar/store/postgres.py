@@ -66,6 +66,7 @@ from .errors import StoreConflict, StoreFull, StoreUnavailable
 from .rows import (
     AUDIT_COLUMNS,
     DELIVERY_COLUMNS,
+    audit_columns,
     audit_from,
     delivery_from,
     outcome_from,
@@ -588,16 +589,7 @@ class PostgresStore:
         conn.execute(
             "INSERT INTO plangate.audit (environment, at, actor, action, account, target, "
             "before, after) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
-            (
-                self.environment,
-                entry.at,
-                entry.actor,
-                entry.action,
-                entry.account,
-                entry.target,
-                None if entry.before is None else json.dumps(entry.before, sort_keys=True),
-                None if entry.after is None else json.dumps(entry.after, sort_keys=True),
-            ),
+            (self.environment, entry.at, *audit_columns(entry)),
         )
 
     def save_record(

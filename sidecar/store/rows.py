@@ -92,6 +92,23 @@ def retried(ids: Sequence[str]) -> dict[str, Any]:
     return {"retried": len(ids), "ids": list(ids[:MAX_RETRIED_IDS])}
 
 
+def audit_columns(entry: AuditEntry) -> tuple[str, str, str, str, str | None, str | None]:
+    """`actor, action, account, target, before, after` of an audit row as both stores write
+    them (after their own environment and `at` columns)."""
+
+    def text(part: Any) -> str | None:
+        return None if part is None else json.dumps(part, sort_keys=True)
+
+    return (
+        entry.actor,
+        entry.action,
+        entry.account,
+        entry.target,
+        text(entry.before),
+        text(entry.after),
+    )
+
+
 def audit_from(
     row: Sequence[Any],
     json_of: Callable[[Any], Any],

@@ -42,6 +42,7 @@ from .errors import StoreFull, StoreUnavailable
 from .rows import (
     AUDIT_COLUMNS,
     DELIVERY_COLUMNS,
+    audit_columns,
     audit_from,
     delivery_from,
     outcome_from,
@@ -485,16 +486,7 @@ class SqliteStore:
         c.execute(
             "INSERT INTO audit (environment, at, actor, action, account, target, before, after) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                self.environment,
-                ts(entry.at),
-                entry.actor,
-                entry.action,
-                entry.account,
-                entry.target,
-                None if entry.before is None else json.dumps(entry.before, sort_keys=True),
-                None if entry.after is None else json.dumps(entry.after, sort_keys=True),
-            ),
+            (self.environment, ts(entry.at), *audit_columns(entry)),
         )
 
     def save_record(
