@@ -1,7 +1,8 @@
-"""A real HTTP webhook endpoint on 127.0.0.1 for lifecycle webhook tests (design §7.1).
+"""A real HTTP webhook endpoint on 127.0.0.1 for quota and lifecycle webhook tests (design §7).
 
-Records every POST with its path, headers and raw body, and answers 200. Signatures are
-checked here with `hmac` directly, never with the sidecar's own code.
+Records every POST with its path, headers, raw body and the status it answered: 200, or 503
+while `down` or for the next `fail[account]` POSTs about that account. Signatures are checked
+here with `hmac` directly, never with the sidecar's own code.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ class Call:
     headers: dict[str, str]
     body: bytes
     arrived: float  # time.time() when the POST arrived
+    status: int  # what the receiver answered
 
     @property
     def event(self) -> dict[str, Any]:
         event: dict[str, Any] = json.loads(self.body)
         return event
+
+    @property
+    def delivery(self) -> str:
+        return self.headers["X-PlanGate-Delivery"]
 
     @property
     def type(self) -> str:
@@ -44,15 +50,23 @@ class Call:
 class Receiver:
     def __init__(self) -> None:
         self.calls: list[Call] = []
+        self.fail: dict[str, int] = {}
+        self.down = False  # every POST answers 503
         self._lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                account = json.loads(body).get("account", "")
                 with outer._lock:
-                    outer.calls.append(Call(self.path, dict(self.headers), body, time.time()))
-                self.send_response(200)
+                    left = outer.fail.get(account, 0)
+                    status = 503 if outer.down or left > 0 else 200
+                    if left > 0:
+                        outer.fail[account] = left - 1
+                    call = Call(self.path, dict(self.headers), body, time.time(), status)
+                    outer.calls.append(call)
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -73,6 +87,15 @@ class Receiver:
                 if c.path == path
                 and c.event.get("account") == account
                 and (not type or c.type == type)
+            ]
+
+    def about(self, account: str, status: int | None = None) -> list[Call]:
+        """The POSTs about `account` to any path (that were answered `status`, if given)."""
+        with self._lock:
+            return [
+                c
+                for c in self.calls
+                if c.event.get("account") == account and (status is None or c.status == status)
             ]
 
     def wait(
