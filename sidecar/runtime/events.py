@@ -143,6 +143,9 @@ class EventHub:
             return
         if loop.is_closed():
             return  # the sidecar stopped: no stream is left to tell
+        if asyncio._get_running_loop() is loop:  # published on the loop (Consume): no wake-up
+            loop.call_soon(self._fan_out, item)
+            return
         with contextlib.suppress(RuntimeError):  # the loop closed in between: no stream is left
             loop.call_soon_threadsafe(self._fan_out, item)
 

@@ -12,6 +12,7 @@ import gc
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -230,7 +231,20 @@ class LiveState:
     def write_usage(self, writes: list[UsageWrite]) -> list[UsageOutcome]:
         """Store resolved writes (grouped with concurrent callers'), then tell watchers and
         quota listeners. Blocks until durable: call it off the event loop."""
-        stored = self._usage_writes.submit(writes)
+        return self.usage_written(writes, self._usage_writes.submit(writes))
+
+    def write_usage_later(
+        self, writes: list[UsageWrite], executor: Executor
+    ) -> Future[list[UsageOutcome]]:
+        """`write_usage` for a caller on the event loop: the writes are grouped and stored on
+        `executor` and the future gets their outcomes once durable; pass them to
+        `usage_written` then (watchers are told only after that)."""
+        return self._usage_writes.submit_later(writes, executor)
+
+    def usage_written(
+        self, writes: list[UsageWrite], stored: list[UsageOutcome]
+    ) -> list[UsageOutcome]:
+        """Tell watchers and quota listeners what durable writes changed; returns `stored`."""
         applied = [
             (w, o) for w, o in zip(writes, stored, strict=True) if o.status is Status.APPLIED
         ]
