@@ -25,6 +25,7 @@ from ..engine import (
     EvaluationError,
     UsageRejected,
     UsageReport,
+    account_at,
     evaluate,
     explain,
 )
@@ -89,9 +90,10 @@ class Decisions:
                 ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required"
             )
         out: dict[str, Evaluated | EvaluationError] = {}
+        at = account_at(snap, account_id, now)  # the account's side, once for every feature
         for key, feature in snap.catalog.features.items():
             try:
-                out[key] = Evaluated(evaluate(snap, account_id, key, context, now), feature)
+                out[key] = Evaluated(evaluate(snap, account_id, key, context, now, at), feature)
             except EvaluationError as exc:
                 if exc.code is ErrorCode.INVALID_CONTEXT:
                     raise

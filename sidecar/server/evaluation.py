@@ -97,7 +97,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
     @handled
     async def EvaluateAll(
         self, request: pb.EvaluateAllRequest, context: _Context
-    ) -> pb.EvaluateAllResponse:
+    ) -> pb.EvaluateAllResponse | bytes:
         out = pb.EvaluateAllResponse(account_id=request.account_id)
         try:
             found = self.decisions.evaluate_all(request.account_id, context_arg(request.context))
@@ -105,11 +105,11 @@ class EvaluationService(pb_grpc.EvaluationServicer):
             self.metrics.child(self.metrics.evaluation_errors, "native", exc.code.value).inc()
             out.error_code, out.error_message = exc.code.value, exc.message
             return out
-        out = self.resolutions.response(request.account_id, found.catalog_version, found.results)
+        encoded = self.resolutions.encoded(request.account_id, found.catalog_version, found.results)
         self.metrics.child(self.metrics.evaluations, "native_all", "TARGETING_MATCH").inc(
             len(found.results)
         )
-        return out
+        return encoded
 
     async def Watch(
         self, request: pb.WatchRequest, context: _Context

@@ -3,7 +3,7 @@
 grpc.aio decodes a request before any handler runs and answers a decoding error `UNKNOWN`
 (logging a traceback for each). This interceptor gives every method a decoder that hands
 such bytes to the handler as an `Undecodable` marker instead, and a handler that refuses it
-with INVALID_ARGUMENT. Streams' serializers also pass already encoded messages through. A plain (thread-pool) handler stays plain, so it still runs off the
+with INVALID_ARGUMENT. Serializers also pass already encoded responses through. A plain (thread-pool) handler stays plain, so it still runs off the
 event loop; a streaming request is refused at its first undecodable message.
 """
 
@@ -45,8 +45,9 @@ def _decoder(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 def _encoded_or(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-    """A stream's serializer that sends `bytes` as they are: a change event reaching thousands
-    of streams is encoded once (`Watch`, flagd `EventStream`), not once per stream."""
+    """A serializer that sends `bytes` as they are: a change event reaching thousands of
+    streams is encoded once (`Watch`, flagd `EventStream`), not once per stream, and
+    `EvaluateAll` answers with the joined encodings it caches."""
 
     def run(message: Any) -> bytes:
         return message if type(message) is bytes else serialize(message)
@@ -138,7 +139,7 @@ class RefuseUndecodable(_Interceptor):
             if behaviour is not None:
                 changes[name] = _guard_unary(method, behaviour)
         serialize = handler.response_serializer
-        if handler.response_streaming and serialize is not None:
+        if serialize is not None:
             changes["response_serializer"] = _encoded_or(serialize)
         for name in ("stream_unary", "stream_stream"):
             behaviour = getattr(handler, name)
