@@ -52,3 +52,7 @@ http_server.daemon_threads
 pytest = Whitelist()
 pytest.pytestmark
 pytest.refusal_account
+
+# Selenium: ChromeOptions.binary_location is a property setter, read by the driver.
+selenium = Whitelist()
+selenium.binary_location

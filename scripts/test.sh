@@ -11,4 +11,5 @@ postgres_binaries() {
 postgres_binaries || echo "NOTE: PostgreSQL server binaries not found" \
   "(${PLANGATE_PG_BINDIR:-/usr/lib/postgresql/*/bin}/initdb): the shared-mode tests" \
   "(PostgreSQL store, change feed) will be SKIPPED. Install them: apt-get install postgresql"
-exec python -m pytest tests -q "$@"
+# The console's browser tests are a check of their own (scripts/browser-check.sh).
+exec python -m pytest tests -q --ignore=tests/browser "$@"

@@ -67,7 +67,7 @@ class Settings:
     token_file: str | None = option(
         None,
         "PLANGATE_TOKEN_FILE",
-        "file with the bearer token Admin and Usage calls must send",
+        "file of bearer tokens Admin and Usage calls must send: one per line, name:token (the name is the audit log's actor) or a bare token",
         "security",
     )
     tls_cert: str | None = option(
@@ -111,6 +111,12 @@ class Settings:
         "days of hourly usage history and closed periods kept (design §6.2, §14)",
         "housekeeping",
     )
+    audit_days: int = option(
+        400,
+        "PLANGATE_AUDIT_DAYS",
+        "days of audit log entries kept (design §12, §14)",
+        "housekeeping",
+    )
     housekeeping_seconds: float = option(
         3600.0,
         "PLANGATE_HOUSEKEEPING_SECONDS",
@@ -136,6 +142,12 @@ class Settings:
         1.0,
         "PLANGATE_OUTBOX_POLL_SECONDS",
         "how often the outbox looks for due retries (a new firing wakes it at once)",
+        "quota deliveries",
+    )
+    trial_ending_days: float = option(
+        3.0,
+        "PLANGATE_TRIAL_ENDING_DAYS",
+        "how long before a trial's end the `trial.ending` webhook is sent (design §7.1)",
         "quota deliveries",
     )
     reconcile_seconds: float = option(

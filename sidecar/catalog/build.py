@@ -33,8 +33,9 @@ from .quotas import read_quotas
 from .source import DEFAULT_MAX_BYTES, CatalogError, Document, Path, parse, read_text, version_of
 from .targeting import Evaluator, read_evaluators
 from .values import check_keys, is_number, read_list, read_mapping, read_str, slugify
+from .webhooks import read_webhooks
 
-_TOP = {"products", "accounts", "evaluators"}
+_TOP = {"products", "accounts", "evaluators", "webhooks"}
 _PRODUCT = {"name", "slug", "description", "features", "plans", "addons"}
 _PLAN = {
     "name",
@@ -107,6 +108,7 @@ class _Builder:
             plans=MappingProxyType(self.plans),
             addons=MappingProxyType(self.addons),
             accounts=MappingProxyType(accounts),
+            webhooks=read_webhooks(doc, root.get("webhooks")),
         )
 
     # -- products and features -------------------------------------------------------------

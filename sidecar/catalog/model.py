@@ -370,6 +370,35 @@ class Account:
     declared: bool = False  # True when the catalog file declares it (it is then read-only)
 
 
+LIFECYCLE_EVENTS = (
+    "subscription.created",
+    "subscription.updated",
+    "subscription.canceled",
+    "subscription.ended",
+    "trial.ending",
+    "trial.ended",
+    "topup.added",
+    "topup.exhausted",
+    "topup.expired",
+    "quota.threshold_crossed",
+)
+"""The event names a `webhooks:` endpoint may subscribe to (design §7.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A lifecycle endpoint (`webhooks:` in the catalog): where to POST which events, and the
+    secret to sign them with, named exactly as a quota webhook action names it."""
+
+    url: str
+    events: frozenset[str]
+    secret_env: str = ""
+    secret_file: str = ""
+
+    def wants(self, event: str) -> bool:
+        return event in self.events
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
     """A validated catalog: every reference in it resolves."""
@@ -381,6 +410,7 @@ class Catalog:
     plans: Mapping[str, Plan]  # by plan key
     addons: Mapping[str, AddOn]  # by add-on key
     accounts: Mapping[str, Account]  # declared in the file, by id
+    webhooks: tuple[Webhook, ...] = ()  # lifecycle endpoints (design §7.1)
 
     def feature(self, key: str) -> Feature | None:
         return self.features.get(key)

@@ -11,6 +11,7 @@ Values are given as JSON or YAML scalars (`25`, `true`, `unlimited`,
 from __future__ import annotations
 
 import argparse
+import csv
 import difflib
 import json
 import os
@@ -306,6 +307,39 @@ def _delivery_table(reply: Shown, args: argparse.Namespace) -> str:
     return text
 
 
+def _changed(entry: Shown) -> str:
+    """What an audit entry changed, in one cell: the record parts, or `usage 7 -> 0`."""
+    before, after = entry.get("before") or {}, entry.get("after") or {}
+    if "usage" in before or "usage" in after:
+        return f"usage {output.number(before.get('usage', 0))} -> {output.number(after.get('usage', 0))}"
+    if "retried" in after:
+        return f"retried {after['retried']}"
+    if not entry.get("before"):
+        return "created"
+    if not entry.get("after"):
+        return "deleted"
+    return ", ".join(sorted({*before, *after}))
+
+
+def _audit_table(reply: Shown, args: argparse.Namespace) -> str:
+    rows = [
+        [
+            e.get("at", ""),
+            e.get("actor", ""),
+            e.get("action", ""),
+            e.get("account_id", ""),
+            e.get("target", ""),
+            _changed(e),
+        ]
+        for e in reply.get("entries", [])
+    ]
+    header = ["AT", "WHO", "WHAT", "ACCOUNT", "TARGET", "CHANGED"]
+    text = output.table(rows, header, "no audit entries")
+    if reply.get("next_page_token"):
+        text += f"\nmore: --page-token {reply['next_page_token']}"
+    return text
+
+
 # -- what counts as a failure -----------------------------------------------------------------
 
 
@@ -366,6 +400,7 @@ class Command:
     failed: Callable[[Shown, Call], str | None] = _never
     # the part of the reply a command is about (`subscriptions list`: the account's subscriptions)
     shown: Callable[[Message], Shown] = output.plain
+    streams: bool = False  # a server-streaming RPC: each message is written as it arrives
 
 
 GROUPS = {
@@ -374,7 +409,7 @@ GROUPS = {
     "overrides": "set or clear per-account feature overrides",
     "grants": "create or revoke promotional grants",
     "topups": "add, list and void top-ups (balances on top of the allowance)",
-    "usage": "report, consume and reset usage",
+    "usage": "report, consume and reset usage; its history and the billing export",
     "deliveries": "list and retry quota webhooks and actions (the outbox)",
 }
 
@@ -413,6 +448,62 @@ def _report_request(a: argparse.Namespace) -> pb.ReportRequest:
         timestamp=_time(a.at),
     )
     return pb.ReportRequest(reports=[report])
+
+
+def _history_request(a: argparse.Namespace) -> pb.HistoryRequest:
+    request = pb.HistoryRequest(account_id=a.account, feature=a.feature, window=a.window)
+    _set_range(request, a)
+    return request
+
+
+def _export_request(a: argparse.Namespace) -> pb.ExportRequest:
+    request = pb.ExportRequest()
+    _set_range(request, a)
+    return request
+
+
+def _set_range(request: pb.HistoryRequest | pb.ExportRequest, a: argparse.Namespace) -> None:
+    """`--from` / `--to` into the fields `from` (a Python keyword) and `to`."""
+    getattr(request, "from").CopyFrom(_time(a.start))
+    request.to.CopyFrom(_time(a.end))
+
+
+def _history_table(reply: Shown, args: argparse.Namespace) -> str:
+    rows = [
+        [
+            p.get("window_start", ""),
+            p.get("window_end", ""),
+            output.number(p.get("usage", 0)),
+            output.number(p["limit"]) if "limit" in p else "unlimited",
+        ]
+        for p in reply.get("points", [])
+    ]
+    empty = f"no {args.window} windows in that range"
+    return output.table(rows, ["WINDOW START", "WINDOW END", "USAGE", "LIMIT"], empty)
+
+
+EXPORT_COLUMNS = (
+    "account_id",
+    "feature",
+    "period_start",
+    "period_end",
+    "usage",
+    "limit",
+    "overage",
+    "topups_burned",
+)
+"""The export's columns (design §6.2), in order; an unset `limit` (unlimited) or
+`period_end` (a `reset: never` feature) is an empty CSV cell and absent from a JSON line."""
+
+
+def _export_writer(args: argparse.Namespace) -> Callable[[Shown], None]:
+    """Writes one export row to stdout as it arrives: a CSV line (after the header) or a
+    JSON line (`--format jsonl`, or `--json`)."""
+    if args.json or args.format == "jsonl":
+        return lambda row: print(json.dumps(row, ensure_ascii=False))
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(EXPORT_COLUMNS)
+    return lambda row: out.writerow([row.get(c, "") for c in EXPORT_COLUMNS])
 
 
 def _member_request(a: argparse.Namespace) -> pb.MemberRequest:
@@ -756,6 +847,32 @@ COMMANDS: tuple[Command, ...] = (
         (ACCOUNT, FEATURE),
     ),
     Command(
+        "usage history",
+        "an account's usage of a feature, window by window, with the limit in force",
+        "Usage.History",
+        _history_request,
+        (
+            ACCOUNT,
+            FEATURE,
+            arg("--from", dest="start", required=True, metavar="TIME", help="ISO-8601 time"),
+            arg("--to", dest="end", required=True, metavar="TIME", help="ISO-8601 time"),
+            arg("--window", choices=["hour", "day", "period"], default="hour"),
+        ),
+        show=_history_table,
+    ),
+    Command(
+        "usage export",
+        "every counter overlapping a range, one row per account, feature and period",
+        "Usage.Export",
+        _export_request,
+        (
+            arg("--from", dest="start", required=True, metavar="TIME", help="ISO-8601 time"),
+            arg("--to", dest="end", required=True, metavar="TIME", help="ISO-8601 time"),
+            arg("--format", choices=["csv", "jsonl"], default="csv"),
+        ),
+        streams=True,
+    ),
+    Command(
         "deliveries list",
         "list deliveries, newest first",
         "Admin.ListDeliveries",
@@ -779,6 +896,24 @@ COMMANDS: tuple[Command, ...] = (
             arg("--all-failed", action="store_true", help="retry every failed delivery"),
         ),
     ),
+    Command(
+        "audit",
+        "list admin changes, newest first: who, what, before and after (design §12)",
+        "Admin.ListAuditLog",
+        lambda a: pb.ListAuditLogRequest(
+            account_id=a.account or "",
+            since=_time(a.since),
+            page_size=a.page_size,
+            page_token=a.page_token,
+        ),
+        (
+            arg("--account", help="only this account's changes"),
+            arg("--since", help="only changes at or after this time (ISO-8601)"),
+            arg("--page-size", type=int, default=100),
+            arg("--page-token", default="", help="next_page_token of the previous page"),
+        ),
+        show=_audit_table,
+    ),
 )
 
 
@@ -792,6 +927,8 @@ def run(command: Command, args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"plangate: {exc}", file=sys.stderr)
         return USAGE
+    if command.streams:
+        return _run_stream(command, args, request)
     with channel(args) as ch:
         call = Call(args, ch)
         try:
@@ -808,6 +945,25 @@ def run(command: Command, args: argparse.Namespace) -> int:
     if failure:
         print(f"plangate: {failure}", file=sys.stderr)
         return FAILED
+    return OK
+
+
+def _run_stream(command: Command, args: argparse.Namespace, request: Message) -> int:
+    """A streaming RPC: each message written as it arrives, so memory stays flat however
+    long the stream. An error mid-stream exits non-zero after the rows already written.
+    No deadline: an export of millions of rows takes as long as it takes."""
+    write = _export_writer(args)
+    with channel(args) as ch:
+        call = Call(args, ch)
+        service, method = command.rpc.split(".")
+        stream = getattr(call.stub(service), method)(request, metadata=call.metadata)
+        try:
+            for message in stream:
+                write(command.shown(message))
+        except grpc.RpcError as exc:
+            sys.stdout.flush()
+            print(f"plangate: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return USAGE if exc.code() in UNREACHABLE else FAILED
     return OK
 
 

@@ -106,7 +106,8 @@ class PoolLeg:
 @dataclass(frozen=True, slots=True)
 class UsageWrite:
     """One report resolved to its counter; `admit` makes it a Consume; `on_applied` checks quotas;
-    `balance` burns top-ups; `pool` counts it on a credit pool too."""
+    `balance` burns top-ups; `pool` counts it on a credit pool too; `at` is the instant it
+    counts at (the report's timestamp, else the arrival), whose hour its history bucket is."""
 
     scope_key: str
     feature: Feature
@@ -117,6 +118,7 @@ class UsageWrite:
     balance: Balance | None = None
     pool: PoolLeg | None = None
     on_exhausted: Exhausted | None = None
+    at: datetime | None = None
 
     @property
     def counter(self) -> CounterKey:

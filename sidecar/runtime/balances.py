@@ -9,14 +9,12 @@ this entirely (`needs_balance` is False), so their hot path stays as it was.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from ...protocol.metering import Denial, metered_access
-from ..catalog.model import Feature, TopUp
+from ..catalog.model import Feature
 from ..engine import Decision, Metering, StateView, evaluate
 from ..engine.balances import Balance, TopUpState
 from ..engine.evaluate import balance_for
-from ..engine.typed import iso, number
 from ..engine.write_rule import Admit, PoolLeg
 from .quota_events import quota_check
 
@@ -91,30 +89,3 @@ def topup_balances(
         m = evaluate(snapshot, account_id, key, {}, now).metering
         out += m.topups if m is not None else ()
     return out
-
-
-TOPUP_EVENTS = ("topup.exhausted", "topup.expired")
-"""The balance events the outbox can carry (design §7.1 sends them to lifecycle webhooks)."""
-
-
-def topup_event(
-    kind: str, environment: str, account_id: str, topup: TopUp, at: datetime, delivery_id: str
-) -> dict[str, Any]:
-    """The JSON body of a top-up event, in the shape of the quota event (`quota_events`)."""
-    if kind not in TOPUP_EVENTS:
-        raise ValueError(f"unknown top-up event {kind!r} (known: {', '.join(TOPUP_EVENTS)})")
-    return {
-        "type": kind,
-        "delivery_id": delivery_id,
-        "environment": environment,
-        "account": account_id,
-        "feature": topup.feature,
-        "topup": {
-            "id": topup.id,
-            "amount": number(topup.amount),
-            "priority": topup.priority,
-            "effective_at": iso(topup.effective_at),
-            "expires_at": iso(topup.expires_at),
-        },
-        "at": iso(at),
-    }

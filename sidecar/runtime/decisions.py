@@ -33,6 +33,7 @@ from ..store.base import Status, UsageOutcome, UsageWrite
 from .balances import admit_for, balance_and_pool, needs_balance
 from .quota_events import quota_check
 from .state import LiveState, countable
+from .webhooks import exhausted_hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +157,9 @@ class Decisions:
                 snap, report.account, decision, at, now, state.store.environment, requested
             )
         admit = admit_for(m, requested)
+        hook = exhausted_hook(snap.catalog, state.store.environment, report.account, balance, pool)
         write = UsageWrite(
-            m.scope_key, feature, m.period_start, report, admit, check, balance, pool
+            m.scope_key, feature, m.period_start, report, admit, check, balance, pool, hook, at=at
         )
         return _ConsumeStep(write, decision, at, balanced)
 

@@ -3,10 +3,11 @@
 Every `interval` seconds it removes idempotency keys past their retention (7 days: a client
 retrying later than that is not retrying), tombstones of deleted accounts (shared mode; a
 sidecar reconciles within seconds, so a week-old tombstone tells no one anything), usage
-counters and their unique keys of periods that ended more than `history_days` ago, fired
+counters and their unique keys of periods that ended more than `history_days` ago, hourly
+usage-history buckets of hours more than `history_days` ago (design §6.2), fired
 quota marks of periods that ended more than the key retention ago (a late report for such a
-period is no retry and may fire again), and delivered outbox rows older than 30 days. In
-shared mode the store lets one sidecar at a time do it. `/metrics` counts what went.
+period is no retry and may fire again), delivered outbox rows older than 30 days, and audit
+log entries older than `audit_days` (design §12). In shared mode the store lets one sidecar at a time do it. `/metrics` counts what went.
 
 A counter's period end is not stored; it is bounded by the feature's longest period (a
 month is at most 31 days), so what is pruned has surely ended — at most one period late.
@@ -45,7 +46,7 @@ _EVER = datetime.min.replace(tzinfo=UTC)
 """A cut-off nothing starts before."""
 
 
-def prune_plan(catalog: Catalog, now: datetime, history_days: int) -> PrunePlan:
+def prune_plan(catalog: Catalog, now: datetime, history_days: int, audit_days: int) -> PrunePlan:
     """What a pass at `now` removes, per design §14 (see the module docstring)."""
 
     def before(keep: timedelta) -> dict[str, datetime]:
@@ -67,6 +68,8 @@ def prune_plan(catalog: Catalog, now: datetime, history_days: int) -> PrunePlan:
         usage_default=now - history - unknown,
         marks_before=before(KEY_RETENTION),
         marks_default=now - KEY_RETENTION - unknown,
+        audit_before=now - timedelta(days=audit_days),
+        history_before=now - history,
     )
 
 
@@ -81,11 +84,13 @@ class Housekeeper:
         self,
         state: LiveState,
         history_days: int = 400,
+        audit_days: int = 400,
         interval: float = 3600.0,
         observer: PrunedObserver | None = None,
     ) -> None:
         self.state = state
         self.history_days = history_days
+        self.audit_days = audit_days
         self.interval = interval
         self.observer = observer
         self._stopping = threading.Event()
@@ -113,7 +118,7 @@ class Housekeeper:
     def run_once(self) -> dict[str, int] | None:
         """One pass; the rows removed per kind, or None if another sidecar is doing it."""
         state = self.state
-        plan = prune_plan(state.catalog, state.clock(), self.history_days)
+        plan = prune_plan(state.catalog, state.clock(), self.history_days, self.audit_days)
         removed = state.prune(plan)
         if removed and any(removed.values()):
             log.info("housekeeping removed %s", removed)

@@ -31,6 +31,8 @@ def migrate_plan(
     at: datetime | None,
     when: str,
     dry_run: bool,
+    *,
+    actor: str,
 ) -> list[Move]:
     """Every subscription on `from_plan` now (and not ended) gets a change to `to_plan` at `at`
     / `when` (per subscription: `period_end` follows each one's anchor). Accounts declared in
@@ -66,6 +68,6 @@ def migrate_plan(
             if dry_run:
                 rec.validate(record, catalog)
             else:
-                state.commit(record)
+                state.commit(record, actor=actor, action="MigratePlan", target=sub.id)
             moves.append(Move(account_id, sub.id, from_plan, to_plan, when_at))
     return moves

@@ -1,4 +1,5 @@
-"""The outbox worker: delivers quota webhooks and applies quota actions after they commit.
+"""The outbox worker: delivers quota and lifecycle webhooks (design §7, §7.1) and applies
+quota actions after they commit.
 
 Rows reach the store's outbox in the same transaction as the usage write that crossed the
 threshold (`runtime.quota_events`), so nothing is lost by a crash: this thread only has to work
@@ -31,7 +32,7 @@ from typing import Protocol
 
 from ..store.base import Delivery, DeliveryStatus
 from .quota_actions import ActionFailed, apply_action
-from .quota_events import EVENT_TYPE
+from .quota_events import EVENT_TYPE as QUOTA_EVENT
 from .state import LiveState
 
 log = logging.getLogger("plangate.outbox")
@@ -244,7 +245,7 @@ class OutboxWorker:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "plangate-webhook/1",
-            "X-PlanGate-Event": EVENT_TYPE,
+            "X-PlanGate-Event": str(d.payload["event"].get("type") or QUOTA_EVENT),
             DELIVERY_HEADER: d.id,
             TIMESTAMP_HEADER: stamp,
             "X-PlanGate-Attempt": str(attempt),

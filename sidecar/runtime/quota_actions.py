@@ -48,9 +48,13 @@ def _declared_record(state: LiveState, account_id: str) -> Record:
     return record
 
 
-def _commit(state: LiveState, record: Record) -> None:
+QUOTA = "quota"
+"""The actor of a quota action in the audit log (design §12)."""
+
+
+def _commit(state: LiveState, record: Record, action: str, target: str) -> None:
     try:
-        state.commit(record, cause="quota")
+        state.commit(record, cause="quota", actor=QUOTA, action=action, target=target)
     except rec.AdminError as exc:
         raise ActionFailed(str(exc)) from exc
 
@@ -72,7 +76,7 @@ def _apply_override(state: LiveState, account_id: str, feature: str, value: Any)
         if current.get("overrides", {}).get(feature) == spec:
             return False
         record = rec.set_override(current, feature, value, None)
-    _commit(state, record)
+    _commit(state, record, "override", feature)
     return True
 
 
@@ -101,14 +105,16 @@ def _apply_plan(state: LiveState, owner: str, sub_id: str, source: str, target: 
         if current is None:
             raise ActionFailed(f"account {owner!r} no longer exists")
         record = rec.schedule_change(current, sub_id, now, now, plan=target)
-    _commit(state, record)
+    _commit(state, record, "change_plan", sub_id)
     return True
 
 
 # -- Admin calls that remove the layer -------------------------------------------------------
 
 
-def clear_layer_override(state: LiveState, account_id: str, feature: str) -> Account | None:
+def clear_layer_override(
+    state: LiveState, account_id: str, feature: str, *, actor: str, action: str
+) -> Account | None:
     """ClearOverride on a declared account: drop the override a quota action layered on it (the
     file's own override, if any, serves again). None when there is none to drop."""
     with state.write_lock:
@@ -119,11 +125,11 @@ def clear_layer_override(state: LiveState, account_id: str, feature: str) -> Acc
             return None
         record = rec.edited(record)
         del record[LAYER]["overrides"][feature]
-        return state.commit(record)
+        return state.commit(record, actor=actor, action=action, target=feature)
 
 
 def revert_layer_plan(
-    state: LiveState, account_id: str, subscription_id: str, plan: str
+    state: LiveState, account_id: str, subscription_id: str, plan: str, *, actor: str, action: str
 ) -> Account | None:
     """ChangePlan on a declared account back to the plan its file gives: drop the quota plan
     change of that subscription. None when the request is not such a revert."""
@@ -138,4 +144,4 @@ def revert_layer_plan(
             return None
         record = rec.edited(record)
         del record[LAYER]["plans"][subscription_id]
-        return state.commit(record)
+        return state.commit(record, actor=actor, action=action, target=subscription_id)

@@ -3,7 +3,8 @@
 A write carries a `QuotaCheck` as its `on_applied` callback. Inside the write's
 transaction the store calls it with the counter before and after; each crossed threshold
 (`engine.thresholds`) becomes a `Firing`: a mark recorded once per counter (scope, feature,
-period) and one outbox row per action, enqueued in that same transaction, so usage,
+period) and one outbox row per action and per lifecycle endpoint subscribing to
+`quota.threshold_crossed` (design §7.1), enqueued in that same transaction, so usage,
 "fired" and the deliveries commit together or not at all. After commit the outbox worker
 POSTs webhooks (`runtime.outbox`) and applies account actions (`runtime.quota_actions`).
 """
@@ -16,11 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from ..catalog.features import notation
-from ..catalog.model import Feature, QuotaAction
+from ..catalog.model import Feature, QuotaAction, Webhook
 from ..engine import StateView
 from ..engine.thresholds import Point, QuotaThresholds, thresholds_for
 from ..engine.typed import iso, number
 from ..store.base import Firing, OutboxEntry
+from .webhooks import subscribers, webhook_entry
 
 EVENT_TYPE = "quota.threshold_crossed"
 
@@ -33,13 +35,20 @@ class QuotaCheck:
     environment: str
     thresholds: QuotaThresholds
     now: datetime
+    endpoints: tuple[Webhook, ...] = ()  # lifecycle endpoints that want the event (§7.1)
 
     def __call__(self, old: float, new: float) -> list[Firing]:
         return [
             Firing(
                 f"{self.thresholds.plan}:{p.label}",
                 self.now,
-                tuple(self._entry(p, a, old, new) for a in p.actions),
+                tuple(self._entry(p, a, old, new) for a in p.actions)
+                + tuple(
+                    webhook_entry(
+                        hook, self.thresholds.account, self.event(p, old, new, uuid.uuid4().hex)
+                    )
+                    for hook in self.endpoints
+                ),
             )
             for p in self.thresholds.crossed(old, new)
         ]
@@ -102,4 +111,7 @@ def quota_check(
     """The quota check for a write of `account_id`'s `feature` usage counted at `at`, or None
     when no threshold can fire (see `engine.thresholds.thresholds_for` for whose quotas)."""
     thresholds = thresholds_for(snapshot, account_id, feature, at)
-    return QuotaCheck(environment, thresholds, now) if thresholds is not None else None
+    if thresholds is None:
+        return None
+    endpoints = tuple(subscribers(snapshot.catalog, EVENT_TYPE))
+    return QuotaCheck(environment, thresholds, now, endpoints)

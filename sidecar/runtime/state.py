@@ -35,10 +35,13 @@ from ..engine import (
     slot_for,
 )
 from ..engine.balances import Balance, burn_feature
+from ..engine.lifecycle_events import admin_events
 from ..engine.write_rule import PoolLeg
 from ..store.base import (
+    AuditEntry,
     CounterKey,
     Firing,
+    OutboxEntry,
     PackedRecords,
     PrunePlan,
     Record,
@@ -49,11 +52,13 @@ from ..store.base import (
 )
 from ..store.errors import StoreConflict, StoreUnavailable
 from . import records as rec
+from .audit import record_entry
 from .balances import balance_and_pool, needs_balance
 from .declared import apply_layer, split_layer
 from .events import AccountChanged, CatalogChanged, EventHub
 from .group_commit import GroupCommit
 from .quota_events import QuotaCheck, quota_check
+from .webhooks import entries_for, exhausted_hook
 
 log = logging.getLogger("plangate.state")
 
@@ -94,6 +99,7 @@ class LiveState:
         self._subscriptions = subscription_index(self.snapshot.accounts.values())
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
         self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
+        self.enqueued_listeners: list[Callable[[], None]] = []  # told of new outbox rows
         # concurrent Report/Consume calls share a store transaction (one commit, one lock per counter)
         self._usage_writes = GroupCommit[UsageWrite, UsageOutcome](
             self._record, shared_errors=(StoreUnavailable, StoreConflict)
@@ -206,7 +212,10 @@ class LiveState:
             if resolved is not None:
                 resolved[key] = found
         scope_key, period_start, check, balance, pool = found
-        return UsageWrite(scope_key, feature, period_start, report, None, check, balance, pool)
+        hook = exhausted_hook(snap.catalog, self.store.environment, account, balance, pool)
+        return UsageWrite(
+            scope_key, feature, period_start, report, None, check, balance, pool, hook, at=at
+        )
 
     def report(self, reports: Sequence[UsageReport]) -> list[UsageOutcome]:
         """Record a batch; one outcome per report, in order. Returns only once durable.
@@ -253,6 +262,8 @@ class LiveState:
             scopes.update(dict.fromkeys(w.pool.scope_key for w, _ in applied if w.pool))
             self._usage_changed(scopes)
         self._quota_fired(zip(writes, stored, strict=True))
+        if any(w.on_exhausted is not None for w in writes):
+            self._enqueued()  # a `topup.exhausted` row may be waiting
         return stored
 
     def _record(self, writes: list[UsageWrite]) -> list[UsageOutcome]:
@@ -268,7 +279,12 @@ class LiveState:
                     self.counters.values.update(outcome.changes)
         return stored
 
-    def reset_usage(self, account_id: str, key: str) -> float:
+    def reset_usage(
+        self, account_id: str, key: str, *, actor: str = "system", action: str = "ResetUsage"
+    ) -> float:
+        """Zero the account's counter of `key` in the current period, with its top-ups' burn
+        rows (a fresh period covers nothing by them yet; what they burned stays burned), in
+        one transaction with the audit entry; returns the previous usage."""
         feature = self.catalog.features.get(key)
         if feature is None or not feature.counted:
             raise rec.AdminError(
@@ -278,15 +294,17 @@ class LiveState:
             raise rec.NotFound(f"unknown account {account_id!r}")
         with self._write:
             slot = slot_for(self.snapshot, account_id, feature, self.clock())
-            previous = self.store.reset_usage(slot.scope_key, key, slot.period.start)
-            self.counters.values.pop((slot.scope_key, key, slot.period.start), None)
-            # a fresh period covers nothing by top-ups yet; what they burned stays burned
+            start = slot.period.start
             account = self.snapshot.accounts.get(account_id)
-            for topup in account.topups if account is not None else ():
-                if topup.feature == key:
-                    burn = (slot.scope_key, burn_feature(key, topup.id), slot.period.start)
-                    self.store.reset_usage(*burn)
-                    self.counters.values.pop(burn, None)
+            burns = [
+                burn_feature(key, t.id)
+                for t in (account.topups if account is not None else ())
+                if t.feature == key
+            ]
+            audit = AuditEntry(self.clock(), actor, action, account_id, key)
+            previous = self.store.reset_usage(slot.scope_key, key, start, burns=burns, audit=audit)
+            for name in (key, *burns):
+                self.counters.values.pop((slot.scope_key, name, start), None)
         self._usage_changed([slot.scope_key])
         return previous
 
@@ -353,8 +371,17 @@ class LiveState:
                 "(the file is the source of truth for what it declares; grants and usage may be changed here)"
             )
 
-    def commit(self, record: Record, cause: str = "admin") -> Account:
-        """Validate, store and serve a new version of one account record."""
+    def commit(
+        self,
+        record: Record,
+        cause: str = "admin",
+        *,
+        actor: str = "system",
+        action: str = "commit",
+        target: str = "",
+    ) -> Account:
+        """Validate, store and serve a new version of one account record; the audit entry
+        (`actor` did `action` to `target`, design §12) is stored in the same transaction."""
         rec.check_text(record)
         with self._write:
             account = self._merge(self.catalog, record)
@@ -366,28 +393,56 @@ class LiveState:
                         "choose another id, or leave it empty to have one generated"
                     )
             previous = self.snapshot.accounts.get(account.id)
-            self.store.save_record(record)
+            audit = record_entry(
+                self.clock(), actor, action, self.records.get(account.id), record, target
+            )
+            outbox = self._lifecycle(previous, account)
+            self.store.save_record(record, audit=audit, outbox=outbox)
             self.records[record["id"]] = record
             self._serve(account)
         # members who just left are told too: what they had cached came from this account
         members = (*self._members_of(account), *(self._members_of(previous) if previous else ()))
         self.events.publish(AccountChanged(tuple(dict.fromkeys((account.id, *members))), cause))
+        if outbox:
+            self._enqueued()
         return account
 
-    def delete(self, account_id: str) -> bool:
+    def _lifecycle(self, old: Account | None, new: Account | None) -> list[OutboxEntry]:
+        """The lifecycle webhook rows (design §7.1) of an edit from `old` to `new`, to write
+        in the edit's own transaction; none without a `webhooks:` endpoint."""
+        catalog = self.catalog
+        if not catalog.webhooks:
+            return []
+        events = admin_events(old, new, self.clock())
+        return entries_for(catalog, self.store.environment, events)
+
+    def delete(
+        self, account_id: str, *, actor: str = "system", action: str = "DeleteAccount"
+    ) -> bool:
+        """Delete a stored account (with its audit entry and lifecycle rows, in one
+        transaction)."""
         self.refuse_declared(account_id)
         with self._write:
             if account_id not in self.records:
                 return False
             old = self.snapshot.accounts.get(account_id)
-            self.store.delete_record(account_id)
+            audit = record_entry(self.clock(), actor, action, self.records[account_id], None)
+            outbox = self._lifecycle(old, None)
+            self.store.delete_record(account_id, audit=audit, outbox=outbox)
             del self.records[account_id]
             self._accounts.pop(account_id, None)
             self._reindex(old, None)
         self.events.publish(
             AccountChanged((account_id, *(self._members_of(old) if old else ())), "admin")
         )
+        if outbox:
+            self._enqueued()
         return True
+
+    def _enqueued(self) -> None:
+        """Committed outbox rows are waiting: wake whoever delivers them."""
+        for wake in self.enqueued_listeners:
+            wake()
 
     def _serve(self, account: Account) -> None:
         old = self._accounts.get(account.id)

@@ -20,6 +20,7 @@ import ssl
 import stat
 from collections.abc import Sequence
 from concurrent import futures
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,10 @@ from grpc_reflection.v1alpha import reflection
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
+from ..runtime.admin import Admin
 from ..runtime.decisions import Decisions
 from ..runtime.housekeeping import Housekeeper
+from ..runtime.lifecycle_scheduler import LifecycleScheduler
 from ..runtime.outbox import OutboxSettings, OutboxWorker
 from ..runtime.state import LiveState
 from ..runtime.timekeeper import Timekeeper
@@ -40,7 +43,9 @@ from ..store.base import DeliveryStatus, Firing
 from ..store.errors import StoreUnavailable
 from ..sync.catalog_watch import CatalogWatcher
 from .admin import AdminService
-from .auth import TokenAuth, read_token
+from .auth import TokenAuth, Tokens, read_tokens
+from .console.routes import Console
+from .console.session import Sessions
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
 from .health import HealthService
@@ -138,10 +143,12 @@ class Sidecar:
         self.credentials = server_credentials(settings)
         if settings.socket:
             check_socket_path(settings.socket)
-        if settings.token_file:
-            self.token: str | None = read_token(settings.token_file)
-        else:
-            self.token = None
+        # token -> name (the audit log's actor); empty: the API is open and callers anonymous
+        self.tokens: Tokens = read_tokens(settings.token_file) if settings.token_file else {}
+        if not settings.trial_ending_days >= 0:
+            raise ValueError(
+                f"--trial-ending-days must be 0 or more days, got {settings.trial_ending_days}"
+            )
         # a bad catalog stops start-up here, with its message
         catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
         self.store = open_store(settings.db, settings.environment)
@@ -165,9 +172,20 @@ class Sidecar:
             self.metrics,
         )
         self.state.quota_listeners.append(self._quota_fired)
+        self.state.enqueued_listeners.append(self.outbox.wake)
+        self.lifecycle = LifecycleScheduler(  # design §7.1: time-driven webhooks, once each
+            self.state, timedelta(days=settings.trial_ending_days), self.outbox.wake
+        )
+        # every admin face (gRPC, console) changes state through this one facade
+        self.admin = Admin(
+            self.state,
+            on_change=lambda method: self.metrics.admin_changes.labels(method).inc(),
+            wake_outbox=self.outbox.wake,
+        )
         self.housekeeper = Housekeeper(
             self.state,
             settings.history_days,
+            settings.audit_days,
             settings.housekeeping_seconds,
             self.metrics.housekeeping_pruned,
         )
@@ -197,8 +215,8 @@ class Sidecar:
         self.state.events.bind(asyncio.get_running_loop())
         self.health = HealthService()
         interceptors: list[Any] = [RefuseUndecodable()]
-        if self.token:
-            interceptors.append(TokenAuth(self.token))
+        if self.tokens:
+            interceptors.append(TokenAuth(self.tokens))
         server = grpc.aio.server(
             migration_thread_pool=self.blocking,  # runs the plain (non-async) Admin handlers
             interceptors=interceptors,
@@ -212,7 +230,7 @@ class Sidecar:
             UsageService(self.decisions, self.metrics, self.blocking), server
         )
         plangate_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(self.state, self.metrics, wake_outbox=self.outbox.wake), server
+            AdminService(self.admin, self.metrics, self.tokens), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         flagd_names = add_flagd_services(server, self.decisions, events, self.metrics, heartbeat)
@@ -236,7 +254,7 @@ class Sidecar:
             server.add_insecure_port(f"unix:{s.socket}")
         self.grpc_server = server
         self.management = HttpPort(
-            management_app(self.metrics, self.readiness, self.blocking),
+            management_app(self.metrics, self.readiness, self.blocking, self._console()),
             s.management_host,
             s.management_port,
             "management",
@@ -257,6 +275,18 @@ class Sidecar:
             raise
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def _console(self) -> Console:
+        """The web console (design §12): read-only without a token file, otherwise behind
+        a sign-in with one of its tokens."""
+        return Console(
+            self.state,
+            self.decisions,
+            self.admin,
+            Sessions(self.tokens),
+            self.blocking,
+            self.settings.environment,
+        )
 
     async def _close(self, grace: float) -> None:
         """Design §2.1: every stream ends with UNAVAILABLE at once, new calls are refused,
@@ -338,6 +368,7 @@ class Sidecar:
         self.outbox.start()
         self.housekeeper.start()
         self.timekeeper.start()
+        self.lifecycle.start()
         log.info(
             "serving catalog %s (%d features, %d accounts) on %s:%d; management on :%d; state in %s [%s]",
             self.state.catalog.version,
@@ -359,6 +390,7 @@ class Sidecar:
         if loop is None:
             return
         self.timekeeper.stop()
+        self.lifecycle.stop()
         self.watcher.stop()
         loop.run(self._close(grace))
         loop.close()

@@ -22,6 +22,7 @@ from ..catalog.features import notation
 from ..catalog.model import (
     Account,
     Feature,
+    Grant,
     Subscription,
     TopUp,
     thaw,
@@ -283,6 +284,16 @@ def subscription_pb(sub: Subscription) -> pb.Subscription:
     )
 
 
+def grant_pb(grant: Grant) -> pb.Grant:
+    return pb.Grant(
+        id=grant.id,
+        feature=grant.feature,
+        value=to_value(notation(grant.value)),
+        starts_at=to_timestamp(grant.starts_at),
+        ends_at=to_timestamp(grant.ends_at),
+    )
+
+
 def account_pb(account: Account) -> pb.Account:
     return pb.Account(
         id=account.id,
@@ -297,16 +308,7 @@ def account_pb(account: Account) -> pb.Account:
             )
             for o in account.overrides.values()
         ],
-        grants=[
-            pb.Grant(
-                id=g.id,
-                feature=g.feature,
-                value=to_value(notation(g.value)),
-                starts_at=to_timestamp(g.starts_at),
-                ends_at=to_timestamp(g.ends_at),
-            )
-            for g in account.grants
-        ],
+        grants=[grant_pb(g) for g in account.grants],
         declared=account.declared,
         topups=[topup_pb(t) for t in account.topups],
     )

@@ -1,4 +1,5 @@
-"""Management HTTP (port 8014): /healthz, /readyz with a detail, /metrics in Prometheus text."""
+"""Management HTTP (port 8014): /healthz, /readyz with a detail, /metrics in Prometheus text,
+and the web console under /console/ (design §12, `console/`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,10 +15,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
 
+if TYPE_CHECKING:
+    from .console.routes import Console
+
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 
 
-def management_app(metrics: Metrics, readiness: Readiness, blocking: Executor) -> web.Application:
+def management_app(
+    metrics: Metrics, readiness: Readiness, blocking: Executor, console: Console | None = None
+) -> web.Application:
     """`readiness` reads the store (the outbox counts), so it runs on `blocking`, off the loop."""
 
     async def healthz(request: web.Request) -> web.StreamResponse:
@@ -33,12 +39,14 @@ def management_app(metrics: Metrics, readiness: Readiness, blocking: Executor) -
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def not_found(request: web.Request) -> web.StreamResponse:
-        body = b"not found: try /healthz, /readyz or /metrics\n"
+        body = b"not found: try /healthz, /readyz, /metrics or /console/\n"
         return web.Response(status=404, body=body, headers={"Content-Type": "text/plain"})
 
     app = web.Application(middlewares=[serving_errors("management")])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_text)
+    if console is not None:
+        console.mount(app)
     app.router.add_route("*", "/{path:.*}", not_found)
     return app

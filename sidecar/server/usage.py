@@ -1,9 +1,9 @@
-"""`plangate.v1.Usage`: batched Report and atomic Consume.
+"""`plangate.v1.Usage`: batched Report and atomic Consume; History and the Export stream.
 
-Both write the store off the event loop (design §2.1), so the loop keeps answering
-evaluations while a commit waits for the disk: Report runs on the writer executor (a batch
-of thousands is resolved there too); Consume evaluates on the loop, like Evaluate, and
-awaits its grouped write (`GroupCommit.submit_later`).
+Report and Consume write the store off the event loop (design §2.1), so the loop keeps
+answering evaluations while a commit waits for the disk: Report runs on the writer executor
+(a batch of thousands is resolved there too); Consume evaluates on the loop, like Evaluate,
+and awaits its grouped write (`GroupCommit.submit_later`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -20,10 +21,19 @@ from google.protobuf import timestamp_pb2
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
+from ...protocol.values import from_timestamp
 from ..runtime.decisions import Decisions, PendingConsume
+from ..runtime.history import (
+    ExportRow,
+    HistoryPoint,
+    check_range,
+    export_pages,
+    parse_window,
+    usage_history,
+)
 from ..store.base import Status, UsageOutcome
 from .convert import resolution, timestamp, usage_report
-from .errors import handled, require
+from .errors import handled, require, status_of
 from .metrics import Metrics
 
 MAX_BATCH = 10_000
@@ -108,3 +118,73 @@ class UsageService(pb_grpc.UsageServicer):
             duplicate=outcome.duplicate,
             resolution=resolution(outcome.after.decision, outcome.after.feature),
         )
+
+    @handled
+    async def History(self, request: pb.HistoryRequest, context: _Context) -> pb.HistoryResponse:
+        require(bool(request.account_id), "account_id is required")
+        require(bool(request.feature), "feature is required (a metered feature key)")
+        start, end = _range(request)
+        window = parse_window(request.window)
+        loop = asyncio.get_running_loop()
+        state = self.decisions.state
+        points = await loop.run_in_executor(
+            self.writer,
+            usage_history,
+            state,
+            request.account_id,
+            request.feature,
+            start,
+            end,
+            window,
+        )
+        return pb.HistoryResponse(points=[_point(p) for p in points])
+
+    async def Export(
+        self, request: pb.ExportRequest, context: _Context
+    ) -> AsyncIterator[pb.ExportRow]:
+        """Rows as the store yields them, a page of accounts at a time (each page read off
+        the event loop), so an export of millions of rows never sits in memory at once."""
+        loop = asyncio.get_running_loop()
+        try:
+            start, end = _range(request)
+            check_range(start, end)
+            pages = export_pages(self.decisions.state, start, end)
+            while (page := await loop.run_in_executor(self.writer, next, pages, None)) is not None:
+                for row in page:
+                    yield _row(row)
+        except Exception as exc:
+            code, message = status_of(exc, "Export")
+            self.metrics.rpc_errors.labels("Export", code.name).inc()
+            await context.abort(code, message)
+
+
+def _range(request: pb.HistoryRequest | pb.ExportRequest) -> tuple[datetime, datetime]:
+    """`from` and `to` (a Python keyword: read with getattr), both required."""
+    for name in ("from", "to"):
+        require(request.HasField(name), f"{name} is required (a timestamp)")
+    return from_timestamp(getattr(request, "from")), from_timestamp(request.to)
+
+
+def _point(p: HistoryPoint) -> pb.HistoryPoint:
+    out = pb.HistoryPoint(
+        window_start=timestamp(p.window_start), window_end=timestamp(p.window_end), usage=p.usage
+    )
+    if p.limit is not None:
+        out.limit = p.limit
+    return out
+
+
+def _row(r: ExportRow) -> pb.ExportRow:
+    out = pb.ExportRow(
+        account_id=r.account_id,
+        feature=r.feature,
+        period_start=timestamp(r.period_start),
+        usage=r.usage,
+        overage=r.overage,
+        topups_burned=r.topups_burned,
+    )
+    if r.period_end is not None:
+        out.period_end.CopyFrom(timestamp(r.period_end))
+    if r.limit is not None:
+        out.limit = r.limit
+    return out

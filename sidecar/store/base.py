@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ..engine.history import Bucket
 from ..engine.write_rule import Admit as Admit
 from ..engine.write_rule import CounterKey as CounterKey
 from ..engine.write_rule import Fire as Fire
@@ -125,6 +126,25 @@ class Delivery:
     next_attempt_at: datetime | None  # pending rows only
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit log row (design §12): who changed what, when, and the changed part before and
+    after (JSON values, bounded by `runtime.audit`). `seq` orders rows and pages listings; it is
+    0 until the store assigns it."""
+
+    at: datetime
+    actor: str
+    action: str
+    account: str
+    target: str
+    before: Any = None
+    after: Any = None
+    seq: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class PrunePlan:
     """What one housekeeping pass removes (design §14); cut-offs are computed by
@@ -132,7 +152,9 @@ class PrunePlan:
 
     A usage counter (with its unique keys) goes when its period started before its feature's
     cut-off in `usage_before` (`usage_default` for features the catalog no longer has); a
-    fired quota mark likewise with `marks_before` / `marks_default`.
+    fired quota mark likewise with `marks_before` / `marks_default`. A lifecycle mark (design
+    §7.1) goes with the delivered rows, when its instant is before `deliveries_before`: the
+    scheduler never looks back that far while it runs.
     """
 
     idempotency_before: datetime
@@ -142,6 +164,9 @@ class PrunePlan:
     usage_default: datetime
     marks_before: Mapping[str, datetime]
     marks_default: datetime
+    audit_before: datetime
+    history_before: datetime = _EARLIEST
+    """Hourly usage-history buckets of hours before it go (design §6.2 `--history-days`)."""
 
     def prunes_counter(self, feature: str, period_start: datetime) -> bool:
         return period_start < self.usage_before.get(feature, self.usage_default)
@@ -154,6 +179,9 @@ PRUNED_KINDS = (
     "unique_keys",
     "quota_marks",
     "deliveries",
+    "audit_entries",
+    "history_buckets",
+    "lifecycle_marks",
 )
 """What `Store.housekeep` counts, in the words of `plangate_pruned_total{kind=...}`."""
 
@@ -167,21 +195,78 @@ class Store(Protocol):
 
     def load_counters(self) -> dict[CounterKey, float]: ...
 
-    def save_record(self, record: Record) -> None: ...
+    def save_record(
+        self,
+        record: Record,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> None:
+        """Store `record`, and `audit` (if given) and the `outbox` rows (its lifecycle
+        webhooks, design §7.1, due at once) in the same transaction."""
+        ...
 
-    def delete_record(self, account_id: str) -> bool: ...
+    def delete_record(
+        self,
+        account_id: str,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
+        """Delete a stored record; `audit` and `outbox` are written with it, only if there
+        was one (False: none, and nothing is written)."""
+        ...
+
+    def fire_lifecycle(self, firings: Sequence[Firing], upto: datetime) -> list[str]:
+        """Record each firing's mark unless recorded before — then, in the same transaction,
+        enqueue its entries — and move the scheduler's watermark (`lifecycle_upto`) forward to
+        `upto` (never back). Returns the marks newly recorded: two sidecars firing the same
+        time-driven event both call this, and exactly one of them sees its mark returned."""
+        ...
+
+    def lifecycle_upto(self) -> datetime | None:
+        """How far the lifecycle scheduler has fired time-driven events (None: never ran)."""
+        ...
 
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
         """Apply a batch in one transaction; idempotency keys seen before return the first outcome."""
         ...
 
-    def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
-        """Zero a counter (and forget its unique keys and its `Firing` marks, so thresholds
-        fire again in the fresh period); returns the previous value."""
+    def reset_usage(
+        self,
+        scope_key: str,
+        feature: str,
+        period_start: datetime,
+        *,
+        burns: Sequence[str] = (),
+        audit: AuditEntry | None = None,
+    ) -> float:
+        """Zero a counter and the counters `burns` names (its top-up burn rows) in one
+        transaction, forgetting their unique keys and `Firing` marks so thresholds fire again
+        in the fresh period, and their history buckets, so the history keeps adding up to
+        the counter; returns the counter's previous value. `audit` is written with
+        them, its `before` set to that value."""
+        ...
+
+    # -- usage history and export (design §6.2) ----------------------------------------------
+
+    def usage_buckets(
+        self, scope_key: str, feature: str, since: datetime, until: datetime
+    ) -> list[Bucket]:
+        """The hourly buckets of one scope's feature with `since <= hour < until`, by hour."""
+        ...
+
+    def counters_of(
+        self, scope_keys: Sequence[str], until: datetime
+    ) -> list[tuple[str, str, datetime, float]]:
+        """(scope, feature, period start, value) of every stored counter of `scope_keys`
+        whose period started before `until`, sorted by scope, feature and period start: one
+        page of an export (the caller bounds `scope_keys`)."""
         ...
 
     # -- outbox (quota webhooks and actions, design §7) ----------------------------------------
-    # Rows are written only by `record_usage` (from `Firing.entries`) and move
+    # Rows are written by `record_usage` (from `Firing.entries`), `save_record` /
+    # `delete_record` (`outbox`) and `fire_lifecycle`, and move
     # pending -> delivered | failed; `retry_deliveries` moves failed (or pending) back to due.
 
     def claim_deliveries(self, now: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
@@ -214,9 +299,21 @@ class Store(Protocol):
         """Newest first; `before_seq` pages (rows with a smaller seq)."""
         ...
 
-    def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
+    def retry_deliveries(
+        self, ids: Sequence[str] | None, now: datetime, *, audit: AuditEntry | None = None
+    ) -> list[str]:
         """Make rows due again with a fresh attempt budget: the given ids that are not
-        delivered, or (ids=None) every failed row. Returns the ids changed."""
+        delivered, or (ids=None) every failed row. Returns the ids changed; `audit`, with
+        those ids as its `after`, is written with them when there are any."""
+        ...
+
+    # -- audit log (design §12) ----------------------------------------------------------------
+
+    def list_audit(
+        self, account: str, since: datetime | None, limit: int, before_seq: int | None = None
+    ) -> list[AuditEntry]:
+        """Newest first; of one account unless `account` is ""; at or after `since`;
+        `before_seq` pages (rows with a smaller seq)."""
         ...
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]: ...

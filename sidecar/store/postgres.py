@@ -41,24 +41,38 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 
+from ..engine.history import Bucket, BucketKey, hour_buckets
 from ..engine.write_rule import BatchReads, apply_batch
 from .base import (
+    AuditEntry,
     CounterKey,
     Delivery,
     DeliveryStatus,
+    Firing,
+    OutboxEntry,
     PrunePlan,
     Record,
     UsageOutcome,
     UsageWrite,
 )
 from .errors import StoreConflict, StoreFull, StoreUnavailable
-from .rows import DELIVERY_COLUMNS, delivery_from, outcome_from, outcome_text
+from .rows import (
+    AUDIT_COLUMNS,
+    DELIVERY_COLUMNS,
+    audit_columns,
+    audit_from,
+    delivery_from,
+    outcome_from,
+    outcome_text,
+    retried,
+)
 from .timefmt import parse_ts, ts
 
 log = logging.getLogger("plangate.store.postgres")
@@ -128,6 +142,42 @@ MIGRATIONS: list[tuple[str, ...]] = [
             next_attempt_at timestamptz,
             UNIQUE (environment, id))""",
         "CREATE INDEX outbox_due ON plangate.outbox (environment, status, next_attempt_at)",
+    ),
+    (  # 3: the audit log (design §12), one row per admin change, written with the change
+        """CREATE TABLE plangate.audit (
+            seq bigserial PRIMARY KEY,
+            environment text NOT NULL,
+            at timestamptz NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            account text NOT NULL,
+            target text NOT NULL,
+            before jsonb,
+            after jsonb)""",
+        "CREATE INDEX audit_account ON plangate.audit (environment, account, seq)",
+        "CREATE INDEX audit_at ON plangate.audit (environment, at)",
+    ),
+    (  # 4: usage history (design §6.2): one bucket per counter and hour (`engine.history`)
+        """CREATE TABLE plangate.usage_hourly (
+            environment text NOT NULL,
+            scope text NOT NULL,
+            feature text NOT NULL,
+            period_start timestamptz NOT NULL,
+            hour timestamptz NOT NULL,
+            added double precision NOT NULL,
+            last double precision NOT NULL,
+            PRIMARY KEY (environment, scope, feature, period_start, hour))""",
+        "CREATE INDEX usage_hourly_hour ON plangate.usage_hourly (environment, hour)",
+    ),
+    (  # 5: lifecycle webhooks (design §7.1): once-only marks and the scheduler's watermark
+        """CREATE TABLE plangate.lifecycle_marks (
+            environment text NOT NULL,
+            mark text NOT NULL,
+            fired_at timestamptz NOT NULL,
+            PRIMARY KEY (environment, mark))""",
+        """CREATE TABLE plangate.lifecycle_clock (
+            environment text PRIMARY KEY,
+            upto timestamptz NOT NULL)""",
     ),
 ]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit, and keep each
@@ -287,6 +337,24 @@ def read_accounts(
             (environment, list(ids)),
         )
     return {account_id: (record, int(version)) for account_id, record, version in cur}
+
+
+_ADD_BUCKETS = """
+INSERT INTO plangate.usage_hourly AS h (environment, scope, feature, period_start, hour, added, last)
+SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[],
+    %s::float8[], %s::float8[])
+ON CONFLICT (environment, scope, feature, period_start, hour)
+DO UPDATE SET added = h.added + excluded.added, last = excluded.last"""
+
+
+def _add_buckets(
+    conn: Connection, env: str, buckets: Mapping[BucketKey, tuple[float, float]]
+) -> None:
+    """Add a batch's hourly history (`engine.history.hour_buckets`) in its transaction. Its
+    counters are locked already, so no other transaction writes these buckets meanwhile."""
+    if buckets:
+        rows = [(*key, added, last) for key, (added, last) in buckets.items()]
+        conn.execute(_ADD_BUCKETS, (env, *_columns(rows, 6)))
 
 
 def read_counters(conn: Connection, environment: str) -> dict[CounterKey, tuple[float, int]]:
@@ -514,7 +582,23 @@ class PostgresStore:
                 out[account_id] = record
         return out
 
-    def save_record(self, record: Record) -> None:
+    def _audit(self, conn: Connection, entry: AuditEntry | None) -> None:
+        """Append `entry` inside the caller's transaction (nothing if None)."""
+        if entry is None:
+            return
+        conn.execute(
+            "INSERT INTO plangate.audit (environment, at, actor, action, account, target, "
+            "before, after) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
+            (self.environment, entry.at, *audit_columns(entry)),
+        )
+
+    def save_record(
+        self,
+        record: Record,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> None:
         """Upsert the record, but only over the version this sidecar holds in memory.
 
         Admin edits are read-modify-write of the whole record, made from memory. If another
@@ -545,12 +629,20 @@ class PostgresStore:
                     "retry the request (this sidecar is catching up now)"
                 )
             version = int(row[0])
+            self._audit(conn, audit)
+            _enqueue(conn, self.environment, outbox)
             self._notify(conn, accounts=[(account_id, version)])
             return version
 
         self.versions.advance_account(account_id, self._transaction(work))
 
-    def delete_record(self, account_id: str) -> bool:
+    def delete_record(
+        self,
+        account_id: str,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         def work(conn: Connection) -> int | None:
             row = conn.execute(
                 "UPDATE plangate.accounts SET record = NULL, "
@@ -560,6 +652,8 @@ class PostgresStore:
             ).fetchone()
             if row is None:
                 return None
+            self._audit(conn, audit)
+            _enqueue(conn, self.environment, outbox)
             self._notify(conn, accounts=[(account_id, int(row[0]))])
             return int(row[0])
 
@@ -568,6 +662,41 @@ class PostgresStore:
             return False
         self.versions.advance_account(account_id, version)
         return True
+
+    # -- lifecycle marks (design §7.1; several sidecars fire the same events) -----------------
+
+    def fire_lifecycle(self, firings: Sequence[Firing], upto: datetime) -> list[str]:
+        def work(conn: Connection) -> list[str]:
+            fired: list[str] = []
+            for f in firings:
+                # A mark another sidecar is inserting makes this wait for its commit, then
+                # do nothing: the row is the claim, so exactly one of them enqueues.
+                row = conn.execute(
+                    "INSERT INTO plangate.lifecycle_marks (environment, mark, fired_at) "
+                    "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING mark",
+                    (self.environment, f.mark, f.at),
+                ).fetchone()
+                if row is not None:
+                    fired.append(f.mark)
+                    _enqueue(conn, self.environment, f.entries)
+            conn.execute(
+                "INSERT INTO plangate.lifecycle_clock AS c (environment, upto) VALUES (%s, %s) "
+                "ON CONFLICT (environment) DO UPDATE SET upto = greatest(c.upto, excluded.upto)",
+                (self.environment, upto),
+            )
+            return fired
+
+        return self._transaction(work)
+
+    def lifecycle_upto(self) -> datetime | None:
+        def work(conn: Connection) -> datetime | None:
+            row = conn.execute(
+                "SELECT upto FROM plangate.lifecycle_clock WHERE environment = %s",
+                (self.environment,),
+            ).fetchone()
+            return utc(row[0]) if row else None
+
+        return self._read(work)
 
     # -- usage -------------------------------------------------------------------------------
 
@@ -654,36 +783,82 @@ class PostgresStore:
                     for e, at in entries
                 ]
                 conn.execute(_ADD_OUTBOX, (env, *_columns(outbox, 6)))
+            _add_buckets(conn, env, hour_buckets(writes, reads.values, done.outcomes))
             self._notify(conn, counters=changed)
         return done.outcomes, changed
 
-    def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
-        key: CounterKey = (scope_key, feature, utc(period_start))
+    def reset_usage(
+        self,
+        scope_key: str,
+        feature: str,
+        period_start: datetime,
+        *,
+        burns: Sequence[str] = (),
+        audit: AuditEntry | None = None,
+    ) -> float:
         where = "environment = %s AND scope = %s AND feature = %s AND period_start = %s"
-        params = (self.environment, *key)
+        keys: list[CounterKey] = [
+            (scope_key, name, utc(period_start)) for name in (feature, *burns)
+        ]
 
-        def work(conn: Connection) -> tuple[float, int | None]:
-            row = conn.execute(
-                f"SELECT value FROM plangate.usage WHERE {where} FOR UPDATE", params
-            ).fetchone()
-            conn.execute(f"DELETE FROM plangate.usage_unique WHERE {where}", params)
-            conn.execute(f"DELETE FROM plangate.quota_fired WHERE {where}", params)
-            if row is None:
-                return 0.0, None
-            updated = conn.execute(
-                "UPDATE plangate.usage SET value = 0, version = nextval('plangate.change_seq') "
-                f"WHERE {where} RETURNING version",
-                params,
-            ).fetchone()
-            assert updated is not None
-            version = int(updated[0])
-            self._notify(conn, counters=[(key, 0.0, version)])
-            return float(row[0]), version
+        def work(conn: Connection) -> tuple[float, list[tuple[CounterKey, int]]]:
+            previous, zeroed = 0.0, []
+            for key in keys:
+                params = (self.environment, *key)
+                row = conn.execute(
+                    f"SELECT value FROM plangate.usage WHERE {where} FOR UPDATE", params
+                ).fetchone()
+                conn.execute(f"DELETE FROM plangate.usage_unique WHERE {where}", params)
+                conn.execute(f"DELETE FROM plangate.quota_fired WHERE {where}", params)
+                conn.execute(f"DELETE FROM plangate.usage_hourly WHERE {where}", params)
+                if row is None:
+                    continue
+                if key is keys[0]:
+                    previous = float(row[0])
+                updated = conn.execute(
+                    "UPDATE plangate.usage SET value = 0, version = nextval('plangate.change_seq') "
+                    f"WHERE {where} RETURNING version",
+                    params,
+                ).fetchone()
+                assert updated is not None
+                zeroed.append((key, int(updated[0])))
+            if audit is not None:
+                self._audit(conn, replace(audit, before={"usage": previous}, after={"usage": 0.0}))
+            self._notify(conn, counters=[(key, 0.0, version) for key, version in zeroed])
+            return previous, zeroed
 
-        previous, version = self._transaction(work)
-        if version is not None:
+        previous, zeroed = self._transaction(work)
+        for key, version in zeroed:
             self.versions.advance_counter(key, version)
         return previous
+
+    # -- usage history and export (design §6.2) ----------------------------------------------
+
+    def usage_buckets(
+        self, scope_key: str, feature: str, since: datetime, until: datetime
+    ) -> list[Bucket]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT period_start, hour, added, last FROM plangate.usage_hourly "
+                "WHERE environment = %s AND scope = %s AND feature = %s AND hour >= %s "
+                "AND hour < %s ORDER BY hour",
+                (self.environment, scope_key, feature, since, until),
+            ).fetchall()
+        )
+        return [Bucket(utc(p), utc(h), float(a), float(v)) for p, h, a, v in rows]
+
+    def counters_of(
+        self, scope_keys: Sequence[str], until: datetime
+    ) -> list[tuple[str, str, datetime, float]]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT scope, feature, period_start, value FROM plangate.usage "
+                "WHERE environment = %s AND scope = ANY(%s::text[]) AND period_start < %s "
+                'ORDER BY scope COLLATE "C", feature COLLATE "C", period_start',
+                (self.environment, list(scope_keys), until),
+            ).fetchall()
+        )
+        return [(s, f, utc(p), float(v)) for s, f, p, v in rows]
 
     # -- outbox (quota webhooks and actions; several sidecars may work through it) -------------
 
@@ -755,7 +930,9 @@ class PostgresStore:
         args.append(limit)
         return self._read(lambda conn: [_delivery(r) for r in conn.execute(query, args)])
 
-    def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
+    def retry_deliveries(
+        self, ids: Sequence[str] | None, now: datetime, *, audit: AuditEntry | None = None
+    ) -> list[str]:
         def work(conn: Connection) -> list[str]:
             if ids is None:
                 cur = conn.execute(
@@ -771,9 +948,34 @@ class PostgresStore:
                     "AND status <> 'delivered' AND id = ANY(%s::text[]) RETURNING seq, id",
                     (now, now, self.environment, list(ids)),
                 )
-            return [delivery_id for _seq, delivery_id in sorted(cur.fetchall())]
+            changed = [delivery_id for _seq, delivery_id in sorted(cur.fetchall())]
+            if changed and audit is not None:
+                self._audit(conn, replace(audit, after=retried(changed)))
+            return changed
 
         return self._transaction(work)
+
+    # -- audit log ---------------------------------------------------------------------------
+
+    def list_audit(
+        self, account: str, since: datetime | None, limit: int, before_seq: int | None = None
+    ) -> list[AuditEntry]:
+        query = f"SELECT {AUDIT_COLUMNS} FROM plangate.audit WHERE environment = %s"
+        args: list[Any] = [self.environment]
+        if account:
+            query += " AND account = %s"
+            args.append(account)
+        if since is not None:
+            query += " AND at >= %s"
+            args.append(since)
+        if before_seq is not None:
+            query += " AND seq < %s"
+            args.append(before_seq)
+        query += " ORDER BY seq DESC LIMIT %s"
+        args.append(limit)
+        return self._read(
+            lambda conn: [audit_from(r, lambda v: v, utc) for r in conn.execute(query, args)]
+        )
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]:
         rows = self._read(
@@ -831,6 +1033,18 @@ class PostgresStore:
                     "AND updated_at < %s",
                     (env, plan.deliveries_before),
                 ).rowcount,
+                "audit_entries": conn.execute(
+                    "DELETE FROM plangate.audit WHERE environment = %s AND at < %s",
+                    (env, plan.audit_before),
+                ).rowcount,
+                "history_buckets": conn.execute(
+                    "DELETE FROM plangate.usage_hourly WHERE environment = %s AND hour < %s",
+                    (env, plan.history_before),
+                ).rowcount,
+                "lifecycle_marks": conn.execute(
+                    "DELETE FROM plangate.lifecycle_marks WHERE environment = %s AND fired_at < %s",
+                    (env, plan.deliveries_before),
+                ).rowcount,
             }
 
         return self._transaction(work)
@@ -853,6 +1067,17 @@ class PostgresStore:
     def close(self) -> None:
         with self._lock:
             self._discard()
+
+
+def _enqueue(conn: Connection, environment: str, entries: Sequence[OutboxEntry]) -> None:
+    """Outbox rows due now (this sidecar's clock, as the worker's), in the caller's transaction."""
+    if entries:
+        at = datetime.now(UTC)
+        rows = [
+            (e.id, e.kind, e.account, e.target, json.dumps(e.payload, sort_keys=True), at)
+            for e in entries
+        ]
+        conn.execute(_ADD_OUTBOX, (environment, *_columns(rows, 6)))
 
 
 def _counter(w: UsageWrite) -> CounterKey:

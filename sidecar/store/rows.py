@@ -1,4 +1,5 @@
-"""Row formats every backend shares: an idempotency key's stored outcome and an outbox row.
+"""Row formats every backend shares: an idempotency key's stored outcome, an outbox row and
+an audit row.
 
 Kept once so that a key written by one backend's release reads back the same in the other,
 and a column added to the outbox is mapped in one place.
@@ -13,7 +14,7 @@ from datetime import datetime
 from json.encoder import encode_basestring_ascii as _quote  # json.dumps' own (C) quoting
 from typing import Any
 
-from .base import Delivery, DeliveryStatus, Status, UsageOutcome
+from .base import AuditEntry, Delivery, DeliveryStatus, Status, UsageOutcome
 from .timefmt import parse_ts, ts
 
 
@@ -76,4 +77,53 @@ def delivery_from(
         created_at=time_of(created),
         updated_at=time_of(updated),
         next_attempt_at=time_of(due) if due else None,
+    )
+
+
+AUDIT_COLUMNS = "seq, at, actor, action, account, target, before, after"
+"""The audit columns `audit_from` reads, in its order."""
+
+MAX_RETRIED_IDS = 100
+"""Delivery ids an audit entry of a retry lists (the count is always there)."""
+
+
+def retried(ids: Sequence[str]) -> dict[str, Any]:
+    """The `after` of a retry's audit entry: how many were made due, and (bounded) which."""
+    return {"retried": len(ids), "ids": list(ids[:MAX_RETRIED_IDS])}
+
+
+def audit_columns(entry: AuditEntry) -> tuple[str, str, str, str, str | None, str | None]:
+    """`actor, action, account, target, before, after` of an audit row as both stores write
+    them (after their own environment and `at` columns)."""
+
+    def text(part: Any) -> str | None:
+        return None if part is None else json.dumps(part, sort_keys=True)
+
+    return (
+        entry.actor,
+        entry.action,
+        entry.account,
+        entry.target,
+        text(entry.before),
+        text(entry.after),
+    )
+
+
+def audit_from(
+    row: Sequence[Any],
+    json_of: Callable[[Any], Any],
+    time_of: Callable[[Any], datetime],
+) -> AuditEntry:
+    """One audit row (`AUDIT_COLUMNS`) as an `AuditEntry`; the backend says how its JSON
+    (text or decoded jsonb) and its times read back."""
+    seq, at, actor, action, account, target, before, after = row
+    return AuditEntry(
+        at=time_of(at),
+        actor=actor,
+        action=action,
+        account=account,
+        target=target,
+        before=json_of(before),
+        after=json_of(after),
+        seq=int(seq),
     )

@@ -15,17 +15,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from ..engine.history import Bucket, BucketKey, hour_buckets
 from ..engine.write_rule import BatchReads, BatchWrites, apply_batch
 from .base import (
+    AuditEntry,
     CounterKey,
     Delivery,
     DeliveryStatus,
+    Firing,
+    OutboxEntry,
     PackedRecords,
     PrunePlan,
     Record,
@@ -34,7 +39,16 @@ from .base import (
     UsageWrite,
 )
 from .errors import StoreFull, StoreUnavailable
-from .rows import DELIVERY_COLUMNS, delivery_from, outcome_from, outcome_text
+from .rows import (
+    AUDIT_COLUMNS,
+    DELIVERY_COLUMNS,
+    audit_columns,
+    audit_from,
+    delivery_from,
+    outcome_from,
+    outcome_text,
+    retried,
+)
 from .timefmt import parse_ts, ts
 
 
@@ -77,8 +91,45 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_due ON outbox (environment, status, next_attempt_at)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """The audit log (design §12): one row per admin change, written with the change."""
+    db.execute(
+        "CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "environment TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL, "
+        "action TEXT NOT NULL, account TEXT NOT NULL, target TEXT NOT NULL, "
+        "before TEXT, after TEXT)"
+    )
+    db.execute("CREATE INDEX audit_account ON audit (environment, account, seq)")
+    db.execute("CREATE INDEX audit_at ON audit (environment, at)")
+
+
+def _v4(db: sqlite_utils.Database) -> None:
+    """Usage history (design §6.2): one bucket per counter and hour (`engine.history`)."""
+    db.execute(
+        "CREATE TABLE usage_hourly (environment TEXT NOT NULL, scope TEXT NOT NULL, "
+        "feature TEXT NOT NULL, period_start TEXT NOT NULL, hour TEXT NOT NULL, "
+        "added REAL NOT NULL, last REAL NOT NULL, "
+        "PRIMARY KEY (environment, scope, feature, period_start, hour))"
+    )
+    db.execute("CREATE INDEX usage_hourly_hour ON usage_hourly (environment, hour)")
+
+
+def _v5(db: sqlite_utils.Database) -> None:
+    """Lifecycle webhooks (design §7.1): once-only marks of time-driven events, and how far
+    the scheduler has looked (so it catches up after downtime)."""
+    db.execute(
+        "CREATE TABLE lifecycle_marks (environment TEXT NOT NULL, mark TEXT NOT NULL, "
+        "fired_at TEXT NOT NULL, PRIMARY KEY (environment, mark))"
+    )
+    db.execute("CREATE TABLE lifecycle_clock (environment TEXT PRIMARY KEY, upto TEXT NOT NULL)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit."""
+
+
+def _json_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 Counter = tuple[str, str, str, str]
@@ -190,30 +241,51 @@ def _write_batch(c: sqlite3.Connection, rows: _Rows, done: BatchWrites) -> None:
         c.execute(
             "INSERT INTO quota_fired VALUES (?, ?, ?, ?, ?, ?)", (*rows.of(key), firing.mark, at)
         )
-        c.executemany(
-            "INSERT INTO outbox (environment, id, kind, account, target, payload, status, "
-            "attempts, last_error, created_at, updated_at, next_attempt_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, '', ?, ?, ?)",
-            [
-                (
-                    rows.env,
-                    e.id,
-                    e.kind,
-                    e.account,
-                    e.target,
-                    json.dumps(e.payload, sort_keys=True),
-                    at,
-                    at,
-                    at,
-                )
-                for e in firing.entries
-            ],
-        )
+        _enqueue(c, rows.env, firing.entries, at)
     if done.keys:
         c.executemany(
             "INSERT INTO idempotency VALUES (?, ?, ?, datetime('now'))",
             [(rows.env, key, outcome_text(outcome)) for key, outcome in done.keys.items()],
         )
+
+
+def _write_buckets(
+    c: sqlite3.Connection, rows: _Rows, buckets: Mapping[BucketKey, tuple[float, float]]
+) -> None:
+    """Add a batch's hourly history (`engine.history.hour_buckets`) in its transaction."""
+    if buckets:
+        c.executemany(
+            "INSERT INTO usage_hourly VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (environment, scope, feature, period_start, hour) "
+            "DO UPDATE SET added = added + excluded.added, last = excluded.last",
+            [
+                (*rows.of((scope, feature, start)), ts(hour), added, last)
+                for (scope, feature, start, hour), (added, last) in buckets.items()
+            ],
+        )
+
+
+def _enqueue(c: sqlite3.Connection, env: str, entries: Sequence[OutboxEntry], at: str) -> None:
+    """Outbox rows due at `at`, in the caller's transaction."""
+    c.executemany(
+        "INSERT INTO outbox (environment, id, kind, account, target, payload, status, "
+        "attempts, last_error, created_at, updated_at, next_attempt_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, '', ?, ?, ?)",
+        [
+            (
+                env,
+                e.id,
+                e.kind,
+                e.account,
+                e.target,
+                json.dumps(e.payload, sort_keys=True),
+                at,
+                at,
+                at,
+            )
+            for e in entries
+        ],
+    )
 
 
 class SqliteStore:
@@ -407,21 +479,75 @@ class SqliteStore:
         )
         return PackedRecords.of_texts(rows)
 
-    def save_record(self, record: Record) -> None:
+    def _audit(self, c: sqlite3.Connection, entry: AuditEntry | None) -> None:
+        """Append `entry` inside the caller's transaction (nothing if None)."""
+        if entry is None:
+            return
+        c.execute(
+            "INSERT INTO audit (environment, at, actor, action, account, target, before, after) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.environment, ts(entry.at), *audit_columns(entry)),
+        )
+
+    def save_record(
+        self,
+        record: Record,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> None:
         with self._transaction() as c:
             c.execute(
                 "INSERT INTO accounts (environment, id, record, updated_at) VALUES (?, ?, ?, datetime('now')) "
                 "ON CONFLICT (environment, id) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
                 (self.environment, record["id"], json.dumps(record, sort_keys=True)),
             )
+            self._audit(c, audit)
+            _enqueue(c, self.environment, outbox, ts(datetime.now(UTC)))
 
-    def delete_record(self, account_id: str) -> bool:
+    def delete_record(
+        self,
+        account_id: str,
+        *,
+        audit: AuditEntry | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         with self._transaction() as c:
             cur = c.execute(
                 "DELETE FROM accounts WHERE environment = ? AND id = ?",
                 (self.environment, account_id),
             )
+            if cur.rowcount > 0:
+                self._audit(c, audit)
+                _enqueue(c, self.environment, outbox, ts(datetime.now(UTC)))
             return cur.rowcount > 0
+
+    # -- lifecycle marks (design §7.1) -------------------------------------------------------
+
+    def fire_lifecycle(self, firings: Sequence[Firing], upto: datetime) -> list[str]:
+        with self._transaction() as c:
+            fired: list[str] = []
+            for f in firings:
+                cur = c.execute(
+                    "INSERT INTO lifecycle_marks VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (self.environment, f.mark, ts(f.at)),
+                )
+                if cur.rowcount > 0:
+                    fired.append(f.mark)
+                    _enqueue(c, self.environment, f.entries, ts(datetime.now(UTC)))
+            c.execute(
+                "INSERT INTO lifecycle_clock VALUES (?, ?) ON CONFLICT (environment) "
+                "DO UPDATE SET upto = max(upto, excluded.upto)",
+                (self.environment, ts(upto)),
+            )
+        return fired
+
+    def lifecycle_upto(self) -> datetime | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT upto FROM lifecycle_clock WHERE environment = ?", (self.environment,)
+            ).fetchone()
+        return parse_ts(row[0]) if row else None
 
     # -- usage -------------------------------------------------------------------------------
 
@@ -441,19 +567,60 @@ class SqliteStore:
         """
         rows = _Rows(self.environment)
         with self._transaction() as c:
-            done = apply_batch(writes, _read_batch(c, rows, writes))
+            reads = _read_batch(c, rows, writes)
+            done = apply_batch(writes, reads)
             _write_batch(c, rows, done)
+            _write_buckets(c, rows, hour_buckets(writes, reads.values, done.outcomes))
         return done.outcomes
 
-    def reset_usage(self, scope_key: str, feature: str, period_start: datetime) -> float:
-        counter = (self.environment, scope_key, feature, ts(period_start))
-        where = "environment = ? AND scope = ? AND feature = ? AND period_start = ?"
+    def reset_usage(
+        self,
+        scope_key: str,
+        feature: str,
+        period_start: datetime,
+        *,
+        burns: Sequence[str] = (),
+        audit: AuditEntry | None = None,
+    ) -> float:
+        start = ts(period_start)
+        counter = (self.environment, scope_key, feature, start)
         with self._transaction() as c:
-            row = c.execute(f"SELECT value FROM usage WHERE {where}", counter).fetchone()
-            c.execute(f"DELETE FROM usage WHERE {where}", counter)
-            c.execute(f"DELETE FROM usage_unique WHERE {where}", counter)
-            c.execute(f"DELETE FROM quota_fired WHERE {where}", counter)
-        return float(row[0]) if row else 0.0
+            row = c.execute(f"SELECT value FROM usage WHERE {_COUNTER}", counter).fetchone()
+            previous = float(row[0]) if row else 0.0
+            for name in (feature, *burns):
+                key = (self.environment, scope_key, name, start)
+                for table in ("usage", "usage_unique", "quota_fired", "usage_hourly"):
+                    c.execute(f"DELETE FROM {table} WHERE {_COUNTER}", key)
+            if audit is not None:
+                self._audit(c, replace(audit, before={"usage": previous}, after={"usage": 0.0}))
+        return previous
+
+    def usage_buckets(
+        self, scope_key: str, feature: str, since: datetime, until: datetime
+    ) -> list[Bucket]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT period_start, hour, added, last FROM usage_hourly WHERE environment = ? "
+                "AND scope = ? AND feature = ? AND hour >= ? AND hour < ? ORDER BY hour",
+                (self.environment, scope_key, feature, ts(since), ts(until)),
+            ).fetchall()
+        return [Bucket(parse_ts(p), parse_ts(h), float(a), float(v)) for p, h, a, v in rows]
+
+    def counters_of(
+        self, scope_keys: Sequence[str], until: datetime
+    ) -> list[tuple[str, str, datetime, float]]:
+        out: list[tuple[str, str, datetime, float]] = []
+        for i in range(0, len(scope_keys), _KEYS_PER_QUERY):
+            chunk = scope_keys[i : i + _KEYS_PER_QUERY]
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT scope, feature, period_start, value FROM usage WHERE environment = ? "
+                    f"AND scope IN ({', '.join('?' * len(chunk))}) AND period_start < ?",
+                    (self.environment, *chunk, ts(until)),
+                ).fetchall()
+            out += [(s, f, parse_ts(p), float(v)) for s, f, p, v in rows]
+        out.sort(key=lambda r: (r[0], r[1], r[2]))
+        return out
 
     # -- outbox ------------------------------------------------------------------------------
 
@@ -525,7 +692,9 @@ class SqliteStore:
             rows = self._conn.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit))
             return [self._delivery(row) for row in rows.fetchall()]
 
-    def retry_deliveries(self, ids: Sequence[str] | None, now: datetime) -> list[str]:
+    def retry_deliveries(
+        self, ids: Sequence[str] | None, now: datetime, *, audit: AuditEntry | None = None
+    ) -> list[str]:
         with self._transaction() as c:
             if ids is None:
                 rows = c.execute(
@@ -545,7 +714,29 @@ class SqliteStore:
                 "updated_at = ? WHERE environment = ? AND id = ?",
                 [(ts(now), ts(now), self.environment, i) for i in changed],
             )
+            if changed and audit is not None:
+                self._audit(c, replace(audit, after=retried(changed)))
         return changed
+
+    # -- audit log ---------------------------------------------------------------------------
+
+    def list_audit(
+        self, account: str, since: datetime | None, limit: int, before_seq: int | None = None
+    ) -> list[AuditEntry]:
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE environment = ?"
+        args: list[Any] = [self.environment]
+        if account:
+            sql += " AND account = ?"
+            args.append(account)
+        if since is not None:
+            sql += " AND at >= ?"
+            args.append(ts(since))
+        if before_seq is not None:
+            sql += " AND seq < ?"
+            args.append(before_seq)
+        with self._lock:
+            rows = self._conn.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit))
+            return [audit_from(row, _json_or_none, parse_ts) for row in rows.fetchall()]
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]:
         with self._lock:
@@ -590,9 +781,21 @@ class SqliteStore:
                 "usage_rows": by_feature("usage", plan.usage_before, plan.usage_default),
                 "unique_keys": by_feature("usage_unique", plan.usage_before, plan.usage_default),
                 "quota_marks": by_feature("quota_fired", plan.marks_before, plan.marks_default),
+                "history_buckets": c.execute(
+                    "DELETE FROM usage_hourly WHERE environment = ? AND hour < ?",
+                    (env, ts(plan.history_before)),
+                ).rowcount,
                 "deliveries": c.execute(
                     "DELETE FROM outbox WHERE environment = ? AND status = 'delivered' "
                     "AND updated_at < ?",
+                    (env, ts(plan.deliveries_before)),
+                ).rowcount,
+                "audit_entries": c.execute(
+                    "DELETE FROM audit WHERE environment = ? AND at < ?",
+                    (env, ts(plan.audit_before)),
+                ).rowcount,
+                "lifecycle_marks": c.execute(
+                    "DELETE FROM lifecycle_marks WHERE environment = ? AND fired_at < ?",
                     (env, ts(plan.deliveries_before)),
                 ).rowcount,
             }

@@ -18,7 +18,7 @@ def test_one_sidecar_at_a_time_prunes_an_environment(postgres_cluster: Any) -> N
     env = f"hk-{uuid.uuid4().hex[:8]}"
     store = PostgresStore(postgres_cluster.url(), env)
     other_env = PostgresStore(postgres_cluster.url(), f"{env}-other")
-    plan = PrunePlan(datetime.now(UTC) + timedelta(seconds=2), EVER, EVER, {}, EVER, {}, EVER)
+    plan = PrunePlan(datetime.now(UTC) + timedelta(seconds=2), EVER, EVER, {}, EVER, {}, EVER, EVER)
     try:
         with psycopg.connect(postgres_cluster.url()) as pruning:  # another sidecar, mid-pass
             pruning.execute(

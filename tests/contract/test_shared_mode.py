@@ -27,6 +27,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from plangate.protocol.values import from_struct
 from support.sidecar import Stubs, copy_catalog, in_process, wait_for
 
 Pair = tuple[Any, Any, Stubs, Stubs]  # sidecar A, sidecar B, and a client of each
@@ -352,6 +353,16 @@ def test_a_sidecar_cut_off_from_the_database_catches_up_when_it_is_back(
     assert concurrency(sb, account) == 9
     assert used(sb, account) == 5.0
     assert "acct_new_meanwhile" in b.state.snapshot.accounts
+
+
+def test_admin_changes_through_either_sidecar_land_in_one_audit_log(pair: Pair) -> None:
+    _a, b, sa, sb = pair
+    sa.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_both", name="via A"), timeout=5)
+    wait_for(lambda: "acct_both" in b.state.snapshot.accounts)
+    sb.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_both", name="via B"), timeout=5)
+    for stubs in (sa, sb):
+        reply = stubs.admin.ListAuditLog(pb.ListAuditLogRequest(account_id="acct_both"), timeout=5)
+        assert [from_struct(e.after)["name"] for e in reply.entries] == ["via B", "via A"]
 
 
 # -- admin edits racing across sidecars ----------------------------------------------------------

@@ -10,10 +10,13 @@ those cases skip with that reason.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ import pytest
 from plangate.sidecar.catalog import load_catalog
 from plangate.sidecar.catalog.model import Feature
 from plangate.sidecar.engine import UsageRejected
+from plangate.sidecar.engine.balances import burn_feature
 from plangate.sidecar.engine.usage import Mode, UsageReport
 from plangate.sidecar.runtime.decisions import Decisions
 from plangate.sidecar.runtime.group_commit import GroupCommit
@@ -31,6 +35,7 @@ from plangate.sidecar.store import sqlite as sqlite_backend
 from plangate.sidecar.store.base import (
     PRUNED_KINDS,
     Admit,
+    AuditEntry,
     DeliveryStatus,
     Firing,
     OutboxEntry,
@@ -335,7 +340,7 @@ def test_reset_zeroes_a_counter_and_forgets_its_unique_keys(open_store: Opener) 
 
 def keys_before(at: datetime) -> PrunePlan:
     """A plan that prunes idempotency keys created before `at`, and nothing else."""
-    return PrunePlan(at, EVER, EVER, {}, EVER, {}, EVER)
+    return PrunePlan(at, EVER, EVER, {}, EVER, {}, EVER, EVER)
 
 
 def test_prune_forgets_old_idempotency_keys(open_store: Opener) -> None:
@@ -594,6 +599,9 @@ def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Open
     store.finish_delivery("d2", DeliveryStatus.DELIVERED, 1, None, "", recent)
     store.finish_delivery("d3", DeliveryStatus.FAILED, 1, None, "gone", long_ago)
 
+    old_mark, new_mark = "trial.ended:a:s:old", "trial.ended:a:s:new"
+    store.fire_lifecycle([Firing(old_mark, long_ago), Firing(new_mark, recent)], recent)
+
     time.sleep(1.1)  # SQLite keeps key times to the second
     cutoff = datetime.now(UTC)
     store.record_usage([write(API_CALLS, 1, key="key-new", period=recent)])
@@ -607,6 +615,7 @@ def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Open
         usage_default=EVER,
         marks_before={"api-calls": recent},  # unique-feature marks stay (their own cut-off)
         marks_default=EVER,
+        audit_before=EVER,
     )
     removed = store.housekeep(plan)
     assert removed is not None
@@ -618,7 +627,14 @@ def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Open
         "unique_keys": 1,
         "quota_marks": 1,
         "deliveries": 1,
+        "audit_entries": 0,
+        "history_buckets": 0,  # this plan keeps every hour (history_before: its default)
+        "lifecycle_marks": 1,
     }
+    # a lifecycle mark older than the delivery cut-off went; the recent one still holds
+    assert store.fire_lifecycle([Firing(new_mark, recent), Firing(old_mark, long_ago)], recent) == [
+        old_mark
+    ]
     counters = open_store().load_counters()
     assert set(counters) == {
         ("acct:a1", "api-calls", recent),
@@ -646,3 +662,163 @@ def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Open
     assert [[f.mark for f in o.fired] for o in refire] == [["free:1"], []]
     assert [d.id for d in store.list_deliveries(None, 10)] == ["d3", "d2"]
     assert set(open_store().load_records()) == {"acct_kept"}
+
+
+# -- the audit log (design §12) ------------------------------------------------------------------
+
+AUDIT_AT = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
+BURN = replace(API_CALLS, key=burn_feature("api-calls", "t1"))
+
+
+def entry(account: str, action: str, minutes: int = 0, **fields: Any) -> AuditEntry:
+    at = AUDIT_AT + timedelta(minutes=minutes)
+    return AuditEntry(at, "alice", action, account, fields.pop("target", ""), **fields)
+
+
+def test_audit_entries_are_stored_with_each_kind_of_change_and_listed_newest_first(
+    open_store: Opener,
+) -> None:
+    a, b = open_store(), open_store()  # two sidecars on one database (one in shared mode)
+    a.save_record(record("a1"), audit=entry("a1", "UpsertAccount", 0, after={"name": "x"}))
+    b.load_records()  # B holds the version A wrote (shared mode refuses a stale edit)
+    b.save_record(record("a1", name="y"), audit=entry("a1", "UpsertAccount", 1, before={"n": 1}))
+    a.save_record(record("a2"), audit=entry("a2", "UpsertAccount", 2))
+    a.save_record(record("a3"))  # no entry given: none written
+    assert a.delete_record("a2", audit=entry("a2", "DeleteAccount", 3)) is True
+    assert a.delete_record("a2", audit=entry("a2", "DeleteAccount", 4)) is False  # no change
+    a.record_usage([write(API_CALLS, 7)])
+    previous = a.reset_usage("acct:a1", "api-calls", PERIOD, audit=entry("a1", "ResetUsage", 5))
+    assert previous == 7.0
+
+    def crossing(old: float, new: float) -> list[Firing]:
+        outbox = (OutboxEntry("d-1", "webhook", "a1", "http://127.0.0.1:9/h", {}),)
+        return [Firing("free:1", AUDIT_AT, outbox)] if old < 1 <= new else []
+
+    a.record_usage([write(API_CALLS, 1, on_applied=crossing)])
+    a.finish_delivery("d-1", DeliveryStatus.FAILED, 3, None, "refused", AUDIT_AT)
+    retry = entry("a1", "RetryDelivery", 6, target="all_failed")
+    assert a.retry_deliveries(None, AUDIT_AT, audit=retry) == ["d-1"]
+    assert a.retry_deliveries(None, AUDIT_AT, audit=retry) == []  # nothing retried: no entry
+
+    listed = b.list_audit("", None, 100)
+    assert [(e.account, e.action) for e in listed] == [
+        ("a1", "RetryDelivery"),
+        ("a1", "ResetUsage"),
+        ("a2", "DeleteAccount"),
+        ("a2", "UpsertAccount"),
+        ("a1", "UpsertAccount"),
+        ("a1", "UpsertAccount"),
+    ]
+    assert [e.seq for e in listed] == sorted((e.seq for e in listed), reverse=True)
+    newest, reset, *_, second, first = listed
+    assert (newest.target, newest.after) == ("all_failed", {"retried": 1, "ids": ["d-1"]})
+    assert (reset.before, reset.after) == ({"usage": 7.0}, {"usage": 0.0})
+    assert (first.at, first.actor, first.before, first.after) == (
+        AUDIT_AT,
+        "alice",
+        None,
+        {"name": "x"},
+    )
+    assert second.before == {"n": 1} and second.after is None
+    assert [e.action for e in a.list_audit("a2", None, 100)] == ["DeleteAccount", "UpsertAccount"]
+    since = a.list_audit("", AUDIT_AT + timedelta(minutes=3), 100)
+    assert [e.action for e in since] == ["RetryDelivery", "ResetUsage", "DeleteAccount"]
+    assert a.list_audit("a1", AUDIT_AT + timedelta(minutes=1), 100) == [*listed[:2], second]
+    # pages: `limit` newest, then the ones before the last seq seen
+    pages, before = [], None
+    while page := a.list_audit("", None, 2, before):
+        pages.append(page)
+        before = page[-1].seq
+    assert [len(p) for p in pages] == [2, 2, 2]
+    assert [e for p in pages for e in p] == listed
+    assert open_store("elsewhere").list_audit("", None, 100) == []  # environments stay apart
+
+
+def test_a_change_and_its_audit_entry_are_stored_together_or_not_at_all(
+    open_store: Opener,
+) -> None:
+    store = open_store()
+    store.save_record(record("a1"))
+    unwritable = entry("a1", "UpsertAccount", before={"not json": object()})
+    with pytest.raises(TypeError):
+        store.save_record(record("a1", name="changed"), audit=unwritable)
+    with pytest.raises(TypeError):
+        store.delete_record("a1", audit=unwritable)
+    assert open_store().load_records()["a1"]["name"] == record("a1")["name"]
+
+    # the database refuses the change itself: no entry says it happened
+    with refusing(store, "a1"), pytest.raises(Exception, match="refused by the test"):
+        store.save_record(record("a1", name="changed"), audit=entry("a1", "UpsertAccount"))
+    # ResetUsage zeroes a counter and its top-up burn rows in one transaction with its entry:
+    # when the burn row cannot be reset, neither is the counter, and nothing is logged
+    store.record_usage([write(API_CALLS, 4), write(BURN, 2)])
+    with refusing(store, "a1", usage=BURN.key), pytest.raises(Exception, match="refused by"):
+        store.reset_usage(
+            "acct:a1", "api-calls", PERIOD, burns=[BURN.key], audit=entry("a1", "ResetUsage")
+        )
+    fresh = open_store()
+    assert (counter(fresh, API_CALLS), counter(fresh, BURN)) == (4.0, 2.0)
+    assert fresh.list_audit("", None, 100) == []
+    assert fresh.load_records()["a1"]["name"] == record("a1")["name"]
+
+    assert store.reset_usage("acct:a1", "api-calls", PERIOD, burns=[BURN.key]) == 4.0
+    assert (counter(open_store(), API_CALLS), counter(open_store(), BURN)) == (0.0, 0.0)
+
+
+def test_housekeeping_prunes_audit_entries_older_than_the_cut_off(open_store: Opener) -> None:
+    store = open_store()
+    for minutes in (0, 10, 20):
+        store.save_record(record("a1"), audit=entry("a1", "UpsertAccount", minutes))
+    plan = PrunePlan(EVER, EVER, EVER, {}, EVER, {}, EVER, AUDIT_AT + timedelta(minutes=10))
+    removed = store.housekeep(plan)
+    assert removed is not None and removed["audit_entries"] == 1
+    assert [e.at for e in store.list_audit("", None, 10)] == [
+        AUDIT_AT + timedelta(minutes=20),
+        AUDIT_AT + timedelta(minutes=10),  # at the cut-off: kept
+    ]
+
+
+@contextmanager
+def refusing(store: Store, account: str, usage: str = "") -> Iterator[None]:
+    """The database refuses (by a trigger) writes of `account`'s record, or with `usage` the
+    reset of that usage row: a fault inside the transaction, after nothing was written yet."""
+    if isinstance(store, sqlite_backend.SqliteStore):
+        conn = sqlite3.connect(store.path)
+        if usage:
+            conn.execute(
+                f"CREATE TRIGGER refuse BEFORE DELETE ON usage WHEN OLD.feature = '{usage}' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        else:
+            conn.execute(
+                f"CREATE TRIGGER refuse BEFORE UPDATE ON accounts WHEN NEW.id = '{account}' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute("DROP TRIGGER refuse")
+            conn.commit()
+            conn.close()
+        return
+    from plangate.sidecar.store.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    name = f"refuse_{uuid.uuid4().hex[:8]}"
+    table, column, value = ("usage", "feature", usage) if usage else ("accounts", "id", account)
+    with store.connect("test", autocommit=True) as pg:
+        pg.execute(
+            f"CREATE FUNCTION plangate.{name}() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+        )
+        pg.execute(
+            f"CREATE TRIGGER {name} BEFORE UPDATE OR INSERT ON plangate.{table} FOR EACH ROW "
+            f"WHEN (NEW.environment = '{store.environment}' AND NEW.{column} = '{value}') "
+            f"EXECUTE FUNCTION plangate.{name}()"
+        )
+        try:
+            yield
+        finally:
+            pg.execute(f"DROP TRIGGER {name} ON plangate.{table}")
+            pg.execute(f"DROP FUNCTION plangate.{name}()")

@@ -7,15 +7,11 @@ checked here with hmac directly, not with the sidecar's own code.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,81 +19,12 @@ import grpc
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.sidecar.cli.main import main as cli
+from support.receiver import Receiver
 from support.sidecar import Stubs, SubprocessSidecar, in_process, wait_for
 
 SECRET = "whsec-test-4f1c"
 SECRET_ENV = "PLANGATE_TEST_QUOTA_SECRET"
 MAX_ATTEMPTS = 4
-
-
-@dataclass(frozen=True)
-class Call:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    status: int
-
-    @property
-    def event(self) -> dict[str, Any]:
-        event: dict[str, Any] = json.loads(self.body)
-        return event
-
-    @property
-    def delivery(self) -> str:
-        return self.headers["X-PlanGate-Delivery"]
-
-
-class Receiver:
-    """A webhook endpoint: records every POST; `fail[account]` attempts for it answer 503."""
-
-    def __init__(self) -> None:
-        self.calls: list[Call] = []
-        self.fail: dict[str, int] = {}
-        self.down = False  # every POST answers 503
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                account = json.loads(body).get("account", "")
-                with outer._lock:
-                    left = outer.fail.get(account, 0)
-                    status = 503 if outer.down or left > 0 else 200
-                    if left > 0:
-                        outer.fail[account] = left - 1
-                    outer.calls.append(Call(self.path, dict(self.headers), body, status))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def of(self, account: str, status: int | None = None) -> list[Call]:
-        with self._lock:
-            return [
-                c
-                for c in self.calls
-                if c.event.get("account") == account and (status is None or c.status == status)
-            ]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def signature_ok(call: Call, secret: str = SECRET) -> bool:
-    stamp = call.headers["X-PlanGate-Timestamp"]
-    mac = hmac.new(secret.encode(), stamp.encode() + b"." + call.body, hashlib.sha256)
-    return hmac.compare_digest(
-        call.headers.get("X-PlanGate-Signature", ""), f"sha256={mac.hexdigest()}"
-    )
 
 
 def write_catalog(directory: Path, url: str) -> Path:
@@ -232,16 +159,16 @@ def test_a_webhook_failing_three_times_is_delivered_once_signed(
     subscribe(stubs, "acct_retry", "starter")
     report(stubs, "acct_retry", 85)
 
-    wait_for(lambda: receiver.of("acct_retry", 200), timeout=10)
+    wait_for(lambda: receiver.about("acct_retry", 200), timeout=10)
     time.sleep(0.3)  # room for a (wrong) second delivery to show up
-    calls = receiver.of("acct_retry")
+    calls = receiver.about("acct_retry")
     assert [c.status for c in calls] == [503, 503, 503, 200]
     assert len({c.delivery for c in calls}) == 1  # one delivery, retried under one id
     assert [c.headers["X-PlanGate-Attempt"] for c in calls] == ["1", "2", "3", "4"]
     ok = calls[-1]
     assert ok.path == "/signed" and ok.headers["Content-Type"] == "application/json"
-    assert signature_ok(ok)
-    assert not signature_ok(ok, "another-secret")
+    assert ok.signed_with(SECRET)
+    assert not ok.signed_with("another-secret")
     event = ok.event
     assert event["delivery_id"] == ok.delivery
     assert event["account"] == "acct_retry" and event["feature"] == "api-calls"
@@ -272,7 +199,7 @@ def test_after_max_attempts_a_delivery_fails_until_an_operator_retries(
     subscribe(stubs, "acct_gives_up", "starter")
     report(stubs, "acct_gives_up", 100)  # 80% and 100%: two deliveries
     wait_for(lambda: len(deliveries(stubs, "acct_gives_up", "failed")) == 2, timeout=10)
-    assert len(receiver.of("acct_gives_up")) == 2 * MAX_ATTEMPTS
+    assert len(receiver.about("acct_gives_up")) == 2 * MAX_ATTEMPTS
     assert (
         sample(sidecar, "plangate_webhook_deliveries_total", result="failed") - failed_before == 2
     )
@@ -290,12 +217,16 @@ def test_after_max_attempts_a_delivery_fails_until_an_operator_retries(
     first = sorted(ids)[0]
     assert cli(["deliveries", "retry", first, *target]) == 0
     assert json.loads(capsys.readouterr().out)["ids"] == [first]
-    wait_for(lambda: len(receiver.of("acct_gives_up", 200)) == 1, timeout=10)
+    wait_for(lambda: len(receiver.about("acct_gives_up", 200)) == 1, timeout=10)
     assert cli(["deliveries", "retry", "--all-failed", *target]) == 0
     assert json.loads(capsys.readouterr().out)["retried"] >= 1
+    log = stubs.admin.ListAuditLog(pb.ListAuditLogRequest()).entries
+    retries = [(e.action, e.account_id, e.target) for e in log if e.action == "RetryDelivery"]
+    assert retries[-1] == ("RetryDelivery", "acct_gives_up", first)
+    assert retries[-2][1:] == ("", "all_failed")
     wait_for(lambda: len(deliveries(stubs, "acct_gives_up", "delivered")) == 2, timeout=10)
-    assert {c.delivery for c in receiver.of("acct_gives_up", 200)} == ids
-    assert all(signature_ok(c) for c in receiver.of("acct_gives_up", 200))
+    assert {c.delivery for c in receiver.about("acct_gives_up", 200)} == ids
+    assert all(c.signed_with(SECRET) for c in receiver.about("acct_gives_up", 200))
 
     # A delivered one cannot be retried; an unknown id is not found.
     with pytest.raises(grpc.RpcError) as info:
@@ -316,14 +247,14 @@ def test_unsigned_file_secret_and_missing_secret(
     ):
         subscribe(stubs, account, plan)
         report(stubs, account, 80)
-    [bare] = wait_for(lambda: receiver.of("acct_bare", 200))
+    [bare] = wait_for(lambda: receiver.about("acct_bare", 200))
     assert "X-PlanGate-Signature" not in bare.headers
-    [filed] = wait_for(lambda: receiver.of("acct_filed", 200))
-    assert signature_ok(filed, "from-a-file")  # the file's content, stripped of its newline
+    [filed] = wait_for(lambda: receiver.about("acct_filed", 200))
+    assert filed.signed_with("from-a-file")  # the file's content, stripped of its newline
     # A secret that is named but not set is never replaced by "unsigned": the attempts fail.
     [locked] = wait_for(lambda: deliveries(stubs, "acct_locked", "failed"), timeout=10)
     assert "PLANGATE_TEST_QUOTA_SECRET_NOT_SET is not set" in locked.last_error
-    assert receiver.of("acct_locked") == []
+    assert receiver.about("acct_locked") == []
 
 
 def test_listing_validates_and_pages(sidecar: Any, stubs: Stubs) -> None:
@@ -405,7 +336,15 @@ def test_change_plan_and_override_are_evaluated_and_watched(stubs: Stubs, accoun
     assert [o.feature for o in got.overrides] == ["api-calls"]
     kinds = {(d.kind, d.status) for d in deliveries(stubs, account)}
     assert kinds == {("change_plan", "delivered"), ("override", "delivered")}
+    log = stubs.admin.ListAuditLog(pb.ListAuditLogRequest(account_id=account)).entries
+    quota = [(e.actor, e.action, e.target) for e in log if e.actor == "quota"]
+    assert quota == [("quota", "override", "api-calls"), ("quota", "change_plan", sub_of(got))]
     watcher.call.cancel()
+
+
+def sub_of(account: pb.Account) -> str:
+    [sub] = account.subscriptions
+    return sub.id
 
 
 def _plan(stubs: Stubs, account: str) -> str:
@@ -438,6 +377,11 @@ def test_quota_changes_on_a_declared_account_can_be_undone_but_not_extended(stub
     )
     got = stubs.admin.GetAccount(pb.GetAccountRequest(id=account))
     assert [s.plan for s in got.subscriptions] == ["trial"] and not got.overrides
+    log = stubs.admin.ListAuditLog(pb.ListAuditLogRequest(account_id=account)).entries
+    assert [(e.actor, e.action) for e in log[:2]] == [
+        ("anonymous", "ChangePlan"),
+        ("anonymous", "ClearOverride"),
+    ]
     with pytest.raises(grpc.RpcError) as info:
         stubs.admin.ClearOverride(pb.ClearOverrideRequest(account_id=account, feature="api-calls"))
     assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
@@ -462,19 +406,19 @@ def test_deliveries_pending_at_kill_9_are_delivered_once_after_restart(tmp_path:
         with Stubs(sc.target) as stubs:
             subscribe(stubs, "acct_crash", "starter")
             report(stubs, "acct_crash", 85)  # 80%
-            wait_for(lambda: len(receiver.of("acct_crash")) >= 2, timeout=10)  # failing, pending
+            wait_for(lambda: len(receiver.about("acct_crash")) >= 2, timeout=10)  # failing, pending
             time.sleep(0.1)  # between attempts rather than inside one
             report(stubs, "acct_crash", 15)  # 100%: acknowledged, then killed straight away
         sc.kill()
-        assert not receiver.of("acct_crash", 200)
+        assert not receiver.about("acct_crash", 200)
         receiver.down = False
         sc.start()
-        wait_for(lambda: len(receiver.of("acct_crash", 200)) == 2, timeout=20)
+        wait_for(lambda: len(receiver.about("acct_crash", 200)) == 2, timeout=20)
         time.sleep(0.5)  # room for a (wrong) duplicate
-        ok = receiver.of("acct_crash", 200)
+        ok = receiver.about("acct_crash", 200)
         assert sorted(c.event["threshold"]["at"] for c in ok) == ["100%", "80%"]
         assert len({c.delivery for c in ok}) == 2
-        assert all(signature_ok(c) for c in ok)
+        assert all(c.signed_with(SECRET) for c in ok)
         with Stubs(sc.target) as stubs:
             rows = deliveries(stubs, "acct_crash")
             assert sorted(r.status for r in rows) == ["delivered", "delivered"]

@@ -400,3 +400,31 @@ def test_check_explain_shows_the_trail(sidecar: Any, env: dict[str, str]) -> Non
     assert [c["source"] for c in trail["candidates"]] == ["pro", "grant"]
     assert trail["winner"]["source"] == "grant"
     assert "explain" not in ok(sidecar, "check", "acct_acme", "api-calls", env=env)
+
+
+def test_audit_lists_the_changes_the_cli_made(sidecar: Any, env: dict[str, str]) -> None:
+    ok(sidecar, "accounts", "upsert", "acct_audit_cli", "--name", "Audit", env=env)
+    ok(sidecar, "overrides", "set", "acct_audit_cli", "seats", "4", env=env)
+    ok(sidecar, "usage", "reset", "acct_audit_cli", "api-calls", env=env)
+    reply = ok(sidecar, "audit", "--account", "acct_audit_cli", env=env)
+    entries = reply["entries"]
+    # a bare token in --token-file is named "token" (docs/operating.md)
+    assert [(e["actor"], e["action"]) for e in entries] == [
+        ("token", "ResetUsage"),
+        ("token", "SetOverride"),
+        ("token", "UpsertAccount"),
+    ]
+    assert entries[1]["after"] == {"overrides": {"seats": {"value": 4, "expires_at": None}}}
+    assert "before" not in entries[2]  # created: nothing before
+    since = ok(sidecar, "audit", "--since", entries[1]["at"], "--page-size", "1", env=env)
+    assert [e["action"] for e in since["entries"]] == ["ResetUsage"]
+    assert since["next_page_token"]
+
+    shown = text(sidecar, "audit", "--account", "acct_audit_cli", env=env).splitlines()
+    assert shown[0].split() == ["AT", "WHO", "WHAT", "ACCOUNT", "TARGET", "CHANGED"]
+    reset = ["token", "ResetUsage", "acct_audit_cli", "api-calls", "usage", "0", "->", "0"]
+    assert shown[1].split()[1:] == reset
+    assert shown[2].split()[1:] == ["token", "SetOverride", "acct_audit_cli", "seats", "overrides"]
+    assert shown[3].split()[1:] == ["token", "UpsertAccount", "acct_audit_cli", "created"]
+    assert text(sidecar, "audit", "--account", "acct_nobody", env=env).strip() == "no audit entries"
+    assert "not an ISO-8601 time" in text(sidecar, "audit", "--since", "yesterday", env=env, code=2)

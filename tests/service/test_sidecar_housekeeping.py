@@ -10,6 +10,7 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from plangate.sidecar.store.base import AuditEntry
 from plangate.sidecar.store.sqlite import SqliteStore
 from prometheus_client.parser import text_string_to_metric_families
 from support.sidecar import Stubs, copy_catalog, in_process, wait_for
@@ -53,3 +54,20 @@ def test_the_periodic_task_prunes_old_periods_and_counts_them(tmp_path: Path) ->
     finally:
         store.close()
     assert kept == starts  # and so did the store
+
+
+def test_audit_entries_older_than_audit_days_are_pruned(tmp_path: Path) -> None:
+    with (
+        in_process(
+            copy_catalog(tmp_path), tmp_path / "state.db", audit_days=2, housekeeping_seconds=0.2
+        ) as sc,
+        Stubs(f"127.0.0.1:{sc.port}") as s,
+    ):
+        s.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_old", name="now"), timeout=5)
+        # an entry written three days ago (the API stamps entries with the current time)
+        long_ago = datetime.now(UTC) - timedelta(days=3)
+        old = AuditEntry(long_ago, "alice", "UpsertAccount", "acct_old", "", None, {"name": "x"})
+        sc.store.save_record(sc.state.records["acct_old"], audit=old)
+        wait_for(lambda: pruned(sc.management_port).get("audit_entries", 0) >= 1, timeout=15)
+        entries = s.admin.ListAuditLog(pb.ListAuditLogRequest(), timeout=5).entries
+        assert [e.at.ToDatetime(UTC) > long_ago for e in entries] == [True]

@@ -93,8 +93,8 @@ def test_reflection_describes_the_native_api(stubs: Stubs) -> None:
         name: {m.name for m in pool.FindServiceByName(name).methods} for name in sorted(expected)
     }
     assert methods["plangate.v1.Evaluation"] == {"Evaluate", "EvaluateAll", "Watch"}
-    assert methods["plangate.v1.Usage"] == {"Report", "Consume"}
-    assert {"UpsertAccount", "CreateSubscription", "SetOverride", "ResetUsage"} <= methods[
+    assert methods["plangate.v1.Usage"] == {"Report", "Consume", "History", "Export"}
+    assert {"UpsertAccount", "SetOverride", "ResetUsage", "AddTopUp", "ListAuditLog"} <= methods[
         "plangate.v1.Admin"
     ]
     request = pool.FindMessageTypeByName("plangate.v1.EvaluateRequest")

@@ -15,8 +15,6 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import grpc
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.sidecar.store.sqlite import SqliteStore
+from support.filesystem import fill, small_filesystem
 from support.sidecar import Stubs, copy_catalog, in_process, wait_for
 
 
@@ -57,40 +56,6 @@ def evaluates(s: Stubs) -> bool:
         pb.EvaluateRequest(account_id="acct_acme", feature="sso"), timeout=5
     )
     return bool(res.has_access)
-
-
-@contextmanager
-def small_filesystem(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` at `path`, unmounted afterwards whatever happens."""
-    path.mkdir()
-    run = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if run.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {run.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Write a file until the filesystem is full; returns it (delete it to free the space)."""
-    filler = directory / "filler"
-    with filler.open("wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-        except OSError:
-            pass
-        try:
-            while True:
-                f.write(b"\0" * 512)
-        except OSError:
-            pass
-    return filler
 
 
 def test_a_deleted_database_refuses_writes_and_is_not_ready(tmp_path: Path) -> None:

@@ -3,7 +3,11 @@ one JSON line per provider event and answers `eval FLAG ACCOUNT` lines on stdin 
 `support.event_lines`). Its own interpreter: its stubs clash with PlanGate's (see
 flagd_provider_check.py).
 
-    python tests/support/flagd_provider_events.py 127.0.0.1 8013
+    python tests/support/flagd_provider_events.py 127.0.0.1 8013 [lru]
+
+With `lru` the provider runs with its default cache on (a cached client); each line also
+carries `mono`, this process's `time.monotonic()` (system-wide on Linux), so the test can time
+an event against an instant of its own.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ EVENTS = {
 
 
 def emit(line: dict[str, Any]) -> None:
-    print(json.dumps({**line, "t": round(time.monotonic() - STARTED, 3)}), flush=True)
+    mono = time.monotonic()
+    print(json.dumps({**line, "t": round(mono - STARTED, 3), "mono": mono}), flush=True)
 
 
 def main() -> int:
     host, port = sys.argv[1], int(sys.argv[2])
+    cache = CacheType.LRU if sys.argv[3:] == ["lru"] else CacheType.DISABLED
     for event, name in EVENTS.items():
 
         def handler(details: EventDetails, name: str = name) -> None:
@@ -44,7 +50,7 @@ def main() -> int:
         host=host,
         port=port,
         resolver_type=ResolverType.RPC,
-        cache=CacheType.DISABLED,
+        cache=cache,
         deadline_ms=5000,
         retry_backoff_ms=100,
         retry_backoff_max_ms=300,  # reconnect quickly once the sidecar is back

@@ -19,10 +19,12 @@ from plangate.sidecar.catalog import CatalogError, parse_catalog
 from plangate.sidecar.catalog.model import TopUp
 from plangate.sidecar.engine import UsageReport
 from plangate.sidecar.engine.balances import Balance
+from plangate.sidecar.engine.lifecycle_events import LifecycleEvent, topup_data
 from plangate.sidecar.runtime import records as rec
-from plangate.sidecar.runtime.balances import topup_balances, topup_event
+from plangate.sidecar.runtime.balances import topup_balances
 from plangate.sidecar.runtime.decisions import Decisions
 from plangate.sidecar.runtime.state import LiveState
+from plangate.sidecar.runtime.webhooks import body
 from plangate.sidecar.store.base import OutboxEntry, UsageWrite
 from plangate.sidecar.store.sqlite import SqliteStore
 
@@ -234,6 +236,8 @@ def test_reset_usage_starts_a_period_with_nothing_covered_yet(world: World) -> N
     assert world.state.reset_usage("a", "calls") == 12.0
     assert world.metering("calls") == (13.0, 0.0, 13.0)  # 10 + the 3 left, not + 2 again
     assert world.burned() == {"t": 2.0}
+    world.reopen()  # the store reset the burn row with the counter, not only memory
+    assert world.metering("calls") == (13.0, 0.0, 13.0)
 
 
 def test_a_refund_unburns_the_last_burned_first(world: World) -> None:
@@ -338,7 +342,9 @@ def test_a_used_up_topup_can_enqueue_topup_exhausted_once(tmp_path: Path) -> Non
     period = datetime(2026, 6, 1, tzinfo=UTC)
 
     def hook(t: TopUp, at: datetime) -> list[OutboxEntry]:
-        event = topup_event("topup.exhausted", "default", "a", t, at, f"d-{t.id}")
+        event = body(
+            LifecycleEvent("topup.exhausted", "a", at, topup_data(t)), "default", f"d-{t.id}"
+        )
         return [OutboxEntry(f"d-{t.id}", "webhook", "a", "http://127.0.0.1:9/t", {"event": event})]
 
     def write(amount: float) -> None:

@@ -61,6 +61,11 @@ def with_accounts(accounts: str) -> str:
     return BASE + "accounts:\n" + textwrap.dedent(accounts).strip("\n") + "\n"
 
 
+def with_webhooks(webhooks: str) -> str:
+    """BASE plus a `webhooks:` section on line 30; the first endpoint starts on line 31."""
+    return BASE + "webhooks:\n" + textwrap.dedent(webhooks).strip("\n") + "\n"
+
+
 CASES = [
     (
         "unknown-feature-in-plan",
@@ -356,7 +361,7 @@ CASES = [
         BASE + "plans:  # <-\n  - name: Orphan\n",
         30,
         "plans",
-        "unknown key 'plans' (expected one of: accounts, evaluators, products)",
+        "unknown key 'plans' (expected one of: accounts, evaluators, products, webhooks)",
     ),
     (
         "bad-quota-threshold",
@@ -391,6 +396,57 @@ CASES = [
         3,
         "(document)",
         "not valid YAML/JSON: mapping values are not allowed here",
+    ),
+    (
+        "webhook-unknown-event",
+        with_webhooks("""
+            - url: https://hooks.example.com/plangate
+              events: [subscription.created, trial.endng]  # <-
+            """),
+        32,
+        "webhooks[0].events[1]",
+        "unknown event 'trial.endng' (known: subscription.created, subscription.updated",
+    ),
+    (
+        "webhook-no-events",
+        with_webhooks("""
+            - url: https://hooks.example.com/plangate  # <-
+            """),
+        31,
+        "webhooks[0].events",
+        "needs at least one event",
+    ),
+    (
+        "webhook-not-a-url",
+        with_webhooks("""
+            - url: hooks.example.com  # <-
+              events: [trial.ended]
+            """),
+        31,
+        "webhooks[0].url",
+        "must be an http:// or https:// URL, got 'hooks.example.com'",
+    ),
+    (
+        "webhook-unknown-key",
+        with_webhooks("""
+            - url: https://hooks.example.com/plangate
+              events: [trial.ended]
+              secret: hunter2  # <-
+            """),
+        33,
+        "webhooks[0].secret",
+        "unknown key 'secret' (expected one of: events, secret_env, secret_file, url)",
+    ),
+    (
+        "webhook-secret-env-not-a-name",
+        with_webhooks("""
+            - url: https://hooks.example.com/plangate
+              events: [trial.ended]
+              secret_env: 12  # <-
+            """),
+        33,
+        "webhooks[0].secret_env",
+        "expected a non-empty string, got 12",
     ),
     (
         "not-a-mapping",

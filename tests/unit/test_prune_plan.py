@@ -21,18 +21,20 @@ NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
 
 def test_cutoffs_follow_retention_and_each_features_longest_period() -> None:
-    plan = prune_plan(CATALOG, NOW, history_days=400)
+    plan = prune_plan(CATALOG, NOW, history_days=400, audit_days=90)
     assert plan.idempotency_before == NOW - timedelta(days=7)
+    assert plan.audit_before == NOW - timedelta(days=90)  # `--audit-days`, design §12
     assert plan.tombstones_before == NOW - timedelta(days=7)
     assert plan.deliveries_before == NOW - timedelta(days=30)
     assert plan.usage_before["calls"] == NOW - timedelta(days=400 + 31)
     assert plan.usage_before["builds"] == NOW - timedelta(days=400, hours=1)
     assert plan.marks_before["calls"] == NOW - timedelta(days=7 + 31)
     assert plan.usage_default == NOW - timedelta(days=400 + 366)  # features no longer declared
+    assert plan.history_before == NOW - timedelta(days=400)  # hourly buckets (design §6.2)
 
 
 def test_a_period_still_running_or_recently_ended_is_never_pruned() -> None:
-    plan = prune_plan(CATALOG, NOW, history_days=0)
+    plan = prune_plan(CATALOG, NOW, history_days=0, audit_days=400)
     # the longest month that can still be running started at most 31 days ago
     assert not plan.prunes_counter("calls", NOW - timedelta(days=31))
     assert plan.prunes_counter("calls", NOW - timedelta(days=31, seconds=1))

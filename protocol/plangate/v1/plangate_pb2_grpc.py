@@ -221,6 +221,16 @@ class UsageStub:
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.ConsumeRequest.SerializeToString,
                 response_deserializer=plangate_dot_v1_dot_plangate__pb2.ConsumeResponse.FromString,
                 _registered_method=True)
+        self.History = channel.unary_unary(
+                '/plangate.v1.Usage/History',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.HistoryRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.HistoryResponse.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/plangate.v1.Usage/Export',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ExportRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.ExportRow.FromString,
+                _registered_method=True)
 
 
 class UsageServicer:
@@ -244,6 +254,20 @@ class UsageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def History(self, request, context):
+        """One account's usage of a feature, window by window (design §6.2).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """Every stored counter overlapping a range, one row per account, feature and period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +280,16 @@ def add_UsageServicer_to_server(servicer, server):
                     servicer.Consume,
                     request_deserializer=plangate_dot_v1_dot_plangate__pb2.ConsumeRequest.FromString,
                     response_serializer=plangate_dot_v1_dot_plangate__pb2.ConsumeResponse.SerializeToString,
+            ),
+            'History': grpc.unary_unary_rpc_method_handler(
+                    servicer.History,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.HistoryRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.HistoryResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ExportRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.ExportRow.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +350,60 @@ class Usage:
             '/plangate.v1.Usage/Consume',
             plangate_dot_v1_dot_plangate__pb2.ConsumeRequest.SerializeToString,
             plangate_dot_v1_dot_plangate__pb2.ConsumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def History(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Usage/History',
+            plangate_dot_v1_dot_plangate__pb2.HistoryRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.HistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/plangate.v1.Usage/Export',
+            plangate_dot_v1_dot_plangate__pb2.ExportRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.ExportRow.FromString,
             options,
             channel_credentials,
             insecure,
@@ -454,6 +542,11 @@ class AdminStub:
                 '/plangate.v1.Admin/RetryDelivery',
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryRequest.SerializeToString,
                 response_deserializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryResponse.FromString,
+                _registered_method=True)
+        self.ListAuditLog = channel.unary_unary(
+                '/plangate.v1.Admin/ListAuditLog',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogResponse.FromString,
                 _registered_method=True)
 
 
@@ -606,6 +699,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditLog(self, request, context):
+        """The audit log (design §12): every admin change, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -723,6 +823,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RetryDelivery,
                     request_deserializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryRequest.FromString,
                     response_serializer=plangate_dot_v1_dot_plangate__pb2.RetryDeliveryResponse.SerializeToString,
+            ),
+            'ListAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditLog,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1350,6 +1455,33 @@ class Admin:
             '/plangate.v1.Admin/RetryDelivery',
             plangate_dot_v1_dot_plangate__pb2.RetryDeliveryRequest.SerializeToString,
             plangate_dot_v1_dot_plangate__pb2.RetryDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/ListAuditLog',
+            plangate_dot_v1_dot_plangate__pb2.ListAuditLogRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.ListAuditLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

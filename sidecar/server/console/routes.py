@@ -1,0 +1,398 @@
+"""The console's HTTP routes on the management port (design §12): read the runtime, render.
+
+Each page is built on the sidecar's blocking pool, never on the event loop: a search scans
+every account and the deliveries page reads the store. Handlers only gather what the runtime
+already knows and hand it to the page modules; actions call the runtime's admin facade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import yaml
+from aiohttp import web
+
+from ...catalog.model import Account
+from ...engine import EvaluationError
+from ...runtime import records as rec
+from ...runtime.admin import Admin
+from ...runtime.balances import topup_balances
+from ...runtime.decisions import Decisions, Evaluated
+from ...runtime.history import HistoryPoint, usage_history
+from ...runtime.state import LiveState
+from .accounts_page import AccountView, account_page, account_path, search_page
+from .audit_page import audit_page
+from .catalog_page import catalog_page
+from .deliveries_page import PAGE_SIZE as DELIVERY_PAGE
+from .deliveries_page import deliveries_page
+from .html import Html
+from .layout import BASE, Viewer
+from .other_pages import login_page, message_page, not_found_page, overview_page
+from .search import AccountSearch
+from .session import Refused, Session, Sessions, check_post, clear_cookie, set_cookie
+
+HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    # no script at all, styles only inline, forms only to this origin, never in a frame
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class Missing(Exception):
+    """What the page names does not exist: answered 404 with the message."""
+
+
+Build = Callable[[Viewer], Html]
+Act = Callable[[str, Mapping[str, str]], str]
+"""An action: (actor, form) -> the notice to show; raises `AdminError`/`ValueError` to refuse."""
+
+AUDIT_PAGE = 50
+CHART_DAYS = 30
+"""Days of usage an account page charts per metered feature (one bar a day, today last)."""
+
+
+def _time(text: str, what: str) -> datetime | None:
+    """An optional instant from a form field; it must name its zone (`Z` or `+01:00`)."""
+    if not text.strip():
+        return None
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise ValueError(f"{what}: give an instant with its zone, e.g. 2026-12-31T00:00:00Z")
+    return at
+
+
+def _value(text: str) -> Any:
+    """An entitlement value as the catalog writes it: `true`, `25`, `unlimited`, `[slack]`,
+    `{limit: 10, soft: true}` (YAML, the catalog's own notation)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"value: not a value in catalog notation ({exc})") from exc
+
+
+def _safe_next(path: str) -> str:
+    """Only a console path is a place to go after signing in (no open redirect)."""
+    if path.startswith(f"{BASE}/"):
+        return path
+    return f"{BASE}/"
+
+
+class Console:
+    def __init__(
+        self,
+        state: LiveState,
+        decisions: Decisions,
+        admin: Admin,
+        sessions: Sessions,
+        blocking: Executor,
+        environment: str,
+    ) -> None:
+        self.state = state
+        self.decisions = decisions
+        self.admin = admin
+        self.sessions = sessions
+        self.blocking = blocking
+        self.environment = environment
+        self.search = AccountSearch()
+
+    def mount(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get(BASE, self.to_index)
+        r.add_get(f"{BASE}/", self.overview)
+        r.add_get(f"{BASE}/catalog", self.catalog)
+        r.add_get(f"{BASE}/accounts", self.accounts)
+        r.add_get(f"{BASE}/accounts/{{id}}", self.account)
+        r.add_get(f"{BASE}/deliveries", self.deliveries)
+        r.add_get(f"{BASE}/audit", self.audit)
+        r.add_post(f"{BASE}/accounts/{{id}}/override", self.set_override)
+        r.add_post(f"{BASE}/accounts/{{id}}/topup", self.add_topup)
+        r.add_post(f"{BASE}/deliveries/retry", self.retry)
+        r.add_get(f"{BASE}/login", self.login_form)
+        r.add_post(f"{BASE}/login", self.login)
+        r.add_post(f"{BASE}/logout", self.logout)
+        r.add_route("*", f"{BASE}/{{path:.*}}", self.unknown)
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def _viewer(self, session: Session | None, flash: bool = False) -> Viewer:
+        """Who looks; `flash` takes the last action's message off the session to show it."""
+        notice, error = session.flash() if session is not None and flash else ("", "")
+        return Viewer(
+            session.name if session else None,
+            session.csrf if session else "",
+            self.sessions.enabled,
+            notice,
+            error,
+        )
+
+    async def _render(self, request: web.Request, build: Build) -> web.StreamResponse:
+        """Sign-in first when tokens are configured (the console then shows what only the
+        token may read, like the Admin API); then the page, built off the loop."""
+        session = self.sessions.get(request)
+        if self.sessions.enabled and session is None:
+            target = quote(request.path_qs, safe="/?=&%")
+            raise web.HTTPSeeOther(f"{BASE}/login?next={target}")
+        viewer = self._viewer(session, flash=True)
+        loop = asyncio.get_running_loop()
+        try:
+            body = await loop.run_in_executor(self.blocking, build, viewer)
+            status = 200
+        except Missing as exc:
+            body, status = not_found_page(viewer, str(exc)), 404
+        return web.Response(status=status, body=body.encode(), headers=HEADERS)
+
+    @staticmethod
+    def _html(body: Html, status: int = 200) -> web.Response:
+        return web.Response(status=status, body=body.encode(), headers=HEADERS)
+
+    # -- pages -------------------------------------------------------------------------------
+
+    async def to_index(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMovedPermanently(f"{BASE}/")
+
+    async def unknown(self, request: web.Request) -> web.StreamResponse:
+        session = self.sessions.get(request)
+        return self._html(not_found_page(self._viewer(session), "No such console page."), 404)
+
+    async def overview(self, request: web.Request) -> web.StreamResponse:
+        state = self.state
+
+        def build(viewer: Viewer) -> Html:
+            snap = state.snapshot
+            return overview_page(
+                viewer,
+                snap.catalog,
+                state.catalog_error,
+                len(snap.accounts),
+                state.store.count_deliveries(),
+                self.environment,
+            )
+
+        return await self._render(request, build)
+
+    async def catalog(self, request: web.Request) -> web.StreamResponse:
+        state = self.state
+
+        def build(viewer: Viewer) -> Html:
+            return catalog_page(viewer, state.catalog, state.catalog_error)
+
+        return await self._render(request, build)
+
+    async def accounts(self, request: web.Request) -> web.StreamResponse:
+        query = request.query.get("q", "")
+        after = request.query.get("after", "")
+
+        def build(viewer: Viewer) -> Html:
+            found = self.search.find(self.state.snapshot.accounts, query, after)
+            return search_page(viewer, query, after, found, self.state.clock())
+
+        return await self._render(request, build)
+
+    def account_view(self, account_id: str, explain_feature: str) -> AccountView:
+        """Everything the account page shows, read from the runtime now."""
+        state = self.state
+        snap, now = state.snapshot, state.clock()
+        memberships = tuple(snap.memberships.get(account_id, ()))
+        account = snap.accounts.get(account_id)
+        if account is None:
+            if not memberships:
+                raise Missing(f"No account {account_id!r}.")
+            account = Account(id=account_id)  # a member only: no record of its own
+        trail = None
+        if explain_feature:
+            if explain_feature not in snap.catalog.features:
+                raise Missing(f"No feature {explain_feature!r} to explain.")
+            _, trail = self.decisions.explain(account_id, explain_feature, {})
+        decisions = self.decisions.evaluate_all(account_id, {})
+        start = (now - timedelta(days=CHART_DAYS - 1)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        charts: dict[str, list[HistoryPoint]] = {
+            key: usage_history(state, account_id, key, start, now, "day")
+            for key, result in decisions.results.items()
+            if isinstance(result, Evaluated) and result.feature.counted
+        }
+        return AccountView(
+            account=account,
+            memberships=memberships,
+            decisions=decisions,
+            topups=topup_balances(snap, account_id, now),
+            now=now,
+            explain_feature=explain_feature,
+            trail=trail,
+            charts=charts,
+        )
+
+    async def account(self, request: web.Request) -> web.StreamResponse:
+        account_id = request.match_info["id"]
+        explain_feature = request.query.get("explain", "")
+
+        def build(viewer: Viewer) -> Html:
+            try:
+                view = self.account_view(account_id, explain_feature)
+            except EvaluationError as exc:
+                raise Missing(exc.message) from exc
+            return account_page(viewer, self.state.catalog, view)
+
+        return await self._render(request, build)
+
+    async def deliveries(self, request: web.Request) -> web.StreamResponse:
+        status = request.query.get("status", "")
+        before_text = request.query.get("before", "")
+
+        def build(viewer: Viewer) -> Html:
+            try:
+                before = int(before_text) if before_text else None
+                found = self.admin.list_deliveries(status, DELIVERY_PAGE, before)
+            except (ValueError, rec.AdminError) as exc:
+                raise Missing(f"No such delivery listing ({exc}).") from exc
+            counts = self.state.store.count_deliveries()
+            return deliveries_page(viewer, found.items, status, counts, found.next_seq)
+
+        return await self._render(request, build)
+
+    async def audit(self, request: web.Request) -> web.StreamResponse:
+        account = request.query.get("account", "").strip()
+        before_text = request.query.get("before", "")
+
+        def build(viewer: Viewer) -> Html:
+            try:
+                before = int(before_text) if before_text else None
+            except ValueError as exc:
+                raise Missing(f"No such audit page ({exc}).") from exc
+            found = self.admin.list_audit(account, None, AUDIT_PAGE, before)
+            return audit_page(viewer, found.items, account, found.next_seq)
+
+        return await self._render(request, build)
+
+    # -- actions: the admin facade, in the signed-in person's name -----------------------------
+
+    async def _act(self, request: web.Request, back: str, act: Act) -> web.StreamResponse:
+        """Check the POST (a session, its CSRF token, this origin), run `act` off the loop
+        under the session's name, and go back to `back` with what it said."""
+        form = await request.post()
+        fields = {k: str(v) for k, v in form.items()}
+        session = self.sessions.get(request)
+        viewer = self._viewer(session)
+        if session is None:
+            why = (
+                "Sign in first: changes need a token from the sidecar's --token-file."
+                if self.sessions.enabled
+                else "This console is read-only: the sidecar has no --token-file."
+            )
+            return self._html(message_page(viewer, "Refused", why), 403)
+        try:
+            check_post(request, fields, session)
+        except Refused as exc:
+            return self._html(message_page(viewer, "Refused", str(exc)), 403)
+        loop = asyncio.get_running_loop()
+        try:
+            session.notice = await loop.run_in_executor(self.blocking, act, session.name, fields)
+        except (rec.AdminError, ValueError) as exc:
+            session.error = str(exc)
+        raise web.HTTPSeeOther(back)
+
+    async def set_override(self, request: web.Request) -> web.StreamResponse:
+        account_id = request.match_info["id"]
+
+        def act(actor: str, form: Mapping[str, str]) -> str:
+            feature = form.get("feature", "")
+            self.admin.set_override(
+                account_id,
+                feature,
+                _value(form.get("value", "")),
+                expires_at=_time(form.get("expires_at", ""), "expires"),
+                actor=actor,
+            )
+            return f"Override of {feature} set on {account_id}."
+
+        return await self._act(request, BASE + account_path(account_id), act)
+
+    async def add_topup(self, request: web.Request) -> web.StreamResponse:
+        account_id = request.match_info["id"]
+
+        def act(actor: str, form: Mapping[str, str]) -> str:
+            try:
+                amount = float(form.get("amount", ""))
+            except ValueError as exc:
+                raise ValueError(f"amount must be a number, got {form.get('amount')!r}") from exc
+            view = self.admin.add_topup(
+                account_id,
+                form.get("feature", ""),
+                amount,
+                expires_at=_time(form.get("expires_at", ""), "expires"),
+                actor=actor,
+            )
+            return f"Top-up {view.topup.id} of {amount:g} added to {view.topup.feature}."
+
+        return await self._act(request, BASE + account_path(account_id), act)
+
+    async def retry(self, request: web.Request) -> web.StreamResponse:
+        def act(actor: str, form: Mapping[str, str]) -> str:
+            ids = self.admin.retry_deliveries(
+                form.get("id", ""), all_failed=form.get("all_failed") == "1", actor=actor
+            )
+            return f"{len(ids)} deliver{'y' if len(ids) == 1 else 'ies'} made due again."
+
+        return await self._act(request, f"{BASE}/deliveries", act)
+
+    # -- signing in --------------------------------------------------------------------------
+
+    async def login_form(self, request: web.Request) -> web.StreamResponse:
+        viewer = self._viewer(self.sessions.get(request))
+        if not self.sessions.enabled:
+            return self._html(
+                not_found_page(
+                    viewer,
+                    "This sidecar has no --token-file: the console is read-only and needs no "
+                    "sign-in.",
+                ),
+                404,
+            )
+        return self._html(login_page(viewer, _safe_next(request.query.get("next", ""))))
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        fields = {k: str(v) for k, v in form.items()}
+        viewer = self._viewer(None)
+        try:
+            check_post(request, fields, None)
+        except Refused as exc:
+            return self._html(login_page(viewer, f"{BASE}/", str(exc)), 403)
+        if not self.sessions.enabled:
+            return self._html(not_found_page(viewer, "This console is read-only."), 404)
+        signed = self.sessions.sign_in(fields.get("token", "").strip())
+        next_path = _safe_next(fields.get("next", ""))
+        if signed is None:
+            return self._html(
+                login_page(viewer, next_path, "That token is not in the sidecar's --token-file."),
+                403,
+            )
+        sid, _ = signed
+        response = web.HTTPSeeOther(next_path)
+        set_cookie(response, sid)
+        raise response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        session = self.sessions.get(request)
+        try:
+            check_post(request, {k: str(v) for k, v in form.items()}, session)
+        except Refused as exc:
+            return self._html(message_page(self._viewer(session), "Refused", str(exc)), 403)
+        self.sessions.sign_out(request)
+        response = web.HTTPSeeOther(f"{BASE}/login" if self.sessions.enabled else f"{BASE}/")
+        clear_cookie(response)
+        raise response

@@ -1,0 +1,376 @@
+"""The console over plain HTTP against real sidecars (design §12): what a page escapes, what a
+read-only console offers, and what a signed-in console refuses (CSRF, origin), with nothing
+changed by a refused request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from support.console import HOSTILE, TOKEN_NAME, Http, bearer, seed, write_token_file
+from support.sidecar import Stubs, copy_catalog, in_process
+
+
+@pytest.fixture(scope="module")
+def open_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """No --token-file: a read-only console."""
+    d = tmp_path_factory.mktemp("console-open")
+    with in_process(copy_catalog(d), d / "state.db") as sc:
+        with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+            seed(stubs)
+        yield sc
+
+
+@pytest.fixture(scope="module")
+def token_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    d = tmp_path_factory.mktemp("console-token")
+    with in_process(copy_catalog(d), d / "state.db", token_file=str(write_token_file(d))) as sc:
+        with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+            seed(stubs, bearer())
+        yield sc
+
+
+def overrides(sc: Any, account_id: str) -> list[str]:
+    with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+        account = stubs.admin.GetAccount(pb.GetAccountRequest(id=account_id), metadata=bearer())
+    return sorted(o.feature for o in account.overrides)
+
+
+# -- escaping ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/console/accounts/acct_hostile", "/console/accounts?q=crm-9931"])
+def test_a_name_that_is_markup_is_shown_as_text(open_console: Any, path: str) -> None:
+    status, page = Http(open_console.management_port).get(path)
+    assert status == 200
+    assert "<script>" not in page  # the page has no script of its own, and the name is text
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;Co&quot;" in page
+    assert HOSTILE not in page
+
+
+def test_a_search_term_is_escaped_where_the_page_repeats_it(open_console: Any) -> None:
+    status, page = Http(open_console.management_port).get(
+        "/console/accounts?q=%22%3E%3Cimg%20src%3Dx%3E"
+    )
+    assert status == 200
+    assert "<img" not in page
+    assert 'value="&quot;&gt;&lt;img src=x&gt;"' in page
+
+
+# -- read-only without a token file ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/console/", "/console/accounts/acct_hostile", "/console/deliveries", "/console/catalog"],
+)
+def test_read_only_pages_offer_no_forms_that_change_anything(open_console: Any, path: str) -> None:
+    status, page = Http(open_console.management_port).get(path)
+    assert status == 200
+    assert "read-only" in page
+    assert 'method="post"' not in page and "csrf" not in page
+
+
+def test_read_only_has_no_sign_in(open_console: Any) -> None:
+    client = Http(open_console.management_port)
+    assert client.get("/console/login")[0] == 404
+    status, _ = client.post("/console/login", {"token": "anything"})
+    assert status == 404
+    assert not client.cookies
+
+
+# -- not found ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/console/accounts/acct_nobody", "No account &#x27;acct_nobody&#x27;."),
+        ("/console/accounts/acct_acme?explain=nope", "No feature &#x27;nope&#x27; to explain."),
+        ("/console/deliveries?status=lost", "No such delivery listing"),
+        ("/console/nothing-here", "No such console page."),
+    ],
+)
+def test_unknown_things_are_404_pages(open_console: Any, path: str, says: str) -> None:
+    status, page = Http(open_console.management_port).get(path)
+    assert status == 404
+    assert says in page
+
+
+def test_a_member_without_a_record_has_a_page(open_console: Any) -> None:
+    status, page = Http(open_console.management_port).get("/console/accounts/user_ann")
+    assert status == 200
+    assert "Member of" in page and "acct_acme/0" in page
+
+
+# -- signed in: sign-in, cookie, CSRF and origin -----------------------------------------------
+
+
+def test_pages_ask_for_the_token_first(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    status, headers, _ = client.request("GET", "/console/accounts/acct_acme")
+    assert status == 303
+    assert headers["location"] == "/console/login?next=/console/accounts/acct_acme"
+    status, page = client.get("/console/login?next=/console/accounts/acct_acme")
+    assert status == 200 and 'type="password"' in page
+
+
+def test_the_session_cookie_is_http_only_and_same_site_strict(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    status, headers, _ = client.request(
+        "POST",
+        "/console/login",
+        {"token": "console-test-token-4f1c", "next": "/console/catalog"},
+        {"Origin": client.origin},
+    )
+    assert status == 303 and headers["location"] == "/console/catalog"
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+    assert "console-test-token" not in cookie  # the session id, never the token
+
+
+def test_a_wrong_token_signs_nobody_in(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    status, page = client.post("/console/login", {"token": "guess"})
+    assert status == 403 and "not in the sidecar" in page
+    assert not client.cookies
+
+
+@pytest.mark.parametrize("origin", [None, "http://evil.example", "null"])
+def test_sign_in_from_another_origin_is_refused(token_console: Any, origin: str | None) -> None:
+    client = Http(token_console.management_port)
+    status, page = client.post(
+        "/console/login", {"token": "console-test-token-4f1c"}, origin=origin
+    )
+    assert status == 403 and "does not come from this console" in page
+    assert not client.cookies
+
+
+def test_sign_in_goes_only_to_console_pages(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    status, where = client.post(
+        "/console/login", {"token": "console-test-token-4f1c", "next": "//evil.example/x"}
+    )
+    assert (status, where) == (303, "/console/")
+
+
+def test_signed_in_pages_name_the_token(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    status, page = client.get("/console/accounts/acct_hostile")
+    assert status == 200 and f"signed in as <b>{TOKEN_NAME}</b>" in page
+
+
+@pytest.mark.parametrize(
+    ("csrf", "origin"),
+    [("", ""), ("wrong", ""), (None, "http://evil.example"), (None, None)],
+)
+def test_sign_out_without_the_sessions_csrf_token_or_origin_is_refused(
+    token_console: Any, csrf: str | None, origin: str | None
+) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    good = client.csrf("/console/")
+    status, _ = client.post("/console/logout", {"csrf": good if csrf is None else csrf}, origin)
+    assert status == 403
+    assert client.get("/console/")[0] == 200  # still signed in: nothing happened
+    status, where = client.post("/console/logout", {"csrf": good})
+    assert (status, where) == (303, "/console/login")
+    assert client.request("GET", "/console/")[0] == 303  # signed out
+
+
+def test_pages_forbid_scripts_and_framing(open_console: Any) -> None:
+    _, headers, _ = Http(open_console.management_port).request("GET", "/console/")
+    policy = headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert "script-src" not in policy  # so default-src 'none' forbids every script
+
+
+# -- actions: through the admin facade, in the token's name, only with CSRF and origin ---------
+
+
+def audit_of(sc: Any, account_id: str) -> list[tuple[str, str, str]]:
+    with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+        found = stubs.admin.ListAuditLog(
+            pb.ListAuditLogRequest(account_id=account_id), metadata=bearer()
+        )
+    return [(e.actor, e.action, e.target) for e in found.entries]
+
+
+OVERRIDE = {"feature": "sso", "value": "false"}
+
+
+@pytest.mark.parametrize(
+    ("csrf", "origin"),
+    [(None, ""), ("", ""), ("wrong", ""), ("good", "http://evil.example"), ("good", None)],
+)
+def test_an_action_without_the_sessions_csrf_token_or_origin_changes_nothing(
+    token_console: Any, csrf: str | None, origin: str | None
+) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    good = client.csrf("/console/accounts/acct_hostile")
+    form = dict(OVERRIDE)
+    if csrf is not None:
+        form["csrf"] = good if csrf == "good" else csrf
+    before = (overrides(token_console, "acct_hostile"), audit_of(token_console, "acct_hostile"))
+    status, page = client.post("/console/accounts/acct_hostile/override", form, origin)
+    assert status == 403, page
+    assert "Refused" in page
+    after = (overrides(token_console, "acct_hostile"), audit_of(token_console, "acct_hostile"))
+    assert after == before
+
+
+def test_an_action_signed_out_is_refused(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    status, page = client.post("/console/accounts/acct_hostile/override", OVERRIDE)
+    assert status == 403 and "Sign in first" in page
+    assert "sso" not in overrides(token_console, "acct_hostile")
+
+
+def test_a_read_only_console_refuses_every_action(open_console: Any) -> None:
+    client = Http(open_console.management_port)
+    for path, form in (
+        ("/console/accounts/acct_hostile/override", OVERRIDE),
+        ("/console/accounts/acct_hostile/topup", {"feature": "api-calls", "amount": "5"}),
+        ("/console/deliveries/retry", {"all_failed": "1"}),
+    ):
+        status, page = client.post(path, form)
+        assert status == 403 and "read-only" in page, path
+    assert "sso" not in overrides(open_console, "acct_hostile")
+
+
+def test_an_override_is_set_in_the_tokens_name(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    form = {**OVERRIDE, "feature": "execution-concurrency", "value": "42"}
+    form["csrf"] = client.csrf("/console/accounts/acct_hostile")
+    status, where = client.post("/console/accounts/acct_hostile/override", form)
+    assert (status, where) == (303, "/console/accounts/acct_hostile")
+    assert "execution-concurrency" in overrides(token_console, "acct_hostile")
+    assert (TOKEN_NAME, "SetOverride", "execution-concurrency") in audit_of(
+        token_console, "acct_hostile"
+    )
+    status, page = client.get("/console/accounts/acct_hostile")
+    assert "Override of execution-concurrency set on acct_hostile." in page
+    assert "Override of" not in client.get("/console/accounts/acct_hostile")[1]  # said once
+
+
+def test_a_top_up_is_added_in_the_tokens_name(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    form = {"feature": "api-calls", "amount": "2500", "expires_at": "2030-01-01T00:00:00Z"}
+    form["csrf"] = client.csrf("/console/accounts/acct_hostile")
+    status, _ = client.post("/console/accounts/acct_hostile/topup", form)
+    assert status == 303
+    assert any(
+        actor == TOKEN_NAME and action == "AddTopUp"
+        for actor, action, _ in audit_of(token_console, "acct_hostile")
+    )
+    page = client.get("/console/accounts/acct_hostile")[1]
+    assert "of 2500 added to api-calls" in page
+    assert "2,500" in page  # the top-ups table
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "says"),
+    [
+        (
+            "/console/accounts/acct_hostile/override",
+            {"feature": "no-such-feature", "value": "1"},
+            "no-such-feature",
+        ),
+        (
+            "/console/accounts/acct_hostile/override",
+            {"feature": "sso", "value": "true", "expires_at": "tomorrow"},
+            "give an instant with its zone",
+        ),
+        (
+            "/console/accounts/acct_hostile/topup",
+            {"feature": "api-calls", "amount": "lots"},
+            "amount must be a number",
+        ),
+        (
+            "/console/accounts/acct_hostile/topup",
+            {"feature": "api-calls", "amount": "-5"},
+            "amount must be a positive number",
+        ),
+        ("/console/accounts/acct_acme/override", OVERRIDE, "declared in"),
+        ("/console/deliveries/retry", {"id": "nope"}, "no delivery &#x27;nope&#x27;"),
+    ],
+)
+def test_a_refused_action_says_why_and_changes_nothing(
+    token_console: Any, path: str, form: dict[str, str], says: str
+) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    back = "/console/deliveries" if "deliveries" in path else path.rsplit("/", 1)[0]
+    sent = {**form, "csrf": client.csrf(back)}
+    entries = len(audit_of(token_console, ""))
+    status, where = client.post(path, sent)
+    assert (status, where) == (303, back)
+    status, page = client.get(back)
+    assert 'role="alert"' in page and says in page
+    assert len(audit_of(token_console, "")) == entries
+
+
+def test_the_audit_page_shows_who_changed_what(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    form = {"feature": "support-tier", "value": "priority", "csrf": client.csrf("/console/")}
+    client.post("/console/accounts/acct_trial/override", form)
+    status, page = client.get("/console/audit?account=acct_trial")
+    assert status == 200
+    assert f"<b>{TOKEN_NAME}</b>" in page and "SetOverride" in page and "support-tier" in page
+    status, everything = client.get("/console/audit")
+    assert "CreateSubscription" in everything  # the seeding, through gRPC, is there too
+
+
+def test_a_rejected_catalog_change_is_shown_with_its_error(open_console: Any) -> None:
+    catalog = Path(open_console.settings.catalog)
+    good = catalog.read_text()
+    client = Http(open_console.management_port)
+
+    def catalog_page_until(done: Callable[[str], bool]) -> str:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            status, page = client.get("/console/catalog")
+            assert status == 200
+            if done(page):
+                return page
+            time.sleep(0.05)
+        raise AssertionError("the console did not show the catalog change in 15 s")
+
+    catalog.write_text(
+        good.replace("type: metered\n        unit: call", "type: <metred>\n        unit: call", 1)
+    )
+    try:
+        page = catalog_page_until(lambda p: "catalog-error" in p)
+        assert "The last catalog change was rejected" in page
+        assert "&lt;metred&gt;" in page  # the whole message, escaped
+        assert "Pipewise" in page  # the served (previous) catalog is still shown
+        assert "catalog-error" in client.get("/console/")[1]
+    finally:
+        catalog.write_text(good)
+    catalog_page_until(lambda p: "catalog-error" not in p)
+
+
+def test_each_metered_feature_has_a_usage_chart_from_the_history(open_console: Any) -> None:
+    status, page = Http(open_console.management_port).get("/console/accounts/acct_acme")
+    assert status == 200
+    assert page.count('class="chart"') == 7  # every counted feature of the example catalog
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert f"<title>{today}: 1,234 call</title>" in page
+    assert "API calls: usage per day, last 30 days; today 1,234 call; period limit 500,000" in page
+
+
+def test_the_audit_page_shows_a_markup_name_as_text(open_console: Any) -> None:
+    status, page = Http(open_console.management_port).get("/console/audit?account=acct_hostile")
+    assert status == 200
+    assert "UpsertAccount" in page and "anonymous" in page  # no token file: nobody is named
+    assert "<script>" not in page and "&lt;script&gt;alert(" in page
