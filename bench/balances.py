@@ -1,7 +1,7 @@
 """Balances (design §5.1): what credit pools and top-ups cost on the usage write path.
 
-Run on its own (not part of `run.py`): `.venv/bin/python bench/balances.py [--quick]`.
-In one process, on one SQLite file, through the runtime facade every surface calls
+Run by `run.py` (group `balances`), or alone: `python bench/balances.py [--quick]` prints
+JSON. In one process, on one SQLite file, through the runtime facade every surface calls
 (`Decisions`), without gRPC so that the write path is what is measured:
 
 - `Consume` on a credit-priced feature vs on a plain metered feature (target: ≤ 1.5×),
@@ -13,13 +13,13 @@ In one process, on one SQLite file, through the runtime facade every surface cal
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import textwrap
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness import Stats, emit
 from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.engine import UsageReport
 from plangate.sidecar.runtime import records as rec
@@ -55,8 +55,8 @@ def _state(directory: Path) -> Decisions:
     return Decisions(state)
 
 
-def consume_ratio(d: Decisions, rounds: int, per_round: int) -> tuple[float, float, float]:
-    """(plain µs, priced µs, ratio of medians) over interleaved rounds."""
+def consume_rounds(d: Decisions, rounds: int, per_round: int) -> tuple[list[float], list[float]]:
+    """µs per Consume, plain and credit-priced, per round (interleaved)."""
     plain: list[float] = []
     priced: list[float] = []
     for _ in range(rounds):
@@ -65,8 +65,7 @@ def consume_ratio(d: Decisions, rounds: int, per_round: int) -> tuple[float, flo
             for _ in range(per_round):
                 assert d.consume(UsageReport("acct", feature, 1)).granted
             out.append((time.perf_counter() - start) / per_round * 1e6)
-    p, c = statistics.median(plain), statistics.median(priced)
-    return p, c, c / p
+    return plain, priced
 
 
 def report_throughput(d: Decisions, batches: int, size: int) -> float:
@@ -82,16 +81,27 @@ def report_throughput(d: Decisions, batches: int, size: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes; numbers mean nothing")
+    parser.add_argument("--reps", type=int, default=None)
     args = parser.parse_args()
     rounds, per_round, batches = (2, 20, 3) if args.quick else (7, 200, 40)
+    rounds = args.reps or rounds
     with tempfile.TemporaryDirectory() as tmp:
         d = _state(Path(tmp))
-        plain, priced, ratio = consume_ratio(d, rounds, per_round)
-        rate = report_throughput(d, batches, 500)
+        plain, priced = consume_rounds(d, rounds, per_round)
+        rates = [report_throughput(d, batches, 500) for _ in range(rounds)]
         d.state.store.close()  # type: ignore[attr-defined]
-    print(f"Consume plain metered   {plain:9.1f} µs")
-    print(f"Consume credit-priced   {priced:9.1f} µs   ratio {ratio:.2f}  (target <= 1.5)")
-    print(f"Report, top-ups burning {rate:9.0f} events/s   (target >= 20000)")
+    emit(
+        {
+            "measures": {
+                "balances.consume_plain": Stats.of(plain, "us", calls_per_rep=per_round).as_json(),
+                "balances.consume_priced": Stats.of(
+                    priced, "us", calls_per_rep=per_round
+                ).as_json(),
+                "balances.report_topups": Stats.of(rates, "events/s", batch=500).as_json(),
+            },
+            "settings": {"rounds": rounds, "per_round": per_round, "batches": batches},
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ def groups(quick: bool, reps: int | None) -> list[Group]:
             1800,
         ),
         Group("serving", ["bench/serving.py", *q, *r], 1200),
+        Group("targeting", ["bench/targeting.py", *q, *r], 300),
+        Group("balances", ["bench/balances.py", *q, *r], 300),
     ]
 
 
@@ -266,6 +268,38 @@ TARGETS = [
         True,
         _fixed("serving.streams.event", 200.0),
     ),
+    Target(
+        "cached targeted boolean faster than flagd in-process",
+        "targeting.flagd_inprocess",
+        "targeting.plangate_cached",
+        1.5,
+        False,
+        _over("targeting.flagd_inprocess", "targeting.plangate_cached"),
+    ),
+    Target(
+        "engine targeted vs untargeted boolean",
+        "targeting.engine_targeted",
+        "targeting.engine_untargeted",
+        5.0,
+        True,
+        _over("targeting.engine_targeted", "targeting.engine_untargeted"),
+    ),
+    Target(
+        "Consume credit-priced vs plain metered",
+        "balances.consume_priced",
+        "balances.consume_plain",
+        1.5,
+        True,
+        _over("balances.consume_priced", "balances.consume_plain"),
+    ),
+    Target(
+        "Report with top-ups burning vs 20k events/s",
+        "balances.report_topups",
+        "20,000 events/s",
+        1.0,
+        False,
+        _fixed("balances.report_topups", 20_000),
+    ),
 ]
 
 
@@ -392,6 +426,14 @@ _ROWS = [
     ("serving.streams.idle_p99", "Evaluate p99, nothing open"),
     ("serving.streams.open_p99", "  same, streams + idle HTTP connections open"),
     ("serving.streams.event", "change event: Report to the last stream"),
+    ("targeting.flagd_inprocess", "flagd provider, in-process file, targeted boolean"),
+    ("targeting.plangate_cached", "  provider, cached: same targeted boolean"),
+    ("targeting.engine_untargeted", "engine evaluate, untargeted boolean"),
+    ("targeting.engine_targeted", "  engine evaluate, targeted boolean"),
+    ("targeting.flagd_core_json_logic", "  flagd-core JSON Logic alone, same rule (floor)"),
+    ("balances.consume_plain", "Consume in-process, plain metered"),
+    ("balances.consume_priced", "  Consume in-process, credit-priced"),
+    ("balances.report_topups", "Report in-process, top-ups burning"),
 ]
 
 
@@ -512,7 +554,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run < 30 s")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per measure")
     parser.add_argument(
-        "--only", nargs="*", default=None, help="groups: client peer reload scale serving"
+        "--only",
+        nargs="*",
+        default=None,
+        help="groups: client peer reload scale serving targeting balances",
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
     parser.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -28,7 +28,15 @@ from .model import (
     freeze,
 )
 from .source import Document, Path
-from .values import check_keys, is_number, read_list, read_mapping, read_str, read_time
+from .values import (
+    check_keys,
+    is_number,
+    read_list,
+    read_mapping,
+    read_str,
+    read_time,
+    to_utc,
+)
 
 _ACCOUNT = {"id", "name", "attributes", "subscriptions", "overrides", "grants", "topups"}
 _SUBSCRIPTION = {
@@ -128,6 +136,140 @@ def read_accounts(
             else:
                 owners[sub.id] = account_id
     return out
+
+
+def read_plain_account(
+    data: Any,
+    plans: Mapping[str, Plan],
+    addons: Mapping[str, AddOn],
+    features: Mapping[str, Feature],
+) -> Account | None:
+    """A stored account record as the (not declared) `Account` that `read_accounts` builds
+    from it, or None when the record is not of the plain shape recognised here; the caller
+    then runs `read_accounts`, which decides and says what is wrong.
+
+    Start-up reads every stored record against the catalog. The reader collects problems with
+    their paths as it goes, which is most of a start-up's time; this takes the common shape
+    (plain subscriptions referring to plans by key) in one pass and leaves anything unusual,
+    invalid or not, to the reader. What a catalog change can break is checked with the
+    reader's own rules: plan keys, `subscription_problems`, and overrides, grants, top-ups
+    and phases, which go through the reader itself when a record has any.
+    """
+    if type(data) is not dict or not data.keys() <= _ACCOUNT:
+        return None
+    account_id = data.get("id")
+    if type(account_id) is not str or not account_id.strip():
+        return None
+    attributes = data.get("attributes")
+    if attributes is not None and type(attributes) is not dict:
+        return None
+    raw_subs = data.get("subscriptions")
+    if raw_subs is None:
+        raw_subs = ()
+    elif type(raw_subs) is not list:
+        return None
+    reader: _AccountReader | None = None  # made only for the parts the reader reads
+    subs: list[Subscription] = []
+    for j, item in enumerate(raw_subs):
+        if type(item) is not dict or not item.keys() <= _SUBSCRIPTION:
+            return None
+        ref = item.get("plan")
+        plan = plans.get(ref) if type(ref) is str else None
+        if plan is None:
+            return None
+        quantities = item.get("addons")
+        if quantities:
+            if type(quantities) is not dict or subscription_problems(plan, quantities, addons):
+                return None
+            quantities = MappingProxyType(dict(quantities))
+        elif quantities is None or type(quantities) is dict:
+            quantities = EMPTY
+        else:
+            return None
+        times = _plain_times(item)
+        if times is None:
+            return None
+        starts_at, ends_at, trial = times
+        members = item.get("members")
+        if not members:
+            if members is not None and type(members) is not list:
+                return None
+            members = ()
+        elif type(members) is not list or not all(type(m) is str and m.strip() for m in members):
+            return None
+        phases: tuple[Phase, ...] = ()
+        raw_phases = item.get("phases")
+        if raw_phases or (raw_phases is not None and type(raw_phases) is not list):
+            reader = reader or _AccountReader(
+                Document(file="record", data=None), (), account_id, plans, addons, features
+            )
+            phases = reader._phases((), raw_phases, starts_at)
+        subs.append(
+            Subscription(
+                id=str(item.get("id") or f"{account_id}/{j}"),
+                owner=account_id,
+                plan=plan.key,
+                addons=quantities,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                trial_ends_at=trial,
+                members=tuple(members),
+                phases=phases,
+            )
+        )
+    if len(subs) > 1 and len({s.id for s in subs}) != len(subs):
+        return None  # the reader names the repeated id
+    overrides, grants, topups = data.get("overrides"), data.get("grants"), data.get("topups")
+    parsed: tuple[Mapping[str, Override], tuple[Grant, ...], tuple[TopUp, ...]] = (EMPTY, (), ())
+    if overrides or grants or topups:
+        reader = reader or _AccountReader(
+            Document(file="record", data=None), (), account_id, plans, addons, features
+        )
+        parsed = (reader.overrides(overrides), reader.grants(grants), reader.topups(topups))
+    elif (
+        (overrides is not None and type(overrides) is not dict)
+        or (grants is not None and type(grants) is not list)
+        or (topups is not None and type(topups) is not list)
+    ):
+        return None
+    if reader is not None and reader.doc.problems:
+        return None
+    return Account(
+        id=account_id,
+        name=str(data.get("name") or ""),
+        attributes=freeze(attributes) if attributes else EMPTY,
+        subscriptions=tuple(subs),
+        overrides=parsed[0],
+        grants=parsed[1],
+        topups=parsed[2],
+        declared=False,
+    )
+
+
+_Times = tuple[datetime | None, datetime | None, datetime | None]
+
+
+def _plain_times(sub: dict[str, Any]) -> _Times | None:
+    """A stored subscription's (starts_at, ends_at, trial_ends_at), each None when absent,
+    checked as the reader does (ends after starts); None when one is not ISO-8601 text, as
+    records hold them, or ends too early (the reader then says what). The instants equal
+    `parse_time`'s, which this inlines for the common UTC text."""
+    out: list[datetime | None] = [None, None, None]
+    for i, key in enumerate(("starts_at", "ends_at", "trial_ends_at")):
+        value = sub.get(key)
+        if value is None:
+            continue
+        if type(value) is not str:
+            return None
+        try:
+            at = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        out[i] = at if at.tzinfo is UTC else to_utc(at)
+    starts_at, ends_at, trial = out
+    if starts_at and ends_at and ends_at <= starts_at:
+        return None
+    return starts_at, ends_at, trial
 
 
 class _AccountReader:

@@ -1,7 +1,7 @@
 """Pure evaluation: (snapshot, account, feature, context, now) -> Decision. No I/O, no clock."""
 
 from .decision import Decision, ErrorCode, EvaluationError, Metering, Reason
-from .evaluate import Slot, active_subscriptions, evaluate, find_feature, slot_for
+from .evaluate import Slot, account_at, active_subscriptions, evaluate, find_feature, slot_for
 from .explain import explain
 from .periods import Period, period_containing
 from .snapshot import PlanResolver, StateView, UsageView, memberships_of, reindex_members
@@ -23,6 +23,7 @@ __all__ = [
     "UsageRejected",
     "UsageReport",
     "UsageView",
+    "account_at",
     "active_subscriptions",
     "check_report",
     "detail",

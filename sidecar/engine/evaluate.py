@@ -69,14 +69,35 @@ def active_subscriptions(snapshot: StateView, account_id: str, now: datetime) ->
     return [s.at(now) for s in (*own, *shared) if s.active_at(now)]
 
 
+@dataclass(frozen=True, slots=True)
+class AccountAt:
+    """What every feature's evaluation of one account at one instant reads first: the
+    account, the shared subscriptions it is a member of, the active subscriptions (each in
+    its phase in force) and when one of them next changes. `EvaluateAll` makes it once for
+    its fifty evaluations instead of once each."""
+
+    account: Account | None
+    shared: Sequence[Subscription]
+    subscriptions: list[Subscription]
+    until: datetime | None
+
+
+def account_at(snapshot: StateView, account_id: str, now: datetime) -> AccountAt:
+    account = snapshot.accounts.get(account_id)
+    shared = snapshot.memberships.get(account_id, ())
+    return AccountAt(account, shared, *_subscriptions_at(account, shared, now))
+
+
 def evaluate(
     snapshot: StateView,
     account_id: str | None,
     key: str,
     context: Mapping[str, Any],
     now: datetime,
+    at: AccountAt | None = None,
 ) -> Decision:
-    """Decide what `account_id` gets for feature `key` at `now`.
+    """Decide what `account_id` gets for feature `key` at `now`; `at`, when given, is
+    `account_at(snapshot, account_id, now)` made once for several features.
 
     Raises `EvaluationError` for a missing targeting key, an unknown feature or a bad
     context; an unknown account is not an error (default value, denial account_not_found).
@@ -98,8 +119,9 @@ def evaluate(
             Reason.DISABLED,
             Denial.FEATURE_DISABLED,
         )
-    account = snapshot.accounts.get(account_id)
-    shared = snapshot.memberships.get(account_id, ())
+    if at is None:
+        at = account_at(snapshot, account_id, now)
+    account, shared = at.account, at.shared
     if feature.targeting is not None:
         targeted = _targeted(snapshot, feature, account_id, account, shared, context, now)
         if targeted is not None:
@@ -115,7 +137,7 @@ def evaluate(
             Reason.DEFAULT,
             Denial.ACCOUNT_NOT_FOUND,
         )
-    subscriptions, until = _subscriptions_at(account, shared, now)
+    subscriptions, until = at.subscriptions, at.until
     if account is not None:
         until = _sources_change(account, key, now, until)
     found = _decide(snapshot, account, feature, subscriptions, now)

@@ -12,7 +12,9 @@ write all come from the one evaluation before it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from ...protocol.metering import FIXED_DENIALS, Denial, metered_access
@@ -23,6 +25,7 @@ from ..engine import (
     EvaluationError,
     UsageRejected,
     UsageReport,
+    account_at,
     evaluate,
     explain,
 )
@@ -88,9 +91,10 @@ class Decisions:
                 ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required"
             )
         out: dict[str, Evaluated | EvaluationError] = {}
+        at = account_at(snap, account_id, now)  # the account's side, once for every feature
         for key, feature in snap.catalog.features.items():
             try:
-                out[key] = Evaluated(evaluate(snap, account_id, key, context, now), feature)
+                out[key] = Evaluated(evaluate(snap, account_id, key, context, now, at), feature)
             except EvaluationError as exc:
                 if exc.code is ErrorCode.INVALID_CONTEXT:
                     raise
@@ -106,6 +110,27 @@ class Decisions:
 
         Raises `UsageRejected` for a report that cannot be counted at all; blocks until durable.
         """
+        step = self._consume_write(report)
+        if isinstance(step, Consumed):
+            return step
+        return self._consumed(step, self.state.write_usage([step.write]))
+
+    def start_consume(self, report: UsageReport, executor: Executor) -> Consumed | PendingConsume:
+        """`consume` for a caller on the event loop: the evaluation runs here, the write is
+        grouped and stored on `executor`. A refusal that needs no write is answered at once;
+        otherwise await `stored` and pass its outcomes to `finish_consume`."""
+        step = self._consume_write(report)
+        if isinstance(step, Consumed):
+            return step
+        return PendingConsume(step, self.state.write_usage_later([step.write], executor))
+
+    def finish_consume(self, pending: PendingConsume, stored: list[UsageOutcome]) -> Consumed:
+        """The answer to a `start_consume` once its write is durable."""
+        self.state.usage_written([pending.step.write], stored)
+        return self._consumed(pending.step, stored)
+
+    def _consume_write(self, report: UsageReport) -> Consumed | _ConsumeStep:
+        """The write a Consume makes, or its answer when no write is to be made."""
         state = self.state
         snap, now = state.snapshot, state.clock()
         feature = countable(snap, report)
@@ -136,11 +161,16 @@ class Decisions:
         write = UsageWrite(
             m.scope_key, feature, m.period_start, report, admit, check, balance, pool, hook, at=at
         )
-        outcome = state.write_usage([write])[0]
-        if balanced:  # burns and the pool moved too: evaluate again from the new counters
-            after = evaluate(state.snapshot, report.account, feature.key, {}, at)
+        return _ConsumeStep(write, decision, at, balanced)
+
+    def _consumed(self, step: _ConsumeStep, stored: list[UsageOutcome]) -> Consumed:
+        outcome, feature = stored[0], step.write.feature
+        if step.balanced:  # burns and the pool moved too: evaluate again from the new counters
+            after = evaluate(
+                self.state.snapshot, step.write.report.account, feature.key, {}, step.at
+            )
         else:
-            after = _at_usage(decision, outcome.usage)
+            after = _at_usage(step.decision, outcome.usage)
         return Consumed(
             outcome.status is Status.APPLIED
             or (outcome.status is Status.DUPLICATE and not outcome.message),
@@ -149,6 +179,24 @@ class Decisions:
             outcome.status is Status.DUPLICATE,
             Evaluated(after, feature),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _ConsumeStep:
+    """A Consume between its evaluation and its write."""
+
+    write: UsageWrite
+    decision: Decision
+    at: datetime
+    balanced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PendingConsume:
+    """A Consume whose write is being stored; `stored` gets its outcomes once durable."""
+
+    step: _ConsumeStep
+    stored: Future[list[UsageOutcome]]
 
 
 def _at_usage(decision: Decision, used: float) -> Decision:

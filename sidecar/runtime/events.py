@@ -43,26 +43,55 @@ QUEUE_LIMIT = 10_000
 the client reconnects and re-reads everything, which is what it would need anyway)."""
 
 
+class _Beat:
+    """Put in an idle subscriber's queue by its heartbeat timer: the iterator yields None."""
+
+
+_BEAT = _Beat()
+
+
 class Subscriber:
     """One stream's queue. `async for event in sub` yields events, and `None` after each idle
-    `heartbeat` seconds; it stops when the hub closes or drops this subscriber."""
+    `heartbeat` seconds; it stops when the hub closes or drops this subscriber.
+
+    The heartbeat is one timer per subscriber that re-arms itself, not a timeout around each
+    wait: a fan-out to thousands of streams would otherwise cancel and schedule a timer per
+    stream per event."""
 
     def __init__(self, hub: EventHub, heartbeat: float) -> None:
         self._hub = hub
         self._heartbeat = heartbeat
-        self.queue: asyncio.Queue[Event | _Closed] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self.queue: asyncio.Queue[Event | _Closed | _Beat] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self._active = 0.0  # loop time of the last event handed out (or of the start)
+        self._timer: asyncio.TimerHandle | None = None
 
     async def __aiter__(self) -> AsyncIterator[Event | None]:
-        while True:
-            try:
-                async with asyncio.timeout(self._heartbeat):
-                    item = await self.queue.get()
-            except TimeoutError:
-                yield None
-                continue
-            if isinstance(item, _Closed):
-                return
-            yield item
+        loop = asyncio.get_running_loop()
+        self._active = loop.time()
+        self._timer = loop.call_at(self._active + self._heartbeat, self._beat, loop)
+        try:
+            while True:
+                item = await self.queue.get()
+                if isinstance(item, _Beat):
+                    yield None
+                    continue
+                if isinstance(item, _Closed):
+                    return
+                self._active = loop.time()
+                yield item
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue a heartbeat when nothing was handed out for `heartbeat` seconds, then wake
+        again a heartbeat after the later of that beat and the last event."""
+        now = loop.time()
+        if now >= self._active + self._heartbeat:
+            with contextlib.suppress(asyncio.QueueFull):  # far behind: events are coming
+                self.queue.put_nowait(_BEAT)
+            self._active = now
+        self._timer = loop.call_at(self._active + self._heartbeat, self._beat, loop)
 
     def pending(self) -> list[Event]:
         """Events already queued, taken without waiting (a stream may merge a burst)."""
@@ -72,7 +101,8 @@ class Subscriber:
             if isinstance(item, _Closed):
                 self.queue.put_nowait(item)  # seen again by the iterator, which then stops
                 break
-            out.append(item)
+            if not isinstance(item, _Beat):  # events follow: no heartbeat needed
+                out.append(item)
         return out
 
     def close(self) -> None:
@@ -143,6 +173,9 @@ class EventHub:
             return
         if loop.is_closed():
             return  # the sidecar stopped: no stream is left to tell
+        if asyncio._get_running_loop() is loop:  # published on the loop (Consume): no wake-up
+            loop.call_soon(self._fan_out, item)
+            return
         with contextlib.suppress(RuntimeError):  # the loop closed in between: no stream is left
             loop.call_soon_threadsafe(self._fan_out, item)
 

@@ -17,12 +17,19 @@ database itself (one of `shared_errors`: unreachable, disk full) would fail each
 so every caller gets it at once. Any other error may come from one batch (text the database
 refuses, a bug hit by one request): the batches are then run again one transaction each, so
 a bad request fails alone and the others get the outcomes they would have had.
+
+A caller on an event loop cannot wait in `submit`; `submit_later` queues its batch and
+hands back a future. The batches queued that way are run by one drainer on an executor,
+group after group until none is left, so a thousand concurrent callers cost one thread and
+one hand-off per group rather than a blocked pool thread each (and no herd of them waking
+on every commit).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -30,13 +37,14 @@ R = TypeVar("R")
 
 
 class _Entry(Generic[T, R]):
-    __slots__ = ("done", "error", "items", "results")
+    __slots__ = ("done", "error", "future", "items", "results")
 
-    def __init__(self, items: Sequence[T]) -> None:
+    def __init__(self, items: Sequence[T], future: Future[list[R]] | None = None) -> None:
         self.items = items
         self.results: list[R] = []
         self.error: BaseException | None = None
         self.done = False
+        self.future = future  # set by `submit_later`: told the results instead of a waiter
 
 
 class GroupCommit(Generic[T, R]):
@@ -59,6 +67,7 @@ class GroupCommit(Generic[T, R]):
         self._cond = threading.Condition()
         self._queue: list[_Entry[T, R]] = []
         self._busy = False
+        self._draining = False  # a `_drain` runs or is about to: it will take what is queued
         self.groups = 0  # transactions run, for tests and benchmarks
         self.grouped = 0  # batches that shared a transaction with another batch
         self.isolated = 0  # groups that failed and were run again one batch at a time
@@ -82,6 +91,46 @@ class GroupCommit(Generic[T, R]):
                 self._busy = False
                 self._cond.notify_all()
         return self._result(entry)
+
+    def submit_later(self, items: Sequence[T], executor: Executor) -> Future[list[R]]:
+        """`submit` without waiting: the future gets the results (or the error). A drainer
+        on `executor` runs queued batches until the queue is empty; one is started only when
+        none is running, so under load the hand-off to `executor` is once per burst."""
+        entry: _Entry[T, R] = _Entry(items, Future())
+        with self._cond:
+            self._queue.append(entry)
+            start, self._draining = not self._draining, True
+        if start:
+            try:
+                executor.submit(self._drain)
+            except BaseException as exc:  # shut down: nothing will run what is queued
+                with self._cond:
+                    self._draining = False
+                    orphans = [e for e in self._queue if e.future is not None]
+                    self._queue = [e for e in self._queue if e.future is None]
+                for e in orphans:
+                    assert e.future is not None
+                    e.future.set_exception(exc)
+        assert entry.future is not None
+        return entry.future
+
+    def _drain(self) -> None:
+        """Run queued groups (taking turns with `submit`'s leaders) until none is queued."""
+        while True:
+            with self._cond:
+                while self._busy:
+                    self._cond.wait()
+                if not self._queue:
+                    self._draining = False
+                    return
+                self._busy = True
+                group = self._take()
+            try:
+                self._run(group)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
 
     def _take(self) -> list[_Entry[T, R]]:
         """The oldest queued batches, up to `max_items` items (at least one batch)."""
@@ -117,6 +166,12 @@ class GroupCommit(Generic[T, R]):
             for e in group:
                 e.done = True
             self._cond.notify_all()
+        for e in group:
+            if e.future is not None:
+                if e.error is not None:
+                    e.future.set_exception(e.error)
+                else:
+                    e.future.set_result(e.results)
 
     def _run_together(self, group: list[_Entry[T, R]]) -> None:
         flat = [item for e in group for item in e.items]

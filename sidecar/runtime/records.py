@@ -10,10 +10,11 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..catalog.accounts import read_accounts
+from ..catalog.accounts import read_accounts, read_plain_account
 from ..catalog.model import Account, Catalog
 from ..catalog.source import Document
 from ..catalog.values import parse_time
@@ -118,6 +119,16 @@ def validate(record: Record, catalog: Catalog) -> Account:
             "; ".join(f"{p.path.removeprefix('accounts[0].')}: {p.message}" for p in doc.problems)
         )
     return accounts[record["id"]]
+
+
+def validate_stored(record: Record, catalog: Catalog) -> Account:
+    """`validate` for an account the store holds (so not declared in the file): the plain
+    shape most records have is read in one pass (`read_plain_account`), anything else by
+    the catalog's reader, so the errors are the reader's either way."""
+    account = read_plain_account(record, catalog.plans, catalog.addons, catalog.features)
+    if account is None:
+        account = replace(validate(record, catalog), declared=False)
+    return account
 
 
 def time_text(at: datetime | None) -> str | None:

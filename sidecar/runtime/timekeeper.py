@@ -63,8 +63,8 @@ class Timekeeper:
     def start(self) -> None:
         # Listening before the index is built (on the thread), so no change made meanwhile
         # is missed; the queue is unbounded, so no change is ever dropped (usage events are
-        # discarded as they come, so it does not fall behind for long).
-        self._state.events.listen(self._queue.put)
+        # not queued at all, see `_heard`).
+        self._state.events.listen(self._heard)
         self._started = True
         self._thread.start()
 
@@ -74,7 +74,14 @@ class Timekeeper:
         self._stopping.set()
         self._queue.put(_WAKE)
         self._thread.join(timeout=5)
-        self._state.events.unlisten(self._queue.put)
+        self._state.events.unlisten(self._heard)
+
+    def _heard(self, event: Event) -> None:
+        """The hub's listener. Usage and time events change no account's timed instants and
+        come with every write: dropped here, they never wake this thread (a Consume used to
+        pay a thread wake-up for it)."""
+        if isinstance(event, CatalogChanged) or event.cause not in _IGNORED:
+            self._queue.put(event)
 
     # -- the loop ----------------------------------------------------------------------------
 

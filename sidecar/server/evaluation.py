@@ -40,6 +40,9 @@ def watch_event(event: Event) -> pb.WatchEvent:
     return pb.WatchEvent(account_changed=account_changed(event))
 
 
+_HEARTBEAT = pb.WatchEvent(heartbeat=pb.Heartbeat()).SerializeToString()
+
+
 class EvaluationService(pb_grpc.EvaluationServicer):
     def __init__(
         self, decisions: Decisions, events: EventHub, metrics: Metrics, heartbeat: float = 5.0
@@ -49,6 +52,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         self.metrics = metrics
         self.heartbeat = heartbeat
         self.resolutions = ResolutionCache()  # EvaluateAll's encoded resolutions; loop-only
+        self._last_event: tuple[Event, bytes] | None = None  # Watch's, see `_encoded`
 
     @handled
     async def Evaluate(self, request: pb.EvaluateRequest, context: _Context) -> pb.Resolution:
@@ -82,10 +86,18 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         res.explain = json.dumps(trail, default=str)
         return res
 
+    def _encoded(self, event: Event) -> bytes:
+        """The Watch message for `event`, encoded once for every stream that sends it (the
+        streams of one fan-out read the same event object; the last one is kept)."""
+        last = self._last_event
+        if last is None or last[0] is not event:
+            last = self._last_event = (event, watch_event(event).SerializeToString())
+        return last[1]
+
     @handled
     async def EvaluateAll(
         self, request: pb.EvaluateAllRequest, context: _Context
-    ) -> pb.EvaluateAllResponse:
+    ) -> pb.EvaluateAllResponse | bytes:
         out = pb.EvaluateAllResponse(account_id=request.account_id)
         try:
             found = self.decisions.evaluate_all(request.account_id, context_arg(request.context))
@@ -93,15 +105,16 @@ class EvaluationService(pb_grpc.EvaluationServicer):
             self.metrics.child(self.metrics.evaluation_errors, "native", exc.code.value).inc()
             out.error_code, out.error_message = exc.code.value, exc.message
             return out
-        out = self.resolutions.response(request.account_id, found.catalog_version, found.results)
+        encoded = self.resolutions.encoded(request.account_id, found.catalog_version, found.results)
         self.metrics.child(self.metrics.evaluations, "native_all", "TARGETING_MATCH").inc(
             len(found.results)
         )
-        return out
+        return encoded
 
     async def Watch(
         self, request: pb.WatchRequest, context: _Context
-    ) -> AsyncIterator[pb.WatchEvent]:
+    ) -> AsyncIterator[pb.WatchEvent | bytes]:
+        # events are sent as encoded bytes, which the server's `RefuseUndecodable` passes on
         subscriber = self.events.subscribe(self.heartbeat)
         self.metrics.watch_streams.inc()
         try:
@@ -110,9 +123,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
                 ready=pb.Ready(catalog_version=catalog.version, all_features=list(catalog.features))
             )
             async for event in subscriber:
-                yield (
-                    pb.WatchEvent(heartbeat=pb.Heartbeat()) if event is None else watch_event(event)
-                )
+                yield _HEARTBEAT if event is None else self._encoded(event)
         finally:
             subscriber.close()
             self.metrics.watch_streams.dec()

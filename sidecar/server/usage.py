@@ -1,7 +1,9 @@
 """`plangate.v1.Usage`: batched Report and atomic Consume; History and the Export stream.
 
-Report and Consume write the store, so they run on the writer executor, off the event loop (design §2.1):
-the loop keeps answering evaluations while a commit waits for the disk.
+Report and Consume write the store off the event loop (design §2.1), so the loop keeps
+answering evaluations while a commit waits for the disk: Report runs on the writer executor
+(a batch of thousands is resolved there too); Consume evaluates on the loop, like Evaluate,
+and awaits its grouped write (`GroupCommit.submit_later`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from google.protobuf import timestamp_pb2
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import from_timestamp
-from ..runtime.decisions import Decisions
+from ..runtime.decisions import Decisions, PendingConsume
 from ..runtime.history import (
     ExportRow,
     HistoryPoint,
@@ -101,9 +103,13 @@ class UsageService(pb_grpc.UsageServicer):
             math.isfinite(amount) and amount >= 0,
             f"amount must be a finite number >= 0, got {amount}",
         )
-        report = usage_report(request)
-        loop = asyncio.get_running_loop()
-        outcome = await loop.run_in_executor(self.writer, self.decisions.consume, report)
+        # evaluated here on the loop; only the grouped write waits on the writer executor
+        step = self.decisions.start_consume(usage_report(request), self.writer)
+        if isinstance(step, PendingConsume):
+            stored = await asyncio.wrap_future(step.stored)
+            outcome = self.decisions.finish_consume(step, stored)
+        else:
+            outcome = step
         self.metrics.child(self.metrics.consumes, str(outcome.granted).lower()).inc()
         return pb.ConsumeResponse(
             granted=outcome.granted,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from plangate.sidecar.runtime.group_commit import GroupCommit
@@ -130,3 +131,76 @@ def test_apply_must_return_one_result_per_item() -> None:
     group: GroupCommit[int, int] = GroupCommit(lambda items: items[:-1])
     with pytest.raises(RuntimeError, match="2 results for 3 items"):
         group.submit([1, 2, 3])
+
+
+def test_batches_submitted_for_later_share_a_group_and_each_future_gets_its_results() -> None:
+    """`submit_later` (a Consume on the event loop): the caller does not wait; batches queued
+    while a group runs form the next group, and a failing batch fails only its future."""
+    calls: list[list[int]] = []
+    running, release = threading.Event(), threading.Event()
+
+    def apply(items: list[int]) -> list[int]:
+        calls.append(items)
+        if len(calls) == 1:
+            running.set()
+            assert release.wait(5)
+        if 13 in items:
+            raise ValueError("13 is refused")
+        return [i * 10 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(apply)
+    with ThreadPoolExecutor(2) as pool:
+        first = group.submit_later([1], pool)
+        assert running.wait(5)  # the drainer is inside apply([1])
+        later = [group.submit_later([i, i + 1], pool) for i in (2, 4, 6)]
+        bad = group.submit_later([13], pool)
+        alone = pool.submit(group.submit, [8])  # a waiting caller takes turns with the drainer
+        release.set()
+        assert first.result(5) == [10]
+        assert [f.result(5) for f in later] == [[20, 30], [40, 50], [60, 70]]
+        with pytest.raises(ValueError, match="13 is refused"):
+            bad.result(5)
+        assert alone.result(5) == [80]
+    assert calls[1][:7] == [2, 3, 4, 5, 6, 7, 13]  # one group in arrival order...
+    assert [2, 3] in calls and [13] in calls  # ...run again one batch each: 13 failed alone
+    assert group.isolated == 1
+
+
+def test_submit_later_on_a_shut_down_executor_fails_the_future() -> None:
+    group: GroupCommit[int, int] = GroupCommit(lambda items: items)
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        group.submit_later([1], pool).result(5)
+    with ThreadPoolExecutor(1) as fresh:  # nothing is left stuck behind it
+        assert group.submit_later([2], fresh).result(5) == [2]
+
+
+def test_the_drainer_never_runs_beside_a_waiting_callers_group() -> None:
+    """One transaction at a time: a batch for later, queued while a `submit` leader is
+    inside `apply`, runs after it, not beside it."""
+    inside, most = 0, 0
+    leading, release = threading.Event(), threading.Event()
+    lock = threading.Lock()
+
+    def apply(items: list[int]) -> list[int]:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        if items == [1]:
+            leading.set()
+            assert release.wait(5)
+        with lock:
+            inside -= 1
+        return items
+
+    group: GroupCommit[int, int] = GroupCommit(apply)
+    with ThreadPoolExecutor(2) as pool:
+        leader = pool.submit(group.submit, [1])
+        assert leading.wait(5)
+        later = group.submit_later([2], pool)
+        time.sleep(0.05)  # room for a drainer that did not wait its turn to call apply
+        release.set()
+        assert leader.result(5) == [1] and later.result(5) == [2]
+    assert most == 1

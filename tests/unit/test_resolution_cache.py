@@ -37,6 +37,13 @@ def uncached(results: Mapping[str, Evaluated | EvaluationError]) -> dict[str, pb
     }
 
 
+def response(
+    cache: ResolutionCache, account: str, version: str, results: dict[str, Any]
+) -> pb.EvaluateAllResponse:
+    """The response as a client reads it (the cache hands out its encoding)."""
+    return pb.EvaluateAllResponse.FromString(cache.encoded(account, version, results))
+
+
 def every_feature(snap: StateView, account: str) -> dict[str, Evaluated | EvaluationError]:
     return {
         key: Evaluated(evaluate(snap, account, key, {}, NOW), snap.catalog.features[key])
@@ -49,7 +56,7 @@ def test_cached_responses_equal_converted_ones_for_every_feature(snap: StateView
     results = every_feature(snap, "pro")
     results["gone"] = EvaluationError(ErrorCode.FLAG_NOT_FOUND, "no feature 'gone'")
     for _ in range(3):  # the first call fills the cache, the others read it
-        out = cache.response("pro", "v1", results)
+        out = response(cache, "pro", "v1", results)
         assert out.account_id == "pro" and out.catalog_version == "v1"
         assert dict(out.resolutions) == uncached(results)
 
@@ -57,10 +64,10 @@ def test_cached_responses_equal_converted_ones_for_every_feature(snap: StateView
 def test_a_changed_decision_is_converted_anew(snap: StateView, usage: Any) -> None:
     cache = ResolutionCache()
     before = every_feature(snap, "pro")
-    cache.response("pro", "v1", before)
+    response(cache, "pro", "v1", before)
     usage.set("acct:pro", "calls", JUNE, 31.5)  # usage moved: the metered decision differs
     after = every_feature(snap, "pro")
-    assert dict(cache.response("pro", "v1", after).resolutions) == uncached(after)
+    assert dict(response(cache, "pro", "v1", after).resolutions) == uncached(after)
     assert uncached(after) != uncached(before)
 
 
@@ -76,7 +83,7 @@ def test_equal_but_differently_rendered_decisions_are_kept_apart(snap: StateView
         replace(found, valid_until=(NOW + timedelta(days=3)).astimezone(plus_one)), feature
     )
     for results in ({key: utc}, {key: other_zone}):
-        assert dict(cache.response("pro", "v1", results).resolutions) == uncached(results)
+        assert dict(response(cache, "pro", "v1", results).resolutions) == uncached(results)
     # 1 == True in Python (and hash alike): the key tells them apart
     plain = replace(found, metering=None, valid_until=None)
     assert _key(key, replace(plain, value=1)) != _key(key, replace(plain, value=True))
@@ -96,23 +103,23 @@ def test_list_decisions_differing_in_any_field_are_kept_apart(snap: StateView) -
     ]
     for decision in variants:
         results: dict[str, Evaluated | EvaluationError] = {key: Evaluated(decision, feature)}
-        assert dict(cache.response("pro", "v1", results).resolutions) == uncached(results)
+        assert dict(response(cache, "pro", "v1", results).resolutions) == uncached(results)
 
 
 def test_a_new_catalog_version_drops_the_entries(snap: StateView) -> None:
     cache = ResolutionCache()
-    cache.response("pro", "v1", every_feature(snap, "pro"))
+    response(cache, "pro", "v1", every_feature(snap, "pro"))
     assert len(cache._entries) > 0
-    cache.response("pro", "v2", {})
+    response(cache, "pro", "v2", {})
     assert cache._entries == {}
 
 
 def test_the_cache_is_bounded(snap: StateView) -> None:
     cache = ResolutionCache(max_entries=3)
-    cache.response("pro", "v1", every_feature(snap, "pro"))
+    response(cache, "pro", "v1", every_feature(snap, "pro"))
     assert len(cache._entries) > 3  # one response may exceed it; the next one starts afresh
     other = every_feature(snap, "nobody")
-    assert dict(cache.response("nobody", "v1", other).resolutions) == uncached(other)
+    assert dict(response(cache, "nobody", "v1", other).resolutions) == uncached(other)
     # only the unknown account's resolutions are left
     wanted = set()
     for key, res in uncached(other).items():
