@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import queue
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -30,7 +28,8 @@ from typing import TYPE_CHECKING
 from ..catalog.model import Account
 from ..engine.lifecycle_events import next_instant, timed_events
 from ..store.base import Firing
-from .events import AccountChanged, CatalogChanged, Event
+from .clock_thread import ClockThread
+from .events import CatalogChanged, Event
 from .webhooks import entries_for, subscribers
 
 if TYPE_CHECKING:
@@ -39,53 +38,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("plangate.lifecycle")
 
 SLACK = timedelta(minutes=5)
-_IGNORED = frozenset({"usage", "time"})  # causes that change no record
 _MAX_SLEEP = 30.0  # re-read the clock (and move the watermark) at least this often
-_WAKE = AccountChanged((), "time")  # only ends the wait
 
 
-class LifecycleScheduler:
+class LifecycleScheduler(ClockThread):
+    """After a failure (a store fault) `_stale` makes the next step catch up again from the
+    stored watermark: what was due meanwhile is found there."""
+
     def __init__(
         self, state: LiveState, trial_lead: timedelta, wake: Callable[[], None] = lambda: None
     ) -> None:
-        self._state = state
+        super().__init__(
+            state, "plangate-lifecycle", log, "lifecycle events: error; catching up again in 1 s"
+        )
         self._lead = trial_lead
         self._wake = wake
-        self._queue: queue.Queue[Event] = queue.Queue()
         self._heap: list[tuple[datetime, str]] = []
-        self._stale = True  # catch up and index before anything else
         self._moved: datetime | None = None  # the watermark last written
-        self._started = False
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="plangate-lifecycle", daemon=True)
-
-    def start(self) -> None:
-        self._state.events.listen(self._queue.put)  # before the catch-up: no change is missed
-        self._started = True
-        self._thread.start()
-
-    def stop(self) -> None:
-        if not self._started:
-            return
-        self._stopping.set()
-        self._queue.put(_WAKE)
-        self._thread.join(timeout=5)
-        self._state.events.unlisten(self._queue.put)
-
-    # -- the loop ----------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not (self._stopping.is_set() or self._state.events.closed):
-            try:
-                if self._stale:  # (re)start: catch up from the stored watermark, then index
-                    self._catch_up()
-                    self._stale = False
-                    self._rebuild()
-                self._step()
-            except Exception:  # a store fault: what was due is found again from the watermark
-                log.exception("lifecycle events: error; catching up again in 1 s")
-                self._stale = True
-                self._stopping.wait(1.0)
 
     def _catch_up(self) -> None:
         """Fire every account's events since the stored watermark (less `SLACK`)."""
@@ -99,6 +68,10 @@ class LifecycleScheduler:
         self._fire(firings, now)
 
     def _step(self) -> None:
+        if self._stale:  # (re)start: catch up from the stored watermark, then index
+            self._catch_up()
+            self._stale = False
+            self._rebuild()
         now = self._state.clock()
         self._due(now)
         if self._moved is None or (now - self._moved).total_seconds() >= _MAX_SLEEP:
@@ -106,17 +79,15 @@ class LifecycleScheduler:
         wait = _MAX_SLEEP
         if self._heap:
             wait = min(wait, max(0.0, (self._heap[0][0] - now).total_seconds()))
-        try:
-            event = self._queue.get(timeout=wait)
-        except queue.Empty:
-            return
-        self._changed(event)
+        event = self._next_change(wait)
+        if event is not None:
+            self._changed(event)
 
     def _changed(self, event: Event) -> None:
         if isinstance(event, CatalogChanged):
             self._rebuild()  # the accounts were re-validated against the new catalog
             return
-        if event.cause in _IGNORED or event.all_accounts:
+        if event.all_accounts:
             return
         now = self._state.clock()
         accounts = self._state.snapshot.accounts

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import heapq
 import logging
-import queue
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..catalog.model import Account, Reset
 from ..engine.boundaries import account_change, calendar_change, subscription_resets
+from .clock_thread import ClockThread
 from .events import AccountChanged, CatalogChanged, Event
 
 if TYPE_CHECKING:
@@ -35,9 +34,7 @@ log = logging.getLogger("plangate.timekeeper")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _EVERY_ACCOUNT = ""  # the heap's key for calendar instants (account ids are never empty)
-_IGNORED = frozenset({"usage", "time"})  # causes that change no account's timed things
 _MAX_SLEEP = 60.0  # re-read the clock at least this often (a wall clock may be stepped)
-_WAKE = AccountChanged((), "time")  # ignored by `_changed`: only ends the wait
 
 
 def _micros(at: datetime) -> int:
@@ -49,50 +46,13 @@ def _instant(micros: int) -> datetime:
     return _EPOCH + micros * _US
 
 
-class Timekeeper:
+class Timekeeper(ClockThread):
     def __init__(self, state: LiveState) -> None:
-        self._state = state
-        self._queue: queue.Queue[Event] = queue.Queue()  # every change, from the hub
-        self._started = False
+        super().__init__(
+            state, "plangate-timekeeper", log, "timekeeper: error; rebuilding the index"
+        )
         self._heap: list[tuple[int, str]] = []
         self._resets: tuple[Reset, ...] = ()
-        self._stopping = threading.Event()
-        self._stale = True  # the index must be (re)built from the snapshot
-        self._thread = threading.Thread(target=self._run, name="plangate-timekeeper", daemon=True)
-
-    def start(self) -> None:
-        # Listening before the index is built (on the thread), so no change made meanwhile
-        # is missed; the queue is unbounded, so no change is ever dropped (usage events are
-        # not queued at all, see `_heard`).
-        self._state.events.listen(self._heard)
-        self._started = True
-        self._thread.start()
-
-    def stop(self) -> None:
-        if not self._started:
-            return
-        self._stopping.set()
-        self._queue.put(_WAKE)
-        self._thread.join(timeout=5)
-        self._state.events.unlisten(self._heard)
-
-    def _heard(self, event: Event) -> None:
-        """The hub's listener. Usage and time events change no account's timed instants and
-        come with every write: dropped here, they never wake this thread (a Consume used to
-        pay a thread wake-up for it)."""
-        if isinstance(event, CatalogChanged) or event.cause not in _IGNORED:
-            self._queue.put(event)
-
-    # -- the loop ----------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not (self._stopping.is_set() or self._state.events.closed):
-            try:
-                self._step()
-            except Exception:  # one bad record must not end the announcements for everyone
-                log.exception("timekeeper: error; rebuilding the index")
-                self._stale = True  # the next step rebuilds it
-                self._stopping.wait(1.0)
 
     def _step(self) -> None:
         """Build the index if needed, announce what is due, then sleep until the next instant
@@ -103,9 +63,8 @@ class Timekeeper:
         now = _micros(self._state.clock())
         self._fire_due(now)
         wait = _MAX_SLEEP if not self._heap else (self._heap[0][0] - now) / 1e6
-        try:
-            event = self._queue.get(timeout=min(_MAX_SLEEP, max(0.0, wait)))
-        except queue.Empty:
+        event = self._next_change(min(_MAX_SLEEP, wait))
+        if event is None:
             return
         now = _micros(self._state.clock())
         self._fire_due(now)
@@ -116,7 +75,7 @@ class Timekeeper:
     def _changed(self, event: Event, after: datetime) -> None:
         if isinstance(event, CatalogChanged):
             self._stale = True  # the next step rebuilds the index for the new catalog
-        elif event.cause not in _IGNORED and not event.all_accounts:
+        elif not event.all_accounts:
             accounts = self._state.snapshot.accounts
             for account_id in event.account_ids:
                 account = accounts.get(account_id)
@@ -140,11 +99,8 @@ class Timekeeper:
         if calendar is not None:
             self._heap.append((_micros(calendar), _EVERY_ACCOUNT))
         heapq.heapify(self._heap)
-        while True:
-            try:
-                self._changed(self._queue.get_nowait(), after)
-            except queue.Empty:
-                return
+        while (event := self._queued()) is not None:
+            self._changed(event, after)
 
     def _push(self, account: Account, after: datetime) -> None:
         at = account_change(account, self._resets, after)
