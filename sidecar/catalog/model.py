@@ -13,6 +13,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
+from .frozen import quick_init
+
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 """One shared empty read-only mapping, so a million accounts without overrides hold no dicts."""
 
@@ -264,6 +266,7 @@ class Phase:
     addons: Mapping[str, int] = field(default_factory=lambda: EMPTY)
 
 
+@quick_init  # built once per stored subscription at start-up
 @dataclass(frozen=True, slots=True)
 class Subscription:
     """`plan` and `addons` hold from `starts_at`; `phases` (sorted by start) replace them
@@ -358,6 +361,7 @@ class TopUp:
         )
 
 
+@quick_init  # built once per stored account at start-up
 @dataclass(frozen=True, slots=True)
 class Account:
     id: str
