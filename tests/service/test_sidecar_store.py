@@ -161,8 +161,10 @@ def test_evaluation_answers_while_the_database_is_locked(tmp_path: Path) -> None
     db = tmp_path / "s.db"
     with in_process(copy_catalog(tmp_path), db) as sidecar, Stubs(f"127.0.0.1:{sidecar.port}") as s:
         s.evaluation.Evaluate(pb.EvaluateRequest(account_id="acct_acme", feature="sso"), timeout=5)
-        locker = sqlite3.connect(db, isolation_level=None, timeout=0)
-        locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        # another process takes the write lock (waiting out a background write of the
+        # sidecar's own, such as the lifecycle scheduler's watermark) and holds it
+        locker = sqlite3.connect(db, isolation_level=None, timeout=10)
+        locker.execute("BEGIN EXCLUSIVE")
         try:
             started = time.monotonic()
             for _ in range(50):
