@@ -389,11 +389,11 @@ class Sidecar:
         loop, self._loop = self._loop, None
         if loop is None:
             return
+        loop.run(self._close(grace))  # first: streams must not wait for the threads below
+        loop.close()
         self.timekeeper.stop()
         self.lifecycle.stop()
-        self.watcher.stop()
-        loop.run(self._close(grace))
-        loop.close()
+        self.watcher.stop()  # may take up to one poll interval to notice
         self.outbox.stop()
         self.housekeeper.stop()
         if self.feed is not None:
