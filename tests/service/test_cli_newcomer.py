@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.sidecar import in_process
-
 from plangate.sidecar.store.sqlite import SqliteStore
+from support.sidecar import in_process
 
 CLI = [sys.executable, "-m", "plangate.sidecar.cli.main"]
 TOKEN = "newcomer-token-0123"
