@@ -126,29 +126,30 @@ class Settings:
     webhook_backoff_seconds: float = option(
         5.0,
         "PLANGATE_WEBHOOK_BACKOFF_SECONDS",
-        "delay before the first retry of a quota delivery; doubles each attempt (capped at 1 h)",
-        "quota deliveries",
+        "delay before the first retry of a webhook delivery (quota and lifecycle); doubles each "
+        "attempt (capped at 1 h)",
+        "webhook deliveries",
     )
     webhook_max_attempts: int = option(
         10,
         "PLANGATE_WEBHOOK_MAX_ATTEMPTS",
-        "attempts before a delivery is marked failed",
-        "quota deliveries",
+        "attempts before a webhook delivery is marked failed",
+        "webhook deliveries",
     )
     webhook_timeout_seconds: float = option(
-        10.0, "PLANGATE_WEBHOOK_TIMEOUT_SECONDS", "per HTTP attempt", "quota deliveries"
+        10.0, "PLANGATE_WEBHOOK_TIMEOUT_SECONDS", "per HTTP attempt", "webhook deliveries"
     )
     outbox_poll_seconds: float = option(
         1.0,
         "PLANGATE_OUTBOX_POLL_SECONDS",
         "how often the outbox looks for due retries (a new firing wakes it at once)",
-        "quota deliveries",
+        "webhook deliveries",
     )
     trial_ending_days: float = option(
         3.0,
         "PLANGATE_TRIAL_ENDING_DAYS",
         "how long before a trial's end the `trial.ending` webhook is sent (design §7.1)",
-        "quota deliveries",
+        "webhook deliveries",
     )
     reconcile_seconds: float = option(
         30.0,
@@ -198,6 +199,16 @@ def declarations() -> Iterator[Declared]:
             help=f.metadata["help"],
             group=f.metadata["group"],
         )
+
+
+def value_of(name: str, env: Mapping[str, str]) -> Any:
+    """One setting as `serve` takes it when no flag gives it: its variable, else its default.
+    For the commands that work on a sidecar's own files (`validate`, `diff`), so they find
+    what `serve` would."""
+    declared = next(d for d in declarations() if d.name == name)
+    return (
+        declared.parse(env[declared.env], declared.env) if declared.env in env else declared.default
+    )
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

@@ -301,7 +301,7 @@ def parse(text: str, file: str) -> Document:
         line = mark.line + 1 if mark is not None else 1
         reason = getattr(exc, "problem", None) or str(exc)
         raise CatalogError(
-            [Problem(file, line, "(document)", f"not valid YAML/JSON: {reason}")]
+            [Problem(file, line, "(document)", f"not valid YAML/JSON: {_readable(reason)}")]
         ) from exc
     doc = Document(file, None)
     if node is None:
@@ -322,6 +322,35 @@ def parse(text: str, file: str) -> Document:
         doc.lines.setdefault(path, line)
     _find_duplicate_keys(node, (), doc)
     return doc
+
+
+# PyYAML's words for the mistakes people make most, said as what to change; its own words
+# follow in brackets for searching.
+_SYNTAX_HINTS = (
+    (
+        "expected <block end>",
+        "this line's indentation does not match the lines above it: keys of one mapping "
+        "start in the same column, and a list item's keys line up under its first key",
+    ),
+    (
+        "mapping values are not allowed here",
+        "a `key: value` where none can start: is this line indented too far, or does a "
+        "value contain `: ` (then quote it)?",
+    ),
+    ("cannot start any token", "tabs cannot indent YAML: use spaces"),
+    (
+        "could not find expected ':'",
+        "a line that is neither `key: value` nor a list item `- ...` (a missing colon?)",
+    ),
+)
+
+
+def _readable(problem: str) -> str:
+    """A YAML syntax problem as a person can act on it, with PyYAML's own text kept."""
+    for words, hint in _SYNTAX_HINTS:
+        if words in problem:
+            return f"{hint} [{problem}]"
+    return problem
 
 
 def _walk(node: yaml.Node, path: Path, line: int | None = None) -> Iterator[tuple[Path, int]]:

@@ -99,7 +99,8 @@ def _variants(
     ok = True
     for name, value in raw.items():
         if not isinstance(name, str):
-            hint = ' (YAML reads a bare on/off/yes/no as a boolean: quote it, "on")'
+            quoted = {True: '"on"', False: '"off"'}.get(name, '"..."')
+            hint = f" (YAML reads a bare on/off/yes/no as a boolean: write it in quotes, {quoted})"
             doc.error(_spelled(doc, path, name), f"variant name {name!r} is not a string{hint}")
             ok = False
             continue

@@ -28,7 +28,6 @@ from google.protobuf.message import Message
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp, to_value
-from ..catalog.values import parse_time
 from . import output
 
 if TYPE_CHECKING:
@@ -74,6 +73,8 @@ def _mapping(text: str, option: str) -> Any:
 
 
 def _time(text: str | None) -> Any:
+    from ..catalog.values import parse_time  # here: the catalog package is slow to import
+
     if text is None:
         return None
     at = parse_time(text)
@@ -634,6 +635,9 @@ COMMANDS: tuple[Command, ...] = (
             starts_at=_time(a.starts_at),
             ends_at=_time(a.ends_at),
             trial_ends_at=_time(a.trial_ends_at),
+            trial_then=a.trial_then,
+            allow_repeat_trial=a.allow_repeat_trial,
+            no_trial=a.no_trial,
         ),
         (
             ACCOUNT,
@@ -647,7 +651,18 @@ COMMANDS: tuple[Command, ...] = (
             ),
             arg("--starts-at"),
             arg("--ends-at"),
-            arg("--trial-ends-at"),
+            arg("--trial-ends-at", help="end the trial then instead of after the plan's days"),
+            arg(
+                "--trial-then",
+                default="",
+                help="at the trial's end: continue, cancel or a plan (default: the plan's)",
+            ),
+            arg(
+                "--allow-repeat-trial",
+                action="store_true",
+                help="grant a trial although the account already had one of this plan",
+            ),
+            arg("--no-trial", action="store_true", help="sell the plan without its trial"),
             arg("--id", default=""),
         ),
     ),
@@ -934,8 +949,7 @@ def run(command: Command, args: argparse.Namespace) -> int:
         try:
             reply = call.rpc(command.rpc, request)
         except grpc.RpcError as exc:
-            print(f"plangate: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return USAGE if exc.code() in UNREACHABLE else FAILED
+            return _refused(exc, args)
         shown = command.shown(reply)
         failure = command.failed(shown, call)
     if args.json:
@@ -962,9 +976,30 @@ def _run_stream(command: Command, args: argparse.Namespace, request: Message) ->
                 write(command.shown(message))
         except grpc.RpcError as exc:
             sys.stdout.flush()
-            print(f"plangate: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return USAGE if exc.code() in UNREACHABLE else FAILED
+            return _refused(exc, args)
     return OK
+
+
+def _refused(exc: grpc.RpcError, args: argparse.Namespace) -> int:
+    """A failed call said for people: an unreachable sidecar or a missing token as what to
+    do about it, anything else as the sidecar's status and message."""
+    code: grpc.StatusCode = exc.code()
+    details: str = exc.details() or ""
+    if code in UNREACHABLE:
+        print(
+            f"plangate: cannot reach a sidecar at {args.target} ({code.name}): is "
+            "`plangate serve` running there? Set --target or PLANGATE_TARGET to its gRPC address.",
+            file=sys.stderr,
+        )
+        return USAGE
+    print(f"plangate: {code.name}: {details}", file=sys.stderr)
+    if code == grpc.StatusCode.UNAUTHENTICATED and not os.environ.get("PLANGATE_TOKEN"):
+        print(
+            "plangate: this sidecar asks for a token: set PLANGATE_TOKEN to one of its "
+            "--token-file tokens",
+            file=sys.stderr,
+        )
+    return FAILED
 
 
 def add_commands(sub: Sub) -> None:

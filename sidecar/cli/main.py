@@ -11,9 +11,10 @@ import threading
 from collections.abc import Sequence
 
 from .. import settings
-from ..catalog import CatalogError, load_catalog
-from ..catalog.source import DEFAULT_MAX_BYTES
 from . import client, diff, health
+
+# The catalog, runtime and store packages are imported by the commands that use them: a
+# client command imports only gRPC and the stubs, so each call starts in a fraction of a second.
 
 EPILOG = (
     """\
@@ -46,6 +47,7 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from ..catalog import CatalogError
     from ..server.app import Sidecar
 
     try:
@@ -94,13 +96,15 @@ def add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--max-catalog-bytes",
         type=int,
-        default=DEFAULT_MAX_BYTES,
+        default=settings.value_of("max_catalog_bytes", os.environ),
         help="refuse larger files, as `serve` does (default: %(default)s)",
     )
     p.set_defaults(func=validate)
 
 
 def validate(args: argparse.Namespace) -> int:
+    from ..catalog import CatalogError, load_catalog
+
     for file in args.files:
         try:
             catalog = load_catalog(file, args.max_catalog_bytes)
@@ -133,7 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`plangate audit | head`): what it wanted was printed. Point
+        # stdout at /dev/null so the interpreter's own final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return code
 
 

@@ -65,10 +65,17 @@ def trial_of(
     starts_at: datetime,
     trial_ends_at: datetime | None,
     trial_then: str,
+    no_trial: bool = False,
 ) -> tuple[datetime, str] | None:
     """A new subscription's trial as (end, then): the request's end or the plan's `days`
-    from the start, and the request's `then` or the plan's; None without either.
-    `ValueError` for an end not after the start or a `then` that names no plan."""
+    from the start, and the request's `then` or the plan's; None without either, or when
+    the seller asks for none (`no_trial`: a plan with a trial sold straight away).
+    `ValueError` for an end not after the start, a `then` that names no plan, or `no_trial`
+    beside a trial's end or `then`."""
+    if no_trial:
+        if trial_ends_at is not None or trial_then:
+            raise ValueError("no_trial cannot go with trial_ends_at or trial_then")
+        return None
     if trial_ends_at is None and plan.trial is None:
         if trial_then:
             raise ValueError(f"trial_then needs a trial: plan {plan.key!r} has none")

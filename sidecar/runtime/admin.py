@@ -175,6 +175,7 @@ class Admin:
         members: Sequence[str] = (),
         subscription_id: str = "",
         allow_repeat_trial: bool = False,
+        no_trial: bool = False,
         actor: str,
     ) -> Subscription:
         record = self._owned(account_id)
@@ -189,7 +190,9 @@ class Admin:
             trial = (
                 None
                 if found is None  # the record's validation names the unknown plan
-                else trial_of(self.state.catalog, found, starts_at, trial_ends_at, trial_then)
+                else trial_of(
+                    self.state.catalog, found, starts_at, trial_ends_at, trial_then, no_trial
+                )
             )
         except ValueError as e:
             raise rec.AdminError(str(e)) from None

@@ -148,6 +148,7 @@ class AdminService(pb_grpc.AdminServicer):
             members=list(request.members),
             subscription_id=request.id,
             allow_repeat_trial=request.allow_repeat_trial,
+            no_trial=request.no_trial,
             actor=self._actor(context),
         )
         return subscription_pb(sub)

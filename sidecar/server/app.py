@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import re
+import socket
 import ssl
 import stat
 from collections.abc import Sequence
@@ -241,6 +242,8 @@ class Sidecar:
             [*names, *flagd_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         address = f"{s.host}:{s.port}"
+        if s.port and not _can_bind(s.host, s.port):  # before grpcio, which logs a raw error
+            raise OSError(f"cannot listen on {address} (port in use?); choose another with --port")
         try:  # grpcio reports a busy port as RuntimeError (newer) or port 0 (older)
             if self.credentials is not None:
                 self.port = server.add_secure_port(address, self.credentials)
@@ -401,3 +404,20 @@ class Sidecar:
         self.blocking.shutdown(wait=True)
         self.store.close()
         log.info("stopped")
+
+
+def _can_bind(host: str, port: int) -> bool:
+    """Whether `host:port` is free to listen on, asked with a plain socket (SO_REUSEADDR, so a
+    port in TIME_WAIT counts as free, as it does for grpcio)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return True  # let grpcio say what is wrong with the address
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError:
+                return False
+    return True

@@ -30,11 +30,11 @@ accounts:
 NEW = OLD.replace("{seats: 2}", "{seats: 3}").replace("{sso: true, seats: 10}", "{seats: 10}")
 
 
-def _diff(*args: str) -> subprocess.CompletedProcess[str]:
+def _diff(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PLANGATE_")}
     return subprocess.run(
         [sys.executable, "-m", "plangate.sidecar.cli.main", "diff", *args],
-        capture_output=True, text=True, timeout=60, env=clean,
+        capture_output=True, text=True, timeout=60, env=clean, cwd=cwd,
     )  # fmt: skip
 
 
@@ -53,8 +53,8 @@ def test_diff_lists_each_changed_decision_of_declared_and_stored_accounts(tmp_pa
         "acct_file  sso: True → False (no access)",
     ]
     assert "2 decision(s) of 2 account(s) change" in run.stderr
-    # without --db: the declared accounts only
-    alone = _diff(str(tmp_path / "old.yaml"), str(tmp_path / "new.yaml"))
+    # without --db, where `serve` would find no store: the declared accounts only
+    alone = _diff(str(tmp_path / "old.yaml"), str(tmp_path / "new.yaml"), cwd=tmp_path)
     assert alone.stdout.splitlines() == ["acct_file  sso: True → False (no access)"]
     # the same catalog twice: nothing changes
     same = _diff(str(tmp_path / "old.yaml"), str(tmp_path / "old.yaml"), "--db", str(db))

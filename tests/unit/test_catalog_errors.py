@@ -395,7 +395,15 @@ CASES = [
         "products:\n  - name: Acme\n      type: boolean  # <-\n",
         3,
         "(document)",
-        "not valid YAML/JSON: mapping values are not allowed here",
+        "not valid YAML/JSON: a `key: value` where none can start: is this line indented too "
+        "far, or does a value contain `: ` (then quote it)? [mapping values are not allowed here]",
+    ),
+    (
+        "yaml-indented-too-little",
+        "products:\n  - key: acme\n   name: Acme  # <-\n",
+        3,
+        "(document)",
+        "not valid YAML/JSON: this line's indentation does not match the lines above it",
     ),
     (
         "webhook-unknown-event",

@@ -127,7 +127,7 @@ CASES = [
         "yaml-boolean-variant-name",
         feature("variants:\n  on: true  # <-\ntargeting: null", "Beta", "boolean"),
         "products[0].features[2].variants.on",
-        'variant name True is not a string (YAML reads a bare on/off/yes/no as a boolean: quote it, "on")',
+        'variant name True is not a string (YAML reads a bare on/off/yes/no as a boolean: write it in quotes, "on")',
     ),
     (
         "targeting-without-variants",

@@ -485,7 +485,7 @@ class DeleteAccountResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class CreateSubscriptionRequest(_message.Message):
-    __slots__ = ("account_id", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members", "id", "trial_then", "allow_repeat_trial")
+    __slots__ = ("account_id", "plan", "addons", "starts_at", "ends_at", "trial_ends_at", "members", "id", "trial_then", "allow_repeat_trial", "no_trial")
     class AddonsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -503,6 +503,7 @@ class CreateSubscriptionRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_THEN_FIELD_NUMBER: _ClassVar[int]
     ALLOW_REPEAT_TRIAL_FIELD_NUMBER: _ClassVar[int]
+    NO_TRIAL_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     plan: str
     addons: _containers.ScalarMap[str, int]
@@ -513,7 +514,8 @@ class CreateSubscriptionRequest(_message.Message):
     id: str
     trial_then: str
     allow_repeat_trial: bool
-    def __init__(self, account_id: _Optional[str] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ..., trial_then: _Optional[str] = ..., allow_repeat_trial: _Optional[bool] = ...) -> None: ...
+    no_trial: bool
+    def __init__(self, account_id: _Optional[str] = ..., plan: _Optional[str] = ..., addons: _Optional[_Mapping[str, int]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ..., trial_then: _Optional[str] = ..., allow_repeat_trial: _Optional[bool] = ..., no_trial: _Optional[bool] = ...) -> None: ...
 
 class ChangePlanRequest(_message.Message):
     __slots__ = ("account_id", "subscription_id", "plan", "at", "when")
