@@ -97,7 +97,7 @@ def test_settings_never_read_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_the_provider_declares_its_variables_as_literals() -> None:
-    source = (ROOT / "provider" / "config.py").read_text()
+    source = (ROOT / "clients" / "python" / "plangate" / "provider" / "config.py").read_text()
     field_names = {f.name for f in fields(ProviderConfig)}
     for variable in provider_config.VARIABLES:
         assert variable.field in field_names, variable
