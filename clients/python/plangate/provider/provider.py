@@ -36,7 +36,12 @@ class PlanGateProvider(AbstractProvider):
     `tls_key` (`PLANGATE_TLS_*`, PEM files; cert+key = mTLS), `deadline_ms`
     (`PLANGATE_DEADLINE_MS`, 500), `cache` (`PLANGATE_CACHE`, on), `cache_size`
     (`PLANGATE_CACHE_SIZE`, 1000 entries), `grace_period_ms` (`PLANGATE_GRACE_PERIOD_MS`,
-    5000: how long the sidecar may be gone before STALE becomes ERROR).
+    5000: how long the sidecar may be gone before STALE becomes ERROR), `on_unavailable`
+    (`PLANGATE_ON_UNAVAILABLE`, "default": the caller's default with an error while the
+    sidecar is unreachable; "last_known": the last value received, reason STALE, while it is
+    valid; or a dict per feature with "*" for the rest), `track_journal`
+    (`PLANGATE_TRACK_JOURNAL`, a file: `track` writes each report there before returning and
+    the provider replays what was not acknowledged when it starts again), design §21.
     """
 
     def __init__(
@@ -53,6 +58,8 @@ class PlanGateProvider(AbstractProvider):
         cache_size: int | None = None,
         grace_period_ms: int | None = None,
         init_timeout_ms: int | None = None,
+        on_unavailable: str | Mapping[str, str] | None = None,
+        track_journal: str | None = None,
         env: Mapping[str, str] | None = None,
         **tuning: Any,
     ) -> None:
@@ -68,6 +75,8 @@ class PlanGateProvider(AbstractProvider):
             cache=cache,
             cache_size=cache_size,
             grace_period_ms=grace_period_ms,
+            on_unavailable=on_unavailable,
+            track_journal=track_journal,
             tls_server_name=tls_server_name,
             init_timeout=None if init_timeout_ms is None else init_timeout_ms / 1000,
             **tuning,

@@ -14,9 +14,10 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
 
 from .cache import ResolutionCache
-from .config import ProviderConfig
+from .config import LAST_KNOWN, ProviderConfig
 from .evaluator import Evaluator
 from .events import Emit, EventBridge
+from .outage import LastKnown
 from .pending import PendingUsage
 from .tracking import Queued, UsageReporter, usage_report
 from .transport import Transport
@@ -33,7 +34,12 @@ class Session:
         self.transport = Transport(config)
         self.cache = ResolutionCache(config.cache_size) if config.cache else None
         self.pending = PendingUsage()
-        self.evaluator = Evaluator(self.transport, self.cache, self.pending)
+        outage = config.on_unavailable
+        keeps = outage == LAST_KNOWN or (
+            not isinstance(outage, str) and LAST_KNOWN in outage.values()
+        )
+        last_known = LastKnown(config) if keeps else None
+        self.evaluator = Evaluator(self.transport, self.cache, self.pending, last_known)
         self.events = EventBridge(self.cache, emit, config.grace_period, config.target)
         self.reporter = UsageReporter(self.transport, config, self._settled)
         self.watch = WatchLoop(self.transport, self.events, config.heartbeat_timeout)
