@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -97,10 +98,17 @@ class PlanGateProvider(AbstractProvider):
         `PROVIDER_READY` follows as soon as the sidecar answers.
         """
         session = self._open()
+        started = time.monotonic()
         if not session.events.wait_initialized(self.config.init_timeout):
             raise ProviderNotReadyError(
                 f"no PlanGate sidecar answered at {self.config.target} within "
                 f"{self.config.init_timeout:g} s; still trying"
+            )
+        left = session.wait_replayed(self.config.init_timeout - (time.monotonic() - started))
+        if left:
+            raise ProviderNotReadyError(
+                f"{left} usage report(s) from track_journal {self.config.track_journal} not "
+                f"yet acknowledged within {self.config.init_timeout:g} s; still trying"
             )
 
     def shutdown(self) -> None:
