@@ -3,6 +3,7 @@ sidecar is gone, and that it is back to the sidecar's own answers (and READY) on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,6 +109,8 @@ def test_last_known_answers_stale_while_the_sidecar_is_gone_and_the_sidecar_agai
 
         sso = client.get_boolean_details("sso", False, CTX)
         assert (sso.value, sso.reason, sso.error_code) == (True, Reason.STALE, None)
+        sso = asyncio.run(client.get_boolean_details_async("sso", False, CTX))
+        assert (sso.value, sso.reason) == (True, Reason.STALE)
         regional = client.get_boolean_details("regional", False, CTX)
         assert (regional.value, regional.reason) == (True, Reason.STALE)
         api_calls = client.get_boolean_details("api-calls", False, CTX)
