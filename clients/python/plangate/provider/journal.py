@@ -12,9 +12,11 @@ before the crash is answered "duplicate", never counted twice).
 - Each line is `<crc32 hex> <json>\\n`, so a torn or damaged line is recognised; it is skipped
   with a warning, never a crash. The file is rewritten on open (only the unacknowledged
   reports), so new lines never follow a torn one.
-- Bounded: once the file holds at least `COMPACT_LINES` lines and at most half of them are
-  unacknowledged reports, it is rewritten with only those (a new file renamed over the old,
-  so a crash mid-way leaves one of the two whole).
+- Bounded: when every report is acknowledged the file is truncated; and once it holds at least
+  `COMPACT_LINES` lines of which at most half are unacknowledged reports, the background
+  thread rewrites it with only those (a new file, fsynced, renamed over the old, so a crash
+  mid-way leaves one of the two whole). `track` only waits for the rename, never an fsync:
+  lines written meanwhile are copied to the new file under the lock.
 - One process per journal: an exclusive `flock` on `PATH.lock`; a second provider fails to
   initialise with an error naming the file.
 """
@@ -57,6 +59,8 @@ class TrackJournal:
         self._lines = 0
         self._dirty = threading.Event()
         self._closed = False
+        self._compact_due = False
+        self._tail: list[bytes] | None = None  # lines written while a compaction copies the file
         try:
             self._live = _read(self.path)
             self.last = max(self._live, default=0)
@@ -85,6 +89,8 @@ class TrackJournal:
             os.write(self._fd, line)
             self._live[n] = line
             self._lines += 1
+            if self._tail is not None:
+                self._tail.append(line)
         if not self._dirty.is_set():
             self._dirty.set()
 
@@ -95,13 +101,18 @@ class TrackJournal:
         with self._lock:
             if self._closed:
                 return
-            os.write(self._fd, line)
-            self._lines += 1
             for n in done:
                 self._live.pop(n, None)
-            if self._lines >= COMPACT_LINES and len(self._live) * 2 <= self._lines:
-                old, self._fd = self._fd, self._rewrite()
-                os.close(old)
+            if not self._live and self._tail is None:
+                os.ftruncate(self._fd, 0)  # nothing left to replay: nothing to keep
+                self._lines = 0
+            else:
+                os.write(self._fd, line)
+                self._lines += 1
+                if self._tail is not None:
+                    self._tail.append(line)
+                elif self._lines >= COMPACT_LINES and len(self._live) * 2 <= self._lines:
+                    self._compact_due = True
         self._dirty.set()
 
     def close(self) -> None:
@@ -134,15 +145,42 @@ class TrackJournal:
         while True:
             self._dirty.wait()
             self._dirty.clear()
+            snapshot: list[bytes] | None = None
             with self._lock:
                 if self._closed:
                     return
                 fd = self._fd
-            # Not under the lock: `track` must not wait for the disk. A compaction may close
-            # `fd` meanwhile; it synced its own file, so the error is harmless.
+                if self._compact_due:
+                    self._compact_due = False
+                    snapshot = [line for _, line in sorted(self._live.items())]
+                    self._tail = []
+            # Not under the lock: `track` must not wait for the disk.
             with contextlib.suppress(OSError):
                 os.fsync(fd)
+            if snapshot is not None:
+                self._compact(snapshot)
             time.sleep(self._interval)
+
+    def _compact(self, snapshot: list[bytes]) -> None:
+        """Write the unacknowledged reports to a new file and sync it outside the lock; then,
+        under it, add the lines written meanwhile and rename it over the journal."""
+        tmp = self.path.with_name(self.path.name + ".compacting")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        os.write(fd, b"".join(snapshot))
+        os.fsync(fd)
+        with self._lock:
+            tail, self._tail = self._tail or [], None
+            if self._closed:  # `close` rewrites the journal itself
+                os.close(fd)
+                tmp.unlink()
+                return
+            os.write(fd, b"".join(tail))
+            os.replace(tmp, self.path)
+            old, self._fd = self._fd, fd
+            self._lines = len(snapshot) + len(tail)
+        os.close(old)
+        _sync_dir(self.path.parent)
+        self._dirty.set()  # the tail's lines
 
 
 def _exclusive(path: Path) -> int:
