@@ -145,6 +145,7 @@ class TrackJournal:
         while True:
             self._dirty.wait()
             self._dirty.clear()
+            started = time.monotonic()
             snapshot: list[bytes] | None = None
             with self._lock:
                 if self._closed:
@@ -159,7 +160,8 @@ class TrackJournal:
                 os.fsync(fd)
             if snapshot is not None:
                 self._compact(snapshot)
-            time.sleep(self._interval)
+            # the next fsync starts at most `interval` after this one started
+            time.sleep(max(0.0, self._interval - (time.monotonic() - started)))
 
     def _compact(self, snapshot: list[bytes]) -> None:
         """Write the unacknowledged reports to a new file and sync it outside the lock; then,
