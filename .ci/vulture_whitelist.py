@@ -1,7 +1,7 @@
 """Names `vulture` reports as unused that are used, by code it cannot see calling them.
 
 Only true false positives belong here, each with why. Run as in `.ci/run`:
-    vulture sidecar provider protocol/*.py tests bench scripts .ci/vulture_whitelist.py \
+    vulture sidecar clients/python/plangate tests bench scripts .ci/vulture_whitelist.py \
         --exclude "*_pb2*.py"
 """
 

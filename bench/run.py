@@ -141,6 +141,14 @@ SEQUENTIAL_CONSUME = 535.0  # events/s of sequential Consume before the asyncio 
 
 TARGETS = [
     Target(
+        "track with the journal, µs per call (design §21)",
+        "provider.track.journal",
+        "20 µs",
+        1.0,
+        True,
+        _fixed("provider.track.journal", 20.0),
+    ),
+    Target(
         "cached boolean vs InMemoryProvider",
         "provider.cached.boolean",
         "floor.inmemory",

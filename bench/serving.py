@@ -258,10 +258,10 @@ def stream_holder(
     HTTP connections; report "open"; on "wait", report the monotonic time the last stream
     read its change; on "close", close everything."""
     import grpc
-    from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-    from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
     from plangate.protocol.plangate.v1 import plangate_pb2 as pb
     from plangate.protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
+    from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
+    from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 
     async def first(stream: Any, wanted: str, native: bool) -> float:
         while True:

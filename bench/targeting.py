@@ -135,7 +135,7 @@ def measure(quick: bool, reps: int) -> dict[str, Any]:
             for name, stats in interleaved(cases, reps).items():
                 out["measures"][name] = stats.as_json()
             api.shutdown()
-    if any(m.startswith("plangate.protocol.flagd") for m in sys.modules):
+    if any(m.startswith("plangate.sidecar.protocol.flagd") for m in sys.modules):
         raise RuntimeError("this process must not load PlanGate's flagd stubs")
     m = {k: v["value"] for k, v in out["measures"].items()}
     out["ratios"] = {

@@ -1,9 +1,12 @@
-"""Regenerate the committed protobuf/gRPC stubs under protocol/ from proto/.
+"""Regenerate the committed protobuf/gRPC stubs from proto/.
 
 Run: python scripts/gen_protos.py        (or --check to fail when the committed stubs differ)
 
-protoc writes absolute imports (`from plangate.v1 import plangate_pb2`); the stubs live in
-the `plangate.protocol` package, so those imports are rewritten to relative ones.
+The native API's stubs go to the provider's distribution (`plangate.protocol`, in
+clients/python); the flagd evaluation stubs go to the sidecar's (`plangate.sidecar.protocol`),
+since an application may load openfeature-provider-flagd, whose own stubs register the same
+protobuf names (design §21). protoc writes absolute imports (`from plangate.v1 import
+plangate_pb2`); they are rewritten to relative ones.
 """
 
 from __future__ import annotations
@@ -18,16 +21,17 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
-OUT = ROOT / "protocol"
-FILES = [
-    "plangate/v1/plangate.proto",
-    "flagd/evaluation/v1/evaluation.proto",
-    "flagd/evaluation/v2/evaluation.proto",
-]
+# .proto file -> the folder its stubs are written under (keeping the proto's own sub-path)
+FILES = {
+    "plangate/v1/plangate.proto": ROOT / "clients" / "python" / "plangate" / "protocol",
+    "flagd/evaluation/v1/evaluation.proto": ROOT / "sidecar" / "protocol",
+    "flagd/evaluation/v2/evaluation.proto": ROOT / "sidecar" / "protocol",
+}
 _IMPORT = re.compile(r"^from ((?:plangate|flagd)[\w.]*) import (\w+_pb2)", re.M)
 
 
 def generate(into: Path) -> dict[Path, str]:
+    """Every stub, keyed by its committed path."""
     include = Path(protoc.__file__).parent / "_proto"
     args = [
         "protoc",
@@ -40,9 +44,11 @@ def generate(into: Path) -> dict[Path, str]:
     if protoc.main([*args, *(str(PROTO / f) for f in FILES)]) != 0:
         raise SystemExit("protoc failed")
     out: dict[Path, str] = {}
-    for path in sorted(into.rglob("*.py*")):
-        text = _IMPORT.sub(lambda m: f"from . import {m.group(2)}", path.read_text())
-        out[path.relative_to(into)] = text
+    for proto, target in FILES.items():
+        folder = Path(proto).parent
+        for path in sorted((into / folder).glob("*.py*")):
+            text = _IMPORT.sub(lambda m: f"from . import {m.group(2)}", path.read_text())
+            out[target / folder / path.name] = text
     return out
 
 
@@ -55,18 +61,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         generated = generate(Path(tmp))
     stale = [
-        rel
-        for rel, text in generated.items()
-        if not (OUT / rel).exists() or (OUT / rel).read_text() != text
+        path for path, text in generated.items() if not path.exists() or path.read_text() != text
     ]
     if check:
-        for rel in stale:
-            print(f"stale generated stub: protocol/{rel} (run: python scripts/gen_protos.py)")
+        for path in stale:
+            rel = path.relative_to(ROOT)
+            print(f"stale generated stub: {rel} (run: python scripts/gen_protos.py)")
         return 1 if stale else 0
-    for rel in stale:
-        (OUT / rel).parent.mkdir(parents=True, exist_ok=True)
-        (OUT / rel).write_text(generated[rel])
-        print(f"wrote protocol/{rel}")
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(generated[path])
+        print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 

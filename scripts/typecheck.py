@@ -1,9 +1,10 @@
 """Run mypy (strict) on plangate.sidecar and plangate.provider under their installed names,
 then on the tests.
 
-The source folders are mapped into the `plangate` namespace by setuptools' package-dir,
-which mypy cannot follow from the folders themselves; a throwaway tree of symlinks
-(`plangate/{sidecar,provider,protocol}`) gives it the real import paths.
+The sidecar's folder is mapped into the `plangate` namespace by setuptools' package-dir, which
+mypy cannot follow from the folder itself, and the provider's distribution keeps its packages
+in clients/python/plangate; a throwaway tree of symlinks (`plangate/{sidecar,provider,protocol}`)
+gives mypy the real import paths of both.
 """
 
 from __future__ import annotations
@@ -15,14 +16,19 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+FOLDERS = {
+    "sidecar": ROOT / "sidecar",
+    "provider": ROOT / "clients" / "python" / "plangate" / "provider",
+    "protocol": ROOT / "clients" / "python" / "plangate" / "protocol",
+}
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         pkg = Path(tmp) / "plangate"
         pkg.mkdir()
-        for name in ("sidecar", "provider", "protocol"):
-            (pkg / name).symlink_to(ROOT / name, target_is_directory=True)
+        for name, folder in FOLDERS.items():
+            (pkg / name).symlink_to(folder, target_is_directory=True)
         mypy = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")]
         code = subprocess.run([*mypy, "-p", "plangate.sidecar", "-p", "plangate.provider"],
                               cwd=tmp, env={**os.environ, "MYPYPATH": tmp}).returncode  # fmt: skip

@@ -136,6 +136,9 @@ class Targeting:
     variants: Mapping[str, Entitlement] = field(compare=False)
     volatile: bool  # the rule reads `$flagd.timestamp`: the answer changes with the clock
     canonical: str
+    # the rule reads a context attribute (not only the account, its plans and the clock): an
+    # answer holds for that context alone (design §21, `context_dependent`)
+    reads_context: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@ _SPECIAL_FORMS = frozenset(
 )
 KNOWN_OPERATORS = frozenset(OPERATORS) | _SPECIAL_FORMS
 _UNTARGETABLE = frozenset({"metered", "credits"})  # access comes from usage, not a variant
+# The data names the sidecar sets over the context (engine/targeting.py `rule_data`).
+_SIDECAR_NAMES = frozenset({"targetingKey", "$flagd", "account", "plans", "addons"})
 
 ReadValue = Callable[[Document, Path, Any, Feature], Entitlement | None]
 """`features.read_entitlement`, passed in: variant values are checked like entitlements."""
@@ -85,7 +87,7 @@ def read_targeting(
         sort_keys=True,
         default=repr,  # UNLIMITED
     )
-    return Targeting(rule, MappingProxyType(variants), walk.volatile, canonical)
+    return Targeting(rule, MappingProxyType(variants), walk.volatile, canonical, walk.reads_context)
 
 
 def _variants(
@@ -138,6 +140,7 @@ class _Walk:
         self.evaluators = evaluators
         self.variants = variants
         self.volatile = False
+        self.reads_context = False
         self.failed = False
 
     def error(self, path: Path, message: str) -> None:
@@ -203,6 +206,7 @@ class _Walk:
             ]
         if op == "var":
             self._note_clock(items)
+            self._note_context(items)
         return {op: out if isinstance(args, list) else out[0]}
 
     def _note_clock(self, items: list[Any]) -> None:
@@ -211,6 +215,13 @@ class _Walk:
             self.volatile = True  # a computed name might be the clock
         elif isinstance(key, str) and (key in ("", "$flagd") or key.startswith("$flagd.timestamp")):
             self.volatile = True
+
+    def _note_context(self, items: list[Any]) -> None:
+        """A `var` outside the names the sidecar sets itself (engine/targeting.py `rule_data`)
+        reads the caller's context; a computed name might."""
+        key = items[0] if items else ""
+        if not isinstance(key, str) or key.split(".", 1)[0] not in _SIDECAR_NAMES:
+            self.reads_context = True
 
     def _ref(self, name: Any, path: Path, result: bool, stack: tuple[str, ...]) -> Any:
         evaluator = self.evaluators.get(name) if isinstance(name, str) else None

@@ -65,6 +65,8 @@ class EvaluationService(pb_grpc.EvaluationServicer):
             )
             # only the type asked for is resolved (and checked: a mismatch is TYPE_MISMATCH)
             res = resolution(found.decision, found.feature, KIND_OF.get(request.type))
+            if res.HasField("metering") and "requested" in request.context.fields:
+                res.context_dependent = True  # computed for that amount (design §21)
         except EvaluationError as exc:
             self.metrics.child(self.metrics.evaluation_errors, "native", exc.code.value).inc()
             return error_resolution(request.feature, exc)

@@ -36,10 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ...protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_pb
-from ...protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
-from ...protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-from ...protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from ...protocol.values import from_struct, to_struct
 from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import (
@@ -51,6 +47,10 @@ from ..engine import (
     metadata,
     resolve_as,
 )
+from ..protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_pb
+from ..protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
+from ..protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
+from ..protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from ..runtime.decisions import Decisions
 from ..runtime.events import AccountChanged, CatalogChanged, Event, EventHub
 from .errors import STATUS_OF_CODE, STREAM_ENDED, status_of

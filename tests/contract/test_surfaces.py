@@ -12,11 +12,11 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import json_format, struct_pb2
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_value
 from plangate.sidecar.catalog import load_catalog
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from support.sidecar import EXAMPLE_CATALOG, Stubs, copy_catalog, in_process
 
 CATALOG = load_catalog(EXAMPLE_CATALOG)

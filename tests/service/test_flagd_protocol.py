@@ -18,11 +18,11 @@ import grpc
 import pytest
 from google.protobuf import json_format, struct_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from plangate.protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_pb
-from plangate.protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from plangate.protocol.plangate.v1 import plangate_pb2 as pg
+from plangate.sidecar.protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_pb
+from plangate.sidecar.protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from support.sidecar import Stubs, copy_catalog, in_process
 
 VERSIONS = {"v2": (v2_pb, v2_grpc), "v1": (v1_pb, v1_grpc)}

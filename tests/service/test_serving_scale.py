@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from support.sidecar import copy_catalog, in_process
 
 pytestmark = pytest.mark.slow

@@ -16,10 +16,10 @@ import grpc
 import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from support.provider import provider
 from support.sidecar import Stubs, in_process
 

@@ -19,11 +19,11 @@ from google.protobuf import json_format, struct_pb2
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent
-from plangate.protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_pb
-from plangate.protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from plangate.sidecar.protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_pb
+from plangate.sidecar.protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from support.provider import EventLog, provider, rpc_count
 from support.sidecar import Stubs, in_process
 

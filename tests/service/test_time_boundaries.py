@@ -23,10 +23,10 @@ import pytest
 from google.protobuf import struct_pb2
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as flagd_pb
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as flagd_grpc
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_timestamp
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as flagd_pb
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as flagd_grpc
 from support.provider import provider
 from support.sidecar import Stubs, in_process
 from support.watch import WatchLog

@@ -146,9 +146,14 @@ class SubprocessSidecar:
     """`plangate serve` as a child process; `kill()` sends SIGKILL, `restart()` reuses the ports."""
 
     def __init__(
-        self, catalog: Path, db: Path, *extra: str, env: dict[str, str] | None = None
+        self,
+        catalog: Path,
+        db: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        python: str | Path = sys.executable,  # another install's interpreter (packaging test)
     ) -> None:
-        self.catalog, self.db, self.extra = catalog, db, list(extra)
+        self.catalog, self.db, self.extra, self.python = catalog, db, list(extra), python
         self.env = {**os.environ, **(env or {})}
         self.port = 0
         self.management_port = 0
@@ -162,7 +167,7 @@ class SubprocessSidecar:
 
     def start(self, timeout: float = 20.0) -> SubprocessSidecar:
         cmd = [
-            sys.executable, "-m", "plangate.sidecar.cli.main", "serve",
+            str(self.python), "-m", "plangate.sidecar.cli.main", "serve",
             "--catalog", str(self.catalog), "--db", str(self.db),
             "--port", str(self.port), "--management-port", str(self.management_port),
             "--ofrep-port", str(self.ofrep_port), *self.extra,

@@ -110,7 +110,7 @@ def design_sections(path: Path = DESIGN) -> set[str]:
 
 def cited_files() -> list[Path]:
     files: list[Path] = []
-    for folder in ("sidecar", "provider", "protocol", "tests", "bench"):
+    for folder in ("sidecar", "clients/python/plangate", "tests", "bench"):
         files += sorted((ROOT / folder).glob("**/*.py"))
     return files + sorted((ROOT / "proto").glob("**/*.proto"))  # stubs copy their comments
 

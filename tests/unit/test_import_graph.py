@@ -13,10 +13,10 @@ from pathlib import Path
 
 from support.sidecar import ROOT
 
-PACKAGES = {
+PACKAGES = {  # folder -> package (the provider's distribution lives in clients/python, design §21)
     "sidecar": "plangate.sidecar",
-    "provider": "plangate.provider",
-    "protocol": "plangate.protocol",
+    "clients/python/plangate/provider": "plangate.provider",
+    "clients/python/plangate/protocol": "plangate.protocol",
 }
 
 

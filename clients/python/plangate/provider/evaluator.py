@@ -6,6 +6,7 @@ stub), so both see the same cache, the same pending usage and the same error map
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -14,13 +15,18 @@ from typing import Any, NamedTuple
 
 import grpc
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.exception import FlagNotFoundError, TargetingKeyMissingError
-from openfeature.flag_evaluation import FlagResolutionDetails, FlagType
+from openfeature.exception import (
+    FlagNotFoundError,
+    ProviderNotReadyError,
+    TargetingKeyMissingError,
+)
+from openfeature.flag_evaluation import FlagResolutionDetails, FlagType, Reason
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_struct
 
 from .cache import CacheKey, Entry, ResolutionCache
 from .metering import COUNTED, adjusted
+from .outage import LastKnown
 from .pending import PendingUsage
 from .resolution import details, raise_error, raise_rpc_error
 from .transport import Transport
@@ -97,10 +103,12 @@ class Evaluator:
         transport: Transport,
         cache: ResolutionCache | None,
         pending: PendingUsage,
+        last_known: LastKnown | None = None,
     ) -> None:
         self._transport = transport
         self._cache = cache
         self._pending = pending
+        self._last_known = last_known  # None: every feature answers "default" in an outage
         self._deadline = transport.config.deadline
         self._target = transport.config.target
 
@@ -113,19 +121,26 @@ class Evaluator:
         cached = self._cached(q)
         if cached is not None and q.feature not in cached.volatile:
             return self._hit(q, cached, kind)
+        try:
+            return self._fetch(q, kind, cached)
+        except ProviderNotReadyError as exc:
+            return self._stale(q, kind, exc)
+
+    def _fetch(self, q: Query, kind: FlagType, cached: Entry | None) -> FlagResolutionDetails[Any]:
         stub = self._transport.evaluation
         if cached is None and self._cacheable(q):
             assert self._cache is not None
             fetch = self._cache.begin(q.key)
             try:
                 response = self._call(stub.EvaluateAll, self._all_request(q))
-                entry = self._learned(_entry(response))
+                entry = self._learned(q.account, _entry(response))
             except BaseException:
                 self._cache.abandon(fetch)
                 raise
             self._cache.put(fetch, entry)
             return self._hit(q, entry, kind)
         res = self._call(stub.Evaluate, self._one_request(q, kind))
+        self._remember(q.account, res)
         return self._finish(q, res, _or_one(q.requested), kind)
 
     def _call(self, method: Any, request: Any) -> Any:
@@ -143,19 +158,28 @@ class Evaluator:
         cached = self._cached(q)
         if cached is not None and q.feature not in cached.volatile:
             return self._hit(q, cached, kind)
+        try:
+            return await self._fetch_async(q, kind, cached)
+        except ProviderNotReadyError as exc:
+            return self._stale(q, kind, exc)
+
+    async def _fetch_async(
+        self, q: Query, kind: FlagType, cached: Entry | None
+    ) -> FlagResolutionDetails[Any]:
         stub = self._transport.aio_evaluation()
         if cached is None and self._cacheable(q):
             assert self._cache is not None
             fetch = self._cache.begin(q.key)
             try:
                 response = await self._call_async(stub.EvaluateAll, self._all_request(q))
-                entry = self._learned(_entry(response))
+                entry = self._learned(q.account, _entry(response))
             except BaseException:
                 self._cache.abandon(fetch)
                 raise
             self._cache.put(fetch, entry)
             return self._hit(q, entry, kind)
         res = await self._call_async(stub.Evaluate, self._one_request(q, kind))
+        self._remember(q.account, res)
         return self._finish(q, res, _or_one(q.requested), kind)
 
     async def _call_async(self, method: Any, request: Any) -> Any:
@@ -165,6 +189,22 @@ class Evaluator:
             raise_rpc_error(exc, self._target)
 
     # -- shared ----------------------------------------------------------------------------
+
+    def _remember(self, account: str, res: pb.Resolution) -> None:
+        if self._last_known is not None:
+            self._last_known.record(account, res)
+
+    def _stale(
+        self, q: Query, kind: FlagType, outage: ProviderNotReadyError
+    ) -> FlagResolutionDetails[Any]:
+        """The sidecar did not answer: the last-known answer, reason STALE, if the feature's
+        `on_unavailable` mode and that answer allow it; else the outage error goes on up
+        (the SDK answers the caller's default), design §21."""
+        res = None if self._last_known is None else self._last_known.recall(q.account, q.feature)
+        if res is None or q.requested is None:
+            raise outage
+        out = self._finish(q, res, 1.0, kind)  # recorded answers were computed for 1
+        return dataclasses.replace(out, reason=Reason.STALE)
 
     def _cacheable(self, q: Query) -> bool:
         return self._cache is not None and self._cache.active and q.requested is not None
@@ -200,10 +240,12 @@ class Evaluator:
             return details(self._adjusted(q, found.source, q.requested, 1.0), kind)
         return found.details()
 
-    def _learned(self, entry: Entry) -> Entry:
+    def _learned(self, account: str, entry: Entry) -> Entry:
         """Note the credit prices in a fetched answer, so `track` on a credit-priced feature
-        also counts on its pool in the pending overlay (design §5.1)."""
+        also counts on its pool in the pending overlay (design §5.1), and keep its answers
+        for an outage (design §21)."""
         for key, res in entry.resolutions.items():
+            self._remember(account, res)
             if res.metering.pool:
                 self._pending.learn_price(key, res.metering.pool, res.metering.per_unit)
         return entry

@@ -90,7 +90,7 @@ class Metering(_message.Message):
     def __init__(self, limit: _Optional[float] = ..., used: _Optional[float] = ..., remaining: _Optional[float] = ..., unlimited: _Optional[bool] = ..., soft_limit: _Optional[bool] = ..., overage_cap: _Optional[float] = ..., overage: _Optional[float] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance: _Optional[float] = ..., topup_burned: _Optional[float] = ..., topup_remaining: _Optional[float] = ..., pool: _Optional[str] = ..., per_unit: _Optional[float] = ..., pool_limit: _Optional[float] = ..., pool_used: _Optional[float] = ..., pool_soft_limit: _Optional[bool] = ..., pool_overage_cap: _Optional[float] = ...) -> None: ...
 
 class Resolution(_message.Message):
-    __slots__ = ("feature", "feature_type", "value", "variant", "reason", "has_access", "denial", "metering", "unlimited", "metadata", "as_boolean", "as_integer", "as_float", "as_string", "as_object", "error_code", "error_message", "valid_until", "volatile", "explain")
+    __slots__ = ("feature", "feature_type", "value", "variant", "reason", "has_access", "denial", "metering", "unlimited", "metadata", "as_boolean", "as_integer", "as_float", "as_string", "as_object", "error_code", "error_message", "valid_until", "volatile", "explain", "context_dependent")
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     FEATURE_TYPE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,7 @@ class Resolution(_message.Message):
     VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
     VOLATILE_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_DEPENDENT_FIELD_NUMBER: _ClassVar[int]
     feature: str
     feature_type: str
     value: _struct_pb2.Value
@@ -131,7 +132,8 @@ class Resolution(_message.Message):
     valid_until: _timestamp_pb2.Timestamp
     volatile: bool
     explain: str
-    def __init__(self, feature: _Optional[str] = ..., feature_type: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., variant: _Optional[str] = ..., reason: _Optional[str] = ..., has_access: _Optional[bool] = ..., denial: _Optional[str] = ..., metering: _Optional[_Union[Metering, _Mapping]] = ..., unlimited: _Optional[bool] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., as_boolean: _Optional[bool] = ..., as_integer: _Optional[int] = ..., as_float: _Optional[float] = ..., as_string: _Optional[str] = ..., as_object: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., volatile: _Optional[bool] = ..., explain: _Optional[str] = ...) -> None: ...
+    context_dependent: bool
+    def __init__(self, feature: _Optional[str] = ..., feature_type: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., variant: _Optional[str] = ..., reason: _Optional[str] = ..., has_access: _Optional[bool] = ..., denial: _Optional[str] = ..., metering: _Optional[_Union[Metering, _Mapping]] = ..., unlimited: _Optional[bool] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., as_boolean: _Optional[bool] = ..., as_integer: _Optional[int] = ..., as_float: _Optional[float] = ..., as_string: _Optional[str] = ..., as_object: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., volatile: _Optional[bool] = ..., explain: _Optional[str] = ..., context_dependent: _Optional[bool] = ...) -> None: ...
 
 class EvaluateAllRequest(_message.Message):
     __slots__ = ("account_id", "context")

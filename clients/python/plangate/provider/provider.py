@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,7 +37,12 @@ class PlanGateProvider(AbstractProvider):
     `tls_key` (`PLANGATE_TLS_*`, PEM files; cert+key = mTLS), `deadline_ms`
     (`PLANGATE_DEADLINE_MS`, 500), `cache` (`PLANGATE_CACHE`, on), `cache_size`
     (`PLANGATE_CACHE_SIZE`, 1000 entries), `grace_period_ms` (`PLANGATE_GRACE_PERIOD_MS`,
-    5000: how long the sidecar may be gone before STALE becomes ERROR).
+    5000: how long the sidecar may be gone before STALE becomes ERROR), `on_unavailable`
+    (`PLANGATE_ON_UNAVAILABLE`, "default": the caller's default with an error while the
+    sidecar is unreachable; "last_known": the last value received, reason STALE, while it is
+    valid; or a dict per feature with "*" for the rest), `track_journal`
+    (`PLANGATE_TRACK_JOURNAL`, a file: `track` writes each report there before returning and
+    the provider replays what was not acknowledged when it starts again), design §21.
     """
 
     def __init__(
@@ -53,6 +59,8 @@ class PlanGateProvider(AbstractProvider):
         cache_size: int | None = None,
         grace_period_ms: int | None = None,
         init_timeout_ms: int | None = None,
+        on_unavailable: str | Mapping[str, str] | None = None,
+        track_journal: str | None = None,
         env: Mapping[str, str] | None = None,
         **tuning: Any,
     ) -> None:
@@ -68,6 +76,8 @@ class PlanGateProvider(AbstractProvider):
             cache=cache,
             cache_size=cache_size,
             grace_period_ms=grace_period_ms,
+            on_unavailable=on_unavailable,
+            track_journal=track_journal,
             tls_server_name=tls_server_name,
             init_timeout=None if init_timeout_ms is None else init_timeout_ms / 1000,
             **tuning,
@@ -88,10 +98,17 @@ class PlanGateProvider(AbstractProvider):
         `PROVIDER_READY` follows as soon as the sidecar answers.
         """
         session = self._open()
+        started = time.monotonic()
         if not session.events.wait_initialized(self.config.init_timeout):
             raise ProviderNotReadyError(
                 f"no PlanGate sidecar answered at {self.config.target} within "
                 f"{self.config.init_timeout:g} s; still trying"
+            )
+        left = session.wait_replayed(self.config.init_timeout - (time.monotonic() - started))
+        if left:
+            raise ProviderNotReadyError(
+                f"{left} usage report(s) from track_journal {self.config.track_journal} not "
+                f"yet acknowledged within {self.config.init_timeout:g} s; still trying"
             )
 
     def shutdown(self) -> None:

@@ -8,15 +8,18 @@ it apart from `PlanGateProvider` leaves the provider class as the plain OpenFeat
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
 
 from .cache import ResolutionCache
-from .config import ProviderConfig
+from .config import LAST_KNOWN, ProviderConfig
 from .evaluator import Evaluator
 from .events import Emit, EventBridge
+from .journal import TrackJournal
+from .outage import LastKnown
 from .pending import PendingUsage
 from .tracking import Queued, UsageReporter, usage_report
 from .transport import Transport
@@ -30,17 +33,59 @@ class Session:
 
     def __init__(self, config: ProviderConfig, emit: Emit) -> None:
         self.config = config
+        # First: a journal another process holds fails here, before anything is started.
+        self.journal = (
+            TrackJournal(config.track_journal, config.journal_fsync_interval)
+            if config.track_journal
+            else None
+        )
         self.transport = Transport(config)
         self.cache = ResolutionCache(config.cache_size) if config.cache else None
         self.pending = PendingUsage()
-        self.evaluator = Evaluator(self.transport, self.cache, self.pending)
+        outage = config.on_unavailable
+        keeps = outage == LAST_KNOWN or (
+            not isinstance(outage, str) and LAST_KNOWN in outage.values()
+        )
+        last_known = LastKnown(config) if keeps else None
+        self.evaluator = Evaluator(self.transport, self.cache, self.pending, last_known)
         self.events = EventBridge(self.cache, emit, config.grace_period, config.target)
         self.reporter = UsageReporter(self.transport, config, self._settled)
         self.watch = WatchLoop(self.transport, self.events, config.heartbeat_timeout)
+        self._replaying: set[int] = set()
+        self._replayed = threading.Event()
+        self._replay()
         self.reporter.start()
         self.watch.start()
 
+    def _replay(self) -> None:
+        """Queue what an earlier process journaled and the sidecar never acknowledged, first
+        and with the same reports (idempotency keys), design §21."""
+        if self.journal is not None:
+            self.reporter.resume_after(self.journal.last)
+            for n, report in self.journal.unacknowledged():
+                self._replaying.add(n)
+                self.reporter.submit(Queued(n, report), replay=True)
+            if self._replaying:
+                log.info(
+                    "track_journal %s: sending %d report(s) an earlier process left undelivered",
+                    self.journal.path,
+                    len(self._replaying),
+                )
+        if not self._replaying:
+            self._replayed.set()
+
+    def wait_replayed(self, timeout: float) -> int:
+        """Wait until the journal's earlier reports are acknowledged; returns how many are not."""
+        self._replayed.wait(timeout)
+        return len(self._replaying)
+
     def _settled(self, batch: Sequence[Queued]) -> None:
+        if self.journal is not None:
+            self.journal.acknowledge(q.seq for q in batch)
+        if self._replaying:
+            self._replaying.difference_update(q.seq for q in batch)
+            if not self._replaying:
+                self._replayed.set()
         # Cache first, overlay second: in between, a check may count the report twice
         # (less remaining), never miss it.
         if self.cache is not None:
@@ -68,10 +113,14 @@ class Session:
             log.warning("track(%r): %s; usage not reported", feature, exc)
             return
         seq = self.reporter.next_seq()
+        if self.journal is not None:
+            self.journal.append(seq, report)  # before `track` returns (design §21)
         if overlay is not None:
             self.pending.add(seq, account, feature, overlay.amount, overlay.is_set)
         if not self.reporter.submit(Queued(seq, report)):
             self.pending.settle(seq, account, feature)
+            if self.journal is not None:
+                self.journal.acknowledge([seq])
             log.error("track(%r): usage queue full or closed; report dropped", feature)
 
     def close(self) -> int:
@@ -80,4 +129,6 @@ class Session:
         self.events.close()
         self.watch.stop()
         self.transport.close()
+        if self.journal is not None:
+            self.journal.close()  # what is left undelivered stays in it for the next start
         return left

@@ -81,10 +81,17 @@ class UsageReporter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, item: Queued) -> bool:
-        """Queue one report; False (and nothing queued) when closed or the queue is full."""
+    def resume_after(self, seq: int) -> None:
+        """Number new reports after `seq` (the last entry of a track journal)."""
         with self._cond:
-            if self._closing or len(self._queue) >= self._config.max_queue:
+            self._seq = max(self._seq, seq)
+
+    def submit(self, item: Queued, replay: bool = False) -> bool:
+        """Queue one report; False (and nothing queued) when closed or the queue is full
+        (`replay`: a journaled report of an earlier process, queued whatever the size)."""
+        with self._cond:
+            full = not replay and len(self._queue) >= self._config.max_queue
+            if self._closing or full:
                 self.dropped += 1
                 return False
             self._queue.append(item)

@@ -16,6 +16,10 @@ from typing import Any
 
 DEFAULT_TARGET = "localhost:8013"
 
+# What an evaluation answers while the sidecar cannot be reached (design §21).
+DEFAULT, LAST_KNOWN = "default", "last_known"
+OUTAGE_MODES = (DEFAULT, LAST_KNOWN)
+
 _TRUE = {"1", "true", "yes", "on", "enabled", "lru"}
 _FALSE = {"0", "false", "no", "off", "disabled", "none"}
 
@@ -45,6 +49,10 @@ class ProviderConfig:
     max_queue: int = 100_000
     report_deadline: float = 5.0
     shutdown_timeout: float = 10.0
+    # a mode for every feature, or {feature_key: mode, "*": mode} (unnamed: "*", else default)
+    on_unavailable: str | Mapping[str, str] = DEFAULT
+    track_journal: str | None = None  # a file: `track` survives an application crash
+    journal_fsync_interval: float = 0.01  # at most this long between a write and its fsync
 
     def __post_init__(self) -> None:
         if not self.target:
@@ -56,6 +64,23 @@ class ProviderConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.cache_size < 1 or self.max_batch < 1 or self.max_queue < 1:
             raise ValueError("cache_size, max_batch and max_queue must be at least 1")
+        modes = (
+            self.on_unavailable.values()
+            if isinstance(self.on_unavailable, Mapping)
+            else [self.on_unavailable]
+        )
+        for mode in modes:
+            if mode not in OUTAGE_MODES:
+                raise ValueError(
+                    f"on_unavailable: {mode!r} is not a mode; use {DEFAULT!r} or {LAST_KNOWN!r} "
+                    'for every feature, or a dict such as {"sso": "last_known", "*": "default"}'
+                )
+
+    def outage_mode(self, feature: str) -> str:
+        """The `on_unavailable` mode of one feature."""
+        if isinstance(self.on_unavailable, str):
+            return self.on_unavailable
+        return self.on_unavailable.get(feature, self.on_unavailable.get("*", DEFAULT))
 
     @property
     def secure(self) -> bool:
@@ -76,6 +101,8 @@ class ProviderConfig:
         cache: bool | None = None,
         cache_size: int | None = None,
         grace_period_ms: int | None = None,
+        on_unavailable: str | Mapping[str, str] | None = None,
+        track_journal: str | None = None,
         **rest: Any,
     ) -> ProviderConfig:
         """Merge explicit arguments (None = not given) with the environment and defaults.
@@ -98,6 +125,8 @@ class ProviderConfig:
             "cache": cache,
             "cache_size": cache_size,
             "grace_period_ms": grace_period_ms,
+            "on_unavailable": on_unavailable,
+            "track_journal": track_journal,
         }
         for variable in VARIABLES:
             value = variable.read(given[variable.argument], env)
@@ -112,7 +141,7 @@ class Variable:
 
     argument: str
     env: str  # the literal variable name, so a search for it finds this table
-    kind: str  # text, ms (milliseconds, stored as seconds), count, switch
+    kind: str  # text, mode (on_unavailable), ms (milliseconds, stored as seconds), count, switch
     help: str
 
     @property
@@ -121,8 +150,8 @@ class Variable:
 
     def read(self, given: Any, env: Mapping[str, str]) -> Any:
         """The argument if given, else the variable, else None (the field's default)."""
-        if self.kind == "text":
-            return given or env.get(self.env) or None
+        if self.kind in ("text", "mode"):
+            return given or env.get(self.env, "").strip() or None
         if self.kind == "switch":
             if given is not None:
                 return bool(given)
@@ -143,6 +172,18 @@ VARIABLES = (
     Variable("cache", "PLANGATE_CACHE", "switch", "on or off: the evaluation cache"),
     Variable("cache_size", "PLANGATE_CACHE_SIZE", "count", "cached (account, context) entries"),
     Variable("grace_period_ms", "PLANGATE_GRACE_PERIOD_MS", "ms", "STALE before PROVIDER_ERROR"),
+    Variable(
+        "on_unavailable",
+        "PLANGATE_ON_UNAVAILABLE",
+        "mode",
+        "default or last_known: the answer while the sidecar is unreachable",
+    ),
+    Variable(
+        "track_journal",
+        "PLANGATE_TRACK_JOURNAL",
+        "text",
+        "file where track writes each report before returning",
+    ),
 )
 
 
