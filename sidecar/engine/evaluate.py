@@ -30,6 +30,7 @@ from .combine import most_generous
 from .decision import Decision, ErrorCode, EvaluationError, Metering, PoolShare, Reason
 from .periods import Period, period_containing
 from .snapshot import StateView
+from .sums import saturated
 from .targeting import rule_data, run_rule
 
 
@@ -407,7 +408,7 @@ def _metered(
     slot = _slot(feature, account_id, sub, now)
     period = slot.period
     usage = snapshot.usage
-    used = usage.used(slot.scope_key, feature.key, period.start)
+    used = saturated(usage.used(slot.scope_key, feature.key, period.start))
     allowance = limit.limit
     balance = balance_for(snapshot, account_id, feature.key, allowance, now)
     burned = remaining_topups = 0.0
@@ -418,7 +419,7 @@ def _metered(
         )
         burned, remaining_topups = headroom(topups)
         until = _topups_change(balance, now, until)
-    cap = None if allowance is None else allowance + burned + remaining_topups
+    cap = None if allowance is None else saturated(allowance + burned + remaining_topups)
     access, denial = metered_access(
         cap, used, requested, soft=limit.soft, overage_cap=limit.overage_cap
     )
@@ -499,5 +500,5 @@ def _pool_remaining(own: float | None, pooled: Decision, per_unit: float) -> flo
         return 0.0
     if m.remaining is None:
         return own
-    units = float(math.floor(m.remaining / per_unit + 1e-9))
+    units = float(math.floor(saturated(m.remaining / per_unit + 1e-9)))
     return units if own is None else min(own, units)
