@@ -32,6 +32,7 @@ from .periods import Period, period_containing
 from .snapshot import StateView
 from .sums import saturated
 from .targeting import rule_data, run_rule
+from .typed import number
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +454,7 @@ def _metered(
         topups=topups,
         pool=pool,
     )
-    value = None if cap is None else (int(cap) if cap.is_integer() else cap)
+    value = number(cap)
     end = period.end
     if end is not None and (until is None or end < until):
         until = end  # usage starts again from zero
