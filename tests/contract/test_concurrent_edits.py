@@ -82,12 +82,12 @@ def _round(s: Stubs, thread: int, n: int, now: datetime) -> None:
     """One round of every admin kind by one thread; names are the thread's and round's own."""
     tag = f"t{thread}r{n}"
     sub, admin = f"sub-{tag}", s.admin
-    a = {"account_id": ACCOUNT}
+    a: dict[str, Any] = {"account_id": ACCOUNT}
     attributes = struct_pb2.Struct()
     attributes.update({tag: n})
     admin.UpsertAccount(pb.UpsertAccountRequest(id=ACCOUNT, attributes=attributes), timeout=30)
     admin.CreateSubscription(pb.CreateSubscriptionRequest(**a, plan="free", id=sub), timeout=30)
-    sa = {**a, "subscription_id": sub}
+    sa: dict[str, Any] = {**a, "subscription_id": sub}
     admin.ChangePlan(
         pb.ChangePlanRequest(**sa, plan="pro", at=_at(now + timedelta(30))), timeout=30
     )
@@ -111,8 +111,8 @@ def _round(s: Stubs, thread: int, n: int, now: datetime) -> None:
         admin.CreateGrant(request, timeout=30)
     admin.RevokeGrant(pb.RevokeGrantRequest(**a, grant_id=f"gx-{tag}"), timeout=30)
     for topup in (f"u-{tag}", f"ux-{tag}"):
-        request = pb.AddTopUpRequest(**a, feature="api-calls", amount=n + 1, id=topup)
-        admin.AddTopUp(request, timeout=30)
+        add = pb.AddTopUpRequest(**a, feature="api-calls", amount=n + 1, id=topup)
+        admin.AddTopUp(add, timeout=30)
     admin.VoidTopUp(pb.VoidTopUpRequest(**a, topup_id=f"ux-{tag}"), timeout=30)
     admin.ResetUsage(pb.ResetUsageRequest(**a, feature="api-calls"), timeout=30)
 
@@ -215,7 +215,7 @@ def catalog(tmp_path: Path) -> Iterator[Path]:
     receiver.close()
 
 
-def _started(stack: ExitStack, catalog: Path, db: str, count: int, **settings: Any) -> list[Any]:
+def _started(stack: ExitStack, catalog: Path, db: Any, count: int, **settings: Any) -> list[Any]:
     sidecars = [stack.enter_context(in_process(catalog, db, **settings)) for _ in range(count)]
     for sc in sidecars:
         if sc.feed is not None:
@@ -227,7 +227,7 @@ def _started(stack: ExitStack, catalog: Path, db: str, count: int, **settings: A
 def sidecars(request: pytest.FixtureRequest, catalog: Path, tmp_path: Path) -> Iterator[list[Any]]:
     with ExitStack() as stack:
         if request.param == "sqlite":
-            yield _started(stack, catalog, str(tmp_path / "state.db"), 1)
+            yield _started(stack, catalog, tmp_path / "state.db", 1)
         else:
             url = request.getfixturevalue("postgres_cluster").url()
             env = f"edits-{uuid.uuid4().hex[:8]}"
