@@ -167,11 +167,12 @@ def _check_account(record: dict[str, Any]) -> None:
     )
 
 
-def _audit(store: Any) -> list[AuditEntry]:
+def _audit(store: Any, account: str = ACCOUNT) -> list[AuditEntry]:
+    """The account's audit entries, oldest first."""
     entries: list[AuditEntry] = []
     before: int | None = None
     while True:
-        page = store.list_audit(ACCOUNT, None, 500, before)
+        page = store.list_audit(account, None, 500, before)
         entries += page
         if len(page) < 500:
             return entries[::-1]  # oldest first
@@ -250,3 +251,34 @@ def test_concurrent_edits_of_every_kind_on_one_account_lose_nothing(
         wait_for(lambda sc=sc: sc.state.records.get(ACCOUNT) == stored, timeout=10)
     _check_audit(_audit(first.store), stored)
     _check_outbox(first.store)
+
+
+def test_an_edit_through_a_sidecar_behind_on_the_account_is_rebuilt_on_the_latest(
+    postgres_cluster: Any,
+) -> None:
+    """Deterministic: sidecar B has not seen A's top-up (no change feed runs here) when it adds
+    its own. The store refuses B's write over the version B holds; B reads the newer record,
+    adds its top-up to that and stores it. Both top-ups stay; the audit shows B's on A's."""
+    from plangate.sidecar.catalog import load_catalog
+    from plangate.sidecar.runtime.admin import Admin
+    from plangate.sidecar.runtime.state import LiveState
+    from plangate.sidecar.store.postgres import PostgresStore
+
+    catalog = load_catalog(EXAMPLE_CATALOG)
+    env = f"behind-{uuid.uuid4().hex[:8]}"
+    stores = [PostgresStore(postgres_cluster.url(), env) for _ in range(2)]
+    try:
+        a = LiveState(catalog, stores[0])
+        Admin(a).upsert_account("acct_behind", actor="test")
+        b = LiveState(catalog, stores[1])  # holds the account as created
+        Admin(a).add_topup("acct_behind", "api-calls", 5, topup_id="from-a", actor="test")
+        Admin(b).add_topup("acct_behind", "api-calls", 7, topup_id="from-b", actor="test")
+        stored = stores[0].load_records()["acct_behind"]
+        assert [t["id"] for t in stored["topups"]] == ["from-a", "from-b"]
+        assert b.records["acct_behind"] == stored  # B serves what it stored
+        entries = _audit(stores[1], "acct_behind")
+        assert [e.action for e in entries] == ["UpsertAccount", "AddTopUp", "AddTopUp"]
+        assert [t["id"] for t in (entries[2].before or {})["topups"]] == ["from-a"]
+    finally:
+        for store in stores:
+            store.close()
