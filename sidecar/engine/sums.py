@@ -4,7 +4,7 @@ Every amount a request or a catalog gives is checked to be finite, but the engin
 up — top-ups onto an allowance (design §5.1), add-ons onto a plan — and two top-ups of 1e308
 make `inf`, which no answer can carry (`math.floor`, JSON). So (decision 1301):
 
-- an edit whose account would need such a sum is refused (`overflow`, called by the live
+- an edit whose account would need such a sum is refused (`overflows`, called by the live
   state before anything is stored), naming the sum;
 - what is already stored (written before this check existed, or declared in a catalog file)
   is evaluated with saturating sums (`saturated`): a ceiling beyond the largest float is
@@ -36,19 +36,22 @@ def saturated(value: float) -> float:
     return -LARGEST if value < 0 else LARGEST
 
 
-def overflow(
+def overflows(
     account: Account, plans: PlanResolver, shared: Sequence[Subscription] = ()
-) -> str | None:
-    """Why an evaluation of `account` would add finite numbers up to more than a float holds,
-    or None. Checked: each subscription's plan plus add-ons (in every phase), and per feature
-    the top-ups' total on top of the largest allowance any source gives (its own and the
-    `shared` subscriptions it is a member of, overrides, grants)."""
+) -> dict[str, str]:
+    """Each sum an evaluation of `account` would make past what a float holds, by what it is
+    the sum of (a subscription's feature, a feature's top-ups), with a message saying what to
+    change; empty if none. Checked: each subscription's plan plus add-ons (in every phase),
+    and per feature the top-ups' total on top of the largest allowance any source gives (its
+    own and the `shared` subscriptions it is a member of, overrides, grants); a voided top-up
+    holds nothing more, so voiding one is how such an account is repaired."""
+    found: dict[str, str] = {}
     limits: dict[str, list[float]] = {}
     for sub in account.subscriptions:
         for phase in _phases(sub):
             for key, (value, source) in plans.entitlements(phase).items():
                 if not _finite(value):
-                    return (
+                    found[f"subscription {sub.id} {key}"] = (
                         f"subscription {sub.id!r}: {key} of {source} (add-ons × quantity) adds up "
                         f"to more than the largest number a limit can hold ({LARGEST:.3g}); "
                         "lower the add-on quantities"
@@ -63,16 +66,17 @@ def overflow(
         _add_limit(limits, grant.feature, grant.value)
     totals: dict[str, float] = {}
     for topup in account.topups:
-        totals[topup.feature] = totals.get(topup.feature, 0.0) + topup.amount
+        if topup.voided_at is None:  # a voided top-up holds nothing more
+            totals[topup.feature] = totals.get(topup.feature, 0.0) + topup.amount
     for key, total in totals.items():
         allowance = max(limits.get(key, ()), default=0.0)
         if not _below(total + allowance):
-            return (
+            found[f"top-ups {key}"] = (
                 f"{key}: the top-ups' amounts ({_sum_text(account, key)}) on top of an allowance "
                 f"of {allowance:g} add up to more than the largest number a balance can hold "
                 f"({LARGEST:.3g}); add a smaller amount (or void a top-up first)"
             )
-    return None
+    return found
 
 
 def _phases(sub: Subscription) -> Iterable[Subscription]:
@@ -101,6 +105,6 @@ def _add_limit(limits: dict[str, list[float]], key: str, value: Entitlement) -> 
 
 
 def _sum_text(account: Account, key: str) -> str:
-    amounts = [f"{t.amount:g}" for t in account.topups if t.feature == key]
+    amounts = [f"{t.amount:g}" for t in account.topups if t.feature == key and not t.voided_at]
     shown = " + ".join(amounts[:3]) + (f" + … ({len(amounts)} in all)" if len(amounts) > 3 else "")
     return shown

@@ -36,7 +36,7 @@ from ..engine import (
 )
 from ..engine.balances import Balance, burn_feature
 from ..engine.lifecycle_events import admin_events
-from ..engine.sums import overflow
+from ..engine.sums import overflows
 from ..engine.write_rule import PoolLeg
 from ..store.base import (
     AuditEntry,
@@ -445,10 +445,8 @@ class LiveState:
                     f"subscription id {sub.id!r} is already used by account {holder.owner!r}; "
                     "choose another id, or leave it empty to have one generated"
                 )
-        problem = overflow(account, self.snapshot.plans, self._memberships.get(account.id, ()))
-        if problem is not None:
-            raise rec.AdminError(problem)
         previous = self.snapshot.accounts.get(account.id)
+        self._refuse_overflow(account, previous)
         audit = record_entry(
             self.clock(), actor, action, self.records.get(account.id), record, target
         )
@@ -457,6 +455,18 @@ class LiveState:
         self.records[record["id"]] = record
         self._serve(account)
         return account, previous, bool(outbox)
+
+    def _refuse_overflow(self, account: Account, previous: Account | None) -> None:
+        """`AdminError` if the edit makes a sum the evaluation needs overflow (decision 1301).
+        An account stored with one before is still served (saturated) and may be edited, to
+        void the top-up or rename it, as long as the edit makes no overflowing sum of its own."""
+        plans, shared = self.snapshot.plans, self._memberships.get(account.id, ())
+        found = overflows(account, plans, shared)
+        if found and previous is not None:
+            known = overflows(previous, plans, shared)
+            found = {what: problem for what, problem in found.items() if what not in known}
+        if found:
+            raise rec.AdminError(next(iter(found.values())))
 
     def _announce(self, saved: tuple[Account, Account | None, bool], cause: str) -> None:
         """Tell watchers (and the outbox worker) about a stored edit, outside the write lock."""

@@ -30,9 +30,10 @@ from support.sidecar import Stubs, copy_catalog, in_process
 HUGE = 1e308
 LARGEST = sys.float_info.max
 OLD = "acct_stored_overflow"
+REPAIRED = "acct_stored_overflow_repaired"
 
 
-def _old_record() -> dict[str, Any]:
+def _old_record(account: str = OLD) -> dict[str, Any]:
     """What an older version let two AddTopUp calls of 1e308 store, on a plain metered
     feature and on the credit pool that two features draw from."""
     topups = [
@@ -41,11 +42,16 @@ def _old_record() -> dict[str, Any]:
         for n in (1, 2)
     ]
     return {
-        "id": OLD,
+        "id": account,
         "name": "stored by an older version",
         "attributes": {},
         "subscriptions": [
-            {"id": "sub-old", "plan": "free", "addons": {}, "starts_at": "2026-01-01T00:00:00Z"}
+            {
+                "id": f"sub-{account}",
+                "plan": "free",
+                "addons": {},
+                "starts_at": "2026-01-01T00:00:00Z",
+            }
         ],
         "overrides": {},
         "grants": [],
@@ -58,6 +64,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     d = tmp_path_factory.mktemp("overflow")
     store = SqliteStore(d / "state.db")
     store.save_record(_old_record())
+    store.save_record(_old_record(REPAIRED))
     store.close()
     with in_process(copy_catalog(d), d / "state.db") as sc:
         yield sc
@@ -173,6 +180,19 @@ def test_flagd_resolve_all_answers_a_stored_overflowing_sum(sidecar: Any, versio
         assert {"api-calls", "ai-credits"} <= set(reply.flags)
         one = stub.ResolveInt(pb_mod.ResolveIntRequest(flag_key="api-calls", context=context))
         assert one.value == 2**63 - 1  # the largest int64: as good as the saturated ceiling
+
+
+def test_an_account_stored_with_an_overflowing_sum_can_be_edited_and_repaired(
+    stubs: Stubs,
+) -> None:
+    rename = pb.UpsertAccountRequest(id=REPAIRED, name="still editable")
+    assert stubs.admin.UpsertAccount(rename, timeout=5).name == "still editable"
+    void = pb.VoidTopUpRequest(account_id=REPAIRED, topup_id="api-calls-2")
+    stubs.admin.VoidTopUp(void, timeout=5)
+    request = pb.EvaluateRequest(account_id=REPAIRED, feature="api-calls")
+    assert stubs.evaluation.Evaluate(request, timeout=5).metering.limit == 1000 + HUGE
+    again = pb.AddTopUpRequest(account_id=REPAIRED, feature="api-calls", amount=HUGE)
+    assert "add up to more than" in _refused(stubs.admin.AddTopUp, again)
 
 
 def test_a_restarted_sidecar_still_answers_it(tmp_path: Path) -> None:

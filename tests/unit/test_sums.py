@@ -12,7 +12,7 @@ from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.catalog.model import Account, MeteredLimit, Override, Subscription, TopUp
 from plangate.sidecar.engine import StateView, evaluate
 from plangate.sidecar.engine.combine import stack
-from plangate.sidecar.engine.sums import LARGEST, overflow, saturated
+from plangate.sidecar.engine.sums import LARGEST, overflows, saturated
 from plangate.sidecar.engine.typed import Kind, resolve_as
 
 NOW = datetime(2026, 6, 15, tzinfo=UTC)
@@ -53,23 +53,32 @@ def test_saturated_keeps_finite_numbers_and_caps_the_rest() -> None:
 
 def test_two_top_ups_of_1e308_overflow_one_does_not() -> None:
     plans = _view(_account()).plans
-    assert overflow(_account(1e308), plans) is None
-    problem = overflow(_account(1e308, 1e308), plans)
-    assert problem is not None and "api-calls" in problem and "1e+308 + 1e+308" in problem
+    assert overflows(_account(1e308), plans) == {}
+    (problem,) = overflows(_account(1e308, 1e308), plans).values()
+    assert "api-calls" in problem and "1e+308 + 1e+308" in problem
+
+
+def test_a_voided_top_up_no_longer_counts() -> None:
+    plans = _view(_account()).plans
+    voided = TopUp("v", "api-calls", 1e308, voided_at=datetime(2026, 2, 1, tzinfo=UTC))
+    account = _account(1e308)
+    assert not overflows(
+        Account("a1", subscriptions=(SUB,), topups=(*account.topups, voided)), plans
+    )
 
 
 def test_a_large_allowance_counts_with_the_top_ups() -> None:
     big = {"api-calls": Override("api-calls", MeteredLimit(1.5e308))}
     plans = _view(_account()).plans
-    assert overflow(_account(1e308, overrides=big), plans) is not None
-    assert overflow(_account(1e307, overrides=big), plans) is None
+    assert overflows(_account(1e308, overrides=big), plans)
+    assert not overflows(_account(1e307, overrides=big), plans)
 
 
 def test_add_ons_that_overflow_are_named() -> None:
     sub = Subscription("s2", "a1", "free", addons={"huge": 2})
     plans = _view(_account()).plans
-    problem = overflow(_account(subscriptions=(sub,)), plans)
-    assert problem is not None and "'s2'" in problem
+    (problem,) = overflows(_account(subscriptions=(sub,)), plans).values()
+    assert "'s2'" in problem
     assert stack(MeteredLimit(1000.0), MeteredLimit(1e308), 2) == MeteredLimit(LARGEST)
 
 
