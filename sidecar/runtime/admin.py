@@ -1,8 +1,9 @@
 """Every admin operation, protocol-neutral: what the gRPC Admin servicer and the console call.
 
-Each change edits one account record (`runtime.records`), which `LiveState.commit` validates
-with the catalog's rules before anything is stored, and is written to the audit log in the
-same transaction (design §12) under `actor`, the name of whoever asked. Arguments and results
+Each change edits one account record (`runtime.records`) through `LiveState.edit`: built from
+the current record under the write lock (so concurrent edits never undo each other, decision
+1300), validated with the catalog's rules before anything is stored, and written to the audit
+log in the same transaction (design §12) under `actor`, the name of whoever asked. Arguments and results
 are plain Python (catalog `Account`s, records, dataclasses); refusals are `records.AdminError`
 subclasses, which each face maps to its own status (gRPC: `server.errors`). Method names in
 the audit log are the RPC names, so an entry reads the same whichever face made the change.

@@ -469,7 +469,8 @@ class LiveState:
             raise rec.AdminError(next(iter(found.values())))
 
     def _announce(self, saved: tuple[Account, Account | None, bool], cause: str) -> None:
-        """Tell watchers (and the outbox worker) about a stored edit, outside the write lock."""
+        """Tell watchers (and the outbox worker) about a stored edit; callers do it once they
+        released the write lock, so nothing waits on it for the telling."""
         account, previous, enqueued = saved
         # members who just left are told too: what they had cached came from this account
         members = (*self._members_of(account), *(self._members_of(previous) if previous else ()))
