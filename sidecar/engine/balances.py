@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..catalog.model import TopUp
+from .sums import saturated
 
 CounterKey = tuple[str, str, datetime]
 
@@ -102,8 +103,12 @@ def states(
 
 
 def headroom(topups: Sequence[TopUpState]) -> tuple[float, float]:
-    """(B, T): top-up amounts covered this period, and the active remainders."""
-    return (sum(s.burned_now for s in topups), sum(s.remaining for s in topups))
+    """(B, T): top-up amounts covered this period, and the active remainders (each sum
+    saturated: stored amounts may add up beyond a float, `engine.sums`)."""
+    return (
+        saturated(sum(s.burned_now for s in topups)),
+        saturated(sum(s.remaining for s in topups)),
+    )
 
 
 def rebalance(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from math import inf
 
 from ..catalog.model import UNLIMITED, Entitlement, MeteredLimit
+from .sums import saturated
 
 Sourced = tuple[Entitlement, str]  # a value and the name of its source (the variant)
 
@@ -25,14 +26,17 @@ def stack(base: Entitlement | None, addon: Entitlement, quantity: int) -> Entitl
         if base.unlimited or addon.unlimited:
             return MeteredLimit(None, base.soft, base.overage_cap)
         return MeteredLimit(
-            (base.limit or 0) + (addon.limit or 0) * quantity, base.soft, base.overage_cap
+            saturated((base.limit or 0) + (addon.limit or 0) * quantity),
+            base.soft,
+            base.overage_cap,
         )
     if addon is UNLIMITED or base is UNLIMITED:
         return UNLIMITED
     if isinstance(addon, bool):
         return bool(base) or addon
     if isinstance(addon, int | float):
-        return (base if isinstance(base, int | float) else 0) + addon * quantity
+        total = (base if isinstance(base, int | float) else 0) + addon * quantity
+        return saturated(total) if isinstance(total, float) else total
     if isinstance(addon, tuple):
         return _union(base if isinstance(base, tuple) else (), addon)
     return addon  # strings and objects replace
@@ -41,7 +45,7 @@ def stack(base: Entitlement | None, addon: Entitlement, quantity: int) -> Entitl
 def _scale(limit: MeteredLimit, quantity: int) -> MeteredLimit:
     if limit.unlimited:
         return limit
-    return MeteredLimit((limit.limit or 0) * quantity, limit.soft, limit.overage_cap)
+    return MeteredLimit(saturated((limit.limit or 0) * quantity), limit.soft, limit.overage_cap)
 
 
 def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:

@@ -30,7 +30,9 @@ from .combine import most_generous
 from .decision import Decision, ErrorCode, EvaluationError, Metering, PoolShare, Reason
 from .periods import Period, period_containing
 from .snapshot import StateView
+from .sums import saturated
 from .targeting import rule_data, run_rule
+from .typed import number
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +409,7 @@ def _metered(
     slot = _slot(feature, account_id, sub, now)
     period = slot.period
     usage = snapshot.usage
-    used = usage.used(slot.scope_key, feature.key, period.start)
+    used = saturated(usage.used(slot.scope_key, feature.key, period.start))
     allowance = limit.limit
     balance = balance_for(snapshot, account_id, feature.key, allowance, now)
     burned = remaining_topups = 0.0
@@ -418,7 +420,7 @@ def _metered(
         )
         burned, remaining_topups = headroom(topups)
         until = _topups_change(balance, now, until)
-    cap = None if allowance is None else allowance + burned + remaining_topups
+    cap = None if allowance is None else saturated(allowance + burned + remaining_topups)
     access, denial = metered_access(
         cap, used, requested, soft=limit.soft, overage_cap=limit.overage_cap
     )
@@ -452,7 +454,7 @@ def _metered(
         topups=topups,
         pool=pool,
     )
-    value = None if cap is None else (int(cap) if cap.is_integer() else cap)
+    value = number(cap)
     end = period.end
     if end is not None and (until is None or end < until):
         until = end  # usage starts again from zero
@@ -499,5 +501,5 @@ def _pool_remaining(own: float | None, pooled: Decision, per_unit: float) -> flo
         return 0.0
     if m.remaining is None:
         return own
-    units = float(math.floor(m.remaining / per_unit + 1e-9))
+    units = float(math.floor(saturated(m.remaining / per_unit + 1e-9)))
     return units if own is None else min(own, units)

@@ -24,11 +24,25 @@ class Kind(StrEnum):
     OBJECT = "object"
 
 
+_EXACT = 2.0**53
+"""Integral floats up to this are written as integers; beyond, a float's digits are not the
+integer's (1.8e308 would print as 309 digits that no client's number type holds)."""
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""Every face carries the integer resolution as int64 (flagd, the native API)."""
+
+
 def number(value: float | None) -> int | float | None:
     """JSON-friendly number: 100.0 -> 100."""
     if value is None:
         return None
-    return int(value) if float(value).is_integer() else value
+    return int(value) if float(value).is_integer() and abs(value) <= _EXACT else value
+
+
+def int64(value: int) -> int:
+    """`value` within int64: a limit beyond it (a saturated sum, a catalog's 1e300) is as
+    good as the largest."""
+    return max(INT64_MIN, min(INT64_MAX, value))
 
 
 def iso(at: datetime | None) -> str | None:
@@ -197,7 +211,7 @@ def resolve_as(decision: Decision, feature: Feature, kind: Kind) -> Any:
         if kind is Kind.OBJECT:
             return detail(decision)
         remaining = feature.infinite if m is None or m.remaining is None else m.remaining
-        return math.floor(remaining) if kind is Kind.INTEGER else float(remaining)
+        return int64(math.floor(remaining)) if kind is Kind.INTEGER else float(remaining)
     if kind is Kind.OBJECT:
         if ftype is FeatureType.LIST:
             return list(decision.value)

@@ -1,8 +1,9 @@
 """Every admin operation, protocol-neutral: what the gRPC Admin servicer and the console call.
 
-Each change edits one account record (`runtime.records`), which `LiveState.commit` validates
-with the catalog's rules before anything is stored, and is written to the audit log in the
-same transaction (design §12) under `actor`, the name of whoever asked. Arguments and results
+Each change edits one account record (`runtime.records`) through `LiveState.edit`: built from
+the current record under the write lock (so concurrent edits never undo each other, decision
+1300), validated with the catalog's rules before anything is stored, and written to the audit
+log in the same transaction (design §12) under `actor`, the name of whoever asked. Arguments and results
 are plain Python (catalog `Account`s, records, dataclasses); refusals are `records.AdminError`
 subclasses, which each face maps to its own status (gRPC: `server.errors`). Method names in
 the audit log are the RPC names, so an entry reads the same whichever face made the change.
@@ -94,8 +95,13 @@ class Admin:
         if self.on_change is not None:
             self.on_change(method)
 
-    def _commit(self, record: Record, method: str, actor: str, target: str = "") -> Account:
-        account = self.state.commit(record, actor=actor, action=method, target=target)
+    def _edit(
+        self, account_id: str, build: Callable[[], Record], method: str, actor: str, target: str
+    ) -> Account:
+        """Apply `build` to the account's current record atomically (`LiveState.edit`: it
+        runs under the write lock, again on the newer record if another sidecar got first)."""
+        account = self.state.edit(account_id, build, actor=actor, action=method, target=target)
+        assert account is not None, "an admin build always returns a record"
         self._changed(method)
         return account
 
@@ -132,14 +138,17 @@ class Admin:
         )
         _require(len(account_id) <= 256, "id is longer than 256 characters")
         self.state.refuse_declared(account_id)
-        record = rec.upsert_account(
-            self.state.records.get(account_id),
-            account_id,
-            name=name,
-            attributes=attributes,
-            clear_attributes=clear_attributes,
-        )
-        return self._commit(record, "UpsertAccount", actor)
+
+        def build() -> Record:
+            return rec.upsert_account(
+                self.state.records.get(account_id),
+                account_id,
+                name=name,
+                attributes=attributes,
+                clear_attributes=clear_attributes,
+            )
+
+        return self._edit(account_id, build, "UpsertAccount", actor, "")
 
     def get_account(self, account_id: str) -> Account:
         _require(bool(account_id), "id is required")
@@ -178,36 +187,42 @@ class Admin:
         no_trial: bool = False,
         actor: str,
     ) -> Subscription:
-        record = self._owned(account_id)
+        self._owned(account_id)  # an unknown or declared account is named first
         _require(
             bool(plan),
             f"plan is required (plans: {', '.join(sorted(self.state.catalog.plans))})",
         )
-        self._refuse_superseded(plan)
-        starts_at = starts_at or self.state.clock()
-        found = self.state.catalog.plans.get(plan)
-        try:
-            trial = (
-                None
-                if found is None  # the record's validation names the unknown plan
-                else trial_of(
-                    self.state.catalog, found, starts_at, trial_ends_at, trial_then, no_trial
+        sub_id = subscription_id or rec.new_id("sub")  # the same id if the edit is rebuilt
+        start = starts_at or self.state.clock()
+        wanted = _addons(addons or {})
+
+        def build() -> Record:
+            record = self._owned(account_id)
+            self._refuse_superseded(plan)
+            found = self.state.catalog.plans.get(plan)
+            try:
+                trial = (
+                    None
+                    if found is None  # the record's validation names the unknown plan
+                    else trial_of(
+                        self.state.catalog, found, start, trial_ends_at, trial_then, no_trial
+                    )
                 )
-            )
-        except ValueError as e:
-            raise rec.AdminError(str(e)) from None
-        record, sub_id = rec.add_subscription(
-            record,
-            plan=plan,
-            addons=_addons(addons or {}),
-            starts_at=starts_at,
-            ends_at=ends_at,
-            trial=trial,
-            members=list(members),
-            subscription_id=subscription_id,
-            allow_repeat_trial=allow_repeat_trial,
-        )
-        account = self._commit(record, "CreateSubscription", actor, sub_id)
+            except ValueError as e:
+                raise rec.AdminError(str(e)) from None
+            return rec.add_subscription(
+                record,
+                plan=plan,
+                addons=wanted,
+                starts_at=start,
+                ends_at=ends_at,
+                trial=trial,
+                members=list(members),
+                subscription_id=sub_id,
+                allow_repeat_trial=allow_repeat_trial,
+            )[0]
+
+        account = self._edit(account_id, build, "CreateSubscription", actor, sub_id)
         return _subscription(account, sub_id)
 
     def change_plan(
@@ -227,15 +242,18 @@ class Admin:
         if reverted is not None:
             self._changed("ChangePlan")
             return _subscription(reverted, subscription_id)
-        record = self._owned(account_id)
         _require(bool(plan), "plan is required")
-        now = self.state.clock()
-        live = self._live(account_id, subscription_id)
-        if live.at(now).plan != plan:  # staying on it: no new subscriber
-            self._refuse_superseded(plan)
-        when_at = self._effective(live, now, at, when)
-        record = rec.schedule_change(record, subscription_id, when_at, now, plan=plan)
-        account = self._commit(record, "ChangePlan", actor, subscription_id)
+
+        def build() -> Record:
+            record = self._owned(account_id)
+            now = self.state.clock()
+            live = self._live(account_id, subscription_id)
+            if live.at(now).plan != plan:  # staying on it: no new subscriber
+                self._refuse_superseded(plan)
+            when_at = self._effective(live, now, at, when)
+            return rec.schedule_change(record, subscription_id, when_at, now, plan=plan)
+
+        account = self._edit(account_id, build, "ChangePlan", actor, subscription_id)
         return _subscription(account, subscription_id)
 
     def change_addons(
@@ -248,11 +266,15 @@ class Admin:
         when: str = "",
         actor: str,
     ) -> Subscription:
-        record = self._owned(account_id)
-        now = self.state.clock()
-        when_at = self._effective(self._live(account_id, subscription_id), now, at, when)
-        record = rec.schedule_change(record, subscription_id, when_at, now, addons=_addons(addons))
-        account = self._commit(record, "ChangeAddOns", actor, subscription_id)
+        wanted = _addons(addons)
+
+        def build() -> Record:
+            record = self._owned(account_id)
+            now = self.state.clock()
+            when_at = self._effective(self._live(account_id, subscription_id), now, at, when)
+            return rec.schedule_change(record, subscription_id, when_at, now, addons=wanted)
+
+        account = self._edit(account_id, build, "ChangeAddOns", actor, subscription_id)
         return _subscription(account, subscription_id)
 
     def cancel_subscription(
@@ -265,14 +287,17 @@ class Admin:
         actor: str,
     ) -> Subscription:
         """Ends the subscription at `at` (any instant, default now), or per `when` if given."""
-        record = self._owned(account_id)
-        now = self.state.clock()
-        if when:
-            end = self._effective(self._live(account_id, subscription_id), now, at, when)
-        else:
-            end = at or now
-        record = rec.end_subscription(record, subscription_id, end)
-        account = self._commit(record, "CancelSubscription", actor, subscription_id)
+
+        def build() -> Record:
+            record = self._owned(account_id)
+            now = self.state.clock()
+            if when:
+                end = self._effective(self._live(account_id, subscription_id), now, at, when)
+            else:
+                end = at or now
+            return rec.end_subscription(record, subscription_id, end)
+
+        account = self._edit(account_id, build, "CancelSubscription", actor, subscription_id)
         return _subscription(account, subscription_id)
 
     def cancel_scheduled_change(
@@ -283,17 +308,25 @@ class Admin:
         at: datetime | None = None,
         actor: str,
     ) -> Subscription:
-        record = self._owned(account_id)
-        record = rec.cancel_scheduled_change(record, subscription_id, self.state.clock(), at)
-        account = self._commit(record, "CancelScheduledChange", actor, subscription_id)
+
+        def build() -> Record:
+            return rec.cancel_scheduled_change(
+                self._owned(account_id), subscription_id, self.state.clock(), at
+            )
+
+        account = self._edit(account_id, build, "CancelScheduledChange", actor, subscription_id)
         return _subscription(account, subscription_id)
 
     def resume_subscription(
         self, account_id: str, subscription_id: str, *, actor: str
     ) -> Subscription:
-        record = self._owned(account_id)
-        record = rec.resume_subscription(record, subscription_id, self.state.clock())
-        account = self._commit(record, "ResumeSubscription", actor, subscription_id)
+
+        def build() -> Record:
+            return rec.resume_subscription(
+                self._owned(account_id), subscription_id, self.state.clock()
+            )
+
+        account = self._edit(account_id, build, "ResumeSubscription", actor, subscription_id)
         return _subscription(account, subscription_id)
 
     def migrate_plan(
@@ -337,18 +370,23 @@ class Admin:
     def add_member(
         self, account_id: str, subscription_id: str, member_id: str, *, actor: str
     ) -> Subscription:
-        record = rec.set_members(self._owned(account_id), subscription_id, member_id, add=True)
-        return _subscription(
-            self._commit(record, "AddMember", actor, subscription_id), subscription_id
-        )
+        return self._member(account_id, subscription_id, member_id, "AddMember", actor)
+
+    def _member(
+        self, account_id: str, subscription_id: str, member_id: str, method: str, actor: str
+    ) -> Subscription:
+        def build() -> Record:
+            record = self._owned(account_id)
+            add = method == "AddMember"
+            return rec.set_members(record, subscription_id, member_id, add=add)
+
+        account = self._edit(account_id, build, method, actor, subscription_id)
+        return _subscription(account, subscription_id)
 
     def remove_member(
         self, account_id: str, subscription_id: str, member_id: str, *, actor: str
     ) -> Subscription:
-        record = rec.set_members(self._owned(account_id), subscription_id, member_id, add=False)
-        return _subscription(
-            self._commit(record, "RemoveMember", actor, subscription_id), subscription_id
-        )
+        return self._member(account_id, subscription_id, member_id, "RemoveMember", actor)
 
     # -- overrides and grants ----------------------------------------------------------------
 
@@ -362,8 +400,11 @@ class Admin:
         actor: str,
     ) -> Account:
         _require(bool(feature), "feature is required")
-        record = rec.set_override(self._owned(account_id), feature, value, expires_at)
-        return self._commit(record, "SetOverride", actor, feature)
+
+        def build() -> Record:
+            return rec.set_override(self._owned(account_id), feature, value, expires_at)
+
+        return self._edit(account_id, build, "SetOverride", actor, feature)
 
     def clear_override(self, account_id: str, feature: str, *, actor: str) -> Account:
         _require(bool(feature), "feature is required")
@@ -374,8 +415,11 @@ class Admin:
         if reverted is not None:
             self._changed("ClearOverride")
             return reverted
-        record = rec.clear_override(self._owned(account_id), feature)
-        return self._commit(record, "ClearOverride", actor, feature)
+
+        def build() -> Record:
+            return rec.clear_override(self._owned(account_id), feature)
+
+        return self._edit(account_id, build, "ClearOverride", actor, feature)
 
     def create_grant(
         self,
@@ -390,24 +434,32 @@ class Admin:
     ) -> Grant:
         _require(bool(account_id), "account_id is required")
         _require(bool(feature), "feature is required")
-        if self._declared_grant(account_id, grant_id):
-            raise rec.AdminError(f"grant id {grant_id!r} already exists on account {account_id!r}")
-        record, new_id = rec.add_grant(
-            self.state.record_of(account_id), feature, value, starts_at, ends_at, grant_id
-        )
-        account = self._commit(record, "CreateGrant", actor, new_id)
+        new_id = grant_id or rec.new_id("grant")  # the same id if the edit is rebuilt
+
+        def build() -> Record:
+            if self._declared_grant(account_id, new_id):
+                raise rec.AdminError(
+                    f"grant id {new_id!r} already exists on account {account_id!r}"
+                )
+            record = self.state.record_of(account_id)
+            return rec.add_grant(record, feature, value, starts_at, ends_at, new_id)[0]
+
+        account = self._edit(account_id, build, "CreateGrant", actor, new_id)
         return next(g for g in account.grants if g.id == new_id)
 
     def revoke_grant(self, account_id: str, grant_id: str, *, actor: str) -> Account:
         _require(bool(account_id), "account_id is required")
         _require(bool(grant_id), "grant_id is required")
-        if self._declared_grant(account_id, grant_id):
-            raise rec.Declared(
-                f"grant {grant_id!r} of account {account_id!r} is declared in "
-                f"{self.state.catalog.source}; remove it there"
-            )
-        record = rec.remove_grant(self.state.record_of(account_id), grant_id)
-        return self._commit(record, "RevokeGrant", actor, grant_id)
+
+        def build() -> Record:
+            if self._declared_grant(account_id, grant_id):
+                raise rec.Declared(
+                    f"grant {grant_id!r} of account {account_id!r} is declared in "
+                    f"{self.state.catalog.source}; remove it there"
+                )
+            return rec.remove_grant(self.state.record_of(account_id), grant_id)
+
+        return self._edit(account_id, build, "RevokeGrant", actor, grant_id)
 
     def reset_usage(self, account_id: str, feature: str, *, actor: str) -> float:
         """Zero the account's counter of `feature` in the current period; the previous usage."""
@@ -446,33 +498,43 @@ class Admin:
             f"amount must be a positive number, got {amount!r}",
         )
         state = self.state
-        known = state.snapshot.accounts.get(account_id)
-        if topup_id and known is not None and any(t.id == topup_id for t in known.topups):
-            raise rec.AdminError(f"top-up id {topup_id!r} already exists on account {account_id!r}")
-        record, new_id = rec.add_topup(
-            state.record_of(account_id),
-            feature,
-            amount,
-            DEFAULT_TOPUP_PRIORITY if priority is None else priority,
-            effective_at or state.clock(),
-            expires_at,
-            topup_id,
-        )
-        self._commit(record, "AddTopUp", actor, new_id)
+        new_id = topup_id or rec.new_id("topup")  # the same id if the edit is rebuilt
+        start = effective_at or state.clock()
+
+        def build() -> Record:
+            known = state.snapshot.accounts.get(account_id)
+            if topup_id and known is not None and any(t.id == topup_id for t in known.topups):
+                raise rec.AdminError(
+                    f"top-up id {topup_id!r} already exists on account {account_id!r}"
+                )
+            return rec.add_topup(
+                state.record_of(account_id),
+                feature,
+                amount,
+                DEFAULT_TOPUP_PRIORITY if priority is None else priority,
+                start,
+                expires_at,
+                new_id,
+            )[0]
+
+        self._edit(account_id, build, "AddTopUp", actor, new_id)
         return self._topup(account_id, new_id)
 
     def void_topup(self, account_id: str, topup_id: str, *, actor: str) -> TopUpView:
         _require(bool(account_id), "account_id is required")
         _require(bool(topup_id), "topup_id is required")
         state = self.state
-        declared = state.catalog.accounts.get(account_id)
-        if declared is not None and any(t.id == topup_id for t in declared.topups):
-            raise rec.Declared(
-                f"top-up {topup_id!r} of account {account_id!r} is declared in "
-                f"{state.catalog.source}; remove it or set `voided_at` there"
-            )
-        record = rec.void_topup(state.record_of(account_id), topup_id, state.clock())
-        self._commit(record, "VoidTopUp", actor, topup_id)
+
+        def build() -> Record:
+            declared = state.catalog.accounts.get(account_id)
+            if declared is not None and any(t.id == topup_id for t in declared.topups):
+                raise rec.Declared(
+                    f"top-up {topup_id!r} of account {account_id!r} is declared in "
+                    f"{state.catalog.source}; remove it or set `voided_at` there"
+                )
+            return rec.void_topup(state.record_of(account_id), topup_id, state.clock())
+
+        self._edit(account_id, build, "VoidTopUp", actor, topup_id)
         return self._topup(account_id, topup_id)
 
     def list_topups(self, account_id: str, feature: str = "") -> list[TopUpState]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..engine.lifecycle import effective_at, superseded
+from ..store.base import Record
 from . import records as rec
 from .state import LiveState
 
@@ -62,12 +63,14 @@ def migrate_plan(
                 skipped = f"declared in {catalog.source}; change it there"
                 moves.append(Move(account_id, sub.id, from_plan, to_plan, when_at, skipped))
                 continue
-            record = rec.schedule_change(
-                state.record_of(account_id), sub.id, when_at, now, plan=to_plan
-            )
+
+            def build(aid: str = account_id, sid: str = sub.id, at: datetime = when_at) -> Record:
+                record = state.record_of(aid)  # read under the write lock (`edit`)
+                return rec.schedule_change(record, sid, at, now, plan=to_plan)
+
             if dry_run:
-                rec.validate(record, catalog)
+                rec.validate(build(), catalog)
             else:
-                state.commit(record, actor=actor, action="MigratePlan", target=sub.id)
+                state.edit(account_id, build, actor=actor, action="MigratePlan", target=sub.id)
             moves.append(Move(account_id, sub.id, from_plan, to_plan, when_at))
     return moves

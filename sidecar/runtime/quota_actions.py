@@ -117,7 +117,8 @@ def clear_layer_override(
 ) -> Account | None:
     """ClearOverride on a declared account: drop the override a quota action layered on it (the
     file's own override, if any, serves again). None when there is none to drop."""
-    with state.write_lock:
+
+    def build() -> Record | None:
         record = state.records.get(account_id)
         if account_id not in state.catalog.accounts or record is None:
             return None
@@ -125,7 +126,9 @@ def clear_layer_override(
             return None
         record = rec.edited(record)
         del record[LAYER]["overrides"][feature]
-        return state.commit(record, actor=actor, action=action, target=feature)
+        return record
+
+    return state.edit(account_id, build, actor=actor, action=action, target=feature)
 
 
 def revert_layer_plan(
@@ -133,7 +136,8 @@ def revert_layer_plan(
 ) -> Account | None:
     """ChangePlan on a declared account back to the plan its file gives: drop the quota plan
     change of that subscription. None when the request is not such a revert."""
-    with state.write_lock:
+
+    def build() -> Record | None:
         declared = state.catalog.accounts.get(account_id)
         record = state.records.get(account_id)
         if declared is None or record is None:
@@ -144,4 +148,6 @@ def revert_layer_plan(
             return None
         record = rec.edited(record)
         del record[LAYER]["plans"][subscription_id]
-        return state.commit(record, actor=actor, action=action, target=subscription_id)
+        return record
+
+    return state.edit(account_id, build, actor=actor, action=action, target=subscription_id)

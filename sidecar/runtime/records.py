@@ -39,6 +39,11 @@ class Declared(AdminError):
     """The account is declared in the catalog file, which stays the source of truth."""
 
 
+def new_id(kind: str) -> str:
+    """A generated id (`sub_…`, `grant_…`, `topup_…`) for what a request left unnamed."""
+    return f"{kind}_{uuid.uuid4().hex[:12]}"
+
+
 def new_record(
     account_id: str, name: str = "", attributes: Mapping[str, Any] | None = None
 ) -> Record:
@@ -165,7 +170,7 @@ def add_subscription(
     """A new subscription; `trial` (end, then) is written ahead of time (design §6.1): `cancel`
     as the end, a plan as a phase from the trial's end, `continue` as nothing more."""
     rec = edited(record)
-    sub_id = subscription_id or f"sub_{uuid.uuid4().hex[:12]}"
+    sub_id = subscription_id or new_id("sub")
     if any(s.get("id") == sub_id for s in rec["subscriptions"]):
         raise AdminError(f"subscription id {sub_id!r} already exists on account {rec['id']!r}")
     if rec["id"] in members:
@@ -336,7 +341,7 @@ def add_grant(
     grant_id: str,
 ) -> tuple[Record, str]:
     rec = edited(record)
-    gid = grant_id or f"grant_{uuid.uuid4().hex[:12]}"
+    gid = grant_id or new_id("grant")
     if any(g.get("id") == gid for g in rec["grants"]):
         raise AdminError(f"grant id {gid!r} already exists on account {rec['id']!r}")
     grant: dict[str, Any] = {"id": gid, "feature": feature, "value": value}
@@ -368,7 +373,7 @@ def add_topup(
 ) -> tuple[Record, str]:
     """A top-up (design §5.1) appended to the record; the catalog's rules then check it."""
     rec = edited(record)
-    tid = topup_id or f"topup_{uuid.uuid4().hex[:12]}"
+    tid = topup_id or new_id("topup")
     topups = rec.setdefault("topups", [])
     if any(t.get("id") == tid for t in topups):
         raise AdminError(f"top-up id {tid!r} already exists on account {rec['id']!r}")

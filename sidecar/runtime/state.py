@@ -36,6 +36,7 @@ from ..engine import (
 )
 from ..engine.balances import Balance, burn_feature
 from ..engine.lifecycle_events import admin_events
+from ..engine.sums import overflows
 from ..engine.write_rule import PoolLeg
 from ..store.base import (
     AuditEntry,
@@ -68,6 +69,11 @@ _SlotKey = tuple[str, str, datetime]
 """(account, feature, instant): what a usage write's counter and quota check depend on."""
 _Resolved = tuple[str, datetime, QuotaCheck | None, Balance | None, PoolLeg | None]
 """(scope key, period start, quota check, top-ups, credit pool) of a `_SlotKey`."""
+
+EDIT_ATTEMPTS = 50
+"""How often `LiveState.edit` rebuilds an edit that another sidecar's change got ahead of
+before it gives up: each conflict means another edit of that account was stored, so the
+account moves on; only a sustained race of sidecars on one account gets this far."""
 
 QuotaListener = Callable[[str, str, Sequence[Firing]], None]
 """Told (account, feature, firings) after a usage write crossed quota thresholds."""
@@ -381,31 +387,96 @@ class LiveState:
         target: str = "",
     ) -> Account:
         """Validate, store and serve a new version of one account record; the audit entry
-        (`actor` did `action` to `target`, design §12) is stored in the same transaction."""
-        rec.check_text(record)
+        (`actor` did `action` to `target`, design §12) is stored in the same transaction.
+        `record` must be built from the current one under `write_lock` (else prefer `edit`)."""
         with self._write:
-            account = self._merge(self.catalog, record)
-            for sub in account.subscriptions:
-                holder = self._subscriptions.get(sub.id)
-                if holder is not None and holder.owner != account.id:
-                    raise rec.AdminError(
-                        f"subscription id {sub.id!r} is already used by account {holder.owner!r}; "
-                        "choose another id, or leave it empty to have one generated"
-                    )
-            previous = self.snapshot.accounts.get(account.id)
-            audit = record_entry(
-                self.clock(), actor, action, self.records.get(account.id), record, target
-            )
-            outbox = self._lifecycle(previous, account)
-            self.store.save_record(record, audit=audit, outbox=outbox)
-            self.records[record["id"]] = record
-            self._serve(account)
+            saved = self._save(record, actor=actor, action=action, target=target)
+        self._announce(saved, cause)
+        return saved[0]
+
+    def edit(
+        self,
+        account_id: str,
+        build: Callable[[], Record | None],
+        cause: str = "admin",
+        *,
+        actor: str = "system",
+        action: str = "commit",
+        target: str = "",
+    ) -> Account | None:
+        """Apply one edit to the account's current record, atomically; None if `build` found
+        nothing to change.
+
+        `build` reads the record (`records`, `record_of`, the snapshot) and returns the new
+        one, or None. It runs under the write lock, which is held until the result is stored
+        and served, so no other edit can land in between and be undone (decision 1300).
+        When another sidecar changed the account first (`StoreConflict`, shared mode), the
+        newer record is read and served, and `build` runs again on it: an edit is refused only
+        if its own request no longer fits the current account, or after `EDIT_ATTEMPTS`
+        conflicts in a row (then `StoreConflict`: nothing changed, retry).
+        """
+        for attempt in range(1, EDIT_ATTEMPTS + 1):
+            with self._write:
+                record = build()
+                if record is None:
+                    return None
+                try:
+                    saved = self._save(record, actor=actor, action=action, target=target)
+                except StoreConflict:
+                    if attempt == EDIT_ATTEMPTS:
+                        raise
+                    self.apply_remote(self.store.refresh_records([account_id]), {})
+                    continue
+            self._announce(saved, cause)
+            return saved[0]
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _save(
+        self, record: Record, *, actor: str, action: str, target: str
+    ) -> tuple[Account, Account | None, bool]:
+        """Validate, store and serve `record` (the caller holds the write lock); the account,
+        what it replaced, and whether outbox rows were written."""
+        rec.check_text(record)
+        account = self._merge(self.catalog, record)
+        for sub in account.subscriptions:
+            holder = self._subscriptions.get(sub.id)
+            if holder is not None and holder.owner != account.id:
+                raise rec.AdminError(
+                    f"subscription id {sub.id!r} is already used by account {holder.owner!r}; "
+                    "choose another id, or leave it empty to have one generated"
+                )
+        previous = self.snapshot.accounts.get(account.id)
+        self._refuse_overflow(account, previous)
+        audit = record_entry(
+            self.clock(), actor, action, self.records.get(account.id), record, target
+        )
+        outbox = self._lifecycle(previous, account)
+        self.store.save_record(record, audit=audit, outbox=outbox)
+        self.records[record["id"]] = record
+        self._serve(account)
+        return account, previous, bool(outbox)
+
+    def _refuse_overflow(self, account: Account, previous: Account | None) -> None:
+        """`AdminError` if the edit makes a sum the evaluation needs overflow (decision 1301).
+        An account stored with one before is still served (saturated) and may be edited, to
+        void the top-up or rename it, as long as the edit makes no overflowing sum of its own."""
+        plans, shared = self.snapshot.plans, self._memberships.get(account.id, ())
+        found = overflows(account, plans, shared)
+        if found and previous is not None:
+            known = overflows(previous, plans, shared)
+            found = {what: problem for what, problem in found.items() if what not in known}
+        if found:
+            raise rec.AdminError(next(iter(found.values())))
+
+    def _announce(self, saved: tuple[Account, Account | None, bool], cause: str) -> None:
+        """Tell watchers (and the outbox worker) about a stored edit; callers do it once they
+        released the write lock, so nothing waits on it for the telling."""
+        account, previous, enqueued = saved
         # members who just left are told too: what they had cached came from this account
         members = (*self._members_of(account), *(self._members_of(previous) if previous else ()))
         self.events.publish(AccountChanged(tuple(dict.fromkeys((account.id, *members))), cause))
-        if outbox:
+        if enqueued:
             self._enqueued()
-        return account
 
     def _lifecycle(self, old: Account | None, new: Account | None) -> list[OutboxEntry]:
         """The lifecycle webhook rows (design §7.1) of an edit from `old` to `new`, to write

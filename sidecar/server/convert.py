@@ -39,11 +39,11 @@ from ..engine import (
 )
 from ..engine.balances import TopUpState
 from ..engine.decision import Metering
+from ..engine.typed import int64
 from ..engine.usage import Mode
 from ..runtime.events import AccountChanged
 from .errors import BadRequest
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 """Times a request may carry: period arithmetic and stored keys need a few years of headroom."""
@@ -112,8 +112,7 @@ def _set_typed(out: pb.Resolution, kind: Kind, value: Any) -> None:
     if kind is Kind.OBJECT:
         out.as_object.CopyFrom(plain_value(value))
     elif kind is Kind.INTEGER:
-        # a limit beyond int64 (a catalog or grant may say 1e300) is as good as the maximum
-        out.as_integer = max(INT64_MIN, min(INT64_MAX, value))
+        out.as_integer = int64(value)  # an integer feature's value may be beyond int64 too
     else:
         setattr(out, _KIND_FIELD[kind], value)
 

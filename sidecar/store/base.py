@@ -207,7 +207,17 @@ class Store(Protocol):
         outbox: Sequence[OutboxEntry] = (),
     ) -> None:
         """Store `record`, and `audit` (if given) and the `outbox` rows (its lifecycle
-        webhooks, design §7.1, due at once) in the same transaction."""
+        webhooks, design §7.1, due at once) in the same transaction. A store other processes
+        write too (PostgreSQL) stores it only over the version of the account this process
+        last read or wrote, else raises `StoreConflict` and changes nothing: the caller built
+        `record` from that version, holding the live state's write lock from reading to here."""
+        ...
+
+    def refresh_records(self, ids: Sequence[str]) -> dict[str, Record | None]:
+        """The stored records of these accounts that are newer than the versions this process
+        last read or wrote (None: deleted), now counted as read; what an edit refused with
+        `StoreConflict` is rebuilt from. Empty for a store no other process writes (SQLite).
+        Call it holding the live state's write lock, and serve what it returns."""
         ...
 
     def delete_record(

@@ -601,10 +601,12 @@ class PostgresStore:
     ) -> None:
         """Upsert the record, but only over the version this sidecar holds in memory.
 
-        Admin edits are read-modify-write of the whole record, made from memory. If another
-        sidecar changed the account since (its notification not applied here yet), writing
-        would silently undo that change; `StoreConflict` refuses instead, and a retry a moment
-        later edits the current record.
+        Admin edits are read-modify-write of the whole record, built from memory under the
+        live state's write lock (`LiveState.edit`), which every change of memory and of
+        `versions` holds too: so the version held here is the one the edit was built from.
+        If another sidecar changed the account since (its notification not applied here yet),
+        writing would silently undo that change; `StoreConflict` refuses instead, and the
+        edit is rebuilt from the current record (`refresh_records`).
         """
         account_id = str(record["id"])
         expected = self.versions.account(account_id)
@@ -635,6 +637,14 @@ class PostgresStore:
             return version
 
         self.versions.advance_account(account_id, self._transaction(work))
+
+    def refresh_records(self, ids: Sequence[str]) -> dict[str, Record | None]:
+        rows = self._read(lambda conn: read_accounts(conn, self.environment, ids))
+        return {
+            account_id: record
+            for account_id, (record, version) in rows.items()
+            if self.versions.advance_account(account_id, version)
+        }
 
     def delete_record(
         self,

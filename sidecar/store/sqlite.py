@@ -505,6 +505,10 @@ class SqliteStore:
             self._audit(c, audit)
             _enqueue(c, self.environment, outbox, ts(datetime.now(UTC)))
 
+    def refresh_records(self, ids: Sequence[str]) -> dict[str, Record | None]:
+        """Nothing: only this process writes the file, so memory is never behind it."""
+        return {}
+
     def delete_record(
         self,
         account_id: str,
