@@ -19,11 +19,11 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from plangate.protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_pb
-from plangate.protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from plangate.sidecar.protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_pb
+from plangate.sidecar.protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from plangate.sidecar.store.sqlite import SqliteStore
 from support.sidecar import Stubs, copy_catalog, in_process
 
