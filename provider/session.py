@@ -33,10 +33,17 @@ class Session:
         self.transport = Transport(config)
         self.cache = ResolutionCache(config.cache_size) if config.cache else None
         self.pending = PendingUsage()
-        self.evaluator = Evaluator(self.transport, self.cache, self.pending)
         self.events = EventBridge(self.cache, emit, config.grace_period, config.target)
+        self.evaluator = Evaluator(self.transport, self.cache, self.pending, self.events)
         self.reporter = UsageReporter(self.transport, config, self._settled)
-        self.watch = WatchLoop(self.transport, self.events, config.heartbeat_timeout)
+        # with a cache, the stream carries only the cached accounts (without one, every
+        # account's change is still announced to the application, as before)
+        self.watch = WatchLoop(
+            self.transport,
+            self.events,
+            config.heartbeat_timeout,
+            accounts_only=self.cache is not None,
+        )
         self.reporter.start()
         self.watch.start()
 

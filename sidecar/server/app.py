@@ -212,7 +212,7 @@ class Sidecar:
 
     async def _open(self) -> None:
         s = self.settings
-        self.state.events.bind(asyncio.get_running_loop())
+        self.state.events.bind(asyncio.get_running_loop(), s.stream_coalesce_seconds)
         self.health = HealthService()
         interceptors: list[Any] = [RefuseUndecodable()]
         if self.tokens:
