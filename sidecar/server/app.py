@@ -261,7 +261,17 @@ class Sidecar:
             "--management-port",
         )
         self.ofrep = HttpPort(
-            ofrep_app(self.decisions, self.metrics), s.host, s.ofrep_port, "OFREP", "--ofrep-port"
+            ofrep_app(
+                self.decisions,
+                self.metrics,
+                self.state.events,
+                s.heartbeat_seconds,
+                s.stream_coalesce_seconds,
+            ),
+            s.host,
+            s.ofrep_port,
+            "OFREP",
+            "--ofrep-port",
         )
         await server.start()
         try:
