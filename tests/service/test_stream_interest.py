@@ -138,7 +138,7 @@ def test_broad_streams_get_coalesced_messages_naming_every_change(tmp_path: Path
                 event = _next_account_event(broad)
                 watch_messages += 1
                 named.update(event.account_ids)
-            changes = []
+            changes: list[Any] = []
             while not changes or len(changes) < watch_messages:
                 message = flagd.next()
                 if message.type == "configuration_change":
