@@ -8,6 +8,8 @@ processes so their CPU is never counted on the server's side. Rows produced:
   call, random accounts, every call durable) with no stream open.
 - `streams.report.open`: the same with `--watches` native `Watch` streams (each naming one
   account, as the provider does) and as many flagd `EventStream`s open and read.
+- `streams.sse.idle_p99` / `streams.sse.open_p99`: p99 of sequential `Evaluate` calls with
+  nothing open, then with `--sse` idle OFREP SSE streams (design §20) held by another process.
 - `streams.provider_event`: ms from a Report on the account a `PlanGateProvider` has cached
   to that provider's `PROVIDER_CONFIGURATION_CHANGED`, sampled during the loaded run (the
   account is not among the callers', so each sample times one change); value is the max.
@@ -22,6 +24,7 @@ import asyncio
 import multiprocessing as mp
 import queue
 import random
+import re
 import resource
 import statistics
 import tempfile
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import catalogs
-from harness import Stats, emit, sidecar
+from harness import Stats, emit, percentiles, sidecar
 
 PER_CHANNEL = 100  # streams multiplexed on one HTTP/2 connection
 WATCHED = 0  # the account the provider caches; the callers write every other account
@@ -121,6 +124,88 @@ def stream_holder(
         out.put("closed")
 
     asyncio.run(run())
+
+
+def sse_holder(
+    base: str, connections: int, accounts: int, commands: Queue[str], out: Queue[str]
+) -> None:
+    """Open `connections` OFREP SSE streams (the URL each bulk answer names, accounts in
+    turn) and leave them idle; report "open", close on "close"."""
+    import aiohttp
+
+    async def run() -> None:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+        ) as session:
+            urls = []
+            for i in range(min(connections, accounts)):
+                body = {"context": {"targetingKey": catalogs.account_id(i)}}
+                async with session.post(f"{base}/ofrep/v1/evaluate/flags", json=body) as r:
+                    urls.append((await r.json())["eventStreams"][0]["url"])
+            responses = []
+            for i in range(connections):
+                response = await session.get(urls[i % len(urls)])
+                await response.content.readline()  # ": ready"
+                responses.append(response)
+            out.put("open")
+            await asyncio.get_running_loop().run_in_executor(None, commands.get)
+            for response in responses:
+                response.close()
+        out.put("closed")
+
+    asyncio.run(run())
+
+
+def _sequential_p99(target: str, accounts: int, calls: int) -> float:
+    """p99 in us of `calls` sequential raw Evaluate calls on a fresh channel."""
+    import grpc
+    from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+
+    rng = random.Random(9)
+    requests = [
+        pb.EvaluateRequest(
+            account_id=catalogs.account_id(rng.randrange(accounts)), feature=catalogs.BOOLEAN_KEY
+        ).SerializeToString()
+        for _ in range(1024)
+    ]
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(
+            "/plangate.v1.Evaluation/Evaluate", request_serializer=None, response_deserializer=None
+        )
+        for r in requests[:50]:
+            call(r)
+        samples = []
+        for i in range(calls):
+            t0 = time.perf_counter_ns()
+            call(requests[i & 1023])
+            samples.append(time.perf_counter_ns() - t0)
+    return percentiles(samples)["p99_us"]
+
+
+def sse_idle(side: Any, connections: int, accounts: int, calls: int) -> tuple[float, float]:
+    """(Evaluate p99 with nothing open, with `connections` idle SSE streams open), in us."""
+    found = re.search(r"OFREP http://\S+:(\d+)", "".join(side.log))
+    assert found is not None, "the sidecar did not say its OFREP port"
+    base = f"http://127.0.0.1:{found.group(1)}"
+    idle = _sequential_p99(side.target, accounts, calls)
+    ctx = mp.get_context("spawn")
+    commands: Queue[str] = ctx.Queue()
+    out: Queue[str] = ctx.Queue()
+    holder = ctx.Process(
+        target=sse_holder, args=(base, connections, accounts, commands, out), daemon=True
+    )
+    holder.start()
+    try:
+        assert out.get(timeout=300) == "open"
+        time.sleep(1.0)
+        busy = _sequential_p99(side.target, accounts, calls)
+        commands.put("close")
+        assert out.get(timeout=120) == "closed"
+    finally:
+        holder.join(10)
+        if holder.is_alive():
+            holder.kill()
+    return idle, busy
 
 
 def _reports_per_second(target: str, callers: int, seconds: float, accounts: int) -> float:
@@ -232,6 +317,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 holder.join(10)
                 if holder.is_alive():
                     holder.kill()
+            sse = sse_idle(side, args.sse, args.accounts, args.calls)
     detail = {"callers": args.callers, "seconds": args.seconds}
     streams = {"watches": args.watches, "event_streams": args.watches}
     samples = probe.samples or [float("nan")]
@@ -245,6 +331,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 samples=len(probe.samples),
                 median_ms=statistics.median(samples),
                 **streams,
+            ).as_json(),
+            "streams.sse.idle_p99": Stats.of([sse[0]], "us", calls=args.calls).as_json(),
+            "streams.sse.open_p99": Stats.of(
+                [sse[1]], "us", calls=args.calls, sse_connections=args.sse
             ).as_json(),
         },
         "settings": {k: v for k, v in vars(args).items() if k != "quick"},
@@ -260,6 +350,8 @@ def main() -> None:
     args.seconds = 2.0 if args.quick else 10.0
     args.accounts = 100 if args.quick else 1000
     args.watches = 50 if args.quick else 1000
+    args.sse = 50 if args.quick else 1000
+    args.calls = 200 if args.quick else 2000
     emit(measure(args))
 
 
