@@ -91,7 +91,7 @@ class Settings:
         "tuning",
     )
     stream_coalesce_seconds: float = option(
-        0.5,
+        1.0,
         "PLANGATE_STREAM_COALESCE_SECONDS",
         "shortest time between two account-change messages on a flagd EventStream or a Watch"
         " that names no accounts",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -133,7 +134,9 @@ class Subscriber:
 
     async def __aiter__(self) -> AsyncIterator[list[Event] | None]:
         loop = asyncio.get_running_loop()
-        self._active = loop.time()
+        # the first beat at a random point of the interval: streams opened together (a fleet
+        # reconnecting) must not all beat in the same instant ever after
+        self._active = loop.time() - random.uniform(0.0, 0.5) * self._heartbeat
         self._timer = loop.call_at(self._active + self._heartbeat, self._on_timer, loop)
         try:
             while True:
@@ -187,7 +190,7 @@ class EventHub:
         self._last_flush = float("-inf")
         self.closed = False
 
-    def bind(self, loop: asyncio.AbstractEventLoop, coalesce: float = 0.5) -> None:
+    def bind(self, loop: asyncio.AbstractEventLoop, coalesce: float = 1.0) -> None:
         """The loop the streams run on (the sidecar's, once it runs), and the shortest time
         between two account-change batches to a broad stream."""
         self._loop = loop

@@ -35,6 +35,9 @@ from .http_listener import json_response
 
 EVENTS_PATH = "/ofrep/v1/events"
 INACTIVITY_DELAY = 120  # s: ADR-0008's default, said explicitly
+KEEPALIVE = 15.0
+"""s between comment lines on an idle stream (at least): enough for proxies' idle timeouts, and
+a thousand idle streams cost about 70 writes a second, not 200."""
 REMEMBERED = 10_000  # contexts whose ETag a stream can recompute; older ones send no etag
 REMEMBERED_BYTES = 4096  # a larger request body is not remembered (its events carry no etag)
 
@@ -65,8 +68,8 @@ class OfrepEvents:
         self._hub = hub
         self._payload = payload
         self._etag_of = etag_of
-        self._heartbeat = heartbeat
-        self.coalesce = 0.5
+        self._heartbeat = max(heartbeat, KEEPALIVE)
+        self.coalesce = 1.0
         self._queries: OrderedDict[StreamKey, _Query] = OrderedDict()
 
     def stream_url(self, origin: str, account: str, selector: str, context: object) -> str:
