@@ -286,6 +286,14 @@ TARGETS = [
         _fixed("streams.provider_event", 200.0),
     ),
     Target(
+        "Evaluate p99 with 1,000 idle OFREP SSE streams vs none",
+        "streams.sse.open_p99",
+        "streams.sse.idle_p99",
+        2.0,
+        True,
+        _over("streams.sse.open_p99", "streams.sse.idle_p99"),
+    ),
+    Target(
         "cached targeted boolean faster than flagd in-process",
         "targeting.flagd_inprocess",
         "targeting.plangate_cached",

@@ -5,11 +5,13 @@ One `plangate serve` process; the load and the streams come from separate, spawn
 processes so their CPU is never counted on the server's side. Rows produced:
 
 - `streams.report.none`: Report calls/s from `--callers` concurrent callers (one report per
-  call, random accounts, every call durable) with no stream open.
+  call, random accounts, every call durable) with no stream open, the median of a run before
+  the streams open and one after they close (the machine's background load moves both).
 - `streams.report.open`: the same with `--watches` native `Watch` streams (each naming one
   account, as the provider does) and as many flagd `EventStream`s open and read.
 - `streams.sse.idle_p99` / `streams.sse.open_p99`: p99 of sequential `Evaluate` calls with
-  nothing open, then with `--sse` idle OFREP SSE streams (design §20) held by another process.
+  nothing open (before and after), then with `--sse` idle OFREP SSE streams (design §20) held
+  by another process (two samples); medians.
 - `streams.provider_event`: ms from a Report on the account a `PlanGateProvider` has cached
   to that provider's `PROVIDER_CONFIGURATION_CHANGED`, sampled during the loaded run (the
   account is not among the callers', so each sample times one change); value is the max.
@@ -182,12 +184,15 @@ def _sequential_p99(target: str, accounts: int, calls: int) -> float:
     return percentiles(samples)["p99_us"]
 
 
-def sse_idle(side: Any, connections: int, accounts: int, calls: int) -> tuple[float, float]:
-    """(Evaluate p99 with nothing open, with `connections` idle SSE streams open), in us."""
+def sse_idle(
+    side: Any, connections: int, accounts: int, calls: int
+) -> tuple[list[float], list[float]]:
+    """Evaluate p99s in us with nothing open (before and after) and with `connections` idle
+    SSE streams open (twice): on a shared machine one sample of each is mostly noise."""
     found = re.search(r"OFREP http://\S+:(\d+)", "".join(side.log))
     assert found is not None, "the sidecar did not say its OFREP port"
     base = f"http://127.0.0.1:{found.group(1)}"
-    idle = _sequential_p99(side.target, accounts, calls)
+    idle = [_sequential_p99(side.target, accounts, calls)]
     ctx = mp.get_context("spawn")
     commands: Queue[str] = ctx.Queue()
     out: Queue[str] = ctx.Queue()
@@ -198,13 +203,15 @@ def sse_idle(side: Any, connections: int, accounts: int, calls: int) -> tuple[fl
     try:
         assert out.get(timeout=300) == "open"
         time.sleep(1.0)
-        busy = _sequential_p99(side.target, accounts, calls)
+        busy = [_sequential_p99(side.target, accounts, calls) for _ in range(2)]
         commands.put("close")
         assert out.get(timeout=120) == "closed"
     finally:
         holder.join(10)
         if holder.is_alive():
             holder.kill()
+    time.sleep(1.0)
+    idle.append(_sequential_p99(side.target, accounts, calls))
     return idle, busy
 
 
@@ -317,13 +324,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 holder.join(10)
                 if holder.is_alive():
                     holder.kill()
+            time.sleep(2.0)  # the closing burst is over
+            after = _reports_per_second(target, args.callers, args.seconds, args.accounts)
             sse = sse_idle(side, args.sse, args.accounts, args.calls)
     detail = {"callers": args.callers, "seconds": args.seconds}
     streams = {"watches": args.watches, "event_streams": args.watches}
     samples = probe.samples or [float("nan")]
     return {
         "measures": {
-            "streams.report.none": Stats.of([none], "calls/s", **detail).as_json(),
+            "streams.report.none": Stats.of([none, after], "calls/s", **detail).as_json(),
             "streams.report.open": Stats.of([opened], "calls/s", **detail, **streams).as_json(),
             "streams.provider_event": Stats.of(
                 [max(samples)],
@@ -332,9 +341,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 median_ms=statistics.median(samples),
                 **streams,
             ).as_json(),
-            "streams.sse.idle_p99": Stats.of([sse[0]], "us", calls=args.calls).as_json(),
+            "streams.sse.idle_p99": Stats.of(sse[0], "us", calls=args.calls).as_json(),
             "streams.sse.open_p99": Stats.of(
-                [sse[1]], "us", calls=args.calls, sse_connections=args.sse
+                sse[1], "us", calls=args.calls, sse_connections=args.sse
             ).as_json(),
         },
         "settings": {k: v for k, v in vars(args).items() if k != "quick"},
