@@ -12,9 +12,11 @@ processes so their CPU is never counted on the server's side. Rows produced:
 - `streams.sse.idle_p99` / `streams.sse.open_p99`: p99 of sequential `Evaluate` calls with
   nothing open (before and after), then with `--sse` idle OFREP SSE streams (design §20) held
   by another process (two samples); medians.
-- `streams.provider_event`: ms from a Report on the account a `PlanGateProvider` has cached
-  to that provider's `PROVIDER_CONFIGURATION_CHANGED`, sampled during the loaded run (the
-  account is not among the callers', so each sample times one change); value is the max.
+- `streams.provider_event`: ms from the answer to a Report on the account a
+  `PlanGateProvider` has cached (the change is committed then) to that provider's
+  `PROVIDER_CONFIGURATION_CHANGED`, sampled every 0.25 s during the loaded run (the account is
+  not among the callers', so each sample times one change); value is the max. The extra
+  fields give the same from sending the Report (its durable commit included).
 
 Run: `python bench/streams.py [--quick]` prints JSON.
 """
@@ -252,7 +254,8 @@ class ProviderProbe:
         self._channel = grpc.insecure_channel(target)
         self._usage = pb_grpc.UsageStub(self._channel)
         self._stop = threading.Event()
-        self.samples: list[float] = []
+        self.samples: list[float] = []  # ms from the Report's answer to the event
+        self.totals: list[float] = []  # ms from sending the Report (its commit included)
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _changed(self, details: Any) -> None:
@@ -269,10 +272,13 @@ class ProviderProbe:
                 self._events.get_nowait()
             sent = time.monotonic()
             self._usage.Report(pb.ReportRequest(reports=[report]), timeout=10)
+            acked = time.monotonic()  # the change exists from its (durable) commit
             try:
-                self.samples.append((self._events.get(timeout=5) - sent) * 1000)
+                heard = self._events.get(timeout=5)
             except queue.Empty:
-                self.samples.append(5000.0)
+                heard = acked + 5
+            self.samples.append(max(0.0, heard - acked) * 1000)
+            self.totals.append((heard - sent) * 1000)
 
     def start(self) -> None:
         self._client.get_boolean_value(catalogs.METERED_KEY, False, self._ctx)
@@ -339,6 +345,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "ms",
                 samples=len(probe.samples),
                 median_ms=statistics.median(samples),
+                from_send_median_ms=statistics.median(probe.totals or [float("nan")]),
+                from_send_max_ms=max(probe.totals or [float("nan")]),
                 **streams,
             ).as_json(),
             "streams.sse.idle_p99": Stats.of(sse[0], "us", calls=args.calls).as_json(),
