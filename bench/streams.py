@@ -10,7 +10,7 @@ processes so their CPU is never counted on the server's side. Rows produced:
 - `streams.report.open`: the same with `--watches` native `Watch` streams (each naming one
   account, as the provider does) and as many flagd `EventStream`s open and read.
 - `streams.sse.idle_p99` / `streams.sse.open_p99`: p99 of sequential `Evaluate` calls with
-  nothing open (before and after), then with `--sse` idle OFREP SSE streams (design §20) held
+  nothing open (before and after), then with `--sse` idle OFREP SSE streams (decision 1311) held
   by another process (two samples); medians.
 - `streams.provider_event`: ms from the answer to a Report on the account a
   `PlanGateProvider` has cached (the change is committed then) to that provider's

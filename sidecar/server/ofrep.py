@@ -168,7 +168,7 @@ def ofrep_app(
     """OFREP over HTTP/1.1 (keep-alive, as the providers use a session), with its SSE change
     stream (`ofrep_events.py`). `flagConfigEtag` / `flagConfigLastModified` on a re-fetch are
     accepted and change nothing: every answer is evaluated afresh, and 304 comes only from
-    `If-None-Match` (design §20)."""
+    `If-None-Match` (decision 1311)."""
     ofrep = Ofrep(decisions, metrics)
 
     def payload(origin: str, body: bytes, selector: str) -> tuple[int, bytes]:

@@ -1,4 +1,4 @@
-"""OFREP change events over SSE (OFREP ADR-0008; design §20, decision 1311).
+"""OFREP change events over SSE (OFREP ADR-0008, decision 1311).
 
 The bulk evaluation names one event stream per (account, selector, context): its URL carries
 the account, the selector and a hash of the context, no secret. The stream is an aiohttp
@@ -73,7 +73,7 @@ class OfrepEvents:
         self._queries: OrderedDict[StreamKey, _Query] = OrderedDict()
 
     def stream_url(self, origin: str, account: str, selector: str, context: object) -> str:
-        """The SSE URL for a bulk request (it names no secret: design §20)."""
+        """The SSE URL for a bulk request (it names no secret: decision 1311)."""
         query = {"account": account, "context": context_hash(context)}
         if selector:
             query["selector"] = selector

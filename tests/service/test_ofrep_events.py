@@ -1,4 +1,4 @@
-"""OFREP change events over SSE (OFREP ADR-0008, design §20, decision 1311), read by a plain
+"""OFREP change events over SSE (OFREP ADR-0008, decision 1311), read by a plain
 aiohttp SSE client: the bulk answer names the stream, and a usage report, an admin edit or a
 catalog change to that account sends `refetchEvaluation` with the bulk answer's new ETag;
 `If-None-Match` with that ETag answers 304, `flagConfigEtag` changes nothing.
