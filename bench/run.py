@@ -66,6 +66,7 @@ def groups(quick: bool, reps: int | None) -> list[Group]:
             1800,
         ),
         Group("serving", ["bench/serving.py", *q, *r], 1200),
+        Group("streams", ["bench/streams.py", *q], 900),
         Group("targeting", ["bench/targeting.py", *q, *r], 300),
         Group("balances", ["bench/balances.py", *q, *r], 300),
     ]
@@ -275,6 +276,30 @@ TARGETS = [
         1.0,
         True,
         _fixed("serving.streams.event", 200.0),
+    ),
+    Target(
+        "Report from 8 callers, 1,000 Watch + 1,000 EventStream open vs none",
+        "streams.report.open",
+        "streams.report.none",
+        0.8,
+        False,
+        _over("streams.report.open", "streams.report.none"),
+    ),
+    Target(
+        "change to a subscribed provider under that load vs 200 ms",
+        "streams.provider_event",
+        "200 ms",
+        1.0,
+        True,
+        _fixed("streams.provider_event", 200.0),
+    ),
+    Target(
+        "Evaluate p99 with 1,000 idle OFREP SSE streams vs none",
+        "streams.sse.open_p99",
+        "streams.sse.idle_p99",
+        2.0,
+        True,
+        _over("streams.sse.open_p99", "streams.sse.idle_p99"),
     ),
     Target(
         "cached targeted boolean faster than flagd in-process",

@@ -90,6 +90,13 @@ class Settings:
         "idle interval of Watch and flagd EventStream keep-alives",
         "tuning",
     )
+    stream_coalesce_seconds: float = option(
+        1.0,
+        "PLANGATE_STREAM_COALESCE_SECONDS",
+        "shortest time between two account-change messages on a flagd EventStream or a Watch"
+        " that names no accounts",
+        "tuning",
+    )
     poll_seconds: float = option(
         2.0,
         "PLANGATE_POLL_SECONDS",

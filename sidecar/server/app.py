@@ -213,7 +213,7 @@ class Sidecar:
 
     async def _open(self) -> None:
         s = self.settings
-        self.state.events.bind(asyncio.get_running_loop())
+        self.state.events.bind(asyncio.get_running_loop(), s.stream_coalesce_seconds)
         self.health = HealthService()
         interceptors: list[Any] = [RefuseUndecodable()]
         if self.tokens:
@@ -264,7 +264,17 @@ class Sidecar:
             "--management-port",
         )
         self.ofrep = HttpPort(
-            ofrep_app(self.decisions, self.metrics), s.host, s.ofrep_port, "OFREP", "--ofrep-port"
+            ofrep_app(
+                self.decisions,
+                self.metrics,
+                self.state.events,
+                s.heartbeat_seconds,
+                s.stream_coalesce_seconds,
+            ),
+            s.host,
+            s.ofrep_port,
+            "OFREP",
+            "--ofrep-port",
         )
         await server.start()
         try:

@@ -101,6 +101,8 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         self, request: pb.EvaluateAllRequest, context: _Context
     ) -> pb.EvaluateAllResponse | bytes:
         out = pb.EvaluateAllResponse(account_id=request.account_id)
+        if request.watch_id and request.account_id:  # before evaluating: no change slips past
+            self.events.add_interest(request.watch_id, request.account_id)
         try:
             found = self.decisions.evaluate_all(request.account_id, context_arg(request.context))
         except EvaluationError as exc:
@@ -117,15 +119,24 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         self, request: pb.WatchRequest, context: _Context
     ) -> AsyncIterator[pb.WatchEvent | bytes]:
         # events are sent as encoded bytes, which the server's `RefuseUndecodable` passes on
-        subscriber = self.events.subscribe(self.heartbeat)
+        interest = request.accounts if request.accounts or request.accounts_only else None
+        subscriber = self.events.subscribe(self.heartbeat, interest)
         self.metrics.watch_streams.inc()
         try:
             catalog = self.decisions.catalog
             yield pb.WatchEvent(
-                ready=pb.Ready(catalog_version=catalog.version, all_features=list(catalog.features))
+                ready=pb.Ready(
+                    catalog_version=catalog.version,
+                    all_features=list(catalog.features),
+                    watch_id=subscriber.watch_id,
+                )
             )
-            async for event in subscriber:
-                yield _HEARTBEAT if event is None else self._encoded(event)
+            async for batch in subscriber:
+                if batch is None:
+                    yield _HEARTBEAT
+                    continue
+                for event in batch:
+                    yield self._encoded(event)
         finally:
             subscriber.close()
             self.metrics.watch_streams.dec()

@@ -24,7 +24,8 @@ sidecar unmodified. Translation only; the semantics are the engine's:
 - `EventStream` sends `provider_ready` first on every stream (providers report READY on it),
   then `configuration_change` with `{"flags": {key: {"type": "update"}}}` for catalog changes
   (the changed keys) and account changes (every key: flag keys are not account-specific),
-  and `keep_alive` when idle.
+  at most one per stream per `stream_coalesce_seconds` (decision 1310), and `keep_alive`
+  when idle.
 """
 
 from __future__ import annotations
@@ -215,11 +216,11 @@ class _Flagd:
         pb = self.pb
         try:
             yield pb.EventStreamResponse(type="provider_ready")
-            async for event in subscriber:
-                if event is None:
+            async for batch in subscriber:  # broad: account changes come coalesced
+                if batch is None:
                     yield pb.EventStreamResponse(type="keep_alive")
                     continue
-                keys = self._changed_keys([event, *subscriber.pending()])
+                keys = self._changed_keys(batch)
                 if keys:
                     yield _configuration_change(pb.EventStreamResponse, tuple(keys))
         finally:
@@ -228,8 +229,7 @@ class _Flagd:
         await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_ENDED)
 
     def _changed_keys(self, events: list[Event]) -> list[str]:
-        """Flag keys touched by a burst of events (a usage report per call would otherwise
-        become one message per report on every stream)."""
+        """Flag keys touched by a batch of events, sent as one message."""
         keys: dict[str, None] = {}
         for event in events:
             if isinstance(event, CatalogChanged):

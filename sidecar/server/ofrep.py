@@ -30,8 +30,10 @@ from aiohttp import web
 from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resolve_as
 from ..runtime.decisions import Decisions
+from ..runtime.events import EventHub
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
+from .ofrep_events import EVENTS_PATH, OfrepEvents, context_hash
 from .targeting import MISSING_KEY, split_targeting
 
 PREFIX = "/ofrep/v1/evaluate/flags"
@@ -160,22 +162,41 @@ class Ofrep:
         return HTTPStatus.OK, {"flags": flags}
 
 
-def ofrep_app(decisions: Decisions, metrics: Metrics) -> web.Application:
-    """OFREP over HTTP/1.1 (keep-alive, as the providers use a session)."""
+def ofrep_app(
+    decisions: Decisions, metrics: Metrics, hub: EventHub, heartbeat: float, coalesce: float
+) -> web.Application:
+    """OFREP over HTTP/1.1 (keep-alive, as the providers use a session), with its SSE change
+    stream (`ofrep_events.py`). `flagConfigEtag` / `flagConfigLastModified` on a re-fetch are
+    accepted and change nothing: every answer is evaluated afresh, and 304 comes only from
+    `If-None-Match` (decision 1311)."""
     ofrep = Ofrep(decisions, metrics)
+
+    def payload(origin: str, body: bytes, selector: str) -> tuple[int, bytes]:
+        """The bulk answer's status and body, `eventStreams` included (the ETag covers it)."""
+        status, data = ofrep.bulk(body)
+        if status == HTTPStatus.OK:
+            account, context = split_context(body)
+            url = events.stream_url(origin, account, selector, context)
+            data["eventStreams"] = events.event_streams(url)
+        return status, _dump(data)
+
+    events = OfrepEvents(hub, payload, etag_of, heartbeat)
+    events.coalesce = coalesce
 
     async def bulk(request: web.Request) -> web.StreamResponse:
         body = await _body(request)
         if isinstance(body, web.StreamResponse):
             return body
-        status, data = ofrep.bulk(body)
-        payload = _dump(data)
+        origin, selector = f"{request.scheme}://{request.host}", _selector(request)
+        status, payload_bytes = payload(origin, body, selector)
         if status != HTTPStatus.OK:
-            return _send(status, payload)
-        etag = etag_of(payload)
+            return _send(status, payload_bytes)
+        etag = etag_of(payload_bytes)
+        account, context = split_context(body)
+        events.remember((account, selector, context_hash(context)), origin, body, etag)
         if etag_matches(request.headers.get("If-None-Match"), etag):
             return web.Response(status=HTTPStatus.NOT_MODIFIED, headers={"ETag": etag})
-        return _send(status, payload, {"ETag": etag})
+        return _send(status, payload_bytes, {"ETag": etag})
 
     async def single(request: web.Request) -> web.StreamResponse:
         body = await _body(request)
@@ -197,10 +218,16 @@ def ofrep_app(decisions: Decisions, metrics: Metrics) -> web.Application:
     app.router.add_post(PREFIX, bulk)
     app.router.add_post(PREFIX + "/", bulk)
     app.router.add_post(PREFIX + "/{key:.+}", single)
+    app.router.add_get(EVENTS_PATH, events.handle)
     app.router.add_get(PREFIX, get)
     app.router.add_get(PREFIX + "/{key:.*}", get)
     app.router.add_route("*", "/{path:.*}", not_found)
     return app
+
+
+def _selector(request: web.Request) -> str:
+    """The flagd selector a bulk request names (`Flagd-Selector`), for its stream's URL."""
+    return request.headers.get("Flagd-Selector", "")
 
 
 async def _body(request: web.Request) -> bytes | web.StreamResponse:

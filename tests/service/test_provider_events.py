@@ -177,6 +177,8 @@ def test_sigterm_is_noticed_at_once_and_events_resume_after_a_restart(
 
         sidecar.start()  # same ports as before
         log.wait(READY, mark, timeout=10)
+        # the provider hears of the accounts it has asked about (decision 1310)
+        api.get_client().get_boolean_value("sso", False, EvaluationContext("acct_acme"))
         mark = log.mark()
         with Stubs(sidecar.target) as stubs:
             report = pb.UsageReport(account_id="acct_acme", feature="api-calls", amount=1)
@@ -208,7 +210,10 @@ def test_configuration_changed_on_catalog_and_account_changes(tmp_path: Path) ->
         assert version == sidecar.state.catalog.version
         assert client.get_string_value("support-tier", "?", initech) == "email"
 
-        # Account: every feature key, the account ids in the metadata.
+        # Account: every feature key, the account ids in the metadata — of an account this
+        # provider has asked about (decision 1310), even before it existed.
+        events = EvaluationContext("acct_events")
+        assert client.get_boolean_value("sso", False, events) is False
         mark = log.mark()
         new_account(stubs, "acct_events", plan="pro")
         moved = log.wait(CHANGED, mark, timeout=5)

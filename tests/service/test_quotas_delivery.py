@@ -285,11 +285,12 @@ def test_listing_validates_and_pages(sidecar: Any, stubs: Stubs) -> None:
 
 
 class Watcher:
-    """Collects `Watch` events in a thread."""
+    """Collects `Watch` events about `account` in a thread (naming it: a stream that names no
+    account gets changes coalesced, one event per cause and interval, decision 1310)."""
 
-    def __init__(self, stubs: Stubs) -> None:
+    def __init__(self, stubs: Stubs, account: str) -> None:
         self.events: list[pb.WatchEvent] = []
-        self.call = stubs.evaluation.Watch(pb.WatchRequest())
+        self.call = stubs.evaluation.Watch(pb.WatchRequest(accounts=[account]))
         threading.Thread(target=self._read, daemon=True).start()
         wait_for(lambda: self.events and self.events[0].HasField("ready"))
 
@@ -314,7 +315,7 @@ class Watcher:
 def test_change_plan_and_override_are_evaluated_and_watched(stubs: Stubs, account: str) -> None:
     if account == "acct_api":
         subscribe(stubs, account, "trial")
-    watcher = Watcher(stubs)
+    watcher = Watcher(stubs, account)
 
     def check() -> pb.Resolution:
         return stubs.evaluation.Evaluate(

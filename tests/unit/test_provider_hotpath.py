@@ -181,7 +181,7 @@ def _evaluator(entries: dict[str, pb.Resolution]) -> tuple[Evaluator, PendingUsa
     for account, res in entries.items():
         assert cache.put(cache.begin((account, "{}")), Entry("v1", {FEATURE: res}))
     pending = PendingUsage()
-    return Evaluator(transport, cache, pending), pending
+    return Evaluator(transport, cache, pending, SimpleNamespace(watch_id="")), pending
 
 
 def _check(evaluator: Evaluator, account: str, **attrs: Any) -> tuple[bool, int]:

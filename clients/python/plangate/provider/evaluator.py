@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 from openfeature.evaluation_context import EvaluationContext
@@ -97,15 +97,24 @@ _VALUE_TYPE = {
 }
 
 
+class WatchState(Protocol):
+    """What the evaluator reads of the Watch stream: its id, for the interest it adds."""
+
+    @property
+    def watch_id(self) -> str: ...
+
+
 class Evaluator:
     def __init__(
         self,
         transport: Transport,
         cache: ResolutionCache | None,
         pending: PendingUsage,
+        stream: WatchState,
         last_known: LastKnown | None = None,
     ) -> None:
         self._transport = transport
+        self._stream = stream
         self._cache = cache
         self._pending = pending
         self._last_known = last_known  # None: every feature answers "default" in an outage
@@ -216,7 +225,10 @@ class Evaluator:
         return self._cache.get(q.key)
 
     def _all_request(self, q: Query) -> pb.EvaluateAllRequest:
-        return pb.EvaluateAllRequest(account_id=q.account, context=to_struct(q.shared))
+        # naming the Watch stream adds the account to its interest before the evaluation
+        return pb.EvaluateAllRequest(
+            account_id=q.account, context=to_struct(q.shared), watch_id=self._stream.watch_id
+        )
 
     def _one_request(self, q: Query, kind: FlagType) -> pb.EvaluateRequest:
         # Naming the type lets the sidecar resolve just that one (and report a mismatch).

@@ -52,6 +52,7 @@ class EventBridge:
         self._timer: threading.Timer | None = None
         self._keys: list[str] = []
         self.catalog_version = ""
+        self.watch_id = ""  # of the live Watch stream: EvaluateAll names it to add interest
 
     @property
     def connected(self) -> bool:
@@ -70,8 +71,9 @@ class EventBridge:
 
     # -- WatchListener ---------------------------------------------------------------------
 
-    def on_ready(self, catalog_version: str, all_features: list[str]) -> None:
+    def on_ready(self, catalog_version: str, all_features: list[str], watch_id: str) -> None:
         self._keys = sorted(all_features)
+        self.watch_id = watch_id
         with self._lock:
             if self._closed:
                 return

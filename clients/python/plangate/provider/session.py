@@ -47,10 +47,19 @@ class Session:
             not isinstance(outage, str) and LAST_KNOWN in outage.values()
         )
         last_known = LastKnown(config) if keeps else None
-        self.evaluator = Evaluator(self.transport, self.cache, self.pending, last_known)
         self.events = EventBridge(self.cache, emit, config.grace_period, config.target)
+        self.evaluator = Evaluator(
+            self.transport, self.cache, self.pending, self.events, last_known
+        )
         self.reporter = UsageReporter(self.transport, config, self._settled)
-        self.watch = WatchLoop(self.transport, self.events, config.heartbeat_timeout)
+        # with a cache, the stream carries only the cached accounts (without one, every
+        # account's change is still announced to the application, as before)
+        self.watch = WatchLoop(
+            self.transport,
+            self.events,
+            config.heartbeat_timeout,
+            accounts_only=self.cache is not None,
+        )
         self._replaying: set[int] = set()
         self._replayed = threading.Event()
         self._replay()

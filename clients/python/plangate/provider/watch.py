@@ -22,7 +22,7 @@ log = logging.getLogger("plangate.provider")
 
 
 class WatchListener(Protocol):
-    def on_ready(self, catalog_version: str, all_features: list[str]) -> None: ...
+    def on_ready(self, catalog_version: str, all_features: list[str], watch_id: str) -> None: ...
 
     def on_catalog_changed(
         self, catalog_version: str, features: list[str], all_features: list[str]
@@ -36,7 +36,11 @@ class WatchListener(Protocol):
 
 
 class WatchLoop:
-    """One thread reading the stream; one watchdog cancelling it when it goes silent."""
+    """One thread reading the stream; one watchdog cancelling it when it goes silent.
+
+    With `accounts_only` the stream carries only the accounts this provider caches (its
+    `EvaluateAll` calls name the stream's `watch_id`, which adds each account before it is
+    evaluated), so the sidecar does not send this process every account's writes."""
 
     def __init__(
         self,
@@ -44,10 +48,12 @@ class WatchLoop:
         listener: WatchListener,
         heartbeat_timeout: float,
         retry_delay: tuple[float, float] = (0.05, 1.0),
+        accounts_only: bool = True,
     ) -> None:
         self._transport = transport
         self._listener = listener
         self._heartbeat_timeout = heartbeat_timeout
+        self._request = pb.WatchRequest(accounts_only=accounts_only)
         self._retry_min, self._retry_max = retry_delay
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -79,7 +85,7 @@ class WatchLoop:
             reason = "stream ended: the sidecar closed it (shutting down?)"
             try:
                 call = self._transport.evaluation.Watch(
-                    pb.WatchRequest(), metadata=self._transport.metadata, wait_for_ready=True
+                    self._request, metadata=self._transport.metadata, wait_for_ready=True
                 )
                 with self._lock:
                     self._call = call
@@ -111,7 +117,8 @@ class WatchLoop:
         """Hand one event to the listener; True once the stream has said ready."""
         kind = event.WhichOneof("event")
         if kind == "ready":
-            self._listener.on_ready(event.ready.catalog_version, list(event.ready.all_features))
+            ready = event.ready
+            self._listener.on_ready(ready.catalog_version, list(ready.all_features), ready.watch_id)
             return True
         if kind == "catalog_changed":
             changed = event.catalog_changed

@@ -136,12 +136,14 @@ class Resolution(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., feature_type: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., variant: _Optional[str] = ..., reason: _Optional[str] = ..., has_access: _Optional[bool] = ..., denial: _Optional[str] = ..., metering: _Optional[_Union[Metering, _Mapping]] = ..., unlimited: _Optional[bool] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., as_boolean: _Optional[bool] = ..., as_integer: _Optional[int] = ..., as_float: _Optional[float] = ..., as_string: _Optional[str] = ..., as_object: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., volatile: _Optional[bool] = ..., explain: _Optional[str] = ..., context_dependent: _Optional[bool] = ...) -> None: ...
 
 class EvaluateAllRequest(_message.Message):
-    __slots__ = ("account_id", "context")
+    __slots__ = ("account_id", "context", "watch_id")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    WATCH_ID_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     context: _struct_pb2.Struct
-    def __init__(self, account_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    watch_id: str
+    def __init__(self, account_id: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., watch_id: _Optional[str] = ...) -> None: ...
 
 class EvaluateAllResponse(_message.Message):
     __slots__ = ("account_id", "catalog_version", "resolutions", "error_code", "error_message")
@@ -165,8 +167,12 @@ class EvaluateAllResponse(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., catalog_version: _Optional[str] = ..., resolutions: _Optional[_Mapping[str, Resolution]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("accounts", "accounts_only")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedScalarFieldContainer[str]
+    accounts_only: bool
+    def __init__(self, accounts: _Optional[_Iterable[str]] = ..., accounts_only: _Optional[bool] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
     __slots__ = ("ready", "catalog_changed", "account_changed", "heartbeat")
@@ -181,12 +187,14 @@ class WatchEvent(_message.Message):
     def __init__(self, ready: _Optional[_Union[Ready, _Mapping]] = ..., catalog_changed: _Optional[_Union[CatalogChanged, _Mapping]] = ..., account_changed: _Optional[_Union[AccountChanged, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class Ready(_message.Message):
-    __slots__ = ("catalog_version", "all_features")
+    __slots__ = ("catalog_version", "all_features", "watch_id")
     CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
     ALL_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    WATCH_ID_FIELD_NUMBER: _ClassVar[int]
     catalog_version: str
     all_features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, catalog_version: _Optional[str] = ..., all_features: _Optional[_Iterable[str]] = ...) -> None: ...
+    watch_id: str
+    def __init__(self, catalog_version: _Optional[str] = ..., all_features: _Optional[_Iterable[str]] = ..., watch_id: _Optional[str] = ...) -> None: ...
 
 class CatalogChanged(_message.Message):
     __slots__ = ("catalog_version", "features", "all_features")
