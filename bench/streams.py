@@ -91,10 +91,10 @@ def stream_holder(
     """Open `watches` Watch streams (stream i names account i) and as many flagd
     EventStreams, read every message; report "open", close on "close"."""
     import grpc
-    from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-    from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
     from plangate.protocol.plangate.v1 import plangate_pb2 as pb
     from plangate.protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
+    from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
+    from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 
     async def drain(stream: Any, opened: asyncio.Event) -> None:
         try:

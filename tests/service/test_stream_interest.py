@@ -20,11 +20,11 @@ import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct
 from plangate.provider import PlanGateProvider
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
+from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from support.sidecar import Stubs, copy_catalog, in_process, wait_for
 
 COALESCE = 3.0  # s between two batches to a broad stream, in the burst test
