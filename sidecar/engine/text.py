@@ -44,3 +44,16 @@ def _nul(value: str) -> str | None:
     if at < 0:
         return None
     return f"contains a NUL character (\\x00) at position {at}; remove it (NUL cannot be stored)"
+
+
+SHOWN_CHARS = 64
+"""How much of an input an error message quotes."""
+
+
+def shown(value: str) -> str:
+    """`value` quoted for an error message, cut to `SHOWN_CHARS` with its full length named:
+    a message must not echo a whole input back (a 20 kB id in a gRPC status overflowed the
+    client's metadata limit and came back as RESOURCE_EXHAUSTED)."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}… ({len(value)} characters)"

@@ -29,10 +29,10 @@ from aiohttp import web
 
 from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resolve_as
+from ..engine.request import MISSING_KEY, split_targeting
 from ..runtime.decisions import Decisions
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
-from .targeting import MISSING_KEY, split_targeting
 
 PREFIX = "/ofrep/v1/evaluate/flags"
 MAX_BODY = 1 << 20  # an evaluation context is a few hundred bytes; refuse anything silly
@@ -69,6 +69,11 @@ def split_context(body: bytes) -> tuple[str, dict[str, Any]]:
         raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, MISSING_KEY)
     try:
         data = json.loads(body)
+    except RecursionError as exc:  # deeper than the parser goes: too deep for any rule too
+        raise EvaluationError(
+            ErrorCode.INVALID_CONTEXT,
+            "the request body is nested too deeply; send a flatter context",
+        ) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise EvaluationError(ErrorCode.PARSE_ERROR, f"request body is not JSON: {exc}") from exc
     if not isinstance(data, dict):
