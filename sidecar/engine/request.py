@@ -78,8 +78,8 @@ def check_context(context: Mapping[str, Any]) -> None:
 def split_targeting(context: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """(account id, the other attributes) of a checked flagd or OFREP context.
 
-    A `targetingKey` that is missing, empty, null or not a string counts as no key (design
-    §20, as flagd does): `TARGETING_KEY_MISSING`."""
+    A `targetingKey` that is missing, empty, null or not a string counts as no key, as in
+    flagd (decision 1330): `TARGETING_KEY_MISSING`."""
     check_context(context)
     attributes = dict(context)
     account = attributes.pop(TARGETING_KEY, None)

@@ -49,7 +49,8 @@ from .console.session import Sessions
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
 from .health import HealthService
-from .http_listener import HttpPort
+from .hosts import allowed_names
+from .http_listener import HttpLimits, HttpPort
 from .loop import LoopThread
 from .management import management_app
 from .metrics import Metrics
@@ -67,6 +68,14 @@ SERVICES = ("plangate.v1.Evaluation", "plangate.v1.Usage", "plangate.v1.Admin")
 
 GRPC_OPTIONS: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
 """Server options shared with the benchmarks' echo floor (bench/echo_server.py)."""
+
+GRPC_KEEPALIVE: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", 60_000),  # ping a connection idle this long: find dead peers
+    ("grpc.keepalive_timeout_ms", 20_000),  # ... and close it when the ping goes unanswered
+    ("grpc.max_connection_idle_ms", 300_000),  # no call for 5 min: GOAWAY (clients reconnect)
+]
+"""gRPC connections end when their peer is gone or they go unused (decision 1331); a stream
+(`Watch`, `EventStream`) keeps its connection in use."""
 
 _PROBLEM = re.compile(r"^(\S+:\d+ \S+): ", re.MULTILINE)
 
@@ -220,7 +229,12 @@ class Sidecar:
         server = grpc.aio.server(
             migration_thread_pool=self.blocking,  # runs the plain (non-async) Admin handlers
             interceptors=interceptors,
-            options=GRPC_OPTIONS,
+            options=[
+                *GRPC_OPTIONS,
+                *GRPC_KEEPALIVE,
+                # a connection that never completes its HTTP/2 (or TLS) handshake is dropped
+                ("grpc.server_handshake_timeout_ms", int(s.http_idle_seconds * 1000)),
+            ],
         )
         events, heartbeat = self.state.events, s.heartbeat_seconds
         plangate_pb2_grpc.add_EvaluationServicer_to_server(
@@ -253,15 +267,27 @@ class Sidecar:
         if s.socket:
             server.add_insecure_port(f"unix:{s.socket}")
         self.grpc_server = server
+        limits = HttpLimits(
+            idle_seconds=s.http_idle_seconds,
+            body_seconds=s.http_body_seconds,
+            max_connections=s.http_max_connections,
+            allowed_hosts=allowed_names(s.allowed_hosts, (s.host, s.management_host)),
+        )
         self.management = HttpPort(
             management_app(self.metrics, self.readiness, self.blocking, self._console()),
             s.management_host,
             s.management_port,
             "management",
             "--management-port",
+            limits,
         )
         self.ofrep = HttpPort(
-            ofrep_app(self.decisions, self.metrics), s.host, s.ofrep_port, "OFREP", "--ofrep-port"
+            ofrep_app(self.decisions, self.metrics),
+            s.host,
+            s.ofrep_port,
+            "OFREP",
+            "--ofrep-port",
+            limits,
         )
         await server.start()
         try:

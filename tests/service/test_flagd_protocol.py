@@ -167,7 +167,7 @@ def test_missing_targeting_key_message_says_what_to_do(flagd: Flagd) -> None:
 
 
 def test_numeric_targeting_key_counts_as_no_key(flagd: Flagd) -> None:
-    """Design §20: a targetingKey that is not a string is no key, as in flagd."""
+    """A targetingKey that is not a string is no key, as in flagd (decision 1330)."""
     context = struct_pb2.Struct()
     context.update({"targetingKey": 42})
     with pytest.raises(grpc.RpcError) as info:
