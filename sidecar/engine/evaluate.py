@@ -31,6 +31,7 @@ from .decision import Decision, ErrorCode, EvaluationError, Metering, PoolShare,
 from .periods import Period, period_containing
 from .snapshot import StateView
 from .targeting import rule_data, run_rule
+from .text import shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,8 @@ def find_feature(snapshot: StateView, key: str) -> Feature:
     feature = snapshot.catalog.features.get(key)
     if feature is None:
         raise EvaluationError(
-            ErrorCode.FLAG_NOT_FOUND, f"no feature {key!r} in catalog {snapshot.catalog.version}"
+            ErrorCode.FLAG_NOT_FOUND,
+            f"no feature {shown(key)} in catalog {snapshot.catalog.version}",
         )
     return feature
 

@@ -41,7 +41,7 @@ from ..engine.decision import Metering
 from ..engine.request import check_context
 from ..engine.usage import Mode
 from ..runtime.events import AccountChanged
-from .errors import BadRequest
+from .errors import BadRequest, bounded
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
@@ -188,7 +188,10 @@ def account_changed(event: AccountChanged) -> pb.AccountChanged:
 
 def error_resolution(key: str, error: EvaluationError) -> pb.Resolution:
     return pb.Resolution(
-        feature=key, reason="ERROR", error_code=error.code.value, error_message=error.message
+        feature=key,
+        reason="ERROR",
+        error_code=error.code.value,
+        error_message=bounded(error.message),
     )
 
 

@@ -53,7 +53,7 @@ from ..engine.request import split_targeting
 from ..runtime.decisions import Decisions
 from ..runtime.events import AccountChanged, CatalogChanged, Event, EventHub
 from .convert import plain_struct
-from .errors import STATUS_OF_CODE, STREAM_ENDED, status_of
+from .errors import STATUS_OF_CODE, STREAM_ENDED, bounded, status_of
 from .metrics import Metrics
 from .ofrep import natural_value
 
@@ -117,7 +117,7 @@ class _Flagd:
         code = STATUS_OF_CODE.get(exc.code, grpc.StatusCode.INTERNAL)
         self.metrics.evaluation_errors.labels(self.api, exc.code.value).inc()
         self.metrics.rpc_errors.labels(f"flagd.{method}", code.name).inc()
-        await context.abort(code, f"{exc.code.value}: {exc.message}")
+        await context.abort(code, bounded(f"{exc.code.value}: {exc.message}"))
 
     async def _fail(self, method: str, context: _Context, exc: Exception) -> None:
         code, message = status_of(exc, f"flagd.{method}")

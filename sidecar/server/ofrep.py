@@ -31,6 +31,7 @@ from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resolve_as
 from ..engine.request import MISSING_KEY, split_targeting
 from ..runtime.decisions import Decisions
+from .errors import bounded
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
 
@@ -103,7 +104,7 @@ def _success(decision: Decision, feature: Feature) -> dict[str, Any]:
 
 
 def _failure(key: str, error: EvaluationError) -> dict[str, Any]:
-    return {"key": key, "errorCode": error.code.value, "errorDetails": error.message}
+    return {"key": key, "errorCode": error.code.value, "errorDetails": bounded(error.message)}
 
 
 def etag_of(body: bytes) -> str:
@@ -153,7 +154,7 @@ class Ofrep:
             self.metrics.evaluation_errors.labels("ofrep", exc.code.value).inc()
             return HTTPStatus.BAD_REQUEST, {
                 "errorCode": exc.code.value,
-                "errorDetails": exc.message,
+                "errorDetails": bounded(exc.message),
             }
         flags: list[dict[str, Any]] = []
         for key, result in found.results.items():
