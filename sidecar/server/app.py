@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # health: the service name
-from grpc_reflection.v1alpha import reflection
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
@@ -55,6 +54,7 @@ from .loop import LoopThread
 from .management import management_app
 from .metrics import Metrics
 from .ofrep import ofrep_app
+from .reflection import add_reflection
 from .usage import UsageService
 from .wire import RefuseUndecodable
 
@@ -251,9 +251,7 @@ class Sidecar:
         names = [
             plangate_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n in SERVICES
         ]
-        reflection.enable_server_reflection(
-            [*names, *flagd_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        self.reflection = add_reflection(server, [*names, *flagd_names, health.SERVICE_NAME])
         address = f"{s.host}:{s.port}"
         try:  # grpcio reports a busy port as RuntimeError (newer) or port 0 (older)
             if self.credentials is not None:
@@ -319,6 +317,7 @@ class Sidecar:
         calls in flight get `grace` seconds."""
         await self.health.close()
         self.state.events.close()
+        self.reflection.close()
         await self.grpc_server.stop(grace)
         await self.ofrep.stop()
         await self.management.stop()
