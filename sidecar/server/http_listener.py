@@ -98,7 +98,7 @@ def _guards(limits: HttpLimits) -> Middleware:
         if not host_allowed(host, limits.allowed_hosts):
             return _refusal(
                 421,
-                f"this sidecar does not answer for Host {host[:100]!r}; use 127.0.0.1 or "
+                f"this sidecar does not answer for Host {(host or '')[:100]!r}; use 127.0.0.1 or "
                 "localhost, or list the name in --allowed-hosts",
             )
         size = request.content_length
@@ -214,7 +214,7 @@ class HttpPort:
             ) from exc
         server = site._server  # the asyncio server: the only place the bound port is
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
         await self.runner.cleanup()

@@ -16,8 +16,10 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from .errors import STREAM_ENDED
 
+_AioReflection: Any = getattr(reflection, "aio").ReflectionServicer  # noqa: B009 (not in the stubs)
 
-class Reflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]
+
+class Reflection(_AioReflection):
     def __init__(self, service_names: Sequence[str]) -> None:
         super().__init__(service_names)
         self._closing = asyncio.Event()

@@ -112,7 +112,9 @@ def _native(stubs: Stubs, key: Any, attrs: dict[str, Any]) -> tuple[str | None, 
     context = attrs if isinstance(key, str) else {**attrs, "targetingKey": key}
     request = pb.EvaluateRequest(account_id=account, feature=FEATURE, type=pb.VALUE_TYPE_BOOLEAN)
     evaluate = stubs.channel.unary_unary(
-        "/plangate.v1.Evaluation/Evaluate", response_deserializer=pb.Resolution.FromString
+        "/plangate.v1.Evaluation/Evaluate",
+        request_serializer=None,  # the bytes are encoded by hand
+        response_deserializer=pb.Resolution.FromString,
     )
     try:
         res = evaluate(request.SerializeToString() + _field(3, _struct(context)), timeout=10)
@@ -128,6 +130,7 @@ def _flagd(channel: grpc.Channel, key: Any, attrs: dict[str, Any]) -> tuple[str 
     context = _field(2, _struct({"targetingKey": key, **attrs}))
     resolve = channel.unary_unary(
         "/flagd.evaluation.v2.Service/ResolveBoolean",
+        request_serializer=None,
         response_deserializer=v2_pb.ResolveBooleanResponse.FromString,
     )
     try:

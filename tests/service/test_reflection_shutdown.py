@@ -41,7 +41,7 @@ def test_an_idle_reflection_stream_does_not_hold_the_stop(tmp_path: Path) -> Non
             assert first.list_services_response.service  # answered; now idle
             idle.set()
             try:
-                while await call.read() is not grpc.aio.EOF:
+                while await call.read() is not grpc.aio.EOF:  # type: ignore[attr-defined]
                     pass
             except grpc.aio.AioRpcError as exc:
                 ended.append(exc.code())
