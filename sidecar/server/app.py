@@ -43,6 +43,7 @@ from ..store.errors import StoreUnavailable
 from ..sync.catalog_watch import CatalogWatcher
 from .admin import AdminService
 from .auth import TokenAuth, Tokens, read_tokens
+from .auth_guard import Failures
 from .console.routes import Console
 from .console.session import Sessions
 from .evaluation import EvaluationService
@@ -154,6 +155,7 @@ class Sidecar:
             check_socket_path(settings.socket)
         # token -> name (the audit log's actor); empty: the API is open and callers anonymous
         self.tokens: Tokens = read_tokens(settings.token_file) if settings.token_file else {}
+        self.failures = Failures()  # wrong tokens per address: gRPC and console sign-in share it
         if not settings.trial_ending_days >= 0:
             raise ValueError(
                 f"--trial-ending-days must be 0 or more days, got {settings.trial_ending_days}"
@@ -225,7 +227,7 @@ class Sidecar:
         self.health = HealthService()
         interceptors: list[Any] = [RefuseUndecodable()]
         if self.tokens:
-            interceptors.append(TokenAuth(self.tokens))
+            interceptors.append(TokenAuth(self.tokens, self.failures))
         server = grpc.aio.server(
             migration_thread_pool=self.blocking,  # runs the plain (non-async) Admin handlers
             interceptors=interceptors,
@@ -307,7 +309,7 @@ class Sidecar:
             self.state,
             self.decisions,
             self.admin,
-            Sessions(self.tokens),
+            Sessions(self.tokens, failures=self.failures),
             self.blocking,
             self.settings.environment,
         )

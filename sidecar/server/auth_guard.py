@@ -38,9 +38,11 @@ REMEMBERED = 10_000
 
 
 def address_of(peer: str) -> str:
-    """The caller's address without its port: `ipv4:10.0.0.5:41234` -> `ipv4:10.0.0.5`."""
+    """A gRPC caller's address without its port, as aiohttp names an HTTP caller's (so the
+    console's sign-in and gRPC share one count): `ipv4:10.0.0.5:41234` -> `10.0.0.5`,
+    `ipv6:[::1]:41234` -> `::1`."""
     if peer.startswith(("ipv4:", "ipv6:")):
-        return peer.rpartition(":")[0]
+        return peer[5:].rpartition(":")[0].strip("[]")
     return peer
 
 
