@@ -19,7 +19,6 @@ from typing import Any
 import grpc
 import pytest
 from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
-from plangate.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from support.sidecar import Stubs, copy_catalog, in_process
 
@@ -57,13 +56,13 @@ CASES: list[tuple[str, Any, dict[str, Any], str | None]] = [
 
 
 @pytest.fixture(scope="module")
-def faces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stubs, Any, int]]:
+def faces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stubs, int]]:
     tmp = tmp_path_factory.mktemp("request-check")
     with (
         in_process(copy_catalog(tmp), tmp / "s.db") as sidecar,
         Stubs(f"127.0.0.1:{sidecar.port}") as stubs,
     ):
-        yield stubs, v2_grpc.ServiceStub(stubs.channel), sidecar.ofrep_port
+        yield stubs, sidecar.ofrep_port
 
 
 def _varint(n: int) -> bytes:
@@ -158,9 +157,9 @@ def _ofrep(port: int, key: Any, attrs: dict[str, Any]) -> tuple[str | None, Any]
 
 @pytest.mark.parametrize(("name", "key", "attrs", "code"), CASES, ids=[c[0] for c in CASES])
 def test_every_face_gives_the_same_answer(
-    faces: tuple[Stubs, Any, int], name: str, key: Any, attrs: dict[str, Any], code: str | None
+    faces: tuple[Stubs, int], name: str, key: Any, attrs: dict[str, Any], code: str | None
 ) -> None:
-    stubs, _, ofrep_port = faces
+    stubs, ofrep_port = faces
     answers = {
         "native": _native(stubs, key, attrs),
         "flagd": _flagd(stubs.channel, key, attrs),
@@ -171,10 +170,10 @@ def test_every_face_gives_the_same_answer(
 
 
 def test_ofrep_json_a_thousand_levels_deep_is_invalid_context_not_500(
-    faces: tuple[Stubs, Any, int],
+    faces: tuple[Stubs, int],
 ) -> None:
     body = b'{"context": {"targetingKey": "acct_acme", "deep": ' + b"[" * 1000 + b"]" * 1000 + b"}}"
-    code, _ = _ofrep_raw(faces[2], body)
+    code, _ = _ofrep_raw(faces[1], body)
     assert code == "INVALID_CONTEXT"
 
 
