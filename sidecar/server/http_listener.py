@@ -33,6 +33,9 @@ BACKLOG = 4096
 """Pending connections the kernel queues (capped by net.core.somaxconn): a burst of clients
 connecting at once must not be refused while the loop accepts them."""
 
+OPEN_PATH = "/healthz"
+"""Answered for any `Host`: it says only "ok", and liveness probes may name the pod any way."""
+
 PREREAD_BYTES = 1 << 20
 """Bodies up to this size are read by `_guards` (larger ones are refused by the handlers'
 own size checks before they read)."""
@@ -95,7 +98,7 @@ def _guards(limits: HttpLimits) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
         host = request.headers.get("Host")
-        if not host_allowed(host, limits.allowed_hosts):
+        if request.path != OPEN_PATH and not host_allowed(host, limits.allowed_hosts):
             return _refusal(
                 421,
                 f"this sidecar does not answer for Host {(host or '')[:100]!r}; use 127.0.0.1 or "
