@@ -56,3 +56,9 @@ pytest.refusal_account
 # Selenium: ChromeOptions.binary_location is a property setter, read by the driver.
 selenium = Whitelist()
 selenium.binary_location
+
+# asyncio calls a protocol's `connection_made` (the 503 answer past the HTTP connection cap),
+# and logging reads a record's `exc_text` (cleared so a malformed request logs one line).
+asyncio_and_logging = Whitelist()
+asyncio_and_logging.connection_made
+asyncio_and_logging.exc_text

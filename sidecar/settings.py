@@ -57,6 +57,30 @@ class Settings:
         8014, "PLANGATE_MANAGEMENT_PORT", "/healthz /readyz /metrics port, 0 = any free"
     )
     ofrep_port: int = option(8016, "PLANGATE_OFREP_PORT", "OFREP HTTP port, 0 = any free")
+    allowed_hosts: str = option(
+        "",
+        "PLANGATE_ALLOWED_HOSTS",
+        "comma-separated host names the HTTP ports answer besides IP addresses, localhost and "
+        "--host (DNS-rebinding defence; others get 421)",
+        "security",
+    )
+    http_idle_seconds: float = option(
+        60.0,
+        "PLANGATE_HTTP_IDLE_SECONDS",
+        "an HTTP connection that sends no complete request head for this long (since it "
+        "opened or its last answer) is closed; a gRPC connection that completes no handshake",
+    )
+    http_body_seconds: float = option(
+        10.0,
+        "PLANGATE_HTTP_BODY_SECONDS",
+        "a request body not received in full within this long is answered 408",
+    )
+    http_max_connections: int = option(
+        0,
+        "PLANGATE_HTTP_MAX_CONNECTIONS",
+        "open connections per HTTP port; more are answered 503 and closed (0 = a quarter of "
+        "the open-file limit)",
+    )
     socket: str | None = option(None, "PLANGATE_SOCKET", "also serve gRPC on this Unix socket path")
     environment: str = option(
         "default",

@@ -32,6 +32,7 @@ from .periods import Period, period_containing
 from .snapshot import StateView
 from .sums import saturated
 from .targeting import rule_data, run_rule
+from .text import shown
 from .typed import number
 
 
@@ -58,7 +59,8 @@ def find_feature(snapshot: StateView, key: str) -> Feature:
     feature = snapshot.catalog.features.get(key)
     if feature is None:
         raise EvaluationError(
-            ErrorCode.FLAG_NOT_FOUND, f"no feature {key!r} in catalog {snapshot.catalog.version}"
+            ErrorCode.FLAG_NOT_FOUND,
+            f"no feature {shown(key)} in catalog {snapshot.catalog.version}",
         )
     return feature
 

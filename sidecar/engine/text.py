@@ -9,6 +9,10 @@ with the same answer on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 MAX_KEY_BYTES = 512
 """The longest id or key (UTF-8 bytes): account, feature, subscription, unique and idempotency
 keys. Several of them form one index key in PostgreSQL; together they stay under its limit."""
@@ -44,3 +48,49 @@ def _nul(value: str) -> str | None:
     if at < 0:
         return None
     return f"contains a NUL character (\\x00) at position {at}; remove it (NUL cannot be stored)"
+
+
+SHOWN_CHARS = 64
+"""How much of an input an error message quotes."""
+
+
+def shown(value: str) -> str:
+    """`value` quoted for an error message, cut to `SHOWN_CHARS` with its full length named:
+    a message must not echo a whole input back (a 20 kB id in a gRPC status overflowed the
+    client's metadata limit and came back as RESOURCE_EXHAUSTED)."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}… ({len(value)} characters)"
+
+
+MAX_NAME_CHARS = 256
+"""The longest account name: a label for people, shown in the console and the CLI."""
+
+MAX_ATTRIBUTES_BYTES = 64 * 1024
+"""An account's custom attributes, as JSON: what targeting rules read, like a context."""
+
+MAX_MEMBERS = 1000
+"""Members of one subscription: every membership edit rewrites the whole record."""
+
+
+def size_problem(record: Mapping[str, Any]) -> str | None:
+    """Why an account record is larger than an admin edit may make it, or None: its name,
+    its attributes, the members of each subscription. Checked before anything is stored."""
+    name = record.get("name")
+    if isinstance(name, str) and len(name) > MAX_NAME_CHARS:
+        return f"name is {len(name)} characters long; names are at most {MAX_NAME_CHARS}"
+    attributes = record.get("attributes") or {}
+    size = len(json.dumps(attributes, default=str, ensure_ascii=False).encode())
+    if size > MAX_ATTRIBUTES_BYTES:
+        return (
+            f"attributes are {size} bytes as JSON; an account's attributes are at most "
+            f"{MAX_ATTRIBUTES_BYTES} bytes (keep what targeting rules read)"
+        )
+    for i, sub in enumerate(record.get("subscriptions") or ()):
+        members = sub.get("members") or ()
+        if len(members) > MAX_MEMBERS:
+            return (
+                f"subscriptions[{i}] has {len(members)} members; a subscription has at most "
+                f"{MAX_MEMBERS}"
+            )
+    return None

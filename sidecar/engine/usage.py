@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from ..catalog.model import Aggregation, Feature
-from .text import key_problem
+from .text import key_problem, shown
 
 
 class Mode(StrEnum):
@@ -50,7 +50,7 @@ def check_report(feature: Feature | None, report: UsageReport) -> Feature:
         if problem is not None:
             raise UsageRejected(f"{name} {problem}")
     if feature is None:
-        raise UsageRejected(f"unknown feature {report.feature!r}")
+        raise UsageRejected(f"unknown feature {shown(report.feature)}")
     if not feature.counted:
         raise UsageRejected(
             f"{feature.key} is a {feature.type.value} feature; only metered features take usage"

@@ -18,7 +18,7 @@ from ..catalog.accounts import read_accounts, read_plain_account
 from ..catalog.model import Account, Catalog
 from ..catalog.source import Document
 from ..catalog.values import parse_time
-from ..engine.text import key_problem, text_problem
+from ..engine.text import key_problem, size_problem, text_problem
 from ..store.base import Record
 from ..store.timefmt import ts
 
@@ -84,11 +84,18 @@ def upsert_account(
 def check_text(record: Record) -> None:
     """`AdminError` naming the first string in `record` (a key or a value, at any depth) that no
     store can hold, and ids longer than an index allows; run before a record is stored."""
+    too_large = size_problem(record)
+    if too_large is not None:
+        raise AdminError(too_large)
     ids = [("id", record.get("id"))]
     for i, sub in enumerate(record.get("subscriptions") or ()):
         ids.append((f"subscriptions[{i}].id", sub.get("id")))
         ids += [
             (f"subscriptions[{i}].members[{j}]", m) for j, m in enumerate(sub.get("members") or ())
+        ]
+    for part in ("grants", "topups"):
+        ids += [
+            (f"{part}[{i}].id", item.get("id")) for i, item in enumerate(record.get(part) or ())
         ]
     for path, value in ids:
         problem = key_problem(value) if isinstance(value, str) else None

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # health: the service name
-from grpc_reflection.v1alpha import reflection
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import load_catalog
@@ -45,16 +44,19 @@ from ..store.errors import StoreUnavailable
 from ..sync.catalog_watch import CatalogWatcher
 from .admin import AdminService
 from .auth import TokenAuth, Tokens, read_tokens
+from .auth_guard import Failures
 from .console.routes import Console
 from .console.session import Sessions
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
 from .health import HealthService
-from .http_listener import HttpPort
+from .hosts import allowed_names
+from .http_listener import HttpLimits, HttpPort
 from .loop import LoopThread
 from .management import management_app
 from .metrics import Metrics
 from .ofrep import ofrep_app
+from .reflection import add_reflection
 from .usage import UsageService
 from .wire import RefuseUndecodable
 
@@ -68,6 +70,14 @@ SERVICES = ("plangate.v1.Evaluation", "plangate.v1.Usage", "plangate.v1.Admin")
 
 GRPC_OPTIONS: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
 """Server options shared with the benchmarks' echo floor (bench/echo_server.py)."""
+
+GRPC_KEEPALIVE: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", 60_000),  # ping a connection idle this long: find dead peers
+    ("grpc.keepalive_timeout_ms", 20_000),  # ... and close it when the ping goes unanswered
+    ("grpc.max_connection_idle_ms", 300_000),  # no call for 5 min: GOAWAY (clients reconnect)
+]
+"""gRPC connections end when their peer is gone or they go unused (decision 1331); a stream
+(`Watch`, `EventStream`) keeps its connection in use."""
 
 _PROBLEM = re.compile(r"^(\S+:\d+ \S+): ", re.MULTILINE)
 
@@ -146,6 +156,7 @@ class Sidecar:
             check_socket_path(settings.socket)
         # token -> name (the audit log's actor); empty: the API is open and callers anonymous
         self.tokens: Tokens = read_tokens(settings.token_file) if settings.token_file else {}
+        self.failures = Failures()  # wrong tokens per address: gRPC and console sign-in share it
         if not settings.trial_ending_days >= 0:
             raise ValueError(
                 f"--trial-ending-days must be 0 or more days, got {settings.trial_ending_days}"
@@ -217,11 +228,16 @@ class Sidecar:
         self.health = HealthService()
         interceptors: list[Any] = [RefuseUndecodable()]
         if self.tokens:
-            interceptors.append(TokenAuth(self.tokens))
+            interceptors.append(TokenAuth(self.tokens, self.failures))
         server = grpc.aio.server(
             migration_thread_pool=self.blocking,  # runs the plain (non-async) Admin handlers
             interceptors=interceptors,
-            options=GRPC_OPTIONS,
+            options=[
+                *GRPC_OPTIONS,
+                *GRPC_KEEPALIVE,
+                # a connection that never completes its HTTP/2 (or TLS) handshake is dropped
+                ("grpc.server_handshake_timeout_ms", int(s.http_idle_seconds * 1000)),
+            ],
         )
         events, heartbeat = self.state.events, s.heartbeat_seconds
         plangate_pb2_grpc.add_EvaluationServicer_to_server(
@@ -238,9 +254,7 @@ class Sidecar:
         names = [
             plangate_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n in SERVICES
         ]
-        reflection.enable_server_reflection(
-            [*names, *flagd_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        self.reflection = add_reflection(server, [*names, *flagd_names, health.SERVICE_NAME])
         address = f"{s.host}:{s.port}"
         if s.port and not _can_bind(s.host, s.port):  # before grpcio, which logs a raw error
             raise OSError(f"cannot listen on {address} (port in use?); choose another with --port")
@@ -256,12 +270,19 @@ class Sidecar:
         if s.socket:
             server.add_insecure_port(f"unix:{s.socket}")
         self.grpc_server = server
+        limits = HttpLimits(
+            idle_seconds=s.http_idle_seconds,
+            body_seconds=s.http_body_seconds,
+            max_connections=s.http_max_connections,
+            allowed_hosts=allowed_names(s.allowed_hosts, (s.host, s.management_host)),
+        )
         self.management = HttpPort(
             management_app(self.metrics, self.readiness, self.blocking, self._console()),
             s.management_host,
             s.management_port,
             "management",
             "--management-port",
+            limits,
         )
         self.ofrep = HttpPort(
             ofrep_app(
@@ -275,6 +296,7 @@ class Sidecar:
             s.ofrep_port,
             "OFREP",
             "--ofrep-port",
+            limits,
         )
         await server.start()
         try:
@@ -296,7 +318,7 @@ class Sidecar:
             self.state,
             self.decisions,
             self.admin,
-            Sessions(self.tokens),
+            Sessions(self.tokens, failures=self.failures),
             self.blocking,
             self.settings.environment,
         )
@@ -306,6 +328,7 @@ class Sidecar:
         calls in flight get `grace` seconds."""
         await self.health.close()
         self.state.events.close()
+        self.reflection.close()
         await self.grpc_server.stop(grace)
         await self.ofrep.stop()
         await self.management.stop()

@@ -11,13 +11,19 @@ before names existed keep working). Blank lines and lines starting with `#` are 
 from __future__ import annotations
 
 import hmac
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from .auth_guard import Failures, address_of, guarded
+
 PROTECTED = ("/plangate.v1.Admin/", "/plangate.v1.Usage/")
+
+MIN_TOKEN_CHARS = 16
+"""A shorter token could be guessed (decision 1333)."""
 
 DEFAULT_NAME = "token"
 """The name of a bare token line (no `name:` prefix)."""
@@ -34,11 +40,8 @@ else:
     _Interceptor = grpc.aio.ServerInterceptor
 
 
-def _deny(message: str) -> _Handler:
-    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    return grpc.unary_unary_rpc_method_handler(abort)
+MISSING = "missing token: send metadata 'authorization: Bearer <token>' (see --token-file)"
+WRONG = "wrong token: the bearer token does not match the sidecar's --token-file"
 
 
 def authorization(metadata: Iterable[tuple[str, Any]] | None) -> str:
@@ -57,24 +60,45 @@ def name_of(sent: str, tokens: Tokens) -> str | None:
 
 
 class TokenAuth(_Interceptor):
-    def __init__(self, tokens: Tokens) -> None:
+    """The token check of every Admin and Usage call, with the caller's address: wrong tokens
+    from one address lead to `Failures`' backoff. Each method's handler is wrapped once."""
+
+    def __init__(self, tokens: Tokens, failures: Failures | None = None) -> None:
         self._tokens = tokens
+        self._failures = failures or Failures()
+        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
         details: grpc.HandlerCallDetails,
     ) -> _Handler:
-        if not details.method.startswith(PROTECTED):
-            return await continuation(details)
-        sent = authorization(details.invocation_metadata)
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(PROTECTED):
+            return handler
+        known = self._wrapped.get(details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = guarded(handler, self.refusal)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def refusal(self, metadata: Iterable[tuple[str, Any]] | None, peer: str) -> str | None:
+        """Why a call is refused, or None when its token is one of ours."""
+        sent = authorization(metadata)
         if not sent:
-            return _deny(
-                "missing token: send metadata 'authorization: Bearer <token>' (see --token-file)"
+            return MISSING
+        address = address_of(peer)
+        wait = self._failures.blocked_for(address)
+        if wait > 0:
+            return (
+                f"too many wrong tokens from {address}; no token is checked from there for "
+                f"{math.ceil(wait)} s"
             )
         if name_of(sent, self._tokens) is None:
-            return _deny("wrong token: the bearer token does not match the sidecar's --token-file")
-        return await continuation(details)
+            self._failures.failed(address)
+            return WRONG
+        return None
 
 
 def read_tokens(path: str) -> dict[str, str]:
@@ -82,6 +106,7 @@ def read_tokens(path: str) -> dict[str, str]:
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
     tokens: dict[str, str] = {}
+    numbers: dict[str, int] = {}  # token -> its line
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -102,6 +127,14 @@ def read_tokens(path: str) -> dict[str, str]:
                 "give each token its own name (the audit log records it)"
             )
         tokens[token] = name
+        numbers[token] = number
     if not tokens:
         raise ValueError(f"token file {path} is empty; put the shared bearer token in it")
+    for token in tokens:
+        if len(token) < MIN_TOKEN_CHARS:
+            number = numbers[token]
+            raise ValueError(
+                f"token file {path} line {number}: the token is {len(token)} characters long; "
+                f"tokens are at least {MIN_TOKEN_CHARS} (e.g. from `openssl rand -hex 16`)"
+            )
     return tokens

@@ -29,7 +29,6 @@ from ..catalog.model import (
 )
 from ..engine import (
     Decision,
-    ErrorCode,
     EvaluationError,
     Kind,
     UsageReport,
@@ -39,10 +38,11 @@ from ..engine import (
 )
 from ..engine.balances import TopUpState
 from ..engine.decision import Metering
+from ..engine.request import check_context
 from ..engine.typed import int64
 from ..engine.usage import Mode
 from ..runtime.events import AccountChanged
-from .errors import BadRequest
+from .errors import BadRequest, bounded
 
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
@@ -188,7 +188,10 @@ def account_changed(event: AccountChanged) -> pb.AccountChanged:
 
 def error_resolution(key: str, error: EvaluationError) -> pb.Resolution:
     return pb.Resolution(
-        feature=key, reason="ERROR", error_code=error.code.value, error_message=error.message
+        feature=key,
+        reason="ERROR",
+        error_code=error.code.value,
+        error_message=bounded(error.message),
     )
 
 
@@ -218,15 +221,32 @@ def struct_arg(data: struct_pb2.Struct, field: str) -> dict[str, Any]:
 
 
 def context_arg(data: struct_pb2.Struct) -> dict[str, Any]:
-    """An evaluation context; one JSON cannot hold is OpenFeature's INVALID_CONTEXT."""
+    """An evaluation context, checked by the engine's one request rule (`check_context`)."""
     if not data.fields:
         return {}  # most calls send none; `MessageToDict` costs microseconds even then
-    try:
-        return from_struct(data)
-    except ValueError as exc:
-        raise EvaluationError(
-            ErrorCode.INVALID_CONTEXT, f"context: numbers must be finite ({exc})"
-        ) from exc
+    context = plain_struct(data)
+    check_context(context)
+    return context
+
+
+def plain_struct(data: struct_pb2.Struct) -> dict[str, Any]:
+    """A request's Struct as Python values, NaN and infinities included: whether they are
+    acceptable is the engine's rule (`engine/request.py`), not the decoder's."""
+    return {key: _plain(value) for key, value in data.fields.items()}
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        n = value.number_value
+        return int(n) if n.is_integer() and abs(n) < 2**53 else n
+    if kind == "struct_value":
+        return plain_struct(value.struct_value)
+    if kind == "list_value":
+        return [_plain(v) for v in value.list_value.values]
+    if kind in ("string_value", "bool_value"):
+        return getattr(value, kind)
+    return None
 
 
 def value_arg(data: struct_pb2.Value, field: str) -> Any:

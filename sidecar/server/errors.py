@@ -62,6 +62,19 @@ class _HasMetrics(Protocol):
     metrics: Metrics
 
 
+MAX_MESSAGE = 1000
+"""Characters of an error message sent to a client. A message may quote the input; a 20 kB
+id quoted whole made the status larger than the client's metadata limit, which then saw
+RESOURCE_EXHAUSTED instead of the answer."""
+
+
+def bounded(message: str) -> str:
+    """`message`, cut to `MAX_MESSAGE` characters with its full length named."""
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}… (cut; {len(message)} characters)"
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise BadRequest(message)
@@ -72,7 +85,7 @@ def status_of(exc: BaseException, name: str) -> tuple[grpc.StatusCode, str]:
     for cls in type(exc).__mro__:
         code = STATUS_OF_ERROR.get(cls)
         if code is not None:
-            return code, f"{name}: {exc}"
+            return code, bounded(f"{name}: {exc}")
     log.error("%s failed", name, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"{name}: {INTERNAL_MESSAGE}"
 

@@ -31,62 +31,41 @@ sidecar unmodified. Translation only; the semantics are the engine's:
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ...protocol.values import from_struct, to_struct
+from ...protocol.values import to_struct
 from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import (
     Decision,
-    ErrorCode,
     EvaluationError,
     Kind,
     detail,
     metadata,
     resolve_as,
 )
+from ..engine.request import split_targeting
 from ..protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_pb
 from ..protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
 from ..protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
 from ..protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from ..runtime.decisions import Decisions
 from ..runtime.events import AccountChanged, CatalogChanged, Event, EventHub
-from .errors import STATUS_OF_CODE, STREAM_ENDED, status_of
+from .convert import plain_struct
+from .errors import STATUS_OF_CODE, STREAM_ENDED, bounded, status_of
 from .metrics import Metrics
 from .ofrep import natural_value
-from .targeting import split_targeting
 
 if TYPE_CHECKING:
     _Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def split_context(context: Any) -> tuple[str, dict[str, Any]]:
-    """(account id, other attributes) of a flagd request context Struct.
-
-    JSON has no NaN or Infinity, and no rule can compare with them: such a value is a bad
-    context (INVALID_ARGUMENT), not an internal error."""
-    try:
-        plain = from_struct(context)
-    except ValueError as exc:  # protobuf's JSON conversion refuses non-finite numbers
-        raise EvaluationError(ErrorCode.INVALID_CONTEXT, f"bad context: {exc}") from exc
-    if not _finite(plain):
-        raise EvaluationError(
-            ErrorCode.INVALID_CONTEXT, "context values must be finite numbers (no NaN or Infinity)"
-        )
-    return split_targeting(plain)
-
-
-def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
+    """(account id, other attributes) of a flagd request context Struct; the rules are the
+    engine's (`engine/request.py`), the same for every face."""
+    return split_targeting(plain_struct(context))
 
 
 def object_value(decision: Decision, feature: Feature) -> dict[str, Any]:
@@ -139,7 +118,7 @@ class _Flagd:
         code = STATUS_OF_CODE.get(exc.code, grpc.StatusCode.INTERNAL)
         self.metrics.evaluation_errors.labels(self.api, exc.code.value).inc()
         self.metrics.rpc_errors.labels(f"flagd.{method}", code.name).inc()
-        await context.abort(code, f"{exc.code.value}: {exc.message}")
+        await context.abort(code, bounded(f"{exc.code.value}: {exc.message}"))
 
     async def _fail(self, method: str, context: _Context, exc: Exception) -> None:
         code, message = status_of(exc, f"flagd.{method}")

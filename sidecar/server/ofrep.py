@@ -29,12 +29,13 @@ from aiohttp import web
 
 from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resolve_as
+from ..engine.request import MISSING_KEY, split_targeting
 from ..runtime.decisions import Decisions
 from ..runtime.events import EventHub
+from .errors import bounded
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
 from .ofrep_events import EVENTS_PATH, OfrepEvents, context_hash
-from .targeting import MISSING_KEY, split_targeting
 
 PREFIX = "/ofrep/v1/evaluate/flags"
 MAX_BODY = 1 << 20  # an evaluation context is a few hundred bytes; refuse anything silly
@@ -71,6 +72,11 @@ def split_context(body: bytes) -> tuple[str, dict[str, Any]]:
         raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, MISSING_KEY)
     try:
         data = json.loads(body)
+    except RecursionError as exc:  # deeper than the parser goes: too deep for any rule too
+        raise EvaluationError(
+            ErrorCode.INVALID_CONTEXT,
+            "the request body is nested too deeply; send a flatter context",
+        ) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise EvaluationError(ErrorCode.PARSE_ERROR, f"request body is not JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -100,7 +106,7 @@ def _success(decision: Decision, feature: Feature) -> dict[str, Any]:
 
 
 def _failure(key: str, error: EvaluationError) -> dict[str, Any]:
-    return {"key": key, "errorCode": error.code.value, "errorDetails": error.message}
+    return {"key": key, "errorCode": error.code.value, "errorDetails": bounded(error.message)}
 
 
 def etag_of(body: bytes) -> str:
@@ -150,7 +156,7 @@ class Ofrep:
             self.metrics.evaluation_errors.labels("ofrep", exc.code.value).inc()
             return HTTPStatus.BAD_REQUEST, {
                 "errorCode": exc.code.value,
-                "errorDetails": exc.message,
+                "errorDetails": bounded(exc.message),
             }
         flags: list[dict[str, Any]] = []
         for key, result in found.results.items():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import math
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from datetime import datetime
@@ -22,6 +21,7 @@ from google.protobuf import timestamp_pb2
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import from_timestamp
+from ..engine.request import consume_amount
 from ..runtime.decisions import Decisions, PendingConsume
 from ..runtime.history import (
     ExportRow,
@@ -98,11 +98,7 @@ class UsageService(pb_grpc.UsageServicer):
         require(
             bool(request.feature), "feature is required (a metered feature key such as 'api-calls')"
         )
-        amount = request.amount if request.HasField("amount") else 1.0
-        require(
-            math.isfinite(amount) and amount >= 0,
-            f"amount must be a finite number >= 0, got {amount}",
-        )
+        consume_amount(request.amount if request.HasField("amount") else 1.0)
         # evaluated here on the loop; only the grouped write waits on the writer executor
         step = self.decisions.start_consume(usage_report(request), self.writer)
         if isinstance(step, PendingConsume):

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from ..engine import ErrorCode
+
 if TYPE_CHECKING:  # generic only in the type stubs
     _Handler = grpc.RpcMethodHandler[Any, Any]
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -30,7 +32,21 @@ class Undecodable:
         self.error = error
 
 
+_WITH_CONTEXT = ("/plangate.v1.Evaluation/", "/flagd.evaluation.")
+"""Methods whose only nested field is an evaluation context."""
+
+
 def _message(method: str, marker: Undecodable) -> str:
+    """Why the request is refused. Nesting deeper than protobuf decodes (about 32 levels of
+    Struct) can only be an evaluation's context on the evaluation methods: named as the
+    OpenFeature `INVALID_CONTEXT` there, as OFREP and the engine's check name it."""
+    if "MaxDepth" in str(marker.error):
+        text = (
+            f"{method}: the request is nested deeper than protobuf can decode; send a flatter value"
+        )
+        if method.startswith(_WITH_CONTEXT):
+            return f"{ErrorCode.INVALID_CONTEXT.value}: {text} (the context)"
+        return text
     return f"{method}: the request is not a valid protobuf message ({marker.error})"
 
 

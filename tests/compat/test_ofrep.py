@@ -138,7 +138,7 @@ def test_metered_value_is_access_with_the_numbers_in_metadata(sidecar: Any) -> N
         (f"{FLAGS}/sso", None, b"{not json", 400, "PARSE_ERROR"),
         (f"{FLAGS}/sso", [1, 2], None, 400, "PARSE_ERROR"),
         (f"{FLAGS}/sso", {"context": "acct_acme"}, None, 400, "INVALID_CONTEXT"),
-        (f"{FLAGS}/sso", {"context": {"targetingKey": 7}}, None, 400, "INVALID_CONTEXT"),
+        (f"{FLAGS}/sso", {"context": {"targetingKey": 7}}, None, 400, "TARGETING_KEY_MISSING"),
         (f"{FLAGS}/api-calls", ctx("acct_acme", requested=-3), None, 400, "INVALID_CONTEXT"),
     ],
 )

@@ -18,11 +18,11 @@ from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct
 from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, in_process
 
-TOKENS = "# who may change what\nalice:tok-alice\n\nci-bot:tok-bot\nlegacy-secret\n"
+TOKENS = "# who may change what\nalice:tok-alice-0123456789\n\nci-bot:tok-bot-0123456789ab\nlegacy-secret-0123456\n"
 Metadata = list[tuple[str, str]]
-ALICE: Metadata = [("authorization", "Bearer tok-alice")]
-BOT: Metadata = [("authorization", "Bearer tok-bot")]
-LEGACY: Metadata = [("authorization", "Bearer legacy-secret")]
+ALICE: Metadata = [("authorization", "Bearer tok-alice-0123456789")]
+BOT: Metadata = [("authorization", "Bearer tok-bot-0123456789ab")]
+LEGACY: Metadata = [("authorization", "Bearer legacy-secret-0123456")]
 FUTURE = datetime.now(UTC) + timedelta(days=30)
 
 

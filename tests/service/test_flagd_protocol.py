@@ -166,13 +166,14 @@ def test_missing_targeting_key_message_says_what_to_do(flagd: Flagd) -> None:
     assert "targetingKey" in details and "account id" in details
 
 
-def test_numeric_targeting_key_is_refused(flagd: Flagd) -> None:
+def test_numeric_targeting_key_counts_as_no_key(flagd: Flagd) -> None:
+    """A targetingKey that is not a string is no key, as in flagd (decision 1330)."""
     context = struct_pb2.Struct()
     context.update({"targetingKey": 42})
     with pytest.raises(grpc.RpcError) as info:
         flagd.stub.ResolveBoolean(flagd.pb.ResolveBooleanRequest(flag_key="sso", context=context))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "INVALID_CONTEXT" in (info.value.details() or "")
+    assert "TARGETING_KEY_MISSING" in (info.value.details() or "")
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])

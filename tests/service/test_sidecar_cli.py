@@ -15,7 +15,7 @@ import pytest
 from support.sidecar import EXAMPLE_CATALOG, copy_catalog, in_process
 
 CLI = [sys.executable, "-m", "plangate.sidecar.cli.main"]
-TOKEN = "cli-test-token"
+TOKEN = "cli-test-token-0001"
 
 
 def plangate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -202,7 +202,13 @@ def test_metrics_move_with_calls(sidecar: Any, stubs: Stubs) -> None:
 
     catalog.write_text(good)  # leave the module's sidecar serving the example again
     wait_for(lambda: sidecar.state.catalog_error is None, timeout=5)
-    assert sample(metrics(sidecar.management_port), "plangate_catalog_last_change_rejected") == 0.0
+    # the gauge is reset just after the state (the sidecar's loop and the watcher's thread)
+    wait_for(
+        lambda: (
+            sample(metrics(sidecar.management_port), "plangate_catalog_last_change_rejected") == 0.0
+        ),
+        timeout=5,
+    )
 
 
 # -- plangate serve as a process -------------------------------------------------------------

@@ -34,7 +34,15 @@ from .html import Html
 from .layout import BASE, Viewer
 from .other_pages import login_page, message_page, not_found_page, overview_page
 from .search import AccountSearch
-from .session import Refused, Session, Sessions, check_post, clear_cookie, set_cookie
+from .session import (
+    Refused,
+    Session,
+    Sessions,
+    Waiting,
+    check_post,
+    clear_cookie,
+    set_cookie,
+)
 
 HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -373,7 +381,10 @@ class Console:
             return self._html(login_page(viewer, f"{BASE}/", str(exc)), 403)
         if not self.sessions.enabled:
             return self._html(not_found_page(viewer, "This console is read-only."), 404)
-        signed = self.sessions.sign_in(fields.get("token", "").strip())
+        try:
+            signed = self.sessions.sign_in(fields.get("token", "").strip(), request.remote or "")
+        except Waiting as exc:
+            return self._html(login_page(viewer, f"{BASE}/", str(exc)), 429)
         next_path = _safe_next(fields.get("next", ""))
         if signed is None:
             return self._html(

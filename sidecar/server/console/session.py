@@ -10,6 +10,7 @@ live in memory: a restart signs everyone out, which costs a sign-in, not a secur
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..auth import Tokens, name_of
+from ..auth_guard import Failures
 
 COOKIE = "plangate_console"
 TTL_SECONDS = 8 * 3600.0
@@ -48,11 +50,21 @@ class Refused(Exception):
     """A POST that fails the CSRF or origin check: answered 403, nothing done."""
 
 
+class Waiting(Exception):
+    """A sign-in from an address that sent too many wrong tokens: answered 429, unchecked."""
+
+
 class Sessions:
     """The signed-in sessions of one sidecar. `tokens` maps token -> name (from --token-file)."""
 
-    def __init__(self, tokens: Tokens, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        tokens: Tokens,
+        clock: Callable[[], float] = time.monotonic,
+        failures: Failures | None = None,
+    ) -> None:
         self._tokens = dict(tokens)
+        self._failures = failures or Failures()  # shared with the gRPC check (decision 1333)
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
@@ -62,10 +74,18 @@ class Sessions:
         """Whether there are tokens at all; without any the console is read-only."""
         return bool(self._tokens)
 
-    def sign_in(self, token: str) -> tuple[str, Session] | None:
-        """A new session for the name of `token` (the gRPC check's own comparison), or None."""
+    def sign_in(self, token: str, address: str) -> tuple[str, Session] | None:
+        """A new session for the name of `token` (the gRPC check's own comparison), or None;
+        `Waiting` while `address` has sent too many wrong tokens."""
+        wait = self._failures.blocked_for(address)
+        if wait > 0:
+            raise Waiting(
+                f"Too many wrong tokens from {address}; no token is checked from there for "
+                f"{math.ceil(wait)} s."
+            )
         name = name_of(f"Bearer {token}", self._tokens)
         if name is None:
+            self._failures.failed(address)
             return None
         sid = secrets.token_urlsafe(32)
         session = Session(name, secrets.token_urlsafe(32), self._clock() + TTL_SECONDS)
