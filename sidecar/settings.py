@@ -105,6 +105,12 @@ class Settings:
     max_catalog_bytes: int = option(
         64 * MiB, "PLANGATE_MAX_CATALOG_BYTES", "a larger catalog file is refused", "tuning"
     )
+    max_report_ahead_seconds: float = option(
+        300.0,
+        "PLANGATE_MAX_REPORT_AHEAD_SECONDS",
+        "a usage report dated further past the sidecar's clock is refused (clock skew allowance)",
+        "tuning",
+    )
     history_days: int = option(
         400,
         "PLANGATE_HISTORY_DAYS",

@@ -33,6 +33,10 @@ MAX_DEPTH = 100
 """Deepest nesting of mappings and lists; a catalog needs about 8."""
 MAX_ALIAS_NODES = 100_000
 """Nodes that aliases (`*name`, `<<: *name`) may add beyond those written in the file."""
+MAX_VALUE_BYTES = 64 * 1024
+"""An entitlement value (an override's, a grant's, a variant's), as text or as JSON."""
+MAX_VALUE_ALIAS_NODES = 1_000
+"""Nodes that aliases may add to one value written in a console form."""
 
 
 def format_path(path: Path) -> str:
@@ -73,6 +77,7 @@ class Document:
     data: Any
     lines: dict[Path, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    ref_nodes: int = 0  # nodes `$ref`s added to targeting rules so far (`targeting.MAX_REF_NODES`)
 
     def line(self, path: Path) -> int:
         while path and path not in self.lines:
@@ -157,8 +162,8 @@ def _collections(node: yaml.Node) -> list[yaml.Node]:
     return [n for n in items if not isinstance(n, yaml.ScalarNode)]
 
 
-def check_shape(root: yaml.Node, file: str) -> None:
-    """Refuse nesting beyond `MAX_DEPTH` and alias expansion beyond `MAX_ALIAS_NODES`.
+def check_shape(root: yaml.Node, file: str, max_added: int = MAX_ALIAS_NODES) -> None:
+    """Refuse nesting beyond `MAX_DEPTH` and alias expansion beyond `max_added` nodes.
 
     Every later step (constructing values, the line map, the duplicate-key check, validation)
     walks the tree with aliases expanded and recursion per level, so the bounds are checked
@@ -199,14 +204,14 @@ def check_shape(root: yaml.Node, file: str) -> None:
         size[key] = s = 1 + sum(size[id(c)] for c in kids)
         if h >= MAX_DEPTH:  # its scalars are one level deeper
             raise _refused(file, f"nested deeper than {MAX_DEPTH} levels", node.start_mark.line + 1)
-        if widest is None and s > MAX_ALIAS_NODES:
+        if widest is None and s > max_added:
             widest = node
     added = size[id(root)] - len(size)
-    if added > MAX_ALIAS_NODES:
+    if added > max_added:
         raise _refused(
             file,
             f"aliases expand to {added} more nodes than the file holds; "
-            f"at most {MAX_ALIAS_NODES} are allowed",
+            f"at most {max_added} are allowed",
             (widest or root).start_mark.line + 1,
         )
 
@@ -314,14 +319,38 @@ def parse(text: str, file: str) -> Document:
         loader = _Loader("")
         try:
             doc.data = loader.construct_document(node)
-        except yaml.YAMLError as exc:
+        except yaml.YAMLError as exc:  # the reason only: str(exc) quotes the file's line
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else 1
-            raise CatalogError([Problem(file, line, "(document)", str(exc))]) from exc
+            reason = getattr(exc, "problem", None) or type(exc).__name__
+            raise CatalogError([Problem(file, line, "(document)", reason)]) from exc
     for path, line in _walk(node, ()):
         doc.lines.setdefault(path, line)
     _find_duplicate_keys(node, (), doc)
     return doc
+
+
+def parse_value(text: str) -> Any:
+    """One value written in catalog notation (`25`, `unlimited`, `[slack]`, `{limit: 10}`),
+    as the console's forms send it: at most `MAX_VALUE_BYTES` of text, read by the catalog's
+    own loader with its bounds, aliases adding at most `MAX_VALUE_ALIAS_NODES` nodes (a
+    300-byte alias bomb would otherwise build a value of tens of megabytes). Raises
+    ValueError saying what is wrong."""
+    size = len(text.encode("utf-8"))
+    if size > MAX_VALUE_BYTES:
+        raise ValueError(f"{size} bytes is more than a value may have ({MAX_VALUE_BYTES})")
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        if node is None:
+            return None
+        check_shape(node, "value", MAX_VALUE_ALIAS_NODES)
+        return _Loader("").construct_document(node)
+    except CatalogError as exc:
+        raise ValueError(exc.problems[0].message) from exc
+    except yaml.YAMLError as exc:  # the reason and line, not the text echoed back
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ValueError(f"{getattr(exc, 'problem', None) or 'not YAML'}{where}") from exc
 
 
 def _walk(node: yaml.Node, path: Path, line: int | None = None) -> Iterator[tuple[Path, int]]:

@@ -17,6 +17,7 @@ from ..runtime.audit import ANONYMOUS
 from ..store.base import AuditEntry, Delivery
 from .auth import Tokens, authorization, name_of
 from .convert import (
+    INT64_MAX,
     account_pb,
     grant_pb,
     struct_arg,
@@ -72,8 +73,13 @@ def _topup_view_pb(view: TopUpView) -> pb.TopUp:
 
 def _seq_token(token: str) -> int | None:
     """A page token of a seq-paged listing as the seq to continue before; None for the first."""
-    require(not token or token.isdigit(), _BAD_TOKEN)
-    return int(token) if token else None
+    if not token:
+        return None
+    # ASCII digits only (str.isdigit also takes "²"), and a seq the stores' 64-bit column holds
+    require(token.isascii() and token.isdigit() and len(token) <= 19, _BAD_TOKEN)
+    seq = int(token)
+    require(seq <= INT64_MAX, _BAD_TOKEN)
+    return seq
 
 
 def _next_token(page: Page[Delivery] | Page[AuditEntry]) -> str:
