@@ -7,6 +7,7 @@ the engine never meets a dangling name.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
@@ -36,6 +37,7 @@ from .source import (
     Document,
     Path,
     Problem,
+    collector_paused,
     parse,
     read_text,
     version_of,
@@ -75,12 +77,17 @@ def load_catalog(file: str | FsPath, max_bytes: int = DEFAULT_MAX_BYTES) -> Cata
     return parse_catalog(read_text(file, max_bytes), str(file))
 
 
-def parse_catalog(text: str, file: str = "catalog.yaml") -> Catalog:
-    doc = parse(text, file)
-    data = doc.data
-    if not isinstance(data, dict) or (data and not _TOP.intersection(map(str, data))):
-        raise CatalogError([Problem(file, 1, "(document)", NOT_A_CATALOG)])
-    catalog = _Builder(doc).build(version_of(text))
+def parse_catalog(
+    text: str, file: str = "catalog.yaml", stop: threading.Event | None = None
+) -> Catalog:
+    """Validate catalog text; raises `CatalogError`, or `source.Stopped` once `stop` is set
+    (the catalog watcher's: a stopping sidecar does not wait for a large file)."""
+    with collector_paused():
+        doc = parse(text, file, stop)
+        data = doc.data
+        if not isinstance(data, dict) or (data and not _TOP.intersection(map(str, data))):
+            raise CatalogError([Problem(file, 1, "(document)", NOT_A_CATALOG)])
+        catalog = _Builder(doc).build(version_of(text))
     if doc.problems:
         raise CatalogError(sorted(doc.problems, key=lambda p: p.line))
     return catalog

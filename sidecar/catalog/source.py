@@ -14,11 +14,14 @@ expands to ~10^9 nodes). Each limit is a `CatalogError` naming the file, like an
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -27,16 +30,35 @@ import yaml
 
 Path = tuple[str | int, ...]
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 """`--max-catalog-bytes`: larger files are refused before they are read."""
 MAX_DEPTH = 100
 """Deepest nesting of mappings and lists; a catalog needs about 8."""
+MAX_NODES = 1_000_000
+"""Values (mappings, lists and scalars) written in the file: each costs about a kilobyte
+while it is read (marks, the line map), so this bounds a load's memory and time."""
 MAX_ALIAS_NODES = 100_000
 """Nodes that aliases (`*name`, `<<: *name`) may add beyond those written in the file."""
 MAX_VALUE_BYTES = 64 * 1024
 """An entitlement value (an override's, a grant's, a variant's), as text or as JSON."""
 MAX_VALUE_ALIAS_NODES = 1_000
 """Nodes that aliases may add to one value written in a console form."""
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a catalog is read or a snapshot built:
+    a million new objects (none in a reference cycle; they are freed by their reference
+    counts) would otherwise set off full collections that walk everything built so far, in
+    one call that holds the GIL: a catalog load stalled evaluations for a second and more,
+    and a sixth of a start-up's time at 1M accounts went to them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def format_path(path: Path) -> str:
@@ -230,26 +252,52 @@ def _check_data_depth(data: Any, file: str) -> None:
 
 
 class _TooDeep(yaml.composer.ComposerError):
-    """Nesting beyond `MAX_DEPTH`, found while composing (before Python's recursion limit)."""
+    """Nesting beyond `MAX_DEPTH` or more than `MAX_NODES` nodes, found while composing
+    (before Python's recursion limit, or memory, runs out)."""
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose impossible dates (2026-02-30) stay strings, so the catalog reader
-    reports them with their line and path instead of the loader raising ValueError; and
-    whose composer stops at `MAX_DEPTH` (it recurses once per level, and a file nested
-    2,000 deep would otherwise end in RecursionError, which no caller expects)."""
+class Stopped(Exception):
+    """The load was abandoned because the sidecar is stopping (`parse`'s `stop` was set)."""
+
+
+class _Bounded:
+    """Composing that stops at `MAX_DEPTH` (it recurses once per level, and a file nested
+    2,000 deep would otherwise end in RecursionError, which no caller expects), at
+    `MAX_NODES` nodes, and as soon as `stop` is set (a stopping sidecar does not wait for a
+    large catalog to be read)."""
 
     _depth = 0
+    _nodes = 0
+    stop: threading.Event | None = None
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
+        self._nodes += 1
         try:
-            if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped in the stubs
-                raise _TooDeep(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
-            return super().compose_node(parent, index)
+            if self._depth > MAX_DEPTH or self._nodes > MAX_NODES:
+                mark = self.peek_event().start_mark  # type: ignore[attr-defined]
+                what = (
+                    f"nested deeper than {MAX_DEPTH} levels"
+                    if self._depth > MAX_DEPTH
+                    else f"more than {MAX_NODES} values (mappings, lists and scalars)"
+                )
+                raise _TooDeep(None, None, what, mark)
+            if self.stop is not None and self._nodes % 1024 == 0 and self.stop.is_set():
+                raise Stopped
+            return super().compose_node(parent, index)  # type: ignore[misc, no-any-return]
         finally:
             self._depth -= 1
+
+
+class _Loader(_Bounded, yaml.SafeLoader):
+    """SafeLoader whose impossible dates (2026-02-30) stay strings, so the catalog reader
+    reports them with their line and path instead of the loader raising ValueError; it also
+    constructs values, and stops doing so as soon as `stop` is set."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped
+        return super().construct_object(node, deep)
 
 
 def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
@@ -261,10 +309,33 @@ def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
-# Composing (text -> node tree with line marks) is most of the cost of a large catalog; libyaml
-# does it ~7x faster than pure Python and yields the same nodes. Constructing values stays in
-# `_Loader`, whose timestamp rule the C loader does not know.
-_COMPOSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CParser: Any = getattr(getattr(yaml, "_yaml", None), "CParser", None)
+
+
+class _EventComposer(_Bounded, yaml.composer.Composer, yaml.resolver.Resolver):
+    """libyaml scans and parses (~5x faster than pure Python), one event per call, and the
+    node tree is composed here in Python. libyaml's own composer builds the whole tree in a
+    single call that holds the GIL: a 20 MB catalog stalled every evaluation for seconds
+    while it was read. Python code gives the GIL up every few milliseconds."""
+
+    def __init__(self, text: str) -> None:
+        parser = _CParser(text)
+        self.check_event = parser.check_event
+        self.peek_event = parser.peek_event
+        self.get_event = parser.get_event
+        self.dispose = parser.dispose
+        yaml.composer.Composer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+
+def _compose(text: str, loader: type[Any], stop: threading.Event | None) -> yaml.Node | None:
+    composer = loader(text)
+    composer.stop = stop
+    try:
+        return composer.get_single_node()  # type: ignore[no-any-return]
+    finally:
+        composer.dispose()
+
 
 _NOT_JSON = object()
 
@@ -283,8 +354,9 @@ def _json(text: str) -> Any:
         return _NOT_JSON
 
 
-def parse(text: str, file: str) -> Document:
-    """Parse YAML/JSON text; syntax errors and duplicate keys become problems."""
+def parse(text: str, file: str, stop: threading.Event | None = None) -> Document:
+    """Parse YAML/JSON text; syntax errors and duplicate keys become problems. Raises
+    `Stopped` once `stop` is set."""
     data = _json(text)
     is_json = data is not _NOT_JSON
     # Outside strings a JSON tab is whitespace (inside one it is invalid JSON), so
@@ -292,11 +364,11 @@ def parse(text: str, file: str) -> Document:
     source = text.replace("\t", " ") if is_json else text
     try:
         try:
-            node = yaml.compose(source, Loader=_COMPOSER)
+            node = _compose(source, _EventComposer if _CParser else _Loader, stop)
         except yaml.YAMLError:
             # Re-read the broken text in pure Python: the message then does not depend
             # on whether libyaml is installed.
-            node = yaml.compose(source, Loader=_Loader)
+            node = _compose(source, _Loader, stop)
     except yaml.YAMLError as exc:
         if is_json and not isinstance(exc, _TooDeep):
             # valid JSON that YAML cannot read: load it, without line numbers
@@ -317,6 +389,7 @@ def parse(text: str, file: str) -> Document:
         doc.data = data
     else:
         loader = _Loader("")
+        loader.stop = stop
         try:
             doc.data = loader.construct_document(node)
         except yaml.YAMLError as exc:  # the reason only: str(exc) quotes the file's line

@@ -8,12 +8,10 @@ store has not made durable.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +22,7 @@ from ..catalog.model import (
     Feature,
     Subscription,
 )
+from ..catalog.source import collector_paused
 from ..engine import (
     StateView,
     UsageRejected,
@@ -126,7 +125,7 @@ class LiveState:
         """Declared accounts merged with stored ones; raises ValueError naming a stored account
         the catalog can no longer serve (so such a catalog change is rejected)."""
         accounts: dict[str, Account] = dict(catalog.accounts)
-        with _collector_paused():
+        with collector_paused():
             for account_id, record in records.decoded():
                 try:
                     accounts[account_id] = self._merge(catalog, record)
@@ -526,21 +525,6 @@ class LiveState:
             self.events.publish(AccountChanged(tuple(changed), "sync"))
         if counters:
             self._usage_changed(scope for scope, _feature, _start in counters)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a snapshot is built: a million new
-    accounts (none in a reference cycle; the record dicts read for them are freed by their
-    reference counts) would otherwise set off full collections that walk every account
-    built so far, a sixth of a start-up's time at 1M accounts."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def countable(snap: StateView, report: UsageReport, now: datetime, ahead: timedelta) -> Feature:
