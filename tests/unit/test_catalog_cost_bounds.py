@@ -127,12 +127,6 @@ def test_a_file_that_is_no_catalog_quotes_nothing_of_itself(tmp_path: Path, secr
         assert word not in str(info.value)
 
 
-def test_a_tag_error_does_not_quote_the_line() -> None:
-    found = problems("products: !!python/name:os.system secret-words-here\n")
-    assert len(found) == 1
-    assert "secret-words-here" not in found[0]
-
-
 def test_a_load_stops_when_asked() -> None:
     stop = threading.Event()
     stop.set()
