@@ -103,7 +103,7 @@ class Settings:
         "tuning",
     )
     max_catalog_bytes: int = option(
-        64 * MiB, "PLANGATE_MAX_CATALOG_BYTES", "a larger catalog file is refused", "tuning"
+        16 * MiB, "PLANGATE_MAX_CATALOG_BYTES", "a larger catalog file is refused", "tuning"
     )
     max_report_ahead_seconds: float = option(
         300.0,

@@ -384,7 +384,9 @@ def parse(text: str, file: str, stop: threading.Event | None = None) -> Document
     if node is None:
         doc.data = {}
         return doc
+    _go_on(stop)
     check_shape(node, file)
+    _go_on(stop)
     if is_json:
         doc.data = data
     else:
@@ -397,10 +399,18 @@ def parse(text: str, file: str, stop: threading.Event | None = None) -> Document
             line = mark.line + 1 if mark is not None else 1
             reason = getattr(exc, "problem", None) or type(exc).__name__
             raise CatalogError([Problem(file, line, "(document)", reason)]) from exc
+    _go_on(stop)
     for path, line in _walk(node, ()):
         doc.lines.setdefault(path, line)
     _find_duplicate_keys(node, (), doc)
+    _go_on(stop)
     return doc
+
+
+def _go_on(stop: threading.Event | None) -> None:
+    """Between the steps of a load: raise `Stopped` if the sidecar is stopping."""
+    if stop is not None and stop.is_set():
+        raise Stopped
 
 
 def parse_value(text: str) -> Any:
