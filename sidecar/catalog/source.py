@@ -52,13 +52,24 @@ def collector_paused() -> Iterator[None]:
     counts) would otherwise set off full collections that walk everything built so far, in
     one call that holds the GIL: a catalog load stalled evaluations for a second and more,
     and a sixth of a start-up's time at 1M accounts went to them."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    global _pausing, _was_enabled
+    with _pause_lock:  # a reload and a snapshot build may overlap: the last one out restores
+        if _pausing == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _pausing += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _pause_lock:
+            _pausing -= 1
+            if _pausing == 0 and _was_enabled:
+                gc.enable()
+
+
+_pause_lock = threading.Lock()
+_pausing = 0  # loads and builds inside `collector_paused` now
+_was_enabled = True  # whether the collector ran before the first of them
 
 
 def format_path(path: Path) -> str:

@@ -104,7 +104,7 @@ def test_history_and_export_refuse_times_out_of_range(
     assert "between 1900 and 9000" in details or "is not a valid time" in details
 
 
-@pytest.mark.parametrize("token", [str(2**63), "9" * 40, "²", "-1"])
+@pytest.mark.parametrize("token", [str(2**63), "9" * 40, "²"])
 def test_a_page_token_that_no_page_gave_is_invalid_argument(stubs: Stubs, token: str) -> None:
     assert "page_token" in refused(
         stubs.admin.ListAuditLog, pb.ListAuditLogRequest(page_token=token)
