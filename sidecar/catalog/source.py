@@ -376,6 +376,8 @@ def parse(text: str, file: str, stop: threading.Event | None = None) -> Document
     try:
         try:
             node = _compose(source, _EventComposer if _CParser else _Loader, stop)
+        except _TooDeep:
+            raise  # a bound passed: the same message either way, and no second pass
         except yaml.YAMLError:
             # Re-read the broken text in pure Python: the message then does not depend
             # on whether libyaml is installed.
