@@ -2,7 +2,8 @@
 
 What the sidecar does when the watched file changes: `load_catalog` (read, parse, validate)
 then `LiveState.replace_catalog` (re-validate every stored account against the new catalog,
-swap the snapshot, work out which features changed). Both are timed separately.
+swap the snapshot, work out which features changed). Both are timed separately, and so is
+the longest pause a thread waking every millisecond sees while the catalog loads.
 
 The catalog has `--plans` plans × `--features` features, every plan writing every
 entitlement (1,000 × 200 = 200,000 values: a worst case). Two versions that differ in one
@@ -16,12 +17,38 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import catalogs
 from harness import Stats, emit
+
+
+class _Ticker:
+    """A thread that wakes every millisecond, as the serving loop would to answer a call:
+    its longest gap while a catalog loads is how long evaluations would stall (libyaml's
+    composer held the GIL for a whole file; decision 1322)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.longest = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._done.is_set():
+            time.sleep(0.001)
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return self.longest
 
 
 def measure(plans: int, features: int, accounts: int, reps: int) -> dict[str, Any]:
@@ -42,12 +69,14 @@ def measure(plans: int, features: int, accounts: int, reps: int) -> dict[str, An
         catalogs.seed_store(db, catalogs.records_on_plans(plan_keys, accounts))
         store = SqliteStore(db)
         state = LiveState(load_catalog(first), store)
-        loads, replaces, totals = [], [], []
+        loads, replaces, totals, pauses = [], [], [], []
         for rep in range(reps):
             path = second if rep % 2 == 0 else first
+            ticker = _Ticker()
             t0 = time.perf_counter()
             catalog = load_catalog(path)
             t1 = time.perf_counter()
+            pauses.append(ticker.stop())
             changed = state.replace_catalog(catalog)
             t2 = time.perf_counter()
             if changed != ("feature-1",):
@@ -61,6 +90,7 @@ def measure(plans: int, features: int, accounts: int, reps: int) -> dict[str, An
             "reload.total": Stats.of(totals, "s").as_json(),
             "reload.load_catalog": Stats.of(loads, "s").as_json(),
             "reload.replace_catalog": Stats.of(replaces, "s").as_json(),
+            "reload.longest_pause_of_another_thread": Stats.of(pauses, "s").as_json(),
         },
         "settings": {
             "plans": plans,

@@ -134,7 +134,13 @@ class Settings:
         "tuning",
     )
     max_catalog_bytes: int = option(
-        64 * MiB, "PLANGATE_MAX_CATALOG_BYTES", "a larger catalog file is refused", "tuning"
+        16 * MiB, "PLANGATE_MAX_CATALOG_BYTES", "a larger catalog file is refused", "tuning"
+    )
+    max_report_ahead_seconds: float = option(
+        300.0,
+        "PLANGATE_MAX_REPORT_AHEAD_SECONDS",
+        "a usage report dated further past the sidecar's clock is refused (clock skew allowance)",
+        "tuning",
     )
     history_days: int = option(
         400,

@@ -7,6 +7,7 @@ the engine never meets a dangling name.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
@@ -30,12 +31,29 @@ from .model import (
     Trial,
 )
 from .quotas import read_quotas
-from .source import DEFAULT_MAX_BYTES, CatalogError, Document, Path, parse, read_text, version_of
+from .source import (
+    DEFAULT_MAX_BYTES,
+    CatalogError,
+    Document,
+    Path,
+    Problem,
+    collector_paused,
+    parse,
+    read_text,
+    version_of,
+)
 from .targeting import Evaluator, read_evaluators
 from .values import check_keys, is_number, read_list, read_mapping, read_str, slugify
 from .webhooks import read_webhooks
 
 _TOP = {"products", "accounts", "evaluators", "webhooks"}
+NOT_A_CATALOG = (
+    "not a PlanGate catalog: a catalog is a mapping with `products:` (and optionally "
+    "`accounts:`, `evaluators:`, `webhooks:`); nothing of this file is quoted, in case the "
+    "path leads to some other file: check where it points"
+)
+"""The one problem of a file with none of the catalog's keys. It quotes no key or value: the
+path may be a symlink to a secret, and the problem reaches `/readyz`, the console and the log."""
 _PRODUCT = {"name", "slug", "description", "features", "plans", "addons"}
 _PLAN = {
     "name",
@@ -59,12 +77,42 @@ def load_catalog(file: str | FsPath, max_bytes: int = DEFAULT_MAX_BYTES) -> Cata
     return parse_catalog(read_text(file, max_bytes), str(file))
 
 
-def parse_catalog(text: str, file: str = "catalog.yaml") -> Catalog:
-    doc = parse(text, file)
-    catalog = _Builder(doc).build(version_of(text))
+def parse_catalog(
+    text: str, file: str = "catalog.yaml", stop: threading.Event | None = None
+) -> Catalog:
+    """Validate catalog text; raises `CatalogError`, or `source.Stopped` once `stop` is set
+    (the catalog watcher's: a stopping sidecar does not wait for a large file)."""
+    with collector_paused():
+        doc = parse(text, file, stop)
+        data = doc.data
+        if not isinstance(data, dict) or (data and not _TOP.intersection(map(str, data))):
+            raise CatalogError([Problem(file, 1, "(document)", NOT_A_CATALOG)])
+        catalog = _Builder(doc).build(version_of(text))
     if doc.problems:
         raise CatalogError(sorted(doc.problems, key=lambda p: p.line))
     return catalog
+
+
+def check_successor(served: Catalog, new: Catalog) -> None:
+    """Refuse a reload that drops the whole `accounts:` section while accounts are declared.
+
+    A file cut short (a writer that died, a full disk) is often still valid YAML, and the
+    section at the end of a catalog is the one lost: served, every declared account would
+    lose its subscriptions at once. Removing them all on purpose is written `accounts: []`
+    (docs/decisions/1321-a-cut-catalog-keeps-its-accounts.md)."""
+    if served.accounts and not new.has_accounts_key:
+        raise CatalogError(
+            [
+                Problem(
+                    new.source,
+                    1,
+                    "accounts",
+                    f"the file has no `accounts:` section, but the served catalog declares "
+                    f"{len(served.accounts)} accounts: was the file cut short while written? "
+                    "To remove every declared account, write `accounts: []`",
+                )
+            ]
+        )
 
 
 class _Builder:
@@ -81,9 +129,6 @@ class _Builder:
     def build(self, version: str) -> Catalog:
         doc = self.doc
         root = doc.data
-        if not isinstance(root, dict):
-            doc.error((), "a catalog is a mapping with `products:` (and optionally `accounts:`)")
-            root = {}
         check_keys(doc, (), root, _TOP)
         self.evaluators = read_evaluators(doc, root.get("evaluators"))
         products = [
@@ -109,6 +154,7 @@ class _Builder:
             addons=MappingProxyType(self.addons),
             accounts=MappingProxyType(accounts),
             webhooks=read_webhooks(doc, root.get("webhooks")),
+            has_accounts_key="accounts" in root,
         )
 
     # -- products and features -------------------------------------------------------------

@@ -24,7 +24,7 @@ from .model import (
 )
 from .source import Document, Path
 from .targeting import Evaluator, read_targeting
-from .values import check_keys, is_number, read_list, read_str, slugify
+from .values import check_keys, is_number, oversized, read_list, read_str, slugify
 
 _COMMON = {"name", "slug", "type", "description", "default", "archived", "variants", "targeting"}
 _BY_TYPE: dict[FeatureType, set[str]] = {
@@ -198,6 +198,9 @@ def _default(doc: Document, path: Path, data: dict[str, Any], f: Feature) -> Any
 
 def read_entitlement(doc: Document, path: Path, value: Any, f: Feature) -> Entitlement | None:
     """Check an entitlement value against feature `f`; None (with a problem) when it does not fit."""
+    if isinstance(value, dict | list) and (problem := oversized(value)) is not None:
+        doc.error(path, problem)  # before anything quotes or copies it
+        return None
     t = f.type
     if t in (FeatureType.BOOLEAN, FeatureType.FLAG):
         if isinstance(value, bool):

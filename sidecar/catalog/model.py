@@ -418,6 +418,7 @@ class Catalog:
     addons: Mapping[str, AddOn]  # by add-on key
     accounts: Mapping[str, Account]  # declared in the file, by id
     webhooks: tuple[Webhook, ...] = ()  # lifecycle endpoints (design §7.1)
+    has_accounts_key: bool = False  # the file writes `accounts:` (even `accounts: []`)
 
     def feature(self, key: str) -> Feature | None:
         return self.features.get(key)

@@ -14,11 +14,14 @@ expands to ~10^9 nodes). Each limit is a `CatalogError` naming the file, like an
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -27,12 +30,46 @@ import yaml
 
 Path = tuple[str | int, ...]
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 """`--max-catalog-bytes`: larger files are refused before they are read."""
 MAX_DEPTH = 100
 """Deepest nesting of mappings and lists; a catalog needs about 8."""
+MAX_NODES = 1_000_000
+"""Values (mappings, lists and scalars) written in the file: each costs about a kilobyte
+while it is read (marks, the line map), so this bounds a load's memory and time."""
 MAX_ALIAS_NODES = 100_000
 """Nodes that aliases (`*name`, `<<: *name`) may add beyond those written in the file."""
+MAX_VALUE_BYTES = 64 * 1024
+"""An entitlement value (an override's, a grant's, a variant's), as text or as JSON."""
+MAX_VALUE_ALIAS_NODES = 1_000
+"""Nodes that aliases may add to one value written in a console form."""
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a catalog is read or a snapshot built:
+    a million new objects (none in a reference cycle; they are freed by their reference
+    counts) would otherwise set off full collections that walk everything built so far, in
+    one call that holds the GIL: a catalog load stalled evaluations for a second and more,
+    and a sixth of a start-up's time at 1M accounts went to them."""
+    global _pausing, _was_enabled
+    with _pause_lock:  # a reload and a snapshot build may overlap: the last one out restores
+        if _pausing == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _pausing += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pausing -= 1
+            if _pausing == 0 and _was_enabled:
+                gc.enable()
+
+
+_pause_lock = threading.Lock()
+_pausing = 0  # loads and builds inside `collector_paused` now
+_was_enabled = True  # whether the collector ran before the first of them
 
 
 def format_path(path: Path) -> str:
@@ -73,6 +110,7 @@ class Document:
     data: Any
     lines: dict[Path, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    ref_nodes: int = 0  # nodes `$ref`s added to targeting rules so far (`targeting.MAX_REF_NODES`)
 
     def line(self, path: Path) -> int:
         while path and path not in self.lines:
@@ -157,8 +195,8 @@ def _collections(node: yaml.Node) -> list[yaml.Node]:
     return [n for n in items if not isinstance(n, yaml.ScalarNode)]
 
 
-def check_shape(root: yaml.Node, file: str) -> None:
-    """Refuse nesting beyond `MAX_DEPTH` and alias expansion beyond `MAX_ALIAS_NODES`.
+def check_shape(root: yaml.Node, file: str, max_added: int = MAX_ALIAS_NODES) -> None:
+    """Refuse nesting beyond `MAX_DEPTH` and alias expansion beyond `max_added` nodes.
 
     Every later step (constructing values, the line map, the duplicate-key check, validation)
     walks the tree with aliases expanded and recursion per level, so the bounds are checked
@@ -199,14 +237,14 @@ def check_shape(root: yaml.Node, file: str) -> None:
         size[key] = s = 1 + sum(size[id(c)] for c in kids)
         if h >= MAX_DEPTH:  # its scalars are one level deeper
             raise _refused(file, f"nested deeper than {MAX_DEPTH} levels", node.start_mark.line + 1)
-        if widest is None and s > MAX_ALIAS_NODES:
+        if widest is None and s > max_added:
             widest = node
     added = size[id(root)] - len(size)
-    if added > MAX_ALIAS_NODES:
+    if added > max_added:
         raise _refused(
             file,
             f"aliases expand to {added} more nodes than the file holds; "
-            f"at most {MAX_ALIAS_NODES} are allowed",
+            f"at most {max_added} are allowed",
             (widest or root).start_mark.line + 1,
         )
 
@@ -225,26 +263,52 @@ def _check_data_depth(data: Any, file: str) -> None:
 
 
 class _TooDeep(yaml.composer.ComposerError):
-    """Nesting beyond `MAX_DEPTH`, found while composing (before Python's recursion limit)."""
+    """Nesting beyond `MAX_DEPTH` or more than `MAX_NODES` nodes, found while composing
+    (before Python's recursion limit, or memory, runs out)."""
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose impossible dates (2026-02-30) stay strings, so the catalog reader
-    reports them with their line and path instead of the loader raising ValueError; and
-    whose composer stops at `MAX_DEPTH` (it recurses once per level, and a file nested
-    2,000 deep would otherwise end in RecursionError, which no caller expects)."""
+class Stopped(Exception):
+    """The load was abandoned because the sidecar is stopping (`parse`'s `stop` was set)."""
+
+
+class _Bounded:
+    """Composing that stops at `MAX_DEPTH` (it recurses once per level, and a file nested
+    2,000 deep would otherwise end in RecursionError, which no caller expects), at
+    `MAX_NODES` nodes, and as soon as `stop` is set (a stopping sidecar does not wait for a
+    large catalog to be read)."""
 
     _depth = 0
+    _nodes = 0
+    stop: threading.Event | None = None
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
+        self._nodes += 1
         try:
-            if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped in the stubs
-                raise _TooDeep(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
-            return super().compose_node(parent, index)
+            if self._depth > MAX_DEPTH or self._nodes > MAX_NODES:
+                mark = self.peek_event().start_mark  # type: ignore[attr-defined]
+                what = (
+                    f"nested deeper than {MAX_DEPTH} levels"
+                    if self._depth > MAX_DEPTH
+                    else f"more than {MAX_NODES} values (mappings, lists and scalars)"
+                )
+                raise _TooDeep(None, None, what, mark)
+            if self.stop is not None and self._nodes % 1024 == 0 and self.stop.is_set():
+                raise Stopped
+            return super().compose_node(parent, index)  # type: ignore[misc, no-any-return]
         finally:
             self._depth -= 1
+
+
+class _Loader(_Bounded, yaml.SafeLoader):
+    """SafeLoader whose impossible dates (2026-02-30) stay strings, so the catalog reader
+    reports them with their line and path instead of the loader raising ValueError; it also
+    constructs values, and stops doing so as soon as `stop` is set."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped
+        return super().construct_object(node, deep)
 
 
 def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
@@ -256,10 +320,33 @@ def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
-# Composing (text -> node tree with line marks) is most of the cost of a large catalog; libyaml
-# does it ~7x faster than pure Python and yields the same nodes. Constructing values stays in
-# `_Loader`, whose timestamp rule the C loader does not know.
-_COMPOSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CParser: Any = getattr(getattr(yaml, "_yaml", None), "CParser", None)
+
+
+class _EventComposer(_Bounded, yaml.composer.Composer, yaml.resolver.Resolver):
+    """libyaml scans and parses (~5x faster than pure Python), one event per call, and the
+    node tree is composed here in Python. libyaml's own composer builds the whole tree in a
+    single call that holds the GIL: a 20 MB catalog stalled every evaluation for seconds
+    while it was read. Python code gives the GIL up every few milliseconds."""
+
+    def __init__(self, text: str) -> None:
+        parser = _CParser(text)
+        self.check_event = parser.check_event
+        self.peek_event = parser.peek_event
+        self.get_event = parser.get_event
+        self.dispose = parser.dispose
+        yaml.composer.Composer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+
+def _compose(text: str, loader: type[Any], stop: threading.Event | None) -> yaml.Node | None:
+    composer = loader(text)
+    composer.stop = stop
+    try:
+        return composer.get_single_node()  # type: ignore[no-any-return]
+    finally:
+        composer.dispose()
+
 
 _NOT_JSON = object()
 
@@ -278,8 +365,9 @@ def _json(text: str) -> Any:
         return _NOT_JSON
 
 
-def parse(text: str, file: str) -> Document:
-    """Parse YAML/JSON text; syntax errors and duplicate keys become problems."""
+def parse(text: str, file: str, stop: threading.Event | None = None) -> Document:
+    """Parse YAML/JSON text; syntax errors and duplicate keys become problems. Raises
+    `Stopped` once `stop` is set."""
     data = _json(text)
     is_json = data is not _NOT_JSON
     # Outside strings a JSON tab is whitespace (inside one it is invalid JSON), so
@@ -287,11 +375,13 @@ def parse(text: str, file: str) -> Document:
     source = text.replace("\t", " ") if is_json else text
     try:
         try:
-            node = yaml.compose(source, Loader=_COMPOSER)
+            node = _compose(source, _EventComposer if _CParser else _Loader, stop)
+        except _TooDeep:
+            raise  # a bound passed: the same message either way, and no second pass
         except yaml.YAMLError:
             # Re-read the broken text in pure Python: the message then does not depend
             # on whether libyaml is installed.
-            node = yaml.compose(source, Loader=_Loader)
+            node = _compose(source, _Loader, stop)
     except yaml.YAMLError as exc:
         if is_json and not isinstance(exc, _TooDeep):
             # valid JSON that YAML cannot read: load it, without line numbers
@@ -307,20 +397,26 @@ def parse(text: str, file: str) -> Document:
     if node is None:
         doc.data = {}
         return doc
+    _go_on(stop)
     check_shape(node, file)
+    _go_on(stop)
     if is_json:
         doc.data = data
     else:
         loader = _Loader("")
+        loader.stop = stop
         try:
             doc.data = loader.construct_document(node)
-        except yaml.YAMLError as exc:
+        except yaml.YAMLError as exc:  # the reason only: str(exc) quotes the file's line
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else 1
-            raise CatalogError([Problem(file, line, "(document)", str(exc))]) from exc
+            reason = getattr(exc, "problem", None) or type(exc).__name__
+            raise CatalogError([Problem(file, line, "(document)", reason)]) from exc
+    _go_on(stop)
     for path, line in _walk(node, ()):
         doc.lines.setdefault(path, line)
     _find_duplicate_keys(node, (), doc)
+    _go_on(stop)
     return doc
 
 
@@ -351,6 +447,35 @@ def _readable(problem: str) -> str:
         if words in problem:
             return f"{hint} [{problem}]"
     return problem
+
+
+def _go_on(stop: threading.Event | None) -> None:
+    """Between the steps of a load: raise `Stopped` if the sidecar is stopping."""
+    if stop is not None and stop.is_set():
+        raise Stopped
+
+
+def parse_value(text: str) -> Any:
+    """One value written in catalog notation (`25`, `unlimited`, `[slack]`, `{limit: 10}`),
+    as the console's forms send it: at most `MAX_VALUE_BYTES` of text, read by the catalog's
+    own loader with its bounds, aliases adding at most `MAX_VALUE_ALIAS_NODES` nodes (a
+    300-byte alias bomb would otherwise build a value of tens of megabytes). Raises
+    ValueError saying what is wrong."""
+    size = len(text.encode("utf-8"))
+    if size > MAX_VALUE_BYTES:
+        raise ValueError(f"{size} bytes is more than a value may have ({MAX_VALUE_BYTES})")
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        if node is None:
+            return None
+        check_shape(node, "value", MAX_VALUE_ALIAS_NODES)
+        return _Loader("").construct_document(node)
+    except CatalogError as exc:
+        raise ValueError(exc.problems[0].message) from exc
+    except yaml.YAMLError as exc:  # the reason and line, not the text echoed back
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ValueError(f"{getattr(exc, 'problem', None) or 'not YAML'}{where}") from exc
 
 
 def _walk(node: yaml.Node, path: Path, line: int | None = None) -> Iterator[tuple[Path, int]]:

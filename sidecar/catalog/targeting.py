@@ -5,6 +5,14 @@ is checked once, at load, so that what flagd would only find at evaluation time 
 operator, a literal that names no variant, a dangling `$ref`, an evaluator cycle, a weight
 that cannot be bucketed — is a catalog error with its line and path. Every `$ref` is replaced
 by its evaluator here, as flagd does on load, so the engine only walks plain JSON Logic.
+
+Resolving copies each evaluator into every place that names it, so a few kilobytes of
+evaluators naming each other twice per level would expand to hundreds of megabytes (the
+alias bomb of `source.py`, spelled with `$ref`); and every evaluation walks the whole rule.
+So the walk is bounded as it goes: one feature's rule at most `MAX_RULE_NODES` nodes once
+resolved, the whole catalog's `$ref`s at most `MAX_REF_NODES` added nodes, a `fractional` at
+most `MAX_FRACTIONAL_BUCKETS` buckets. Each is a problem with its line, found after at most
+that many steps.
 """
 
 from __future__ import annotations
@@ -30,6 +38,19 @@ _UNTARGETABLE = frozenset({"metered", "credits"})  # access comes from usage, no
 # The data names the sidecar sets over the context (engine/targeting.py `rule_data`).
 _SIDECAR_NAMES = frozenset({"targetingKey", "$flagd", "account", "plans", "addons"})
 
+MAX_RULE_NODES = 10_000
+"""Nodes (operations, lists, values) of one rule with its `$ref`s resolved: an evaluation
+walks all of them, so this bounds what one evaluation costs."""
+MAX_REF_NODES = 100_000
+"""Nodes that resolving `$ref`s may add to the catalog's rules, all features together."""
+MAX_FRACTIONAL_BUCKETS = 1_000
+"""Buckets of one `fractional`: flagd scans them on every evaluation (200,000 took 0.8 s)."""
+
+
+class _TooBig(Exception):
+    """A bound of the walk was passed (the problem is recorded): stop walking this rule."""
+
+
 ReadValue = Callable[[Document, Path, Any, Feature], Entitlement | None]
 """`features.read_entitlement`, passed in: variant values are checked like entitlements."""
 
@@ -50,7 +71,7 @@ def read_evaluators(doc: Document, raw: Any) -> Mapping[str, Evaluator]:
     out = {str(k): Evaluator(("evaluators", str(k)), v) for k, v in raw.items()}
     found = MappingProxyType(out)
     for name, ev in out.items():  # checked even when no feature uses it
-        _Walk(doc, found, None).rule(ev.rule, ev.path, False, (name,))
+        _Walk(doc, found, None).check(ev.rule, ev.path, (name,))
     return found
 
 
@@ -79,7 +100,7 @@ def read_targeting(
     if variants is None:
         return None
     walk = _Walk(doc, evaluators, set(variants))
-    rule = walk.rule(data["targeting"], (*path, "targeting"), True, ())
+    rule = walk.check(data["targeting"], (*path, "targeting"), ())
     if walk.failed:
         return None
     canonical = json.dumps(
@@ -142,6 +163,41 @@ class _Walk:
         self.volatile = False
         self.reads_context = False
         self.failed = False
+        self.nodes = 0  # of this rule, `$ref`s resolved (`MAX_RULE_NODES`)
+        self.top: Path = ()  # where the rule being checked is written
+
+    def check(self, node: Any, path: Path, stack: tuple[str, ...]) -> Any:
+        """The whole rule at `path` (a feature's targeting when `stack` is empty, else the
+        evaluator it names) with refs resolved; None once a bound stopped the walk."""
+        self.top = path
+        try:
+            return self.rule(node, path, not stack, stack)
+        except _TooBig:
+            self.failed = True
+            return None
+
+    def _count(self, stack: tuple[str, ...]) -> None:
+        """One more node of the rule; raises `_TooBig` past a bound (the problem is at the
+        rule's own line, not deep inside an evaluator it names)."""
+        self.nodes += 1
+        if self.nodes > MAX_RULE_NODES:
+            self.error(
+                self.top,
+                f"this rule has more than {MAX_RULE_NODES} nodes once its $refs are resolved; "
+                "an evaluation walks all of them: simplify it or split it across features",
+            )
+            raise _TooBig
+        if len(stack) > (0 if self.variants is not None else 1):  # inside a `$ref`
+            self.doc.ref_nodes += 1
+            if self.doc.ref_nodes == MAX_REF_NODES + 1:
+                self.error(
+                    self.top,
+                    f"$ref evaluators add more than {MAX_REF_NODES} nodes to the catalog's "
+                    "rules (each $ref copies its evaluator, and the evaluators it names): "
+                    "use fewer or smaller evaluators",
+                )
+            if self.doc.ref_nodes > MAX_REF_NODES:
+                raise _TooBig
 
     def error(self, path: Path, message: str) -> None:
         self.failed = True
@@ -151,6 +207,7 @@ class _Walk:
 
     def rule(self, node: Any, path: Path, result: bool, stack: tuple[str, ...]) -> Any:
         """`node` with refs resolved; `result`: its value is what the rule answers."""
+        self._count(stack)
         if isinstance(node, list):
             if result:
                 self.error(path, "a list cannot name a variant")
@@ -247,6 +304,14 @@ class _Walk:
         if start == len(items):
             self.error(at, "fractional needs at least one [variant, weight] bucket")
             return out
+        if len(items) - start > MAX_FRACTIONAL_BUCKETS:
+            self.error(
+                at,
+                f"fractional has {len(items) - start} buckets; at most "
+                f"{MAX_FRACTIONAL_BUCKETS} are allowed (each evaluation scans them): "
+                "give a variant a larger weight instead of repeating it",
+            )
+            raise _TooBig
         total: int | None = 0
         for i in range(start, len(items)):
             bucket, where = items[i], (*at, i)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, date, datetime
 from typing import Any
 
-from .source import Document, Path
+from .source import MAX_VALUE_BYTES, Document, Path
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
@@ -20,6 +21,16 @@ def slugify(name: str) -> str:
 def is_number(value: Any) -> bool:
     """A finite int or float (not a bool): NaN and infinities are not catalog numbers."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def oversized(value: dict[Any, Any] | list[Any]) -> str | None:
+    """Why a list or object value is too large to hold (more than `MAX_VALUE_BYTES` as JSON),
+    or None. Every evaluation of the feature copies it into answers, every Watch event and
+    every EvaluateAll: an admin value of megabytes would be paid for on each."""
+    size = len(json.dumps(value, default=str, separators=(",", ":")))
+    if size <= MAX_VALUE_BYTES:
+        return None
+    return f"the value is {size} bytes as JSON; a value may have at most {MAX_VALUE_BYTES}"
 
 
 def to_utc(value: datetime) -> datetime:

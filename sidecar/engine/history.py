@@ -100,9 +100,19 @@ def hour_buckets(
     return out
 
 
+def window_count(start: datetime, end: datetime, window: Window) -> int:
+    """How many hour or day windows `windows` would build for [start, end), by arithmetic:
+    a caller bounds the count before anything is allocated."""
+    step = HOUR if window is Window.HOUR else DAY
+    first = hour_of(start) if window is Window.HOUR else day_of(start)
+    return max(0, -((first - end) // step))
+
+
 def windows(start: datetime, end: datetime, window: Window) -> list[tuple[datetime, datetime]]:
     """The UTC-aligned hour or day windows covering [start, end) (the first may begin before
-    `start`). `period` windows depend on the account's subscriptions: see `runtime.history`."""
+    `start`). `period` windows depend on the account's subscriptions: see `runtime.history`.
+    Build only a count `window_count` allowed; `end` must leave a step of headroom before
+    `datetime.max` (the last window ends after it)."""
     step = HOUR if window is Window.HOUR else DAY
     at = hour_of(start) if window is Window.HOUR else day_of(start)
     out: list[tuple[datetime, datetime]] = []

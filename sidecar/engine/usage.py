@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from ..catalog.model import Aggregation, Feature
@@ -34,6 +34,19 @@ class UsageReport:
 
 class UsageRejected(ValueError):
     """A report that cannot be applied; the message says what to change."""
+
+
+def check_instant(report: UsageReport, now: datetime, ahead: timedelta) -> None:
+    """Refuse a report dated more than `ahead` past `now`: usage is reported when it happens
+    (a late one counts in its own past period), and a report dated years ahead would count
+    in a period nobody has reached, where no limit of today sees it."""
+    at = report.timestamp
+    if at is not None and at - now > ahead:
+        raise UsageRejected(
+            f"timestamp {at.isoformat()} is {at - now} ahead of the sidecar's clock "
+            f"({now.isoformat()}); at most {ahead.total_seconds():g} s ahead is accepted "
+            "(--max-report-ahead-seconds): report usage when it happens"
+        )
 
 
 def check_report(feature: Feature | None, report: UsageReport) -> Feature:

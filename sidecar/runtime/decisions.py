@@ -133,7 +133,7 @@ class Decisions:
         """The write a Consume makes, or its answer when no write is to be made."""
         state = self.state
         snap, now = state.snapshot, state.clock()
-        feature = countable(snap, report)
+        feature = countable(snap, report, now, state.report_ahead)
         requested = 1.0 if feature.aggregation is Aggregation.UNIQUE else report.amount
         if requested < 0:
             raise UsageRejected("consume takes a non-negative amount; report refunds instead")

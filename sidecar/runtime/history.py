@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..catalog.model import Feature
 from ..engine import StateView, evaluate, slot_for
 from ..engine.balances import FOREVER
-from ..engine.history import Series, Window, hour_of, windows
+from ..engine.history import Series, Window, hour_of, window_count, windows
 from ..engine.periods import period_containing
 from .records import AdminError, NotFound
 
@@ -120,12 +120,15 @@ def usage_history(
     now = state.clock()
     if kind is Window.PERIOD:
         bounds = _periods(snap, account_id, f, start, end)
-    else:
-        bounds = windows(start, end, kind)
-    if len(bounds) > MAX_POINTS:
+        count = len(bounds)
+    else:  # counted before a window is built: 1,000 years of hours would take gigabytes
+        count = window_count(start, end, kind)
+        bounds = [] if count > MAX_POINTS else windows(start, end, kind)
+    if count > MAX_POINTS:
+        held = f"more than {MAX_POINTS}" if kind is Window.PERIOD else str(count)
         raise HistoryQueryError(
-            f"{len(bounds)} {kind.value} windows is more than {MAX_POINTS}; "
-            "narrow the range or use a wider window"
+            f"the range holds {held} {kind.value} windows; at most {MAX_POINTS} are answered "
+            "per call: narrow the range or use a wider window"
         )
     spans = [_span(snap, account_id, f, ws, we, now) for ws, we in bounds]
     series: dict[str, Series] = {}

@@ -8,14 +8,12 @@ store has not made durable.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..catalog.model import (
@@ -24,6 +22,7 @@ from ..catalog.model import (
     Feature,
     Subscription,
 )
+from ..catalog.source import collector_paused
 from ..engine import (
     StateView,
     UsageRejected,
@@ -37,6 +36,7 @@ from ..engine import (
 from ..engine.balances import Balance, burn_feature
 from ..engine.lifecycle_events import admin_events
 from ..engine.sums import overflows
+from ..engine.usage import check_instant
 from ..engine.write_rule import PoolLeg
 from ..store.base import (
     AuditEntry,
@@ -104,6 +104,8 @@ class LiveState:
         self.snapshot = self._build(catalog, self.records)
         self._subscriptions = subscription_index(self.snapshot.accounts.values())
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
+        # how far past now a report may be dated: `serve` sets --max-report-ahead-seconds
+        self.report_ahead = timedelta.max
         self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
         self.enqueued_listeners: list[Callable[[], None]] = []  # told of new outbox rows
         # concurrent Report/Consume calls share a store transaction (one commit, one lock per counter)
@@ -129,7 +131,7 @@ class LiveState:
         """Declared accounts merged with stored ones; raises ValueError naming a stored account
         the catalog can no longer serve (so such a catalog change is rejected)."""
         accounts: dict[str, Account] = dict(catalog.accounts)
-        with _collector_paused():
+        with collector_paused():
             for account_id, record in records.decoded():
                 try:
                     accounts[account_id] = self._merge(catalog, record)
@@ -198,7 +200,7 @@ class LiveState:
         no timestamp, so they share `now`), while `slot_for` and `quota_check` re-run the
         evaluation's source selection every time."""
         snap = self.snapshot if snap is None else snap
-        feature = countable(snap, report)
+        feature = countable(snap, report, now, self.report_ahead)
         account = report.account
         at = report.timestamp or now
         key = (account, feature.key, at)
@@ -596,25 +598,12 @@ class LiveState:
             self._usage_changed(scope for scope, _feature, _start in counters)
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a snapshot is built: a million new
-    accounts (none in a reference cycle; the record dicts read for them are freed by their
-    reference counts) would otherwise set off full collections that walk every account
-    built so far, a sixth of a start-up's time at 1M accounts."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def countable(snap: StateView, report: UsageReport) -> Feature:
-    """The feature `report` counts on, checked (`check_report`) for an account `snap` knows;
-    raises `UsageRejected` saying what to fix. Report and Consume both start here."""
+def countable(snap: StateView, report: UsageReport, now: datetime, ahead: timedelta) -> Feature:
+    """The feature `report` counts on, checked (`check_report`, `check_instant`) for an
+    account `snap` knows; raises `UsageRejected` saying what to fix. Report and Consume both
+    start here."""
     feature = check_report(snap.catalog.features.get(report.feature), report)
+    check_instant(report, now, ahead)
     if report.account not in snap.accounts and report.account not in snap.memberships:
         raise UsageRejected(
             f"unknown account {report.account!r}; create it first (Admin.UpsertAccount)"

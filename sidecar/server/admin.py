@@ -12,6 +12,7 @@ import grpc
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp
+from ..engine.typed import INT64_MAX
 from ..runtime.admin import Admin, Page, TopUpView
 from ..runtime.audit import ANONYMOUS
 from ..store.base import AuditEntry, Delivery
@@ -72,8 +73,13 @@ def _topup_view_pb(view: TopUpView) -> pb.TopUp:
 
 def _seq_token(token: str) -> int | None:
     """A page token of a seq-paged listing as the seq to continue before; None for the first."""
-    require(not token or token.isdigit(), _BAD_TOKEN)
-    return int(token) if token else None
+    if not token:
+        return None
+    # ASCII digits only (str.isdigit also takes "²"), and a seq the stores' 64-bit column holds
+    require(token.isascii() and token.isdigit() and len(token) <= 19, _BAD_TOKEN)
+    seq = int(token)
+    require(seq <= INT64_MAX, _BAD_TOKEN)
+    return seq
 
 
 def _next_token(page: Page[Delivery] | Page[AuditEntry]) -> str:

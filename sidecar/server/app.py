@@ -29,7 +29,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # health: the service name
 
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
-from ..catalog import load_catalog
+from ..catalog import Catalog, load_catalog
+from ..catalog.build import check_successor
 from ..runtime.admin import Admin
 from ..runtime.decisions import Decisions
 from ..runtime.housekeeping import Housekeeper
@@ -64,6 +65,9 @@ if TYPE_CHECKING:
     from ..sync.pg_feed import ChangeFeed
 
 log = logging.getLogger("plangate.sidecar")
+
+_TEN_YEARS = 10 * 365 * 86400.0
+"""The most `--max-report-ahead-seconds` may be (a larger one would overflow dates)."""
 
 SERVICES = ("plangate.v1.Evaluation", "plangate.v1.Usage", "plangate.v1.Admin")
 
@@ -157,6 +161,11 @@ class Sidecar:
         # token -> name (the audit log's actor); empty: the API is open and callers anonymous
         self.tokens: Tokens = read_tokens(settings.token_file) if settings.token_file else {}
         self.failures = Failures()  # wrong tokens per address: gRPC and console sign-in share it
+        if not 0 <= settings.max_report_ahead_seconds <= _TEN_YEARS:
+            raise ValueError(
+                f"--max-report-ahead-seconds must be between 0 and {_TEN_YEARS:g} seconds, "
+                f"got {settings.max_report_ahead_seconds}"
+            )
         if not settings.trial_ending_days >= 0:
             raise ValueError(
                 f"--trial-ending-days must be 0 or more days, got {settings.trial_ending_days}"
@@ -165,6 +174,7 @@ class Sidecar:
         catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
         self.store = open_store(settings.db, settings.environment)
         self.state = LiveState(catalog, self.store)
+        self.state.report_ahead = timedelta(seconds=settings.max_report_ahead_seconds)
         self.decisions = Decisions(self.state)
         self.timekeeper = Timekeeper(self.state)  # design §8 "Time": Watch events at boundaries
         self.feed: ChangeFeed | None = None
@@ -335,7 +345,8 @@ class Sidecar:
 
     # -- catalog sync ------------------------------------------------------------------------
 
-    def _apply_catalog(self, catalog: Any) -> None:
+    def _apply_catalog(self, catalog: Catalog) -> None:
+        check_successor(self.state.catalog, catalog)
         self.state.replace_catalog(catalog)
         self.metrics.catalog_reloads.labels("ok").inc()
         self.metrics.catalog_rejected.set(0)

@@ -20,7 +20,6 @@ from google.protobuf import timestamp_pb2
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
-from ...protocol.values import from_timestamp
 from ..engine.request import consume_amount
 from ..runtime.decisions import Decisions, PendingConsume
 from ..runtime.history import (
@@ -32,8 +31,8 @@ from ..runtime.history import (
     usage_history,
 )
 from ..store.base import Status, UsageOutcome
-from .convert import resolution, timestamp, usage_report
-from .errors import handled, require, status_of
+from .convert import resolution, time_arg, timestamp, usage_report
+from .errors import BadRequest, handled, require, status_of
 from .metrics import Metrics
 
 MAX_BATCH = 10_000
@@ -155,10 +154,14 @@ class UsageService(pb_grpc.UsageServicer):
 
 
 def _range(request: pb.HistoryRequest | pb.ExportRequest) -> tuple[datetime, datetime]:
-    """`from` and `to` (a Python keyword: read with getattr), both required."""
+    """`from` and `to`, both required, each a time a request may carry (`time_arg`)."""
+    times: list[datetime] = []
     for name in ("from", "to"):
-        require(request.HasField(name), f"{name} is required (a timestamp)")
-    return from_timestamp(getattr(request, "from")), from_timestamp(request.to)
+        at = time_arg(request, name)
+        if at is None:
+            raise BadRequest(f"{name} is required (a timestamp)")
+        times.append(at)
+    return times[0], times[1]
 
 
 def _point(p: HistoryPoint) -> pb.HistoryPoint:

@@ -124,7 +124,16 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE lifecycle_clock (environment TEXT PRIMARY KEY, upto TEXT NOT NULL)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: sqlite_utils.Database) -> None:
+    """One counter's buckets by hour: `usage_buckets` names the environment, scope and feature
+    and a range of hours, which the primary key (period start before hour) cannot serve and
+    `usage_hourly_hour` serves by reading every counter's buckets in the range."""
+    db.execute(
+        "CREATE INDEX usage_hourly_counter ON usage_hourly (environment, scope, feature, hour)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit."""
 
 

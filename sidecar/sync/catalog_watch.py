@@ -28,7 +28,7 @@ from pathlib import Path
 import watchfiles
 
 from ..catalog import Catalog, CatalogError, parse_catalog
-from ..catalog.source import DEFAULT_MAX_BYTES, read_text, version_of
+from ..catalog.source import DEFAULT_MAX_BYTES, Stopped, read_text, version_of
 
 log = logging.getLogger("plangate.sync")
 
@@ -180,7 +180,12 @@ class CatalogWatcher:
         if version == self._failed:
             return
         try:
-            self._apply(parse_catalog(text, str(self.path)))
+            catalog = parse_catalog(text, str(self.path), self._stop)
+            if self._stop.is_set():
+                return  # stopping: a catalog read meanwhile is not applied
+            self._apply(catalog)
+        except Stopped:
+            return
         except (CatalogError, ValueError) as exc:
             self._reject(version, self._still_serving(f"{exc}"))
             return

@@ -374,3 +374,21 @@ def test_the_audit_page_shows_a_markup_name_as_text(open_console: Any) -> None:
     assert status == 200
     assert "UpsertAccount" in page and "anonymous" in page  # no token file: nobody is named
     assert "<script>" not in page and "&lt;script&gt;alert(" in page
+
+
+def test_an_override_value_is_read_with_the_catalogs_bounds(token_console: Any) -> None:
+    """A 300-byte form of nested aliases stored a 26 MB override on main, which every
+    evaluation then copied; the console reads a value with the catalog's own bounded loader."""
+    client = Http(token_console.management_port)
+    client.sign_in()
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{b}: &{b} [{','.join([f'*{a}'] * 10)}]\n" for a, b in zip("abc", "bcd", strict=True)
+    )
+    assert len(bomb) < 304
+    form = {"feature": "theme", "value": bomb}
+    form["csrf"] = client.csrf("/console/accounts/acct_hostile")
+    status, where = client.post("/console/accounts/acct_hostile/override", form)
+    assert (status, where) == (303, "/console/accounts/acct_hostile")
+    page = client.get("/console/accounts/acct_hostile")[1]
+    assert "aliases expand to" in page
+    assert "theme" not in overrides(token_console, "acct_hostile")

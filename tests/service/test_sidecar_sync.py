@@ -424,14 +424,50 @@ def test_a_file_caught_mid_write_is_never_served(tmp_path: Path) -> None:
             watcher.close()
 
 
-def test_a_deliberate_removal_is_applied_once_the_file_is_stable(
+def test_a_file_cut_before_accounts_keeps_them_and_an_explicit_removal_is_applied(
     catalog: Path, sidecar: Any, stubs: Stubs
 ) -> None:
-    """Settling tells a half-written file from an edit; an edit that removes the declared
-    accounts (or a feature) is what the file now says, so it is served (decision 0400)."""
-    catalog.write_text(EXAMPLE[: EXAMPLE.index("accounts:")])
+    """A settled file cut short before `accounts:` is valid YAML; served, every declared
+    account would lose its subscriptions at once. So a reload without the section is refused
+    while accounts are declared, and `accounts: []` says the removal is meant (decision 1321;
+    main served the cut file)."""
+    cut = EXAMPLE[: EXAMPLE.index("accounts:")]
+    catalog.write_text(cut)
+    wait_for(lambda: sidecar.state.catalog_error is not None, timeout=5)
+    assert "no `accounts:` section" in sidecar.state.catalog_error
+    assert "write `accounts: []`" in sidecar.state.catalog_error
+    assert "acct_acme" in sidecar.state.snapshot.accounts
+    assert readyz(sidecar)["catalog_error"].startswith(f"{catalog}:1 accounts")
+    # the removal written out is what the operator meant: applied
+    catalog.write_text(cut + "accounts: []\n")
     wait_for(lambda: "acct_acme" not in sidecar.state.snapshot.accounts, timeout=5)
     assert sidecar.state.catalog_error is None
+    assert pro_view(stubs) == (True, 10)
+    # with no account declared, a file without the section is an ordinary catalog
+    catalog.write_text(cut.replace("execution-concurrency: 10\n", "execution-concurrency: 12\n"))
+    wait_for(lambda: pro_view(stubs) == (True, 12), timeout=5)
+
+
+def test_a_catalog_path_symlinked_to_a_secret_shows_none_of_it(
+    catalog: Path, sidecar: Any, stubs: Stubs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Turn 2's D8: the rejection reaches the unauthenticated /readyz, the console and the
+    log; a file that is no catalog is named, and nothing of it quoted."""
+    secret = catalog.parent / "credentials"
+    secret.write_text("aws_secret_access_key: wJalrXUtnFEMI\nsk_live_51HxYz: charge\n")
+    with caplog.at_level(logging.ERROR, logger="plangate.sync"):
+        catalog.unlink()
+        catalog.symlink_to(secret)
+        wait_for(lambda: sidecar.state.catalog_error is not None, timeout=5)
+    shown = [
+        sidecar.state.catalog_error,  # what the console's banner shows
+        json.dumps(readyz(sidecar)),
+        caplog.text,
+    ]
+    for text in shown:
+        for word in ("aws_secret", "wJalrXUtnFEMI", "sk_live", "charge"):
+            assert word not in text, text
+    assert "not a PlanGate catalog" in sidecar.state.catalog_error
     assert pro_view(stubs) == (True, 10)
 
 

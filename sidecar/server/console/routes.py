@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import yaml
 from aiohttp import web
 
 from ...catalog.model import Account
+from ...catalog.source import parse_value
 from ...engine import EvaluationError
 from ...runtime import records as rec
 from ...runtime.admin import Admin
@@ -85,8 +85,8 @@ def _value(text: str) -> Any:
     """An entitlement value as the catalog writes it: `true`, `25`, `unlimited`, `[slack]`,
     `{limit: 10, soft: true}` (YAML, the catalog's own notation)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        return parse_value(text)
+    except ValueError as exc:
         raise ValueError(f"value: not a value in catalog notation ({exc})") from exc
 
 
