@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .accounts import read_accounts
-from .features import read_entitlement, read_feature
+from .features import read_entitlement, read_feature, read_metadata
 from .model import (
     AddOn,
     Aggregation,
@@ -36,7 +36,7 @@ from .values import check_keys, is_number, read_list, read_mapping, read_str, sl
 from .webhooks import read_webhooks
 
 _TOP = {"products", "accounts", "evaluators", "webhooks"}
-_PRODUCT = {"name", "slug", "description", "features", "plans", "addons"}
+_PRODUCT = {"name", "slug", "description", "features", "plans", "addons", "metadata"}
 _PLAN = {
     "name",
     "slug",
@@ -109,6 +109,7 @@ class _Builder:
             addons=MappingProxyType(self.addons),
             accounts=MappingProxyType(accounts),
             webhooks=read_webhooks(doc, root.get("webhooks")),
+            warnings=tuple(str(w) for w in sorted(doc.warnings, key=lambda p: p.line)),
         )
 
     # -- products and features -------------------------------------------------------------
@@ -141,11 +142,14 @@ class _Builder:
         if slug in self.products:
             doc.error((*path, "name"), f"product slug {slug!r} is already used by another product")
             return
-        self.products[slug] = Product(slug, name)
+        product_metadata = read_metadata(doc, (*path, "metadata"), data.get("metadata"))
+        self.products[slug] = Product(slug, name, product_metadata)
         by_slug: dict[str, Feature] = {}
         for j, raw in enumerate(read_list(doc, (*path, "features"), data.get("features"))):
             fpath = (*path, "features", j)
-            feature = read_feature(doc, fpath, read_mapping(doc, fpath, raw), slug, self.evaluators)
+            feature = read_feature(
+                doc, fpath, read_mapping(doc, fpath, raw), slug, self.evaluators, product_metadata
+            )
             if feature is None:
                 continue
             if feature.slug in by_slug:

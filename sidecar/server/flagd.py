@@ -43,6 +43,7 @@ from ...protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 from ...protocol.values import from_struct, to_struct
 from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import (
+    CALLER_DEFAULT,
     Decision,
     ErrorCode,
     EvaluationError,
@@ -88,8 +89,11 @@ def _finite(value: Any) -> bool:
     return True
 
 
-def object_value(decision: Decision, feature: Feature) -> dict[str, Any]:
-    """The object a flagd object resolution carries: a Struct, so a list comes as its detail."""
+def object_value(decision: Decision, feature: Feature) -> Any:
+    """The object a flagd object resolution carries: a Struct, so a list comes as its detail
+    (or `CALLER_DEFAULT`: no value, decision 2000)."""
+    if decision.caller_default:
+        return resolve_as(decision, feature, Kind.OBJECT)  # the type check, then no value
     if feature.type is FeatureType.LIST:
         value: Any = detail(decision)
     else:
@@ -97,6 +101,12 @@ def object_value(decision: Decision, feature: Feature) -> dict[str, Any]:
     plain = thaw(value)
     assert isinstance(plain, dict)  # §4: object features hold objects; detail is an object
     return plain
+
+
+def _value(value: Any) -> dict[str, Any]:
+    """The response's `value` field: absent for the caller's default (decision 2000), which the
+    flagd providers read, with reason DEFAULT/DISABLED and an empty variant, as theirs."""
+    return {} if value is CALLER_DEFAULT else {"value": value}
 
 
 class _Flagd:
@@ -155,23 +165,25 @@ class _Flagd:
 
     async def ResolveBoolean(self, request: Any, context: _Context) -> Any:
         decision, value = await self._resolve("ResolveBoolean", request, context, Kind.BOOLEAN)
-        return self.pb.ResolveBooleanResponse(value=value, **self._common(decision))
+        return self.pb.ResolveBooleanResponse(**_value(value), **self._common(decision))
 
     async def ResolveString(self, request: Any, context: _Context) -> Any:
         decision, value = await self._resolve("ResolveString", request, context, Kind.STRING)
-        return self.pb.ResolveStringResponse(value=value, **self._common(decision))
+        return self.pb.ResolveStringResponse(**_value(value), **self._common(decision))
 
     async def ResolveInt(self, request: Any, context: _Context) -> Any:
         decision, value = await self._resolve("ResolveInt", request, context, Kind.INTEGER)
-        return self.pb.ResolveIntResponse(value=value, **self._common(decision))
+        return self.pb.ResolveIntResponse(**_value(value), **self._common(decision))
 
     async def ResolveFloat(self, request: Any, context: _Context) -> Any:
         decision, value = await self._resolve("ResolveFloat", request, context, Kind.FLOAT)
-        return self.pb.ResolveFloatResponse(value=value, **self._common(decision))
+        return self.pb.ResolveFloatResponse(**_value(value), **self._common(decision))
 
     async def ResolveObject(self, request: Any, context: _Context) -> Any:
         decision, value = await self._resolve("ResolveObject", request, context, Kind.OBJECT)
-        return self.pb.ResolveObjectResponse(value=to_struct(value), **self._common(decision))
+        if value is not CALLER_DEFAULT:
+            value = to_struct(value)
+        return self.pb.ResolveObjectResponse(**_value(value), **self._common(decision))
 
     # -- every flag --------------------------------------------------------------------------
 
@@ -197,11 +209,13 @@ class _Flagd:
     def _any_flag(self, decision: Decision, feature: Feature) -> Any:
         flag = self.pb.AnyFlag(**self._common(decision))
         kind, value = natural_value(decision, feature)
-        if kind is Kind.BOOLEAN:
+        if value is CALLER_DEFAULT:
+            pass  # decision 2000: no value, the caller's default
+        elif kind is Kind.BOOLEAN:
             flag.bool_value = value
         elif kind is Kind.STRING:
             flag.string_value = value
-        elif kind is Kind.INTEGER:
+        elif kind is Kind.INTEGER or kind is Kind.FLOAT:
             flag.double_value = value
         else:
             flag.object_value.CopyFrom(to_struct(object_value(decision, feature)))

@@ -41,6 +41,7 @@ _NATURAL: dict[FeatureType, Kind] = {
     FeatureType.BOOLEAN: Kind.BOOLEAN,
     FeatureType.FLAG: Kind.BOOLEAN,
     FeatureType.INTEGER: Kind.INTEGER,
+    FeatureType.FLOAT: Kind.FLOAT,
     FeatureType.STRING: Kind.STRING,
     FeatureType.LIST: Kind.OBJECT,
     FeatureType.OBJECT: Kind.OBJECT,
@@ -87,14 +88,13 @@ def split_context(body: bytes) -> tuple[str, dict[str, Any]]:
 
 
 def _success(decision: Decision, feature: Feature) -> dict[str, Any]:
-    _, value = natural_value(decision, feature)
-    return {
-        "key": feature.key,
-        "value": value,
-        "reason": decision.reason.value,
-        "variant": decision.variant,
-        "metadata": metadata(decision),
-    }
+    out: dict[str, Any] = {"key": feature.key}
+    if not decision.caller_default:  # decision 2000 / ADR-0006: no `value` = the code default
+        out["value"] = natural_value(decision, feature)[1]
+    out.update(
+        reason=decision.reason.value, variant=decision.variant, metadata=metadata(decision)
+    )
+    return out
 
 
 def _failure(key: str, error: EvaluationError) -> dict[str, Any]:
