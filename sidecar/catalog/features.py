@@ -118,10 +118,14 @@ def read_metadata(doc: Document, path: Path, raw: Any) -> Metadata:
         if not isinstance(value, bool | int | float | str) or (
             isinstance(value, float) and not math.isfinite(value)
         ):
-            doc.error((*path, key), f"metadata values are strings, numbers or booleans, got {value!r}")
+            doc.error(
+                (*path, key), f"metadata values are strings, numbers or booleans, got {value!r}"
+            )
             continue
         if str(key) in RESERVED_METADATA:
-            doc.warn((*path, key), f"{key!r} is PlanGate's own flag metadata; PlanGate's value is sent")
+            doc.warn(
+                (*path, key), f"{key!r} is PlanGate's own flag metadata; PlanGate's value is sent"
+            )
             continue
         out[str(key)] = value
     return MappingProxyType(out)
@@ -196,8 +200,10 @@ def read_feature(
     feature = _replace(feature, default=_default(doc, (*path, "default"), data, feature))
     targeting = read_targeting(doc, path, data, feature, evaluators, read_entitlement)
     if targeting is None:
-        if "default_variant" in data:
-            doc.error((*path, "default_variant"), "names a variant, so the feature needs `variants`")
+        if "default_variant" in data and "variants" not in data:
+            doc.error(
+                (*path, "default_variant"), "names a variant, so the feature needs `variants`"
+            )
         return feature
     return _with_default_variant(doc, path, data, _replace(feature, targeting=targeting))
 
@@ -212,10 +218,16 @@ def _slug(doc: Document, path: Path, data: dict[str, Any], name: str) -> str | N
             doc.error((*path, "slug"), f"name {name!r} gives an empty slug; add `slug:`")
         return slug or None
     if not isinstance(explicit, str) or not explicit.strip() or explicit != explicit.strip():
-        doc.error((*path, "slug"), f"must be a non-empty string without surrounding spaces, got {explicit!r}")
+        doc.error(
+            (*path, "slug"),
+            f"must be a non-empty string without surrounding spaces, got {explicit!r}",
+        )
         return None
     if "/" in explicit:
-        doc.error((*path, "slug"), f"{explicit!r}: a slug cannot contain '/' (it separates product/feature keys)")
+        doc.error(
+            (*path, "slug"),
+            f"{explicit!r}: a slug cannot contain '/' (it separates product/feature keys)",
+        )
         return None
     return explicit
 

@@ -260,5 +260,7 @@ class _Walk:
                 total += weight
             out.append([variant, weight] if len(bucket) == 2 else [variant])
         if total is not None and total > MAX_WEIGHT_SUM:
-            self.error(at, f"fractional weights must add up to at most {MAX_WEIGHT_SUM}, got {total}")
+            self.error(
+                at, f"fractional weights must add up to at most {MAX_WEIGHT_SUM}, got {total}"
+            )
         return out

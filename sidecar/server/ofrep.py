@@ -32,7 +32,7 @@ from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resol
 from ..runtime.decisions import Decisions
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
-from .targeting import MISSING_KEY, split_targeting
+from .targeting import split_targeting
 
 PREFIX = "/ofrep/v1/evaluate/flags"
 MAX_BODY = 1 << 20  # an evaluation context is a few hundred bytes; refuse anything silly
@@ -67,7 +67,7 @@ def split_context(body: bytes) -> tuple[str, dict[str, Any]]:
     JSON object with an object `context` is refused with the matching error code.
     """
     if not body.strip():
-        raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, MISSING_KEY)
+        return "", {}
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -91,9 +91,7 @@ def _success(decision: Decision, feature: Feature) -> dict[str, Any]:
     out: dict[str, Any] = {"key": feature.key}
     if not decision.caller_default:  # decision 2000 / ADR-0006: no `value` = the code default
         out["value"] = natural_value(decision, feature)[1]
-    out.update(
-        reason=decision.reason.value, variant=decision.variant, metadata=metadata(decision)
-    )
+    out.update(reason=decision.reason.value, variant=decision.variant, metadata=metadata(decision))
     return out
 
 

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import ErrorCode, EvaluationError
-
-MISSING_KEY = (
-    "the context has no targetingKey; set the OpenFeature targeting key "
-    "(e.g. EvaluationContext(targeting_key=...)) to the account id"
-)
-
 
 def split_targeting(context: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(account id, the other attributes) of an evaluation context."""
+    """(account id, the other attributes) of an evaluation context; "" without a key.
+
+    A `targetingKey` that is null or not a string counts as none, as in flagd (decision
+    2000): a feature with variants answers without one, any other feature answers
+    TARGETING_KEY_MISSING from the engine."""
     attributes = dict(context)
     account = attributes.pop("targetingKey", None)
-    if account is None or account == "":
-        raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, MISSING_KEY)
-    if not isinstance(account, str):
-        raise EvaluationError(
-            ErrorCode.INVALID_CONTEXT,
-            f"targetingKey must be a string (the account id), got {account!r}",
-        )
-    return account, attributes
+    return (account if isinstance(account, str) else ""), attributes

@@ -174,7 +174,7 @@ def test_float_features_resolve_as_float_only(snap: StateView) -> None:
 
 def test_float_values_are_checked_against_min_and_max() -> None:
     bad = CATALOG.replace("variants: {tenth: 0.1, quarter: 0.25}", "variants: {lots: 1.5}")
-    with pytest.raises(CatalogError, match="1.5 is outside ratio's range 0..1"):
+    with pytest.raises(CatalogError, match=r"1\.5 is outside ratio's range 0\.\.1"):
         parse_catalog(bad, "catalog.yaml")
 
 
@@ -188,9 +188,11 @@ def test_default_variant_names_the_default_and_its_value(snap: StateView) -> Non
 
 
 def test_default_variant_must_name_a_variant() -> None:
-    bad = CATALOG.replace("default_variant: fallback\n        targeting: {fractional: [{var: "
-    "targetingKey}, [one, -50]", "default_variant: nope\n        targeting: {fractional: [{var: "
-    "targetingKey}, [one, -50]")
+    bad = CATALOG.replace(
+        "default_variant: fallback\n        targeting: {fractional: [{var: "
+        "targetingKey}, [one, -50]",
+        "default_variant: nope\n        targeting: {fractional: [{var: targetingKey}, [one, -50]",
+    )
     with pytest.raises(CatalogError, match="default_variant: 'nope' names no variant"):
         parse_catalog(bad, "catalog.yaml")
 
