@@ -24,6 +24,7 @@ from openfeature.exception import (
     TypeMismatchError,
 )
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagType
+from plangate.protocol.kinds import KINDS_OF
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct, from_value
 
@@ -131,6 +132,10 @@ def is_caller_default(res: pb.Resolution) -> bool:
 def outcome(res: pb.Resolution, kind: FlagType) -> Outcome:
     """Everything `details` needs from `res` as `kind`, or the error it must raise."""
     if is_caller_default(res):
+        if kind.value.lower() not in KINDS_OF.get(res.feature_type, ()):
+            allowed = ", ".join(sorted(KINDS_OF.get(res.feature_type, ())))
+            message = f"{res.feature} is a {res.feature_type} feature; resolve it as {allowed}"
+            return Outcome(res, False, error=partial(TypeMismatchError, message))
         return Outcome(res, False, CALLER_DEFAULT, res.reason, None, metadata(res))
     metered = res.feature_type in COUNTED and not res.error_code
     if res.error_code:

@@ -170,8 +170,8 @@ def _keyless(
     if targeting is None:
         raise EvaluationError(
             ErrorCode.TARGETING_KEY_MISSING,
-            f"{feature.key} is answered per account: the targeting key (the account id) is "
-            "required",
+            f"{feature.key} is answered per account: set the context's targetingKey (the "
+            "OpenFeature targeting key) to the account id",
         )
     requested = requested_amount(context)
     if feature.archived:

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ...protocol.kinds import KINDS_OF
 from ..catalog.model import Feature, FeatureType
 from .decision import Decision, ErrorCode, EvaluationError, Metering
 
@@ -157,15 +158,7 @@ def _mismatch(feature: Feature, kind: Kind) -> EvaluationError:
 
 
 _FITS: dict[FeatureType, set[Kind]] = {
-    FeatureType.BOOLEAN: {Kind.BOOLEAN, Kind.OBJECT},
-    FeatureType.FLAG: {Kind.BOOLEAN, Kind.OBJECT},
-    FeatureType.INTEGER: {Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
-    FeatureType.FLOAT: {Kind.FLOAT, Kind.OBJECT},
-    FeatureType.STRING: {Kind.STRING, Kind.OBJECT},
-    FeatureType.LIST: {Kind.OBJECT},
-    FeatureType.OBJECT: {Kind.OBJECT},
-    FeatureType.METERED: {Kind.BOOLEAN, Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
-    FeatureType.CREDITS: {Kind.BOOLEAN, Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
+    ftype: {Kind(k) for k in KINDS_OF[ftype.value]} for ftype in FeatureType
 }
 
 

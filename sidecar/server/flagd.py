@@ -57,6 +57,7 @@ from ..runtime.events import AccountChanged, CatalogChanged, Event, EventHub
 from .errors import STATUS_OF_CODE, STREAM_ENDED, status_of
 from .metrics import Metrics
 from .ofrep import natural_value
+from .selector import from_metadata
 from .targeting import split_targeting
 
 if TYPE_CHECKING:
@@ -191,14 +192,16 @@ class _Flagd:
         with self.metrics.rpc_seconds.labels("flagd.ResolveAll").time():
             try:
                 account, attributes = split_context(request.context)
-                found = self.decisions.evaluate_all(account, attributes)
+                product = from_metadata(context.invocation_metadata())
+                found = self.decisions.evaluate_all(account, attributes, product)
                 out = self.pb.ResolveAllResponse(
                     metadata=to_struct({"catalog_version": found.catalog_version})
                 )
                 for key, result in found.results.items():
                     if isinstance(result, EvaluationError):
                         continue  # as flagd does: a flag that cannot be resolved is left out
-                    out.flags[key].CopyFrom(self._any_flag(result.decision, result.feature))
+                    name = result.feature.slug if product else key  # decision 2007
+                    out.flags[name].CopyFrom(self._any_flag(result.decision, result.feature))
             except EvaluationError as exc:
                 await self._abort("ResolveAll", context, exc)
             except Exception as exc:
@@ -224,6 +227,10 @@ class _Flagd:
     # -- events ------------------------------------------------------------------------------
 
     async def EventStream(self, request: Any, context: _Context) -> AsyncIterator[Any]:
+        try:
+            product = from_metadata(context.invocation_metadata())
+        except EvaluationError as exc:
+            await self._abort("EventStream", context, exc)
         subscriber = self.events.subscribe(self.heartbeat)
         self.metrics.watch_streams.inc()
         pb = self.pb
@@ -233,7 +240,7 @@ class _Flagd:
                 if event is None:
                     yield pb.EventStreamResponse(type="keep_alive")
                     continue
-                keys = self._changed_keys([event, *subscriber.pending()])
+                keys = self._changed_keys([event, *subscriber.pending()], product)
                 if keys:
                     yield _configuration_change(pb.EventStreamResponse, tuple(keys))
         finally:
@@ -241,16 +248,24 @@ class _Flagd:
             self.metrics.watch_streams.dec()
         await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_ENDED)
 
-    def _changed_keys(self, events: list[Event]) -> list[str]:
+    def _changed_keys(self, events: list[Event], product: str | None = None) -> list[str]:
         """Flag keys touched by a burst of events (a usage report per call would otherwise
-        become one message per report on every stream)."""
+        become one message per report on every stream); under a selector, only `product`'s,
+        by their own slugs (decision 2007)."""
         keys: dict[str, None] = {}
         for event in events:
             if isinstance(event, CatalogChanged):
                 keys.update(dict.fromkeys(event.features))
             elif isinstance(event, AccountChanged):
                 keys.update(dict.fromkeys(self.decisions.catalog.features))
-        return list(keys)
+        if product is None:
+            return list(keys)
+        features = self.decisions.catalog.features
+        return [
+            f.slug
+            for f in (features.get(k) for k in keys)
+            if f is not None and f.product == product
+        ]
 
 
 class FlagdV2Service(_Flagd, v2_grpc.ServiceServicer):

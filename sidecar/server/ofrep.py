@@ -32,6 +32,7 @@ from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resol
 from ..runtime.decisions import Decisions
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
+from .selector import flag_set
 from .targeting import split_targeting
 
 PREFIX = "/ofrep/v1/evaluate/flags"
@@ -87,8 +88,8 @@ def split_context(body: bytes) -> tuple[str, dict[str, Any]]:
     return split_targeting(context)
 
 
-def _success(decision: Decision, feature: Feature) -> dict[str, Any]:
-    out: dict[str, Any] = {"key": feature.key}
+def _success(decision: Decision, feature: Feature, by_slug: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": feature.slug if by_slug else feature.key}
     if not decision.caller_default:  # decision 2000 / ADR-0006: no `value` = the code default
         out["value"] = natural_value(decision, feature)[1]
     out.update(reason=decision.reason.value, variant=decision.variant, metadata=metadata(decision))
@@ -138,10 +139,11 @@ class Ofrep:
         self.metrics.evaluations.labels("ofrep", found.decision.reason.value).inc()
         return HTTPStatus.OK, result
 
-    def bulk(self, body: bytes) -> tuple[int, dict[str, Any]]:
+    def bulk(self, body: bytes, selector: str | None = None) -> tuple[int, dict[str, Any]]:
         try:
             account, context = split_context(body)
-            found = self.decisions.evaluate_all(account, context)
+            product = flag_set(selector)  # decision 2007: a product's features, by slug
+            found = self.decisions.evaluate_all(account, context, product)
         except EvaluationError as exc:
             self.metrics.evaluation_errors.labels("ofrep", exc.code.value).inc()
             return HTTPStatus.BAD_REQUEST, {
@@ -151,9 +153,9 @@ class Ofrep:
         flags: list[dict[str, Any]] = []
         for key, result in found.results.items():
             if isinstance(result, EvaluationError):
-                flags.append(_failure(key, result))
+                flags.append(_failure(key.rsplit("/", 1)[-1] if product else key, result))
             else:
-                flags.append(_success(result.decision, result.feature))
+                flags.append(_success(result.decision, result.feature, product is not None))
         self.metrics.evaluations.labels("ofrep_bulk", "TARGETING_MATCH").inc(len(flags))
         return HTTPStatus.OK, {"flags": flags}
 
@@ -166,7 +168,7 @@ def ofrep_app(decisions: Decisions, metrics: Metrics) -> web.Application:
         body = await _body(request)
         if isinstance(body, web.StreamResponse):
             return body
-        status, data = ofrep.bulk(body)
+        status, data = ofrep.bulk(body, request.headers.get("Flagd-Selector"))
         payload = _dump(data)
         if status != HTTPStatus.OK:
             return _send(status, payload)
