@@ -123,9 +123,10 @@ def problems(
     if s.has_value and not _same(got["value"], s.value):
         out.append(f"value {got['value']!r}, expected {s.value!r}")
     if s.reason is not None:
-        expected = "DEFAULT" if s.reason == "STATIC" else s.reason  # NEVER_STATIC
+        expected = "DEFAULT" if s.reason == "STATIC" else s.reason
         if got["reason"] != expected:
-            out.append(f"reason {got['reason']!r}, expected {expected!r}")
+            why = f" ({NEVER_STATIC})" if s.reason == "STATIC" else ""
+            out.append(f"reason {got['reason']!r}, expected {expected!r}{why}")
     if s.variant is not None and got["variant"] != s.variant:
         out.append(f"variant {got['variant']!r}, expected {s.variant!r}")
     if s.error_code is not None and got["error_code"] != s.error_code:
@@ -139,7 +140,9 @@ def problems(
         if missing:
             out.append(f"metadata {got['metadata']!r} lacks {missing!r}")
     if s.metadata_empty and set(got["metadata"]) - OWN_METADATA:  # PLANGATE_METADATA
-        out.append(f"metadata {got['metadata']!r} has keys besides PlanGate's own")
+        out.append(
+            f"metadata {got['metadata']!r} has keys besides PlanGate's own: {PLANGATE_METADATA}"
+        )
     return out
 
 
@@ -180,7 +183,7 @@ def test_the_legacy_list_names_only_fractional_scenarios_of_the_suite() -> None:
     outside it is exempt."""
     names = {s.name.split(" [")[0] for s in ALL}
     assert names >= LEGACY_OUTLINES, LEGACY_OUTLINES - names
-    assert {s.file for s in ALL if _legacy(s)} == {"fractional.feature"}
+    assert {s.file for s in ALL if _legacy(s)} == {"fractional.feature"}, LEGACY_REASON
 
 
 def test_the_flagd_provider_really_drops_metadata(answers: dict[str, dict[str, Any]]) -> None:

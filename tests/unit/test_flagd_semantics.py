@@ -244,3 +244,21 @@ def test_metadata_values_are_scalars() -> None:
     bad = CATALOG.replace("ratio: 0.5, beta: true", "ratio: [1], beta: true")
     with pytest.raises(CatalogError, match="metadata values are strings, numbers or booleans"):
         parse_catalog(bad, "catalog.yaml")
+
+
+def test_the_converted_testbed_example_in_catalog_md_loads_and_answers_as_flagd() -> None:
+    """docs/catalog.md "Moving a flagd flag file": the converted flags answer what the
+    flagd-testbed scenarios say for them."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "catalog.md").read_text()
+    section = text[text.index("### Moving a flagd flag file") :]
+    yaml_block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    snapshot = StateView.of(parse_catalog(yaml_block, "catalog.md"))
+    assert ev(snapshot, "", "float-flag").value == 0.5
+    ceo = ev(snapshot, "", "no-default-flag-null-targeting-variant", email="jobs@orange.com")
+    assert (ceo.value, ceo.reason) == ("CEO", Reason.TARGETING_MATCH)
+    assert ev(snapshot, "", "no-default-flag-null-targeting-variant").caller_default
+    assert ev(snapshot, "", "disabled-string-flag").reason is Reason.DISABLED
+    hi = ev(snapshot, "", "ref-whitespace-compact-flag", email="ballmer@macrosoft.com")
+    assert hi.value == "hi"
+    seeded = ev(snapshot, "", "fractional-flag-A-shared-seed", user={"name": "jack"})
+    assert seeded.reason is Reason.TARGETING_MATCH
