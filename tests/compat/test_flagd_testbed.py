@@ -25,13 +25,14 @@ from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from plangate.sidecar.catalog import CatalogError, parse_catalog
 from support.flagd_testbed import (
+    GETTER,
     REFUSED_AT_LOAD,
     Scenario,
     catalog_of,
     flag_file,
+    observed,
     scenarios,
 )
-from support.flagd_testbed_check import GETTER, observed
 from support.provider import provider
 from support.sidecar import ROOT, SubprocessSidecar
 

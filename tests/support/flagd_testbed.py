@@ -5,8 +5,8 @@ flag file they run against (`evaluator/flags/testkit-flags.json`). This module f
 suite, turns the flag file into a PlanGate catalog, and reads every scenario into plain data
 (flag, type, caller's default, context, expectations), with a parser for the small part of
 gherkin the suite uses: tags, Feature, Background, Scenario, Scenario Outline with tagged
-Examples tables, and steps with data tables. No plangate import: the flagd provider's check
-script uses it too.
+Examples tables, and steps with data tables. It imports neither plangate nor the flagd
+provider (whose proto symbols clash with PlanGate's): the provider's check script uses it too.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from openfeature.flag_evaluation import FlagEvaluationDetails
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = "PLANGATE_FLAGD_TESTBED"
@@ -98,6 +100,28 @@ def flag_file() -> dict[str, Any]:
     text = (testbed() / "evaluator" / "flags" / "testkit-flags.json").read_text()
     data: dict[str, Any] = json.loads(text)
     return data
+
+
+# -- what a provider answered -------------------------------------------------------------------
+
+GETTER = {
+    "Boolean": "get_boolean_details",
+    "String": "get_string_details",
+    "Integer": "get_integer_details",
+    "Float": "get_float_details",
+    "Object": "get_object_details",
+}
+
+
+def observed(result: FlagEvaluationDetails[Any]) -> dict[str, Any]:
+    """What a scenario compares: value, reason, variant, error code and flag metadata."""
+    return {
+        "value": result.value,
+        "reason": str(result.reason) if result.reason else None,
+        "variant": result.variant,
+        "error_code": result.error_code.value if result.error_code else None,
+        "metadata": dict(result.flag_metadata),
+    }
 
 
 # -- the scenarios ----------------------------------------------------------------------------

@@ -20,26 +20,9 @@ from openfeature import api
 from openfeature.contrib.provider.flagd import FlagdProvider
 from openfeature.contrib.provider.flagd.config import CacheType, ResolverType
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.flag_evaluation import FlagEvaluationDetails
 
-GETTER = {
-    "Boolean": "get_boolean_details",
-    "String": "get_string_details",
-    "Integer": "get_integer_details",
-    "Float": "get_float_details",
-    "Object": "get_object_details",
-}
-
-
-def observed(result: FlagEvaluationDetails[Any]) -> dict[str, Any]:
-    """What a scenario compares: value, reason, variant, error code and flag metadata."""
-    return {
-        "value": result.value,
-        "reason": str(result.reason) if result.reason else None,
-        "variant": result.variant,
-        "error_code": result.error_code.value if result.error_code else None,
-        "metadata": dict(result.flag_metadata),
-    }
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: find `support`
+from support.flagd_testbed import GETTER, observed
 
 
 def main() -> int:
