@@ -86,13 +86,9 @@ class Decisions:
         self, account_id: str, context: Mapping[str, Any], flag_set: str | None = None
     ) -> EvaluatedAll:
         """Every feature (of product `flag_set` only, when given: flagd's flag sets, decision
-        2007); per-feature errors are results, a bad request (no targeting key, a bad context)
-        raises."""
+        2007); per-feature errors are results — without a targeting key, those of the features
+        that need an account (decision 2000) — and a bad context raises."""
         snap, now = self.state.snapshot, self.state.clock()
-        if not account_id:
-            raise EvaluationError(
-                ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required"
-            )
         out: dict[str, Evaluated | EvaluationError] = {}
         at = account_at(snap, account_id, now)  # the account's side, once for every feature
         for key, feature in snap.catalog.features.items():

@@ -227,11 +227,16 @@ def test_resolve_all_reports_natural_values_and_never_static(flagd: Flagd, sidec
     assert flagd.all("acct_initech").flags["sso"].bool_value is False
 
 
-def test_resolve_all_without_targeting_key_is_invalid_argument(flagd: Flagd) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        flagd.all(None)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert info.value.details().startswith("TARGETING_KEY_MISSING: ")
+def test_resolve_all_without_targeting_key_answers_the_features_with_variants(
+    flagd: Flagd, sidecar: Any
+) -> None:
+    """As flagd does (decision 2000): features with variants answer without a key; those
+    answered per account are left out, like any flag that cannot be resolved."""
+    flags = flagd.all(None).flags
+    with_variants = {
+        k for k, f in sidecar.state.catalog.features.items() if f.targeting is not None
+    }
+    assert with_variants and set(flags) == with_variants
 
 
 def test_reflection_lists_both_flagd_services(sidecar: Any) -> None:
