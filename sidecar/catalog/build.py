@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .accounts import read_accounts
-from .features import read_entitlement, read_feature
+from .features import read_entitlement, read_feature, read_metadata
 from .model import (
     AddOn,
     Aggregation,
@@ -54,7 +54,7 @@ NOT_A_CATALOG = (
 )
 """The one problem of a file with none of the catalog's keys. It quotes no key or value: the
 path may be a symlink to a secret, and the problem reaches `/readyz`, the console and the log."""
-_PRODUCT = {"name", "slug", "description", "features", "plans", "addons"}
+_PRODUCT = {"name", "slug", "description", "features", "plans", "addons", "metadata"}
 _PLAN = {
     "name",
     "slug",
@@ -155,6 +155,7 @@ class _Builder:
             accounts=MappingProxyType(accounts),
             webhooks=read_webhooks(doc, root.get("webhooks")),
             has_accounts_key="accounts" in root,
+            warnings=tuple(str(w) for w in sorted(doc.warnings, key=lambda p: p.line)),
         )
 
     # -- products and features -------------------------------------------------------------
@@ -187,11 +188,14 @@ class _Builder:
         if slug in self.products:
             doc.error((*path, "name"), f"product slug {slug!r} is already used by another product")
             return
-        self.products[slug] = Product(slug, name)
+        product_metadata = read_metadata(doc, (*path, "metadata"), data.get("metadata"))
+        self.products[slug] = Product(slug, name, product_metadata)
         by_slug: dict[str, Feature] = {}
         for j, raw in enumerate(read_list(doc, (*path, "features"), data.get("features"))):
             fpath = (*path, "features", j)
-            feature = read_feature(doc, fpath, read_mapping(doc, fpath, raw), slug, self.evaluators)
+            feature = read_feature(
+                doc, fpath, read_mapping(doc, fpath, raw), slug, self.evaluators, product_metadata
+            )
             if feature is None:
                 continue
             if feature.slug in by_slug:

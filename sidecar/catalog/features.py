@@ -26,11 +26,24 @@ from .source import Document, Path
 from .targeting import Evaluator, read_targeting
 from .values import check_keys, is_number, oversized, read_list, read_str, slugify
 
-_COMMON = {"name", "slug", "type", "description", "default", "archived", "variants", "targeting"}
+_COMMON = {
+    "name",
+    "slug",
+    "type",
+    "description",
+    "default",
+    "default_variant",
+    "archived",
+    "disabled",
+    "variants",
+    "targeting",
+    "metadata",
+}
 _BY_TYPE: dict[FeatureType, set[str]] = {
     FeatureType.BOOLEAN: set(),
     FeatureType.FLAG: set(),
     FeatureType.INTEGER: {"min", "max", "step", "infinite"},
+    FeatureType.FLOAT: {"min", "max"},
     FeatureType.STRING: {"values"},
     FeatureType.LIST: {"values"},
     FeatureType.OBJECT: set(),
@@ -61,12 +74,70 @@ def _enum(doc: Document, path: Path, value: Any, enum: type[Any], default: Any) 
 _NO_EVALUATORS: Mapping[str, Evaluator] = MappingProxyType({})
 
 
+# Flag-metadata keys PlanGate itself sends (engine/typed.py `metadata`): a catalog's own
+# `metadata` may not replace them (decision 2000 "Metadata precedence").
+RESERVED_METADATA = frozenset(
+    {
+        "has_access",
+        "unlimited",
+        "used",
+        "limit",
+        "remaining",
+        "period_end",
+        "allowance",
+        "topup_remaining",
+        "pool",
+        "per_unit",
+        "pool_used",
+        "pool_remaining",
+        "denial",
+        "source",
+        "valid_until",
+        "trial",
+        "trial_ends_at",
+        "volatile",
+        "flagSetId",
+        "flagSetVersion",
+    }
+)
+Metadata = Mapping[str, bool | int | float | str]
+_NO_METADATA: Metadata = MappingProxyType({})
+
+
+def read_metadata(doc: Document, path: Path, raw: Any) -> Metadata:
+    """A feature's or product's `metadata:` (flagd's flag and flag-set metadata): scalar
+    values only, as OpenFeature flag metadata holds; a PlanGate key is a warning, PlanGate's
+    value wins."""
+    if raw is None:
+        return MappingProxyType({})
+    if not isinstance(raw, dict):
+        doc.error(path, "must be a mapping of name -> string, number or boolean")
+        return MappingProxyType({})
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in raw.items():
+        if not isinstance(value, bool | int | float | str) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            doc.error(
+                (*path, key), f"metadata values are strings, numbers or booleans, got {value!r}"
+            )
+            continue
+        if str(key) in RESERVED_METADATA:
+            doc.warn(
+                (*path, key), f"{key!r} is PlanGate's own flag metadata; PlanGate's value is sent"
+            )
+            continue
+        out[str(key)] = value
+    return MappingProxyType(out)
+
+
 def read_feature(
     doc: Document,
     path: Path,
     data: dict[str, Any],
     product: str,
     evaluators: Mapping[str, Evaluator] = _NO_EVALUATORS,
+    product_metadata: Metadata = _NO_METADATA,
 ) -> Feature | None:
     name = read_str(doc, (*path, "name"), data.get("name"))
     ftype = _enum(doc, (*path, "type"), data.get("type"), FeatureType, None)
@@ -81,14 +152,15 @@ def read_feature(
         )
         data = {k: v for k, v in data.items() if k != "credits"}
     check_keys(doc, path, data, _COMMON | _BY_TYPE[ftype])
-    slug = slugify(str(data.get("slug") or name))
+    slug = _slug(doc, path, data, name)
     if not slug:
-        doc.error((*path, "slug"), f"name {name!r} gives an empty slug; add `slug:`")
         return None
-    archived = data.get("archived", False)
-    if not isinstance(archived, bool):
-        doc.error((*path, "archived"), "must be true or false")
-        archived = False
+    archived = False
+    for word in ("disabled", "archived"):  # decision 2000: `disabled` is flagd's DISABLED state
+        flag = data.get(word, False)
+        if not isinstance(flag, bool):
+            doc.error((*path, word), "must be true or false")
+        archived = archived or flag is True
     feature = Feature(
         key=slug,
         slug=slug,
@@ -98,9 +170,14 @@ def read_feature(
         default=None,
         archived=archived,
         description=str(data.get("description") or ""),
+        metadata=MappingProxyType(
+            {**product_metadata, **read_metadata(doc, (*path, "metadata"), data.get("metadata"))}
+        ),
     )
     if ftype is FeatureType.INTEGER:
         feature = _integer_options(doc, path, data, feature)
+    elif ftype is FeatureType.FLOAT:
+        feature = _float_options(doc, path, data, feature)
     elif ftype in (FeatureType.STRING, FeatureType.LIST) and "values" in data:
         values = read_list(doc, (*path, "values"), data["values"])
         if not all(isinstance(v, str) for v in values) or not values:
@@ -122,7 +199,68 @@ def read_feature(
         )
     feature = _replace(feature, default=_default(doc, (*path, "default"), data, feature))
     targeting = read_targeting(doc, path, data, feature, evaluators, read_entitlement)
-    return feature if targeting is None else _replace(feature, targeting=targeting)
+    if targeting is None:
+        if "default_variant" in data and "variants" not in data:
+            doc.error(
+                (*path, "default_variant"), "names a variant, so the feature needs `variants`"
+            )
+        return feature
+    return _with_default_variant(doc, path, data, _replace(feature, targeting=targeting))
+
+
+def _slug(doc: Document, path: Path, data: dict[str, Any], name: str) -> str | None:
+    """An explicit `slug:` exactly as written (decision 2000: flagd keys keep their capitals);
+    otherwise the slug derived from the name."""
+    explicit = data.get("slug")
+    if explicit is None or explicit == "":
+        slug = slugify(name)
+        if not slug:
+            doc.error((*path, "slug"), f"name {name!r} gives an empty slug; add `slug:`")
+        return slug or None
+    if not isinstance(explicit, str) or not explicit.strip() or explicit != explicit.strip():
+        doc.error(
+            (*path, "slug"),
+            f"must be a non-empty string without surrounding spaces, got {explicit!r}",
+        )
+        return None
+    if "/" in explicit:
+        doc.error(
+            (*path, "slug"),
+            f"{explicit!r}: a slug cannot contain '/' (it separates product/feature keys)",
+        )
+        return None
+    return explicit
+
+
+def _with_default_variant(
+    doc: Document, path: Path, data: dict[str, Any], feature: Feature
+) -> Feature:
+    """The default answer's variant name (decision 2000 exact rules): `default_variant:` names it
+    (and so the default value); with `default:` it is the first variant of that value, else
+    `default`; with neither (and not a `flag`), the caller's default answers."""
+    targeting = feature.targeting
+    assert targeting is not None
+    variants = targeting.variants
+    if "default_variant" in data:
+        chosen = data["default_variant"]
+        if "default" in data:
+            doc.error((*path, "default_variant"), "give `default:` or `default_variant:`, not both")
+            return feature
+        if chosen is None:  # flagd's `"defaultVariant": null`: no default
+            return _replace(feature, caller_default=True, default_variant="")
+        if not isinstance(chosen, str) or chosen not in variants:
+            doc.error(
+                (*path, "default_variant"),
+                f"{chosen!r} names no variant (variants: {', '.join(variants)})",
+            )
+            return feature
+        return _replace(feature, default=variants[chosen], default_variant=chosen)
+    if "default" not in data and feature.type is not FeatureType.FLAG:
+        return _replace(feature, caller_default=True, default_variant="")
+    for name, value in variants.items():
+        if value == feature.default:
+            return _replace(feature, default_variant=name)
+    return feature
 
 
 def _credits(doc: Document, path: Path, raw: Any) -> CreditPrice | None:
@@ -162,6 +300,19 @@ def _integer_options(doc: Document, path: Path, data: dict[str, Any], f: Feature
     return _replace(f, **options, **_infinite(doc, path, data))
 
 
+def _float_options(doc: Document, path: Path, data: dict[str, Any], f: Feature) -> Feature:
+    options: dict[str, Any] = {}
+    for key in ("min", "max"):
+        if key in data:
+            if not is_number(data[key]):
+                doc.error((*path, key), f"must be a number, got {data[key]!r}")
+            else:
+                options[key] = float(data[key])
+    if "min" in options and "max" in options and options["min"] > options["max"]:
+        doc.error((*path, "max"), f"max {options['max']:g} is below min {options['min']:g}")
+    return _replace(f, **options)
+
+
 def _infinite(doc: Document, path: Path, data: dict[str, Any]) -> dict[str, int]:
     """The integer that stands for "unlimited" (integer and metered features)."""
     if "infinite" not in data:
@@ -179,6 +330,7 @@ def _default(doc: Document, path: Path, data: dict[str, Any], f: Feature) -> Any
         FeatureType.BOOLEAN: False,
         FeatureType.FLAG: False,
         FeatureType.INTEGER: 0 if f.min is None else f.min,
+        FeatureType.FLOAT: 0.0 if f.min is None else f.min,
         FeatureType.STRING: f.values[0] if f.values else "",
         FeatureType.LIST: (),
         FeatureType.OBJECT: freeze({}),
@@ -208,6 +360,8 @@ def read_entitlement(doc: Document, path: Path, value: Any, f: Feature) -> Entit
         doc.error(path, f"{f.key} is a {t.value} feature: expected true or false, got {value!r}")
     elif t is FeatureType.INTEGER:
         return _integer_value(doc, path, value, f)
+    elif t is FeatureType.FLOAT:
+        return _float_value(doc, path, value, f)
     elif t is FeatureType.STRING:
         if not isinstance(value, str):
             doc.error(path, f"{f.key} is a string feature: expected a string, got {value!r}")
@@ -258,6 +412,18 @@ def _integer_value(doc: Document, path: Path, value: Any, f: Feature) -> Entitle
             doc.error(path, f"{value} is not on {f.key}'s step of {f.step:g} (from {base:g})")
             return None
     return value
+
+
+def _float_value(doc: Document, path: Path, value: Any, f: Feature) -> Entitlement | None:
+    if not is_number(value):
+        doc.error(path, f"{f.key} is a float feature: expected a number, got {value!r}")
+        return None
+    if (f.min is not None and value < f.min) or (f.max is not None and value > f.max):
+        lo = "-inf" if f.min is None else f"{f.min:g}"
+        hi = "inf" if f.max is None else f"{f.max:g}"
+        doc.error(path, f"{value} is outside {f.key}'s range {lo}..{hi}")
+        return None
+    return float(value)
 
 
 def _metered_value(doc: Document, path: Path, value: Any) -> MeteredLimit | None:

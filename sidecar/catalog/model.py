@@ -23,6 +23,7 @@ class FeatureType(StrEnum):
     BOOLEAN = "boolean"
     FLAG = "flag"
     INTEGER = "integer"
+    FLOAT = "float"  # OpenFeature's float (decision 2000): flagd float flags carry over
     STRING = "string"
     LIST = "list"
     OBJECT = "object"
@@ -132,7 +133,7 @@ class Targeting:
     shape flagd-core's evaluator walks; equality is by `canonical`, its JSON text with the
     variants, so a catalog reload sees a changed rule as a changed feature."""
 
-    rule: Any = field(compare=False)
+    rule: Any = field(compare=False)  # None: variants only, no rule (flagd's `targeting: {}`)
     variants: Mapping[str, Entitlement] = field(compare=False)
     volatile: bool  # the rule reads `$flagd.timestamp`: the answer changes with the clock
     canonical: str
@@ -176,6 +177,13 @@ class Feature:
     # design §4.1: variants and targeting (non-metered features only)
     targeting: Targeting | None = None
     credits: CreditPrice | None = None  # metered features priced in a pool's credits
+    # decision 2000: the variant name a default answer carries ("default" when no variant has
+    # the default's value); `caller_default`: a feature with variants and no default answers
+    # the caller's default (flagd's missing `defaultVariant`)
+    default_variant: str = "default"
+    caller_default: bool = False
+    # decision 2000: the feature's and its product's `metadata` (the feature's wins), scalars
+    metadata: Mapping[str, bool | int | float | str] = field(default_factory=lambda: EMPTY)
 
     @property
     def counted(self) -> bool:
@@ -257,6 +265,7 @@ class AddOn:
 class Product:
     slug: str
     name: str
+    metadata: Mapping[str, bool | int | float | str] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +428,7 @@ class Catalog:
     accounts: Mapping[str, Account]  # declared in the file, by id
     webhooks: tuple[Webhook, ...] = ()  # lifecycle endpoints (design §7.1)
     has_accounts_key: bool = False  # the file writes `accounts:` (even `accounts: []`)
+    warnings: tuple[str, ...] = ()  # served anyway; `plangate validate` prints them (decision 2000)
 
     def feature(self, key: str) -> Feature | None:
         return self.features.get(key)

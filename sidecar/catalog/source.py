@@ -111,6 +111,7 @@ class Document:
     lines: dict[Path, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     ref_nodes: int = 0  # nodes `$ref`s added to targeting rules so far (`targeting.MAX_REF_NODES`)
+    warnings: list[Problem] = field(default_factory=list)  # served anyway (decision 2000)
 
     def line(self, path: Path) -> int:
         while path and path not in self.lines:
@@ -119,6 +120,12 @@ class Document:
 
     def error(self, path: Path, message: str) -> None:
         self.problems.append(Problem(self.file, self.line(path), format_path(path), message))
+
+    def warn(self, path: Path, message: str) -> None:
+        """Something the catalog is served with but its author should know (decision 2000)."""
+        problem = Problem(self.file, self.line(path), format_path(path), message)
+        if problem not in self.warnings:  # an evaluator shared by many features: once
+            self.warnings.append(problem)
 
 
 def _refused(file: str, message: str, line: int = 1) -> CatalogError:

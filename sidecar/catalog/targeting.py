@@ -2,9 +2,12 @@
 
 The rule is flagd's JSON Logic dialect, evaluated later by `openfeature-flagd-core`. Here it
 is checked once, at load, so that what flagd would only find at evaluation time — an unknown
-operator, a literal that names no variant, a dangling `$ref`, an evaluator cycle, a weight
-that cannot be bucketed — is a catalog error with its line and path. Every `$ref` is replaced
-by its evaluator here, as flagd does on load, so the engine only walks plain JSON Logic.
+operator, a dangling `$ref`, an evaluator cycle, a weight that cannot be bucketed — is a catalog
+error with its line and path. A literal result that names no variant is only a warning
+(decision 2000): flagd files carry such literals on branches that are never reached, and
+reaching one is flagd's `GENERAL` error at evaluation. Fractional weights follow flagd:
+negative or non-numeric literals count 0, and all zero chooses no variant. Every `$ref` is
+replaced by its evaluator here, as flagd does on load, so the engine only walks plain JSON Logic.
 
 Resolving copies each evaluator into every place that names it, so a few kilobytes of
 evaluators naming each other twice per level would expand to hundreds of megabytes (the
@@ -95,14 +98,14 @@ def read_targeting(
         )
         return None
     variants = _variants(doc, (*path, "variants"), data.get("variants"), feature, read_value)
-    if "targeting" not in data:
-        return None
     if variants is None:
         return None
+    rule: Any = None
     walk = _Walk(doc, evaluators, set(variants))
-    rule = walk.check(data["targeting"], (*path, "targeting"), ())
-    if walk.failed:
-        return None
+    if "targeting" in data and data["targeting"] != {}:  # `{}` is flagd's "no targeting"
+        rule = walk.check(data["targeting"], (*path, "targeting"), ())
+        if walk.failed:
+            return None
     canonical = json.dumps(
         {"variants": {k: thaw(v) for k, v in variants.items()}, "rule": rule},
         sort_keys=True,
@@ -225,9 +228,10 @@ class _Walk:
             return  # null falls through to the feature's other sources
         name = str(node).lower() if isinstance(node, bool) else str(node)
         if name not in self.variants:
-            self.error(
+            self.doc.warn(
                 path,
-                f"{node!r} names no variant (variants: {', '.join(sorted(self.variants))})",
+                f"{node!r} names no variant (variants: {', '.join(sorted(self.variants))}); "
+                "an evaluation that reaches it answers GENERAL",
             )
 
     def _operation(
@@ -328,15 +332,12 @@ class _Walk:
                 total = None  # computed at evaluation time
                 continue
             if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-                self.error(
-                    (*where, 1), f"a fractional weight is a non-negative integer, got {weight!r}"
-                )
-                total = None
-            elif total is not None:
+                weight = 0  # flagd: a negative or non-numeric weight counts 0
+            if total is not None:
                 total += weight
             out.append([variant, weight] if len(bucket) == 2 else [variant])
-        if total is not None and not 0 < total <= MAX_WEIGHT_SUM:
+        if total is not None and total > MAX_WEIGHT_SUM:
             self.error(
-                at, f"fractional weights must add up to between 1 and {MAX_WEIGHT_SUM}, got {total}"
+                at, f"fractional weights must add up to at most {MAX_WEIGHT_SUM}, got {total}"
             )
         return out

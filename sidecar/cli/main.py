@@ -112,6 +112,8 @@ def validate(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             print(f"{file}: {len(exc.problems)} problem(s)", file=sys.stderr)
             return 1
+        for warning in catalog.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(
             f"{file}: ok (version {catalog.version}: {len(catalog.products)} products, {len(catalog.features)} features, "
             f"{len(catalog.plans)} plans, {len(catalog.addons)} add-ons, {len(catalog.accounts)} accounts)"

@@ -5,10 +5,11 @@ from .evaluate import Slot, account_at, active_subscriptions, evaluate, find_fea
 from .explain import explain
 from .periods import Period, period_containing
 from .snapshot import PlanResolver, StateView, UsageView, memberships_of, reindex_members
-from .typed import Kind, detail, kinds_of, metadata, resolve_as
+from .typed import CALLER_DEFAULT, Kind, detail, kinds_of, metadata, resolve_as
 from .usage import Mode, UsageRejected, UsageReport, check_report, next_value
 
 __all__ = [
+    "CALLER_DEFAULT",
     "Decision",
     "ErrorCode",
     "EvaluationError",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -90,3 +91,14 @@ class Decision:
     # §6.1; flag metadata `trial` and `trial_ends_at`).
     trial_ends_at: datetime | None = None
     targeted: bool = False  # design §4.1: the feature's targeting rule chose the variant
+    # decision 2000: the answer is the caller's default (disabled, or no default variant): no
+    # value on any surface, an empty variant, and the provider returns its caller's default
+    caller_default: bool = False
+    # decision 2000: the feature's own `metadata` (its product's merged in), the product (flagd's
+    # flag set, OpenTelemetry's `feature_flag.set.id`) and the catalog version it came from
+    # (not compared: it follows from the feature and the catalog version, which are)
+    extra_metadata: Mapping[str, bool | int | float | str] = field(
+        default_factory=dict, compare=False
+    )
+    flag_set: str = ""
+    flag_set_version: str = ""

@@ -103,14 +103,13 @@ def evaluate(
     """Decide what `account_id` gets for feature `key` at `now`; `at`, when given, is
     `account_at(snapshot, account_id, now)` made once for several features.
 
-    Raises `EvaluationError` for a missing targeting key, an unknown feature or a bad
-    context; an unknown account is not an error (default value, denial account_not_found).
+    Raises `EvaluationError` for an unknown feature, a bad context or a missing targeting key
+    where the answer needs an account; an unknown account is not an error (default value,
+    denial account_not_found).
     """
-    if not account_id:
-        raise EvaluationError(
-            ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required"
-        )
     feature = find_feature(snapshot, key)
+    if not account_id:
+        return _keyless(snapshot, feature, context, now)
     requested = requested_amount(context)
     if feature.archived:
         return _default(
@@ -163,6 +162,34 @@ def evaluate(
         Reason.TARGETING_MATCH,
         until,
     )
+
+
+def _keyless(
+    snapshot: StateView, feature: Feature, context: Mapping[str, Any], now: datetime
+) -> Decision:
+    """Decision 2000: a feature with variants answers without a targeting key, as flagd does —
+    its rule runs with `targetingKey` absent and no account, else its default. Any other
+    feature's answer is an account's, so it needs the key."""
+    targeting = feature.targeting
+    if targeting is None:
+        raise EvaluationError(
+            ErrorCode.TARGETING_KEY_MISSING,
+            f"{feature.key} is answered per account: set the context's targetingKey (the "
+            "OpenFeature targeting key) to the account id",
+        )
+    requested = requested_amount(context)
+    if feature.archived:
+        return _default(
+            snapshot, feature, "", None, now, requested, Reason.DISABLED, Denial.FEATURE_DISABLED
+        )
+    name = run_rule(targeting, feature.key, rule_data(feature, "", None, (), context, now))
+    if name is None:
+        return _default(snapshot, feature, "", None, now, requested, Reason.DEFAULT, None)
+    value = targeting.variants[name]
+    decision = _decision(
+        snapshot, feature, "", None, now, requested, value, name, Reason.TARGETING_MATCH, None
+    )
+    return replace(decision, targeted=True)
 
 
 def _targeted(
@@ -338,10 +365,20 @@ def _default(
         now,
         requested,
         feature.default,
-        "default",
+        feature.default_variant,
         reason,
         until,
     )
+    if reason is Reason.DISABLED or feature.caller_default:
+        # decision 2000: the caller's default, no value, an empty variant
+        return replace(
+            decision,
+            value=None,
+            variant="",
+            caller_default=True,
+            has_access=False,
+            denial=denial or Denial.NO_ENTITLEMENT,
+        )
     if denial is None:
         if decision.has_access:
             return decision
@@ -369,7 +406,7 @@ def _decision(
     plain: Any = feature.infinite if unlimited else thaw(value)
     if feature.type in (FeatureType.BOOLEAN, FeatureType.FLAG):
         access = bool(plain)
-    elif feature.type is FeatureType.INTEGER:
+    elif feature.type is FeatureType.INTEGER or feature.type is FeatureType.FLOAT:
         access = unlimited or plain > 0
     elif feature.type in (FeatureType.STRING, FeatureType.LIST):
         access = len(plain) > 0
@@ -387,6 +424,9 @@ def _decision(
         unlimited,
         until,
         _trial_end(sub, now),
+        extra_metadata=feature.metadata,
+        flag_set=feature.product,
+        flag_set_version=snapshot.catalog.version,
     )
 
 
@@ -472,6 +512,9 @@ def _metered(
         cap is None,
         until,
         _trial_end(sub, now),
+        extra_metadata=feature.metadata,
+        flag_set=feature.product,
+        flag_set_version=snapshot.catalog.version,
     )
 
 

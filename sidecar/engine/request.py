@@ -76,16 +76,15 @@ def check_context(context: Mapping[str, Any]) -> None:
 
 
 def split_targeting(context: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(account id, the other attributes) of a checked flagd or OFREP context.
+    """(account id, the other attributes) of a checked flagd or OFREP context; "" for no key.
 
     A `targetingKey` that is missing, empty, null or not a string counts as no key, as in
-    flagd (decision 1330): `TARGETING_KEY_MISSING`."""
+    flagd (decisions 1330, 2000): a feature with variants answers without one, any other
+    feature answers `TARGETING_KEY_MISSING` from the engine."""
     check_context(context)
     attributes = dict(context)
     account = attributes.pop(TARGETING_KEY, None)
-    if not isinstance(account, str) or not account:
-        raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, MISSING_KEY)
-    return account, attributes
+    return (account if isinstance(account, str) else ""), attributes
 
 
 def consume_amount(amount: float) -> float:

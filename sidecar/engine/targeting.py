@@ -38,7 +38,9 @@ def rule_data(
         plans[sub.plan] = None
         addons.update(dict.fromkeys(sub.addons))
     data = dict(context)
-    data["targetingKey"] = account_id
+    data.pop("targetingKey", None)
+    if account_id:  # decision 2000: without one, the rule runs with `targetingKey` absent
+        data["targetingKey"] = account_id
     data["$flagd"] = {"flagKey": feature.key, "timestamp": int(now.timestamp())}
     attributes = thaw(account.attributes) if account is not None else {}
     data["account"] = {
@@ -56,6 +58,8 @@ def run_rule(targeting: Targeting, key: str, data: dict[str, Any]) -> str | None
 
     A result that names no variant is an error (`GENERAL`), as in flagd; a boolean or number
     result names the variant spelled like it (`true`, `2`), as flagd-core does."""
+    if targeting.rule is None:
+        return None
     try:
         result = jsonLogic(targeting.rule, data, OPERATORS)
     except Exception as exc:  # a rule that fails at run time (e.g. division by zero)

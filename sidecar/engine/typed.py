@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ...protocol.kinds import KINDS_OF
 from ..catalog.model import Feature, FeatureType
 from .decision import Decision, ErrorCode, EvaluationError, Metering
 
@@ -144,6 +145,7 @@ def metadata(decision: Decision) -> dict[str, bool | int | float | str]:
                 out["pool_remaining"] = number(pm.remaining) or 0
     elif decision.type is FeatureType.INTEGER:
         out["unlimited"] = decision.unlimited
+
     if decision.denial is not None:
         out["denial"] = decision.denial.value
     if decision.targeted:
@@ -153,6 +155,11 @@ def metadata(decision: Decision) -> dict[str, bool | int | float | str]:
     if decision.trial_ends_at is not None:  # design §6.1: while the trial runs
         out["trial"] = True
         out["trial_ends_at"] = iso(decision.trial_ends_at) or ""
+    if decision.flag_set:  # decision 2000: OpenTelemetry's feature_flag.set.id and version
+        out["flagSetId"] = decision.flag_set
+        out["flagSetVersion"] = decision.flag_set_version
+    for key, value in decision.extra_metadata.items():  # the catalog's own; PlanGate's win
+        out.setdefault(key, value)
     return out
 
 
@@ -165,14 +172,7 @@ def _mismatch(feature: Feature, kind: Kind) -> EvaluationError:
 
 
 _FITS: dict[FeatureType, set[Kind]] = {
-    FeatureType.BOOLEAN: {Kind.BOOLEAN, Kind.OBJECT},
-    FeatureType.FLAG: {Kind.BOOLEAN, Kind.OBJECT},
-    FeatureType.INTEGER: {Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
-    FeatureType.STRING: {Kind.STRING, Kind.OBJECT},
-    FeatureType.LIST: {Kind.OBJECT},
-    FeatureType.OBJECT: {Kind.OBJECT},
-    FeatureType.METERED: {Kind.BOOLEAN, Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
-    FeatureType.CREDITS: {Kind.BOOLEAN, Kind.INTEGER, Kind.FLOAT, Kind.OBJECT},
+    ftype: {Kind(k) for k in KINDS_OF[ftype.value]} for ftype in FeatureType
 }
 
 
@@ -199,10 +199,23 @@ def kinds_of(ftype: FeatureType) -> tuple[Kind, ...]:
     return _KINDS_OF[ftype]
 
 
+class _CallerDefault:
+    """The value of a decision that means "the caller's default" (decision 2000: disabled, or no
+    default variant): each surface sends no value, and the provider returns its default."""
+
+    def __repr__(self) -> str:
+        return "CALLER_DEFAULT"
+
+
+CALLER_DEFAULT: Any = _CallerDefault()
+
+
 def resolve_as(decision: Decision, feature: Feature, kind: Kind) -> Any:
-    """The decision's value as `kind`, or `EvaluationError(TYPE_MISMATCH)`."""
+    """The decision's value as `kind`, `CALLER_DEFAULT`, or `EvaluationError(TYPE_MISMATCH)`."""
     if not _fits(feature.type, kind):
         raise _mismatch(feature, kind)
+    if decision.caller_default:
+        return CALLER_DEFAULT
     ftype = feature.type
     if feature.counted:
         m = decision.metering

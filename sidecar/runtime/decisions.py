@@ -82,17 +82,18 @@ class Decisions:
             return result, trail
         return Evaluated(result, snap.catalog.features[key]), trail
 
-    def evaluate_all(self, account_id: str, context: Mapping[str, Any]) -> EvaluatedAll:
-        """Every feature; per-feature errors are results, a bad request (no targeting key, a
-        bad context) raises."""
+    def evaluate_all(
+        self, account_id: str, context: Mapping[str, Any], flag_set: str | None = None
+    ) -> EvaluatedAll:
+        """Every feature (of product `flag_set` only, when given: flagd's flag sets, decision
+        2007); per-feature errors are results — without a targeting key, those of the features
+        that need an account (decision 2000) — and a bad context raises."""
         snap, now = self.state.snapshot, self.state.clock()
-        if not account_id:
-            raise EvaluationError(
-                ErrorCode.TARGETING_KEY_MISSING, "an account id (the targeting key) is required"
-            )
         out: dict[str, Evaluated | EvaluationError] = {}
         at = account_at(snap, account_id, now)  # the account's side, once for every feature
         for key, feature in snap.catalog.features.items():
+            if flag_set is not None and feature.product != flag_set:
+                continue
             try:
                 out[key] = Evaluated(evaluate(snap, account_id, key, context, now, at), feature)
             except EvaluationError as exc:

@@ -31,6 +31,8 @@ def _answer(snapshot: StateView, account: str, feature: str, now: datetime) -> s
         return f"<{e.code.value}>"
     value: Any = decision.value
     text = "unlimited" if decision.unlimited else repr(value)
+    if decision.caller_default:  # decision 2002: disabled, or no default variant
+        text = "<the caller's default>"
     return text if decision.has_access else f"{text} (no access)"
 
 

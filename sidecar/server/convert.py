@@ -28,6 +28,7 @@ from ..catalog.model import (
     thaw,
 )
 from ..engine import (
+    CALLER_DEFAULT,
     Decision,
     EvaluationError,
     Kind,
@@ -67,7 +68,7 @@ def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -
     out = pb.Resolution(
         feature=decision.feature,
         feature_type=decision.type.value,
-        value=plain_value(decision.value),
+        value=None if decision.caller_default else plain_value(decision.value),
         variant=decision.variant,
         reason=decision.reason.value,
         has_access=decision.has_access,
@@ -109,6 +110,8 @@ def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -
 
 
 def _set_typed(out: pb.Resolution, kind: Kind, value: Any) -> None:
+    if value is CALLER_DEFAULT:
+        return  # decision 2000: no value; the provider answers the caller's default
     if kind is Kind.OBJECT:
         out.as_object.CopyFrom(plain_value(value))
     elif kind is Kind.INTEGER:

@@ -39,6 +39,7 @@ import grpc
 from ...protocol.values import to_struct
 from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import (
+    CALLER_DEFAULT,
     Decision,
     EvaluationError,
     Kind,
@@ -57,6 +58,7 @@ from .convert import plain_struct
 from .errors import STATUS_OF_CODE, STREAM_ENDED, bounded, status_of
 from .metrics import Metrics
 from .ofrep import natural_value
+from .selector import from_metadata
 
 if TYPE_CHECKING:
     _Context = grpc.aio.ServicerContext[Any, Any]
@@ -68,8 +70,11 @@ def split_context(context: Any) -> tuple[str, dict[str, Any]]:
     return split_targeting(plain_struct(context))
 
 
-def object_value(decision: Decision, feature: Feature) -> dict[str, Any]:
-    """The object a flagd object resolution carries: a Struct, so a list comes as its detail."""
+def object_value(decision: Decision, feature: Feature) -> Any:
+    """The object a flagd object resolution carries: a Struct, so a list comes as its detail
+    (or `CALLER_DEFAULT`: no value, decision 2000)."""
+    if decision.caller_default:
+        return resolve_as(decision, feature, Kind.OBJECT)  # the type check, then no value
     if feature.type is FeatureType.LIST:
         value: Any = detail(decision)
     else:
@@ -77,6 +82,12 @@ def object_value(decision: Decision, feature: Feature) -> dict[str, Any]:
     plain = thaw(value)
     assert isinstance(plain, dict)  # §4: object features hold objects; detail is an object
     return plain
+
+
+def _value(value: Any) -> dict[str, Any]:
+    """The response's `value` field: absent for the caller's default (decision 2000), which the
+    flagd providers read, with reason DEFAULT/DISABLED and an empty variant, as theirs."""
+    return {} if value is CALLER_DEFAULT else {"value": value}
 
 
 class _Flagd:
@@ -135,23 +146,25 @@ class _Flagd:
 
     async def ResolveBoolean(self, request: Any, context: _Context) -> Any:
         decision, value = await self._resolve("ResolveBoolean", request, context, Kind.BOOLEAN)
-        return self.pb.ResolveBooleanResponse(value=value, **self._common(decision))
+        return self.pb.ResolveBooleanResponse(**_value(value), **self._common(decision))
 
     async def ResolveString(self, request: Any, context: _Context) -> Any:
         decision, value = await self._resolve("ResolveString", request, context, Kind.STRING)
-        return self.pb.ResolveStringResponse(value=value, **self._common(decision))
+        return self.pb.ResolveStringResponse(**_value(value), **self._common(decision))
 
     async def ResolveInt(self, request: Any, context: _Context) -> Any:
         decision, value = await self._resolve("ResolveInt", request, context, Kind.INTEGER)
-        return self.pb.ResolveIntResponse(value=value, **self._common(decision))
+        return self.pb.ResolveIntResponse(**_value(value), **self._common(decision))
 
     async def ResolveFloat(self, request: Any, context: _Context) -> Any:
         decision, value = await self._resolve("ResolveFloat", request, context, Kind.FLOAT)
-        return self.pb.ResolveFloatResponse(value=value, **self._common(decision))
+        return self.pb.ResolveFloatResponse(**_value(value), **self._common(decision))
 
     async def ResolveObject(self, request: Any, context: _Context) -> Any:
         decision, value = await self._resolve("ResolveObject", request, context, Kind.OBJECT)
-        return self.pb.ResolveObjectResponse(value=to_struct(value), **self._common(decision))
+        if value is not CALLER_DEFAULT:
+            value = to_struct(value)
+        return self.pb.ResolveObjectResponse(**_value(value), **self._common(decision))
 
     # -- every flag --------------------------------------------------------------------------
 
@@ -159,14 +172,16 @@ class _Flagd:
         with self.metrics.rpc_seconds.labels("flagd.ResolveAll").time():
             try:
                 account, attributes = split_context(request.context)
-                found = self.decisions.evaluate_all(account, attributes)
+                product = from_metadata(context.invocation_metadata())
+                found = self.decisions.evaluate_all(account, attributes, product)
                 out = self.pb.ResolveAllResponse(
                     metadata=to_struct({"catalog_version": found.catalog_version})
                 )
                 for key, result in found.results.items():
                     if isinstance(result, EvaluationError):
                         continue  # as flagd does: a flag that cannot be resolved is left out
-                    out.flags[key].CopyFrom(self._any_flag(result.decision, result.feature))
+                    name = result.feature.slug if product else key  # decision 2007
+                    out.flags[name].CopyFrom(self._any_flag(result.decision, result.feature))
             except EvaluationError as exc:
                 await self._abort("ResolveAll", context, exc)
             except Exception as exc:
@@ -177,11 +192,13 @@ class _Flagd:
     def _any_flag(self, decision: Decision, feature: Feature) -> Any:
         flag = self.pb.AnyFlag(**self._common(decision))
         kind, value = natural_value(decision, feature)
-        if kind is Kind.BOOLEAN:
+        if value is CALLER_DEFAULT:
+            pass  # decision 2000: no value, the caller's default
+        elif kind is Kind.BOOLEAN:
             flag.bool_value = value
         elif kind is Kind.STRING:
             flag.string_value = value
-        elif kind is Kind.INTEGER:
+        elif kind is Kind.INTEGER or kind is Kind.FLOAT:
             flag.double_value = value
         else:
             flag.object_value.CopyFrom(to_struct(object_value(decision, feature)))
@@ -190,6 +207,10 @@ class _Flagd:
     # -- events ------------------------------------------------------------------------------
 
     async def EventStream(self, request: Any, context: _Context) -> AsyncIterator[Any]:
+        try:
+            product = from_metadata(context.invocation_metadata())
+        except EvaluationError as exc:
+            await self._abort("EventStream", context, exc)
         subscriber = self.events.subscribe(self.heartbeat)
         self.metrics.watch_streams.inc()
         pb = self.pb
@@ -199,7 +220,7 @@ class _Flagd:
                 if batch is None:
                     yield pb.EventStreamResponse(type="keep_alive")
                     continue
-                keys = self._changed_keys(batch)
+                keys = self._changed_keys(batch, product)
                 if keys:
                     yield _configuration_change(pb.EventStreamResponse, tuple(keys))
         finally:
@@ -207,15 +228,23 @@ class _Flagd:
             self.metrics.watch_streams.dec()
         await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_ENDED)
 
-    def _changed_keys(self, events: list[Event]) -> list[str]:
-        """Flag keys touched by a batch of events, sent as one message."""
+    def _changed_keys(self, events: list[Event], product: str | None = None) -> list[str]:
+        """Flag keys touched by a batch of events, sent as one message; under a selector,
+        only `product`'s, by their own slugs (decision 2007)."""
         keys: dict[str, None] = {}
         for event in events:
             if isinstance(event, CatalogChanged):
                 keys.update(dict.fromkeys(event.features))
             elif isinstance(event, AccountChanged):
                 keys.update(dict.fromkeys(self.decisions.catalog.features))
-        return list(keys)
+        if product is None:
+            return list(keys)
+        features = self.decisions.catalog.features
+        return [
+            f.slug
+            for f in (features.get(k) for k in keys)
+            if f is not None and f.product == product
+        ]
 
 
 class FlagdV2Service(_Flagd, v2_grpc.ServiceServicer):

@@ -29,13 +29,14 @@ from aiohttp import web
 
 from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resolve_as
-from ..engine.request import MISSING_KEY, split_targeting
+from ..engine.request import split_targeting
 from ..runtime.decisions import Decisions
 from ..runtime.events import EventHub
 from .errors import bounded
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
 from .ofrep_events import EVENTS_PATH, OfrepEvents, context_hash
+from .selector import flag_set
 
 PREFIX = "/ofrep/v1/evaluate/flags"
 MAX_BODY = 1 << 20  # an evaluation context is a few hundred bytes; refuse anything silly
@@ -44,6 +45,7 @@ _NATURAL: dict[FeatureType, Kind] = {
     FeatureType.BOOLEAN: Kind.BOOLEAN,
     FeatureType.FLAG: Kind.BOOLEAN,
     FeatureType.INTEGER: Kind.INTEGER,
+    FeatureType.FLOAT: Kind.FLOAT,
     FeatureType.STRING: Kind.STRING,
     FeatureType.LIST: Kind.OBJECT,
     FeatureType.OBJECT: Kind.OBJECT,
@@ -69,7 +71,7 @@ def split_context(body: bytes) -> tuple[str, dict[str, Any]]:
     JSON object with an object `context` is refused with the matching error code.
     """
     if not body.strip():
-        raise EvaluationError(ErrorCode.TARGETING_KEY_MISSING, MISSING_KEY)
+        return "", {}
     try:
         data = json.loads(body)
     except RecursionError as exc:  # deeper than the parser goes: too deep for any rule too
@@ -94,15 +96,12 @@ def split_context(body: bytes) -> tuple[str, dict[str, Any]]:
     return split_targeting(context)
 
 
-def _success(decision: Decision, feature: Feature) -> dict[str, Any]:
-    _, value = natural_value(decision, feature)
-    return {
-        "key": feature.key,
-        "value": value,
-        "reason": decision.reason.value,
-        "variant": decision.variant,
-        "metadata": metadata(decision),
-    }
+def _success(decision: Decision, feature: Feature, by_slug: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": feature.slug if by_slug else feature.key}
+    if not decision.caller_default:  # decision 2000 / ADR-0006: no `value` = the code default
+        out["value"] = natural_value(decision, feature)[1]
+    out.update(reason=decision.reason.value, variant=decision.variant, metadata=metadata(decision))
+    return out
 
 
 def _failure(key: str, error: EvaluationError) -> dict[str, Any]:
@@ -148,10 +147,11 @@ class Ofrep:
         self.metrics.evaluations.labels("ofrep", found.decision.reason.value).inc()
         return HTTPStatus.OK, result
 
-    def bulk(self, body: bytes) -> tuple[int, dict[str, Any]]:
+    def bulk(self, body: bytes, selector: str | None = None) -> tuple[int, dict[str, Any]]:
         try:
             account, context = split_context(body)
-            found = self.decisions.evaluate_all(account, context)
+            product = flag_set(selector)  # decision 2007: a product's features, by slug
+            found = self.decisions.evaluate_all(account, context, product)
         except EvaluationError as exc:
             self.metrics.evaluation_errors.labels("ofrep", exc.code.value).inc()
             return HTTPStatus.BAD_REQUEST, {
@@ -161,9 +161,9 @@ class Ofrep:
         flags: list[dict[str, Any]] = []
         for key, result in found.results.items():
             if isinstance(result, EvaluationError):
-                flags.append(_failure(key, result))
+                flags.append(_failure(key.rsplit("/", 1)[-1] if product else key, result))
             else:
-                flags.append(_success(result.decision, result.feature))
+                flags.append(_success(result.decision, result.feature, product is not None))
         self.metrics.evaluations.labels("ofrep_bulk", "TARGETING_MATCH").inc(len(flags))
         return HTTPStatus.OK, {"flags": flags}
 
@@ -179,7 +179,7 @@ def ofrep_app(
 
     def payload(origin: str, body: bytes, selector: str) -> tuple[int, bytes]:
         """The bulk answer's status and body, `eventStreams` included (the ETag covers it)."""
-        status, data = ofrep.bulk(body)
+        status, data = ofrep.bulk(body, selector or None)
         if status == HTTPStatus.OK:
             account, context = split_context(body)
             url = events.stream_url(origin, account, selector, context)

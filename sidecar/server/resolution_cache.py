@@ -28,7 +28,7 @@ from ..runtime.decisions import Evaluated
 from .convert import error_resolution, resolution
 
 _SCALARS = (type(None), bool, int, float, str)
-_FIELDS = tuple(f.name for f in fields(Decision))
+_FIELDS = tuple(f.name for f in fields(Decision) if f.compare)  # as Decision compares
 
 
 def _key(key: str, decision: Decision) -> Hashable | None:

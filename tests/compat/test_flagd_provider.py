@@ -45,7 +45,7 @@ def listed(values: list[str], source: str) -> dict[str, Any]:
 
 
 # account -> label -> (value, reason, variant); labels as in flagd_provider_check.CALLS
-EXPECTED: dict[str, dict[str, tuple[Any, str, str]]] = {
+EXPECTED: dict[str, dict[str, tuple[Any, str, str | None]]] = {
     "acct_acme": {  # pro + extra-seats + salesforce, override concurrency 25, api-calls grant 500k
         "sso": (True, TM, "pro"),
         "beta-dashboard": (True, TM, "pro"),
@@ -61,7 +61,7 @@ EXPECTED: dict[str, dict[str, tuple[Any, str, str]]] = {
         "api-calls:boolean": (True, TM, "grant"),
         "api-calls:integer": (500000, TM, "grant"),
         "api-calls:float": (500000.0, TM, "grant"),
-        "legacy-reports": (False, DISABLED, "default"),
+        "legacy-reports": (True, DISABLED, None),  # the caller's default (decision 2002)
     },
     "acct_initech": {  # free
         "sso": (False, DEFAULT, "default"),
@@ -74,7 +74,7 @@ EXPECTED: dict[str, dict[str, tuple[Any, str, str]]] = {
         "api-calls:boolean": (True, TM, "free"),
         "api-calls:integer": (1000, TM, "free"),
         "api-calls:float": (1000.0, TM, "free"),
-        "legacy-reports": (False, DISABLED, "default"),
+        "legacy-reports": (True, DISABLED, None),  # the caller's default (decision 2002)
     },
     "acct_globex": {  # enterprise: unlimited concurrency and api-calls -> `infinite` (-1)
         "sso": (True, TM, "enterprise"),
@@ -87,7 +87,7 @@ EXPECTED: dict[str, dict[str, tuple[Any, str, str]]] = {
         "api-calls:boolean": (True, TM, "enterprise"),
         "api-calls:integer": (-1, TM, "enterprise"),
         "api-calls:float": (-1.0, TM, "enterprise"),
-        "legacy-reports": (False, DISABLED, "default"),
+        "legacy-reports": (True, DISABLED, None),  # the caller's default (decision 2002)
     },
 }
 

@@ -100,7 +100,6 @@ def test_sidecar_binds_the_ofrep_port(sidecar: Any) -> None:
             "enterprise",
         ),
         ("api-calls", "acct_initech", True, "TARGETING_MATCH", "free"),
-        ("legacy-reports", "acct_acme", False, "DISABLED", "default"),
         ("sso", "acct_nobody", False, "DEFAULT", "default"),
     ],
 )
@@ -116,6 +115,15 @@ def test_single_evaluation_shape(
     assert got == (key, value, reason, variant)
     assert type(body["value"]) is type(value)  # 25 stays an integer, not 25.0
     assert all(isinstance(v, bool | int | float | str) for v in body["metadata"].values())
+
+
+def test_a_disabled_feature_answers_without_a_value(sidecar: Any) -> None:
+    """Decision 2002 (ADR-0006): no `value` means the provider's code default; the variant is
+    empty (the Python OFREP provider reads it unconditionally)."""
+    body = post(sidecar, f"{FLAGS}/legacy-reports", ctx("acct_acme")).json
+    assert "value" not in body
+    assert (body["key"], body["reason"], body["variant"]) == ("legacy-reports", "DISABLED", "")
+    assert body["metadata"]["denial"] == "feature_disabled"
 
 
 def test_metered_value_is_access_with_the_numbers_in_metadata(sidecar: Any) -> None:
@@ -138,6 +146,7 @@ def test_metered_value_is_access_with_the_numbers_in_metadata(sidecar: Any) -> N
         (f"{FLAGS}/sso", None, b"{not json", 400, "PARSE_ERROR"),
         (f"{FLAGS}/sso", [1, 2], None, 400, "PARSE_ERROR"),
         (f"{FLAGS}/sso", {"context": "acct_acme"}, None, 400, "INVALID_CONTEXT"),
+        # a targetingKey that is not a string counts as none, as in flagd (decision 2000)
         (f"{FLAGS}/sso", {"context": {"targetingKey": 7}}, None, 400, "TARGETING_KEY_MISSING"),
         (f"{FLAGS}/api-calls", ctx("acct_acme", requested=-3), None, 400, "INVALID_CONTEXT"),
     ],
@@ -165,8 +174,10 @@ def test_bulk_evaluation_shape(sidecar: Any) -> None:
     assert resp.headers["ETag"].startswith('"')
     flags = {f["key"]: f for f in resp.json["flags"]}
     assert set(flags) == set(sidecar.state.catalog.features)
-    for flag in flags.values():
-        assert set(flag) == {"key", "value", "reason", "variant", "metadata"}
+    for key, flag in flags.items():
+        # the disabled feature answers without a value: the caller's default (decision 2002)
+        shape = {"key", "reason", "variant", "metadata"}
+        assert set(flag) == (shape if key == "legacy-reports" else shape | {"value"})
         assert flag["reason"] != "STATIC"
     assert flags["sso"]["value"] is True
     assert flags["execution-concurrency"]["value"] == 25
@@ -177,10 +188,13 @@ def test_bulk_evaluation_shape(sidecar: Any) -> None:
 
 
 def test_bulk_errors(sidecar: Any) -> None:
+    # without a targeting key, features with variants answer and the others say why not
+    # (decision 2000)
     resp = post(sidecar, FLAGS, ctx(None))
-    assert resp.status == 400
-    assert resp.json["errorCode"] == "TARGETING_KEY_MISSING" and resp.json["errorDetails"]
-    assert "key" not in resp.json
+    assert resp.status == 200
+    flags = {f["key"]: f for f in resp.json["flags"]}
+    assert flags["sso"]["errorCode"] == "TARGETING_KEY_MISSING"
+    assert "errorCode" not in flags["pipeline-editor-v2"]
     resp = post(sidecar, FLAGS, raw=b"[")
     assert (resp.status, resp.json["errorCode"]) == (400, "PARSE_ERROR")
 
@@ -262,6 +276,8 @@ def test_ofrep_provider_errors(client: Any) -> None:
     assert (unknown.value, unknown.error_code) == (True, ErrorCode.FLAG_NOT_FOUND)
     missing = client.get_boolean_details("sso", True, EvaluationContext())
     assert (missing.value, missing.error_code) == (True, ErrorCode.TARGETING_KEY_MISSING)
+    disabled = client.get_boolean_details("legacy-reports", True, acme)  # decision 2002
+    assert (disabled.value, disabled.reason, disabled.error_code) == (True, "DISABLED", None)
     mismatch = client.get_string_details("sso", "fallback", acme)
     assert (mismatch.value, mismatch.error_code) == ("fallback", ErrorCode.TYPE_MISMATCH)
     bad = client.get_boolean_details(

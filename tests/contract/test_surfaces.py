@@ -79,6 +79,8 @@ def _native(stubs: Stubs, account: str, key: str, context: dict[str, Any]) -> di
     )
     assert not res.error_code, res.error_message
     value = from_value(res.as_object) if field == "as_object" else getattr(res, field)
+    if not res.HasField(field):
+        value = None  # the caller's default (decision 2002): no value
     return {
         "value": _plain(value),
         "reason": res.reason,
@@ -95,7 +97,9 @@ def _flagd(stub: Any, account: str, key: str, context: dict[str, Any]) -> dict[s
     request = getattr(v2_pb, f"Resolve{method}Request")(flag_key=key, context=ctx)
     res = getattr(stub, f"Resolve{method}")(request, timeout=5)
     value: Any = res.value
-    if method == "Object":
+    if not res.HasField("value"):
+        value = None  # the caller's default (decision 2002): no value
+    elif method == "Object":
         value = json_format.MessageToDict(res.value)
         if feature.type.value == "list":  # a Struct cannot be a list: it comes as its detail
             value = value["value"]
@@ -113,7 +117,8 @@ def _ofrep(port: int, account: str, key: str, context: dict[str, Any]) -> dict[s
     request = urllib.request.Request(url, data=body, method="POST")
     with urllib.request.urlopen(request, timeout=5) as response:
         data = json.loads(response.read())
-    return {k: _plain(data[k]) for k in ("value", "reason", "variant", "metadata")}
+    # no `value`: the caller's default (decision 2002)
+    return {k: _plain(data.get(k)) for k in ("value", "reason", "variant", "metadata")}
 
 
 @pytest.mark.parametrize("context", CONTEXTS, ids=["no-context", "requested-5"])

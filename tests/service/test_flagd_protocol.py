@@ -67,7 +67,11 @@ def flagd(request: pytest.FixtureRequest, sidecar: Any) -> Iterator[Flagd]:
 
 
 def meta(response: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(response.metadata)
+    """A response's flag metadata without the flag-set keys every answer carries (decision
+    2006), which are checked here once."""
+    found: dict[str, Any] = json_format.MessageToDict(response.metadata)
+    assert found.pop("flagSetId") == "pipewise" and found.pop("flagSetVersion")
+    return found
 
 
 def test_typed_resolutions_follow_the_design_table(flagd: Flagd) -> None:
@@ -92,7 +96,10 @@ def test_typed_resolutions_follow_the_design_table(flagd: Flagd) -> None:
     sso = json_format.MessageToDict(flagd.call("ResolveObject", "sso", "acct_acme").value)
     assert sso["value"] is True and sso["source"] == "pro"
     archived = flagd.call("ResolveBoolean", "legacy-reports", "acct_acme")
-    assert (archived.value, archived.reason, archived.variant) == (False, "DISABLED", "default")
+    # decision 2002: no value and an empty variant, which flagd providers read as "the
+    # caller's default"
+    assert (archived.HasField("value") if flagd.pb is v2_pb else False) is False
+    assert (archived.reason, archived.variant) == ("DISABLED", "")
     assert meta(archived)["denial"] == "feature_disabled"
 
 
@@ -166,14 +173,15 @@ def test_missing_targeting_key_message_says_what_to_do(flagd: Flagd) -> None:
     assert "targetingKey" in details and "account id" in details
 
 
-def test_numeric_targeting_key_counts_as_no_key(flagd: Flagd) -> None:
-    """A targetingKey that is not a string is no key, as in flagd (decision 1330)."""
+def test_numeric_targeting_key_counts_as_none(flagd: Flagd) -> None:
+    """As in flagd, a targetingKey that is not a string is no key (decision 2000): a feature
+    answered per account says TARGETING_KEY_MISSING."""
     context = struct_pb2.Struct()
     context.update({"targetingKey": 42})
     with pytest.raises(grpc.RpcError) as info:
         flagd.stub.ResolveBoolean(flagd.pb.ResolveBooleanRequest(flag_key="sso", context=context))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "TARGETING_KEY_MISSING" in (info.value.details() or "")
+    assert (info.value.details() or "").startswith("TARGETING_KEY_MISSING: ")
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -200,7 +208,9 @@ def test_resolve_all_reports_natural_values_and_never_static(flagd: Flagd, sidec
         flags = flagd.all(account).flags
         assert set(flags) == set(sidecar.state.catalog.features)
         assert all(f.reason in ("TARGETING_MATCH", "DEFAULT", "DISABLED") for f in flags.values())
-        assert all(f.variant for f in flags.values())
+        # every answer names its variant but the disabled feature's (the caller's default)
+        assert all(f.variant for k, f in flags.items() if k != "legacy-reports")
+        assert flags["legacy-reports"].WhichOneof("value") is None
     flags = flagd.all("acct_acme").flags
     assert flags["sso"].WhichOneof("value") == "bool_value" and flags["sso"].bool_value
     assert flags["execution-concurrency"].double_value == 25
@@ -217,11 +227,16 @@ def test_resolve_all_reports_natural_values_and_never_static(flagd: Flagd, sidec
     assert flagd.all("acct_initech").flags["sso"].bool_value is False
 
 
-def test_resolve_all_without_targeting_key_is_invalid_argument(flagd: Flagd) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        flagd.all(None)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert info.value.details().startswith("TARGETING_KEY_MISSING: ")
+def test_resolve_all_without_targeting_key_answers_the_features_with_variants(
+    flagd: Flagd, sidecar: Any
+) -> None:
+    """As flagd does (decision 2000): features with variants answer without a key; those
+    answered per account are left out, like any flag that cannot be resolved."""
+    flags = flagd.all(None).flags
+    with_variants = {
+        k for k, f in sidecar.state.catalog.features.items() if f.targeting is not None
+    }
+    assert with_variants and set(flags) == with_variants
 
 
 def test_reflection_lists_both_flagd_services(sidecar: Any) -> None:

@@ -81,6 +81,9 @@ def _expect(stubs: Stubs, account: str, key: str, kind: str) -> dict[str, Any]:
     )
     if typed.error_code:
         return {"value": DEFAULTS[kind], "error_code": typed.error_code, "reason": Reason.ERROR}
+    if res.reason in ("DEFAULT", "DISABLED") and not res.variant and not res.HasField("value"):
+        # decision 2002: the sidecar says "the caller's default"; OpenFeature has no variant
+        return {"value": DEFAULTS[kind], "error_code": None, "reason": res.reason, "variant": None}
     field = FIELD[kind]
     value = from_value(res.as_object) if kind == "object" else getattr(res, field)
     if kind == "object" and value is None:  # an empty list/object whose Value kind is unset
@@ -148,7 +151,11 @@ def test_spot_checks_read_as_the_design_says(client: OpenFeatureClient) -> None:
     acme = EvaluationContext("acct_acme")
     sso = client.get_boolean_details("sso", False, acme)
     assert (sso.value, sso.variant, sso.reason) == (True, "pro", "TARGETING_MATCH")
-    assert sso.flag_metadata == {"has_access": True}
+    assert dict(sso.flag_metadata) == {
+        "has_access": True,
+        "flagSetId": "pipewise",  # decision 2006: the product is the flag set
+        "flagSetVersion": sso.flag_metadata["flagSetVersion"],
+    }
 
     concurrency = client.get_integer_details("execution-concurrency", 0, acme)
     assert (concurrency.value, concurrency.variant) == (25, "override")
@@ -162,6 +169,7 @@ def test_spot_checks_read_as_the_design_says(client: OpenFeatureClient) -> None:
     calls = client.get_integer_details("api-calls", 0, acme)
     assert calls.value == 500_000 and calls.variant == "grant"
     meta = dict(calls.flag_metadata)
+    assert meta.pop("flagSetId") == "pipewise" and meta.pop("flagSetVersion")
     assert meta.pop("period_end").endswith("Z")
     assert meta.pop("valid_until").endswith("Z")  # the grant's end or the period's (design §8)
     assert meta == {
@@ -183,8 +191,8 @@ def test_spot_checks_read_as_the_design_says(client: OpenFeatureClient) -> None:
     assert unlimited.value is True and unlimited.flag_metadata["unlimited"] is True
     assert "limit" not in unlimited.flag_metadata
 
-    archived = client.get_boolean_details("legacy-reports", True, acme)
-    assert (archived.value, archived.reason) == (False, "DISABLED")
+    archived = client.get_boolean_details("legacy-reports", True, acme)  # the caller's default
+    assert (archived.value, archived.reason, archived.variant) == (True, "DISABLED", None)
 
     member = client.get_boolean_details("sso", False, EvaluationContext("user_ann"))
     assert member.value is True and member.reason == "TARGETING_MATCH"

@@ -503,8 +503,9 @@ def test_archived_feature_is_disabled() -> None:
     s = snap("- {id: a, subscriptions: [{plan: pro}], overrides: {legacy-reports: false}}")
     d = ev(s, "a", "legacy-reports")
     assert d.reason is Reason.DISABLED
-    assert d.value is True  # the feature's default, whatever the account has
-    assert d.variant == "default"
+    # decision 2002: the caller's default — no value, an empty variant (flagd 2026's DISABLED)
+    assert d.value is None and d.caller_default
+    assert d.variant == ""
     assert d.has_access is False
 
 
@@ -554,6 +555,6 @@ def test_variants_name_the_winning_source() -> None:
         "seats": "pro+extra-seats",
         "support-tier": "override",
         "execution-concurrency": "grant",
-        "legacy-reports": "default",
+        "legacy-reports": "",  # disabled: the caller's default names no variant
     }
     assert ev(s, "ghost", "sso").variant == "default"

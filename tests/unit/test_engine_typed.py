@@ -137,6 +137,9 @@ def test_metadata_is_scalars_only(snap: StateView) -> None:
             meta = metadata(evaluate(snap, account, key, {}, NOW))
             assert all(isinstance(v, bool | int | float | str) for v in meta.values()), meta
     meta = metadata(evaluate(snap, "pro", "calls", {}, NOW))
+    # decision 2006: the product is the flagd flag set, the catalog version its version
+    assert meta.pop("flagSetId") == snap.catalog.features["calls"].product
+    assert meta.pop("flagSetVersion") == snap.catalog.version
     assert meta == {
         "has_access": True,
         "limit": 100,

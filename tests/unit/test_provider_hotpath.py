@@ -17,7 +17,6 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import (
     FlagNotFoundError,
     GeneralError,
-    TargetingKeyMissingError,
     TypeMismatchError,
 )
 from openfeature.flag_evaluation import FlagType
@@ -75,11 +74,11 @@ def test_an_empty_context_gets_fresh_dicts_and_the_default_amount() -> None:
     assert first.context is not second.context
 
 
-def test_a_missing_targeting_key_is_still_an_error() -> None:
-    with pytest.raises(TargetingKeyMissingError):
-        query(FEATURE, EvaluationContext(None, {"a": 1}))
-    with pytest.raises(TargetingKeyMissingError):
-        query(FEATURE, None)
+def test_a_missing_targeting_key_is_left_to_the_sidecar() -> None:
+    """Decision 2000: a feature with variants answers without a key, so the provider asks
+    the sidecar (which answers TARGETING_KEY_MISSING for the others) and never caches it."""
+    assert query(FEATURE, EvaluationContext(None, {"a": 1})).account == ""
+    assert query(FEATURE, None).account == ""
 
 
 def _boolean() -> pb.Resolution:

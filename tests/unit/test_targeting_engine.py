@@ -192,7 +192,12 @@ def test_explain_covers_every_feature_type_and_ends_in_the_decision() -> None:
             won = [c for c in trail["candidates"] if c["won"]]
             lost = [c for c in trail["candidates"] if not c["won"]]
             assert all(c["why"] for c in lost)
-            if decision.variant not in ("override", "default") and not decision.targeted:
+            if (
+                decision.variant != "override"
+                and decision.reason is not Reason.DEFAULT  # the default names its variant
+                and not decision.targeted
+                and not decision.caller_default
+            ):
                 assert won, (key, account, trail)
             if decision.targeted or decision.variant == "override":
                 assert not won

@@ -207,6 +207,8 @@ def _chart(feature: Feature, points: Sequence[HistoryPoint]) -> Html:
 
 
 def _value(feature: Feature, d: Decision) -> str:
+    if d.caller_default:  # decision 2002: disabled, or no default variant
+        return "(the caller's default)"
     if feature.type in (FeatureType.METERED, FeatureType.CREDITS):
         return "unlimited" if d.unlimited else number(d.value)
     return plain(d.value)

@@ -18,7 +18,6 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import (
     FlagNotFoundError,
     ProviderNotReadyError,
-    TargetingKeyMissingError,
 )
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagType, Reason
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
@@ -28,7 +27,7 @@ from .cache import CacheKey, Entry, ResolutionCache
 from .metering import COUNTED, adjusted
 from .outage import LastKnown
 from .pending import PendingUsage
-from .resolution import details, raise_error, raise_rpc_error
+from .resolution import details, is_caller_default, raise_error, raise_rpc_error
 from .transport import Transport
 
 
@@ -45,14 +44,10 @@ class Query(NamedTuple):
 
 
 def query(feature: str, ctx: EvaluationContext | None) -> Query:
-    account = ctx.targeting_key if ctx is not None else None
-    if not account:
-        raise TargetingKeyMissingError(
-            "PlanGate evaluates per account: set the evaluation context's targeting key "
-            "to the account id, e.g. EvaluationContext('acct_42')"
-        )
-    assert ctx is not None  # it has a targeting key
-    if not ctx.attributes:  # the common case: no canonical JSON to build
+    account = (ctx.targeting_key if ctx is not None else None) or ""
+    # Without a targeting key the sidecar answers a feature with variants as flagd does and
+    # any other with TARGETING_KEY_MISSING (decision 2000); such calls are never cached.
+    if ctx is None or not ctx.attributes:  # the common case: no canonical JSON to build
         return Query(account, feature, {}, {}, 1.0, (account, _NO_CONTEXT))
     attrs = {k: _json(v) for k, v in ctx.attributes.items()}
     shared = {k: v for k, v in attrs.items() if k != "requested"}
@@ -216,7 +211,8 @@ class Evaluator:
         return dataclasses.replace(out, reason=Reason.STALE)
 
     def _cacheable(self, q: Query) -> bool:
-        return self._cache is not None and self._cache.active and q.requested is not None
+        cache = self._cache
+        return cache is not None and cache.active and q.requested is not None and bool(q.account)
 
     def _cached(self, q: Query) -> Entry | None:
         if not self._cacheable(q):
@@ -273,7 +269,12 @@ class Evaluator:
     def _finish(
         self, q: Query, res: pb.Resolution, computed_for: float, kind: FlagType
     ) -> FlagResolutionDetails[Any]:
-        if q.requested is not None and res.feature_type in COUNTED and not res.error_code:
+        if (
+            q.requested is not None
+            and res.feature_type in COUNTED
+            and not res.error_code
+            and not is_caller_default(res)
+        ):
             res = self._adjusted(q, res, q.requested, computed_for)
         return details(res, kind)
 

@@ -21,6 +21,7 @@ from openfeature.provider import AbstractProvider, Metadata
 from openfeature.track import TrackingEventDetails
 
 from .config import ProviderConfig
+from .resolution import CALLER_DEFAULT
 from .session import Session
 
 log = logging.getLogger("plangate.provider")
@@ -166,17 +167,26 @@ class PlanGateProvider(AbstractProvider):
         default_value: bool,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[bool]:
-        return self._active().evaluator.resolve(flag_key, FlagType.BOOLEAN, evaluation_context)
+        return _or_default(
+            self._active().evaluator.resolve(flag_key, FlagType.BOOLEAN, evaluation_context),
+            default_value,
+        )
 
     def resolve_string_details(
         self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[str]:
-        return self._active().evaluator.resolve(flag_key, FlagType.STRING, evaluation_context)
+        return _or_default(
+            self._active().evaluator.resolve(flag_key, FlagType.STRING, evaluation_context),
+            default_value,
+        )
 
     def resolve_integer_details(
         self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[int]:
-        return self._active().evaluator.resolve(flag_key, FlagType.INTEGER, evaluation_context)
+        return _or_default(
+            self._active().evaluator.resolve(flag_key, FlagType.INTEGER, evaluation_context),
+            default_value,
+        )
 
     def resolve_float_details(
         self,
@@ -184,7 +194,10 @@ class PlanGateProvider(AbstractProvider):
         default_value: float,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[float]:
-        return self._active().evaluator.resolve(flag_key, FlagType.FLOAT, evaluation_context)
+        return _or_default(
+            self._active().evaluator.resolve(flag_key, FlagType.FLOAT, evaluation_context),
+            default_value,
+        )
 
     def resolve_object_details(
         self,
@@ -192,7 +205,10 @@ class PlanGateProvider(AbstractProvider):
         default_value: ObjectValue,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[ObjectValue]:
-        return self._active().evaluator.resolve(flag_key, FlagType.OBJECT, evaluation_context)
+        return _or_default(
+            self._active().evaluator.resolve(flag_key, FlagType.OBJECT, evaluation_context),
+            default_value,
+        )
 
     async def resolve_boolean_details_async(
         self,
@@ -201,19 +217,22 @@ class PlanGateProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[bool]:
         evaluator = self._active().evaluator
-        return await evaluator.resolve_async(flag_key, FlagType.BOOLEAN, evaluation_context)
+        found = await evaluator.resolve_async(flag_key, FlagType.BOOLEAN, evaluation_context)
+        return _or_default(found, default_value)
 
     async def resolve_string_details_async(
         self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[str]:
         evaluator = self._active().evaluator
-        return await evaluator.resolve_async(flag_key, FlagType.STRING, evaluation_context)
+        found = await evaluator.resolve_async(flag_key, FlagType.STRING, evaluation_context)
+        return _or_default(found, default_value)
 
     async def resolve_integer_details_async(
         self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[int]:
         evaluator = self._active().evaluator
-        return await evaluator.resolve_async(flag_key, FlagType.INTEGER, evaluation_context)
+        found = await evaluator.resolve_async(flag_key, FlagType.INTEGER, evaluation_context)
+        return _or_default(found, default_value)
 
     async def resolve_float_details_async(
         self,
@@ -222,7 +241,8 @@ class PlanGateProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[float]:
         evaluator = self._active().evaluator
-        return await evaluator.resolve_async(flag_key, FlagType.FLOAT, evaluation_context)
+        found = await evaluator.resolve_async(flag_key, FlagType.FLOAT, evaluation_context)
+        return _or_default(found, default_value)
 
     async def resolve_object_details_async(
         self,
@@ -231,4 +251,13 @@ class PlanGateProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[ObjectValue]:
         evaluator = self._active().evaluator
-        return await evaluator.resolve_async(flag_key, FlagType.OBJECT, evaluation_context)
+        found = await evaluator.resolve_async(flag_key, FlagType.OBJECT, evaluation_context)
+        return _or_default(found, default_value)
+
+
+def _or_default(found: FlagResolutionDetails[Any], default: Any) -> FlagResolutionDetails[Any]:
+    """The caller's default where the sidecar says so (a disabled feature, or one without a
+    default variant: reason DEFAULT/DISABLED, no value, no variant), as flagd providers do."""
+    if found.value is CALLER_DEFAULT:
+        found.value = default
+    return found

@@ -24,6 +24,7 @@ from openfeature.exception import (
     TypeMismatchError,
 )
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagType
+from plangate.protocol.kinds import KINDS_OF
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct, from_value
 
@@ -105,8 +106,37 @@ class Outcome:
         )
 
 
+class _CallerDefault:
+    """The value of an answer that means "the caller's default"; the provider's resolve
+    methods replace it with their `default_value`."""
+
+    def __repr__(self) -> str:
+        return "CALLER_DEFAULT"
+
+
+CALLER_DEFAULT: Any = _CallerDefault()
+
+
+def is_caller_default(res: pb.Resolution) -> bool:
+    """A DEFAULT or DISABLED answer with no value and an empty variant: the sidecar says
+    "use the caller's default" (a disabled feature, or one without a default variant), as
+    flagd and OFREP do (PlanGate decision 2002)."""
+    return (
+        res.reason in ("DEFAULT", "DISABLED")
+        and not res.variant
+        and not res.error_code
+        and not res.HasField("value")
+    )
+
+
 def outcome(res: pb.Resolution, kind: FlagType) -> Outcome:
     """Everything `details` needs from `res` as `kind`, or the error it must raise."""
+    if is_caller_default(res):
+        if kind.value.lower() not in KINDS_OF.get(res.feature_type, ()):
+            allowed = ", ".join(sorted(KINDS_OF.get(res.feature_type, ())))
+            message = f"{res.feature} is a {res.feature_type} feature; resolve it as {allowed}"
+            return Outcome(res, False, error=partial(TypeMismatchError, message))
+        return Outcome(res, False, CALLER_DEFAULT, res.reason, None, metadata(res))
     metered = res.feature_type in COUNTED and not res.error_code
     if res.error_code:
         message = res.error_message or res.error_code
