@@ -1,13 +1,17 @@
-"""The metered-access rule and the denial names: one definition for the sidecar and the provider.
+"""The metered answer and the denial names: one definition for the sidecar and the provider.
 
-The sidecar's engine decides access with `metered_access`; the provider re-derives a cached
-metered answer for another usage level or `requested` amount with the same function (design
-§15), so the two can never disagree. Plain numbers in, so neither side's types leak here.
+`metered_answer` is the whole metered answer (design §4, §5.1): access and its denial, the
+ceiling, `remaining`, `overage`, a credit pool's units and `credits_exhausted`. The engine's
+evaluation, Consume's in-transaction admission, the answer after a Consume's write, usage
+export and the provider's cache overlay all call it (design §15), so none of them can drift
+from the others. Plain numbers in, so neither side's types leak here; no I/O, no clock.
 """
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Denial(StrEnum):
@@ -51,3 +55,84 @@ def metered_access(
     if requested > ceiling:
         return False, Denial.REQUESTED_EXCEEDS_LIMIT
     return False, Denial.USAGE_LIMIT_REACHED
+
+
+class Terms(NamedTuple):
+    """The limit side of a metered answer: the period allowance `L` (None: unlimited), whether
+    it is soft and its overage cap, and the top-ups (design §5.1): `B` what they covered this
+    period, `T` what the active ones can still cover. A NamedTuple: the engine makes one per
+    metered evaluation, and a tuple is the cheapest immutable record to make."""
+
+    allowance: float | None
+    soft: bool = False
+    overage_cap: float | None = None
+    topup_burned: float = 0.0
+    topup_remaining: float = 0.0
+
+    @property
+    def ceiling(self) -> float | None:
+        """`C = L + B + T`, what `limit` reports; None when unlimited."""
+        if self.allowance is None:
+            return None
+        return self.allowance + self.topup_burned + self.topup_remaining
+
+    def burned_at(self, used: float) -> Terms:
+        """These terms once the counter is written to `used`: the top-ups cover what the
+        allowance does not, up to what they can (`engine.balances.rebalance`), so `B` becomes
+        `min(U - L, B + T)` and `C` stays. For a cache that knows usage the sidecar has not
+        counted yet (the provider's `track` overlay)."""
+        if self.allowance is None or not (self.topup_burned or self.topup_remaining):
+            return self
+        coverable = self.topup_burned + self.topup_remaining
+        burned = min(max(0.0, used - self.allowance), coverable)
+        return self._replace(topup_burned=burned, topup_remaining=coverable - burned)
+
+
+class PoolCover(NamedTuple):
+    """A credit pool's answer to a request for `requested x per_unit` credits (design §5.1)."""
+
+    per_unit: float
+    covered: bool  # the pool's own access for those credits
+    remaining: float | None  # the pool's remaining credits; None: unlimited
+
+
+class MeteredAnswer(NamedTuple):
+    has_access: bool
+    denial: Denial | None
+    limit: float | None  # the ceiling C; None: unlimited
+    remaining: float | None  # None: unlimited
+    overage: float
+
+
+def metered_answer(
+    terms: Terms,
+    used: float,
+    requested: float,
+    *,
+    held: float = 0.0,
+    pool: PoolCover | None = None,
+) -> MeteredAnswer:
+    """The metered answer for counter value `used` and a request of `requested`.
+
+    Access is `metered_access` against the ceiling; `remaining = max(0, C - U - H)`;
+    `overage = max(0, U - L - B)`. `held` is what active holds reserve (phase 3 holds: they
+    count for access and `remaining`, not for overage); nothing passes it yet. With a
+    `pool`, access also needs the pool to cover the request (else `credits_exhausted`, after
+    the own limit's denial), and `remaining` is at most the pool's remaining / per_unit,
+    rounded down.
+    """
+    cap = terms.ceiling
+    load = used + held
+    access, denial = metered_access(
+        cap, load, requested, soft=terms.soft, overage_cap=terms.overage_cap
+    )
+    remaining = None if cap is None else max(0.0, cap - load)
+    allowance = terms.allowance
+    overage = 0.0 if allowance is None else max(0.0, used - allowance - terms.topup_burned)
+    if pool is not None:
+        if access and not pool.covered:
+            access, denial = False, Denial.CREDITS_EXHAUSTED
+        if pool.remaining is not None:
+            units = float(math.floor(pool.remaining / pool.per_unit + 1e-9))
+            remaining = units if remaining is None else min(remaining, units)
+    return MeteredAnswer(access, denial, cap, remaining, overage)
