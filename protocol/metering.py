@@ -69,13 +69,6 @@ class Terms(NamedTuple):
     topup_burned: float = 0.0
     topup_remaining: float = 0.0
 
-    @property
-    def ceiling(self) -> float | None:
-        """`C = L + B + T`, what `limit` reports; None when unlimited."""
-        if self.allowance is None:
-            return None
-        return self.allowance + self.topup_burned + self.topup_remaining
-
     def burned_at(self, used: float) -> Terms:
         """These terms once the counter is written to `used`: the top-ups cover what the
         allowance does not, up to what they can (`engine.balances.rebalance`), so `B` becomes
@@ -97,6 +90,8 @@ class PoolCover(NamedTuple):
 
 
 class MeteredAnswer(NamedTuple):
+    """A metered answer: what `metered_answer` computes."""
+
     has_access: bool
     denial: Denial | None
     limit: float | None  # the ceiling C; None: unlimited
@@ -121,18 +116,26 @@ def metered_answer(
     the own limit's denial), and `remaining` is at most the pool's remaining / per_unit,
     rounded down.
     """
-    cap = terms.ceiling
+    allowance, soft, overage_cap, burned, topups = terms
     load = used + held
-    access, denial = metered_access(
-        cap, load, requested, soft=terms.soft, overage_cap=terms.overage_cap
-    )
-    remaining = None if cap is None else max(0.0, cap - load)
-    allowance = terms.allowance
-    overage = 0.0 if allowance is None else max(0.0, used - allowance - terms.topup_burned)
+    if allowance is None:
+        cap = remaining = None
+        access, denial, overage = True, None, 0.0
+    else:
+        cap = allowance + burned + topups  # C = L + B + T, what `limit` reports
+        access, denial = metered_access(cap, load, requested, soft=soft, overage_cap=overage_cap)
+        remaining = cap - load if cap > load else 0.0
+        over = used - allowance - burned
+        overage = over if over > 0.0 else 0.0
     if pool is not None:
         if access and not pool.covered:
             access, denial = False, Denial.CREDITS_EXHAUSTED
         if pool.remaining is not None:
             units = float(math.floor(pool.remaining / pool.per_unit + 1e-9))
             remaining = units if remaining is None else min(remaining, units)
-    return MeteredAnswer(access, denial, cap, remaining, overage)
+    # tuple.__new__ skips the NamedTuple's Python-level __new__: one of these is made per
+    # metered evaluation, on the hottest path there is.
+    return _make(MeteredAnswer, (access, denial, cap, remaining, overage))
+
+
+_make = tuple.__new__
