@@ -39,22 +39,10 @@ def metered_access(
     soft: bool = False,
     overage_cap: float | None = None,
 ) -> tuple[bool, Denial | None]:
-    """Design §4: unlimited (`limit` None), or U + R <= L, or a soft limit within its overage cap.
-
-    A denied request that could never fit (more than the limit plus any allowed overage) says
-    `requested_exceeds_limit`, so a caller knows waiting for the period to end will not help.
-    """
-    if limit is None:
-        return True, None
-    total = used + requested
-    if total <= limit:
-        return True, None
-    if soft and (overage_cap is None or total - limit <= overage_cap):
-        return True, None
-    ceiling = limit + ((overage_cap or 0.0) if soft else 0.0)
-    if requested > ceiling:
-        return False, Denial.REQUESTED_EXCEEDS_LIMIT
-    return False, Denial.USAGE_LIMIT_REACHED
+    """Design §4: unlimited (`limit` None), or U + R <= L, or a soft limit within its overage
+    cap: the access part of `metered_answer` for a limit without top-ups."""
+    answer = metered_answer(Terms(limit, soft, overage_cap), used, requested)
+    return answer.has_access, answer.denial
 
 
 class Terms(NamedTuple):
@@ -109,7 +97,8 @@ def metered_answer(
 ) -> MeteredAnswer:
     """The metered answer for counter value `used` and a request of `requested`.
 
-    Access is `metered_access` against the ceiling; `remaining = max(0, C - U - H)`;
+    Access (design §4) is U + H + R <= C, or a soft limit within its overage cap beyond C; a
+    request that could never fit says `requested_exceeds_limit`. `remaining = max(0, C - U - H)`;
     `overage = max(0, U - L - B)`. `held` is what active holds reserve (phase 3 holds: they
     count for access and `remaining`, not for overage); nothing passes it yet. With a
     `pool`, access also needs the pool to cover the request (else `credits_exhausted`, after
@@ -123,7 +112,14 @@ def metered_answer(
         access, denial, overage = True, None, 0.0
     else:
         cap = allowance + burned + topups  # C = L + B + T, what `limit` reports
-        access, denial = metered_access(cap, load, requested, soft=soft, overage_cap=overage_cap)
+        total = load + requested
+        if total <= cap or (soft and (overage_cap is None or total - cap <= overage_cap)):
+            access, denial = True, None
+        else:  # one that could never fit (beyond C and any overage) says so: waiting won't help
+            access = False
+            most = cap + (overage_cap or 0.0) if soft else cap
+            too_big = requested > most
+            denial = Denial.REQUESTED_EXCEEDS_LIMIT if too_big else Denial.USAGE_LIMIT_REACHED
         remaining = cap - load if cap > load else 0.0
         over = used - allowance - burned
         overage = over if over > 0.0 else 0.0

@@ -417,7 +417,7 @@ def _metered(
         )
         burned, remaining_topups = headroom(topups)
         until = _topups_change(balance, now, until)
-    terms = Terms(allowance, limit.soft, limit.overage_cap, burned, remaining_topups)
+    terms = _terms(Terms, (allowance, limit.soft, limit.overage_cap, burned, remaining_topups))
     pool: PoolShare | None = None
     cover: PoolCover | None = None
     if feature.credits is not None:
@@ -485,6 +485,10 @@ def _topups_change(balance: Balance, now: datetime, soonest: datetime | None) ->
             if at is not None and at > now and (soonest is None or at < soonest):
                 soonest = at
     return soonest
+
+
+_terms = tuple.__new__
+"""`Terms(...)` without the NamedTuple's Python-level `__new__`: one per metered evaluation."""
 
 
 def _pool_cover(pooled: Decision, per_unit: float) -> PoolCover:
