@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ...protocol.metering import Denial
+from ...protocol.metering import Denial, Terms
 from ..catalog.model import FeatureType
 from .balances import TopUpState
 
@@ -61,6 +61,17 @@ class Metering:
     @property
     def unlimited(self) -> bool:
         return self.limit is None
+
+    @property
+    def terms(self) -> Terms:
+        """The limit side of this answer, for `metered_answer` at another usage or amount."""
+        return Terms(
+            self.allowance,
+            self.soft_limit,
+            self.overage_cap,
+            self.topup_burned,
+            self.topup_remaining,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,12 @@ for features that have one), then subscriptions (plan + add-ons) and grants comb
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from ...protocol.metering import Denial, metered_access
+from ...protocol.metering import Denial, PoolCover, Terms, metered_answer
 from ..catalog.model import (
     UNLIMITED,
     Account,
@@ -462,31 +461,28 @@ def _metered(
         )
         burned, remaining_topups = headroom(topups)
         until = _topups_change(balance, now, until)
-    cap = None if allowance is None else saturated(allowance + burned + remaining_topups)
-    access, denial = metered_access(
-        cap, used, requested, soft=limit.soft, overage_cap=limit.overage_cap
-    )
-    remaining = None if cap is None else max(0.0, cap - used)
+    terms = _terms(Terms, (allowance, limit.soft, limit.overage_cap, burned, remaining_topups))
     pool: PoolShare | None = None
+    cover: PoolCover | None = None
     if feature.credits is not None:
         price = feature.credits
         pooled = evaluate(
             snapshot, account_id, price.pool, {"requested": requested * price.per_unit}, now
         )
         pool = PoolShare(price.pool, price.per_unit, pooled)
-        remaining = _pool_remaining(remaining, pooled, price.per_unit)
-        if access and not pooled.has_access:
-            access, denial = False, Denial.CREDITS_EXHAUSTED
+        cover = _pool_cover(pooled, price.per_unit)
         at = pooled.valid_until
         if at is not None and (until is None or at < until):
             until = at
+    answer = metered_answer(terms, used, requested, pool=cover)
+    cap = answer.limit
     metering = Metering(
         limit=cap,
         used=used,
-        remaining=remaining,
+        remaining=answer.remaining,
         soft_limit=limit.soft,
         overage_cap=limit.overage_cap,
-        overage=0.0 if allowance is None else max(0.0, used - allowance - burned),
+        overage=answer.overage,
         period_start=period.start,
         period_end=period.end,
         scope_key=slot.scope_key,
@@ -506,8 +502,8 @@ def _metered(
         value,
         variant,
         reason,
-        access,
-        denial,
+        answer.has_access,
+        answer.denial,
         metering,
         cap is None,
         until,
@@ -538,13 +534,12 @@ def _topups_change(balance: Balance, now: datetime, soonest: datetime | None) ->
     return soonest
 
 
-def _pool_remaining(own: float | None, pooled: Decision, per_unit: float) -> float | None:
-    """The smaller of the feature's own remaining and the units the pool still covers
-    (pool remaining ÷ per_unit, rounded down); None only when both are unlimited."""
+_terms = tuple.__new__
+"""`Terms(...)` without the NamedTuple's Python-level `__new__`: one per metered evaluation."""
+
+
+def _pool_cover(pooled: Decision, per_unit: float) -> PoolCover:
+    """What the pool's own decision says to `metered_answer`: a pool with no metered answer
+    (e.g. disabled) covers nothing."""
     m = pooled.metering
-    if m is None:  # the pool has no metered answer (e.g. disabled): it covers nothing
-        return 0.0
-    if m.remaining is None:
-        return own
-    units = float(math.floor(saturated(m.remaining / per_unit + 1e-9)))
-    return units if own is None else min(own, units)
+    return PoolCover(per_unit, pooled.has_access, 0.0 if m is None else m.remaining)

@@ -25,8 +25,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ...protocol.metering import Denial, Terms, metered_answer
 from ..catalog.model import Aggregation, Feature, TopUp
 from .balances import FOREVER, Balance, burn_feature, headroom, rebalance, states
+from .decision import Metering
 from .usage import UsageReport, next_value
 
 CounterKey = tuple[str, str, datetime]
@@ -35,6 +37,23 @@ CounterKey = tuple[str, str, datetime]
 Admit = Callable[[float, float], str | None]
 """Consume's check: given the current usage and the top-up headroom above the allowance (burned
 this period + active remainders, design §5.1), None to record or a denial reason to refuse."""
+
+
+def admit_for(m: Metering, requested: float, denial: Denial | None = None) -> Admit:
+    """Consume's admission (design §5): `requested` fits the allowance of `m` (the decision the
+    Consume was evaluated with) plus the top-up headroom the store reads, under the same
+    `metered_answer` as every evaluation. It runs inside the store's transaction, against the
+    stored counter, so concurrent consumers can never pass the limit together. `denial`
+    replaces the denial's name (a credit pool's says `credits_exhausted`)."""
+    allowance, soft, cap = m.allowance, m.soft_limit, m.overage_cap
+
+    def admit(current: float, headroom: float) -> str | None:
+        answer = metered_answer(Terms(allowance, soft, cap, 0.0, headroom), current, requested)
+        if answer.has_access:
+            return None
+        return (denial or answer.denial or Denial.USAGE_LIMIT_REACHED).value
+
+    return admit
 
 
 class Status(StrEnum):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from ...protocol.metering import FIXED_DENIALS, Denial, metered_access
+from ...protocol.metering import FIXED_DENIALS, Denial, metered_answer
 from ..catalog.model import Aggregation, Catalog, Feature
 from ..engine import (
     Decision,
@@ -30,10 +30,8 @@ from ..engine import (
     explain,
 )
 from ..store.base import Status, UsageOutcome, UsageWrite
-from .balances import admit_for, balance_and_pool, needs_balance
-from .quota_events import quota_check
 from .state import LiveState, countable
-from .webhooks import exhausted_hook
+from .usage_write import needs_balance, usage_write
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,18 +148,17 @@ class Decisions:
         # stored (locked) counter, in order with the writes grouped with it: exact, even when
         # other Consume and Report calls (or other sidecars) write the same counter. Top-ups and
         # the credit pool are checked there too, from their stored burn and pool counters.
-        check = quota_check(snap, report.account, feature, at, now, state.store.environment)
-        balanced = needs_balance(snap, report.account, feature)
-        balance = pool = None
-        if balanced:
-            balance, pool = balance_and_pool(
-                snap, report.account, decision, at, now, state.store.environment, requested
-            )
-        admit = admit_for(m, requested)
-        hook = exhausted_hook(snap.catalog, state.store.environment, report.account, balance, pool)
-        write = UsageWrite(
-            m.scope_key, feature, m.period_start, report, admit, check, balance, pool, hook, at=at
+        write = usage_write(
+            snap,
+            report,
+            feature,
+            at=at,
+            now=now,
+            environment=state.store.environment,
+            decision=decision,
+            requested=requested,
         )
+        balanced = needs_balance(snap, report.account, feature)
         return _ConsumeStep(write, decision, at, balanced)
 
     def _consumed(self, step: _ConsumeStep, stored: list[UsageOutcome]) -> Consumed:
@@ -202,15 +199,10 @@ class PendingConsume:
 
 def _at_usage(decision: Decision, used: float) -> Decision:
     """`decision` with its counter at `used`, as an evaluation with the default request (1)
-    would see it right after the write (the same source, limit and period)."""
+    would see it right after the write (the same source, limit and period). Only for a write
+    that moved no top-up and no pool (those evaluate again, from the counters it changed)."""
     m = decision.metering
     assert m is not None
-    cap = m.limit
-    access, denial = metered_access(cap, used, 1.0, soft=m.soft_limit, overage_cap=m.overage_cap)
-    metering = replace(
-        m,
-        used=used,
-        remaining=None if cap is None else max(0.0, cap - used),
-        overage=0.0 if cap is None else max(0.0, used - cap),
-    )
-    return replace(decision, has_access=access, denial=denial, metering=metering)
+    answer = metered_answer(m.terms, used, 1.0)
+    metering = replace(m, used=used, remaining=answer.remaining, overage=answer.overage)
+    return replace(decision, has_access=answer.has_access, denial=answer.denial, metering=metering)

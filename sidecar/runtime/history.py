@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ...protocol.metering import Terms, metered_answer
 from ..catalog.model import Feature
 from ..engine import StateView, evaluate, slot_for
 from ..engine.balances import FOREVER
@@ -219,7 +220,7 @@ def export_pages(state: LiveState, start: datetime, end: datetime) -> Iterator[l
             if period_end is not None and period_end <= start:
                 continue
             topups = burned.get((scope, key, period_start), 0.0)
-            overage = 0.0 if limit is None else max(0.0, value - limit - topups)
+            overage = metered_answer(Terms(limit, topup_burned=topups), value, 0.0).overage
             page.append(
                 ExportRow(owner, key, period_start, period_end, value, limit, overage, topups)
             )

@@ -28,16 +28,14 @@ from ..engine import (
     UsageRejected,
     UsageReport,
     check_report,
-    evaluate,
     memberships_of,
     reindex_members,
     slot_for,
 )
-from ..engine.balances import Balance, burn_feature
+from ..engine.balances import burn_feature
 from ..engine.lifecycle_events import admin_events
 from ..engine.sums import overflows
 from ..engine.usage import check_instant
-from ..engine.write_rule import PoolLeg
 from ..store.base import (
     AuditEntry,
     CounterKey,
@@ -54,21 +52,15 @@ from ..store.base import (
 from ..store.errors import StoreConflict, StoreUnavailable
 from . import records as rec
 from .audit import record_entry
-from .balances import balance_and_pool, needs_balance
 from .declared import apply_layer, split_layer
 from .events import AccountChanged, CatalogChanged, EventHub
 from .group_commit import GroupCommit
-from .quota_events import QuotaCheck, quota_check
-from .webhooks import entries_for, exhausted_hook
+from .usage_write import Memo, usage_write
+from .webhooks import entries_for
 
 log = logging.getLogger("plangate.state")
 
 Clock = Callable[[], datetime]
-
-_SlotKey = tuple[str, str, datetime]
-"""(account, feature, instant): what a usage write's counter and quota check depend on."""
-_Resolved = tuple[str, datetime, QuotaCheck | None, Balance | None, PoolLeg | None]
-"""(scope key, period start, quota check, top-ups, credit pool) of a `_SlotKey`."""
 
 EDIT_ATTEMPTS = 50
 """How often `LiveState.edit` rebuilds an edit that another sidecar's change got ahead of
@@ -192,37 +184,23 @@ class LiveState:
         report: UsageReport,
         now: datetime,
         snap: StateView | None = None,
-        resolved: dict[_SlotKey, _Resolved] | None = None,
+        memo: Memo | None = None,
     ) -> UsageWrite:
-        """`report` resolved to its counter and quota check against `snap` (default: the
-        current snapshot). `resolved` memoises that resolution within one batch: it depends
-        only on (account, feature, instant), and a batch repeats those a lot (reports carry
-        no timestamp, so they share `now`), while `slot_for` and `quota_check` re-run the
-        evaluation's source selection every time."""
+        """`report` resolved to its write against `snap` (default: the current snapshot).
+        `memo` shares that resolution within one batch: it depends only on (account, feature,
+        instant), and a batch repeats those a lot (reports carry no timestamp, so they share
+        `now`), while `slot_for` and `quota_check` re-run the evaluation's source selection
+        every time."""
         snap = self.snapshot if snap is None else snap
         feature = countable(snap, report, now, self.report_ahead)
-        account = report.account
-        at = report.timestamp or now
-        key = (account, feature.key, at)
-        found = resolved.get(key) if resolved is not None else None
-        if found is None:
-            env = self.store.environment
-            check = quota_check(snap, account, feature, at, now, env)
-            if needs_balance(snap, account, feature):
-                decision = evaluate(snap, account, feature.key, {}, at)
-                m = decision.metering
-                assert m is not None
-                balance, pool = balance_and_pool(snap, account, decision, at, now, env)
-                found = (m.scope_key, m.period_start, check, balance, pool)
-            else:
-                slot = slot_for(snap, account, feature, at)
-                found = (slot.scope_key, slot.period.start, check, None, None)
-            if resolved is not None:
-                resolved[key] = found
-        scope_key, period_start, check, balance, pool = found
-        hook = exhausted_hook(snap.catalog, self.store.environment, account, balance, pool)
-        return UsageWrite(
-            scope_key, feature, period_start, report, None, check, balance, pool, hook, at=at
+        return usage_write(
+            snap,
+            report,
+            feature,
+            at=report.timestamp or now,
+            now=now,
+            environment=self.store.environment,
+            memo=memo,
         )
 
     def report(self, reports: Sequence[UsageReport]) -> list[UsageOutcome]:
@@ -231,12 +209,12 @@ class LiveState:
         The whole batch is resolved against one snapshot at one `now`, as if it arrived at once.
         """
         now, snap = self.clock(), self.snapshot
-        resolved: dict[_SlotKey, _Resolved] = {}
+        memo: Memo = {}
         outcomes: list[UsageOutcome | None] = [None] * len(reports)
         writes: list[tuple[int, UsageWrite]] = []
         for i, report in enumerate(reports):
             try:
-                writes.append((i, self._write_for(report, now, snap, resolved)))
+                writes.append((i, self._write_for(report, now, snap, memo)))
             except UsageRejected as exc:
                 outcomes[i] = UsageOutcome(Status.REJECTED, 0.0, None, str(exc))
         if writes:

@@ -12,7 +12,13 @@ from __future__ import annotations
 import math
 
 from google.protobuf import struct_pb2
-from plangate.protocol.metering import FIXED_DENIALS, Denial, metered_access
+from plangate.protocol.metering import (
+    FIXED_DENIALS,
+    MeteredAnswer,
+    PoolCover,
+    Terms,
+    metered_answer,
+)
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 
 COUNTED = frozenset({"metered", "credits"})
@@ -31,7 +37,9 @@ def adjusted(
     for a credit-priced feature, with its pool at `pool_used` (None = unchanged) too.
 
     Returns `res` itself when nothing changes, else a modified copy (cached messages are
-    shared between callers and never mutated).
+    shared between callers and never mutated). The answer is `metered_answer`, the engine's
+    own; usage the sidecar has not counted yet burns top-ups as its write will (`burned_at`).
+    What is not re-derived: each top-up's own entry in the object detail.
     """
     if (
         res.error_code
@@ -42,58 +50,87 @@ def adjusted(
     ):
         return res
     m = res.metering
+    terms = _terms(m)
     if used is None:
         used = m.used
+    elif used != m.used:
+        terms = terms.burned_at(used)
     out = pb.Resolution()
     out.CopyFrom(res)
-    out.metering.used = used
-    _set(out.metadata, "used", used)
     detail = out.as_object.struct_value if out.as_object.HasField("struct_value") else None
-    if detail is not None:
-        _set(detail, "used", used)
-    pooled = bool(m.pool)
-    if (m.unlimited or not m.HasField("limit")) and not pooled:
+    structs = (out.metadata,) if detail is None else (out.metadata, detail)
+    out.metering.used = used
+    for struct in structs:
+        _set(struct, "used", used)
+    if (m.unlimited or not m.HasField("limit")) and not m.pool:
         return out  # unlimited: access and remaining do not depend on usage
+    cover = _pool(out, structs, pool_used, requested) if m.pool else None
+    answer = metered_answer(terms, used, requested, pool=cover)
+    _answer(out, structs, terms, answer)
+    return out
 
-    remaining: float | None = None
-    access, denied = True, None
-    if m.HasField("limit"):
-        limit = m.limit
-        cap = m.overage_cap if m.HasField("overage_cap") else None
-        access, denied = metered_access(limit, used, requested, soft=m.soft_limit, overage_cap=cap)
-        remaining = max(0.0, limit - used)
-        allowance = m.allowance if m.HasField("allowance") else limit
-        out.metering.overage = max(0.0, used - allowance - m.topup_burned)
-    if pooled:  # design §5.1: the pool's balance must cover `requested × per_unit` too
-        pool_at = m.pool_used if pool_used is None else pool_used
-        pool_limit = m.pool_limit if m.HasField("pool_limit") else None
-        pool_cap = m.pool_overage_cap if m.HasField("pool_overage_cap") else None
-        covered, _ = metered_access(
-            pool_limit,
-            pool_at,
-            requested * m.per_unit,
-            soft=m.pool_soft_limit,
-            overage_cap=pool_cap,
-        )
-        if access and not covered:
-            access, denied = False, Denial.CREDITS_EXHAUSTED
-        if pool_limit is not None:
-            units = float(math.floor(max(0.0, pool_limit - pool_at) / m.per_unit + 1e-9))
-            remaining = units if remaining is None else min(remaining, units)
-        out.metering.pool_used = pool_at
-        _set(out.metadata, "pool_used", pool_at)
-    denial = denied.value if denied is not None else ""
 
+def _terms(m: pb.Metering) -> Terms:
+    """The limit side of a wire `Metering` (its allowance is only sent with balances)."""
+    limit = m.limit if m.HasField("limit") else None
+    return Terms(
+        m.allowance if m.HasField("allowance") else limit,
+        m.soft_limit,
+        m.overage_cap if m.HasField("overage_cap") else None,
+        m.topup_burned,
+        m.topup_remaining,
+    )
+
+
+def _pool(
+    out: pb.Resolution,
+    structs: tuple[struct_pb2.Struct, ...],
+    pool_used: float | None,
+    requested: float,
+) -> PoolCover:
+    """The credit pool's answer for `requested x per_unit` credits at `pool_used`, written
+    into `out` (design §5.1: the pool's balance must cover the request too)."""
+    m = out.metering
+    pool_at = m.pool_used if pool_used is None else pool_used
+    terms = Terms(
+        m.pool_limit if m.HasField("pool_limit") else None,
+        m.pool_soft_limit,
+        m.pool_overage_cap if m.HasField("pool_overage_cap") else None,
+    )
+    answer = metered_answer(terms, pool_at, requested * m.per_unit)
+    m.pool_used = pool_at
+    _set(out.metadata, "pool_used", pool_at)
+    if answer.remaining is not None and "pool_remaining" in out.metadata.fields:
+        _set(out.metadata, "pool_remaining", answer.remaining)
+    if len(structs) > 1 and "pool" in structs[1].fields:
+        pool = structs[1].fields["pool"].struct_value
+        _set(pool, "used", pool_at)
+        if answer.remaining is not None:
+            _set(pool, "remaining", answer.remaining)
+        _set(pool, "has_access", answer.has_access)
+    return PoolCover(m.per_unit, answer.has_access, answer.remaining)
+
+
+def _answer(
+    out: pb.Resolution,
+    structs: tuple[struct_pb2.Struct, ...],
+    terms: Terms,
+    answer: MeteredAnswer,
+) -> None:
+    """Write `answer` (and the top-ups' burn under `terms`) over every place `out` shows it."""
+    access, remaining = answer.has_access, answer.remaining
+    denial = answer.denial.value if answer.denial is not None else ""
+    m = out.metering
+    m.overage = answer.overage
+    m.topup_burned, m.topup_remaining = terms.topup_burned, terms.topup_remaining
     out.has_access = access
     out.denial = denial
     if remaining is not None:
-        out.metering.remaining = remaining
+        m.remaining = remaining
         out.as_integer = math.floor(remaining)
         out.as_float = remaining
     out.as_boolean = access
-    for struct in (out.metadata, detail):
-        if struct is None:
-            continue
+    for struct in structs:
         _set(struct, "has_access", access)
         if remaining is not None:
             _set(struct, "remaining", remaining)
@@ -101,9 +138,11 @@ def adjusted(
             struct.fields["denial"].string_value = denial
         elif "denial" in struct.fields:
             del struct.fields["denial"]
-    if detail is not None:
-        _set(detail, "overage", out.metering.overage)
-    return out
+        for key in ("topup_burned", "topup_remaining"):
+            if key in struct.fields:
+                _set(struct, key, getattr(terms, key))
+    if len(structs) > 1:
+        _set(structs[1], "overage", answer.overage)
 
 
 def _set(struct: struct_pb2.Struct, key: str, value: bool | float) -> None:
