@@ -46,6 +46,7 @@ from .admin import AdminService
 from .auth import TokenAuth, Tokens, read_tokens
 from .console.routes import Console
 from .console.session import Sessions
+from .drain import Drain
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
 from .health import HealthService
@@ -214,7 +215,8 @@ class Sidecar:
         s = self.settings
         self.state.events.bind(asyncio.get_running_loop())
         self.health = HealthService()
-        interceptors: list[Any] = [RefuseUndecodable()]
+        self.drain = Drain()
+        interceptors: list[Any] = [self.drain.interceptor, RefuseUndecodable()]
         if self.tokens:
             interceptors.append(TokenAuth(self.tokens))
         server = grpc.aio.server(
@@ -237,9 +239,8 @@ class Sidecar:
         names = [
             plangate_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n in SERVICES
         ]
-        reflection.enable_server_reflection(
-            [*names, *flagd_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        served = [*names, *flagd_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(served, server)
         address = f"{s.host}:{s.port}"
         try:  # grpcio reports a busy port as RuntimeError (newer) or port 0 (older)
             if self.credentials is not None:
@@ -252,6 +253,7 @@ class Sidecar:
             raise OSError(f"cannot listen on {address} (port in use?); choose another with --port")
         if s.socket:
             server.add_insecure_port(f"unix:{s.socket}")
+        self.drain.bind(server, served)
         self.grpc_server = server
         self.management = HttpPort(
             management_app(self.metrics, self.readiness, self.blocking, self._console()),
@@ -290,10 +292,10 @@ class Sidecar:
 
     async def _close(self, grace: float) -> None:
         """Design §2.1: every stream ends with UNAVAILABLE at once, new calls are refused,
-        calls in flight get `grace` seconds."""
+        calls in flight (every call that arrived before) get `grace` seconds (`drain`)."""
         await self.health.close()
         self.state.events.close()
-        await self.grpc_server.stop(grace)
+        await self.drain.stop(self.grpc_server, grace)
         await self.ofrep.stop()
         await self.management.stop()
 
