@@ -48,6 +48,7 @@ from .auth import TokenAuth, Tokens, read_tokens
 from .auth_guard import Failures
 from .console.routes import Console
 from .console.session import Sessions
+from .drain import Drain
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
 from .health import HealthService
@@ -236,7 +237,8 @@ class Sidecar:
         s = self.settings
         self.state.events.bind(asyncio.get_running_loop(), s.stream_coalesce_seconds)
         self.health = HealthService()
-        interceptors: list[Any] = [RefuseUndecodable()]
+        self.drain = Drain()
+        interceptors: list[Any] = [self.drain.interceptor, RefuseUndecodable()]
         if self.tokens:
             interceptors.append(TokenAuth(self.tokens, self.failures))
         server = grpc.aio.server(
@@ -264,7 +266,8 @@ class Sidecar:
         names = [
             plangate_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n in SERVICES
         ]
-        self.reflection = add_reflection(server, [*names, *flagd_names, health.SERVICE_NAME])
+        served = [*names, *flagd_names, health.SERVICE_NAME]
+        self.reflection = add_reflection(server, served)
         address = f"{s.host}:{s.port}"
         if s.port and not _can_bind(s.host, s.port):  # before grpcio, which logs a raw error
             raise OSError(f"cannot listen on {address} (port in use?); choose another with --port")
@@ -279,6 +282,7 @@ class Sidecar:
             raise OSError(f"cannot listen on {address} (port in use?); choose another with --port")
         if s.socket:
             server.add_insecure_port(f"unix:{s.socket}")
+        self.drain.bind(server, served)
         self.grpc_server = server
         limits = HttpLimits(
             idle_seconds=s.http_idle_seconds,
@@ -335,11 +339,11 @@ class Sidecar:
 
     async def _close(self, grace: float) -> None:
         """Design §2.1: every stream ends with UNAVAILABLE at once, new calls are refused,
-        calls in flight get `grace` seconds."""
+        calls in flight (every call that arrived before) get `grace` seconds (`drain`)."""
         await self.health.close()
         self.state.events.close()
         self.reflection.close()
-        await self.grpc_server.stop(grace)
+        await self.drain.stop(self.grpc_server, grace)
         await self.ofrep.stop()
         await self.management.stop()
 

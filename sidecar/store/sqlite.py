@@ -24,6 +24,7 @@ import sqlite_utils
 
 from ..engine.history import Bucket, BucketKey, hour_buckets
 from ..engine.write_rule import BatchReads, BatchWrites, apply_batch
+from . import sqlite_files as files
 from .base import (
     AuditEntry,
     CounterKey,
@@ -178,22 +179,16 @@ def _free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-_TRANSIENT = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-"""Faults that end by themselves (another process holds the lock): not a reason to be unready."""
+def _schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT max(version) FROM plangate_schema").fetchone()
+    return int(row[0] or 0)
 
 
-def _code(exc: sqlite3.Error) -> int:
-    """The primary SQLite result code of `exc` (extended codes carry it in the low byte)."""
-    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    """(device, inode) of the file at `path`; None if there is none (or it is not a file)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
+def _bump(c: sqlite3.Connection) -> None:
+    """Change the header's user_version (kept for this): a page that must reach the disk, where
+    a no-op UPDATE writes none and so proves nothing about the disk."""
+    (version,) = c.execute("PRAGMA user_version").fetchone()
+    c.execute(f"PRAGMA user_version = {(int(version) + 1) % (1 << 31)}")
 
 
 def _read_batch(c: sqlite3.Connection, rows: _Rows, writes: Sequence[UsageWrite]) -> BatchReads:
@@ -303,102 +298,183 @@ class SqliteStore:
         self.path = str(path)
         self._lock = threading.Lock()
         self._fault: StoreUnavailable | None = None  # a fault of the file the last write met
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn = conn
-        self._db = sqlite_utils.Database(conn)
+        self._damaged: str | None = None  # a damaged file: every write refused until restart
+        self._reconnect = False  # the fault may need a new connection to be over (`_reopen`)
+        self._log_kept = False  # a lost write-ahead log was copied into the file (`_keep_log`)
+        self._guard = self._guarding() if files.has_log(self.path) else None
         try:
-            self._prepare()
-        except StoreError:
-            conn.close()
+            self._conn, fault = self._connect()
+        except BaseException:
+            self._close_guard()
             raise
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            fault = self._unusable(exc)
-            raise StoreError(
-                str(fault) if fault else f"{self.path}: cannot use this SQLite database ({exc})"
-            ) from exc
-        self._identity = _identity(self.path)
+        if fault is not None:
+            self._fault, self._reconnect = fault, True
+        self._files = files.look(self.path)
         self._probe()  # a read-only file opens (and serves reads) but is not ready for writes
 
-    # -- faults of the file (deleted, replaced, disk full, read-only) ------------------------
+    def _guarding(self) -> sqlite3.Connection | None:
+        """A read-only connection held while a log left by a crash may be foreign: SQLite
+        checkpoints a log into the file when its last connection closes, which would write
+        a stale log into a replaced file for good (and delete it) once a damage is found. With
+        this one open, no other close is the last, and a read-only one never checkpoints."""
+        uri = f"{Path(self.path).absolute().as_uri()}?mode=ro"
+        try:
+            guard = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error:
+            return None
+        with contextlib.suppress(sqlite3.Error):  # unreadable: opening fails, and says why
+            guard.execute("PRAGMA schema_version").fetchone()  # holds its shared lock from now
+        return guard
 
-    def _replaced(self) -> str | None:
-        """Whether `path` still names the file this connection writes: a deleted or replaced
-        file would silently swallow every write acknowledged from now on."""
-        if self._identity is None:
-            return None
-        now = _identity(self.path)
-        if now == self._identity:
-            return None
-        what = "deleted" if now is None else "replaced by another file"
-        return (
-            f"the database file {self.path} was {what} while the sidecar was running; writes "
-            "are refused because they would be lost. Restore the file (or move the new one away) "
-            "and restart the sidecar"
+    def _close_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection in WAL mode on the current schema (or the reason why not)."""
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect(self) -> tuple[sqlite3.Connection, StoreUnavailable | None]:
+        """The store's connection, and the fault that keeps it from writing if it is read as
+        it is (a read-only filesystem after a clean stop); else why it cannot be used."""
+        try:
+            return self._open(), None
+        except StoreError as exc:
+            raise StoreError(f"{exc}{files.log_hint(self.path)}") from exc
+        except sqlite3.DatabaseError as exc:
+            if not (files.read_only(exc) and self._unwritable_but_whole()):
+                raise self._start_error(exc) from exc
+            return self._open_as_it_is(exc), files.described(self.path, exc)
+
+    def _open_as_it_is(self, why: sqlite3.DatabaseError) -> sqlite3.Connection:
+        """A clean stop left no log on a filesystem now read-only: the file alone holds
+        everything, so it is read as it is (no -shm needed) and the store is unready until
+        `_reopen` finds it writable (decision 1340)."""
+        uri = f"{Path(self.path).absolute().as_uri()}?immutable=1"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            current = _schema_version(conn)
+        except sqlite3.Error:
+            current = -1
+        if current != len(MIGRATIONS):
+            conn.close()
+            raise self._start_error(why) from why
+        return conn
+
+    def _unwritable_but_whole(self) -> bool:
+        """A read-only filesystem with no write-ahead log beside the file: SQLite cannot make
+        its -shm file there, yet the file alone holds everything (a clean stop)."""
+        return files.read_only_filesystem(self.path) and not files.has_log(self.path)
+
+    def _start_error(self, exc: sqlite3.DatabaseError) -> StoreError:
+        if files.damaged(exc):
+            return StoreError(files.damage(self.path, exc, opening=True))
+        fault = files.described(self.path, exc)
+        return StoreError(
+            str(fault) if fault else f"{self.path}: cannot use this SQLite database ({exc})"
         )
 
+    # -- faults of the file (deleted, replaced, damaged, disk full, read-only) ---------------
+
     def _unusable(self, exc: sqlite3.Error) -> StoreUnavailable | None:
-        """`exc` in words an operator can act on, or None if it is not a fault of the file."""
-        code = _code(exc)
-        if code in _TRANSIENT:
-            return StoreUnavailable(f"{self.path} is locked by another process: {exc}")
-        if code == sqlite3.SQLITE_FULL:
-            return StoreFull(
-                f"the disk holding {self.path} is full ({exc}); nothing was recorded. Free space "
-                "on that filesystem: writes resume by themselves, and a retry is safe"
-            )
-        if code == sqlite3.SQLITE_READONLY:
-            message = (
-                f"{self.path} cannot be written ({exc}); make the file, its -wal and -shm files "
-                "and its directory writable and the filesystem read-write, then restart the "
-                "sidecar if the file was read-only when it started"
-            )
-        elif code == sqlite3.SQLITE_IOERR:
-            message = (
-                f"I/O error writing {self.path} ({exc}); check the disk and the filesystem "
-                "(kernel log, mount state); writes resume by themselves once it works again"
-            )
-        elif code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-            message = (
-                f"{self.path} cannot be used ({exc}); check that the file and its directory exist "
-                "and are writable (SQLite keeps -wal and -shm files next to it) and that the file "
-                "is intact (restore it from a backup if it is damaged)"
-            )
-        else:
-            return None
-        return StoreUnavailable(message)
+        """`exc` as the store's fault (remembered, see `health`), or None if it is none."""
+        fault = files.described(self.path, exc)
+        if fault is None or files.transient(exc):
+            return fault
+        if files.damaged(exc) and self._damaged is None:
+            if self._guard is not None:  # the log from start-up may be foreign: keep it as is
+                fault = StoreUnavailable(files.damage(self.path, exc, opening=True))
+                old, self._conn, self._guard = self._conn, self._guard, None
+                old.close()  # not the last connection: nothing is checkpointed
+            self._damaged = str(fault)
+        self._reconnect = self._reconnect or files.read_only(exc)
+        self._fault = fault
+        return fault
 
     def health(self) -> str | None:
-        replaced = self._replaced()
-        if replaced is not None or self._fault is None:
-            return replaced
+        """None when writes are known to work. A remembered fault is retried with a write that
+        really writes (`_probe`): only that clears it."""
+        intruded = files.intruded(self.path, self._files)
+        if intruded is not None:
+            with self._lock:
+                self._keep_log()
+            return intruded
+        if self._fault is None:
+            return None
+        if self._damaged is not None:
+            return self._damaged
         if isinstance(self._fault, StoreFull) and _free_bytes(self.path) < FREE_TO_RECOVER:
             return str(self._fault)  # a tiny probe could still fit while real writes do not
-        return self._probe()
+        problem = self._probe()
+        if problem is not None and self._reconnect and self._reopen():
+            return None
+        return problem
+
+    def _keep_log(self) -> None:
+        """The write-ahead log was deleted or replaced: what it holds (acknowledged writes since
+        the last checkpoint) lives on only in its open descriptor, so copy it into the database
+        file now, while that descriptor is still there (a kill -9 later would lose it)."""
+        if self._log_kept or self._files.wal is None:
+            return
+        now = files.look(self.path)
+        if now.main == self._files.main and now.wal != self._files.wal:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(FULL)")
+                self._log_kept = True
 
     def _probe(self) -> str | None:
-        """One tiny write transaction: None if it commits, else what stops it (remembered as
-        the store's fault until a write succeeds)."""
+        """One write transaction that changes a page (the header's user_version) and syncs it at
+        COMMIT: None if it commits, and the remembered fault is over; else what stops it."""
         try:
             with self._transaction() as c:
-                c.execute(
-                    "UPDATE plangate_schema SET applied_at = applied_at "
-                    "WHERE version = (SELECT max(version) FROM plangate_schema)"
-                )
+                _bump(c)
         except StoreUnavailable as exc:
             return str(exc)
+        self._fault, self._reconnect = None, False
         return None
 
-    def _prepare(self, attempts: int = 100) -> None:
+    def _reopen(self) -> bool:
+        """After a read-only or unopenable file: SQLite opened it read-only and stays so (and
+        so does every connection of this process to it, as they share its -shm mapping), so
+        once the files look writable, every connection is closed and a new one tried. True if
+        it writes (and is in use)."""
+        if not files.writable(self.path) or files.look(self.path).main != self._files.main:
+            return False
+        with self._lock:
+            self._close_guard()
+            self._conn.close()  # read-only: it checkpoints nothing
+            try:
+                self._conn = self._open()
+                self._conn.execute("BEGIN IMMEDIATE")
+                _bump(self._conn)
+                self._conn.execute("COMMIT")
+            except (sqlite3.Error, StoreError):
+                self._rollback()
+                with contextlib.suppress(sqlite3.Error, StoreError):
+                    self._conn.close()
+                self._conn, _ = self._connect()
+                return False
+            self._files = files.look(self.path)
+            self._fault, self._reconnect = None, False
+        return True
+
+    def _prepare(self, conn: sqlite3.Connection, attempts: int = 100) -> None:
         """WAL mode and the schema. Switching to WAL can answer "locked" at once, without the
         busy timeout (SQLite will not wait where waiting could deadlock), while another process
         opens the same new file; opening is rare, so it simply tries again."""
         for attempt in range(attempts):
             try:
-                self._conn.execute("PRAGMA busy_timeout=5000")
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=FULL")
-                self._migrate()
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                self._migrate(conn)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or attempt == attempts - 1:
@@ -407,41 +483,40 @@ class SqliteStore:
 
     @property
     def schema_version(self) -> int:
-        row = self._conn.execute("SELECT max(version) FROM plangate_schema").fetchone()
-        return int(row[0] or 0)
+        return _schema_version(self._conn)
 
-    def _migrate(self) -> None:
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply the missing schema versions, each in its own write transaction. The version
         is read inside that transaction, so concurrent openers apply every step exactly once."""
         known = len(MIGRATIONS)
-        exists = self._conn.execute(
+        exists = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'plangate_schema'"
         ).fetchone()
-        if exists and self.schema_version == known:
+        if exists and _schema_version(conn) == known:
             return  # nothing to write: a read-only database opens too (and is reported unready)
         with self._lock:
-            self._conn.execute(
+            conn.execute(
                 "CREATE TABLE IF NOT EXISTS plangate_schema (version INTEGER PRIMARY KEY, applied_at TEXT)"
             )
             while True:
-                self._conn.execute("BEGIN IMMEDIATE")
+                conn.execute("BEGIN IMMEDIATE")
                 try:
-                    current = self.schema_version
+                    current = _schema_version(conn)
                     if current > known:
                         raise StoreError(
                             f"{self.path}: schema version {current} was written by a newer plangate "
                             f"(this one knows versions up to {known}); upgrade plangate or use another --db"
                         )
                     if current < known:
-                        MIGRATIONS[current](self._db)
-                        self._conn.execute(
+                        MIGRATIONS[current](sqlite_utils.Database(conn))
+                        conn.execute(
                             "INSERT INTO plangate_schema VALUES (?, datetime('now'))",
                             (current + 1,),
                         )
-                    self._conn.execute("COMMIT")
+                    conn.execute("COMMIT")
                 except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
                 if current == known:
                     return
@@ -449,31 +524,48 @@ class SqliteStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction under the process lock. Faults of the file (locked past the
-        busy timeout, disk full, read-only, I/O errors, deleted or replaced) are reported as
-        `StoreUnavailable` / `StoreFull` with what to do; nothing of the transaction stays."""
+        busy timeout, disk full, read-only, I/O errors, damaged, deleted, replaced or written
+        by another program) are reported as `StoreUnavailable` / `StoreFull` with what to do;
+        nothing of the transaction stays."""
         with self._lock:
-            c = self._conn
+            if self._damaged is not None:
+                raise StoreUnavailable(self._damaged)
+            c, committing = self._conn, False
             try:
-                changes = c.total_changes
                 c.execute("BEGIN IMMEDIATE")
                 yield c
-                replaced = self._replaced()  # checked last: an acknowledged write must last
-                if replaced is not None:
-                    raise StoreUnavailable(replaced)
+                intruded = files.intruded(self.path, self._files)  # last: what is acknowledged
+                if intruded is not None:  # must last
+                    self._rollback()
+                    self._keep_log()
+                    raise StoreUnavailable(intruded)
+                committing = True
                 c.execute("COMMIT")
             except sqlite3.Error as exc:
+                if committing:  # a checkpoint after the commit may have failed half-way
+                    self._files = files.look(self.path)
                 self._rollback()
                 fault = self._unusable(exc)
                 if fault is None:
                     raise
-                if _code(exc) not in _TRANSIENT:
-                    self._fault = fault
                 raise fault from exc
             except BaseException:
                 self._rollback()
                 raise
-            if c.total_changes != changes:  # only a write that wrote proves the fault over
-                self._fault = None
+            self._files = files.look(self.path)  # the commit may have checkpointed: our write
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A read under the process lock; a fault of the file is `StoreUnavailable` with what
+        to do (a damaged page met here refuses writes too), never a raw SQLite error."""
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                fault = self._unusable(exc)
+                if fault is None:
+                    raise
+                raise fault from exc
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:
@@ -483,10 +575,11 @@ class SqliteStore:
     # -- accounts ----------------------------------------------------------------------------
 
     def load_records(self) -> PackedRecords:
-        rows = self._conn.execute(
-            "SELECT id, record FROM accounts WHERE environment = ?", (self.environment,)
-        )
-        return PackedRecords.of_texts(rows)
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT id, record FROM accounts WHERE environment = ?", (self.environment,)
+            )
+            return PackedRecords.of_texts(rows)
 
     def _audit(self, c: sqlite3.Connection, entry: AuditEntry | None) -> None:
         """Append `entry` inside the caller's transaction (nothing if None)."""
@@ -556,7 +649,7 @@ class SqliteStore:
         return fired
 
     def lifecycle_upto(self) -> datetime | None:
-        with self._lock:
+        with self._reading():
             row = self._conn.execute(
                 "SELECT upto FROM lifecycle_clock WHERE environment = ?", (self.environment,)
             ).fetchone()
@@ -565,11 +658,14 @@ class SqliteStore:
     # -- usage -------------------------------------------------------------------------------
 
     def load_counters(self) -> dict[CounterKey, float]:
-        rows = self._conn.execute(
-            "SELECT scope, feature, period_start, value FROM usage WHERE environment = ?",
-            (self.environment,),
-        )
-        return {(scope, feature, parse_ts(start)): value for scope, feature, start, value in rows}
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT scope, feature, period_start, value FROM usage WHERE environment = ?",
+                (self.environment,),
+            )
+            return {
+                (scope, feature, parse_ts(start)): value for scope, feature, start, value in rows
+            }
 
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
         """Apply `writes` in order in one transaction: read, `apply_batch`, write back.
@@ -611,7 +707,7 @@ class SqliteStore:
     def usage_buckets(
         self, scope_key: str, feature: str, since: datetime, until: datetime
     ) -> list[Bucket]:
-        with self._lock:
+        with self._reading():
             rows = self._conn.execute(
                 "SELECT period_start, hour, added, last FROM usage_hourly WHERE environment = ? "
                 "AND scope = ? AND feature = ? AND hour >= ? AND hour < ? ORDER BY hour",
@@ -625,7 +721,7 @@ class SqliteStore:
         out: list[tuple[str, str, datetime, float]] = []
         for i in range(0, len(scope_keys), _KEYS_PER_QUERY):
             chunk = scope_keys[i : i + _KEYS_PER_QUERY]
-            with self._lock:
+            with self._reading():
                 rows = self._conn.execute(
                     "SELECT scope, feature, period_start, value FROM usage WHERE environment = ? "
                     f"AND scope IN ({', '.join('?' * len(chunk))}) AND period_start < ?",
@@ -683,7 +779,7 @@ class SqliteStore:
             )
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
-        with self._lock:
+        with self._reading():
             row = self._conn.execute(
                 f"SELECT {self._DELIVERY} FROM outbox WHERE environment = ? AND id = ?",
                 (self.environment, delivery_id),
@@ -701,7 +797,7 @@ class SqliteStore:
         if before_seq is not None:
             sql += " AND seq < ?"
             args.append(before_seq)
-        with self._lock:
+        with self._reading():
             rows = self._conn.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit))
             return [self._delivery(row) for row in rows.fetchall()]
 
@@ -747,12 +843,12 @@ class SqliteStore:
         if before_seq is not None:
             sql += " AND seq < ?"
             args.append(before_seq)
-        with self._lock:
+        with self._reading():
             rows = self._conn.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit))
             return [audit_from(row, _json_or_none, parse_ts) for row in rows.fetchall()]
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]:
-        with self._lock:
+        with self._reading():
             rows = self._conn.execute(
                 "SELECT status, count(*) FROM outbox WHERE environment = ? GROUP BY status",
                 (self.environment,),
@@ -815,4 +911,5 @@ class SqliteStore:
 
     def close(self) -> None:
         with self._lock:
+            self._close_guard()
             self._conn.close()
