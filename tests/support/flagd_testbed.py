@@ -24,16 +24,31 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = "PLANGATE_FLAGD_TESTBED"
 
 
-def testbed() -> Path:
+WORKPLACE = Path("/work/shared/flagd-testbed")
+"""Where this workplace keeps the suite, for a clone that does not sit beside `shared/`."""
+
+
+def find_testbed() -> Path | None:
     """The suite's folder: `$PLANGATE_FLAGD_TESTBED`, else `../shared/flagd-testbed` beside the
-    repository. Absent, the conformance test fails (it must not pass by running nothing)."""
+    repository, else the workplace's copy; None if none holds it."""
     configured = os.environ.get(ENV)
-    folder = Path(configured) if configured else ROOT.parent / "shared" / "flagd-testbed"
-    if not (folder / "evaluator" / "flags" / "testkit-flags.json").is_file():
+    candidates = [Path(configured)] if configured else []
+    candidates += [ROOT.parent / "shared" / "flagd-testbed", WORKPLACE]
+    for folder in candidates:
+        if (folder / "evaluator" / "flags" / "testkit-flags.json").is_file():
+            return folder
+    return None
+
+
+def testbed() -> Path:
+    """The suite's folder. Absent, the conformance test fails (it must not pass by running
+    nothing)."""
+    folder = find_testbed()
+    if folder is None:
         raise AssertionError(
-            f"flagd's evaluator suite is not at {folder}: it belongs in ../shared/flagd-testbed "
-            f"beside the repository (open-feature/flagd-testbed, evaluator/), or set {ENV} "
-            "to its folder"
+            f"flagd's evaluator suite is not at {ROOT.parent / 'shared' / 'flagd-testbed'} nor "
+            f"{WORKPLACE}: it belongs in ../shared/flagd-testbed beside the repository "
+            f"(open-feature/flagd-testbed, evaluator/), or set {ENV} to its folder"
         )
     return folder
 
