@@ -45,25 +45,8 @@ def overflows(
     and per feature the top-ups' total on top of the largest allowance any source gives (its
     own and the `shared` subscriptions it is a member of, overrides, grants); a voided top-up
     holds nothing more, so voiding one is how such an account is repaired."""
-    found: dict[str, str] = {}
-    limits: dict[str, list[float]] = {}
-    for sub in account.subscriptions:
-        for phase in _phases(sub):
-            for key, (value, source) in plans.entitlements(phase).items():
-                if not _finite(value):
-                    found[f"subscription {sub.id} {key}"] = (
-                        f"subscription {sub.id!r}: {key} of {source} (add-ons × quantity) adds up "
-                        f"to more than the largest number a limit can hold ({LARGEST:.3g}); "
-                        "lower the add-on quantities"
-                    )
-    for sub in (*account.subscriptions, *shared):
-        for phase in _phases(sub):
-            for key, (value, _source) in plans.entitlements(phase).items():
-                _add_limit(limits, key, value)
-    for key, override in account.overrides.items():
-        _add_limit(limits, key, override.value)
-    for grant in account.grants:
-        _add_limit(limits, grant.feature, grant.value)
+    found = _stacked_overflows(account, plans)
+    limits = _largest_limits(account, plans, shared)
     totals: dict[str, float] = {}
     for topup in account.topups:
         if topup.voided_at is None:  # a voided top-up holds nothing more
@@ -77,6 +60,38 @@ def overflows(
                 f"({LARGEST:.3g}); add a smaller amount (or void a top-up first)"
             )
     return found
+
+
+def _stacked_overflows(account: Account, plans: PlanResolver) -> dict[str, str]:
+    """Each subscription's plan plus add-ons (in every phase) that add up past a float."""
+    found: dict[str, str] = {}
+    for sub in account.subscriptions:
+        for phase in _phases(sub):
+            for key, (value, source) in plans.entitlements(phase).items():
+                if not _finite(value):
+                    found[f"subscription {sub.id} {key}"] = (
+                        f"subscription {sub.id!r}: {key} of {source} (add-ons × quantity) adds up "
+                        f"to more than the largest number a limit can hold ({LARGEST:.3g}); "
+                        "lower the add-on quantities"
+                    )
+    return found
+
+
+def _largest_limits(
+    account: Account, plans: PlanResolver, shared: Sequence[Subscription]
+) -> dict[str, list[float]]:
+    """Per feature, every allowance a source gives the account: its own and the `shared`
+    subscriptions (every phase), overrides, grants."""
+    limits: dict[str, list[float]] = {}
+    for sub in (*account.subscriptions, *shared):
+        for phase in _phases(sub):
+            for key, (value, _source) in plans.entitlements(phase).items():
+                _add_limit(limits, key, value)
+    for key, override in account.overrides.items():
+        _add_limit(limits, key, override.value)
+    for grant in account.grants:
+        _add_limit(limits, grant.feature, grant.value)
+    return limits
 
 
 def _phases(sub: Subscription) -> Iterable[Subscription]:

@@ -124,25 +124,7 @@ def metadata(decision: Decision) -> dict[str, bool | int | float | str]:
     out: dict[str, bool | int | float | str] = {"has_access": decision.has_access}
     m = decision.metering
     if m is not None:
-        out["unlimited"] = m.unlimited
-        out["used"] = number(m.used) or 0
-        if m.limit is not None:
-            out["limit"] = number(m.limit) or 0
-        if m.remaining is not None:
-            out["remaining"] = number(m.remaining) or 0
-        if m.period_end is not None:
-            out["period_end"] = iso(m.period_end) or ""
-        if m.topups:
-            if m.allowance is not None:
-                out["allowance"] = number(m.allowance) or 0
-            out["topup_remaining"] = number(m.topup_remaining) or 0
-        pm = m.pool.decision.metering if m.pool is not None else None
-        if m.pool is not None and pm is not None:
-            out["pool"] = m.pool.feature
-            out["per_unit"] = number(m.pool.per_unit) or 0
-            out["pool_used"] = number(pm.used) or 0
-            if pm.remaining is not None:
-                out["pool_remaining"] = number(pm.remaining) or 0
+        _metering_metadata(m, out)
     elif decision.type is FeatureType.INTEGER:
         out["unlimited"] = decision.unlimited
 
@@ -161,6 +143,29 @@ def metadata(decision: Decision) -> dict[str, bool | int | float | str]:
     for key, value in decision.extra_metadata.items():  # the catalog's own; PlanGate's win
         out.setdefault(key, value)
     return out
+
+
+def _metering_metadata(m: Metering, out: dict[str, bool | int | float | str]) -> None:
+    """A metered answer's keys: its usage and limit, top-ups, and the credit pool it draws on."""
+    out["unlimited"] = m.unlimited
+    out["used"] = number(m.used) or 0
+    if m.limit is not None:
+        out["limit"] = number(m.limit) or 0
+    if m.remaining is not None:
+        out["remaining"] = number(m.remaining) or 0
+    if m.period_end is not None:
+        out["period_end"] = iso(m.period_end) or ""
+    if m.topups:
+        if m.allowance is not None:
+            out["allowance"] = number(m.allowance) or 0
+        out["topup_remaining"] = number(m.topup_remaining) or 0
+    pm = m.pool.decision.metering if m.pool is not None else None
+    if m.pool is not None and pm is not None:
+        out["pool"] = m.pool.feature
+        out["per_unit"] = number(m.pool.per_unit) or 0
+        out["pool_used"] = number(pm.used) or 0
+        if pm.remaining is not None:
+            out["pool_remaining"] = number(pm.remaining) or 0
 
 
 def _mismatch(feature: Feature, kind: Kind) -> EvaluationError:
