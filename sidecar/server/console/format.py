@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from ...catalog.features import notation
 from ...catalog.model import Entitlement
-from .html import Html, el
-
-
-def when(at: datetime | None) -> Html:
-    """A time as people read it, in UTC, with the exact instant for machines."""
-    if at is None:
-        return el("span", "—", class_="muted")
-    return el("time", at.strftime("%Y-%m-%d %H:%M UTC"), datetime=at.isoformat())
 
 
 def number(value: float | None) -> str:

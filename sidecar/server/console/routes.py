@@ -25,13 +25,12 @@ from ...runtime.balances import topup_balances
 from ...runtime.decisions import Decisions, Evaluated
 from ...runtime.history import HistoryPoint, usage_history
 from ...runtime.state import LiveState
-from .accounts_page import AccountView, account_page, account_path, search_page
+from .accounts_page import AccountView, account_page, search_page
 from .audit_page import audit_page
 from .catalog_page import catalog_page
 from .deliveries_page import PAGE_SIZE as DELIVERY_PAGE
 from .deliveries_page import deliveries_page
-from .html import Html
-from .layout import BASE, Viewer
+from .layout import BASE, Viewer, account_path
 from .other_pages import login_page, message_page, not_found_page, overview_page
 from .search import AccountSearch
 from .session import Refused, Session, Sessions, check_post, clear_cookie, set_cookie
@@ -51,7 +50,7 @@ class Missing(Exception):
     """What the page names does not exist: answered 404 with the message."""
 
 
-Build = Callable[[Viewer], Html]
+Build = Callable[[Viewer], str]
 Act = Callable[[str, Mapping[str, str]], str]
 """An action: (actor, form) -> the notice to show; raises `AdminError`/`ValueError` to refuse."""
 
@@ -154,7 +153,7 @@ class Console:
         return web.Response(status=status, body=body.encode(), headers=HEADERS)
 
     @staticmethod
-    def _html(body: Html, status: int = 200) -> web.Response:
+    def _html(body: str, status: int = 200) -> web.Response:
         return web.Response(status=status, body=body.encode(), headers=HEADERS)
 
     # -- pages -------------------------------------------------------------------------------
@@ -169,7 +168,7 @@ class Console:
     async def overview(self, request: web.Request) -> web.StreamResponse:
         state = self.state
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             snap = state.snapshot
             return overview_page(
                 viewer,
@@ -185,7 +184,7 @@ class Console:
     async def catalog(self, request: web.Request) -> web.StreamResponse:
         state = self.state
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             return catalog_page(viewer, state.catalog, state.catalog_error)
 
         return await self._render(request, build)
@@ -194,7 +193,7 @@ class Console:
         query = request.query.get("q", "")
         after = request.query.get("after", "")
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             found = self.search.find(self.state.snapshot.accounts, query, after)
             return search_page(viewer, query, after, found, self.state.clock())
 
@@ -239,7 +238,7 @@ class Console:
         account_id = request.match_info["id"]
         explain_feature = request.query.get("explain", "")
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             try:
                 view = self.account_view(account_id, explain_feature)
             except EvaluationError as exc:
@@ -252,7 +251,7 @@ class Console:
         status = request.query.get("status", "")
         before_text = request.query.get("before", "")
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             try:
                 before = int(before_text) if before_text else None
                 found = self.admin.list_deliveries(status, DELIVERY_PAGE, before)
@@ -267,7 +266,7 @@ class Console:
         account = request.query.get("account", "").strip()
         before_text = request.query.get("before", "")
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             try:
                 before = int(before_text) if before_text else None
             except ValueError as exc:
