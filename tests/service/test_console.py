@@ -364,7 +364,9 @@ def test_a_rejected_catalog_change_is_shown_with_its_error(open_console: Any) ->
 def test_each_metered_feature_has_a_usage_chart_from_the_history(open_console: Any) -> None:
     status, page = Http(open_console.management_port).get("/console/accounts/acct_acme")
     assert status == 200
-    assert page.count('class="chart"') == 7  # every counted feature of the example catalog
+    # every counted feature of the example catalog: a chart where there is usage, words where not
+    assert page.count('class="chart"') == 2  # api-calls and exports
+    assert page.count("no usage yet") == 5
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     assert f"<title>{today}: 1,234 call</title>" in page
     assert "API calls: usage per day, last 30 days; today 1,234 call; period limit 500,000" in page
@@ -375,3 +377,24 @@ def test_the_audit_page_shows_a_markup_name_as_text(open_console: Any) -> None:
     assert status == 200
     assert "UpsertAccount" in page and "anonymous" in page  # no token file: nobody is named
     assert "<script>" not in page and "&lt;script&gt;alert(" in page
+
+
+def decision_row(page: str, feature: str) -> str:
+    """The account page's table row of one feature's decision."""
+    start = page.index(f'<tr id="f-{feature}"')
+    return page[start : page.index("</tr>", start)]
+
+
+def test_meters_tell_the_truth(open_console: Any) -> None:
+    """Design §12.1: a credit-priced feature its pool caps shows what the pool allows (the
+    word "unlimited" nowhere in its row); an off boolean is "off", not a red "denied"; an
+    unused meter says so instead of drawing an empty chart."""
+    client = Http(open_console.management_port)
+    page = client.get("/console/accounts/acct_initech")[1]  # Free: completions draw on 100 credits
+    completions = decision_row(page, "ai-completions")
+    assert "unlimited" not in completions, completions
+    assert "the ai-credits pool allows" in completions and "more" in completions
+    sso = decision_row(page, "sso")
+    assert '<span class="badge off">off</span>' in sso and "denied" not in sso, sso
+    exports = decision_row(page, "exports")
+    assert "no usage yet" in exports and 'class="chart"' not in exports

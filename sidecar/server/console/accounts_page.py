@@ -111,19 +111,36 @@ def _addons(addons: Mapping[str, int]) -> str:
     return " + " + ", ".join(f"{k} ×{q}" for k, q in addons.items()) if addons else ""
 
 
+def pool_allows(d: Decision) -> float | None:
+    """What a credit-priced feature may still use when only its pool caps it (its own limit
+    unlimited): the engine's `remaining`, the pool's credits ÷ the rate; None otherwise."""
+    m = d.metering
+    if m is None or m.pool is None or m.limit is not None:
+        return None
+    return m.remaining
+
+
 def meter_of(d: Decision) -> Picture | None:
-    """The meter of a metered decision; its label says the numbers as text."""
+    """The meter of a metered decision; its label says the numbers as text. A credit-priced
+    feature that only its pool caps is drawn against what the pool allows (design §12.1)."""
     m = d.metering
     if m is None:
         return None
+    allows = pool_allows(d)
     bar = Meter(
         used=m.used,
-        allowance=m.allowance,
+        allowance=m.used + allows if allows is not None else m.allowance,
         topups=m.topup_burned + m.topup_remaining,
         overage_cap=m.overage_cap,
         soft=m.soft_limit,
     )
-    figures = [f"used {number(m.used)} of {number(m.limit)}"]
+    if allows is not None and m.pool is not None:
+        figures = [
+            f"used {number(m.used)}; the {m.pool.feature} pool allows {number(allows)} more "
+            f"at {number(m.pool.per_unit)} credits each"
+        ]
+    else:
+        figures = [f"used {number(m.used)} of {number(m.limit)}"]
     if m.allowance is not None and (m.topup_burned or m.topup_remaining):
         figures.append(
             f"allowance {number(m.allowance)}, top-ups {number(m.topup_burned)} burned, "
@@ -151,8 +168,32 @@ def _chart(feature: Feature, points: Sequence[HistoryPoint]) -> Picture:
 
 def _value(feature: Feature, d: Decision) -> str:
     if feature.type in (FeatureType.METERED, FeatureType.CREDITS):
+        allows = pool_allows(d)
+        if allows is not None:
+            return f"{number(allows)} more (what the pool allows)"
         return "unlimited" if d.unlimited else number(d.value)
     return plain(d.value)
+
+
+def _off(feature: Feature, d: Decision) -> bool:
+    """A boolean that is simply off: its value, not a refusal (design §12.1)."""
+    return feature.type in (FeatureType.BOOLEAN, FeatureType.FLAG) and d.value is False
+
+
+def _access(feature: Feature, d: Decision) -> tuple[str, str]:
+    """The access badge: its text and its colour."""
+    if d.has_access:
+        return "granted", "ok"
+    if _off(feature, d):
+        return "off", "off"
+    return f"denied: {d.denial.value if d.denial else d.reason.value}", "bad"
+
+
+def _chart_or_none(feature: Feature, points: Sequence[HistoryPoint] | None) -> Picture | None:
+    """A chart only where there is usage to draw: an empty chart says less than words."""
+    if not points or not any(p.usage for p in points):
+        return None
+    return _chart(feature, points)
 
 
 def _trail(trail: Mapping[str, Any]) -> dict[str, Any]:
@@ -201,11 +242,10 @@ def _decisions(view: AccountView) -> list[dict[str, Any]]:
                 "name": feature.name,
                 "value": _value(feature, d),
                 "meter": meter_of(d),
-                "chart": _chart(feature, points) if points else None,
-                "access": "granted"
-                if d.has_access
-                else f"denied: {d.denial.value if d.denial else d.reason.value}",
-                "access_css": "ok" if d.has_access else "bad",
+                "chart": _chart_or_none(feature, points),
+                "unused": points is not None and not any(p.usage for p in points),
+                "access": _access(feature, d)[0],
+                "access_css": _access(feature, d)[1],
                 "trial": d.trial_ends_at is not None,
                 "source": f"{'targeting' if d.targeted else d.variant} ({d.reason.value})",
                 "explain_href": account_path(view.account.id, explain=key) + f"#f-{key}",
