@@ -398,3 +398,25 @@ def test_meters_tell_the_truth(open_console: Any) -> None:
     assert '<span class="badge off">off</span>' in sso and "denied" not in sso, sso
     exports = decision_row(page, "exports")
     assert "no usage yet" in exports and 'class="chart"' not in exports
+
+
+def test_targeting_reads_as_sentences_with_the_json_on_demand(open_console: Any) -> None:
+    """Design §12.1: the catalog page writes a rule as `condition → result`."""
+    page = Http(open_console.management_port).get("/console/catalog")[1]
+    assert "<li>plan in [pro] and account.region = eu → 20 % on, 80 % off</li>" in page
+    assert "<li>otherwise → no variant: the plans decide</li>" in page
+    assert '<details class="rule-json"><summary>the rule as JSON Logic</summary><pre>' in page
+
+
+def test_the_audit_log_shows_each_changed_field_from_and_to(token_console: Any) -> None:
+    """Design §12.1: a change reads as the fields it changed, from → to."""
+    client = Http(token_console.management_port)
+    client.sign_in()
+    for value in ("3", "4"):
+        form = {"feature": "seats", "value": value, "csrf": client.csrf("/console/")}
+        assert client.post("/console/accounts/acct_trial/override", form)[0] == 303
+    page = client.get("/console/audit?account=acct_trial")[1]
+    newest = page[page.index('<tr class="entry">') :]
+    newest = newest[: newest.index("</tr>")]
+    assert '<span class="from">3</span> → <span class="to">4</span>' in newest, newest
+    assert '<details class="raw">' in newest  # the whole JSON, on demand

@@ -1,11 +1,12 @@
-"""The audit log (design §12): who changed what and when, with the changed part before and
-after, newest first; all accounts or one."""
+"""The audit log (design §12): who changed what and when, newest first, all accounts or one;
+each change as the fields it changed, from → to (design §12.1), the JSON on demand."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from ...store.base import AuditEntry
+from .diff import changes
 from .layout import Viewer
 from .render import render
 
@@ -20,4 +21,5 @@ def audit_page(
         rows=rows,
         account=account,
         next_before=next_before,
+        changes=changes,
     )

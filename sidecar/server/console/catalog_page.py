@@ -10,6 +10,7 @@ from ...catalog.model import Catalog, Feature, Plan, Quota, Threshold, thaw
 from .format import entitlement, number, plain
 from .layout import Viewer
 from .render import render
+from .rules import sentences
 
 
 def _feature_detail(f: Feature) -> str:
@@ -80,6 +81,7 @@ def _targeting(f: Feature) -> dict[str, Any]:
         "variants": ", ".join(
             f"{k} = {plain(notation(v))}" for k, v in f.targeting.variants.items()
         ),
+        "sentences": sentences(f.targeting.rule),
         "rule": json.dumps(f.targeting.rule, indent=2, default=str),
     }
 
