@@ -4,6 +4,7 @@ changed by a refused request."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -420,3 +421,22 @@ def test_the_audit_log_shows_each_changed_field_from_and_to(token_console: Any) 
     newest = newest[: newest.index("</tr>")]
     assert '<span class="from">3</span> → <span class="to">4</span>' in newest, newest
     assert '<details class="raw">' in newest  # the whole JSON, on demand
+
+
+def test_the_account_page_lists_what_changes_next_in_time_order(open_console: Any) -> None:
+    """Design §12.1: every coming boundary — here the trial's end, the scheduled move to the
+    free plan, the period resets — in time order, as UTC date-times and relative."""
+    page = Http(open_console.management_port).get("/console/accounts/acct_trial")[1]
+    section = page[page.index("<h2>What changes next</h2>") : page.index("<h2>Features</h2>")]
+    rows = re.findall(
+        r'<time datetime="([^"]+)">[^<]+</time></td><td>(in [^<]+)</td><td>([^<]+)<', section
+    )
+    assert rows, section
+    instants = [datetime.fromisoformat(at) for at, _, _ in rows]
+    assert instants == sorted(instants)
+    whats = [what for _, _, what in rows]
+    assert any("trial of subscription" in w and "ends" in w for w in whats), whats
+    assert any("moves to plan free" in w for w in whats), whats
+    assert any("starts again from 0 (period reset)" in w for w in whats), whats
+    trial = next(rel for _, rel, what in rows if "trial" in what)
+    assert trial.startswith("in 9 days") or trial.startswith("in 10 days"), trial

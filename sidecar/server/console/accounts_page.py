@@ -17,10 +17,11 @@ from ...catalog.accounts import topup_problem
 from ...catalog.model import Account, Catalog, Feature, FeatureType, Subscription, thaw
 from ...engine import Decision, EvaluationError
 from ...engine.balances import TopUpState
+from ...engine.boundaries import Coming
 from ...engine.lifecycle import billing_period_end
 from ...runtime.decisions import Evaluated, EvaluatedAll
 from ...runtime.history import HistoryPoint
-from .format import entitlement, number, plain
+from .format import entitlement, number, plain, relative
 from .layout import Viewer, account_path
 from .render import render
 from .search import Found
@@ -69,6 +70,7 @@ class AccountView:
     explain_feature: str = ""
     trail: Mapping[str, Any] | None = None
     charts: Mapping[str, Sequence[HistoryPoint]] | None = None  # usage per day (design §6.2)
+    coming: Sequence[Coming] = ()  # what changes next, in time order (design §12.1)
 
 
 def _subscriptions(
@@ -288,6 +290,7 @@ def account_page(viewer: Viewer, catalog: Catalog, view: AccountView) -> str:
             for g in a.grants
         ],
         topups=view.topups,
+        coming=[(c.at, relative(c.at, now), c.what) for c in view.coming],
         features=[f.key for f in features],
         topup_features=[f.key for f in features if topup_problem(f) is None],  # the catalog's rule
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from ...catalog.features import notation
@@ -41,3 +42,16 @@ def entitlement(value: Entitlement) -> str:
         extra = f", overage up to {number(cap)}" if cap is not None else ", overage unlimited"
         return f"{number(shown['limit'])} (soft{extra})"
     return plain(shown)
+
+
+def relative(at: datetime, now: datetime) -> str:
+    """How far ahead `at` is, in the two largest units: `in 3 days 4 h`, `in 12 min`."""
+    seconds = max(0, int((at - now).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"in {days} day{'s' if days != 1 else ''}" + (f" {hours} h" if hours else "")
+    if hours:
+        return f"in {hours} h" + (f" {minutes} min" if minutes else "")
+    return f"in {minutes} min" if minutes else "in under a minute"

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ...catalog.model import Account
 from ...engine import EvaluationError
+from ...engine.boundaries import coming_changes
 from ...runtime import records as rec
 from ...runtime.admin import Admin
 from ...runtime.balances import topup_balances
@@ -232,6 +233,7 @@ class Console:
             explain_feature=explain_feature,
             trail=trail,
             charts=charts,
+            coming=coming_changes(account, snap.catalog.features.values(), now),
         )
 
     async def account(self, request: web.Request) -> web.StreamResponse:
