@@ -440,3 +440,89 @@ def test_the_account_page_lists_what_changes_next_in_time_order(open_console: An
     assert any("starts again from 0 (period reset)" in w for w in whats), whats
     trial = next(rel for _, rel, what in rows if "trial" in what)
     assert trial.startswith("in 9 days") or trial.startswith("in 10 days"), trial
+
+
+# -- subscription actions: a confirmation step showing the effect, then the change ------------
+
+
+def subscription(sc: Any, account_id: str) -> pb.Subscription:
+    with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+        account = stubs.admin.GetAccount(pb.GetAccountRequest(id=account_id), metadata=bearer())
+    return account.subscriptions[0]
+
+
+def new_pro_account(sc: Any, account_id: str) -> None:
+    with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+        stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id=account_id), metadata=bearer())
+        stubs.admin.CreateSubscription(
+            pb.CreateSubscriptionRequest(account_id=account_id, plan="pro", id=f"{account_id}-sub"),
+            metadata=bearer(),
+        )
+
+
+def test_a_plan_change_shows_its_effect_first_and_applies_only_when_confirmed(
+    token_console: Any,
+) -> None:
+    new_pro_account(token_console, "acct_ops1")
+    client = Http(token_console.management_port)
+    client.sign_in()
+    page = client.get("/console/accounts/acct_ops1")[1]
+    action = "/console/accounts/acct_ops1/subscriptions/acct_ops1-sub/change-plan"
+    assert f'action="{action}"' in page
+    form = {"plan": "free", "when": "now", "csrf": client.csrf("/console/")}
+    status, confirm = client.post(action, form)
+    assert status == 200, confirm
+    assert "Confirm: change subscription acct_ops1-sub to plan free now" in confirm
+    effect = confirm[confirm.index('<table class="effect">') :]
+    effect = effect[: effect.index("</table>")]
+    sso = effect[effect.index("<code>sso</code>") :]
+    assert '<td class="from">True</td><td class="to">False (no access)</td>' in sso, effect
+    assert 'name="confirm" value="1"' in confirm
+    assert subscription(token_console, "acct_ops1").plan == "pro"  # nothing changed yet
+    assert not [a for a in audit_of(token_console, "acct_ops1") if a[1] == "ChangePlan"]
+    status, where = client.post(action, {**form, "confirm": "1"})
+    assert (status, where) == (303, "/console/accounts/acct_ops1")
+    assert subscription(token_console, "acct_ops1").plan == "free"
+    assert (TOKEN_NAME, "ChangePlan", "acct_ops1-sub") in audit_of(token_console, "acct_ops1")
+
+
+def test_cancel_at_period_end_resume_and_a_refused_confirmation(token_console: Any) -> None:
+    new_pro_account(token_console, "acct_ops2")
+    client = Http(token_console.management_port)
+    client.sign_in()
+    base = "/console/accounts/acct_ops2/subscriptions/acct_ops2-sub"
+    form = {"when": "period_end", "csrf": client.csrf("/console/")}
+    status, confirm = client.post(f"{base}/cancel", form)
+    assert status == 200 and '<table class="effect">' in confirm, confirm
+    assert "<code>sso</code>" in confirm  # at the period end SSO goes with the plan
+    # the confirmation without the session's CSRF token is refused and changes nothing
+    status, _ = client.post(f"{base}/cancel", {"when": "period_end", "confirm": "1"})
+    assert status == 403
+    assert not subscription(token_console, "acct_ops2").HasField("ends_at")
+    assert client.post(f"{base}/cancel", {**form, "confirm": "1"})[0] == 303
+    assert subscription(token_console, "acct_ops2").HasField("ends_at")
+    page = client.get("/console/accounts/acct_ops2")[1]
+    assert f'action="{base}/resume"' in page
+    form = {"csrf": client.csrf("/console/")}
+    assert client.post(f"{base}/resume", form)[0] == 200
+    assert client.post(f"{base}/resume", {**form, "confirm": "1"})[0] == 303
+    assert not subscription(token_console, "acct_ops2").HasField("ends_at")
+    actions = [a[1] for a in audit_of(token_console, "acct_ops2")]
+    assert "CancelSubscription" in actions and "ResumeSubscription" in actions
+
+
+def test_cancelling_a_scheduled_change_and_refusals_are_shown(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    sub = subscription(token_console, "acct_trial").id
+    base = f"/console/accounts/acct_trial/subscriptions/{sub}"
+    form = {"csrf": client.csrf("/console/")}
+    status, confirm = client.post(f"{base}/cancel-change", form)
+    assert status == 200 and "Confirm: cancel the scheduled changes" in confirm, confirm
+    assert client.post(f"{base}/cancel-change", {**form, "confirm": "1"})[0] == 303
+    assert not subscription(token_console, "acct_trial").phases
+    # an unknown plan: the admin facade's own refusal, shown on the account page
+    status, where = client.post(f"{base}/change-plan", {**form, "plan": "nope", "when": "now"})
+    assert (status, where) == (303, "/console/accounts/acct_trial")
+    assert 'role="alert"' in client.get(where)[1]
+    assert client.post(f"{base}/explode", form)[0] == 404

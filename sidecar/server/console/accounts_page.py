@@ -292,5 +292,16 @@ def account_page(viewer: Viewer, catalog: Catalog, view: AccountView) -> str:
         topups=view.topups,
         coming=[(c.at, relative(c.at, now), c.what) for c in view.coming],
         features=[f.key for f in features],
+        plans=sorted(p.key for p in catalog.plans.values() if not p.superseded_by),
+        own_subscriptions=[
+            {
+                "id": sub.id,
+                "plan": sub.at(now).plan,
+                "ends": sub.ends_at is not None and sub.ends_at > now,
+                "scheduled": any(p.starts_at > now for p in sub.phases),
+            }
+            for sub in a.subscriptions
+            if sub.ends_at is None or sub.ends_at > now
+        ],
         topup_features=[f.key for f in features if topup_problem(f) is None],  # the catalog's rule
     )

@@ -25,6 +25,7 @@ from ...runtime.admin import Admin
 from ...runtime.balances import topup_balances
 from ...runtime.decisions import Decisions, Evaluated
 from ...runtime.history import HistoryPoint, usage_history
+from ...runtime.preview import preview
 from ...runtime.state import LiveState
 from .accounts_page import AccountView, account_page, search_page
 from .audit_page import audit_page
@@ -35,6 +36,7 @@ from .layout import BASE, Viewer, account_path
 from .other_pages import login_page, message_page, not_found_page, overview_page
 from .search import AccountSearch
 from .session import Refused, Session, Sessions, check_post, clear_cookie, set_cookie
+from .subscription_actions import confirm_page, subscription_operation
 
 HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -119,6 +121,7 @@ class Console:
         r.add_post(f"{BASE}/accounts/{{id}}/override", self.set_override)
         r.add_post(f"{BASE}/accounts/{{id}}/topup", self.add_topup)
         r.add_post(f"{BASE}/deliveries/retry", self.retry)
+        r.add_post(f"{BASE}/accounts/{{id}}/subscriptions/{{sub}}/{{op}}", self.subscription_action)
         r.add_get(f"{BASE}/login", self.login_form)
         r.add_post(f"{BASE}/login", self.login)
         r.add_post(f"{BASE}/logout", self.logout)
@@ -280,9 +283,8 @@ class Console:
 
     # -- actions: the admin facade, in the signed-in person's name -----------------------------
 
-    async def _act(self, request: web.Request, back: str, act: Act) -> web.StreamResponse:
-        """Check the POST (a session, its CSRF token, this origin), run `act` off the loop
-        under the session's name, and go back to `back` with what it said."""
+    async def _checked(self, request: web.Request) -> tuple[Session, dict[str, str]] | web.Response:
+        """A change's POST: a session, its CSRF token, this origin — or the 403 page."""
         form = await request.post()
         fields = {k: str(v) for k, v in form.items()}
         session = self.sessions.get(request)
@@ -298,9 +300,53 @@ class Console:
             check_post(request, fields, session)
         except Refused as exc:
             return self._html(message_page(viewer, "Refused", str(exc)), 403)
+        return session, fields
+
+    async def _act(self, request: web.Request, back: str, act: Act) -> web.StreamResponse:
+        """Check the POST, run `act` off the loop under the session's name, and go back to
+        `back` with what it said."""
+        checked = await self._checked(request)
+        if isinstance(checked, web.Response):
+            return checked
+        session, fields = checked
         loop = asyncio.get_running_loop()
         try:
             session.notice = await loop.run_in_executor(self.blocking, act, session.name, fields)
+        except (rec.AdminError, ValueError) as exc:
+            session.error = str(exc)
+        raise web.HTTPSeeOther(back)
+
+    async def subscription_action(self, request: web.Request) -> web.StreamResponse:
+        """A subscription change in two steps (design §12.1): the first POST shows what the
+        account's decisions would become (a dry run through the admin facade, nothing
+        stored); the confirmation POST (`confirm=1`, same fields) applies it."""
+        account_id, sub_id = request.match_info["id"], request.match_info["sub"]
+        back = BASE + account_path(account_id)
+        checked = await self._checked(request)
+        if isinstance(checked, web.Response):
+            return checked
+        session, fields = checked
+        viewer = self._viewer(session)
+        try:
+            label, operation = subscription_operation(
+                request.match_info["op"], account_id, sub_id, fields
+            )
+        except LookupError as exc:
+            return self._html(not_found_page(viewer, str(exc)), 404)
+        except ValueError as exc:
+            session.error = str(exc)
+            raise web.HTTPSeeOther(back) from None
+        actor = session.name
+        loop = asyncio.get_running_loop()
+        try:
+            if fields.get("confirm") != "1":
+                effect = await loop.run_in_executor(
+                    self.blocking, preview, self.state, account_id, lambda a: operation(a, actor)
+                )
+                page = confirm_page(viewer, account_id, label, effect, request.path, fields)
+                return self._html(page)
+            await loop.run_in_executor(self.blocking, operation, self.admin, actor)
+            session.notice = f"Done: {label}."
         except (rec.AdminError, ValueError) as exc:
             session.error = str(exc)
         raise web.HTTPSeeOther(back)
