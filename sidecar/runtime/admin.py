@@ -293,6 +293,15 @@ class Admin:
         account = self._commit(record, "ResumeSubscription", actor, subscription_id)
         return _subscription(account, subscription_id)
 
+    def extend_trial(
+        self, account_id: str, subscription_id: str, until: datetime, *, actor: str
+    ) -> Subscription:
+        """A running trial ends at `until` instead; its `then` moves with it (design §12.1)."""
+        record = self._owned(account_id)
+        record = rec.extend_trial(record, subscription_id, until, self.state.clock())
+        account = self._commit(record, "ExtendTrial", actor, subscription_id)
+        return _subscription(account, subscription_id)
+
     def migrate_plan(
         self,
         from_plan: str,

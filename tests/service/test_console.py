@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -526,3 +526,29 @@ def test_cancelling_a_scheduled_change_and_refusals_are_shown(token_console: Any
     assert (status, where) == (303, "/console/accounts/acct_trial")
     assert 'role="alert"' in client.get(where)[1]
     assert client.post(f"{base}/explode", form)[0] == 404
+
+
+def test_extending_a_trial_moves_its_end_and_what_follows(token_console: Any) -> None:
+    with Stubs(f"127.0.0.1:{token_console.port}") as stubs:
+        stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_ops3"), metadata=bearer())
+        create = pb.CreateSubscriptionRequest(account_id="acct_ops3", plan="pro", id="ops3-sub")
+        create.trial_ends_at.FromDatetime(datetime.now(UTC) + timedelta(days=3))
+        create.trial_then = "free"
+        stubs.admin.CreateSubscription(create, metadata=bearer())
+    client = Http(token_console.management_port)
+    client.sign_in()
+    base = "/console/accounts/acct_ops3/subscriptions/ops3-sub"
+    assert f'action="{base}/extend-trial"' in client.get("/console/accounts/acct_ops3")[1]
+    until = (datetime.now(UTC) + timedelta(days=20)).strftime("%Y-%m-%dT00:00:00Z")
+    form = {"until": until, "csrf": client.csrf("/console/")}
+    status, confirm = client.post(f"{base}/extend-trial", form)
+    assert status == 200 and "Confirm: extend the trial of subscription ops3-sub" in confirm
+    assert '<td class="from">False (no access)</td><td class="to">True</td>' in confirm, confirm
+    assert client.post(f"{base}/extend-trial", {**form, "confirm": "1"})[0] == 303
+    sub = subscription(token_console, "acct_ops3")
+    assert sub.trial_ends_at.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") == until
+    assert sub.phases[0].starts_at.ToDatetime(UTC) == sub.trial_ends_at.ToDatetime(UTC)
+    assert (TOKEN_NAME, "ExtendTrial", "ops3-sub") in audit_of(token_console, "acct_ops3")
+    # an earlier instant is the facade's refusal, shown on the page; nothing changes
+    status, where = client.post(f"{base}/extend-trial", {**form, "until": "2020-01-01"})
+    assert status == 303 and "give a later instant" in client.get(where)[1]

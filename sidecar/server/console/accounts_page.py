@@ -298,6 +298,7 @@ def account_page(viewer: Viewer, catalog: Catalog, view: AccountView) -> str:
                 "id": sub.id,
                 "plan": sub.at(now).plan,
                 "ends": sub.ends_at is not None and sub.ends_at > now,
+                "trial": sub.trial_ends_at is not None and sub.trial_ends_at > now,
                 "scheduled": any(p.starts_at > now for p in sub.phases),
             }
             for sub in a.subscriptions

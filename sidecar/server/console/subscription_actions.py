@@ -5,6 +5,7 @@ that shows the account's decisions before → after (a dry run, `runtime.preview
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 from ...runtime.admin import Admin
 from ...runtime.preview import Effect
@@ -53,7 +54,24 @@ def subscription_operation(
             f"cancel the scheduled changes of subscription {sub_id}",
             lambda a, actor: a.cancel_scheduled_change(account_id, sub_id, actor=actor),
         )
+    if op == "extend-trial":
+        until = _instant(form.get("until", ""))
+        return (
+            f"extend the trial of subscription {sub_id} to {until:%Y-%m-%d %H:%M} UTC",
+            lambda a, actor: a.extend_trial(account_id, sub_id, until, actor=actor),
+        )
     raise LookupError(f"No subscription action {op!r}.")
+
+
+def _instant(text: str) -> datetime:
+    """A form's instant: `2027-01-31T00:00:00Z`, or a date (midnight UTC)."""
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        at = None
+    if at is None:
+        raise ValueError(f"until: give a date or an instant, e.g. 2027-01-31, got {text!r}")
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def confirm_page(
