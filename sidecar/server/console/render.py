@@ -34,6 +34,11 @@ ENV.filters.update(
     tojson_pretty=lambda v: json.dumps(v, indent=1, sort_keys=True, default=str),
 )
 
+# Compile every template now, at start-up: a first compile costs tens of milliseconds, and the
+# small pages (sign-in, refusals) are rendered on the event loop, which nothing may block.
+for _name in ENV.list_templates():
+    ENV.get_template(_name)
+
 
 def render(template: str, **context: Any) -> str:
     """One page (or fragment) as HTML text."""
