@@ -97,17 +97,30 @@ def day(text: str) -> str:
     return at.strftime("%Y-%m-%d" if (at.hour, at.minute) == (0, 0) else "%Y-%m-%d %H:%M")
 
 
+def _bar(used: float, limit: float) -> str:
+    share = 1.0 if limit <= 0 else min(used / limit, 1.0)
+    cells = round(share * BAR)
+    return f"{'█' * cells}{'░' * (BAR - cells)} {number(used)} / {number(limit)}"
+
+
 def usage_bar(metering: Mapping[str, Any]) -> str:
     """`███████░░░ 70,000 / 100,000 (30,000 left, resets 2026-12-15)`."""
     used = metering.get("used", 0)
     notes: list[str] = []
-    if metering.get("unlimited") or "limit" not in metering:
+    own_unlimited = metering.get("unlimited") or "limit" not in metering
+    if own_unlimited and metering.get("pool") and "remaining" in metering:
+        # credit-priced, capped only by its pool: what the pool still allows (design §12.1)
+        left = metering["remaining"]
+        head = _bar(used, used + left)
+        notes.append(
+            f"{number(left)} left: what the {metering['pool']} pool allows at "
+            f"{number(metering.get('per_unit', 0))} credits each"
+        )
+    elif own_unlimited:
         head = f"{number(used)} used (unlimited)"
     else:
         limit = metering["limit"]
-        share = 1.0 if limit <= 0 else min(used / limit, 1.0)
-        cells = round(share * BAR)
-        head = f"{'█' * cells}{'░' * (BAR - cells)} {number(used)} / {number(limit)}"
+        head = _bar(used, limit)
         notes.append(f"{number(metering.get('remaining', 0))} left")
         if metering.get("soft_limit"):
             notes.append("soft limit")
@@ -133,13 +146,14 @@ def value_text(value: Any, yes: str = "on", no: str = "off") -> str:
 
 def resolution(r: Mapping[str, Any]) -> str:
     """One feature's answer: `FEATURE  allowed|denied  value-or-bar`, then why."""
-    answer = "allowed" if r.get("has_access") else "denied"
+    off = r.get("feature_type") in ("boolean", "flag") and r.get("value") is False
+    answer = "allowed" if r.get("has_access") else "off" if off else "denied"
     if r.get("error_code"):
         answer = "error"
     detail = usage_bar(r["metering"]) if "metering" in r else value_text(r.get("value"))
     why = [f"source {r['variant']}"] if r.get("variant") else []
     why.append(f"reason {r.get('reason', 'none')}")
-    if r.get("denial"):
+    if r.get("denial") and answer != "off":
         why.append(f"denied: {r['denial']}")
     if r.get("error_code"):
         why.append(f"{r['error_code']}: {r.get('error_message', '')}")

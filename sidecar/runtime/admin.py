@@ -329,6 +329,19 @@ class Admin:
         account = self._edit(account_id, build, "ResumeSubscription", actor, subscription_id)
         return _subscription(account, subscription_id)
 
+    def extend_trial(
+        self, account_id: str, subscription_id: str, until: datetime, *, actor: str
+    ) -> Subscription:
+        """A running trial ends at `until` instead; its `then` moves with it (design §12.1)."""
+
+        def build() -> Record:
+            return rec.extend_trial(
+                self._owned(account_id), subscription_id, until, self.state.clock()
+            )
+
+        account = self._edit(account_id, build, "ExtendTrial", actor, subscription_id)
+        return _subscription(account, subscription_id)
+
     def migrate_plan(
         self,
         from_plan: str,

@@ -48,3 +48,14 @@ def catalog_impact(old: StateView, new: StateView, now: datetime) -> list[Change
             if before != after:
                 out.append(Change(account, feature, before, after))
     return out
+
+
+def account_impact(old: StateView, new: StateView, account: str, at: datetime) -> list[Change]:
+    """Every feature of `account` whose decision at `at` differs between the two snapshots
+    (one account's `catalog_impact`: the console's before → after of a change)."""
+    out: list[Change] = []
+    for feature in sorted({*old.catalog.features, *new.catalog.features}):
+        before, after = (_answer(s, account, feature, at) for s in (old, new))
+        if before != after:
+            out.append(Change(account, feature, before, after))
+    return out

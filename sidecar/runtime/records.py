@@ -300,6 +300,32 @@ def resume_subscription(record: Record, subscription_id: str, now: datetime) -> 
     return rec
 
 
+def extend_trial(record: Record, subscription_id: str, until: datetime, now: datetime) -> Record:
+    """A running trial ends later (design §12.1): what was written for its end moves with it
+    — the phase that starts then (the `then` plan) or the end (`then: cancel`)."""
+    rec = edited(record)
+    sub = find_subscription(rec, subscription_id)
+    old = parse_time(sub.get("trial_ends_at"))
+    if old is None or old <= now:
+        raise AdminError(f"subscription {subscription_id!r} has no running trial to extend")
+    if until <= old:
+        raise AdminError(
+            f"the trial already ends at {time_text(old)}; give a later instant to extend it"
+        )
+    if any(old < _time(p) <= until for p in sub.get("phases") or ()):
+        raise AdminError(
+            f"subscription {subscription_id!r} has a change scheduled before {time_text(until)}; "
+            "cancel it first"
+        )
+    sub["trial_ends_at"] = time_text(until)
+    for phase in sub.get("phases") or ():
+        if _time(phase) == old:
+            phase["starts_at"] = time_text(until)
+    if parse_time(sub.get("ends_at")) == old:
+        sub["ends_at"] = time_text(until)
+    return rec
+
+
 def _time(phase: Mapping[str, Any]) -> datetime:
     """A stored phase's start (validated on the way in, so it parses)."""
     at = parse_time(phase.get("starts_at"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from selenium import webdriver
 from selenium.common.exceptions import (
     NoAlertPresentException,
@@ -273,3 +274,93 @@ def test_an_override_from_the_console_is_in_the_audit_log(
     entry = d.find_elements(By.CSS_SELECTOR, "table.audit tr.entry")[0].text  # newest first
     assert TOKEN_NAME in entry and "SetOverride" in entry and "execution-concurrency" in entry
     screenshot(d, "audit")
+
+
+def submit(d: webdriver.Chrome, form_css: str) -> None:
+    form = d.find_element(By.CSS_SELECTOR, form_css)
+    navigate(d, form.find_element(By.CSS_SELECTOR, "button[type=submit]").click)
+
+
+def apply_confirmed(d: webdriver.Chrome) -> str:
+    """On a confirmation page: check it changed nothing yet, press Apply, return the notice."""
+    assert d.find_element(By.TAG_NAME, "h1").text.startswith("Confirm: ")
+    assert "Nothing has changed yet." in d.find_element(By.TAG_NAME, "main").text
+    submit(d, "form.confirm")
+    return d.find_element(By.CSS_SELECTOR, "[role=status]").text
+
+
+def test_subscription_actions_show_their_effect_then_apply(
+    signed_in: webdriver.Chrome, console: Any
+) -> None:
+    """Design §12.1, end to end: change plan, cancel at period end, resume, extend a trial,
+    cancel a scheduled change — each through its confirmation page."""
+    with Stubs(f"127.0.0.1:{console.port}") as stubs:
+        stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_browser"), metadata=bearer())
+        stubs.admin.CreateSubscription(
+            pb.CreateSubscriptionRequest(account_id="acct_browser", plan="pro", id="b-sub"),
+            metadata=bearer(),
+        )
+    d = signed_in
+    d.get(base(console) + "/accounts/acct_browser")
+    form = d.find_element(By.CSS_SELECTOR, "form.sub-change-plan")
+    Select(form.find_element(By.NAME, "plan")).select_by_value("free")
+    Select(form.find_element(By.NAME, "when")).select_by_value("now")
+    navigate(d, form.find_element(By.CSS_SELECTOR, "button[type=submit]").click)
+    effect = d.find_element(By.CSS_SELECTOR, "table.effect").text
+    assert "sso True False (no access)" in effect, effect
+    screenshot(d, "confirm")
+    assert "Done: change subscription b-sub to plan free now" in apply_confirmed(d)
+    assert "free" in d.find_element(By.CSS_SELECTOR, "table.subscriptions").text
+
+    form = d.find_element(By.CSS_SELECTOR, "form.sub-cancel")
+    Select(form.find_element(By.NAME, "when")).select_by_value("period_end")
+    navigate(d, form.find_element(By.CSS_SELECTOR, "button[type=submit]").click)
+    assert "Done: cancel subscription b-sub at the end" in apply_confirmed(d)
+    assert "ends" in d.find_element(By.CSS_SELECTOR, "table.subscriptions").text
+    submit(d, "form.sub-resume")
+    assert "Done: resume subscription b-sub" in apply_confirmed(d)
+    assert not d.find_elements(By.CSS_SELECTOR, "form.sub-resume")
+
+    d.get(base(console) + "/accounts/acct_trial")  # a trial that moves to free at its end
+    form = d.find_element(By.CSS_SELECTOR, "form.sub-extend-trial")
+    form.find_element(By.NAME, "until").send_keys("2099-01-01")
+    navigate(d, form.find_element(By.CSS_SELECTOR, "button[type=submit]").click)
+    assert "Done: extend the trial" in apply_confirmed(d)
+    assert "2099-01-01" in d.find_element(By.CSS_SELECTOR, "table.subscriptions").text
+    submit(d, "form.sub-cancel-change")
+    assert "Done: cancel the scheduled changes" in apply_confirmed(d)
+    assert not d.find_elements(By.CSS_SELECTOR, "form.sub-cancel-change")
+    navigate(d, d.find_element(By.LINK_TEXT, "audit log").click)
+    audit = d.find_element(By.CSS_SELECTOR, "table.audit").text
+    assert "ExtendTrial" in audit and "CancelScheduledChange" in audit and TOKEN_NAME in audit
+
+
+PAGES = {
+    "overview": "/",
+    "catalog": "/catalog",
+    "accounts": "/accounts?q=co",
+    "account": "/accounts/acct_acme",
+    "account-credits": "/accounts/acct_initech",
+    "deliveries": "/deliveries",
+    "audit": "/audit",
+}
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_every_page_at_desktop_and_phone_width(
+    signed_in: webdriver.Chrome, console: Any, width: int
+) -> None:
+    """Screenshots of every page at 1400 px and at 390 px (a phone), and at both the page
+    itself never scrolls sideways: wide tables scroll inside their own box."""
+    d = signed_in
+    d.set_window_size(width, 1000)
+    try:
+        for name, path in PAGES.items():
+            d.get(base(console) + path)
+            metrics = d.execute_cdp_cmd("Page.getLayoutMetrics", {})
+            page_width = metrics["cssContentSize"]["width"]
+            viewport = metrics["cssLayoutViewport"]["clientWidth"]
+            assert page_width <= viewport + 1, (name, width, page_width, viewport)
+            screenshot(d, f"{name}-{width}")
+    finally:
+        d.set_window_size(1280, 1000)

@@ -4,9 +4,10 @@ changed by a refused request."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ def test_a_name_that_is_markup_is_shown_as_text(open_console: Any, path: str) ->
     status, page = Http(open_console.management_port).get(path)
     assert status == 200
     assert "<script>" not in page  # the page has no script of its own, and the name is text
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;Co&quot;" in page
+    # escaped as markupsafe (Jinja2's autoescape) writes it
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &#34;Co&#34;" in page
     assert HOSTILE not in page
 
 
@@ -59,7 +61,7 @@ def test_a_search_term_is_escaped_where_the_page_repeats_it(open_console: Any) -
     )
     assert status == 200
     assert "<img" not in page
-    assert 'value="&quot;&gt;&lt;img src=x&gt;"' in page
+    assert 'value="&#34;&gt;&lt;img src=x&gt;"' in page
 
 
 # -- read-only without a token file ----------------------------------------------------------
@@ -90,8 +92,8 @@ def test_read_only_has_no_sign_in(open_console: Any) -> None:
 @pytest.mark.parametrize(
     ("path", "says"),
     [
-        ("/console/accounts/acct_nobody", "No account &#x27;acct_nobody&#x27;."),
-        ("/console/accounts/acct_acme?explain=nope", "No feature &#x27;nope&#x27; to explain."),
+        ("/console/accounts/acct_nobody", "No account &#39;acct_nobody&#39;."),
+        ("/console/accounts/acct_acme?explain=nope", "No feature &#39;nope&#39; to explain."),
         ("/console/deliveries?status=lost", "No such delivery listing"),
         ("/console/nothing-here", "No such console page."),
     ],
@@ -301,7 +303,7 @@ def test_a_top_up_is_added_in_the_tokens_name(token_console: Any) -> None:
             "amount must be a positive number",
         ),
         ("/console/accounts/acct_acme/override", OVERRIDE, "declared in"),
-        ("/console/deliveries/retry", {"id": "nope"}, "no delivery &#x27;nope&#x27;"),
+        ("/console/deliveries/retry", {"id": "nope"}, "no delivery &#39;nope&#39;"),
     ],
 )
 def test_a_refused_action_says_why_and_changes_nothing(
@@ -363,7 +365,9 @@ def test_a_rejected_catalog_change_is_shown_with_its_error(open_console: Any) ->
 def test_each_metered_feature_has_a_usage_chart_from_the_history(open_console: Any) -> None:
     status, page = Http(open_console.management_port).get("/console/accounts/acct_acme")
     assert status == 200
-    assert page.count('class="chart"') == 7  # every counted feature of the example catalog
+    # every counted feature of the example catalog: a chart where there is usage, words where not
+    assert page.count('class="chart"') == 2  # api-calls and exports
+    assert page.count("no usage yet") == 5
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     assert f"<title>{today}: 1,234 call</title>" in page
     assert "API calls: usage per day, last 30 days; today 1,234 call; period limit 500,000" in page
@@ -392,3 +396,177 @@ def test_an_override_value_is_read_with_the_catalogs_bounds(token_console: Any) 
     page = client.get("/console/accounts/acct_hostile")[1]
     assert "aliases expand to" in page
     assert "theme" not in overrides(token_console, "acct_hostile")
+
+
+def decision_row(page: str, feature: str) -> str:
+    """The account page's table row of one feature's decision."""
+    start = page.index(f'<tr id="f-{feature}"')
+    return page[start : page.index("</tr>", start)]
+
+
+def test_meters_tell_the_truth(open_console: Any) -> None:
+    """Design §12.1: a credit-priced feature its pool caps shows what the pool allows (the
+    word "unlimited" nowhere in its row); an off boolean is "off", not a red "denied"; an
+    unused meter says so instead of drawing an empty chart."""
+    client = Http(open_console.management_port)
+    page = client.get("/console/accounts/acct_initech")[1]  # Free: completions draw on 100 credits
+    completions = decision_row(page, "ai-completions")
+    assert "unlimited" not in completions, completions
+    assert "the ai-credits pool allows" in completions and "more" in completions
+    sso = decision_row(page, "sso")
+    assert '<span class="badge off">off</span>' in sso and "denied" not in sso, sso
+    exports = decision_row(page, "exports")
+    assert "no usage yet" in exports and 'class="chart"' not in exports
+
+
+def test_targeting_reads_as_sentences_with_the_json_on_demand(open_console: Any) -> None:
+    """Design §12.1: the catalog page writes a rule as `condition → result`."""
+    page = Http(open_console.management_port).get("/console/catalog")[1]
+    assert "<li>plan in [pro] and account.region = eu → 20 % on, 80 % off</li>" in page
+    assert "<li>otherwise → no variant: the plans decide</li>" in page
+    assert '<details class="rule-json"><summary>the rule as JSON Logic</summary><pre>' in page
+
+
+def test_the_audit_log_shows_each_changed_field_from_and_to(token_console: Any) -> None:
+    """Design §12.1: a change reads as the fields it changed, from → to."""
+    client = Http(token_console.management_port)
+    client.sign_in()
+    for value in ("3", "4"):
+        form = {"feature": "seats", "value": value, "csrf": client.csrf("/console/")}
+        assert client.post("/console/accounts/acct_trial/override", form)[0] == 303
+    page = client.get("/console/audit?account=acct_trial")[1]
+    newest = page[page.index('<tr class="entry">') :]
+    newest = newest[: newest.index("</tr>")]
+    assert '<span class="from">3</span> → <span class="to">4</span>' in newest, newest
+    assert '<details class="raw">' in newest  # the whole JSON, on demand
+
+
+def test_the_account_page_lists_what_changes_next_in_time_order(open_console: Any) -> None:
+    """Design §12.1: every coming boundary — here the trial's end, the scheduled move to the
+    free plan, the period resets — in time order, as UTC date-times and relative."""
+    page = Http(open_console.management_port).get("/console/accounts/acct_trial")[1]
+    section = page[page.index("<h2>What changes next</h2>") : page.index("<h2>Features</h2>")]
+    rows = re.findall(
+        r'<time datetime="([^"]+)">[^<]+</time></td><td>(in [^<]+)</td><td>([^<]+)<', section
+    )
+    assert rows, section
+    instants = [datetime.fromisoformat(at) for at, _, _ in rows]
+    assert instants == sorted(instants)
+    whats = [what for _, _, what in rows]
+    assert any("trial of subscription" in w and "ends" in w for w in whats), whats
+    assert any("moves to plan free" in w for w in whats), whats
+    assert any("starts again from 0 (period reset)" in w for w in whats), whats
+    trial = next(rel for _, rel, what in rows if "trial" in what)
+    assert trial.startswith("in 9 days") or trial.startswith("in 10 days"), trial
+
+
+# -- subscription actions: a confirmation step showing the effect, then the change ------------
+
+
+def subscription(sc: Any, account_id: str) -> pb.Subscription:
+    with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+        account = stubs.admin.GetAccount(pb.GetAccountRequest(id=account_id), metadata=bearer())
+    return account.subscriptions[0]
+
+
+def new_pro_account(sc: Any, account_id: str) -> None:
+    with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+        stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id=account_id), metadata=bearer())
+        stubs.admin.CreateSubscription(
+            pb.CreateSubscriptionRequest(account_id=account_id, plan="pro", id=f"{account_id}-sub"),
+            metadata=bearer(),
+        )
+
+
+def test_a_plan_change_shows_its_effect_first_and_applies_only_when_confirmed(
+    token_console: Any,
+) -> None:
+    new_pro_account(token_console, "acct_ops1")
+    client = Http(token_console.management_port)
+    client.sign_in()
+    page = client.get("/console/accounts/acct_ops1")[1]
+    action = "/console/accounts/acct_ops1/subscriptions/acct_ops1-sub/change-plan"
+    assert f'action="{action}"' in page
+    form = {"plan": "free", "when": "now", "csrf": client.csrf("/console/")}
+    status, confirm = client.post(action, form)
+    assert status == 200, confirm
+    assert "Confirm: change subscription acct_ops1-sub to plan free now" in confirm
+    effect = confirm[confirm.index('<table class="effect">') :]
+    effect = effect[: effect.index("</table>")]
+    sso = effect[effect.index("<code>sso</code>") :]
+    assert '<td class="from">True</td><td class="to">False (no access)</td>' in sso, effect
+    assert 'name="confirm" value="1"' in confirm
+    assert subscription(token_console, "acct_ops1").plan == "pro"  # nothing changed yet
+    assert not [a for a in audit_of(token_console, "acct_ops1") if a[1] == "ChangePlan"]
+    status, where = client.post(action, {**form, "confirm": "1"})
+    assert (status, where) == (303, "/console/accounts/acct_ops1")
+    assert subscription(token_console, "acct_ops1").plan == "free"
+    assert (TOKEN_NAME, "ChangePlan", "acct_ops1-sub") in audit_of(token_console, "acct_ops1")
+
+
+def test_cancel_at_period_end_resume_and_a_refused_confirmation(token_console: Any) -> None:
+    new_pro_account(token_console, "acct_ops2")
+    client = Http(token_console.management_port)
+    client.sign_in()
+    base = "/console/accounts/acct_ops2/subscriptions/acct_ops2-sub"
+    form = {"when": "period_end", "csrf": client.csrf("/console/")}
+    status, confirm = client.post(f"{base}/cancel", form)
+    assert status == 200 and '<table class="effect">' in confirm, confirm
+    assert "<code>sso</code>" in confirm  # at the period end SSO goes with the plan
+    # the confirmation without the session's CSRF token is refused and changes nothing
+    status, _ = client.post(f"{base}/cancel", {"when": "period_end", "confirm": "1"})
+    assert status == 403
+    assert not subscription(token_console, "acct_ops2").HasField("ends_at")
+    assert client.post(f"{base}/cancel", {**form, "confirm": "1"})[0] == 303
+    assert subscription(token_console, "acct_ops2").HasField("ends_at")
+    page = client.get("/console/accounts/acct_ops2")[1]
+    assert f'action="{base}/resume"' in page
+    form = {"csrf": client.csrf("/console/")}
+    assert client.post(f"{base}/resume", form)[0] == 200
+    assert client.post(f"{base}/resume", {**form, "confirm": "1"})[0] == 303
+    assert not subscription(token_console, "acct_ops2").HasField("ends_at")
+    actions = [a[1] for a in audit_of(token_console, "acct_ops2")]
+    assert "CancelSubscription" in actions and "ResumeSubscription" in actions
+
+
+def test_cancelling_a_scheduled_change_and_refusals_are_shown(token_console: Any) -> None:
+    client = Http(token_console.management_port)
+    client.sign_in()
+    sub = subscription(token_console, "acct_trial").id
+    base = f"/console/accounts/acct_trial/subscriptions/{sub}"
+    form = {"csrf": client.csrf("/console/")}
+    status, confirm = client.post(f"{base}/cancel-change", form)
+    assert status == 200 and "Confirm: cancel the scheduled changes" in confirm, confirm
+    assert client.post(f"{base}/cancel-change", {**form, "confirm": "1"})[0] == 303
+    assert not subscription(token_console, "acct_trial").phases
+    # an unknown plan: the admin facade's own refusal, shown on the account page
+    status, where = client.post(f"{base}/change-plan", {**form, "plan": "nope", "when": "now"})
+    assert (status, where) == (303, "/console/accounts/acct_trial")
+    assert 'role="alert"' in client.get(where)[1]
+    assert client.post(f"{base}/explode", form)[0] == 404
+
+
+def test_extending_a_trial_moves_its_end_and_what_follows(token_console: Any) -> None:
+    with Stubs(f"127.0.0.1:{token_console.port}") as stubs:
+        stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_ops3"), metadata=bearer())
+        create = pb.CreateSubscriptionRequest(account_id="acct_ops3", plan="pro", id="ops3-sub")
+        create.trial_ends_at.FromDatetime(datetime.now(UTC) + timedelta(days=3))
+        create.trial_then = "free"
+        stubs.admin.CreateSubscription(create, metadata=bearer())
+    client = Http(token_console.management_port)
+    client.sign_in()
+    base = "/console/accounts/acct_ops3/subscriptions/ops3-sub"
+    assert f'action="{base}/extend-trial"' in client.get("/console/accounts/acct_ops3")[1]
+    until = (datetime.now(UTC) + timedelta(days=20)).strftime("%Y-%m-%dT00:00:00Z")
+    form = {"until": until, "csrf": client.csrf("/console/")}
+    status, confirm = client.post(f"{base}/extend-trial", form)
+    assert status == 200 and "Confirm: extend the trial of subscription ops3-sub" in confirm
+    assert '<td class="from">False (no access)</td><td class="to">True</td>' in confirm, confirm
+    assert client.post(f"{base}/extend-trial", {**form, "confirm": "1"})[0] == 303
+    sub = subscription(token_console, "acct_ops3")
+    assert sub.trial_ends_at.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") == until
+    assert sub.phases[0].starts_at.ToDatetime(UTC) == sub.trial_ends_at.ToDatetime(UTC)
+    assert (TOKEN_NAME, "ExtendTrial", "ops3-sub") in audit_of(token_console, "acct_ops3")
+    # an earlier instant is the facade's refusal, shown on the page; nothing changes
+    status, where = client.post(f"{base}/extend-trial", {**form, "until": "2020-01-01"})
+    assert status == 303 and "give a later instant" in client.get(where)[1]

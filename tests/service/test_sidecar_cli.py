@@ -294,6 +294,23 @@ def test_text_for_people_shows_value_reason_and_a_usage_bar(
     assert "{" not in account and "sub_text" in account  # aligned text, not JSON
 
 
+def test_text_for_people_is_truthful_about_pools_and_off_booleans(
+    sidecar: Any, env: dict[str, str]
+) -> None:
+    """Design §12.1: a credit-priced feature its pool caps shows what the pool allows, never
+    "unlimited"; a boolean that is simply off says "off", not "denied"."""
+    ok(sidecar, "accounts", "upsert", "acct_pool_text", env=env)
+    ok(sidecar, "subscriptions", "create", "acct_pool_text", "free", env=env)
+    ok(sidecar, "usage", "report", "acct_pool_text", "ai-completions", "30", env=env)
+    completions = text(sidecar, "check", "acct_pool_text", "ai-completions", env=env)
+    first = completions.splitlines()[0]
+    assert "unlimited" not in first, first
+    assert "30 / 100" in first and "70 left: what the ai-credits pool allows" in first, first
+    sso = text(sidecar, "check", "acct_pool_text", "sso", env=env)  # Free has no SSO
+    assert sso.split()[:3] == ["sso", "off", "off"], sso
+    assert "denied" not in sso
+
+
 def test_scheduled_changes_are_shown_and_can_be_removed(sidecar: Any, env: dict[str, str]) -> None:
     """Design §6.1: `--at TIME|period_end`, pending phases and ends in the listing, removal."""
     ok(sidecar, "accounts", "upsert", "acct_sched", env=env)

@@ -1,23 +1,42 @@
-"""The console's HTML builder escapes everything that is not markup it built itself."""
+"""The console's templates escape every value a page shows (decision 1210): text, attribute
+values and the labels of inline pictures; a misspelt name is an error, never an empty cell."""
 
 from __future__ import annotations
 
-from plangate.sidecar.server.console.html import el, text, trusted
+import pytest
+from jinja2 import UndefinedError
+from plangate.sidecar.server.console.layout import Viewer
+from plangate.sidecar.server.console.other_pages import login_page, message_page
+from plangate.sidecar.server.console.render import ENV, render
+from plangate.sidecar.server.console.svg import Meter, meter
+
+HOSTILE = "<b>&\"'"
+ESCAPED = "&lt;b&gt;&amp;&#34;&#39;"
 
 
 def test_text_and_attributes_are_escaped() -> None:
-    page = el("a", "<b>&\"'", href='x" onclick="y', title=None, hidden=True)
-    assert page == ('<a href="x&quot; onclick=&quot;y" hidden>&lt;b&gt;&amp;&quot;&#x27;</a>')
+    page = login_page(Viewer(HOSTILE, HOSTILE, True), next_path='x" onclick="y', error=HOSTILE)
+    assert HOSTILE not in page and 'onclick="y' not in page
+    assert f"signed in as <b>{ESCAPED}</b>" in page  # the name
+    assert f'name="csrf" value="{ESCAPED}"' in page  # an attribute
+    assert 'name="next" value="x&#34; onclick=&#34;y"' in page
+    assert f'role="alert">{ESCAPED}</div>' in page  # the error banner
 
 
-def test_built_markup_nests_unescaped_and_plain_strings_never_do() -> None:
-    inner = el("b", "<i>")
-    assert el("p", inner, "<i>", None, [1, 2.5]) == "<p><b>&lt;i&gt;</b>&lt;i&gt;12.5</p>"
-    assert text("<x>") == "&lt;x&gt;"
-    assert el("style", trusted("a>b{}")) == "<style>a>b{}</style>"
+def test_message_and_title_are_text() -> None:
+    page = message_page(Viewer(None, "", False), HOSTILE, HOSTILE)
+    assert f"<title>{ESCAPED} · PlanGate</title>" in page
+    assert f"<h1>{ESCAPED}</h1>" in page and f"<p>{ESCAPED}</p>" in page
 
 
-def test_void_elements_and_attribute_names() -> None:
-    assert el("input", name="q", class_="c", aria_label="l") == (
-        '<input name="q" class="c" aria-label="l">'
-    )
+def test_picture_labels_are_escaped() -> None:
+    picture = meter(Meter(used=1, allowance=2, topups=0, overage_cap=None, soft=False), HOSTILE)
+    page = ENV.from_string('{% import "_macros.html" as m %}{{ m.picture(p) }}').render(p=picture)
+    assert HOSTILE not in page
+    assert f"<title>{ESCAPED}</title>" in page and f'aria-label="{ESCAPED}"' in page
+
+
+def test_autoescape_is_on_and_undefined_names_fail() -> None:
+    assert ENV.autoescape is True
+    with pytest.raises(UndefinedError):
+        render("message.html", title="t", viewer=Viewer(None, "", False))  # no `what`

@@ -9,14 +9,6 @@ from typing import Any
 
 from ...catalog.features import notation
 from ...catalog.model import Entitlement
-from .html import Html, el
-
-
-def when(at: datetime | None) -> Html:
-    """A time as people read it, in UTC, with the exact instant for machines."""
-    if at is None:
-        return el("span", "—", class_="muted")
-    return el("time", at.strftime("%Y-%m-%d %H:%M UTC"), datetime=at.isoformat())
 
 
 def number(value: float | None) -> str:
@@ -50,3 +42,16 @@ def entitlement(value: Entitlement) -> str:
         extra = f", overage up to {number(cap)}" if cap is not None else ", overage unlimited"
         return f"{number(shown['limit'])} (soft{extra})"
     return plain(shown)
+
+
+def relative(at: datetime, now: datetime) -> str:
+    """How far ahead `at` is, in the two largest units: `in 3 days 4 h`, `in 12 min`."""
+    seconds = max(0, int((at - now).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"in {days} day{'s' if days != 1 else ''}" + (f" {hours} h" if hours else "")
+    if hours:
+        return f"in {hours} h" + (f" {minutes} min" if minutes else "")
+    return f"in {minutes} min" if minutes else "in under a minute"

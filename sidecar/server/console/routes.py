@@ -19,19 +19,20 @@ from aiohttp import web
 from ...catalog.model import Account
 from ...catalog.source import parse_value
 from ...engine import EvaluationError
+from ...engine.boundaries import coming_changes
 from ...runtime import records as rec
 from ...runtime.admin import Admin
 from ...runtime.balances import topup_balances
 from ...runtime.decisions import Decisions, Evaluated
 from ...runtime.history import HistoryPoint, usage_history
+from ...runtime.preview import preview
 from ...runtime.state import LiveState
-from .accounts_page import AccountView, account_page, account_path, search_page
+from .accounts_page import AccountView, account_page, search_page
 from .audit_page import audit_page
 from .catalog_page import catalog_page
 from .deliveries_page import PAGE_SIZE as DELIVERY_PAGE
 from .deliveries_page import deliveries_page
-from .html import Html
-from .layout import BASE, Viewer
+from .layout import BASE, Viewer, account_path
 from .other_pages import login_page, message_page, not_found_page, overview_page
 from .search import AccountSearch
 from .session import (
@@ -43,6 +44,7 @@ from .session import (
     clear_cookie,
     set_cookie,
 )
+from .subscription_actions import confirm_page, subscription_operation
 
 HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -59,7 +61,7 @@ class Missing(Exception):
     """What the page names does not exist: answered 404 with the message."""
 
 
-Build = Callable[[Viewer], Html]
+Build = Callable[[Viewer], str]
 Act = Callable[[str, Mapping[str, str]], str]
 """An action: (actor, form) -> the notice to show; raises `AdminError`/`ValueError` to refuse."""
 
@@ -127,6 +129,7 @@ class Console:
         r.add_post(f"{BASE}/accounts/{{id}}/override", self.set_override)
         r.add_post(f"{BASE}/accounts/{{id}}/topup", self.add_topup)
         r.add_post(f"{BASE}/deliveries/retry", self.retry)
+        r.add_post(f"{BASE}/accounts/{{id}}/subscriptions/{{sub}}/{{op}}", self.subscription_action)
         r.add_get(f"{BASE}/login", self.login_form)
         r.add_post(f"{BASE}/login", self.login)
         r.add_post(f"{BASE}/logout", self.logout)
@@ -162,7 +165,7 @@ class Console:
         return web.Response(status=status, body=body.encode(), headers=HEADERS)
 
     @staticmethod
-    def _html(body: Html, status: int = 200) -> web.Response:
+    def _html(body: str, status: int = 200) -> web.Response:
         return web.Response(status=status, body=body.encode(), headers=HEADERS)
 
     # -- pages -------------------------------------------------------------------------------
@@ -177,7 +180,7 @@ class Console:
     async def overview(self, request: web.Request) -> web.StreamResponse:
         state = self.state
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             snap = state.snapshot
             return overview_page(
                 viewer,
@@ -193,7 +196,7 @@ class Console:
     async def catalog(self, request: web.Request) -> web.StreamResponse:
         state = self.state
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             return catalog_page(viewer, state.catalog, state.catalog_error)
 
         return await self._render(request, build)
@@ -202,7 +205,7 @@ class Console:
         query = request.query.get("q", "")
         after = request.query.get("after", "")
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             found = self.search.find(self.state.snapshot.accounts, query, after)
             return search_page(viewer, query, after, found, self.state.clock())
 
@@ -241,13 +244,14 @@ class Console:
             explain_feature=explain_feature,
             trail=trail,
             charts=charts,
+            coming=coming_changes(account, snap.catalog.features.values(), now),
         )
 
     async def account(self, request: web.Request) -> web.StreamResponse:
         account_id = request.match_info["id"]
         explain_feature = request.query.get("explain", "")
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             try:
                 view = self.account_view(account_id, explain_feature)
             except EvaluationError as exc:
@@ -260,7 +264,7 @@ class Console:
         status = request.query.get("status", "")
         before_text = request.query.get("before", "")
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             try:
                 before = int(before_text) if before_text else None
                 found = self.admin.list_deliveries(status, DELIVERY_PAGE, before)
@@ -275,7 +279,7 @@ class Console:
         account = request.query.get("account", "").strip()
         before_text = request.query.get("before", "")
 
-        def build(viewer: Viewer) -> Html:
+        def build(viewer: Viewer) -> str:
             try:
                 before = int(before_text) if before_text else None
             except ValueError as exc:
@@ -287,9 +291,8 @@ class Console:
 
     # -- actions: the admin facade, in the signed-in person's name -----------------------------
 
-    async def _act(self, request: web.Request, back: str, act: Act) -> web.StreamResponse:
-        """Check the POST (a session, its CSRF token, this origin), run `act` off the loop
-        under the session's name, and go back to `back` with what it said."""
+    async def _checked(self, request: web.Request) -> tuple[Session, dict[str, str]] | web.Response:
+        """A change's POST: a session, its CSRF token, this origin — or the 403 page."""
         form = await request.post()
         fields = {k: str(v) for k, v in form.items()}
         session = self.sessions.get(request)
@@ -305,9 +308,53 @@ class Console:
             check_post(request, fields, session)
         except Refused as exc:
             return self._html(message_page(viewer, "Refused", str(exc)), 403)
+        return session, fields
+
+    async def _act(self, request: web.Request, back: str, act: Act) -> web.StreamResponse:
+        """Check the POST, run `act` off the loop under the session's name, and go back to
+        `back` with what it said."""
+        checked = await self._checked(request)
+        if isinstance(checked, web.Response):
+            return checked
+        session, fields = checked
         loop = asyncio.get_running_loop()
         try:
             session.notice = await loop.run_in_executor(self.blocking, act, session.name, fields)
+        except (rec.AdminError, ValueError) as exc:
+            session.error = str(exc)
+        raise web.HTTPSeeOther(back)
+
+    async def subscription_action(self, request: web.Request) -> web.StreamResponse:
+        """A subscription change in two steps (design §12.1): the first POST shows what the
+        account's decisions would become (a dry run through the admin facade, nothing
+        stored); the confirmation POST (`confirm=1`, same fields) applies it."""
+        account_id, sub_id = request.match_info["id"], request.match_info["sub"]
+        back = BASE + account_path(account_id)
+        checked = await self._checked(request)
+        if isinstance(checked, web.Response):
+            return checked
+        session, fields = checked
+        viewer = self._viewer(session)
+        try:
+            label, operation = subscription_operation(
+                request.match_info["op"], account_id, sub_id, fields
+            )
+        except LookupError as exc:
+            return self._html(not_found_page(viewer, str(exc)), 404)
+        except ValueError as exc:
+            session.error = str(exc)
+            raise web.HTTPSeeOther(back) from None
+        actor = session.name
+        loop = asyncio.get_running_loop()
+        try:
+            if fields.get("confirm") != "1":
+                effect = await loop.run_in_executor(
+                    self.blocking, preview, self.state, account_id, lambda a: operation(a, actor)
+                )
+                page = confirm_page(viewer, account_id, label, effect, request.path, fields)
+                return self._html(page)
+            await loop.run_in_executor(self.blocking, operation, self.admin, actor)
+            session.notice = f"Done: {label}."
         except (rec.AdminError, ValueError) as exc:
             session.error = str(exc)
         raise web.HTTPSeeOther(back)
