@@ -22,9 +22,9 @@ from pathlib import Path
 from harness import Stats, emit
 from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.engine import UsageReport
-from plangate.sidecar.runtime import records as rec
-from plangate.sidecar.runtime.decisions import Decisions
-from plangate.sidecar.runtime.state import LiveState
+from plangate.sidecar.runtime.edits import records as rec
+from plangate.sidecar.runtime.live.state import LiveState
+from plangate.sidecar.runtime.serve.decisions import Decisions
 from plangate.sidecar.store.sqlite import SqliteStore
 
 CATALOG = textwrap.dedent(

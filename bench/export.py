@@ -24,8 +24,8 @@ from pathlib import Path
 
 from harness import emit, rss_bytes, settled_rss
 from plangate.sidecar.catalog import parse_catalog
-from plangate.sidecar.runtime.history import export_usage
-from plangate.sidecar.runtime.state import LiveState
+from plangate.sidecar.runtime.live.state import LiveState
+from plangate.sidecar.runtime.serve.history import export_usage
 from plangate.sidecar.store.sqlite import SqliteStore
 from plangate.sidecar.store.timefmt import ts
 

@@ -53,7 +53,7 @@ class _Ticker:
 
 def measure(plans: int, features: int, accounts: int, reps: int) -> dict[str, Any]:
     from plangate.sidecar.catalog import load_catalog
-    from plangate.sidecar.runtime.state import LiveState
+    from plangate.sidecar.runtime.live.state import LiveState
     from plangate.sidecar.store.sqlite import SqliteStore
 
     with tempfile.TemporaryDirectory(prefix="plangate-bench-reload-") as tmp:

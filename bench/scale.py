@@ -50,7 +50,7 @@ def _rpc_case(name: str, live: Any, population: int, calls: int) -> tuple[Case, 
     import grpc
     from plangate.protocol.plangate.v1 import plangate_pb2 as pb
     from plangate.protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
-    from plangate.sidecar.runtime.decisions import Decisions
+    from plangate.sidecar.runtime.serve.decisions import Decisions
     from plangate.sidecar.server.app import GRPC_OPTIONS
     from plangate.sidecar.server.evaluation import EvaluationService
     from plangate.sidecar.server.loop import LoopThread
@@ -98,8 +98,8 @@ def measure(
     rpc_calls: int = 0,
 ) -> dict[str, Any]:
     from plangate.sidecar.catalog import load_catalog
-    from plangate.sidecar.runtime.decisions import Decisions
-    from plangate.sidecar.runtime.state import LiveState
+    from plangate.sidecar.runtime.live.state import LiveState
+    from plangate.sidecar.runtime.serve.decisions import Decisions
     from plangate.sidecar.store.sqlite import SqliteStore
 
     catalog = load_catalog(catalog_path)

@@ -53,7 +53,7 @@ from plangate.protocol.plangate.v1 import plangate_pb2 as pb  # noqa: E402
 from plangate.protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc  # noqa: E402
 from plangate.sidecar.catalog import load_catalog  # noqa: E402
 from plangate.sidecar.engine.usage import UsageReport  # noqa: E402
-from plangate.sidecar.runtime.group_commit import GroupCommit  # noqa: E402
+from plangate.sidecar.runtime.writes.group_commit import GroupCommit  # noqa: E402
 from plangate.sidecar.store.base import UsageOutcome, UsageWrite  # noqa: E402
 from plangate.sidecar.store.postgres import PostgresStore  # noqa: E402
 from support.postgres import PostgresCluster, find_bindir, missing_reason  # noqa: E402

@@ -40,8 +40,8 @@ def add_diff(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def diff(args: argparse.Namespace) -> int:
     from ..catalog import CatalogError, load_catalog
-    from ..runtime.impact import catalog_impact
-    from ..runtime.state import LiveState, utcnow
+    from ..runtime.live.state import LiveState, utcnow
+    from ..runtime.serve.impact import catalog_impact
     from ..store import StoreError, open_store
     from ..store.sqlite import SqliteStore
 

@@ -13,8 +13,7 @@ from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp
 from ..engine.typed import INT64_MAX
-from ..runtime.admin import Admin, Page, TopUpView
-from ..runtime.audit import ANONYMOUS
+from ..runtime.serve.admin import ANONYMOUS, Admin, Page, TopUpView
 from ..store.base import AuditEntry, Delivery
 from .auth import Tokens, authorization, name_of
 from .convert import (

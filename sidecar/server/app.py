@@ -31,13 +31,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # health: the se
 from ...protocol.plangate.v1 import plangate_pb2, plangate_pb2_grpc
 from ..catalog import Catalog, load_catalog
 from ..catalog.build import check_successor
-from ..runtime.admin import Admin
-from ..runtime.decisions import Decisions
-from ..runtime.housekeeping import Housekeeper
-from ..runtime.lifecycle_scheduler import LifecycleScheduler
-from ..runtime.outbox import OutboxSettings, OutboxWorker
-from ..runtime.state import LiveState
-from ..runtime.timekeeper import Timekeeper
+from ..runtime.jobs.housekeeping import Housekeeper
+from ..runtime.jobs.lifecycle_scheduler import LifecycleScheduler
+from ..runtime.jobs.outbox import OutboxSettings, OutboxWorker
+from ..runtime.jobs.timekeeper import Timekeeper
+from ..runtime.live.state import LiveState
+from ..runtime.serve.admin import Admin
+from ..runtime.serve.decisions import Decisions
 from ..settings import Settings
 from ..store import describe_db, is_shared, open_store
 from ..store.base import DeliveryStatus, Firing

@@ -42,7 +42,7 @@ from ..engine.decision import Metering
 from ..engine.request import check_context
 from ..engine.typed import int64
 from ..engine.usage import Mode
-from ..runtime.events import AccountChanged
+from ..runtime.live.events import AccountChanged
 from .errors import BadRequest, bounded
 
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)

@@ -16,7 +16,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import grpc
 
 from ..engine import ErrorCode, UsageRejected
-from ..runtime.records import AdminError, Declared, NotFound, Refused
+from ..runtime.serve.admin import AdminError, Declared, NotFound, Refused
 from ..store.errors import StoreConflict, StoreFull, StoreUnavailable
 from .metrics import Metrics
 

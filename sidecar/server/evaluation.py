@@ -15,8 +15,8 @@ import grpc
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ..engine import EvaluationError
-from ..runtime.decisions import Decisions
-from ..runtime.events import CatalogChanged, Event, EventHub
+from ..runtime.live.events import CatalogChanged, Event, EventHub
+from ..runtime.serve.decisions import Decisions
 from .convert import KIND_OF, account_changed, context_arg, error_resolution, resolution
 from .errors import STREAM_ENDED, handled, require
 from .metrics import Metrics

@@ -52,8 +52,8 @@ from ..protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_pb
 from ..protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
 from ..protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
 from ..protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
-from ..runtime.decisions import Decisions
-from ..runtime.events import AccountChanged, CatalogChanged, Event, EventHub
+from ..runtime.live.events import AccountChanged, CatalogChanged, Event, EventHub
+from ..runtime.serve.decisions import Decisions
 from .convert import plain_struct
 from .errors import STATUS_OF_CODE, STREAM_ENDED, bounded, status_of
 from .metrics import Metrics

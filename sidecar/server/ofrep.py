@@ -30,8 +30,8 @@ from aiohttp import web
 from ..catalog.model import Feature, FeatureType, thaw
 from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resolve_as
 from ..engine.request import split_targeting
-from ..runtime.decisions import Decisions
-from ..runtime.events import EventHub
+from ..runtime.live.events import EventHub
+from ..runtime.serve.decisions import Decisions
 from .errors import bounded
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics

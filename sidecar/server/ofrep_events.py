@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ..runtime.events import EventHub
+from ..runtime.live.events import EventHub
 from .http_listener import json_response
 
 EVENTS_PATH = "/ofrep/v1/events"

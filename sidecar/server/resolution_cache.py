@@ -24,7 +24,7 @@ from dataclasses import fields
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ..engine import Decision, EvaluationError
-from ..runtime.decisions import Evaluated
+from ..runtime.serve.decisions import Evaluated
 from .convert import error_resolution, resolution
 
 _SCALARS = (type(None), bool, int, float, str)

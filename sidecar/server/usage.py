@@ -21,8 +21,8 @@ from google.protobuf import timestamp_pb2
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ..engine.request import consume_amount
-from ..runtime.decisions import Decisions, PendingConsume
-from ..runtime.history import (
+from ..runtime.serve.decisions import Decisions, PendingConsume
+from ..runtime.serve.history import (
     ExportRow,
     HistoryPoint,
     check_range,

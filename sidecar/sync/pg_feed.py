@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..runtime.state import LiveState
+from ..runtime.live.state import LiveState
 from ..store.base import CounterKey, Record
 from ..store.errors import StoreUnavailable
 from ..store.postgres import PostgresStore, decode_changes, read_accounts, read_counters

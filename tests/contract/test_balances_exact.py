@@ -25,10 +25,10 @@ import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.engine import UsageReport
-from plangate.sidecar.runtime import records as rec
-from plangate.sidecar.runtime.balances import topup_balances
-from plangate.sidecar.runtime.decisions import Decisions
-from plangate.sidecar.runtime.state import LiveState
+from plangate.sidecar.runtime.edits import records as rec
+from plangate.sidecar.runtime.live.state import LiveState
+from plangate.sidecar.runtime.serve.decisions import Decisions
+from plangate.sidecar.runtime.writes.balances import topup_balances
 from plangate.sidecar.store.base import Store
 from plangate.sidecar.store.sqlite import SqliteStore
 from support.sidecar import Stubs, SubprocessSidecar, copy_catalog, in_process, wait_for

@@ -262,8 +262,8 @@ def test_an_edit_through_a_sidecar_behind_on_the_account_is_rebuilt_on_the_lates
     its own. The store refuses B's write over the version B holds; B reads the newer record,
     adds its top-up to that and stores it. Both top-ups stay; the audit shows B's on A's."""
     from plangate.sidecar.catalog import load_catalog
-    from plangate.sidecar.runtime.admin import Admin
-    from plangate.sidecar.runtime.state import LiveState
+    from plangate.sidecar.runtime.live.state import LiveState
+    from plangate.sidecar.runtime.serve.admin import Admin
     from plangate.sidecar.store.postgres import PostgresStore
 
     catalog = load_catalog(EXAMPLE_CATALOG)
@@ -301,8 +301,8 @@ def test_interleaved_edits_of_two_sidecars_without_a_feed_all_land(
     """Any interleaving of edits through two sidecars that never hear of each other's changes
     (each one's memory is behind whenever the other wrote last): every edit lands, once."""
     from plangate.sidecar.catalog import load_catalog
-    from plangate.sidecar.runtime.admin import Admin
-    from plangate.sidecar.runtime.state import LiveState
+    from plangate.sidecar.runtime.live.state import LiveState
+    from plangate.sidecar.runtime.serve.admin import Admin
     from plangate.sidecar.store.postgres import PostgresStore
 
     catalog = load_catalog(EXAMPLE_CATALOG)

@@ -20,10 +20,10 @@ import pytest
 from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.engine import UsageReport
 from plangate.sidecar.engine.usage import Mode
-from plangate.sidecar.runtime import history
-from plangate.sidecar.runtime import records as rec
-from plangate.sidecar.runtime.history import export_usage, usage_history
-from plangate.sidecar.runtime.state import LiveState
+from plangate.sidecar.runtime.edits import records as rec
+from plangate.sidecar.runtime.live.state import LiveState
+from plangate.sidecar.runtime.serve import history
+from plangate.sidecar.runtime.serve.history import export_usage, usage_history
 from plangate.sidecar.store.base import PrunePlan, Store
 from plangate.sidecar.store.errors import StoreUnavailable
 from plangate.sidecar.store.sqlite import SqliteStore

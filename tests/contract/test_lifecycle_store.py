@@ -24,8 +24,8 @@ import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_timestamp
 from plangate.sidecar.catalog import parse_catalog
-from plangate.sidecar.runtime.lifecycle_scheduler import SLACK, LifecycleScheduler
-from plangate.sidecar.runtime.state import LiveState
+from plangate.sidecar.runtime.jobs.lifecycle_scheduler import SLACK, LifecycleScheduler
+from plangate.sidecar.runtime.live.state import LiveState
 from plangate.sidecar.store import sqlite as sqlite_backend
 from plangate.sidecar.store.base import Firing, OutboxEntry, Store
 from support.receiver import Receiver

@@ -27,10 +27,10 @@ from plangate.sidecar.catalog.model import Feature
 from plangate.sidecar.engine import UsageRejected
 from plangate.sidecar.engine.balances import burn_feature
 from plangate.sidecar.engine.usage import Mode, UsageReport
-from plangate.sidecar.runtime.decisions import Decisions
-from plangate.sidecar.runtime.group_commit import GroupCommit
-from plangate.sidecar.runtime.records import AdminError, new_record
-from plangate.sidecar.runtime.state import LiveState
+from plangate.sidecar.runtime.edits.records import AdminError, new_record
+from plangate.sidecar.runtime.live.state import LiveState
+from plangate.sidecar.runtime.serve.decisions import Decisions
+from plangate.sidecar.runtime.writes.group_commit import GroupCommit
 from plangate.sidecar.store import sqlite as sqlite_backend
 from plangate.sidecar.store.base import (
     PRUNED_KINDS,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from plangate.sidecar.runtime.audit import MAX_PART, record_entry
-from plangate.sidecar.runtime.records import new_record
+from plangate.sidecar.runtime.edits.audit import MAX_PART, record_entry
+from plangate.sidecar.runtime.edits.records import new_record
 
 AT = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -20,11 +20,11 @@ from plangate.sidecar.catalog.model import TopUp
 from plangate.sidecar.engine import UsageReport
 from plangate.sidecar.engine.balances import Balance
 from plangate.sidecar.engine.lifecycle_events import LifecycleEvent, topup_data
-from plangate.sidecar.runtime import records as rec
-from plangate.sidecar.runtime.balances import topup_balances
-from plangate.sidecar.runtime.decisions import Decisions
-from plangate.sidecar.runtime.state import LiveState
-from plangate.sidecar.runtime.webhooks import body
+from plangate.sidecar.runtime.edits import records as rec
+from plangate.sidecar.runtime.live.state import LiveState
+from plangate.sidecar.runtime.serve.decisions import Decisions
+from plangate.sidecar.runtime.writes.balances import topup_balances
+from plangate.sidecar.runtime.writes.webhooks import body
 from plangate.sidecar.store.base import OutboxEntry, UsageWrite
 from plangate.sidecar.store.sqlite import SqliteStore
 

@@ -8,7 +8,7 @@ import logging
 import grpc
 import pytest
 from plangate.sidecar.engine import UsageRejected
-from plangate.sidecar.runtime.records import AdminError, Declared, NotFound
+from plangate.sidecar.runtime.edits.records import AdminError, Declared, NotFound
 from plangate.sidecar.server.errors import BadRequest, status_of
 from plangate.sidecar.store.errors import StoreConflict, StoreUnavailable
 

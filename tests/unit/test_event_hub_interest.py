@@ -3,7 +3,7 @@ read keeps a bounded backlog (issue 22 item 2, decision 1310)."""
 
 from __future__ import annotations
 
-from plangate.sidecar.runtime.events import (
+from plangate.sidecar.runtime.live.events import (
     ID_LIMIT,
     PENDING_LIMIT,
     AccountChanged,

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from plangate.sidecar.runtime.group_commit import GroupCommit
+from plangate.sidecar.runtime.writes.group_commit import GroupCommit
 
 
 def test_a_lone_caller_runs_at_once_and_gets_its_results() -> None:

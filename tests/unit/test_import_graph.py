@@ -113,8 +113,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_the_imports() -> None:
     graph = import_graph()
-    state = graph["plangate.sidecar.runtime.state"]
-    assert "plangate.sidecar.runtime.declared" in state  # from .declared import ...
+    state = graph["plangate.sidecar.runtime.live.state"]
+    assert "plangate.sidecar.runtime.live.declared" in state  # from .declared import ...
     assert "plangate.sidecar.engine" in state  # from ..engine import (...)
     assert "plangate.sidecar.sync.pg_feed" not in graph["plangate.sidecar.server.app"]
 
@@ -127,3 +127,92 @@ def test_find_cycle_finds_one() -> None:
 def test_plangate_has_no_import_circles() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+# The sidecar's layers, lowest first (docs/architecture.md): a module may import its own layer
+# and the layers below it, never one above — deferred imports inside functions included, since
+# they tie the layers together just the same. `cli` sits on top (it starts the server).
+LAYERS = ("settings", "catalog", "engine", "store", "runtime", "sync", "server", "cli")
+# Inside runtime, the same rule between its groups (runtime/*/): record edits and write
+# assembly under the live state, background jobs over it, the facades on top.
+RUNTIME_GROUPS = ("edits", "writes", "live", "jobs", "serve")
+# What the servers may reach of runtime: the facades, and the change events streams subscribe
+# to. Only the assembly (app.py) builds the live state and its jobs; the console also reads the
+# live snapshot for its search and overview (read only: its changes go through the facades).
+SERVER_REACH = ("plangate.sidecar.runtime.serve", "plangate.sidecar.runtime.live.events")
+CONSOLE_READS = ("plangate.sidecar.server.console.routes", "plangate.sidecar.runtime.live.state")
+ASSEMBLY = "plangate.sidecar.server.app"
+
+
+def all_imports(name: str, file: Path, is_package: bool, known: set[str]) -> set[str]:
+    """Every plangate module `name` imports anywhere in its body (functions too)."""
+    package = name if is_package else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in known)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in known else target)
+    found.discard(name)
+    return {m for m in found if m in known}
+
+
+def _rank(module: str, order: tuple[str, ...], prefix: str) -> int | None:
+    if not module.startswith(prefix):
+        return None
+    head = module[len(prefix) :].split(".")[0]
+    return order.index(head) if head in order else None
+
+
+def upward_imports() -> list[str]:
+    mods = modules()
+    known = set(mods)
+    wrong: list[str] = []
+    for name, (file, pkg) in sorted(mods.items()):
+        for target in sorted(all_imports(name, file, pkg, known)):
+            for order, prefix in (
+                (LAYERS, "plangate.sidecar."),
+                (RUNTIME_GROUPS, "plangate.sidecar.runtime."),
+            ):
+                low, high = _rank(target, order, prefix), _rank(name, order, prefix)
+                if low is not None and high is not None and low > high:
+                    wrong.append(f"{name} imports {target} (a layer above it)")
+    return wrong
+
+
+def test_no_layer_imports_one_above_it() -> None:
+    assert upward_imports() == []
+
+
+def test_the_servers_reach_the_runtime_only_through_its_facades() -> None:
+    mods = modules()
+    known = set(mods)
+    wrong = [
+        f"{name} imports {target}"
+        for name, (file, pkg) in sorted(mods.items())
+        if name.startswith("plangate.sidecar.server.") and name != ASSEMBLY
+        for target in sorted(all_imports(name, file, pkg, known))
+        if target.startswith("plangate.sidecar.runtime.")
+        and not target.startswith(SERVER_REACH)
+        and (name, target) != CONSOLE_READS
+    ]
+    assert wrong == []
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
+    """The check itself can fail: an engine module importing the store is reported."""
+    (tmp_path / "bad.py").write_text("from ..store.base import Record\n")
+    name = "plangate.sidecar.engine.bad"
+    known = {name, "plangate.sidecar.store.base"}
+    found = all_imports(name, tmp_path / "bad.py", False, known)
+    assert found == {"plangate.sidecar.store.base"}
+    low = _rank("plangate.sidecar.store.base", LAYERS, "plangate.sidecar.")
+    high = _rank(name, LAYERS, "plangate.sidecar.")
+    assert low is not None and high is not None and low > high

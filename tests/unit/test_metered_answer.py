@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from plangate.protocol.metering import Denial, PoolCover, Terms, metered_answer
 from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.engine import StateView, UsageReport, evaluate
-from plangate.sidecar.runtime.usage_write import usage_write
+from plangate.sidecar.runtime.writes.usage_write import usage_write
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 

@@ -23,8 +23,8 @@ from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.catalog.model import Catalog
 from plangate.sidecar.engine import StateView, UsageReport, evaluate
 from plangate.sidecar.engine.write_rule import BatchReads, CounterKey, apply_batch
-from plangate.sidecar.runtime.state import Counters
-from plangate.sidecar.runtime.usage_write import usage_write
+from plangate.sidecar.runtime.live.state import Counters
+from plangate.sidecar.runtime.writes.usage_write import usage_write
 from plangate.sidecar.server.convert import resolution
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from plangate.sidecar.catalog import Catalog, parse_catalog
 from plangate.sidecar.catalog.accounts import read_plain_account
 from plangate.sidecar.catalog.model import Account
-from plangate.sidecar.runtime import records as rec
+from plangate.sidecar.runtime.edits import records as rec
 
 CATALOG = """\
 products:

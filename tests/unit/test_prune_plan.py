@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from plangate.sidecar.catalog import parse_catalog
-from plangate.sidecar.runtime.housekeeping import prune_plan
+from plangate.sidecar.runtime.jobs.housekeeping import prune_plan
 
 CATALOG = parse_catalog(
     """\

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from plangate.sidecar.catalog import Catalog, parse_catalog
 from plangate.sidecar.engine import UsageReport
-from plangate.sidecar.runtime import records as rec
-from plangate.sidecar.runtime.decisions import Decisions
-from plangate.sidecar.runtime.events import AccountChanged
-from plangate.sidecar.runtime.outbox import OutboxWorker
-from plangate.sidecar.runtime.quota_actions import apply_action
-from plangate.sidecar.runtime.state import LiveState
+from plangate.sidecar.runtime.edits import records as rec
+from plangate.sidecar.runtime.jobs.outbox import OutboxWorker
+from plangate.sidecar.runtime.jobs.quota_actions import apply_action
+from plangate.sidecar.runtime.live.events import AccountChanged
+from plangate.sidecar.runtime.live.state import LiveState
+from plangate.sidecar.runtime.serve.decisions import Decisions
 from plangate.sidecar.store.base import DeliveryStatus, Firing
 from plangate.sidecar.store.sqlite import SqliteStore
 

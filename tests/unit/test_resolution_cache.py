@@ -16,7 +16,7 @@ import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.sidecar.catalog import parse_catalog
 from plangate.sidecar.engine import ErrorCode, EvaluationError, StateView, evaluate
-from plangate.sidecar.runtime.decisions import Evaluated
+from plangate.sidecar.runtime.serve.decisions import Evaluated
 from plangate.sidecar.server.convert import error_resolution, resolution
 from plangate.sidecar.server.resolution_cache import ResolutionCache, _key
 from support.typed_table import CATALOG, JUNE, NOW, TABLE

@@ -19,8 +19,8 @@ from ...engine import Decision, EvaluationError
 from ...engine.balances import TopUpState
 from ...engine.boundaries import Coming
 from ...engine.lifecycle import billing_period_end
-from ...runtime.decisions import Evaluated, EvaluatedAll
-from ...runtime.history import HistoryPoint
+from ...runtime.serve.decisions import Evaluated, EvaluatedAll
+from ...runtime.serve.history import HistoryPoint
 from .format import entitlement, number, plain, relative
 from .layout import Viewer, account_path
 from .render import render

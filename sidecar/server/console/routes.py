@@ -20,13 +20,11 @@ from ...catalog.model import Account
 from ...catalog.source import parse_value
 from ...engine import EvaluationError
 from ...engine.boundaries import coming_changes
-from ...runtime import records as rec
-from ...runtime.admin import Admin
-from ...runtime.balances import topup_balances
-from ...runtime.decisions import Decisions, Evaluated
-from ...runtime.history import HistoryPoint, usage_history
-from ...runtime.preview import preview
-from ...runtime.state import LiveState
+from ...runtime.live.state import LiveState
+from ...runtime.serve.admin import Admin, AdminError, topup_balances
+from ...runtime.serve.decisions import Decisions, Evaluated
+from ...runtime.serve.history import HistoryPoint, usage_history
+from ...runtime.serve.preview import preview
 from .accounts_page import AccountView, account_page, search_page
 from .audit_page import audit_page
 from .catalog_page import catalog_page
@@ -268,7 +266,7 @@ class Console:
             try:
                 before = int(before_text) if before_text else None
                 found = self.admin.list_deliveries(status, DELIVERY_PAGE, before)
-            except (ValueError, rec.AdminError) as exc:
+            except (ValueError, AdminError) as exc:
                 raise Missing(f"No such delivery listing ({exc}).") from exc
             counts = self.state.store.count_deliveries()
             return deliveries_page(viewer, found.items, status, counts, found.next_seq)
@@ -320,7 +318,7 @@ class Console:
         loop = asyncio.get_running_loop()
         try:
             session.notice = await loop.run_in_executor(self.blocking, act, session.name, fields)
-        except (rec.AdminError, ValueError) as exc:
+        except (AdminError, ValueError) as exc:
             session.error = str(exc)
         raise web.HTTPSeeOther(back)
 
@@ -355,7 +353,7 @@ class Console:
                 return self._html(page)
             await loop.run_in_executor(self.blocking, operation, self.admin, actor)
             session.notice = f"Done: {label}."
-        except (rec.AdminError, ValueError) as exc:
+        except (AdminError, ValueError) as exc:
             session.error = str(exc)
         raise web.HTTPSeeOther(back)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from ...runtime.admin import Admin
-from ...runtime.preview import Effect
+from ...runtime.serve.admin import Admin
+from ...runtime.serve.preview import Effect
 from .layout import Viewer
 from .render import render
 

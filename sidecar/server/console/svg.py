@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ...runtime.history import HistoryPoint
+from ...runtime.serve.history import HistoryPoint
 from .format import number
 
 WIDTH = 360

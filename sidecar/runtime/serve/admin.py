@@ -17,15 +17,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from ..catalog.model import DEFAULT_TOPUP_PRIORITY, Account, Grant, Subscription, TopUp
-from ..engine.balances import TopUpState
-from ..engine.lifecycle import effective_at, superseded, trial_of
-from ..store.base import AuditEntry, Delivery, DeliveryStatus, Record
-from . import quota_actions
-from . import records as rec
-from .balances import topup_balances
+from ...catalog.model import DEFAULT_TOPUP_PRIORITY, Account, Grant, Subscription, TopUp
+from ...engine.balances import TopUpState
+from ...engine.lifecycle import effective_at, superseded, trial_of
+from ...store.base import AuditEntry, Delivery, DeliveryStatus, Record
+from ..edits import records as rec
+from ..edits.audit import ANONYMOUS
+from ..edits.records import AdminError, Declared, NotFound, Refused
+from ..jobs import quota_actions
+from ..live.state import LiveState
+from ..writes.balances import topup_balances
 from .migrate import Move, migrate_plan
-from .state import LiveState
+
+# What the faces catch and show of the edits below the facade (they import nothing else of
+# the runtime, docs/architecture.md).
+__all__ = [
+    "ANONYMOUS",
+    "Admin",
+    "AdminError",
+    "Declared",
+    "NotFound",
+    "Page",
+    "Refused",
+    "TopUpView",
+    "topup_balances",
+]
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100

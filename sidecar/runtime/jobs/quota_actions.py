@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..catalog.model import Account
-from ..store.base import Delivery, Record
-from . import records as rec
-from .declared import LAYER
-from .state import LiveState
+from ...catalog.model import Account
+from ...store.base import Delivery, Record
+from ..edits import records as rec
+from ..live.declared import LAYER
+from ..live.state import LiveState
 
 
 class ActionFailed(Exception):

@@ -14,13 +14,13 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..catalog.accounts import read_accounts, read_plain_account
-from ..catalog.model import Account, Catalog
-from ..catalog.source import Document
-from ..catalog.values import parse_time
-from ..engine.text import key_problem, size_problem, text_problem
-from ..store.base import Record
-from ..store.timefmt import ts
+from ...catalog.accounts import read_accounts, read_plain_account
+from ...catalog.model import Account, Catalog
+from ...catalog.source import Document
+from ...catalog.values import parse_time
+from ...engine.text import key_problem, size_problem, text_problem
+from ...store.base import Record
+from ...store.timefmt import ts
 
 
 class AdminError(ValueError):

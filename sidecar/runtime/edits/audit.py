@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..store.base import AuditEntry, Record
+from ...store.base import AuditEntry, Record
 
 MAX_PART = 16_384
 """Characters of JSON one side of an entry may hold."""

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from ..catalog.model import Catalog, TopUp, Webhook
-from ..engine.balances import Balance
-from ..engine.lifecycle_events import LifecycleEvent, topup_data
-from ..engine.typed import iso
-from ..engine.write_rule import Exhausted, OutboxEntry, PoolLeg
+from ...catalog.model import Catalog, TopUp, Webhook
+from ...engine.balances import Balance
+from ...engine.lifecycle_events import LifecycleEvent, topup_data
+from ...engine.typed import iso
+from ...engine.write_rule import Exhausted, OutboxEntry, PoolLeg
 
 
 def body(event: LifecycleEvent, environment: str, delivery_id: str) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..engine import EvaluationError, evaluate
-from ..engine.snapshot import StateView
+from ...engine import EvaluationError, evaluate
+from ...engine.snapshot import StateView
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..engine.lifecycle import effective_at, superseded
-from ..store.base import Record
-from . import records as rec
-from .state import LiveState
+from ...engine.lifecycle import effective_at, superseded
+from ...store.base import Record
+from ..edits import records as rec
+from ..live.state import LiveState
 
 
 @dataclass(frozen=True, slots=True)

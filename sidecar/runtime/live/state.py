@@ -16,14 +16,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..catalog.model import (
+from ...catalog.model import (
     Account,
     Catalog,
     Feature,
     Subscription,
 )
-from ..catalog.source import collector_paused
-from ..engine import (
+from ...catalog.source import collector_paused
+from ...engine import (
     StateView,
     UsageRejected,
     UsageReport,
@@ -32,11 +32,11 @@ from ..engine import (
     reindex_members,
     slot_for,
 )
-from ..engine.balances import burn_feature
-from ..engine.lifecycle_events import admin_events
-from ..engine.sums import overflows
-from ..engine.usage import check_instant
-from ..store.base import (
+from ...engine.balances import burn_feature
+from ...engine.lifecycle_events import admin_events
+from ...engine.sums import overflows
+from ...engine.usage import check_instant
+from ...store.base import (
     AuditEntry,
     CounterKey,
     Firing,
@@ -49,14 +49,14 @@ from ..store.base import (
     UsageOutcome,
     UsageWrite,
 )
-from ..store.errors import StoreConflict, StoreUnavailable
-from . import records as rec
-from .audit import record_entry
+from ...store.errors import StoreConflict, StoreUnavailable
+from ..edits import records as rec
+from ..edits.audit import record_entry
+from ..writes.group_commit import GroupCommit
+from ..writes.usage_write import Memo, usage_write
+from ..writes.webhooks import entries_for
 from .declared import apply_layer, split_layer
 from .events import AccountChanged, CatalogChanged, EventHub
-from .group_commit import GroupCommit
-from .usage_write import Memo, usage_write
-from .webhooks import entries_for
 
 log = logging.getLogger("plangate.state")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..engine import StateView, evaluate
-from ..engine.balances import TopUpState
+from ...engine import StateView, evaluate
+from ...engine.balances import TopUpState
 
 
 def topup_balances(

@@ -21,13 +21,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ..catalog.model import Account, Reset
-from ..engine.boundaries import account_change, calendar_change, subscription_resets
+from ...catalog.model import Account, Reset
+from ...engine.boundaries import account_change, calendar_change, subscription_resets
+from ..live.events import AccountChanged, CatalogChanged, Event
 from .clock_thread import ClockThread
-from .events import AccountChanged, CatalogChanged, Event
 
 if TYPE_CHECKING:
-    from .state import LiveState
+    from ..live.state import LiveState
 
 log = logging.getLogger("plangate.timekeeper")
 

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from ..catalog.model import Account
-from ..engine.boundaries import coming_changes
-from ..engine.snapshot import StateView
-from ..store.base import Record
-from . import records as rec
+from ...catalog.model import Account
+from ...engine.boundaries import coming_changes
+from ...engine.snapshot import StateView
+from ...store.base import Record
+from ..edits import records as rec
+from ..live.declared import split_layer
+from ..live.state import LiveState
 from .admin import Admin
-from .declared import split_layer
 from .impact import Change, account_impact
-from .state import LiveState
 
 _READS = frozenset(
     {

@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ...protocol.metering import Denial
-from ..catalog.model import Feature
-from ..engine import Decision, StateView, UsageReport, evaluate, slot_for
-from ..engine.balances import Balance
-from ..engine.evaluate import balance_for
-from ..engine.write_rule import Exhausted, PoolLeg, UsageWrite, admit_for
+from ....protocol.metering import Denial
+from ...catalog.model import Feature
+from ...engine import Decision, StateView, UsageReport, evaluate, slot_for
+from ...engine.balances import Balance
+from ...engine.evaluate import balance_for
+from ...engine.write_rule import Exhausted, PoolLeg, UsageWrite, admit_for
 from .quota_events import QuotaCheck, quota_check
 from .webhooks import exhausted_hook
 

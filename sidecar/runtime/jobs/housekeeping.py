@@ -21,12 +21,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ..catalog.model import Catalog, Reset
-from ..store.base import PrunePlan
-from ..store.errors import StoreUnavailable
+from ...catalog.model import Catalog, Reset
+from ...store.base import PrunePlan
+from ...store.errors import StoreUnavailable
 
 if TYPE_CHECKING:
-    from .state import LiveState
+    from ..live.state import LiveState
 
 log = logging.getLogger("plangate.housekeeping")
 

@@ -30,10 +30,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
-from ..store.base import Delivery, DeliveryStatus
+from ...store.base import Delivery, DeliveryStatus
+from ..live.state import LiveState
+from ..writes.quota_events import EVENT_TYPE as QUOTA_EVENT
 from .quota_actions import ActionFailed, apply_action
-from .quota_events import EVENT_TYPE as QUOTA_EVENT
-from .state import LiveState
 
 log = logging.getLogger("plangate.outbox")
 

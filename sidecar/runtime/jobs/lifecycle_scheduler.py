@@ -25,15 +25,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ..catalog.model import Account
-from ..engine.lifecycle_events import next_instant, timed_events
-from ..store.base import Firing
+from ...catalog.model import Account
+from ...engine.lifecycle_events import next_instant, timed_events
+from ...store.base import Firing
+from ..live.events import CatalogChanged, Event
+from ..writes.webhooks import entries_for, subscribers
 from .clock_thread import ClockThread
-from .events import CatalogChanged, Event
-from .webhooks import entries_for, subscribers
 
 if TYPE_CHECKING:
-    from .state import LiveState
+    from ..live.state import LiveState
 
 log = logging.getLogger("plangate.lifecycle")
 

@@ -22,16 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ...protocol.metering import Terms, metered_answer
-from ..catalog.model import Feature
-from ..engine import StateView, evaluate, slot_for
-from ..engine.balances import FOREVER
-from ..engine.history import Series, Window, hour_of, window_count, windows
-from ..engine.periods import period_containing
-from .records import AdminError, NotFound
+from ....protocol.metering import Terms, metered_answer
+from ...catalog.model import Feature
+from ...engine import StateView, evaluate, slot_for
+from ...engine.balances import FOREVER
+from ...engine.history import Series, Window, hour_of, window_count, windows
+from ...engine.periods import period_containing
+from ..edits.records import AdminError, NotFound
 
 if TYPE_CHECKING:
-    from .state import LiveState
+    from ..live.state import LiveState
 
 MAX_POINTS = 10_000
 """Windows per History call: 400 days of hours fit; a longer range wants a wider window."""

@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from ...protocol.metering import FIXED_DENIALS, Denial, metered_answer
-from ..catalog.model import Aggregation, Catalog, Feature
-from ..engine import (
+from ....protocol.metering import FIXED_DENIALS, Denial, metered_answer
+from ...catalog.model import Aggregation, Catalog, Feature
+from ...engine import (
     Decision,
     ErrorCode,
     EvaluationError,
@@ -29,9 +29,9 @@ from ..engine import (
     evaluate,
     explain,
 )
-from ..store.base import Status, UsageOutcome, UsageWrite
-from .state import LiveState, countable
-from .usage_write import needs_balance, usage_write
+from ...store.base import Status, UsageOutcome, UsageWrite
+from ..live.state import LiveState, countable
+from ..writes.usage_write import needs_balance, usage_write
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..catalog.features import notation
-from ..catalog.model import Feature, QuotaAction, Webhook
-from ..engine import StateView
-from ..engine.thresholds import Point, QuotaThresholds, thresholds_for
-from ..engine.typed import iso, number
-from ..store.base import Firing, OutboxEntry
+from ...catalog.features import notation
+from ...catalog.model import Feature, QuotaAction, Webhook
+from ...engine import StateView
+from ...engine.thresholds import Point, QuotaThresholds, thresholds_for
+from ...engine.typed import iso, number
+from ...store.base import Firing, OutboxEntry
 from .webhooks import subscribers, webhook_entry
 
 EVENT_TYPE = "quota.threshold_crossed"

@@ -13,10 +13,10 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from ..catalog.accounts import subscription_problems
-from ..catalog.model import Account, Catalog, Subscription
-from ..store.base import Record
-from . import records as rec
+from ...catalog.accounts import subscription_problems
+from ...catalog.model import Account, Catalog, Subscription
+from ...store.base import Record
+from ..edits import records as rec
 
 LAYER = "quota"
 """Key of the runtime layer in a declared account's store record: {"overrides", "plans"}."""

@@ -19,10 +19,10 @@ import queue
 import threading
 from typing import TYPE_CHECKING
 
-from .events import AccountChanged, CatalogChanged, Event
+from ..live.events import AccountChanged, CatalogChanged, Event
 
 if TYPE_CHECKING:
-    from .state import LiveState
+    from ..live.state import LiveState
 
 NO_RECORD_CHANGE = frozenset({"usage", "time"})
 """Event causes that change no account record (so no instant either)."""
