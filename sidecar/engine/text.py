@@ -80,7 +80,10 @@ def size_problem(record: Mapping[str, Any]) -> str | None:
     if isinstance(name, str) and len(name) > MAX_NAME_CHARS:
         return f"name is {len(name)} characters long; names are at most {MAX_NAME_CHARS}"
     attributes = record.get("attributes") or {}
-    size = len(json.dumps(attributes, default=str, ensure_ascii=False).encode())
+    # surrogatepass: a lone surrogate is counted here and refused by the text check
+    size = len(
+        json.dumps(attributes, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    )
     if size > MAX_ATTRIBUTES_BYTES:
         return (
             f"attributes are {size} bytes as JSON; an account's attributes are at most "
