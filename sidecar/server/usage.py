@@ -120,19 +120,15 @@ class UsageService(pb_grpc.UsageServicer):
         require(bool(request.feature), "feature is required (a metered feature key)")
         start, end = _range(request)
         window = parse_window(request.window)
-        loop = asyncio.get_running_loop()
         state = self.decisions.state
-        points = await loop.run_in_executor(
-            self.writer,
-            usage_history,
-            state,
-            request.account_id,
-            request.feature,
-            start,
-            end,
-            window,
-        )
-        return pb.HistoryResponse(points=[_point(p) for p in points])
+
+        def answer() -> pb.HistoryResponse:
+            """Read and translated off the loop: 10,000 windows are a fifth of a second of
+            protobuf construction on a small machine, too long to hold every other call."""
+            points = usage_history(state, request.account_id, request.feature, start, end, window)
+            return pb.HistoryResponse(points=[_point(p) for p in points])
+
+        return await asyncio.get_running_loop().run_in_executor(self.writer, answer)
 
     async def Export(
         self, request: pb.ExportRequest, context: _Context

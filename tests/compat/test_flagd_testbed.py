@@ -33,8 +33,8 @@ from support.flagd_testbed import (
     flag_file,
     observed,
     scenarios,
-    testbed,
 )
+from support.flagd_testbed import testbed as suite_folder
 from support.provider import provider
 from support.sidecar import ROOT, SubprocessSidecar
 
@@ -75,7 +75,7 @@ ALL = scenarios() if find_testbed() is not None else []
 
 
 def test_the_suite_is_there() -> None:
-    assert (testbed() / "evaluator" / "gherkin").is_dir()
+    assert (suite_folder() / "evaluator" / "gherkin").is_dir()
 
 
 def _legacy(s: Scenario) -> bool:
