@@ -28,11 +28,6 @@ MAX_CONTEXT_SIZE = 64 * 1024
 
 TARGETING_KEY = "targetingKey"
 
-MISSING_KEY = (
-    "the context has no targetingKey; set the OpenFeature targeting key "
-    "(e.g. EvaluationContext(targeting_key=...)) to the account id"
-)
-
 
 def _invalid(message: str) -> EvaluationError:
     return EvaluationError(ErrorCode.INVALID_CONTEXT, message)
