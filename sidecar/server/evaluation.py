@@ -123,6 +123,8 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         subscriber = self.events.subscribe(self.heartbeat, interest)
         self.metrics.watch_streams.inc()
         try:
+            if subscriber.ended:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_ENDED)
             catalog = self.decisions.catalog
             yield pb.WatchEvent(
                 ready=pb.Ready(

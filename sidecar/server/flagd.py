@@ -215,6 +215,8 @@ class _Flagd:
         self.metrics.watch_streams.inc()
         pb = self.pb
         try:
+            if subscriber.ended:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_ENDED)
             yield pb.EventStreamResponse(type="provider_ready")
             async for batch in subscriber:  # broad: account changes come coalesced
                 if batch is None:

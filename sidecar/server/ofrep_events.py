@@ -110,6 +110,9 @@ class OfrepEvents:
             return json_response(HTTPStatus.BAD_REQUEST, body)
         key = (account, request.query.get("selector", ""), request.query.get("context", ""))
         subscriber = self._hub.subscribe(self._heartbeat, [account])
+        if subscriber.ended:  # stopping: no "ready" a reconnecting client would believe
+            body = json.dumps({"errorDetails": "the sidecar is shutting down"}).encode()
+            return json_response(HTTPStatus.SERVICE_UNAVAILABLE, body)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",

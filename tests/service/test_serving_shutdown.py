@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from plangate.sidecar.protocol.flagd.evaluation.v1 import evaluation_pb2 as v1_p
 from plangate.sidecar.protocol.flagd.evaluation.v1 import evaluation_pb2_grpc as v1_grpc
 from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as v2_pb
 from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
-from support.sidecar import SubprocessSidecar, copy_catalog
+from support.sidecar import SubprocessSidecar, copy_catalog, in_process, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -119,3 +121,30 @@ def test_garbage_on_a_reflection_stream_is_refused_and_sigterm_still_exits(
     assert numbers["refused"] == grpc.StatusCode.INVALID_ARGUMENT
     assert numbers["codes"] == {grpc.StatusCode.UNAVAILABLE}
     assert numbers["exit_code"] == 0 and numbers["exited"] < EXIT_LIMIT
+
+
+def test_a_stream_opened_while_stopping_is_refused_without_ready(tmp_path: Path) -> None:
+    """Shutdown closes the event hub before the drain; a client reconnecting in that window
+    must not hear "ready" from the dying sidecar (it would take it for the restarted one and
+    declare its interest on a stream about to end), but UNAVAILABLE, and reconnect later."""
+    with in_process(copy_catalog(tmp_path), tmp_path / "state.db") as sidecar:
+        sidecar.state.events.close()  # the first step of the sidecar's stop
+        wait_for(lambda: sidecar.state.events.closed)
+        with grpc.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
+            calls: list[Any] = [
+                pb_grpc.EvaluationStub(channel).Watch(pb.WatchRequest(), timeout=5),
+                pb_grpc.EvaluationStub(channel).Watch(
+                    pb.WatchRequest(accounts_only=True), timeout=5
+                ),
+                v2_grpc.ServiceStub(channel).EventStream(v2_pb.EventStreamRequest(), timeout=5),
+                v1_grpc.ServiceStub(channel).EventStream(v1_pb.EventStreamRequest(), timeout=5),
+            ]
+            for call in calls:
+                with pytest.raises(grpc.RpcError) as caught:
+                    first = next(call)
+                    pytest.fail(f"a stopping sidecar said {first!r}")
+                assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+        url = f"http://127.0.0.1:{sidecar.ofrep_port}/ofrep/v1/events?account=acct_acme"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 503

@@ -14,7 +14,7 @@ from google.protobuf import timestamp_pb2
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import from_struct, to_struct, to_value
 from support.admin import Events, fingerprint
-from support.sidecar import Stubs
+from support.sidecar import Stubs, copy_catalog, in_process
 
 NOW = datetime.now(UTC)
 
@@ -27,6 +27,15 @@ def ts(at: datetime) -> timestamp_pb2.Timestamp:
 
 DAY = timedelta(days=1)
 PAST, FUTURE = ts(NOW - 30 * DAY), ts(NOW + 30 * DAY)
+
+
+@pytest.fixture(scope="module")
+def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The example sidecar, its broad streams uncoalesced: these tests count the events of
+    each edit one by one (coalescing is `test_stream_interest.py`'s subject)."""
+    d = tmp_path_factory.mktemp("admin")
+    with in_process(copy_catalog(d), d / "state.db", stream_coalesce_seconds=0.0) as sc:
+        yield sc
 
 
 @pytest.fixture

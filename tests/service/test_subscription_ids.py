@@ -55,7 +55,7 @@ def test_pooled_usage_on_an_api_subscription_tells_its_members(stubs: Stubs) -> 
         pb.CreateSubscriptionRequest(account_id="acct_pool", plan="pro", members=["user_pool"])
     )
     assert not sub.id.startswith("acct_pool")  # a generated id carries no owner to guess from
-    events = Events(stubs)
+    events = Events(stubs, accounts=("acct_pool", "user_pool"))
     try:
         result = stubs.usage.Report(
             pb.ReportRequest(

@@ -14,11 +14,15 @@ from support.sidecar import Stubs
 
 
 class Events:
-    """A `Watch` stream read by a background thread; `account_changes()` drains what came."""
+    """A `Watch` stream read by a background thread; `account_changes()` drains what came.
 
-    def __init__(self, stubs: Stubs) -> None:
+    Without `accounts` the stream is broad, so the sidecar coalesces its account changes
+    (decision 1310): a test counting events one by one needs a sidecar started with
+    `stream_coalesce_seconds=0`, or must name the accounts it watches (told at once)."""
+
+    def __init__(self, stubs: Stubs, accounts: tuple[str, ...] = ()) -> None:
         self.queue: queue.Queue[pb.WatchEvent] = queue.Queue()
-        self.stream = stubs.evaluation.Watch(pb.WatchRequest())
+        self.stream = stubs.evaluation.Watch(pb.WatchRequest(accounts=accounts))
         assert next(self.stream).HasField("ready")
         threading.Thread(target=self._pump, daemon=True).start()
 

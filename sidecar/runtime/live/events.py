@@ -127,6 +127,12 @@ class Subscriber:
         self._closed = True
         self._wake.set()
 
+    @property
+    def ended(self) -> bool:
+        """The hub closed (the sidecar is stopping): a stream must not say ready on it, or a
+        client reconnecting during the drain would take the dying sidecar for a live one."""
+        return self._closed
+
     def pending(self) -> list[Event]:
         """Events already queued, taken without waiting."""
         out, self._events = self._events, []
