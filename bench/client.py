@@ -11,6 +11,8 @@ Rows produced (microseconds per call unless noted):
 - `provider.uncached.boolean`: the same boolean lookup with the cache off (one Evaluate
   RPC per call, sidecar evaluates from memory).
 - `rpc.evaluate`: the native `Evaluate` RPC called directly (no OpenFeature layer).
+- `server_cpu.{grpc_echo,evaluate}`: CPU µs the serving process spends per call (echo server;
+  sidecar `Evaluate`), interleaved: the per-RPC cost without the machine's wall-clock noise.
 - `rpc.evaluate_all`: `EvaluateAll` for a Pro account of a 50-feature catalog.
 - `usage.report`: events/s through `Report`, batches of `--batch` reports with idempotency
   keys, acknowledged only once durable (SQLite WAL, synchronous=FULL).
@@ -35,7 +37,7 @@ from typing import Any
 import catalogs
 import grpc
 from echo_server import METHOD, echo_server
-from harness import Case, Stats, emit, interleaved, sidecar
+from harness import Case, Stats, emit, interleaved, server_cpu_per_call, sidecar
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
@@ -157,6 +159,20 @@ def measure(quick: bool, reps: int, batch: int) -> dict[str, Any]:
                 out["measures"][name] = stats.as_json()
             for provider in providers:  # their Watch streams would see every usage write
                 provider.shutdown()
+
+            # The servers' own CPU per call: wall times on a shared box move with its other
+            # load, CPU seconds of the serving process much less (bench/README, 12-08 run).
+            assert side.proc.pid and echo.proc.pid
+            cpu = server_cpu_per_call(
+                {
+                    "server_cpu.grpc_echo": (echo.proc.pid, lambda: echo_call(one_bytes)),
+                    "server_cpu.evaluate": (side.proc.pid, lambda: evaluation.Evaluate(one)),
+                },
+                n_rpc,
+                reps,
+            )
+            for name, stats in cpu.items():
+                out["measures"][name] = stats.as_json()
 
             counter = itertools.count()
 

@@ -142,6 +142,28 @@ def settled_rss() -> int:
     return rss_bytes()
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU another process has used (/proc/PID/stat): a server's cost per call
+    measured this way does not move with the machine's other load the way wall time does."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_per_call(
+    servers: dict[str, tuple[int, Callable[[], object]]], calls: int, reps: int
+) -> dict[str, Stats]:
+    """µs of the serving process's CPU per call, for each named (pid, call), interleaved rep by
+    rep; `calls` per rep should make each rep last well over the clock's 10 ms tick."""
+    samples: dict[str, list[float]] = {name: [] for name in servers}
+    for _ in range(reps):
+        for name, (pid, call) in servers.items():
+            before = process_cpu_seconds(pid)
+            for _ in range(calls):
+                call()
+            samples[name].append((process_cpu_seconds(pid) - before) / calls * 1e6)
+    return {name: Stats.of(values, "us", calls=calls) for name, values in samples.items()}
+
+
 # -- machine ----------------------------------------------------------------------------------
 
 

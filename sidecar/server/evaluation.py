@@ -51,22 +51,27 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         self.events = events
         self.metrics = metrics
         self.heartbeat = heartbeat
-        self.resolutions = ResolutionCache()  # EvaluateAll's encoded resolutions; loop-only
+        self.resolutions = ResolutionCache()  # encoded resolutions; loop-only
         self._last_event: tuple[Event, bytes] | None = None  # Watch's, see `_encoded`
 
     @handled
-    async def Evaluate(self, request: pb.EvaluateRequest, context: _Context) -> pb.Resolution:
+    async def Evaluate(
+        self, request: pb.EvaluateRequest, context: _Context
+    ) -> pb.Resolution | bytes:
         require(bool(request.feature), "feature is required (a feature key such as 'sso')")
         if request.explain:
             return self._explained(request)
         try:
+            version = self.decisions.catalog.version  # before evaluating: see ResolutionCache
             found = self.decisions.evaluate(
                 request.account_id, request.feature, context_arg(request.context)
             )
+            # computed for that amount (design §21)
+            dependent = found.decision.metering is not None and "requested" in (
+                request.context.fields
+            )
             # only the type asked for is resolved (and checked: a mismatch is TYPE_MISMATCH)
-            res = resolution(found.decision, found.feature, KIND_OF.get(request.type))
-            if res.HasField("metering") and "requested" in request.context.fields:
-                res.context_dependent = True  # computed for that amount (design §21)
+            res = self.resolutions.encoded_one(version, found, KIND_OF.get(request.type), dependent)
         except EvaluationError as exc:
             self.metrics.child(self.metrics.evaluation_errors, "native", exc.code.value).inc()
             return error_resolution(request.feature, exc)

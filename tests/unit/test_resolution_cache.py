@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.sidecar.catalog import parse_catalog
-from plangate.sidecar.engine import ErrorCode, EvaluationError, StateView, evaluate
+from plangate.sidecar.engine import ErrorCode, EvaluationError, StateView, evaluate, kinds_of
 from plangate.sidecar.runtime.serve.decisions import Evaluated
 from plangate.sidecar.server.convert import error_resolution, resolution
 from plangate.sidecar.server.resolution_cache import ResolutionCache, _key
@@ -127,3 +127,42 @@ def test_the_cache_is_bounded(snap: StateView) -> None:
         one.resolutions[key].CopyFrom(res)
         wanted.add(one.SerializeToString())
     assert set(cache._entries.values()) <= wanted
+
+
+def test_single_resolutions_equal_converted_ones_for_every_kind(snap: StateView) -> None:
+    """`Evaluate`'s path: the cached encoding of (decision, kind asked) is the conversion of
+    that decision to that kind, never another kind's or another account's."""
+    cache = ResolutionCache()
+    for account in ("pro", "nobody", "pro"):  # the second "pro" reads what the first filled
+        for key, found in every_feature(snap, account).items():
+            assert isinstance(found, Evaluated)
+            for kind in (None, *kinds_of(found.feature.type)):
+                got = pb.Resolution.FromString(cache.encoded_one("v1", found, kind, False))
+                assert got == resolution(found.decision, found.feature, kind), (key, kind)
+    assert cache._singles
+
+
+def test_a_context_dependent_single_is_marked_and_not_kept(snap: StateView) -> None:
+    cache = ResolutionCache()
+    key = next(k for k in TABLE if snap.catalog.features[k].type.value == "metered")
+    found = Evaluated(evaluate(snap, "pro", key, {}, NOW), snap.catalog.features[key])
+    assert not pb.Resolution.FromString(
+        cache.encoded_one("v1", found, None, False)
+    ).context_dependent
+    marked = pb.Resolution.FromString(cache.encoded_one("v1", found, None, True))
+    assert marked.context_dependent
+    assert not pb.Resolution.FromString(
+        cache.encoded_one("v1", found, None, False)
+    ).context_dependent
+
+
+def test_singles_are_dropped_with_a_new_catalog_version(snap: StateView) -> None:
+    cache = ResolutionCache()
+    key = next(iter(TABLE))
+    found = Evaluated(evaluate(snap, "pro", key, {}, NOW), snap.catalog.features[key])
+    cache.encoded_one("v1", found, None, False)
+    assert cache._singles
+    cache.encoded_one(
+        "v2", replace(found, decision=replace(found.decision, variant="other")), None, False
+    )
+    assert len(cache._singles) <= 1 and cache._version == "v2"
