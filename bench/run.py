@@ -437,6 +437,8 @@ _ROWS = [
     ("peer.floor_inmemory", "  InMemoryProvider (peer process)"),
     ("rpc.evaluate", "Evaluate RPC, direct"),
     ("rpc.evaluate_all", "EvaluateAll RPC, 50 features"),
+    ("server_cpu.grpc_echo", "echo server's CPU per call (floor)"),
+    ("server_cpu.evaluate", "  sidecar's CPU per Evaluate"),
     ("usage.report", "Report, batched + durable"),
     ("usage.consume", "Consume, sequential, durable"),
     ("reload.total", "catalog reload: total"),
