@@ -33,6 +33,7 @@ from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resol
 from ..engine.request import split_targeting
 from ..runtime.live.events import EventHub
 from ..runtime.serve.decisions import Decisions
+from .cors import Cors
 from .errors import bounded
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
@@ -194,12 +195,18 @@ class Ofrep:
 
 
 def ofrep_app(
-    decisions: Decisions, metrics: Metrics, hub: EventHub, heartbeat: float, coalesce: float
+    decisions: Decisions,
+    metrics: Metrics,
+    hub: EventHub,
+    heartbeat: float,
+    coalesce: float,
+    cors_origins: frozenset[str] = frozenset(),
 ) -> web.Application:
     """OFREP over HTTP/1.1 (keep-alive, as the providers use a session), with its SSE change
     stream (`ofrep_events.py`). `flagConfigEtag` / `flagConfigLastModified` on a re-fetch are
     accepted and change nothing: every answer is evaluated afresh, and 304 comes only from
-    `If-None-Match` (decision 1311)."""
+    `If-None-Match` (decision 1311). Browser pages of `cors_origins` may call it (decision
+    2011)."""
     ofrep = Ofrep(decisions, metrics)
 
     def payload(origin: str, body: bytes, selector: str) -> tuple[int, bytes, str]:
@@ -254,6 +261,8 @@ def ofrep_app(
     app.router.add_get(PREFIX, get)
     app.router.add_get(PREFIX + "/{key:.*}", get)
     app.router.add_route("*", "/{path:.*}", not_found)
+    if cors_origins:
+        Cors(cors_origins).install(app)
     return app
 
 
