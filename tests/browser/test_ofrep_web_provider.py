@@ -1,8 +1,8 @@
 """The unmodified npm `@openfeature/ofrep-web-provider` (0.4.3, the newest; 0.4.1 is the first
 with OFREP event streams, 0.3.x has none) with `@openfeature/web-sdk`, in the headless Chromium
-the console tests use (decision 2011 names this client): a page served from another origin than
-the OFREP port evaluates through it (CORS, decision 2011) and hears of a usage report through
-the bulk answer's event stream alone — polling is off, so only `refetchEvaluation` can bring it.
+the console tests use: a page served from another origin than the OFREP port evaluates through
+it (CORS, decision 2011) and hears of a usage report through the bulk answer's event stream
+alone — polling is off, so only `refetchEvaluation` can bring it.
 
 The packages are installed from the committed lockfile (`npm ci`, once) and loaded as the ES
 modules they ship, through an import map (`ofrep-web/page.html`): no bundler.
