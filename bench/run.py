@@ -67,6 +67,7 @@ def groups(quick: bool, reps: int | None) -> list[Group]:
         ),
         Group("serving", ["bench/serving.py", *q, *r], 1200),
         Group("streams", ["bench/streams.py", *q], 900),
+        Group("ofrep_sse", ["bench/ofrep_sse.py", *q], 600),
         Group("targeting", ["bench/targeting.py", *q, *r], 300),
         Group("balances", ["bench/balances.py", *q, *r], 300),
     ]
@@ -295,11 +296,19 @@ TARGETS = [
     ),
     Target(
         "Evaluate p99 with 1,000 idle OFREP SSE streams vs none",
-        "streams.sse.open_p99",
-        "streams.sse.idle_p99",
+        "ofrep_sse.open_p99",
+        "ofrep_sse.idle_p99",
         2.0,
         True,
-        _over("streams.sse.open_p99", "streams.sse.idle_p99"),
+        _over("ofrep_sse.open_p99", "ofrep_sse.idle_p99"),
+    ),
+    Target(
+        "OFREP refetchEvaluation after a change, 1,000 SSE streams open, vs 200 ms",
+        "ofrep_sse.refetch",
+        "200 ms",
+        1.0,
+        True,
+        _fixed("ofrep_sse.refetch", 200.0),
     ),
     Target(
         "cached targeted boolean faster than flagd in-process",

@@ -9,9 +9,6 @@ processes so their CPU is never counted on the server's side. Rows produced:
   the streams open and one after they close (the machine's background load moves both).
 - `streams.report.open`: the same with `--watches` native `Watch` streams (each naming one
   account, as the provider does) and as many flagd `EventStream`s open and read.
-- `streams.sse.idle_p99` / `streams.sse.open_p99`: p99 of sequential `Evaluate` calls with
-  nothing open (before and after), then with `--sse` idle OFREP SSE streams (decision 1311) held
-  by another process (two samples); medians.
 - `streams.provider_event`: ms from the answer to a Report on the account a
   `PlanGateProvider` has cached (the change is committed then) to that provider's
   `PROVIDER_CONFIGURATION_CHANGED`, sampled every 0.25 s during the loaded run (the account is
@@ -28,7 +25,6 @@ import asyncio
 import multiprocessing as mp
 import queue
 import random
-import re
 import resource
 import statistics
 import tempfile
@@ -39,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import catalogs
-from harness import Stats, emit, percentiles, sidecar
+from harness import Stats, emit, sidecar
 
 PER_CHANNEL = 100  # streams multiplexed on one HTTP/2 connection
 WATCHED = 0  # the account the provider caches; the callers write every other account
@@ -128,93 +124,6 @@ def stream_holder(
         out.put("closed")
 
     asyncio.run(run())
-
-
-def sse_holder(
-    base: str, connections: int, accounts: int, commands: Queue[str], out: Queue[str]
-) -> None:
-    """Open `connections` OFREP SSE streams (the URL each bulk answer names, accounts in
-    turn) and leave them idle; report "open", close on "close"."""
-    import aiohttp
-
-    async def run() -> None:
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
-        ) as session:
-            urls = []
-            for i in range(min(connections, accounts)):
-                body = {"context": {"targetingKey": catalogs.account_id(i)}}
-                async with session.post(f"{base}/ofrep/v1/evaluate/flags", json=body) as r:
-                    urls.append((await r.json())["eventStreams"][0]["url"])
-            responses = []
-            for i in range(connections):
-                response = await session.get(urls[i % len(urls)])
-                await response.content.readline()  # ": ready"
-                responses.append(response)
-            out.put("open")
-            await asyncio.get_running_loop().run_in_executor(None, commands.get)
-            for response in responses:
-                response.close()
-        out.put("closed")
-
-    asyncio.run(run())
-
-
-def _sequential_p99(target: str, accounts: int, calls: int) -> float:
-    """p99 in us of `calls` sequential raw Evaluate calls on a fresh channel."""
-    import grpc
-    from plangate.protocol.plangate.v1 import plangate_pb2 as pb
-
-    rng = random.Random(9)
-    requests = [
-        pb.EvaluateRequest(
-            account_id=catalogs.account_id(rng.randrange(accounts)), feature=catalogs.BOOLEAN_KEY
-        ).SerializeToString()
-        for _ in range(1024)
-    ]
-    with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(
-            "/plangate.v1.Evaluation/Evaluate", request_serializer=None, response_deserializer=None
-        )
-        for r in requests[:50]:
-            call(r)
-        samples = []
-        for i in range(calls):
-            t0 = time.perf_counter_ns()
-            call(requests[i & 1023])
-            samples.append(time.perf_counter_ns() - t0)
-    return percentiles(samples)["p99_us"]
-
-
-def sse_idle(
-    side: Any, connections: int, accounts: int, calls: int
-) -> tuple[list[float], list[float]]:
-    """Evaluate p99s in us with nothing open (before and after) and with `connections` idle
-    SSE streams open (twice): on a shared machine one sample of each is mostly noise."""
-    found = re.search(r"OFREP http://\S+:(\d+)", "".join(side.log))
-    assert found is not None, "the sidecar did not say its OFREP port"
-    base = f"http://127.0.0.1:{found.group(1)}"
-    idle = [_sequential_p99(side.target, accounts, calls)]
-    ctx = mp.get_context("spawn")
-    commands: Queue[str] = ctx.Queue()
-    out: Queue[str] = ctx.Queue()
-    holder = ctx.Process(
-        target=sse_holder, args=(base, connections, accounts, commands, out), daemon=True
-    )
-    holder.start()
-    try:
-        assert out.get(timeout=300) == "open"
-        time.sleep(1.0)
-        busy = [_sequential_p99(side.target, accounts, calls) for _ in range(2)]
-        commands.put("close")
-        assert out.get(timeout=120) == "closed"
-    finally:
-        holder.join(10)
-        if holder.is_alive():
-            holder.kill()
-    time.sleep(1.0)
-    idle.append(_sequential_p99(side.target, accounts, calls))
-    return idle, busy
 
 
 def _reports_per_second(target: str, callers: int, seconds: float, accounts: int) -> float:
@@ -332,7 +241,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     holder.kill()
             time.sleep(2.0)  # the closing burst is over
             after = _reports_per_second(target, args.callers, args.seconds, args.accounts)
-            sse = sse_idle(side, args.sse, args.accounts, args.calls)
     detail = {"callers": args.callers, "seconds": args.seconds}
     streams = {"watches": args.watches, "event_streams": args.watches}
     samples = probe.samples or [float("nan")]
@@ -349,10 +257,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 from_send_max_ms=max(probe.totals or [float("nan")]),
                 **streams,
             ).as_json(),
-            "streams.sse.idle_p99": Stats.of(sse[0], "us", calls=args.calls).as_json(),
-            "streams.sse.open_p99": Stats.of(
-                sse[1], "us", calls=args.calls, sse_connections=args.sse
-            ).as_json(),
         },
         "settings": {k: v for k, v in vars(args).items() if k != "quick"},
     }
@@ -367,8 +271,6 @@ def main() -> None:
     args.seconds = 2.0 if args.quick else 10.0
     args.accounts = 100 if args.quick else 1000
     args.watches = 50 if args.quick else 1000
-    args.sse = 50 if args.quick else 1000
-    args.calls = 200 if args.quick else 2000
     emit(measure(args))
 
 

@@ -64,6 +64,13 @@ class Settings:
         "--host (DNS-rebinding defence; others get 421)",
         "security",
     )
+    ofrep_cors_origins: str = option(
+        "",
+        "PLANGATE_OFREP_CORS_ORIGINS",
+        "comma-separated origins (https://app.example.com) whose browser pages may call OFREP, "
+        "e.g. with @openfeature/ofrep-web-provider, or * for any; none by default",
+        "security",
+    )
     http_idle_seconds: float = option(
         60.0,
         "PLANGATE_HTTP_IDLE_SECONDS",

@@ -190,6 +190,13 @@ class Feature:
         """Whether the feature keeps usage counters: metered features and credit pools."""
         return self.type is FeatureType.METERED or self.type is FeatureType.CREDITS
 
+    @property
+    def volatile(self) -> bool:
+        """Whether its answer may change with the clock alone, no write announcing it (its
+        targeting reads `$flagd.timestamp`, design §4.1): no cache keeps it, and OFREP leaves
+        it out of the bulk ETag and of `refetchEvaluation` (decision 2010)."""
+        return self.targeting is not None and self.targeting.volatile
+
 
 @dataclass(frozen=True, slots=True)
 class Threshold:

@@ -48,6 +48,7 @@ from .auth import TokenAuth, Tokens, read_tokens
 from .auth_guard import Failures
 from .console.routes import Console
 from .console.session import Sessions
+from .cors import allowed_origins
 from .drain import Drain
 from .evaluation import EvaluationService
 from .flagd import add_flagd_services
@@ -305,6 +306,7 @@ class Sidecar:
                 self.state.events,
                 s.heartbeat_seconds,
                 s.stream_coalesce_seconds,
+                allowed_origins(s.ofrep_cors_origins),
             ),
             s.host,
             s.ofrep_port,

@@ -76,9 +76,9 @@ def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -
         unlimited=decision.unlimited,
         metadata=scalar_struct(metadata(decision)),
     )
+    out.volatile = feature.volatile  # design §4.1: never cached
     targeting = feature.targeting
     if targeting is not None:
-        out.volatile = targeting.volatile  # design §4.1: never cached
         out.context_dependent = targeting.reads_context  # design §21
     if decision.valid_until is not None:
         out.valid_until.seconds, out.valid_until.nanos = _timestamp(decision.valid_until)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -32,6 +33,7 @@ from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resol
 from ..engine.request import split_targeting
 from ..runtime.live.events import EventHub
 from ..runtime.serve.decisions import Decisions
+from .cors import Cors
 from .errors import bounded
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
@@ -100,7 +102,10 @@ def _success(decision: Decision, feature: Feature, by_slug: bool = False) -> dic
     out: dict[str, Any] = {"key": feature.slug if by_slug else feature.key}
     if not decision.caller_default:  # decision 2000 / ADR-0006: no `value` = the code default
         out["value"] = natural_value(decision, feature)[1]
-    out.update(reason=decision.reason.value, variant=decision.variant, metadata=metadata(decision))
+    meta = metadata(decision)
+    if feature.volatile:  # decision 2010: outside the ETag, so evaluate it singly
+        meta["volatile"] = True
+    out.update(reason=decision.reason.value, variant=decision.variant, metadata=meta)
     return out
 
 
@@ -112,7 +117,8 @@ def etag_of(body: bytes) -> str:
     """A strong ETag from the response body itself.
 
     Content-based, so it changes exactly when the client would see a difference: a new
-    catalog, an account change or new usage, and never collides across accounts.
+    catalog, an account change or new usage, and never collides across accounts. The bulk
+    answer's is taken over the answer less its volatile flags (decision 2010).
     """
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
@@ -126,6 +132,23 @@ def etag_matches(header: str | None, etag: str) -> bool:
         if tag == "*" or tag.removeprefix("W/") == etag:
             return True
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class Bulk:
+    """A bulk answer: its status and JSON, and the keys of its volatile flags (decision 2010:
+    left out of the ETag, so a clock-driven answer neither moves it nor sends an event)."""
+
+    status: int
+    data: dict[str, Any]
+    volatile: frozenset[str] = field(default=frozenset())
+
+    def stable(self) -> dict[str, Any]:
+        """The answer less its volatile flags: what the ETag is computed from."""
+        if not self.volatile:
+            return self.data
+        flags = [f for f in self.data["flags"] if f["key"] not in self.volatile]
+        return {**self.data, "flags": flags}
 
 
 class Ofrep:
@@ -147,46 +170,57 @@ class Ofrep:
         self.metrics.evaluations.labels("ofrep", found.decision.reason.value).inc()
         return HTTPStatus.OK, result
 
-    def bulk(self, body: bytes, selector: str | None = None) -> tuple[int, dict[str, Any]]:
+    def bulk(self, body: bytes, selector: str | None = None) -> Bulk:
         try:
             account, context = split_context(body)
             product = flag_set(selector)  # decision 2007: a product's features, by slug
             found = self.decisions.evaluate_all(account, context, product)
         except EvaluationError as exc:
             self.metrics.evaluation_errors.labels("ofrep", exc.code.value).inc()
-            return HTTPStatus.BAD_REQUEST, {
-                "errorCode": exc.code.value,
-                "errorDetails": bounded(exc.message),
-            }
+            return Bulk(
+                HTTPStatus.BAD_REQUEST,
+                {"errorCode": exc.code.value, "errorDetails": bounded(exc.message)},
+            )
         flags: list[dict[str, Any]] = []
+        volatile: set[str] = set()
         for key, result in found.results.items():
             if isinstance(result, EvaluationError):
                 flags.append(_failure(key.rsplit("/", 1)[-1] if product else key, result))
             else:
                 flags.append(_success(result.decision, result.feature, product is not None))
+                if result.feature.volatile:
+                    volatile.add(flags[-1]["key"])
         self.metrics.evaluations.labels("ofrep_bulk", "TARGETING_MATCH").inc(len(flags))
-        return HTTPStatus.OK, {"flags": flags}
+        return Bulk(HTTPStatus.OK, {"flags": flags}, frozenset(volatile))
 
 
 def ofrep_app(
-    decisions: Decisions, metrics: Metrics, hub: EventHub, heartbeat: float, coalesce: float
+    decisions: Decisions,
+    metrics: Metrics,
+    hub: EventHub,
+    heartbeat: float,
+    coalesce: float,
+    cors_origins: frozenset[str] = frozenset(),
 ) -> web.Application:
     """OFREP over HTTP/1.1 (keep-alive, as the providers use a session), with its SSE change
     stream (`ofrep_events.py`). `flagConfigEtag` / `flagConfigLastModified` on a re-fetch are
     accepted and change nothing: every answer is evaluated afresh, and 304 comes only from
-    `If-None-Match` (decision 1311)."""
+    `If-None-Match` (decision 1311). Browser pages of `cors_origins` may call it (decision
+    2011)."""
     ofrep = Ofrep(decisions, metrics)
 
-    def payload(origin: str, body: bytes, selector: str) -> tuple[int, bytes]:
-        """The bulk answer's status and body, `eventStreams` included (the ETag covers it)."""
-        status, data = ofrep.bulk(body, selector or None)
-        if status == HTTPStatus.OK:
-            account, context = split_context(body)
-            url = events.stream_url(origin, account, selector, context)
-            data["eventStreams"] = events.event_streams(url)
-        return status, _dump(data)
+    def payload(origin: str, body: bytes, selector: str) -> tuple[int, bytes, str]:
+        """The bulk answer's status, body and ETag (empty unless 200): `eventStreams`
+        included, so the ETag covers it; volatile flags left out of it (decision 2010)."""
+        found = ofrep.bulk(body, selector or None)
+        if found.status != HTTPStatus.OK:
+            return found.status, _dump(found.data), ""
+        account, context = split_context(body)
+        url = events.stream_url(origin, account, selector, context)
+        found.data["eventStreams"] = events.event_streams(url)
+        return found.status, _dump(found.data), etag_of(_dump(found.stable()))
 
-    events = OfrepEvents(hub, payload, etag_of, heartbeat)
+    events = OfrepEvents(hub, payload, heartbeat)
     events.coalesce = coalesce
 
     async def bulk(request: web.Request) -> web.StreamResponse:
@@ -194,10 +228,9 @@ def ofrep_app(
         if isinstance(body, web.StreamResponse):
             return body
         origin, selector = f"{request.scheme}://{request.host}", _selector(request)
-        status, payload_bytes = payload(origin, body, selector)
+        status, payload_bytes, etag = payload(origin, body, selector)
         if status != HTTPStatus.OK:
             return _send(status, payload_bytes)
-        etag = etag_of(payload_bytes)
         account, context = split_context(body)
         events.remember((account, selector, context_hash(context)), origin, body, etag)
         if etag_matches(request.headers.get("If-None-Match"), etag):
@@ -228,6 +261,8 @@ def ofrep_app(
     app.router.add_get(PREFIX, get)
     app.router.add_get(PREFIX + "/{key:.*}", get)
     app.router.add_route("*", "/{path:.*}", not_found)
+    if cors_origins:
+        Cors(cors_origins).install(app)
     return app
 
 

@@ -42,8 +42,8 @@ REMEMBERED = 10_000  # contexts whose ETag a stream can recompute; older ones se
 REMEMBERED_BYTES = 4096  # a larger request body is not remembered (its events carry no etag)
 
 StreamKey = tuple[str, str, str]  # (account, selector, context hash)
-Payload = Callable[[str, bytes, str], tuple[int, bytes]]
-"""(origin, request body, selector) -> (status, the bulk response body) for that request."""
+Payload = Callable[[str, bytes, str], tuple[int, bytes, str]]
+"""(origin, request body, selector) -> (status, the bulk response body, its ETag)."""
 
 
 @dataclass(slots=True)
@@ -62,12 +62,9 @@ def context_hash(context: object) -> str:
 class OfrepEvents:
     """The event-stream half of OFREP: the `eventStreams` entry and the SSE endpoint."""
 
-    def __init__(
-        self, hub: EventHub, payload: Payload, etag_of: Callable[[bytes], str], heartbeat: float
-    ) -> None:
+    def __init__(self, hub: EventHub, payload: Payload, heartbeat: float) -> None:
         self._hub = hub
         self._payload = payload
-        self._etag_of = etag_of
         self._heartbeat = max(heartbeat, KEEPALIVE)
         self.coalesce = 1.0
         self._queries: OrderedDict[StreamKey, _Query] = OrderedDict()
@@ -96,10 +93,10 @@ class OfrepEvents:
         query = self._queries.get(key)
         if query is None:
             return None
-        status, body = self._payload(query.origin, query.body, key[1])
+        status, _, etag = self._payload(query.origin, query.body, key[1])
         if status != HTTPStatus.OK:
             return None
-        query.etag = self._etag_of(body)
+        query.etag = etag
         return query.etag
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from support.sidecar import Stubs, copy_catalog, in_process
 
-BODY = {"context": {"targetingKey": "acct_initech", "region": "eu"}}
+ACCOUNT = "acct_initech"
 TIMEOUT = 20.0  # generous: the machine may be loaded; timing belongs in bench/streams.py
 
 
@@ -68,11 +68,16 @@ class Sse:
 
 
 async def _bulk(
-    session: aiohttp.ClientSession, base: str, query: str = "", etag: str = ""
+    session: aiohttp.ClientSession,
+    base: str,
+    query: str = "",
+    etag: str = "",
+    account: str = ACCOUNT,
 ) -> tuple[int, str, dict[str, Any]]:
     headers = {"If-None-Match": etag} if etag else {}
+    body = {"context": {"targetingKey": account, "region": "eu"}}
     async with session.post(
-        f"{base}/ofrep/v1/evaluate/flags{query}", json=BODY, headers=headers
+        f"{base}/ofrep/v1/evaluate/flags{query}", json=body, headers=headers
     ) as response:
         body = await response.json() if response.status == 200 else {}
         return response.status, response.headers.get("ETag", ""), body
@@ -82,15 +87,16 @@ Opened = tuple[aiohttp.ClientSession, str, Sse, str]
 
 
 @contextlib.asynccontextmanager
-async def opened(sidecar: Any) -> AsyncIterator[Opened]:
-    """A session, the OFREP base URL, the open SSE stream of BODY's context, its bulk ETag."""
+async def opened(sidecar: Any, account: str = ACCOUNT) -> AsyncIterator[Opened]:
+    """A session, the OFREP base URL, the open SSE stream of the account's context, its bulk
+    ETag."""
     base = f"http://127.0.0.1:{sidecar.ofrep_port}"
     async with aiohttp.ClientSession() as session:
-        status, etag, body = await _bulk(session, base)
+        status, etag, body = await _bulk(session, base, account=account)
         assert status == 200 and etag
         (stream,) = body["eventStreams"]
         assert stream["type"] == "sse" and stream["inactivityDelaySec"] == 120
-        assert "account=acct_initech" in stream["url"]
+        assert f"account={account}" in stream["url"]
         async with session.get(stream["url"]) as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -105,11 +111,13 @@ def _report(stubs: Stubs, account: str) -> None:
     stubs.usage.Report(pb.ReportRequest(reports=[report]), timeout=10)
 
 
-def run(sidecar: Any, body: Callable[[Opened], Coroutine[Any, Any, None]]) -> None:
-    """Run `body` with a freshly opened stream, on a loop of its own."""
+def run(
+    sidecar: Any, body: Callable[[Opened], Coroutine[Any, Any, None]], account: str = ACCOUNT
+) -> None:
+    """Run `body` with a freshly opened stream of the account, on a loop of its own."""
 
     async def main() -> None:
-        async with opened(sidecar) as o:
+        async with opened(sidecar, account) as o:
             await body(o)
 
     asyncio.run(main())
@@ -210,3 +218,59 @@ async def _boundary(o: Opened, stubs: Stubs) -> None:
     assert ended["etag"] == current
     seats = next(f for f in body["flags"] if f["key"] == "seats")
     assert seats["value"] != 40
+
+
+def test_an_expiring_override_sends_refetch(sidecar: Any, stubs: Stubs) -> None:
+    """An override that expires while the stream is open (decision 1311: a time boundary)."""
+    stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_overridden"), timeout=10)
+    run(sidecar, lambda o: _override(o, stubs), "acct_overridden")
+
+
+async def _override(o: Opened, stubs: Stubs) -> None:
+    session, base, sse, _ = o
+    expires = Timestamp()
+    expires.FromDatetime(datetime.now(UTC) + timedelta(seconds=3))
+    request = pb.SetOverrideRequest(
+        account_id="acct_overridden",
+        feature="support-tier",
+        value=struct_pb2.Value(string_value="priority"),
+        expires_at=expires,
+    )
+    await asyncio.to_thread(stubs.admin.SetOverride, request, timeout=10)
+    _, _, overridden = await sse.next()
+    _, _, expired = await sse.next()  # nothing else changes this account meanwhile
+    assert expired["etag"] != overridden["etag"]
+    _, current, body = await _bulk(session, base, account="acct_overridden")
+    assert expired["etag"] == current
+    tier = next(f for f in body["flags"] if f["key"] == "support-tier")
+    assert tier["value"] != "priority"
+
+
+def test_a_trial_ending_sends_refetch(sidecar: Any, stubs: Stubs) -> None:
+    """A trial that ends (and is cancelled) while the stream is open: the plan's features go."""
+    stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id="acct_trying"), timeout=10)
+    run(sidecar, lambda o: _trial(o, stubs), "acct_trying")
+
+
+async def _trial(o: Opened, stubs: Stubs) -> None:
+    session, base, sse, _ = o
+    ends = Timestamp()
+    ends.FromDatetime(datetime.now(UTC) + timedelta(seconds=3))
+    request = pb.CreateSubscriptionRequest(
+        account_id="acct_trying",
+        plan="enterprise",
+        trial_ends_at=ends,
+        trial_then="cancel",
+        id="initech-enterprise-trial",
+    )
+    await asyncio.to_thread(stubs.admin.CreateSubscription, request, timeout=10)
+    _, _, trial = await sse.next()
+    _, current, body = await _bulk(session, base, account="acct_trying")
+    theme = next(f for f in body["flags"] if f["key"] == "theme")
+    assert theme["metadata"].get("trial") is True  # enterprise's, while the trial runs
+    _, _, ended = await sse.next()
+    assert ended["etag"] != trial["etag"]
+    _, current, body = await _bulk(session, base, account="acct_trying")
+    assert ended["etag"] == current
+    theme = next(f for f in body["flags"] if f["key"] == "theme")
+    assert "trial" not in theme["metadata"]
