@@ -172,7 +172,7 @@ def test_catalog_change_reaches_the_provider_as_configuration_changed(
 EVENTS = ROOT / "tests" / "support" / "flagd_provider_events.py"
 
 
-def test_sigterm_is_noticed_within_1s_and_events_resume_after_a_restart(
+def test_sigterm_is_noticed_at_once_and_events_resume_after_a_restart(
     tmp_path: Path,
 ) -> None:
     """Issue 11.10: the graceful shutdown ends EventStream with UNAVAILABLE, so the provider
@@ -187,7 +187,10 @@ def test_sigterm_is_noticed_within_1s_and_events_resume_after_a_restart(
         signalled = time.monotonic()
         sidecar.proc.send_signal(signal.SIGTERM)
         _, noticed = provider.next("STALE", "ERROR")
-        assert noticed - signalled < 1.0
+        # at once: 1 s on a quiet machine; the bound leaves room for a loaded CI box, and is
+        # still far below what the provider would take without the stream's end (its
+        # keep-alive deadline, or the process's exit after the drain's 5 s grace)
+        assert noticed - signalled < 3.0
         assert sidecar.proc.wait(10) == 0
 
         sidecar.start()  # the same ports again

@@ -62,7 +62,7 @@ def test_flagd_provider_follows_changes_shutdown_and_restart(
         signalled = time.monotonic()
         sidecar.proc.send_signal(signal.SIGTERM)
         _, noticed = provider.next("STALE", "ERROR")
-        assert noticed - signalled < 1.0
+        assert noticed - signalled < 3.0  # at once; room for a loaded CI box (not 5 s grace)
         assert sidecar.proc.wait(10) == 0
 
         sidecar.start()  # the same ports again

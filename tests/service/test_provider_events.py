@@ -106,8 +106,8 @@ def test_stale_error_and_ready_again_across_a_sigkill(
         mark = log.mark()
         sidecar.kill()
         killed = time.monotonic()
-        stale = log.wait(STALE, mark, timeout=3)
-        assert stale.at - killed < 1.0
+        stale = log.wait(STALE, mark, timeout=5)
+        assert stale.at - killed < 3.0  # at once (the reset), not at a missed heartbeat
         assert client.get_provider_status() == ProviderStatus.STALE
         _assert_default_fast("acct_acme")  # the cached True is not served while blind
 
@@ -159,7 +159,7 @@ def test_sigterm_is_noticed_at_once_and_events_resume_after_a_restart(
     subprocess_sidecar: SubprocessSidecar,
 ) -> None:
     """Issue 11.10: a graceful shutdown ends the Watch stream with UNAVAILABLE, so the
-    provider goes STALE within 1 s (not at its next missed heartbeat), and after a restart on
+    provider goes STALE at once (not at its next missed heartbeat), and after a restart on
     the same port it is READY and hears of changes again."""
     sidecar = subprocess_sidecar
     with (
@@ -171,8 +171,10 @@ def test_sigterm_is_noticed_at_once_and_events_resume_after_a_restart(
         assert sidecar.proc is not None
         sidecar.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        stale = log.wait(STALE, mark, timeout=3)
-        assert stale.at - signalled < 1.0
+        stale = log.wait(STALE, mark, timeout=5)
+        # at once (1 s on a quiet machine; room for a loaded CI box), not at the next missed
+        # heartbeat or after the drain's 5 s grace
+        assert stale.at - signalled < 3.0
         assert sidecar.proc.wait(10) == 0
 
         sidecar.start()  # same ports as before

@@ -29,9 +29,10 @@ def test_ten_thousand_units_across_a_sigkill_are_counted_exactly_once(tmp_path: 
         with provider(sidecar.target) as p:
             client = api.get_client()
             ctx = EvaluationContext("acct_meter")
-            # A full collection of this test process's heap (late in a long suite) can pause
-            # any call for ~0.1 s; that is not `track` waiting on the sidecar, which is down
-            # for seconds here and would show as a multi-second call.
+            # A full collection of this test process's heap (late in a long suite) or a busy
+            # CI machine can pause any call for a few tenths of a second; that is not `track`
+            # waiting on the sidecar, which is down for seconds here and would show as a
+            # multi-second call.
             gc.disable()
             for i in range(10_000):
                 if i == 3_000:
@@ -47,7 +48,7 @@ def test_ten_thousand_units_across_a_sigkill_are_counted_exactly_once(tmp_path: 
                 if i % 100 == 99:
                     time.sleep(0.01)  # spread the stream out, so the kill lands mid-stream
             assert restarted.wait(15), "sidecar did not restart"
-            assert slowest < 0.1, f"track blocked for {slowest:.3f}s"
+            assert slowest < 1.0, f"track blocked for {slowest:.3f}s"
             api.shutdown()  # flushes the queue
             assert p.pending_reports == 0
         with Stubs(sidecar.target) as stubs:
