@@ -17,8 +17,8 @@ before the crash is answered "duplicate", never counted twice).
   with a warning, never a crash; zero bytes (the preallocated rest, or a page a machine crash
   lost) separate lines too. The file is rewritten on open (only the unacknowledged reports),
   so new lines never follow a torn one.
-- Bounded: when every report is acknowledged the file is emptied (back to its first size);
-  and once it holds at least
+- Bounded: when every report is acknowledged the file is zeroed (and shrunk back to its first
+  size); and once it holds at least
   `COMPACT_LINES` lines of which at most half are unacknowledged reports, the background
   thread rewrites it with only those (a new file, fsynced, renamed over the old, so a crash
   mid-way leaves one of the two whole). `track` only waits for the rename, never an fsync:
@@ -122,14 +122,13 @@ class TrackJournal:
                 return
             for n in done:
                 self._live.pop(n, None)
+            self._put(line)
             if not self._live and self._tail is None:
                 self._empty()  # nothing left to replay: nothing to keep
-            else:
-                self._put(line)
-                if self._tail is not None:
-                    self._tail.append(line)
-                elif self._lines >= COMPACT_LINES and len(self._live) * 2 <= self._lines:
-                    self._compact_due = True
+            elif self._tail is not None:
+                self._tail.append(line)
+            elif self._due():
+                self._compact_due = True
         self._dirty.set()
 
     def close(self) -> None:
@@ -157,11 +156,21 @@ class TrackJournal:
         self._end = end
         self._lines += 1
 
+    def _due(self) -> bool:
+        """Whether a compaction would at least halve the file (`_lock` held)."""
+        return self._lines >= COMPACT_LINES and len(self._live) * 2 <= self._lines
+
     def _empty(self) -> None:
-        """Truncate the file to its first size, all zeros (`_lock` held)."""
-        os.ftruncate(self._fd, 0)
-        old, self._map = self._map, _mapping(self._fd, 0)
-        old.close()
+        """Zero the file and shrink it back to its first size (`_lock` held).
+
+        Zeroed through the mapping, front to back, after the last acknowledgement was added:
+        no allocation that a full disk could refuse, and a process killed half-way leaves
+        a tail whose every report is followed by its acknowledgement."""
+        self._map[: self._end] = bytes(self._end)
+        if len(self._map) > FIRST_SIZE:
+            old, self._map = self._map, mmap.mmap(self._fd, FIRST_SIZE)
+            old.close()
+            os.ftruncate(self._fd, FIRST_SIZE)
         self._end = 0
         self._lines = 0
 
@@ -228,6 +237,8 @@ class TrackJournal:
                 self._fd, self._map = fd, mapped
                 self._end = len(head) + len(rest)
                 self._lines = len(snapshot) + len(tail)
+                # what was acknowledged while this ran (no later acknowledgement may come)
+                self._compact_due = self._due()
         except BaseException as exc:
             os.close(fd)
             tmp.unlink(missing_ok=True)
