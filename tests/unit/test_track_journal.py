@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.provider.journal import COMPACT_LINES, FIRST_SIZE, TrackJournal
 
@@ -124,5 +126,28 @@ def test_everything_acknowledged_empties_the_file_back_to_its_first_size(tmp_pat
     again = TrackJournal(str(path))
     try:
         assert [n for n, _ in again.unacknowledged()] == [count + 1]
+    finally:
+        again.close()
+
+
+def test_without_posix_fallocate_the_zeros_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """macOS has no `posix_fallocate`: the journal preallocates by writing zeros instead."""
+    monkeypatch.delattr(os, "posix_fallocate")
+    path = tmp_path / "j"
+    journal = TrackJournal(str(path))
+    try:
+        count = 2 * FIRST_SIZE // len(_report(1).SerializeToString())  # grows once at least
+        for n in range(1, count + 1):
+            journal.append(n, _report(n))
+        size = path.stat().st_size
+        assert size >= 2 * FIRST_SIZE
+        assert os.stat(path).st_blocks * 512 >= size  # real blocks, not a sparse file
+    finally:
+        journal.close()
+    again = TrackJournal(str(path))
+    try:
+        assert len(again.unacknowledged()) == count
     finally:
         again.close()

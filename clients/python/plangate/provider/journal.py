@@ -260,8 +260,18 @@ def _mapping(fd: int, used: int) -> mmap.mmap:
     first `used` bytes are lines, the rest zeros). Preallocated, not merely extended: a full
     disk fails here with an error, never later as a SIGBUS on a page `track` copies into."""
     size = _size_for(used)
-    os.posix_fallocate(fd, 0, size)
+    _preallocate(fd, size)
     return mmap.mmap(fd, size)
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Give the file `size` bytes of real blocks (zeros past its end)."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, size)
+        return
+    have = os.fstat(fd).st_size  # macOS has no posix_fallocate: write the zeros
+    if have < size:
+        os.pwrite(fd, bytes(size - have), have)
 
 
 def _exclusive(path: Path) -> int:
