@@ -18,9 +18,8 @@ before the crash is answered "duplicate", never counted twice).
   lost) separate lines too. The file is rewritten on open (only the unacknowledged reports),
   so new lines never follow a torn one.
 - Bounded: when every report is acknowledged the file is zeroed (and shrunk back to its first
-  size); and once it holds at least
-  `COMPACT_LINES` lines of which at most half are unacknowledged reports, the background
-  thread rewrites it with only those (a new file, fsynced, renamed over the old, so a crash
+  size); and once it holds at least `COMPACT_LINES` lines of which at most half are
+  unacknowledged reports, the background thread rewrites it with only those (a new file, fsynced, renamed over the old, so a crash
   mid-way leaves one of the two whole). `track` only waits for the rename, never an fsync:
   lines written meanwhile are copied to the new file under the lock.
 - One process per journal: an exclusive `flock` on `PATH.lock`; a second provider fails to
