@@ -4,6 +4,10 @@ Rows produced (microseconds per call unless noted):
 - `floor.inmemory`: OpenFeature client + the SDK's `InMemoryProvider` (a static flag).
   The least any OpenFeature evaluation costs: the SDK's own work (hooks, context merge,
   details objects) with a dict lookup for a provider.
+- `floor.inmemory.track`: `client.track` on that client: the SDK's own share of a `track`
+  (context merge, provider look-up; the provider's `track` does nothing).
+- `provider.track`, `provider.track.journal`: `client.track` through `PlanGateProvider`
+  without and with `track_journal` (amortised: the sender thread's work shares the GIL).
 - `floor.grpc_echo`: a raw unary call to `echo_server.py`, carrying the bytes of the
   EvaluateRequest the uncached row sends. The least any RPC-based evaluation costs.
 - `provider.cached.{boolean,integer,metered}`: `client.get_*_value` through
@@ -144,6 +148,7 @@ def measure(quick: bool, reps: int, batch: int) -> dict[str, Any]:
                     ),
                     # `track` returns once the report is queued (and, journaled, written to
                     # the file; fsync batched every 10 ms): amortised cost per call, design §21
+                    Case("floor.inmemory.track", lambda: floor.track(m, ctx), n_mem),
                     Case("provider.track", lambda: cached.track(m, ctx), n_mem),
                     Case("provider.track.journal", lambda: journaled.track(m, ctx), n_mem),
                     Case(

@@ -53,7 +53,9 @@ class PendingUsage:
                 self._add(seq, account, price[0], amount * price[1], False)
 
     def _add(self, seq: int, account: str, feature: str, amount: float, is_set: bool) -> None:
-        counter = self._counters.setdefault((account, feature), _Counter())
+        counter = self._counters.get((account, feature))
+        if counter is None:  # not `setdefault(key, _Counter())`: that builds one every call
+            counter = self._counters[account, feature] = _Counter()
         counter.items[seq] = (is_set, amount)
         if is_set:
             counter.sets += 1

@@ -8,6 +8,7 @@ it apart from `PlanGateProvider` leaves the provider class as the plain OpenFeat
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Sequence
 
@@ -60,6 +61,9 @@ class Session:
             config.heartbeat_timeout,
             accounts_only=self.cache is not None,
         )
+        # idempotency keys of reports without one: this session's random prefix + the report's
+        # number (unique without a `getrandom` system call per `track`, decision 2104)
+        self._key_prefix = secrets.token_hex(12) + "-"
         self._replaying: set[int] = set()
         self._replayed = threading.Event()
         self._replay()
@@ -114,14 +118,18 @@ class Session:
             )
             return
         attributes = details.attributes if details is not None else {}
+        seq = self.reporter.next_seq()
         try:
             report, overlay = usage_report(
-                feature, account, details.value if details is not None else None, attributes
+                feature,
+                account,
+                details.value if details is not None else None,
+                attributes,
+                f"{self._key_prefix}{seq}",
             )
         except (TypeError, ValueError) as exc:
             log.warning("track(%r): %s; usage not reported", feature, exc)
             return
-        seq = self.reporter.next_seq()
         if self.journal is not None:
             self.journal.append(seq, report)  # before `track` returns (design §21)
         if overlay is not None:
