@@ -32,6 +32,7 @@ from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resol
 from ..engine.request import split_targeting
 from ..runtime.live.events import EventHub
 from ..runtime.serve.decisions import Decisions
+from ..store.errors import StoreUnavailable
 from .errors import bounded
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
@@ -190,7 +191,7 @@ def ofrep_app(
     events.coalesce = coalesce
 
     async def bulk(request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await _held_body(request, decisions)
         if isinstance(body, web.StreamResponse):
             return body
         origin, selector = f"{request.scheme}://{request.host}", _selector(request)
@@ -205,7 +206,7 @@ def ofrep_app(
         return _send(status, payload_bytes, {"ETag": etag})
 
     async def single(request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await _held_body(request, decisions)
         if isinstance(body, web.StreamResponse):
             return body
         status, data = ofrep.single(request.match_info["key"], body)
@@ -229,6 +230,31 @@ def ofrep_app(
     app.router.add_get(PREFIX + "/{key:.*}", get)
     app.router.add_route("*", "/{path:.*}", not_found)
     return app
+
+
+async def _held_body(request: web.Request, decisions: Decisions) -> bytes | web.StreamResponse:
+    """`_body`, with the account it names held (`_hold`)."""
+    body = await _body(request)
+    if isinstance(body, web.StreamResponse):
+        return body
+    refused = await _hold(decisions, body)
+    return body if refused is None else refused
+
+
+async def _hold(decisions: Decisions, body: bytes) -> web.Response | None:
+    """Working set (design §19): the account the body names, in memory before the
+    synchronous evaluation (a body that names none is answered by that evaluation); the 503
+    to send when the store cannot be read, never an answer with a default."""
+    if decisions.loads.active:
+        try:
+            account, _ = split_context(body)
+        except EvaluationError:
+            return None
+        try:
+            await decisions.loads.hold(account)
+        except StoreUnavailable as exc:
+            return _send(HTTPStatus.SERVICE_UNAVAILABLE, _dump({"errorDetails": bounded(str(exc))}))
+    return None
 
 
 def _selector(request: web.Request) -> str:

@@ -113,6 +113,7 @@ def usage_history(
 ) -> list[HistoryPoint]:
     """The account's usage of `feature` in each `window` overlapping [start, end)."""
     kind = parse_window(str(window))
+    state.ensure(account_id)  # design §19: called off the loop
     snap = state.snapshot
     f = metered_feature(snap, feature)
     check_range(start, end)
