@@ -240,9 +240,21 @@ class Sidecar:
 
     # -- assembly (on the loop) --------------------------------------------------------------
 
+    def _evict_on_the_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Design §19: a load on another thread (admin, History) asks the loop to evict, the
+        only place evictions happen (decision 2500)."""
+        state = self.state
+        if state.working is not None:
+
+            def evict_soon() -> None:
+                loop.call_soon_threadsafe(state.evict_due)
+
+            state.loaded_off_loop = evict_soon
+
     async def _open(self) -> None:
         s = self.settings
         self.state.events.bind(asyncio.get_running_loop(), s.stream_coalesce_seconds)
+        self._evict_on_the_loop(asyncio.get_running_loop())
         self.health = HealthService()
         self.drain = Drain()
         interceptors: list[Any] = [self.drain.interceptor, RefuseUndecodable()]

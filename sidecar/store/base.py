@@ -226,6 +226,15 @@ class Store(Protocol):
         its owners' records (of the subscriptions naming it a member) and their counters."""
         ...
 
+    def account_ids(self, after: str, limit: int) -> list[str]:
+        """Ids of stored accounts greater than `after`, in order, at most `limit`: what lists
+        read with a working set (design §19), which holds only some accounts in memory."""
+        ...
+
+    def count_accounts(self) -> int:
+        """How many accounts are stored (deleted ones not counted)."""
+        ...
+
     def save_record(
         self,
         record: Record,

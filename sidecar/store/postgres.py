@@ -718,6 +718,26 @@ class PostgresStore:
             self.versions.advance_counter(key, version)
         return {key: value for key, (value, _version) in rows.items()}
 
+    def account_ids(self, after: str, limit: int) -> list[str]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT id FROM plangate.accounts WHERE environment = %s "
+                'AND id COLLATE "C" > %s AND record IS NOT NULL ORDER BY id COLLATE "C" LIMIT %s',
+                (self.environment, after, limit),
+            ).fetchall()
+        )
+        return [str(row[0]) for row in rows]
+
+    def count_accounts(self) -> int:
+        row = self._read(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM plangate.accounts WHERE environment = %s "
+                "AND record IS NOT NULL",
+                (self.environment,),
+            ).fetchone()
+        )
+        return int(row[0]) if row else 0
+
     def load_account(self, account_id: str) -> LoadedAccount:
         """In one read transaction: the row by its key, the owners by jsonb containment (a
         member index is design §19's, not built yet) and the counters by scope."""

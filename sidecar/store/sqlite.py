@@ -893,6 +893,21 @@ class SqliteStore:
             rows = self._conn.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit))
             return [audit_from(row, _json_or_none, parse_ts) for row in rows.fetchall()]
 
+    def account_ids(self, after: str, limit: int) -> list[str]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT id FROM accounts WHERE environment = ? AND id > ? ORDER BY id LIMIT ?",
+                (self.environment, after, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def count_accounts(self) -> int:
+        with self._reading() as c:
+            row = c.execute(
+                "SELECT count(*) FROM accounts WHERE environment = ?", (self.environment,)
+            ).fetchone()
+        return int(row[0])
+
     def count_deliveries(self) -> dict[DeliveryStatus, int]:
         with self._reading():
             rows = self._conn.execute(

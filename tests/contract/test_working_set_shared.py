@@ -80,3 +80,7 @@ def test_changes_to_accounts_not_held_are_announced_and_read(two: tuple[Any, Any
             ),
             timeout=10,
         )
+        listed = b.admin.ListAccounts(pb.ListAccountsRequest(page_size=100), timeout=10)
+        assert [x.id for x in listed.accounts if x.id in ids] == ids  # from the store
+        assert ws.state.account_count() == full.state.account_count()
+        wait_for(lambda: len(ws.state.working) <= 3, timeout=10)  # evicted on the loop again

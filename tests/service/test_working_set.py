@@ -8,6 +8,7 @@ import random
 import threading
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
-from plangate.protocol.values import to_value
+from plangate.protocol.values import to_timestamp, to_value
 from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as flagd_pb
 from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as flagd_grpc
 from support.sidecar import Stubs, copy_catalog, in_process
@@ -283,3 +284,44 @@ def test_flagd_and_ofrep_read_accounts_that_are_not_held(tmp_path: Path) -> None
             flagd.ResolveBoolean(flagd_pb.ResolveBooleanRequest(flag_key="sso", context=context))
         assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
         channel.close()
+
+
+def _range(request: Any, start: datetime, end: datetime) -> Any:
+    getattr(request, "from").CopyFrom(to_timestamp(start))
+    request.to.CopyFrom(to_timestamp(end))
+    return request
+
+
+def test_lists_history_and_export_do_not_stop_at_the_held_accounts(tmp_path: Path) -> None:
+    catalog, db = copy_catalog(tmp_path), tmp_path / "state.db"
+    with in_process(catalog, db) as full, stubs_of(full) as stubs:
+        ids = populate(stubs, 25, random.Random(7))
+        everyone = list(stubs.admin.ListAccounts(pb.ListAccountsRequest(page_size=1000)).accounts)
+    with in_process(catalog, db, max_accounts=3) as ws, stubs_of(ws) as stubs:
+        listed: list[pb.Account] = []
+        token = ""
+        while True:  # pages of 7, each read from the store
+            page = stubs.admin.ListAccounts(
+                pb.ListAccountsRequest(page_size=7, page_token=token), timeout=10
+            )
+            listed.extend(page.accounts)
+            token = page.next_page_token
+            if not token:
+                break
+        assert [a.id for a in listed] == [a.id for a in everyone]
+        assert listed == everyone
+        assert ws.state.account_count() == len(everyone)
+        now = datetime.now(UTC)
+        history = stubs.usage.History(
+            _range(
+                pb.HistoryRequest(account_id=ids[0], feature="api-calls", window="day"),
+                now - timedelta(days=1),
+                now + timedelta(hours=1),
+            ),
+            timeout=10,
+        )
+        assert len(history.points) >= 1
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stubs.usage.Export(_range(pb.ExportRequest(), now - timedelta(days=1), now)))
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "--max-accounts" in (refused.value.details() or "")

@@ -110,6 +110,8 @@ class LiveState:
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
         # how far past now a report may be dated: `serve` sets --max-report-ahead-seconds
         self.report_ahead = timedelta.max
+        # working set: told after a load on another thread, so the loop evicts (`serve` sets it)
+        self.loaded_off_loop: Callable[[], None] = lambda: None
         self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
         self.enqueued_listeners: list[Callable[[], None]] = []  # told of new outbox rows
         # concurrent Report/Consume calls share a store transaction (one commit, one lock per counter)
@@ -157,6 +159,7 @@ class LiveState:
             assert self.working is not None
             self.working.stats.misses += 1
             self.load(account_id)
+            self.loaded_off_loop()
 
     def load(self, account_id: str) -> None:
         """Read a stored account (with the owners of the pools it is in, and their counters)
@@ -234,6 +237,21 @@ class LiveState:
         for member in self._members_of(old):
             if member != account_id and ws.holds(member):
                 self._drop(member)
+
+    def account_ids(self, after: str, limit: int) -> list[str]:
+        """Ids of every account (declared or stored) after `after`, in order, at most `limit`:
+        from the store with a working set (memory holds only some), else from memory."""
+        if self.working is None:
+            return sorted(i for i in self.snapshot.accounts if i > after)[:limit]
+        declared = [i for i in self.catalog.accounts if i > after]
+        return sorted({*self.store.account_ids(after, limit), *declared})[:limit]
+
+    def account_count(self) -> int:
+        """How many accounts there are (declared or stored), wherever they are held."""
+        if self.working is None:
+            return len(self.snapshot.accounts)
+        declared = sum(1 for i in self.catalog.accounts if i not in self.records)
+        return self.store.count_accounts() + declared
 
     def _scope_held(self, scope: str) -> bool:
         kind, _, ident = scope.partition(":")

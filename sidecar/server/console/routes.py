@@ -184,7 +184,7 @@ class Console:
                 viewer,
                 snap.catalog,
                 state.catalog_error,
-                len(snap.accounts),
+                state.account_count(),
                 state.store.count_deliveries(),
                 self.environment,
             )
