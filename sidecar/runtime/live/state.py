@@ -222,8 +222,10 @@ class LiveState:
         """Forget a stored account (and, for an owner, the members held through its pools)."""
         ws = self.working
         assert ws is not None
-        ws.stats.evictions += 1
         ws.forget(account_id)
+        if account_id in self.catalog.accounts:
+            return  # declared since it was loaded (a catalog change): always held now
+        ws.stats.evictions += 1
         for key in ws.drop_scope(f"acct:{account_id}"):
             self.counters.values.pop(key, None)
         self.records.pop(account_id, None)
