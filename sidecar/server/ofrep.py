@@ -189,6 +189,7 @@ def ofrep_app(
 
     events = OfrepEvents(hub, payload, etag_of, heartbeat)
     events.coalesce = coalesce
+    _keep_streamed(events, decisions)
 
     async def bulk(request: web.Request) -> web.StreamResponse:
         body = await _held_body(request, decisions)
@@ -230,6 +231,19 @@ def ofrep_app(
     app.router.add_get(PREFIX + "/{key:.*}", get)
     app.router.add_route("*", "/{path:.*}", not_found)
     return app
+
+
+def _keep_streamed(events: OfrepEvents, decisions: Decisions) -> None:
+    """Working set (design §19): an account with an open SSE stream stays held, so each
+    change is compared against its real answer (not an account the store must read again)."""
+    loads = decisions.loads
+    if loads.active:
+
+        async def keep(account: str) -> object:
+            return await loads.pin((account,))
+
+        events.keep = keep
+        events.release = lambda account: loads.unpin((account,))
 
 
 async def _held_body(request: web.Request, decisions: Decisions) -> bytes | web.StreamResponse:

@@ -3,10 +3,12 @@ the others from the store on first use, with the same answers as a sidecar holdi
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from plangate.protocol.values import to_timestamp, to_value
 from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2 as flagd_pb
 from plangate.sidecar.protocol.flagd.evaluation.v2 import evaluation_pb2_grpc as flagd_grpc
-from support.sidecar import Stubs, copy_catalog, in_process
+from support.sidecar import Stubs, copy_catalog, in_process, wait_for
 
 PLANS = ("free", "pro", "enterprise")
 METERED = ("api-calls", "seats", "exports", "ai-credits")
@@ -325,3 +327,24 @@ def test_lists_history_and_export_do_not_stop_at_the_held_accounts(tmp_path: Pat
             list(stubs.usage.Export(_range(pb.ExportRequest(), now - timedelta(days=1), now)))
         assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
         assert "--max-accounts" in (refused.value.details() or "")
+
+
+def test_an_account_with_an_open_ofrep_stream_stays_held(tmp_path: Path) -> None:
+    catalog, db = copy_catalog(tmp_path), tmp_path / "state.db"
+    with in_process(catalog, db) as full, stubs_of(full) as stubs:
+        ids = populate(stubs, 8, random.Random(11))
+    with in_process(catalog, db, max_accounts=2) as ws:
+        status, data = ofrep_post(ws, "", ids[0])
+        assert status == 200
+        url = urllib.parse.urlsplit(data["eventStreams"][0]["url"])
+        conn = http.client.HTTPConnection("127.0.0.1", ws.ofrep_port, timeout=10)
+        conn.request("GET", f"{url.path}?{url.query}")
+        stream = conn.getresponse()
+        assert stream.status == 200
+        assert stream.readline() == b": ready\n"
+        for account_id in ids[1:]:
+            assert ofrep_post(ws, "/sso", account_id)[0] == 200
+        assert ws.state.working.holds(ids[0])  # the stream keeps it
+        assert ws.state.working.stats.evictions >= 5
+        conn.close()  # seen at the next keep-alive (at most 15 s): then it may be evicted
+        wait_for(lambda: not ws.state.working.pinned(ids[0]), timeout=60, interval=0.2)
