@@ -149,6 +149,13 @@ class Settings:
         "a usage report dated further past the sidecar's clock is refused (clock skew allowance)",
         "tuning",
     )
+    max_accounts: int = option(
+        0,
+        "PLANGATE_MAX_ACCOUNTS",
+        "stored accounts held in memory, least recently used evicted; others are read from"
+        " the store on first use (design §19); 0 holds every account",
+        "tuning",
+    )
     history_days: int = option(
         400,
         "PLANGATE_HISTORY_DAYS",

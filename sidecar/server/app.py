@@ -62,6 +62,7 @@ from .ofrep import ofrep_app
 from .reflection import add_reflection
 from .usage import UsageService
 from .wire import RefuseUndecodable
+from .working_set_metrics import WorkingSetCollector
 
 if TYPE_CHECKING:
     from ..sync.pg_feed import ChangeFeed
@@ -175,7 +176,11 @@ class Sidecar:
         # a bad catalog stops start-up here, with its message
         catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
         self.store = open_store(settings.db, settings.environment)
-        self.state = LiveState(catalog, self.store)
+        if settings.max_accounts < 0:
+            raise ValueError(
+                f"--max-accounts must be 0 (every account) or more, got {settings.max_accounts}"
+            )
+        self.state = LiveState(catalog, self.store, max_accounts=settings.max_accounts)
         self.state.report_ahead = timedelta(seconds=settings.max_report_ahead_seconds)
         self.decisions = Decisions(self.state)
         self.timekeeper = Timekeeper(self.state)  # design §8 "Time": Watch events at boundaries
@@ -185,6 +190,8 @@ class Sidecar:
 
             self.feed = attach_feed(self.store, self.state, settings.reconcile_seconds)
         self.metrics = Metrics()
+        if self.state.working is not None:
+            self.metrics.registry.register(WorkingSetCollector(self.state.working))
         self.outbox = OutboxWorker(
             self.state,
             OutboxSettings(
@@ -234,9 +241,21 @@ class Sidecar:
 
     # -- assembly (on the loop) --------------------------------------------------------------
 
+    def _evict_on_the_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Design §19: a load on another thread (admin, History) asks the loop to evict, the
+        only place evictions happen (decision 2500)."""
+        state = self.state
+        if state.working is not None:
+
+            def evict_soon() -> None:
+                loop.call_soon_threadsafe(state.evict_due)
+
+            state.loaded_off_loop = evict_soon
+
     async def _open(self) -> None:
         s = self.settings
         self.state.events.bind(asyncio.get_running_loop(), s.stream_coalesce_seconds)
+        self._evict_on_the_loop(asyncio.get_running_loop())
         self.health = HealthService()
         self.drain = Drain()
         interceptors: list[Any] = [self.drain.interceptor, RefuseUndecodable()]
@@ -381,6 +400,15 @@ class Sidecar:
             "environment": self.settings.environment,
             "accounts": len(self.state.snapshot.accounts),
         }
+        working = self.state.working
+        if working is not None:  # design §19: what memory holds of the store's accounts
+            detail["working_set"] = {
+                "max_accounts": working.capacity,
+                "held": working.held,
+                "hits": working.stats.hits,
+                "misses": working.stats.misses,
+                "evictions": working.stats.evictions,
+            }
         if self.state.catalog_error is not None:
             detail["catalog_error"] = where_rejected(self.state.catalog_error)
         if self.feed is not None:

@@ -59,6 +59,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         self, request: pb.EvaluateRequest, context: _Context
     ) -> pb.Resolution | bytes:
         require(bool(request.feature), "feature is required (a feature key such as 'sso')")
+        await self.decisions.loads.hold(request.account_id)
         if request.explain:
             return self._explained(request)
         try:
@@ -108,6 +109,7 @@ class EvaluationService(pb_grpc.EvaluationServicer):
         out = pb.EvaluateAllResponse(account_id=request.account_id)
         if request.watch_id and request.account_id:  # before evaluating: no change slips past
             self.events.add_interest(request.watch_id, request.account_id)
+        await self.decisions.loads.hold(request.account_id)
         try:
             found = self.decisions.evaluate_all(request.account_id, context_arg(request.context))
         except EvaluationError as exc:

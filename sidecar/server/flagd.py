@@ -113,6 +113,7 @@ class _Flagd:
         with self.metrics.rpc_seconds.labels(f"flagd.{method}").time():
             try:
                 account, attributes = split_context(request.context)
+                await self.decisions.loads.hold(account)
                 found = self.decisions.evaluate(account, request.flag_key, attributes)
                 if kind is Kind.OBJECT:
                     value: Any = object_value(found.decision, found.feature)
@@ -173,6 +174,7 @@ class _Flagd:
             try:
                 account, attributes = split_context(request.context)
                 product = from_metadata(context.invocation_metadata())
+                await self.decisions.loads.hold(account)
                 found = self.decisions.evaluate_all(account, attributes, product)
                 out = self.pb.ResolveAllResponse(
                     metadata=to_struct({"catalog_version": found.catalog_version})

@@ -33,6 +33,7 @@ from ..engine import Decision, ErrorCode, EvaluationError, Kind, metadata, resol
 from ..engine.request import split_targeting
 from ..runtime.live.events import EventHub
 from ..runtime.serve.decisions import Decisions
+from ..store.errors import StoreUnavailable
 from .cors import Cors
 from .errors import bounded
 from .http_listener import json_response, serving_errors
@@ -222,9 +223,10 @@ def ofrep_app(
 
     events = OfrepEvents(hub, payload, heartbeat)
     events.coalesce = coalesce
+    _keep_streamed(events, decisions)
 
     async def bulk(request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await _held_body(request, decisions)
         if isinstance(body, web.StreamResponse):
             return body
         origin, selector = f"{request.scheme}://{request.host}", _selector(request)
@@ -238,7 +240,7 @@ def ofrep_app(
         return _send(status, payload_bytes, {"ETag": etag})
 
     async def single(request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await _held_body(request, decisions)
         if isinstance(body, web.StreamResponse):
             return body
         status, data = ofrep.single(request.match_info["key"], body)
@@ -264,6 +266,44 @@ def ofrep_app(
     if cors_origins:
         Cors(cors_origins).install(app)
     return app
+
+
+def _keep_streamed(events: OfrepEvents, decisions: Decisions) -> None:
+    """Working set (design §19): an account with an open SSE stream stays held, so each
+    change is compared against its real answer (not an account the store must read again)."""
+    loads = decisions.loads
+    if loads.active:
+
+        async def keep(account: str) -> object:
+            return await loads.pin((account,))
+
+        events.keep = keep
+        events.release = lambda account: loads.unpin((account,))
+
+
+async def _held_body(request: web.Request, decisions: Decisions) -> bytes | web.StreamResponse:
+    """`_body`, with the account it names held (`_hold`)."""
+    body = await _body(request)
+    if isinstance(body, web.StreamResponse):
+        return body
+    refused = await _hold(decisions, body)
+    return body if refused is None else refused
+
+
+async def _hold(decisions: Decisions, body: bytes) -> web.Response | None:
+    """Working set (design §19): the account the body names, in memory before the
+    synchronous evaluation (a body that names none is answered by that evaluation); the 503
+    to send when the store cannot be read, never an answer with a default."""
+    if decisions.loads.active:
+        try:
+            account, _ = split_context(body)
+        except EvaluationError:
+            return None
+        try:
+            await decisions.loads.hold(account)
+        except StoreUnavailable as exc:
+            return _send(HTTPStatus.SERVICE_UNAVAILABLE, _dump({"errorDetails": bounded(str(exc))}))
+    return None
 
 
 def _selector(request: web.Request) -> str:

@@ -23,7 +23,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import urlencode
@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ..runtime.live.events import EventHub
+from ..store.errors import StoreUnavailable
 from .http_listener import json_response
 
 EVENTS_PATH = "/ofrep/v1/events"
@@ -68,6 +69,9 @@ class OfrepEvents:
         self._heartbeat = max(heartbeat, KEEPALIVE)
         self.coalesce = 1.0
         self._queries: OrderedDict[StreamKey, _Query] = OrderedDict()
+        # working set (design §19): an account with an open stream stays held
+        self.keep: Callable[[str], Awaitable[object]] | None = None
+        self.release: Callable[[str], None] = lambda _account: None
 
     def stream_url(self, origin: str, account: str, selector: str, context: object) -> str:
         """The SSE URL for a bulk request (it names no secret: decision 1311)."""
@@ -106,6 +110,20 @@ class OfrepEvents:
             body = json.dumps({"errorDetails": message}).encode()
             return json_response(HTTPStatus.BAD_REQUEST, body)
         key = (account, request.query.get("selector", ""), request.query.get("context", ""))
+        if self.keep is not None:
+            try:
+                await self.keep(account)
+            except StoreUnavailable as exc:
+                body = json.dumps({"errorDetails": str(exc)[:1000]}).encode()
+                return json_response(HTTPStatus.SERVICE_UNAVAILABLE, body)
+        try:
+            return await self._stream(request, account, key)
+        finally:
+            self.release(account)
+
+    async def _stream(
+        self, request: web.Request, account: str, key: StreamKey
+    ) -> web.StreamResponse:
         subscriber = self._hub.subscribe(self._heartbeat, [account])
         if subscriber.ended:  # stopping: no "ready" a reconnecting client would believe
             body = json.dumps({"errorDetails": "the sidecar is shutting down"}).encode()

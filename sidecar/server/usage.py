@@ -63,7 +63,12 @@ class UsageService(pb_grpc.UsageServicer):
         )
         reports = [usage_report(r, index=i) for i, r in enumerate(request.reports)]
         loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self.writer, self.decisions.report, reports)
+        loads = self.decisions.loads
+        pinned = await loads.pin([r.account for r in reports]) if loads.active else ()
+        try:
+            outcomes = await loop.run_in_executor(self.writer, self.decisions.report, reports)
+        finally:
+            loads.unpin(pinned)
         return self._response(outcomes)
 
     def _response(self, outcomes: list[UsageOutcome]) -> pb.ReportResponse:
@@ -98,13 +103,18 @@ class UsageService(pb_grpc.UsageServicer):
             bool(request.feature), "feature is required (a metered feature key such as 'api-calls')"
         )
         consume_amount(request.amount if request.HasField("amount") else 1.0)
-        # evaluated here on the loop; only the grouped write waits on the writer executor
-        step = self.decisions.start_consume(usage_report(request), self.writer)
-        if isinstance(step, PendingConsume):
-            stored = await asyncio.wrap_future(step.stored)
-            outcome = self.decisions.finish_consume(step, stored)
-        else:
-            outcome = step
+        loads = self.decisions.loads
+        pinned = await loads.pin((request.account_id,)) if loads.active else ()
+        try:
+            # evaluated here on the loop; only the grouped write waits on the writer executor
+            step = self.decisions.start_consume(usage_report(request), self.writer)
+            if isinstance(step, PendingConsume):
+                stored = await asyncio.wrap_future(step.stored)
+                outcome = self.decisions.finish_consume(step, stored)
+            else:
+                outcome = step
+        finally:
+            loads.unpin(pinned)
         self.metrics.child(self.metrics.consumes, str(outcome.granted).lower()).inc()
         return pb.ConsumeResponse(
             granted=outcome.granted,

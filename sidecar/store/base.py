@@ -102,6 +102,28 @@ class PackedRecords(MutableMapping[str, Record]):
         return account_id in self._texts
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedAccount:
+    """What the working set (design §19) reads to hold one account: its stored record (if
+    any), the records of the accounts owning subscriptions it is a member of, and the usage
+    counters of every scope those records use (`acct:ID`, `sub:ID`)."""
+
+    records: dict[str, Record]
+    counters: dict[CounterKey, float]
+
+
+def scopes_of(records: Iterable[Record]) -> list[str]:
+    """The usage counter scopes the accounts of `records` read: `acct:ID` and `sub:ID` of
+    each of their subscriptions (ids the record leaves empty are generated on save)."""
+    out: dict[str, None] = {}
+    for record in records:
+        out[f"acct:{record.get('id', '')}"] = None
+        for sub in record.get("subscriptions") or ():
+            if isinstance(sub, dict) and sub.get("id"):
+                out[f"sub:{sub['id']}"] = None
+    return list(out)
+
+
 class StoreError(OSError):
     """The database cannot be used: not a database, unreadable, or from a newer release."""
 
@@ -198,6 +220,20 @@ class Store(Protocol):
     def load_records(self) -> Mapping[str, Record]: ...
 
     def load_counters(self) -> dict[CounterKey, float]: ...
+
+    def load_account(self, account_id: str) -> LoadedAccount:
+        """One account for the working set (design §19), read in one transaction: its record,
+        its owners' records (of the subscriptions naming it a member) and their counters."""
+        ...
+
+    def account_ids(self, after: str, limit: int) -> list[str]:
+        """Ids of stored accounts greater than `after`, in order, at most `limit`: what lists
+        read with a working set (design §19), which holds only some accounts in memory."""
+        ...
+
+    def count_accounts(self) -> int:
+        """How many accounts are stored (deleted ones not counted)."""
+        ...
 
     def save_record(
         self,

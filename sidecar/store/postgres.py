@@ -56,11 +56,13 @@ from .base import (
     Delivery,
     DeliveryStatus,
     Firing,
+    LoadedAccount,
     OutboxEntry,
     PrunePlan,
     Record,
     UsageOutcome,
     UsageWrite,
+    scopes_of,
 )
 from .errors import StoreConflict, StoreFull, StoreUnavailable
 from .rows import (
@@ -715,6 +717,61 @@ class PostgresStore:
         for key, (_value, version) in rows.items():
             self.versions.advance_counter(key, version)
         return {key: value for key, (value, _version) in rows.items()}
+
+    def account_ids(self, after: str, limit: int) -> list[str]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT id FROM plangate.accounts WHERE environment = %s "
+                'AND id COLLATE "C" > %s AND record IS NOT NULL ORDER BY id COLLATE "C" LIMIT %s',
+                (self.environment, after, limit),
+            ).fetchall()
+        )
+        return [str(row[0]) for row in rows]
+
+    def count_accounts(self) -> int:
+        row = self._read(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM plangate.accounts WHERE environment = %s "
+                "AND record IS NOT NULL",
+                (self.environment,),
+            ).fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def load_account(self, account_id: str) -> LoadedAccount:
+        """In one read transaction: the row by its key, the owners by jsonb containment (a
+        member index is design §19's, not built yet) and the counters by scope."""
+        env = self.environment
+
+        def read(conn: Connection) -> tuple[dict[str, tuple[Record, int]], dict[CounterKey, Any]]:
+            rows = {i: (r, v) for i, (r, v) in read_accounts(conn, env, [account_id]).items() if r}
+            member = json.dumps({"subscriptions": [{"members": [account_id]}]})
+            for owner, record, version in conn.execute(
+                "SELECT id, record, version FROM plangate.accounts "
+                "WHERE environment = %s AND id <> %s AND record @> %s::jsonb",
+                (env, account_id, member),
+            ):
+                rows[owner] = (record, int(version))
+            scopes = list(
+                dict.fromkeys([f"acct:{account_id}", *scopes_of(r for r, _ in rows.values())])
+            )
+            cur = conn.execute(
+                "SELECT scope, feature, period_start, value, version FROM plangate.usage "
+                "WHERE environment = %s AND scope = ANY(%s::text[])",
+                (env, scopes),
+            )
+            counters = {(sc, f, utc(st)): (float(val), int(ver)) for sc, f, st, val, ver in cur}
+            return rows, counters
+
+        rows, counters = self._read(read)
+        for rid, (_record, version) in rows.items():
+            self.versions.advance_account(rid, version)
+        for key, (_value, version) in counters.items():
+            self.versions.advance_counter(key, version)
+        return LoadedAccount(
+            {rid: record for rid, (record, _v) in rows.items()},
+            {key: value for key, (value, _v) in counters.items()},
+        )
 
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
         if not writes:

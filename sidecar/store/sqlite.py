@@ -31,6 +31,7 @@ from .base import (
     Delivery,
     DeliveryStatus,
     Firing,
+    LoadedAccount,
     OutboxEntry,
     PackedRecords,
     PrunePlan,
@@ -38,6 +39,8 @@ from .base import (
     StoreError,
     UsageOutcome,
     UsageWrite,
+    _decode,
+    scopes_of,
 )
 from .errors import StoreFull, StoreUnavailable
 from .rows import (
@@ -177,6 +180,11 @@ def _free_bytes(path: str) -> int:
     except OSError:
         return 0
     return st.f_bavail * st.f_frsize
+
+
+def _subs(record: Record) -> list[dict[str, Any]]:
+    subs = record.get("subscriptions") or ()
+    return [s for s in subs if isinstance(s, dict)]
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -581,6 +589,44 @@ class SqliteStore:
             )
             return PackedRecords.of_texts(rows)
 
+    def load_account(self, account_id: str) -> LoadedAccount:
+        """The record by its key; the owners by a scan of the records that name the id (a
+        member index is design §19's, not built yet), each checked as JSON members."""
+        try:
+            return self._load_account(account_id)
+        except sqlite3.Error as exc:  # not a fault of the file (`_reading` maps those)
+            raise StoreUnavailable(
+                f"could not read account {account_id!r} from {self.path}: {exc}"
+            ) from exc
+
+    def _load_account(self, account_id: str) -> LoadedAccount:
+        env = self.environment
+        with self._reading() as c:
+            records: dict[str, Record] = {}
+            row = c.execute(
+                "SELECT record FROM accounts WHERE environment = ? AND id = ?", (env, account_id)
+            ).fetchone()
+            if row is not None:
+                records[account_id] = _decode(row[0])
+            needle = json.dumps(account_id)
+            for owner, text in c.execute(
+                "SELECT id, record FROM accounts WHERE environment = ? AND id != ? "
+                "AND instr(record, ?) > 0",
+                (env, account_id, needle),
+            ):
+                record = _decode(text)
+                if any(account_id in (s.get("members") or ()) for s in _subs(record)):
+                    records[owner] = record
+            counters: dict[CounterKey, float] = {}
+            for scope in dict.fromkeys([f"acct:{account_id}", *scopes_of(records.values())]):
+                for feature, start, value in c.execute(
+                    "SELECT feature, period_start, value FROM usage "
+                    "WHERE environment = ? AND scope = ?",
+                    (env, scope),
+                ):
+                    counters[(scope, feature, parse_ts(start))] = value
+        return LoadedAccount(records, counters)
+
     def _audit(self, c: sqlite3.Connection, entry: AuditEntry | None) -> None:
         """Append `entry` inside the caller's transaction (nothing if None)."""
         if entry is None:
@@ -846,6 +892,21 @@ class SqliteStore:
         with self._reading():
             rows = self._conn.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit))
             return [audit_from(row, _json_or_none, parse_ts) for row in rows.fetchall()]
+
+    def account_ids(self, after: str, limit: int) -> list[str]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT id FROM accounts WHERE environment = ? AND id > ? ORDER BY id LIMIT ?",
+                (self.environment, after, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def count_accounts(self) -> int:
+        with self._reading() as c:
+            row = c.execute(
+                "SELECT count(*) FROM accounts WHERE environment = ?", (self.environment,)
+            ).fetchone()
+        return int(row[0])
 
     def count_deliveries(self) -> dict[DeliveryStatus, int]:
         with self._reading():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import replace
@@ -40,6 +41,7 @@ from ...store.base import (
     AuditEntry,
     CounterKey,
     Firing,
+    LoadedAccount,
     OutboxEntry,
     PackedRecords,
     PrunePlan,
@@ -57,6 +59,7 @@ from ..writes.usage_write import Memo, usage_write
 from ..writes.webhooks import entries_for
 from .declared import apply_layer, split_layer
 from .events import AccountChanged, CatalogChanged, EventHub
+from .working_set import WorkingSet
 
 log = logging.getLogger("plangate.state")
 
@@ -86,18 +89,29 @@ class Counters:
 
 
 class LiveState:
-    def __init__(self, catalog: Catalog, store: Store, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, catalog: Catalog, store: Store, clock: Clock = utcnow, max_accounts: int = 0
+    ) -> None:
         self.store = store
         self.clock = clock
         self.events = EventHub()
         self._write = threading.RLock()
-        self.records = PackedRecords(store.load_records())
-        self.counters = Counters(store.load_counters())
+        # design §19: with --max-accounts, stored accounts are read on first use, not here
+        self.working = WorkingSet(max_accounts) if max_accounts else None
+        if self.working is None:
+            self.records = PackedRecords(store.load_records())
+            self.counters = Counters(store.load_counters())
+        else:
+            self.records, self.counters = PackedRecords(), Counters({})
+            for account_id in catalog.accounts:  # declared accounts are always held
+                self._take(catalog, self.store.load_account(account_id))
         self.snapshot = self._build(catalog, self.records)
         self._subscriptions = subscription_index(self.snapshot.accounts.values())
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
         # how far past now a report may be dated: `serve` sets --max-report-ahead-seconds
         self.report_ahead = timedelta.max
+        # working set: told after a load on another thread, so the loop evicts (`serve` sets it)
+        self.loaded_off_loop: Callable[[], None] = lambda: None
         self.quota_listeners: list[QuotaListener] = []  # metrics, the outbox worker's wake-up
         self.enqueued_listeners: list[Callable[[], None]] = []  # told of new outbox rows
         # concurrent Report/Consume calls share a store transaction (one commit, one lock per counter)
@@ -112,6 +126,140 @@ class LiveState:
     @property
     def _memberships(self) -> dict[str, list[Subscription]]:
         return self.snapshot.memberships  # type: ignore[return-value]
+
+    # -- working set (design §19) ------------------------------------------------------------
+
+    def _take(self, catalog: Catalog, loaded: LoadedAccount) -> None:
+        """Start-up: hold what the store has of a declared account (its stored layer, the
+        owners of pools it is in — pinned, so a declared member never loses its pool)."""
+        ws = self.working
+        assert ws is not None
+        for account_id, record in loaded.records.items():
+            self.records[account_id] = record
+            if account_id not in catalog.accounts:
+                ws.add(account_id)
+                ws.pin((account_id,))
+        self.counters.values.update(loaded.counters)
+        ws.note_counters(loaded.counters)
+
+    def needs_load(self, account_id: str) -> bool:
+        """Whether `account_id` must be read from the store before it is used; a hit moves
+        it to the most recently used end. Always False without `--max-accounts`."""
+        ws = self.working
+        if ws is None or account_id in self.catalog.accounts:
+            return False
+        if ws.has(account_id):
+            ws.stats.hits += 1
+            return False
+        return True
+
+    def ensure(self, account_id: str) -> None:
+        """`load` if the account is not held: for callers off the loop (admin edits)."""
+        if self.needs_load(account_id):
+            assert self.working is not None
+            self.working.stats.misses += 1
+            self.load(account_id)
+            self.loaded_off_loop()
+
+    def load(self, account_id: str) -> None:
+        """Read a stored account (with the owners of the pools it is in, and their counters)
+        into memory: a working-set miss. Blocks on the store, so it runs off the loop; a
+        store that cannot answer raises `StoreUnavailable` and nothing is held."""
+        ws = self.working
+        assert ws is not None
+        with self._write:
+            if account_id in self.catalog.accounts or ws.has(account_id):
+                return  # another caller loaded it while this one waited for the lock
+            started = time.perf_counter()
+            loaded = self.store.load_account(account_id)
+            self._hold(account_id, loaded)
+            ws.stats.loaded(time.perf_counter() - started)
+
+    def _hold(self, account_id: str, loaded: LoadedAccount) -> None:
+        ws = self.working
+        assert ws is not None
+        catalog, fresh = self.catalog, []
+        for rid, record in loaded.records.items():
+            if rid in catalog.accounts or ws.holds(rid):
+                continue  # held: memory is kept current, the read may be older
+            try:
+                fresh.append((self._merge(catalog, record), record))
+            except rec.AdminError as exc:
+                raise StoreUnavailable(
+                    f"stored account {rid!r} does not fit catalog {catalog.version}: {exc}"
+                ) from exc
+        scopes = {f"acct:{account_id}"}
+        for account, record in sorted(fresh, key=lambda f: f[0].id == account_id):
+            self.records[account.id] = record
+            self._serve(account)
+            ws.add(account.id)
+            scopes.add(f"acct:{account.id}")
+            scopes.update(f"sub:{sub.id}" for sub in account.subscriptions)
+        values = {k: v for k, v in loaded.counters.items() if k[0] in scopes}
+        self.counters.values.update(values)
+        ws.note_counters(values)
+        ws.add(account_id, self._known(account_id))
+
+    def evict_due(self) -> None:
+        """Drop the least recently used accounts beyond `--max-accounts` (on the loop, so no
+        evaluation is ever in the middle of reading one); skipped while a writer holds the
+        write lock — the next request evicts instead, the loop never waits for it."""
+        ws = self.working
+        if ws is None or len(ws) <= ws.capacity or not self._write.acquire(blocking=False):
+            return
+        try:
+            for account_id in ws.victims():
+                old = self._accounts.get(account_id)
+                members = [m for m in self._members_of(old) if m != account_id] if old else []
+                if any(ws.pinned(m) for m in members):
+                    ws.add(account_id)  # a request is using a member of its pool: keep it
+                    continue
+                self._drop(account_id)
+        finally:
+            self._write.release()
+
+    def _drop(self, account_id: str) -> None:
+        """Forget a stored account (and, for an owner, the members held through its pools)."""
+        ws = self.working
+        assert ws is not None
+        ws.forget(account_id)
+        if account_id in self.catalog.accounts:
+            return  # declared since it was loaded (a catalog change): always held now
+        ws.stats.evictions += 1
+        for key in ws.drop_scope(f"acct:{account_id}"):
+            self.counters.values.pop(key, None)
+        self.records.pop(account_id, None)
+        old = self._accounts.pop(account_id, None)
+        if old is None:
+            return
+        self._reindex(old, None)
+        for sub in old.subscriptions:
+            for key in ws.drop_scope(f"sub:{sub.id}"):
+                self.counters.values.pop(key, None)
+        for member in self._members_of(old):
+            if member != account_id and ws.holds(member):
+                self._drop(member)
+
+    def account_ids(self, after: str, limit: int) -> list[str]:
+        """Ids of every account (declared or stored) after `after`, in order, at most `limit`:
+        from the store with a working set (memory holds only some), else from memory."""
+        if self.working is None:
+            return sorted(i for i in self.snapshot.accounts if i > after)[:limit]
+        declared = [i for i in self.catalog.accounts if i > after]
+        return sorted({*self.store.account_ids(after, limit), *declared})[:limit]
+
+    def account_count(self) -> int:
+        """How many accounts there are (declared or stored), wherever they are held."""
+        if self.working is None:
+            return len(self.snapshot.accounts)
+        declared = sum(1 for i in self.catalog.accounts if i not in self.records)
+        return self.store.count_accounts() + declared
+
+    def _scope_held(self, scope: str) -> bool:
+        kind, _, ident = scope.partition(":")
+        if kind == "acct":
+            return self._known(ident)
+        return ident in self._subscriptions
 
     # -- snapshot ----------------------------------------------------------------------------
 
@@ -263,7 +411,26 @@ class LiveState:
                         outcome.usage
                     )
                     self.counters.values.update(outcome.changes)
+            if self.working is not None:
+                self._keep_held(writes, stored)
         return stored
+
+    def _keep_held(self, writes: list[UsageWrite], stored: list[UsageOutcome]) -> None:
+        """Working set: index the counters a write moved, and forget those of accounts no
+        longer held (evicted between the request's load and its write): the store has them."""
+        ws = self.working
+        assert ws is not None
+        values = self.counters.values
+        for w, outcome in zip(writes, stored, strict=True):
+            if outcome.status is Status.APPLIED:
+                for key in (
+                    (w.scope_key, w.feature.key, w.period_start),
+                    *(k for k, _ in outcome.changes),
+                ):
+                    if self._scope_held(key[0]):
+                        ws.note_counters((key,))
+                    else:
+                        values.pop(key, None)
 
     def reset_usage(
         self, account_id: str, key: str, *, actor: str = "system", action: str = "ResetUsage"
@@ -276,6 +443,7 @@ class LiveState:
             raise rec.AdminError(
                 f"{key!r} is not a metered feature of catalog {self.catalog.version}"
             )
+        self.ensure(account_id)
         if not self._known(account_id):
             raise rec.NotFound(f"unknown account {account_id!r}")
         with self._write:
@@ -337,6 +505,7 @@ class LiveState:
     # -- admin -------------------------------------------------------------------------------
 
     def record_of(self, account_id: str) -> Record:
+        self.ensure(account_id)
         record = self.records.get(account_id)
         if record is not None:
             return record
@@ -345,6 +514,7 @@ class LiveState:
         raise rec.NotFound(f"unknown account {account_id!r}")
 
     def account(self, account_id: str) -> Account:
+        self.ensure(account_id)
         account = self.snapshot.accounts.get(account_id)
         if account is None:
             raise rec.NotFound(f"unknown account {account_id!r}")
@@ -370,6 +540,7 @@ class LiveState:
         (`actor` did `action` to `target`, design §12) is stored in the same transaction.
         `record` must be built from the current one under `write_lock` (else prefer `edit`)."""
         with self._write:
+            self.ensure(record["id"])
             saved = self._save(record, actor=actor, action=action, target=target)
         self._announce(saved, cause)
         return saved[0]
@@ -397,6 +568,7 @@ class LiveState:
         """
         for attempt in range(1, EDIT_ATTEMPTS + 1):
             with self._write:
+                self.ensure(account_id)
                 record = build()
                 if record is None:
                     return None
@@ -434,6 +606,8 @@ class LiveState:
         self.store.save_record(record, audit=audit, outbox=outbox)
         self.records[record["id"]] = record
         self._serve(account)
+        if self.working is not None and account.id not in self.catalog.accounts:
+            self.working.add(account.id)  # created, or edited: used (an unknown id is now known)
         return account, previous, bool(outbox)
 
     def _refuse_overflow(self, account: Account, previous: Account | None) -> None:
@@ -474,6 +648,7 @@ class LiveState:
         transaction)."""
         self.refuse_declared(account_id)
         with self._write:
+            self.ensure(account_id)
             if account_id not in self.records:
                 return False
             old = self.snapshot.accounts.get(account_id)
@@ -483,6 +658,8 @@ class LiveState:
             del self.records[account_id]
             self._accounts.pop(account_id, None)
             self._reindex(old, None)
+            if self.working is not None:
+                self.working.add(account_id, self._known(account_id))
         self.events.publish(
             AccountChanged((account_id, *(self._members_of(old) if old else ())), "admin")
         )
@@ -547,6 +724,8 @@ class LiveState:
         changed: dict[str, None] = {}
         with self._write:
             for account_id, record in records.items():
+                if self.working is not None and not self._remote_held(account_id, changed):
+                    continue
                 old = self.snapshot.accounts.get(account_id)
                 if record is None:
                     if self.records.pop(account_id, None) is None:
@@ -569,11 +748,28 @@ class LiveState:
                 for account in (old, new):
                     if account is not None:
                         changed.update(dict.fromkeys((account.id, *self._members_of(account))))
-            self.counters.values.update(counters)
+            if self.working is None:
+                self.counters.values.update(counters)
+            else:
+                held = {k: v for k, v in counters.items() if self._scope_held(k[0])}
+                self.counters.values.update(held)
+                self.working.note_counters(held)
         if changed:
             self.events.publish(AccountChanged(tuple(changed), "sync"))
         if counters:
             self._usage_changed(scope for scope, _feature, _start in counters)
+
+    def _remote_held(self, account_id: str, changed: dict[str, None]) -> bool:
+        """Working set: whether a remote change of `account_id` is served from memory; one
+        not held is only named to watchers (design §19), and an "unknown" entry for it
+        forgotten (the change may have created it)."""
+        ws = self.working
+        assert ws is not None
+        if ws.holds(account_id) or account_id in self.catalog.accounts:
+            return True
+        ws.forget(account_id)
+        changed[account_id] = None
+        return False
 
 
 def countable(snap: StateView, report: UsageReport, now: datetime, ahead: timedelta) -> Feature:

@@ -173,10 +173,22 @@ class Admin:
     def list_accounts(self, after: str = "", page_size: int = 0) -> tuple[list[Account], str]:
         """Accounts by id after `after`; the second item is the next page's `after` ("" at the end)."""
         size = _page_size(page_size)
+        if self.state.working is not None:  # design §19: the store lists, memory holds some
+            return self._stored_page(after, size)
         ids = sorted(i for i in self.state.snapshot.accounts if i > after)
         page = ids[:size]
         accounts = self.state.snapshot.accounts
         return [accounts[i] for i in page if i in accounts], page[-1] if len(ids) > size else ""
+
+    def _stored_page(self, after: str, size: int) -> tuple[list[Account], str]:
+        ids = self.state.account_ids(after, size + 1)
+        page: list[Account] = []
+        for account_id in ids[:size]:
+            try:
+                page.append(self.state.account(account_id))
+            except rec.NotFound:
+                continue  # deleted since it was listed
+        return page, ids[size - 1] if len(ids) > size else ""
 
     def delete_account(self, account_id: str, *, actor: str) -> bool:
         _require(bool(account_id), "id is required")

@@ -30,6 +30,7 @@ from ...engine import (
     explain,
 )
 from ...store.base import Status, UsageOutcome, UsageWrite
+from ..live.loads import Loads
 from ..live.state import LiveState, countable
 from ..writes.usage_write import needs_balance, usage_write
 
@@ -60,6 +61,7 @@ class Consumed:
 class Decisions:
     def __init__(self, state: LiveState) -> None:
         self.state = state
+        self.loads = Loads(state)  # design §19: faces hold an account before they read it
 
     @property
     def catalog(self) -> Catalog:

@@ -28,7 +28,7 @@ from ...engine import StateView, evaluate, slot_for
 from ...engine.balances import FOREVER
 from ...engine.history import Series, Window, hour_of, window_count, windows
 from ...engine.periods import period_containing
-from ..edits.records import AdminError, NotFound
+from ..edits.records import AdminError, NotFound, Refused
 
 if TYPE_CHECKING:
     from ..live.state import LiveState
@@ -113,6 +113,7 @@ def usage_history(
 ) -> list[HistoryPoint]:
     """The account's usage of `feature` in each `window` overlapping [start, end)."""
     kind = parse_window(str(window))
+    state.ensure(account_id)  # design §19: called off the loop
     snap = state.snapshot
     f = metered_feature(snap, feature)
     check_range(start, end)
@@ -194,6 +195,11 @@ def export_pages(state: LiveState, start: datetime, end: datetime) -> Iterator[l
     """`export_usage` in pages of `EXPORT_PAGE` accounts: each page is one store query, so a
     face can fetch pages off its event loop and memory holds one page at a time."""
     check_range(start, end)
+    if state.working is not None:  # an export of the held accounts only would bill short
+        raise Refused(
+            "Export does not run on a sidecar with --max-accounts yet (it would see only the "
+            "accounts held in memory); export from a sidecar started without it"
+        )
     snap, now = state.snapshot, state.clock()
     ids = sorted(set(snap.accounts) | set(snap.memberships))  # members need no record
     for i in range(0, len(ids), EXPORT_PAGE):

@@ -184,7 +184,7 @@ class Console:
                 viewer,
                 snap.catalog,
                 state.catalog_error,
-                len(snap.accounts),
+                state.account_count(),
                 state.store.count_deliveries(),
                 self.environment,
             )
@@ -212,6 +212,7 @@ class Console:
     def account_view(self, account_id: str, explain_feature: str) -> AccountView:
         """Everything the account page shows, read from the runtime now."""
         state = self.state
+        state.ensure(account_id)  # design §19: off the loop (a page is built on a thread)
         snap, now = state.snapshot, state.clock()
         memberships = tuple(snap.memberships.get(account_id, ()))
         account = snap.accounts.get(account_id)
