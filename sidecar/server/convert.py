@@ -96,6 +96,7 @@ def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -
         if m.overage_cap is not None:
             metering.overage_cap = m.overage_cap
         metering.overage = m.overage
+        metering.held = m.held
         metering.period_start.seconds, metering.period_start.nanos = _timestamp(m.period_start)
         if m.period_end is not None:
             metering.period_end.seconds, metering.period_end.nanos = _timestamp(m.period_end)

@@ -33,6 +33,7 @@ from ...engine import (
     slot_for,
 )
 from ...engine.balances import burn_feature
+from ...engine.holds import HoldView
 from ...engine.lifecycle_events import admin_events
 from ...engine.sums import overflows
 from ...engine.usage import check_instant
@@ -93,6 +94,7 @@ class LiveState:
         self._write = threading.RLock()
         self.records = PackedRecords(store.load_records())
         self.counters = Counters(store.load_counters())
+        self.holds = HoldView(store.load_holds())  # design §17: a restart keeps active holds
         self.snapshot = self._build(catalog, self.records)
         self._subscriptions = subscription_index(self.snapshot.accounts.values())
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
@@ -131,7 +133,9 @@ class LiveState:
                     raise ValueError(
                         f"stored account {account_id!r} does not fit this catalog: {exc}"
                     ) from exc
-        return StateView(catalog, accounts, memberships_of(accounts.values()), self.counters)
+        return StateView(
+            catalog, accounts, memberships_of(accounts.values()), self.counters, self.holds
+        )
 
     @staticmethod
     def _merge(catalog: Catalog, record: Record) -> Account:
@@ -263,6 +267,10 @@ class LiveState:
                         outcome.usage
                     )
                     self.counters.values.update(outcome.changes)
+                    if w.hold is not None:
+                        self.holds.add(w.hold)
+                    elif w.ends is not None:
+                        self.holds.end(w.ends.hold_id)
         return stored
 
     def reset_usage(
