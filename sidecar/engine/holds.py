@@ -77,17 +77,24 @@ class HoldView:
     def __init__(self, holds: Iterable[Hold] = ()) -> None:
         self.by_id: dict[str, Hold] = {}
         self.by_leg: dict[Leg, dict[str, Hold]] = {}
+        self.by_account: dict[str, dict[str, Hold]] = {}
         for h in holds:
             self.add(h)
 
     def add(self, hold: Hold) -> None:
         self.by_id[hold.id] = hold
+        self.by_account.setdefault(hold.account, {})[hold.id] = hold
         for leg, _amount in hold.legs():
             self.by_leg.setdefault(leg, {})[hold.id] = hold
 
     def end(self, hold_id: str) -> Hold | None:
         hold = self.by_id.pop(hold_id, None)
         if hold is not None:
+            mine = self.by_account.get(hold.account)
+            if mine is not None:
+                mine.pop(hold_id, None)
+                if not mine:
+                    self.by_account.pop(hold.account, None)
             for leg, _amount in hold.legs():
                 on = self.by_leg.get(leg)
                 if on is not None:
@@ -115,5 +122,12 @@ class HoldView:
 
     def of_account(self, account: str, now: datetime) -> list[Hold]:
         """The account's active holds, earliest expiry first."""
-        found = [h for h in self.by_id.values() if h.account == account and now < h.expires_at]
+        mine = self.by_account.get(account)
+        found = [h for h in list((mine or {}).values()) if now < h.expires_at]
         return sorted(found, key=lambda h: (h.expires_at, h.id))
+
+    def next_expiry(self, account: str, after: datetime) -> datetime | None:
+        """The earliest expiry of the account's holds after `after` (a time boundary, §8)."""
+        mine = self.by_account.get(account)
+        times = [h.expires_at for h in list((mine or {}).values()) if h.expires_at > after]
+        return min(times) if times else None

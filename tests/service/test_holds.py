@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import grpc
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from support.sidecar import Stubs, in_process, wait_for
+from support.watch import WatchLog
 
 CATALOG = """\
 products:
@@ -164,6 +166,19 @@ def test_expiry_is_a_time_boundary(stubs: Stubs) -> None:
     )
     assert code is grpc.StatusCode.FAILED_PRECONDITION
     assert f"hold {held.hold_id} expired at " in message
+
+
+def test_expiry_is_announced_on_watch_at_the_instant(stubs: Stubs) -> None:
+    a = account(stubs, "acct_expiry_event")
+    log = WatchLog(stubs)
+    try:
+        held = reserve(stubs, a, 10, ttl_seconds=2)
+        expires = held.expires_at.ToDatetime(tzinfo=UTC).timestamp()
+        arrived, event = log.wait_time_event(a, timeout=30)
+        assert arrived >= expires - 0.01, f"announced {expires - arrived:.3f} s early"
+        assert a in event.account_ids and not event.all_accounts
+    finally:
+        log.close()
 
 
 def test_credit_priced_holds_count_on_the_pool(stubs: Stubs) -> None:

@@ -250,7 +250,10 @@ class LiveState:
         if applied:
             scopes = dict.fromkeys(w.scope_key for w, _ in applied)
             scopes.update(dict.fromkeys(w.pool.scope_key for w, _ in applied if w.pool))
-            self._usage_changed(scopes)
+            # a hold made or ended also moves the accounts' next instant (its expiry): cause
+            # "hold", which the timekeeper indexes (it skips "usage")
+            held = any(w.hold is not None or w.ends is not None for w, _ in applied)
+            self._usage_changed(scopes, "hold" if held else "usage")
         self._quota_fired(zip(writes, stored, strict=True))
         if any(w.on_exhausted is not None for w in writes):
             self._enqueued()  # a `topup.exhausted` row may be waiting
@@ -302,7 +305,7 @@ class LiveState:
         self._usage_changed([slot.scope_key])
         return previous
 
-    def _usage_changed(self, scope_keys: Iterable[str]) -> None:
+    def _usage_changed(self, scope_keys: Iterable[str], cause: str = "usage") -> None:
         """Tell watchers whose cached usage moved: the account, or a shared subscription's people."""
         ids: dict[str, None] = {}
         for scope in scope_keys:
@@ -314,7 +317,7 @@ class LiveState:
                 if sub is not None:
                     ids.update(dict.fromkeys((sub.owner, *sub.members)))
         if ids:
-            self.events.publish(AccountChanged(tuple(ids), "usage"))
+            self.events.publish(AccountChanged(tuple(ids), cause))
 
     def _quota_fired(self, results: Iterable[tuple[UsageWrite, UsageOutcome]]) -> None:
         """Design §7 "always an account-changed event": tell watchers (cause "quota") and the
