@@ -20,7 +20,6 @@ from google.protobuf import timestamp_pb2
 
 from ...protocol.plangate.v1 import plangate_pb2 as pb
 from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
-from ..engine.holds import Hold, HoldState
 from ..engine.request import consume_amount
 from ..runtime.serve.decisions import Decisions, PendingConsume
 from ..runtime.serve.history import (
@@ -33,7 +32,7 @@ from ..runtime.serve.history import (
 )
 from ..runtime.serve.holds import Ended, Holds
 from ..store.base import Status, UsageOutcome
-from .convert import resolution, time_arg, timestamp, usage_report
+from .convert import hold_pb, resolution, time_arg, timestamp, usage_report
 from .errors import BadRequest, handled, require, status_of
 from .metrics import Metrics
 
@@ -162,7 +161,7 @@ class UsageService(pb_grpc.UsageServicer):
         return pb.SettleResponse(
             usage=ended.usage,
             over_ceiling=ended.over_ceiling,
-            hold=_hold(ended.hold),
+            hold=hold_pb(ended.hold),
             resolution=self._after(ended),
             duplicate=ended.duplicate,
         )
@@ -174,7 +173,7 @@ class UsageService(pb_grpc.UsageServicer):
         )
         self.metrics.child(self.metrics.holds_ended, "released").inc()
         return pb.ReleaseResponse(
-            hold=_hold(ended.hold),
+            hold=hold_pb(ended.hold),
             resolution=self._after(ended),
             duplicate=ended.duplicate,
         )
@@ -185,7 +184,7 @@ class UsageService(pb_grpc.UsageServicer):
     ) -> pb.ListHoldsResponse:
         require(bool(request.account_id), "account_id is required")
         found = self.holds.list(request.account_id, request.feature)
-        return pb.ListHoldsResponse(holds=[_hold(h) for h in found])
+        return pb.ListHoldsResponse(holds=[hold_pb(h) for h in found])
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
         """A hold's write waits for the disk: off the loop, on the writer executor."""
@@ -238,23 +237,6 @@ def _range(request: pb.HistoryRequest | pb.ExportRequest) -> tuple[datetime, dat
             raise BadRequest(f"{name} is required (a timestamp)")
         times.append(at)
     return times[0], times[1]
-
-
-def _hold(h: Hold) -> pb.Hold:
-    out = pb.Hold(
-        hold_id=h.id,
-        account_id=h.account,
-        feature=h.feature,
-        amount=h.amount,
-        created_at=timestamp(h.created_at),
-        expires_at=timestamp(h.expires_at),
-        state=h.state.value,
-    )
-    if h.ended_at is not None:
-        out.ended_at.CopyFrom(timestamp(h.ended_at))
-    if h.state is HoldState.SETTLED and h.settled is not None:
-        out.settled_amount = h.settled
-    return out
 
 
 def _point(p: HistoryPoint) -> pb.HistoryPoint:

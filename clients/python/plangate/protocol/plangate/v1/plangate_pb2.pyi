@@ -552,7 +552,7 @@ class Grant(_message.Message):
     def __init__(self, id: _Optional[str] = ..., feature: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Account(_message.Message):
-    __slots__ = ("id", "name", "attributes", "subscriptions", "overrides", "grants", "declared", "topups")
+    __slots__ = ("id", "name", "attributes", "subscriptions", "overrides", "grants", "declared", "topups", "holds")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
@@ -561,6 +561,7 @@ class Account(_message.Message):
     GRANTS_FIELD_NUMBER: _ClassVar[int]
     DECLARED_FIELD_NUMBER: _ClassVar[int]
     TOPUPS_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     attributes: _struct_pb2.Struct
@@ -569,7 +570,8 @@ class Account(_message.Message):
     grants: _containers.RepeatedCompositeFieldContainer[Grant]
     declared: bool
     topups: _containers.RepeatedCompositeFieldContainer[TopUp]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[Override, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., declared: _Optional[bool] = ..., topups: _Optional[_Iterable[_Union[TopUp, _Mapping]]] = ...) -> None: ...
+    holds: _containers.RepeatedCompositeFieldContainer[Hold]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[Override, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., declared: _Optional[bool] = ..., topups: _Optional[_Iterable[_Union[TopUp, _Mapping]]] = ..., holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ...) -> None: ...
 
 class UpsertAccountRequest(_message.Message):
     __slots__ = ("id", "name", "attributes", "clear_attributes")
