@@ -341,6 +341,46 @@ def _audit_table(reply: Shown, args: argparse.Namespace) -> str:
     return text
 
 
+def _reserved(reply: Shown, args: argparse.Namespace) -> str:
+    word = "granted" + (", duplicate" if reply.get("duplicate") else "")
+    lines = [f"{args.feature}  {word}  hold {reply.get('hold_id', '')}"]
+    lines.append(f"  expires {reply.get('expires_at', '-')}")
+    metering = reply.get("resolution", {}).get("metering")
+    if metering:
+        lines.append(f"  {output.usage_bar(metering)}")
+    return "\n".join(lines)
+
+
+def _ended(reply: Shown, args: argparse.Namespace) -> str:
+    hold = reply.get("hold", {})
+    text = f"{hold.get('hold_id', args.hold)}  {hold.get('state', '')}"
+    if "settled_amount" in hold:
+        text += f" {output.number(hold['settled_amount'])}  usage {output.number(reply.get('usage', 0))}"
+    if reply.get("duplicate"):
+        text += "  (duplicate: the first answer)"
+    if reply.get("over_ceiling"):
+        text += "\n  over the ceiling: recorded in full, past the limit"
+    return text
+
+
+def _hold_table(reply: Shown, args: argparse.Namespace) -> str:
+    rows = [
+        [
+            h.get("hold_id", ""),
+            h.get("feature", ""),
+            output.number(h.get("amount", 0)),
+            h.get("created_at", "-"),
+            h.get("expires_at", "-"),
+        ]
+        for h in reply.get("holds", [])
+    ]
+    return output.table(
+        rows,
+        ["ID", "FEATURE", "AMOUNT", "CREATED", "EXPIRES"],
+        f"{args.account} has no active holds",
+    )
+
+
 # -- what counts as a failure -----------------------------------------------------------------
 
 
@@ -367,6 +407,13 @@ def _consume_failed(reply: Shown, call: Call) -> str | None:
     return unknown or f"not consumed: {reply.get('denial', 'denied')}"
 
 
+def _reserve_failed(reply: Shown, call: Call) -> str | None:
+    if reply.get("granted"):
+        return None
+    unknown = call.unknown_feature(call.args.feature)
+    return unknown or f"not reserved: {reply.get('denial', 'denied')}"
+
+
 def _never(reply: Shown, call: Call) -> str | None:
     return None
 
@@ -385,6 +432,8 @@ def arg(*names: str, **options: Any) -> Arg:
 
 
 ACCOUNT, FEATURE, SUBSCRIPTION = arg("account"), arg("feature"), arg("subscription")
+HOLD = arg("hold", help="the hold id (from `holds reserve` or `holds list`)")
+HOLD_ACCOUNT = arg("--account", default="", help="refuse unless the hold is this account's")
 AT = arg("--at", help="now (default), period_end, or an ISO-8601 time", metavar="WHEN")
 ADDON_HELP = "add-on and quantity (repeatable)"
 VALUE_HELP = "as in the catalog: 25, true, unlimited, '{limit: 10, soft: true}'"
@@ -412,6 +461,7 @@ GROUPS = {
     "topups": "add, list and void top-ups (balances on top of the allowance)",
     "usage": "report, consume and reset usage; its history and the billing export",
     "deliveries": "list and retry quota webhooks and actions (the outbox)",
+    "holds": "reserve amounts before work, then settle or release them (design §17)",
 }
 
 
@@ -886,6 +936,58 @@ COMMANDS: tuple[Command, ...] = (
             arg("--format", choices=["csv", "jsonl"], default="csv"),
         ),
         streams=True,
+    ),
+    Command(
+        "holds reserve",
+        "reserve an amount of a sum metered feature or credit pool until settled or released",
+        "Usage.Reserve",
+        lambda a: pb.ReserveRequest(
+            account_id=a.account,
+            feature=a.feature,
+            amount=a.amount,
+            ttl_seconds=a.ttl,
+            idempotency_key=a.idempotency_key,
+        ),
+        (
+            ACCOUNT,
+            FEATURE,
+            arg("amount", type=float),
+            arg("--ttl", type=int, metavar="SECONDS", help="1..86400 (default 300)"),
+            arg("--idempotency-key", default=""),
+        ),
+        show=_reserved,
+        failed=_reserve_failed,
+    ),
+    Command(
+        "holds settle",
+        "record the real amount as usage (in full, even past the limit) and end the hold",
+        "Usage.Settle",
+        lambda a: pb.SettleRequest(
+            hold_id=a.hold,
+            amount=a.amount,
+            account_id=a.account,
+            idempotency_key=a.idempotency_key,
+        ),
+        (HOLD, arg("amount", type=float), HOLD_ACCOUNT, arg("--idempotency-key", default="")),
+        show=_ended,
+    ),
+    Command(
+        "holds release",
+        "end a hold without recording usage",
+        "Usage.Release",
+        lambda a: pb.ReleaseRequest(
+            hold_id=a.hold, account_id=a.account, idempotency_key=a.idempotency_key
+        ),
+        (HOLD, HOLD_ACCOUNT, arg("--idempotency-key", default="")),
+        show=_ended,
+    ),
+    Command(
+        "holds list",
+        "list an account's active holds, earliest expiry first",
+        "Usage.ListHolds",
+        lambda a: pb.ListHoldsRequest(account_id=a.account, feature=a.feature),
+        (ACCOUNT, arg("--feature", default="")),
+        show=_hold_table,
     ),
     Command(
         "deliveries list",

@@ -126,6 +126,8 @@ def usage_bar(metering: Mapping[str, Any]) -> str:
             notes.append("soft limit")
     if metering.get("overage"):
         notes.append(f"{number(metering['overage'])} over")
+    if metering.get("held"):
+        notes.append(f"{number(metering['held'])} held")
     if "period_end" in metering:
         notes.append(f"resets {day(metering['period_end'])}")
     return head + (f" ({', '.join(notes)})" if notes else "")

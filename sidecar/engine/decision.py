@@ -57,6 +57,7 @@ class Metering:
     topup_remaining: float = 0.0  # T: what the active top-ups can still cover
     topups: tuple[TopUpState, ...] = ()  # in burn order
     pool: PoolShare | None = None  # the credit pool a credit-priced feature draws on
+    held: float = 0.0  # H: what active holds reserve (design §17); `remaining` excludes it
 
     @property
     def unlimited(self) -> bool:

@@ -474,7 +474,10 @@ def _metered(
         at = pooled.valid_until
         if at is not None and (until is None or at < until):
             until = at
-    answer = metered_answer(terms, used, requested, pool=cover)
+    held, expiry = snapshot.holds.held(slot.scope_key, feature.key, now)
+    if expiry is not None and (until is None or expiry < until):
+        until = expiry  # design §17: a hold's expiry is a time boundary
+    answer = metered_answer(terms, used, requested, held=held, pool=cover)
     cap = answer.limit
     metering = Metering(
         limit=cap,
@@ -491,6 +494,7 @@ def _metered(
         topup_remaining=remaining_topups,
         topups=topups,
         pool=pool,
+        held=held,
     )
     value = number(cap)
     end = period.end

@@ -83,8 +83,8 @@ def hour_buckets(
     values = dict(before)
     out: dict[BucketKey, tuple[float, float]] = {}
     for w, outcome in zip(writes, outcomes, strict=True):
-        if outcome.status is not Status.APPLIED:
-            continue
+        if outcome.status is not Status.APPLIED or not w.records_usage:
+            continue  # a Reserve or a Release is no usage (design §17)
         hour = hour_of(w.at or w.report.timestamp or w.period_start)
         legs: list[tuple[CounterKey, float]] = [(w.counter, outcome.usage)]
         if w.pool is not None:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from ..catalog.model import Account, Catalog, Entitlement, Subscription
 from .combine import Sourced, stack
+from .holds import HoldView
 
 
 class UsageView(Protocol):
@@ -76,6 +77,7 @@ class StateView:
     accounts: Mapping[str, Account]
     memberships: Mapping[str, Sequence[Subscription]] = field(default_factory=dict)
     usage: UsageView = field(default_factory=NoUsage)
+    holds: HoldView = field(default_factory=HoldView)  # design §17: active holds, by leg
     plans: PlanResolver = field(init=False)
 
     def __post_init__(self) -> None:

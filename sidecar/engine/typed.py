@@ -73,6 +73,8 @@ def detail(decision: Decision) -> dict[str, Any]:
         )
         if m.overage_cap is not None:
             out["overage_cap"] = number(m.overage_cap)
+        if m.held:  # design §17: what active holds reserve
+            out["held"] = number(m.held)
         if m.topups or m.pool is not None:
             out.update(_balance_detail(m))
     if decision.denial is not None:
@@ -155,6 +157,8 @@ def _metering_metadata(m: Metering, out: dict[str, bool | int | float | str]) ->
         out["remaining"] = number(m.remaining) or 0
     if m.period_end is not None:
         out["period_end"] = iso(m.period_end) or ""
+    if m.held:  # design §17: a client applying the §4 rule adds it to `used`
+        out["held"] = number(m.held) or 0
     if m.topups:
         if m.allowance is not None:
             out["allowance"] = number(m.allowance) or 0

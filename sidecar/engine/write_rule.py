@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -29,6 +29,7 @@ from ...protocol.metering import Denial, Terms, metered_answer
 from ..catalog.model import Aggregation, Feature, TopUp
 from .balances import FOREVER, Balance, burn_feature, headroom, rebalance, states
 from .decision import Metering
+from .holds import Hold, HoldState, Leg, held_on
 from .usage import UsageReport, next_value
 
 CounterKey = tuple[str, str, datetime]
@@ -61,6 +62,18 @@ class Status(StrEnum):
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
     DENIED = "denied"
+    ENDED = "ended"  # Settle/Release of a hold already settled, released or expired
+    NO_HOLD = "no_hold"  # Settle/Release of a hold unknown (to the account named)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldEnd:
+    """What a Settle or Release does to its hold (design §17): `how` is SETTLED (the write's
+    report is recorded as usage) or RELEASED (no usage); `account`, when set, must own it."""
+
+    hold_id: str
+    how: HoldState
+    account: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +151,25 @@ class UsageWrite:
     pool: PoolLeg | None = None
     on_exhausted: Exhausted | None = None
     at: datetime | None = None
+    hold: Hold | None = None  # a Reserve: the hold to make if admitted (no usage recorded)
+    ends: HoldEnd | None = None  # a Settle or Release
 
     @property
     def counter(self) -> CounterKey:
         return (self.scope_key, self.feature.key, self.period_start)
+
+    @property
+    def legs(self) -> list[Leg]:
+        """The (scope, feature) pairs whose active holds this write's admission counts."""
+        out = [(self.scope_key, self.feature.key)]
+        if self.pool is not None:
+            out.append((self.pool.scope_key, self.pool.feature.key))
+        return out
+
+    @property
+    def records_usage(self) -> bool:
+        """Whether an applied write changes its counter (a Reserve and a Release do not)."""
+        return self.hold is None and (self.ends is None or self.ends.how is HoldState.SETTLED)
 
     @property
     def counters(self) -> list[CounterKey]:
@@ -181,6 +209,7 @@ class UsageOutcome:
     # other counters this write changed (its pool, burned top-ups), for memory to follow
     changes: tuple[tuple[CounterKey, float], ...] = ()
     pool_fired: tuple[Firing, ...] = ()  # the firings recorded on the pool's counter
+    hold: str = ""  # Reserve, Settle, Release: the hold's id
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +224,8 @@ class BatchReads:
     """(counter, unique key) pairs of the batch already counted."""
     marks: AbstractSet[tuple[CounterKey, str]] = frozenset()
     """(counter, mark) pairs already fired on the counters of writes with `on_applied`."""
+    holds: Mapping[str, Hold] = field(default_factory=dict)
+    """The stored holds active on the legs of writes with `admit`, and the holds `ends` names."""
 
 
 @dataclass(slots=True)
@@ -211,6 +242,10 @@ class BatchWrites:
     """Marks newly fired, in order; the store enqueues their entries in the outbox."""
     keys: dict[str, UsageOutcome] = field(default_factory=dict)
     """Idempotency keys newly remembered, with their first outcome."""
+    holds: list[Hold] = field(default_factory=list)
+    """Holds newly made (Reserve)."""
+    ended: list[Hold] = field(default_factory=list)
+    """Holds newly settled or released, as they now are."""
 
 
 def apply_batch(writes: Sequence[UsageWrite], reads: BatchReads) -> BatchWrites:
@@ -224,19 +259,30 @@ def apply_batch(writes: Sequence[UsageWrite], reads: BatchReads) -> BatchWrites:
     values = dict(reads.values)
     uniques = set(reads.uniques)
     marks = set(reads.marks)
+    holds = dict(reads.holds)
     for w in writes:
         key = w.report.idempotency_key
         first = (out.keys.get(key) or reads.outcomes.get(key)) if key else None
         if first is not None:
             out.outcomes.append(
-                UsageOutcome(Status.DUPLICATE, first.usage, first.period_start, first.message)
+                UsageOutcome(
+                    Status.DUPLICATE,
+                    first.usage,
+                    first.period_start,
+                    first.message,
+                    hold=first.hold,
+                )
             )
             continue
-        outcome = _apply_one(w, values, uniques, marks, out)
-        if key and outcome.status is not Status.REJECTED:
+        outcome = _apply_one(w, values, uniques, marks, out, holds)
+        if key and outcome.status not in _FORGOTTEN:
             out.keys[key] = outcome
         out.outcomes.append(outcome)
     return out
+
+
+_FORGOTTEN = frozenset({Status.REJECTED, Status.ENDED, Status.NO_HOLD})
+"""Outcomes that changed nothing and whose idempotency key is not remembered."""
 
 
 def _apply_one(
@@ -245,17 +291,14 @@ def _apply_one(
     uniques: set[tuple[CounterKey, str]],
     marks: set[tuple[CounterKey, str]],
     out: BatchWrites,
+    holds: dict[str, Hold],
 ) -> UsageOutcome:
     counter = w.counter
     current = values.get(counter, 0.0)
     pool = w.pool
-    if w.admit is not None:
-        denial = w.admit(current, _headroom(w.balance, counter, values))
-        if denial is None and pool is not None and pool.admit is not None:
-            pool_now = values.get(pool.counter, 0.0)
-            denial = pool.admit(pool_now, _headroom(pool.balance, pool.counter, values))
-        if denial is not None:
-            return UsageOutcome(Status.DENIED, current, w.period_start, denial)
+    ending, early = _first_steps(w, current, values, holds, out)
+    if early is not None:
+        return early
     new_unique = True
     if w.counts_unique:
         new_unique = (counter, w.report.unique_key) not in uniques
@@ -288,6 +331,8 @@ def _apply_one(
     pool_fired: tuple[Firing, ...] = ()
     if pool is not None:
         pool_fired = _fire(pool.on_applied, pool.counter, pool_before, pool_after, marks, out)
+    if ending is not None:
+        _end(ending, holds, out)
     return UsageOutcome(
         Status.APPLIED,
         value,
@@ -295,7 +340,81 @@ def _apply_one(
         fired=fired,
         changes=tuple(changes.items()),
         pool_fired=pool_fired,
+        hold=ending.id if ending is not None else "",
     )
+
+
+def _first_steps(
+    w: UsageWrite,
+    current: float,
+    values: dict[CounterKey, float],
+    holds: dict[str, Hold],
+    out: BatchWrites,
+) -> tuple[Hold | None, UsageOutcome | None]:
+    """What comes before the counter moves: the hold a Settle ends (a Release ends it here),
+    the admission, and a Reserve's hold. Returns the hold being settled, or the outcome when
+    the write stops here."""
+    at = w.at or w.period_start
+    ending: Hold | None = None
+    if w.ends is not None:
+        step = _ending(w.ends, holds, w, current, at)
+        if isinstance(step, UsageOutcome):
+            return None, step
+        ending = step
+        if w.ends.how is HoldState.RELEASED:
+            _end(ending, holds, out)
+            return None, UsageOutcome(Status.APPLIED, current, w.period_start, hold=ending.id)
+    if w.admit is not None:
+        denial = _admission(w, w.admit, current, values, holds, at)
+        if denial is not None:
+            return None, UsageOutcome(Status.DENIED, current, w.period_start, denial)
+    if w.hold is not None:  # an admitted Reserve: the hold counts from now on, no usage
+        holds[w.hold.id] = w.hold
+        out.holds.append(w.hold)
+        return None, UsageOutcome(Status.APPLIED, current, w.period_start, hold=w.hold.id)
+    return ending, None
+
+
+def _ending(
+    ends: HoldEnd, holds: dict[str, Hold], w: UsageWrite, current: float, at: datetime
+) -> Hold | UsageOutcome:
+    """The hold a Settle or Release ends, as it will be; or why it cannot (design §17)."""
+    found = holds.get(ends.hold_id)
+    if found is None or (ends.account and found.account != ends.account):
+        whose = f" of account {ends.account!r}" if ends.account else ""
+        message = f"no hold {ends.hold_id!r}{whose}; list them with ListHolds"
+        return UsageOutcome(Status.NO_HOLD, current, w.period_start, message)
+    if found.state_at(at) is not HoldState.ACTIVE:
+        return UsageOutcome(Status.ENDED, current, w.period_start, found.ended_message(at))
+    settled = w.report.amount if ends.how is HoldState.SETTLED else None
+    return replace(found, state=ends.how, ended_at=at, settled=settled)
+
+
+def _admission(
+    w: UsageWrite,
+    admit: Admit,
+    current: float,
+    values: dict[CounterKey, float],
+    holds: dict[str, Hold],
+    at: datetime,
+) -> str | None:
+    """Consume's and Reserve's check, counting every active hold (design §17: U + H + R)."""
+    live = holds.values()
+    held = held_on(live, (w.scope_key, w.feature.key), at) if live else 0.0
+    denial = admit(current + held, _headroom(w.balance, w.counter, values))
+    pool = w.pool
+    if denial is None and pool is not None and pool.admit is not None:
+        pool_now = values.get(pool.counter, 0.0)
+        if live:
+            pool_now += held_on(live, (pool.scope_key, pool.feature.key), at)
+        denial = pool.admit(pool_now, _headroom(pool.balance, pool.counter, values))
+    return denial
+
+
+def _end(hold: Hold, holds: dict[str, Hold], out: BatchWrites) -> None:
+    """`hold` (settled or released) stops counting for the rest of the batch too."""
+    holds[hold.id] = hold
+    out.ended.append(hold)
 
 
 def _set(

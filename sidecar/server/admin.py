@@ -14,11 +14,13 @@ from ...protocol.plangate.v1 import plangate_pb2_grpc as pb_grpc
 from ...protocol.values import to_struct, to_timestamp
 from ..engine.typed import INT64_MAX
 from ..runtime.serve.admin import ANONYMOUS, Admin, Page, TopUpView
+from ..runtime.serve.holds import Holds
 from ..store.base import AuditEntry, Delivery
 from .auth import Tokens, authorization, name_of
 from .convert import (
     account_pb,
     grant_pb,
+    hold_pb,
     struct_arg,
     subscription_pb,
     time_arg,
@@ -90,6 +92,7 @@ class AdminService(pb_grpc.AdminServicer):
         self.admin = admin
         self.metrics = metrics  # read by `handled` (RPC timings and errors)
         self.tokens = tokens
+        self.holds = Holds(admin.state)
 
     def _actor(self, context: grpc.ServicerContext) -> str:
         """Who is calling: its token's name (the interceptor has checked it), or anonymous."""
@@ -118,7 +121,9 @@ class AdminService(pb_grpc.AdminServicer):
     def GetAccount(
         self, request: pb.GetAccountRequest, context: grpc.ServicerContext
     ) -> pb.Account:
-        return account_pb(self.admin.get_account(request.id))
+        out = account_pb(self.admin.get_account(request.id))
+        out.holds.extend(hold_pb(h) for h in self.holds.list(request.id))
+        return out
 
     @handled
     def ListAccounts(

@@ -39,6 +39,7 @@ from ..engine import (
 )
 from ..engine.balances import TopUpState
 from ..engine.decision import Metering
+from ..engine.holds import Hold, HoldState
 from ..engine.request import check_context
 from ..engine.typed import int64
 from ..engine.usage import Mode
@@ -96,6 +97,7 @@ def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -
         if m.overage_cap is not None:
             metering.overage_cap = m.overage_cap
         metering.overage = m.overage
+        metering.held = m.held
         metering.period_start.seconds, metering.period_start.nanos = _timestamp(m.period_start)
         if m.period_end is not None:
             metering.period_end.seconds, metering.period_end.nanos = _timestamp(m.period_end)
@@ -372,4 +374,21 @@ def topup_pb(topup: TopUp, state: TopUpState | None = None) -> pb.TopUp:
         out.remaining = state.remaining
         out.active = state.active
         out.burned_this_period = state.burned_now
+    return out
+
+
+def hold_pb(h: Hold) -> pb.Hold:
+    out = pb.Hold(
+        hold_id=h.id,
+        account_id=h.account,
+        feature=h.feature,
+        amount=h.amount,
+        created_at=timestamp(h.created_at),
+        expires_at=timestamp(h.expires_at),
+        state=h.state.value,
+    )
+    if h.ended_at is not None:
+        out.ended_at.CopyFrom(timestamp(h.ended_at))
+    if h.state is HoldState.SETTLED and h.settled is not None:
+        out.settled_amount = h.settled
     return out

@@ -33,6 +33,15 @@ class Metrics:
         self.consumes = Counter(
             "plangate_consumes", "Consume calls by outcome", ["granted"], registry=r
         )
+        self.holds_reserved = Counter(
+            "plangate_holds_reserved",
+            "Reserve calls by outcome (design §17)",
+            ["granted"],
+            registry=r,
+        )
+        self.holds_ended = Counter(
+            "plangate_holds_ended", "Holds settled or released (design §17)", ["how"], registry=r
+        )
         self.catalog_reloads = Counter(
             "plangate_catalog_reloads",
             "Catalog changes seen by the watcher",

@@ -30,8 +30,9 @@ from ..runtime.serve.history import (
     parse_window,
     usage_history,
 )
+from ..runtime.serve.holds import Ended, Holds
 from ..store.base import Status, UsageOutcome
-from .convert import resolution, time_arg, timestamp, usage_report
+from .convert import hold_pb, resolution, time_arg, timestamp, usage_report
 from .errors import BadRequest, handled, require, status_of
 from .metrics import Metrics
 
@@ -53,6 +54,7 @@ class UsageService(pb_grpc.UsageServicer):
         self.decisions = decisions
         self.metrics = metrics
         self.writer = writer
+        self.holds = Holds(decisions.state)
 
     @handled
     async def Report(self, request: pb.ReportRequest, context: _Context) -> pb.ReportResponse:
@@ -123,6 +125,83 @@ class UsageService(pb_grpc.UsageServicer):
             duplicate=outcome.duplicate,
             resolution=resolution(outcome.after.decision, outcome.after.feature),
         )
+
+    @handled
+    async def Reserve(self, request: pb.ReserveRequest, context: _Context) -> pb.ReserveResponse:
+        require(bool(request.account_id), "account_id is required")
+        require(bool(request.feature), "feature is required (a sum metered feature or pool)")
+        require(
+            not request.dimensions,
+            "dimensions need meters (§16), which this sidecar does not have yet; "
+            "reserve without dimensions",
+        )
+        ttl = request.ttl_seconds if request.HasField("ttl_seconds") else None
+        reserved = await self._blocking(
+            self.holds.reserve,
+            request.account_id,
+            request.feature,
+            request.amount,
+            ttl,
+            request.idempotency_key,
+        )
+        self.metrics.child(self.metrics.holds_reserved, str(reserved.granted).lower()).inc()
+        feature = self.decisions.catalog.features[reserved.after.feature]
+        out = pb.ReserveResponse(
+            granted=reserved.granted,
+            denial=reserved.denial,
+            duplicate=reserved.duplicate,
+            resolution=resolution(reserved.after, feature),
+        )
+        if reserved.hold is not None:
+            out.hold_id = reserved.hold.id
+            out.expires_at.CopyFrom(timestamp(reserved.hold.expires_at))
+        return out
+
+    @handled
+    async def Settle(self, request: pb.SettleRequest, context: _Context) -> pb.SettleResponse:
+        require(request.HasField("amount"), "amount is required (the real cost, >= 0)")
+        ended = await self._blocking(
+            self.holds.settle,
+            request.hold_id,
+            request.amount,
+            request.idempotency_key,
+            request.account_id,
+        )
+        self.metrics.child(self.metrics.holds_ended, "settled").inc()
+        return pb.SettleResponse(
+            usage=ended.usage,
+            over_ceiling=ended.over_ceiling,
+            hold=hold_pb(ended.hold),
+            resolution=self._after(ended),
+            duplicate=ended.duplicate,
+        )
+
+    @handled
+    async def Release(self, request: pb.ReleaseRequest, context: _Context) -> pb.ReleaseResponse:
+        ended = await self._blocking(
+            self.holds.release, request.hold_id, request.idempotency_key, request.account_id
+        )
+        self.metrics.child(self.metrics.holds_ended, "released").inc()
+        return pb.ReleaseResponse(
+            hold=hold_pb(ended.hold),
+            resolution=self._after(ended),
+            duplicate=ended.duplicate,
+        )
+
+    @handled
+    async def ListHolds(
+        self, request: pb.ListHoldsRequest, context: _Context
+    ) -> pb.ListHoldsResponse:
+        require(bool(request.account_id), "account_id is required")
+        found = self.holds.list(request.account_id, request.feature)
+        return pb.ListHoldsResponse(holds=[hold_pb(h) for h in found])
+
+    async def _blocking(self, fn: Any, *args: Any) -> Any:
+        """A hold's write waits for the disk: off the loop, on the writer executor."""
+        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, *args)
+
+    def _after(self, ended: Ended) -> pb.Resolution:
+        return resolution(ended.after, self.decisions.catalog.features[ended.after.feature])
 
     @handled
     async def History(self, request: pb.HistoryRequest, context: _Context) -> pb.HistoryResponse:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..engine.history import Bucket
+from ..engine.holds import Hold
 from ..engine.write_rule import Admit as Admit
 from ..engine.write_rule import CounterKey as CounterKey
 from ..engine.write_rule import Fire as Fire
@@ -276,6 +277,14 @@ class Store(Protocol):
 
     def lifecycle_upto(self) -> datetime | None:
         """How far the lifecycle scheduler has fired time-driven events (None: never ran)."""
+        ...
+
+    def load_holds(self) -> list[Hold]:
+        """The holds stored as active (some may have expired since)."""
+        ...
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        """One hold in any state (None: never made here)."""
         ...
 
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:

@@ -49,6 +49,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from ..engine.history import Bucket, BucketKey, hour_buckets
+from ..engine.holds import Hold, HoldState
 from ..engine.write_rule import BatchReads, apply_batch
 from .base import (
     AuditEntry,
@@ -181,6 +182,27 @@ MIGRATIONS: list[tuple[str, ...]] = [
             environment text PRIMARY KEY,
             upto timestamptz NOT NULL)""",
     ),
+    (  # holds (design §17), assigned schema version 7: additive, may be renumbered
+        """CREATE TABLE plangate.holds (
+            environment text NOT NULL,
+            id text NOT NULL,
+            account text NOT NULL,
+            feature text NOT NULL,
+            scope text NOT NULL,
+            amount double precision NOT NULL,
+            pool text NOT NULL,
+            pool_scope text NOT NULL,
+            per_unit double precision NOT NULL,
+            created_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            state text NOT NULL,
+            ended_at timestamptz,
+            settled double precision,
+            PRIMARY KEY (environment, id))""",
+        "CREATE INDEX holds_leg ON plangate.holds (environment, state, scope, feature)",
+        "CREATE INDEX holds_pool ON plangate.holds (environment, state, pool_scope, pool)",
+        "CREATE INDEX holds_account ON plangate.holds (environment, account, state)",
+    ),
 ]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit, and keep each
 step additive so that sidecars still on the previous release keep working during a rollout."""
@@ -265,6 +287,85 @@ def channel_for(environment: str) -> str:
     if len(name.encode()) <= 63:
         return name
     return "plangate:" + hashlib.sha256(environment.encode()).hexdigest()[:40]
+
+
+HOLD_COLUMNS = (
+    "id, account, feature, scope, amount, pool, pool_scope, per_unit, created_at, expires_at, "
+    "state, ended_at, settled"
+)
+
+
+def _hold_from(row: Sequence[Any]) -> Hold:
+    id_, account, feature, scope, amount, pool, pool_scope, per_unit, created, expires = row[:10]
+    state, ended, settled = row[10:]
+    return Hold(
+        id_,
+        account,
+        feature,
+        scope,
+        float(amount),
+        utc(created),
+        utc(expires),
+        pool,
+        pool_scope,
+        float(per_unit),
+        HoldState(state),
+        utc(ended) if ended is not None else None,
+        None if settled is None else float(settled),
+    )
+
+
+def _read_holds(conn: Connection, env: str, writes: Sequence[UsageWrite]) -> dict[str, Hold]:
+    """The holds the batch's admissions count (active on their legs) and those it ends (their
+    rows locked, so two sidecars never end one hold twice)."""
+    out: dict[str, Hold] = {}
+    legs = sorted({leg for w in writes if w.admit is not None for leg in w.legs})
+    for scope, feature in legs:
+        for row in conn.execute(
+            f"SELECT {HOLD_COLUMNS} FROM plangate.holds WHERE environment = %s "
+            "AND state = 'active' AND ((scope = %s AND feature = %s) "
+            "OR (pool_scope = %s AND pool = %s))",
+            (env, scope, feature, scope, feature),
+        ).fetchall():
+            hold = _hold_from(row)
+            out[hold.id] = hold
+    ends = sorted({w.ends.hold_id for w in writes if w.ends is not None})
+    if ends:
+        for row in conn.execute(
+            f"SELECT {HOLD_COLUMNS} FROM plangate.holds WHERE environment = %s "
+            "AND id = ANY(%s) ORDER BY id FOR UPDATE",
+            (env, ends),
+        ).fetchall():
+            hold = _hold_from(row)
+            out[hold.id] = hold
+    return out
+
+
+def _write_holds(conn: Connection, env: str, made: Sequence[Hold], ended: Sequence[Hold]) -> None:
+    for h in made:
+        conn.execute(
+            f"INSERT INTO plangate.holds (environment, {HOLD_COLUMNS}) VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', NULL, NULL)",
+            (
+                env,
+                h.id,
+                h.account,
+                h.feature,
+                h.scope_key,
+                h.amount,
+                h.pool,
+                h.pool_scope,
+                h.per_unit,
+                h.created_at,
+                h.expires_at,
+            ),
+        )
+    for h in ended:
+        conn.execute(
+            "UPDATE plangate.holds SET state = %s, ended_at = %s, settled = %s "
+            "WHERE environment = %s AND id = %s",
+            (h.state.value, h.ended_at, h.settled, env, h.id),
+        )
 
 
 def utc(at: datetime) -> datetime:
@@ -773,6 +874,27 @@ class PostgresStore:
             {key: value for key, (value, _v) in counters.items()},
         )
 
+    def load_holds(self) -> list[Hold]:
+        def work(conn: Connection) -> list[Hold]:
+            rows = conn.execute(
+                f"SELECT {HOLD_COLUMNS} FROM plangate.holds "
+                "WHERE environment = %s AND state = 'active'",
+                (self.environment,),
+            ).fetchall()
+            return [_hold_from(r) for r in rows]
+
+        return self._read(work)
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        def work(conn: Connection) -> Hold | None:
+            row = conn.execute(
+                f"SELECT {HOLD_COLUMNS} FROM plangate.holds WHERE environment = %s AND id = %s",
+                (self.environment, hold_id),
+            ).fetchone()
+            return _hold_from(row) if row is not None else None
+
+        return self._read(work)
+
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:
         if not writes:
             return []
@@ -819,6 +941,9 @@ class PostgresStore:
                 else set(),
             )
             versions = [int(n) for (n,) in numbers.fetchall()]
+        # Read after the counters' locks (a new snapshot): every hold another sidecar made or
+        # ended on these counters has committed, so admissions count them all (design §17).
+        reads = replace(reads, holds=_read_holds(conn, env, writes))
         if len(reads.values) != len(counters):  # rows deleted behind PlanGate's back: start over
             raise pg_errors.SerializationFailure("usage rows vanished during the transaction")
 
@@ -851,6 +976,7 @@ class PostgresStore:
                 ]
                 conn.execute(_ADD_OUTBOX, (env, *_columns(outbox, 6)))
             _add_buckets(conn, env, hour_buckets(writes, reads.values, done.outcomes))
+            _write_holds(conn, env, done.holds, done.ended)
             self._notify(conn, counters=changed)
         return done.outcomes, changed
 

@@ -30,9 +30,10 @@ def outcome_text(outcome: UsageOutcome) -> str:
     # json.dumps writes a finite float as its repr; anything else (an int from a caller) it decides
     number = repr(usage) if type(usage) is float and math.isfinite(usage) else json.dumps(usage)
     start = _quote(ts(outcome.period_start)) if outcome.period_start is not None else "null"
+    hold = f', "hold": {_quote(outcome.hold)}' if outcome.hold else ""
     return (
         f'{{"status": {_quote(outcome.status.value)}, "usage": {number}, '
-        f'"period_start": {start}, "message": {_quote(outcome.message)}}}'
+        f'"period_start": {start}, "message": {_quote(outcome.message)}{hold}}}'
     )
 
 
@@ -46,6 +47,7 @@ def outcome_from(data: Any) -> UsageOutcome:
         float(data["usage"]),
         parse_ts(start) if start else None,
         str(data.get("message", "")),
+        hold=str(data.get("hold", "")),
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import sqlite_utils
 
 from ..engine.history import Bucket, BucketKey, hour_buckets
+from ..engine.holds import Hold, HoldState
 from ..engine.write_rule import BatchReads, BatchWrites, apply_batch
 from . import sqlite_files as files
 from .base import (
@@ -137,7 +138,31 @@ def _v6(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _holds(db: sqlite_utils.Database) -> None:
+    """Holds (design §17), assigned schema version 8 (a self-contained step: it only adds a
+    table, so it may be renumbered). `state` is active, settled or released; an active hold
+    past `expires_at` is expired without anyone writing it."""
+    db.execute(
+        "CREATE TABLE holds (environment TEXT NOT NULL, id TEXT NOT NULL, "
+        "account TEXT NOT NULL, feature TEXT NOT NULL, scope TEXT NOT NULL, "
+        "amount REAL NOT NULL, pool TEXT NOT NULL, pool_scope TEXT NOT NULL, "
+        "per_unit REAL NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL, "
+        "state TEXT NOT NULL, ended_at TEXT, settled REAL, PRIMARY KEY (environment, id))"
+    )
+    db.execute("CREATE INDEX holds_leg ON holds (environment, state, scope, feature)")
+    db.execute("CREATE INDEX holds_pool ON holds (environment, state, pool_scope, pool)")
+    db.execute("CREATE INDEX holds_account ON holds (environment, account, state)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _holds,
+]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit."""
 
 
@@ -231,7 +256,82 @@ def _read_batch(c: sqlite3.Connection, rows: _Rows, writes: Sequence[UsageWrite]
         for key in dict.fromkeys(k for w in writes for k in w.quota_counters)
         for (mark,) in c.execute(f"SELECT mark FROM quota_fired WHERE {_COUNTER}", rows.of(key))
     }
-    return BatchReads(outcomes, values, uniques, marks)
+    return BatchReads(outcomes, values, uniques, marks, _read_holds(c, rows.env, writes))
+
+
+HOLD_COLUMNS = (
+    "id, account, feature, scope, amount, pool, pool_scope, per_unit, created_at, expires_at, "
+    "state, ended_at, settled"
+)
+
+
+def _hold_from(row: Sequence[Any]) -> Hold:
+    id_, account, feature, scope, amount, pool, pool_scope, per_unit, created, expires = row[:10]
+    state, ended, settled = row[10:]
+    return Hold(
+        id_,
+        account,
+        feature,
+        scope,
+        float(amount),
+        parse_ts(created),
+        parse_ts(expires),
+        pool,
+        pool_scope,
+        float(per_unit),
+        HoldState(state),
+        parse_ts(ended) if ended else None,
+        None if settled is None else float(settled),
+    )
+
+
+def _read_holds(c: sqlite3.Connection, env: str, writes: Sequence[UsageWrite]) -> dict[str, Hold]:
+    """The holds the batch's admissions count (active on their legs) and those it ends."""
+    out: dict[str, Hold] = {}
+    legs = dict.fromkeys(leg for w in writes if w.admit is not None for leg in w.legs)
+    for scope, feature in legs:
+        for row in c.execute(
+            f"SELECT {HOLD_COLUMNS} FROM holds WHERE environment = ? AND state = 'active' "
+            "AND ((scope = ? AND feature = ?) OR (pool_scope = ? AND pool = ?))",
+            (env, scope, feature, scope, feature),
+        ):
+            hold = _hold_from(row)
+            out[hold.id] = hold
+    for w in writes:
+        if w.ends is not None and w.ends.hold_id not in out:
+            row = c.execute(
+                f"SELECT {HOLD_COLUMNS} FROM holds WHERE environment = ? AND id = ?",
+                (env, w.ends.hold_id),
+            ).fetchone()
+            if row is not None:
+                out[w.ends.hold_id] = _hold_from(row)
+    return out
+
+
+def _write_holds(c: sqlite3.Connection, env: str, done: BatchWrites) -> None:
+    for h in done.holds:
+        c.execute(
+            f"INSERT INTO holds (environment, {HOLD_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', NULL, NULL)",
+            (
+                env,
+                h.id,
+                h.account,
+                h.feature,
+                h.scope_key,
+                h.amount,
+                h.pool,
+                h.pool_scope,
+                h.per_unit,
+                ts(h.created_at),
+                ts(h.expires_at),
+            ),
+        )
+    for h in done.ended:
+        c.execute(
+            "UPDATE holds SET state = ?, ended_at = ?, settled = ? WHERE environment = ? AND id = ?",
+            (h.state.value, ts(h.ended_at) if h.ended_at else None, h.settled, env, h.id),
+        )
 
 
 def _write_batch(c: sqlite3.Connection, rows: _Rows, done: BatchWrites) -> None:
@@ -725,8 +825,26 @@ class SqliteStore:
             reads = _read_batch(c, rows, writes)
             done = apply_batch(writes, reads)
             _write_batch(c, rows, done)
+            if done.holds or done.ended:
+                _write_holds(c, rows.env, done)
             _write_buckets(c, rows, hour_buckets(writes, reads.values, done.outcomes))
         return done.outcomes
+
+    def load_holds(self) -> list[Hold]:
+        with self._reading() as c:
+            rows = c.execute(
+                f"SELECT {HOLD_COLUMNS} FROM holds WHERE environment = ? AND state = 'active'",
+                (self.environment,),
+            ).fetchall()
+        return [_hold_from(r) for r in rows]
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        with self._reading() as c:
+            row = c.execute(
+                f"SELECT {HOLD_COLUMNS} FROM holds WHERE environment = ? AND id = ?",
+                (self.environment, hold_id),
+            ).fetchone()
+        return _hold_from(row) if row is not None else None
 
     def reset_usage(
         self,

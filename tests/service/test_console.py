@@ -570,3 +570,46 @@ def test_extending_a_trial_moves_its_end_and_what_follows(token_console: Any) ->
     # an earlier instant is the facade's refusal, shown on the page; nothing changes
     status, where = client.post(f"{base}/extend-trial", {**form, "until": "2020-01-01"})
     assert status == 303 and "give a later instant" in client.get(where)[1]
+
+
+# -- holds: listed on the account, released after a confirmation showing the effect -----------
+
+
+def account_holds(sc: Any, account_id: str) -> list[str]:
+    with Stubs(f"127.0.0.1:{sc.port}") as stubs:
+        account = stubs.admin.GetAccount(pb.GetAccountRequest(id=account_id), metadata=bearer())
+    return [h.hold_id for h in account.holds]
+
+
+def test_an_active_hold_is_listed_and_released_only_when_confirmed(token_console: Any) -> None:
+    new_pro_account(token_console, "acct_hold1")
+    with Stubs(f"127.0.0.1:{token_console.port}") as stubs:
+        hold = stubs.usage.Reserve(
+            pb.ReserveRequest(account_id="acct_hold1", feature="exports", amount=100),
+            metadata=bearer(),
+        ).hold_id
+    assert hold and account_holds(token_console, "acct_hold1") == [hold]
+    client = Http(token_console.management_port)
+    client.sign_in()
+    page = client.get("/console/accounts/acct_hold1")[1]
+    action = f"/console/accounts/acct_hold1/holds/{hold}/release"
+    listed = page[page.index('<table class="holds">') :]
+    assert f"<code>{hold}</code>" in listed and f'action="{action}"' in listed
+    form = {"csrf": client.csrf("/console/")}
+    status, confirm = client.post(action, form)
+    assert status == 200, confirm
+    assert f"Confirm: release hold {hold}" in confirm
+    effect = confirm[confirm.index('<table class="effect">') :]
+    exports = effect[effect.index("<code>exports</code>") :]
+    assert '<td class="from">100 (no access)</td><td class="to">100</td>' in exports, effect
+    assert account_holds(token_console, "acct_hold1") == [hold]  # nothing changed yet
+    status, where = client.post(action, {**form, "confirm": "1"})
+    assert (status, where) == (303, "/console/accounts/acct_hold1")
+    assert account_holds(token_console, "acct_hold1") == []
+    page = client.get("/console/accounts/acct_hold1")[1]
+    assert "No active holds." in page and f"Done: release hold {hold}" in page
+    # releasing it again is refused with the reason, and a confirmation of an ended hold too
+    client.post(action, {**form, "confirm": "1"})
+    assert f"hold {hold} was released" in client.get("/console/accounts/acct_hold1")[1]
+    client.post(action, form)
+    assert "has no active hold" in client.get("/console/accounts/acct_hold1")[1]

@@ -445,3 +445,40 @@ def test_audit_lists_the_changes_the_cli_made(sidecar: Any, env: dict[str, str])
     assert shown[3].split()[1:] == ["token", "UpsertAccount", "acct_audit_cli", "created"]
     assert text(sidecar, "audit", "--account", "acct_nobody", env=env).strip() == "no audit entries"
     assert "not an ISO-8601 time" in text(sidecar, "audit", "--since", "yesterday", env=env, code=2)
+
+
+def test_holds_from_the_command_line(sidecar: Any, env: dict[str, str]) -> None:
+    ok(sidecar, "accounts", "upsert", "acct_cli_holds", env=env)
+    ok(sidecar, "subscriptions", "create", "acct_cli_holds", "pro", env=env)  # exports: 100/day
+    hold = ok(
+        sidecar, "holds", "reserve", "acct_cli_holds", "exports", "70", "--ttl", "600", env=env
+    )
+    assert hold["granted"] is True and hold["hold_id"].startswith("hold_")
+    assert hold["resolution"]["metering"]["held"] == 70
+    denied, why = failed(sidecar, "holds", "reserve", "acct_cli_holds", "exports", "40", env=env)
+    assert denied["granted"] is False and "usage_limit_reached" in why
+    shown = text(sidecar, "check", "acct_cli_holds", "exports", env=env)
+    assert "30 left" in shown and "70 held" in shown
+    listed = text(sidecar, "holds", "list", "acct_cli_holds", env=env)
+    assert hold["hold_id"] in listed and "exports" in listed and "70" in listed
+
+    settled = text(sidecar, "holds", "settle", hold["hold_id"], "120", env=env)
+    assert "settled 120" in settled and "over the ceiling" in settled
+    message = refused(sidecar, "holds", "release", hold["hold_id"], env=env)
+    assert "FAILED_PRECONDITION" in message and "was settled" in message
+    assert ok(sidecar, "holds", "list", "acct_cli_holds", env=env) == {}
+    assert "acct_cli_holds has no active holds" in text(
+        sidecar, "holds", "list", "acct_cli_holds", env=env
+    )
+
+    other = ok(sidecar, "holds", "reserve", "acct_cli_holds", "ai-credits", "5", env=env)
+    released = ok(
+        sidecar, "holds", "release", other["hold_id"], "--account", "acct_cli_holds", env=env
+    )
+    assert released["hold"]["state"] == "released"
+    message = refused(
+        sidecar, "holds", "reserve", "acct_cli_holds", "exports", "1", "--ttl", "0", env=env
+    )
+    assert "INVALID_ARGUMENT" in message and "ttl_seconds" in message
+    message = refused(sidecar, "holds", "settle", "hold_nope", "1", env=env)
+    assert "NOT_FOUND" in message

@@ -92,7 +92,7 @@ class Timekeeper(ClockThread):
         self._resets = subscription_resets(snap.catalog.features.values())
         self._heap = []
         for account in list(snap.accounts.values()):  # list(): a commit may add one meanwhile
-            at = account_change(account, self._resets, after)
+            at = self._next(account, after)
             if at is not None:
                 self._heap.append((_micros(at), account.id))
         calendar = calendar_change(snap.catalog.features.values(), after)
@@ -102,8 +102,17 @@ class Timekeeper(ClockThread):
         while (event := self._queued()) is not None:
             self._changed(event, after)
 
-    def _push(self, account: Account, after: datetime) -> None:
+    def _next(self, account: Account, after: datetime) -> datetime | None:
+        """The account's next instant: its records' (`account_change`) or a hold expiring
+        (design §17: expiry is a time boundary)."""
         at = account_change(account, self._resets, after)
+        expiry = self._state.holds.next_expiry(account.id, after)
+        if expiry is not None and (at is None or expiry < at):
+            return expiry
+        return at
+
+    def _push(self, account: Account, after: datetime) -> None:
+        at = self._next(account, after)
         if at is not None:
             heapq.heappush(self._heap, (_micros(at), account.id))
 
@@ -115,7 +124,7 @@ class Timekeeper(ClockThread):
             at = calendar_change(snap.catalog.features.values(), just_before)
         else:
             account = snap.accounts.get(key)
-            at = None if account is None else account_change(account, self._resets, just_before)
+            at = None if account is None else self._next(account, just_before)
         return at is not None and _micros(at) == micros
 
     def _fire_due(self, now: int) -> None:

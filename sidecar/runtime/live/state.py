@@ -34,6 +34,7 @@ from ...engine import (
     slot_for,
 )
 from ...engine.balances import burn_feature
+from ...engine.holds import HoldView
 from ...engine.lifecycle_events import admin_events
 from ...engine.sums import overflows
 from ...engine.usage import check_instant
@@ -105,6 +106,7 @@ class LiveState:
             self.records, self.counters = PackedRecords(), Counters({})
             for account_id in catalog.accounts:  # declared accounts are always held
                 self._take(catalog, self.store.load_account(account_id))
+        self.holds = HoldView(store.load_holds())  # design §17: a restart keeps active holds
         self.snapshot = self._build(catalog, self.records)
         self._subscriptions = subscription_index(self.snapshot.accounts.values())
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
@@ -279,7 +281,9 @@ class LiveState:
                     raise ValueError(
                         f"stored account {account_id!r} does not fit this catalog: {exc}"
                     ) from exc
-        return StateView(catalog, accounts, memberships_of(accounts.values()), self.counters)
+        return StateView(
+            catalog, accounts, memberships_of(accounts.values()), self.counters, self.holds
+        )
 
     @staticmethod
     def _merge(catalog: Catalog, record: Record) -> Account:
@@ -394,7 +398,10 @@ class LiveState:
         if applied:
             scopes = dict.fromkeys(w.scope_key for w, _ in applied)
             scopes.update(dict.fromkeys(w.pool.scope_key for w, _ in applied if w.pool))
-            self._usage_changed(scopes)
+            # a hold made or ended also moves the accounts' next instant (its expiry): cause
+            # "hold", which the timekeeper indexes (it skips "usage")
+            held = any(w.hold is not None or w.ends is not None for w, _ in applied)
+            self._usage_changed(scopes, "hold" if held else "usage")
         self._quota_fired(zip(writes, stored, strict=True))
         if any(w.on_exhausted is not None for w in writes):
             self._enqueued()  # a `topup.exhausted` row may be waiting
@@ -411,6 +418,10 @@ class LiveState:
                         outcome.usage
                     )
                     self.counters.values.update(outcome.changes)
+                    if w.hold is not None:
+                        self.holds.add(w.hold)
+                    elif w.ends is not None:
+                        self.holds.end(w.ends.hold_id)
             if self.working is not None:
                 self._keep_held(writes, stored)
         return stored
@@ -462,7 +473,7 @@ class LiveState:
         self._usage_changed([slot.scope_key])
         return previous
 
-    def _usage_changed(self, scope_keys: Iterable[str]) -> None:
+    def _usage_changed(self, scope_keys: Iterable[str], cause: str = "usage") -> None:
         """Tell watchers whose cached usage moved: the account, or a shared subscription's people."""
         ids: dict[str, None] = {}
         for scope in scope_keys:
@@ -474,7 +485,7 @@ class LiveState:
                 if sub is not None:
                     ids.update(dict.fromkeys((sub.owner, *sub.members)))
         if ids:
-            self.events.publish(AccountChanged(tuple(ids), "usage"))
+            self.events.publish(AccountChanged(tuple(ids), cause))
 
     def _quota_fired(self, results: Iterable[tuple[UsageWrite, UsageOutcome]]) -> None:
         """Design §7 "always an account-changed event": tell watchers (cause "quota") and the

@@ -205,6 +205,6 @@ def _at_usage(decision: Decision, used: float) -> Decision:
     that moved no top-up and no pool (those evaluate again, from the counters it changed)."""
     m = decision.metering
     assert m is not None
-    answer = metered_answer(m.terms, used, 1.0)
+    answer = metered_answer(m.terms, used, 1.0, held=m.held)
     metering = replace(m, used=used, remaining=answer.remaining, overage=answer.overage)
     return replace(decision, has_access=answer.has_access, denial=answer.denial, metering=metering)

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from ...catalog.model import Account
 from ...engine.boundaries import coming_changes
+from ...engine.holds import HoldView
 from ...engine.snapshot import StateView
 from ...store.base import Record
 from ..edits import records as rec
@@ -102,3 +103,17 @@ def preview(state: LiveState, account_id: str, operation: Callable[[Admin], obje
             at = min(c.at for c in moved)
             changes = account_impact(snap, after_view, account_id, at)
     return Effect(at, changes, dry.after)
+
+
+def preview_release(state: LiveState, account_id: str, hold_id: str) -> Effect:
+    """What releasing one of the account's active holds would do to its decisions now: the
+    same comparison over the live state without that hold (nothing is ended or written).
+    `records.NotFound` when the account has no such active hold."""
+    snap, now = state.snapshot, state.clock()
+    mine = snap.holds.of_account(account_id, now)
+    if not any(h.id == hold_id for h in mine):
+        raise rec.NotFound(f"account {account_id!r} has no active hold {hold_id!r}")
+    others = HoldView(h for hs in snap.holds.by_account.values() for h in hs.values())
+    others.end(hold_id)
+    after_view = StateView(snap.catalog, snap.accounts, snap.memberships, snap.usage, others)
+    return Effect(now, account_impact(snap, after_view, account_id, now), state.account(account_id))

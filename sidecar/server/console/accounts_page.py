@@ -18,6 +18,7 @@ from ...catalog.model import Account, Catalog, Feature, FeatureType, Subscriptio
 from ...engine import Decision, EvaluationError
 from ...engine.balances import TopUpState
 from ...engine.boundaries import Coming
+from ...engine.holds import Hold
 from ...engine.lifecycle import billing_period_end
 from ...runtime.serve.decisions import Evaluated, EvaluatedAll
 from ...runtime.serve.history import HistoryPoint
@@ -71,6 +72,7 @@ class AccountView:
     trail: Mapping[str, Any] | None = None
     charts: Mapping[str, Sequence[HistoryPoint]] | None = None  # usage per day (design §6.2)
     coming: Sequence[Coming] = ()  # what changes next, in time order (design §12.1)
+    holds: Sequence[Hold] = ()  # active holds, earliest expiry first (design §17)
 
 
 def _subscriptions(
@@ -292,6 +294,7 @@ def account_page(viewer: Viewer, catalog: Catalog, view: AccountView) -> str:
             for g in a.grants
         ],
         topups=view.topups,
+        holds=view.holds,
         coming=[(c.at, relative(c.at, now), c.what) for c in view.coming],
         features=[f.key for f in features],
         plans=sorted(p.key for p in catalog.plans.values() if not p.superseded_by),

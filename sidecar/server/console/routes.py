@@ -24,7 +24,8 @@ from ...runtime.live.state import LiveState
 from ...runtime.serve.admin import Admin, AdminError, topup_balances
 from ...runtime.serve.decisions import Decisions, Evaluated
 from ...runtime.serve.history import HistoryPoint, usage_history
-from ...runtime.serve.preview import preview
+from ...runtime.serve.holds import Holds
+from ...runtime.serve.preview import preview, preview_release
 from .accounts_page import AccountView, account_page, search_page
 from .audit_page import audit_page
 from .catalog_page import catalog_page
@@ -128,6 +129,7 @@ class Console:
         r.add_post(f"{BASE}/accounts/{{id}}/topup", self.add_topup)
         r.add_post(f"{BASE}/deliveries/retry", self.retry)
         r.add_post(f"{BASE}/accounts/{{id}}/subscriptions/{{sub}}/{{op}}", self.subscription_action)
+        r.add_post(f"{BASE}/accounts/{{id}}/holds/{{hold}}/release", self.release_hold)
         r.add_get(f"{BASE}/login", self.login_form)
         r.add_post(f"{BASE}/login", self.login)
         r.add_post(f"{BASE}/logout", self.logout)
@@ -244,6 +246,7 @@ class Console:
             trail=trail,
             charts=charts,
             coming=coming_changes(account, snap.catalog.features.values(), now),
+            holds=snap.holds.of_account(account_id, now),
         )
 
     async def account(self, request: web.Request) -> web.StreamResponse:
@@ -353,6 +356,33 @@ class Console:
                 page = confirm_page(viewer, account_id, label, effect, request.path, fields)
                 return self._html(page)
             await loop.run_in_executor(self.blocking, operation, self.admin, actor)
+            session.notice = f"Done: {label}."
+        except (AdminError, ValueError) as exc:
+            session.error = str(exc)
+        raise web.HTTPSeeOther(back)
+
+    async def release_hold(self, request: web.Request) -> web.StreamResponse:
+        """Release a hold (design §17) in two steps, as subscription changes: the first POST
+        shows the account's decisions without the hold; `confirm=1` releases it."""
+        account_id, hold_id = request.match_info["id"], request.match_info["hold"]
+        back = BASE + account_path(account_id)
+        checked = await self._checked(request)
+        if isinstance(checked, web.Response):
+            return checked
+        session, fields = checked
+        label = f"release hold {hold_id} (no usage is recorded)"
+        loop = asyncio.get_running_loop()
+        try:
+            if fields.get("confirm") != "1":
+                effect = await loop.run_in_executor(
+                    self.blocking, preview_release, self.state, account_id, hold_id
+                )
+                page = confirm_page(
+                    self._viewer(session), account_id, label, effect, request.path, fields
+                )
+                return self._html(page)
+            release = Holds(self.state).release
+            await loop.run_in_executor(self.blocking, release, hold_id, "", account_id)
             session.notice = f"Done: {label}."
         except (AdminError, ValueError) as exc:
             session.error = str(exc)

@@ -100,8 +100,8 @@ def metered_answer(
 
     Access (design §4) is U + H + R <= C, or a soft limit within its overage cap beyond C; a
     request that could never fit says `requested_exceeds_limit`. `remaining = max(0, C - U - H)`;
-    `overage = max(0, U - L - B)`. `held` is what active holds reserve (phase 3 holds: they
-    count for access and `remaining`, not for overage); nothing passes it yet. With a
+    `overage = max(0, U - L - B)`. `held` is what active holds reserve (design §17: they
+    count for access and `remaining`, not for overage). With a
     `pool`, access also needs the pool to cover the request (else `credits_exhausted`, after
     the own limit's denial), and `remaining` is at most the pool's remaining / per_unit,
     rounded down.

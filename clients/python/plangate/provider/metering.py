@@ -65,7 +65,7 @@ def adjusted(
     if (m.unlimited or not m.HasField("limit")) and not m.pool:
         return out  # unlimited: access and remaining do not depend on usage
     cover = _pool(out, structs, pool_used, requested) if m.pool else None
-    answer = metered_answer(terms, used, requested, pool=cover)
+    answer = metered_answer(terms, used, requested, held=m.held, pool=cover)
     _answer(out, structs, terms, answer)
     return out
 

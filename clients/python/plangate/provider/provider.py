@@ -15,7 +15,7 @@ from typing import Any
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent, ProviderEventDetails
-from openfeature.exception import ProviderNotReadyError
+from openfeature.exception import ProviderNotReadyError, TargetingKeyMissingError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagType, FlagValueType
 from openfeature.provider import AbstractProvider, Metadata
 from openfeature.track import TrackingEventDetails
@@ -23,6 +23,7 @@ from openfeature.track import TrackingEventDetails
 from .config import ProviderConfig
 from .resolution import CALLER_DEFAULT
 from .session import Session
+from .spending import Consumed, Hold
 
 log = logging.getLogger("plangate.provider")
 
@@ -159,6 +160,36 @@ class PlanGateProvider(AbstractProvider):
             return
         session.track(tracking_event_name, evaluation_context, tracking_event_details)
 
+    def consume(
+        self,
+        feature: str,
+        evaluation_context: EvaluationContext | None,
+        amount: float = 1.0,
+        *,
+        idempotency_key: str = "",
+    ) -> Consumed:
+        """Admit and record `amount` of `feature` for the context's account if access holds
+        for it, atomically (design §17): blocks for the sidecar's answer, unlike `track`.
+        Raises `ProviderNotReadyError` when the sidecar does not answer."""
+        account = _account(evaluation_context, "consume")
+        return self._active().spender.consume(account, feature, amount, idempotency_key)
+
+    def reserve(
+        self,
+        feature: str,
+        evaluation_context: EvaluationContext | None,
+        amount: float,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Hold:
+        """Reserve `amount` of `feature` for the context's account until settled, released
+        or `ttl_seconds` (default 300) pass (design §17). Check `granted`; use the hold as a
+        context manager to release it if the work fails (decision 2301)."""
+        account = _account(evaluation_context, "reserve")
+        return self._active().spender.reserve(
+            account, feature, amount, ttl_seconds, idempotency_key or ""
+        )
+
     # -- resolution ------------------------------------------------------------------------
 
     def resolve_boolean_details(
@@ -253,6 +284,13 @@ class PlanGateProvider(AbstractProvider):
         evaluator = self._active().evaluator
         found = await evaluator.resolve_async(flag_key, FlagType.OBJECT, evaluation_context)
         return _or_default(found, default_value)
+
+
+def _account(ctx: EvaluationContext | None, verb: str) -> str:
+    account = ctx.targeting_key if ctx is not None else None
+    if not account:
+        raise TargetingKeyMissingError(f"{verb} needs a targeting key (the account)")
+    return account
 
 
 def _or_default(found: FlagResolutionDetails[Any], default: Any) -> FlagResolutionDetails[Any]:

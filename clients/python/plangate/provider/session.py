@@ -22,6 +22,7 @@ from .events import Emit, EventBridge
 from .journal import TrackJournal
 from .outage import LastKnown
 from .pending import PendingUsage
+from .spending import Spender
 from .tracking import Queued, UsageReporter, usage_report
 from .transport import Transport
 from .watch import WatchLoop
@@ -53,6 +54,7 @@ class Session:
             self.transport, self.cache, self.pending, self.events, last_known
         )
         self.reporter = UsageReporter(self.transport, config, self._settled)
+        self.spender = Spender(self.transport, self.cache, config.report_deadline)
         # with a cache, the stream carries only the cached accounts (without one, every
         # account's change is still announced to the application, as before)
         self.watch = WatchLoop(

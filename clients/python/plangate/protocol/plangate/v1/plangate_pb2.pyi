@@ -50,7 +50,7 @@ class EvaluateRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., type: _Optional[_Union[ValueType, str]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class Metering(_message.Message):
-    __slots__ = ("limit", "used", "remaining", "unlimited", "soft_limit", "overage_cap", "overage", "period_start", "period_end", "allowance", "topup_burned", "topup_remaining", "pool", "per_unit", "pool_limit", "pool_used", "pool_soft_limit", "pool_overage_cap")
+    __slots__ = ("limit", "used", "remaining", "unlimited", "soft_limit", "overage_cap", "overage", "period_start", "period_end", "allowance", "topup_burned", "topup_remaining", "pool", "per_unit", "pool_limit", "pool_used", "pool_soft_limit", "pool_overage_cap", "held")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     USED_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class Metering(_message.Message):
     POOL_USED_FIELD_NUMBER: _ClassVar[int]
     POOL_SOFT_LIMIT_FIELD_NUMBER: _ClassVar[int]
     POOL_OVERAGE_CAP_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     limit: float
     used: float
     remaining: float
@@ -87,7 +88,8 @@ class Metering(_message.Message):
     pool_used: float
     pool_soft_limit: bool
     pool_overage_cap: float
-    def __init__(self, limit: _Optional[float] = ..., used: _Optional[float] = ..., remaining: _Optional[float] = ..., unlimited: _Optional[bool] = ..., soft_limit: _Optional[bool] = ..., overage_cap: _Optional[float] = ..., overage: _Optional[float] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance: _Optional[float] = ..., topup_burned: _Optional[float] = ..., topup_remaining: _Optional[float] = ..., pool: _Optional[str] = ..., per_unit: _Optional[float] = ..., pool_limit: _Optional[float] = ..., pool_used: _Optional[float] = ..., pool_soft_limit: _Optional[bool] = ..., pool_overage_cap: _Optional[float] = ...) -> None: ...
+    held: float
+    def __init__(self, limit: _Optional[float] = ..., used: _Optional[float] = ..., remaining: _Optional[float] = ..., unlimited: _Optional[bool] = ..., soft_limit: _Optional[bool] = ..., overage_cap: _Optional[float] = ..., overage: _Optional[float] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance: _Optional[float] = ..., topup_burned: _Optional[float] = ..., topup_remaining: _Optional[float] = ..., pool: _Optional[str] = ..., per_unit: _Optional[float] = ..., pool_limit: _Optional[float] = ..., pool_used: _Optional[float] = ..., pool_soft_limit: _Optional[bool] = ..., pool_overage_cap: _Optional[float] = ..., held: _Optional[float] = ...) -> None: ...
 
 class Resolution(_message.Message):
     __slots__ = ("feature", "feature_type", "value", "variant", "reason", "has_access", "denial", "metering", "unlimited", "metadata", "as_boolean", "as_integer", "as_float", "as_string", "as_object", "error_code", "error_message", "valid_until", "volatile", "explain", "context_dependent")
@@ -286,6 +288,127 @@ class ConsumeRequest(_message.Message):
     idempotency_key: str
     def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
+class ReserveRequest(_message.Message):
+    __slots__ = ("account_id", "feature", "amount", "ttl_seconds", "idempotency_key", "dimensions")
+    class DimensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    amount: float
+    ttl_seconds: int
+    idempotency_key: str
+    dimensions: _containers.ScalarMap[str, str]
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., ttl_seconds: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Hold(_message.Message):
+    __slots__ = ("hold_id", "account_id", "feature", "amount", "created_at", "expires_at", "state", "ended_at", "settled_amount")
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    account_id: str
+    feature: str
+    amount: float
+    created_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    state: str
+    ended_at: _timestamp_pb2.Timestamp
+    settled_amount: float
+    def __init__(self, hold_id: _Optional[str] = ..., account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[str] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., settled_amount: _Optional[float] = ...) -> None: ...
+
+class ReserveResponse(_message.Message):
+    __slots__ = ("granted", "hold_id", "denial", "expires_at", "resolution", "duplicate")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    DENIAL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    hold_id: str
+    denial: str
+    expires_at: _timestamp_pb2.Timestamp
+    resolution: Resolution
+    duplicate: bool
+    def __init__(self, granted: _Optional[bool] = ..., hold_id: _Optional[str] = ..., denial: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class SettleRequest(_message.Message):
+    __slots__ = ("hold_id", "amount", "idempotency_key", "account_id")
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    amount: float
+    idempotency_key: str
+    account_id: str
+    def __init__(self, hold_id: _Optional[str] = ..., amount: _Optional[float] = ..., idempotency_key: _Optional[str] = ..., account_id: _Optional[str] = ...) -> None: ...
+
+class SettleResponse(_message.Message):
+    __slots__ = ("usage", "over_ceiling", "hold", "resolution", "duplicate")
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    OVER_CEILING_FIELD_NUMBER: _ClassVar[int]
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    usage: float
+    over_ceiling: bool
+    hold: Hold
+    resolution: Resolution
+    duplicate: bool
+    def __init__(self, usage: _Optional[float] = ..., over_ceiling: _Optional[bool] = ..., hold: _Optional[_Union[Hold, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("hold_id", "idempotency_key", "account_id")
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    idempotency_key: str
+    account_id: str
+    def __init__(self, hold_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., account_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ("hold", "resolution", "duplicate")
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    hold: Hold
+    resolution: Resolution
+    duplicate: bool
+    def __init__(self, hold: _Optional[_Union[Hold, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class ListHoldsRequest(_message.Message):
+    __slots__ = ("account_id", "feature")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    feature: str
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ...) -> None: ...
+
+class ListHoldsResponse(_message.Message):
+    __slots__ = ("holds",)
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    holds: _containers.RepeatedCompositeFieldContainer[Hold]
+    def __init__(self, holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ...) -> None: ...
+
 class HistoryRequest(_message.Message):
     __slots__ = ("account_id", "feature", "to", "window")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -429,7 +552,7 @@ class Grant(_message.Message):
     def __init__(self, id: _Optional[str] = ..., feature: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Account(_message.Message):
-    __slots__ = ("id", "name", "attributes", "subscriptions", "overrides", "grants", "declared", "topups")
+    __slots__ = ("id", "name", "attributes", "subscriptions", "overrides", "grants", "declared", "topups", "holds")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
@@ -438,6 +561,7 @@ class Account(_message.Message):
     GRANTS_FIELD_NUMBER: _ClassVar[int]
     DECLARED_FIELD_NUMBER: _ClassVar[int]
     TOPUPS_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     attributes: _struct_pb2.Struct
@@ -446,7 +570,8 @@ class Account(_message.Message):
     grants: _containers.RepeatedCompositeFieldContainer[Grant]
     declared: bool
     topups: _containers.RepeatedCompositeFieldContainer[TopUp]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[Override, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., declared: _Optional[bool] = ..., topups: _Optional[_Iterable[_Union[TopUp, _Mapping]]] = ...) -> None: ...
+    holds: _containers.RepeatedCompositeFieldContainer[Hold]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[Override, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., declared: _Optional[bool] = ..., topups: _Optional[_Iterable[_Union[TopUp, _Mapping]]] = ..., holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ...) -> None: ...
 
 class UpsertAccountRequest(_message.Message):
     __slots__ = ("id", "name", "attributes", "clear_attributes")

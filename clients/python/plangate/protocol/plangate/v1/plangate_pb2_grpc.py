@@ -231,6 +231,26 @@ class UsageStub:
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.ExportRequest.SerializeToString,
                 response_deserializer=plangate_dot_v1_dot_plangate__pb2.ExportRow.FromString,
                 _registered_method=True)
+        self.Reserve = channel.unary_unary(
+                '/plangate.v1.Usage/Reserve',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ReserveRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.ReserveResponse.FromString,
+                _registered_method=True)
+        self.Settle = channel.unary_unary(
+                '/plangate.v1.Usage/Settle',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.SettleRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.SettleResponse.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/plangate.v1.Usage/Release',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
+        self.ListHolds = channel.unary_unary(
+                '/plangate.v1.Usage/ListHolds',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ListHoldsRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.ListHoldsResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServicer:
@@ -268,6 +288,31 @@ class UsageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reserve(self, request, context):
+        """Holds (design §17): reserve an amount, then settle the real cost or release it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Settle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHolds(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -290,6 +335,26 @@ def add_UsageServicer_to_server(servicer, server):
                     servicer.Export,
                     request_deserializer=plangate_dot_v1_dot_plangate__pb2.ExportRequest.FromString,
                     response_serializer=plangate_dot_v1_dot_plangate__pb2.ExportRow.SerializeToString,
+            ),
+            'Reserve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reserve,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ReserveRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.ReserveResponse.SerializeToString,
+            ),
+            'Settle': grpc.unary_unary_rpc_method_handler(
+                    servicer.Settle,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.SettleRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.SettleResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ReleaseRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'ListHolds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHolds,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ListHoldsRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.ListHoldsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +469,114 @@ class Usage:
             '/plangate.v1.Usage/Export',
             plangate_dot_v1_dot_plangate__pb2.ExportRequest.SerializeToString,
             plangate_dot_v1_dot_plangate__pb2.ExportRow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reserve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Usage/Reserve',
+            plangate_dot_v1_dot_plangate__pb2.ReserveRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.ReserveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Settle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Usage/Settle',
+            plangate_dot_v1_dot_plangate__pb2.SettleRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Usage/Release',
+            plangate_dot_v1_dot_plangate__pb2.ReleaseRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHolds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Usage/ListHolds',
+            plangate_dot_v1_dot_plangate__pb2.ListHoldsRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.ListHoldsResponse.FromString,
             options,
             channel_credentials,
             insecure,
