@@ -8,6 +8,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from .meters import read_meter_use
 from .model import (
     UNLIMITED,
     Aggregation,
@@ -55,6 +56,7 @@ _BY_TYPE: dict[FeatureType, set[str]] = {
         "scope",
         "infinite",
         "credits",
+        "meter",
     },
     FeatureType.CREDITS: {"unit", "reset", "anchor", "scope", "infinite"},
 }
@@ -151,6 +153,12 @@ def read_feature(
             "a credits pool cannot draw from another pool; only metered features take `credits:`",
         )
         data = {k: v for k, v in data.items() if k != "credits"}
+    if ftype is not FeatureType.METERED and "meter" in data:
+        doc.error(
+            (*path, "meter"),
+            f"a {ftype.value} feature counts no events; only `metered` features take `meter:`",
+        )
+        data = {k: v for k, v in data.items() if k != "meter"}
     check_keys(doc, path, data, _COMMON | _BY_TYPE[ftype])
     slug = _slug(doc, path, data, name)
     if not slug:
@@ -192,6 +200,9 @@ def read_feature(
                 doc, (*path, "aggregation"), data.get("aggregation"), Aggregation, Aggregation.SUM
             ),
             credits=_credits(doc, (*path, "credits"), data.get("credits")),
+            meter=None
+            if data.get("meter") is None
+            else read_meter_use(doc, (*path, "meter"), data["meter"]),
             reset=_enum(doc, (*path, "reset"), data.get("reset"), Reset, Reset.MONTHLY),
             anchor=_enum(doc, (*path, "anchor"), data.get("anchor"), Anchor, Anchor.CALENDAR),
             scope=_enum(doc, (*path, "scope"), data.get("scope"), Scope, Scope.ACCOUNT),

@@ -50,6 +50,7 @@ from .console.routes import Console
 from .console.session import Sessions
 from .drain import Drain
 from .evaluation import EvaluationService
+from .events_http import ingest_handler
 from .flagd import add_flagd_services
 from .health import HealthService
 from .hosts import allowed_names
@@ -305,6 +306,7 @@ class Sidecar:
                 self.state.events,
                 s.heartbeat_seconds,
                 s.stream_coalesce_seconds,
+                ingest_handler(self.decisions, self.blocking, self.tokens, self.failures),
             ),
             s.host,
             s.ofrep_port,

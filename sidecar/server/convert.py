@@ -39,10 +39,12 @@ from ..engine import (
 )
 from ..engine.balances import TopUpState
 from ..engine.decision import Metering
+from ..engine.events import Event
 from ..engine.request import check_context
 from ..engine.typed import int64
 from ..engine.usage import Mode
 from ..runtime.live.events import AccountChanged
+from ..runtime.serve.events import IngestResult
 from .errors import BadRequest, bounded
 
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
@@ -287,6 +289,35 @@ def usage_report(msg: pb.UsageReport | pb.ConsumeRequest, index: int | None = No
         unique_key=msg.unique_key,
         idempotency_key=msg.idempotency_key,
         timestamp=at,
+    )
+
+
+def event_of(msg: pb.Event) -> Event:
+    """The engine's event; a `time` or `data` it cannot carry becomes the event's `problem`
+    (that event is REJECTED, the others of its batch are counted)."""
+    problem, at, data = "", None, None
+    try:
+        at = time_arg(msg, "time")
+        data = value_arg(struct_pb2.Value(struct_value=msg.data), "data")
+    except BadRequest as exc:
+        problem = str(exc)
+    return Event(
+        specversion=msg.specversion,
+        id=msg.id,
+        source=msg.source,
+        type=msg.type,
+        subject=msg.subject,
+        time=at,
+        data=data,
+        problem=problem,
+    )
+
+
+def ingest_result(result: IngestResult) -> pb.IngestResult:
+    return pb.IngestResult(
+        status=result.status.value,
+        features=[pb.IngestFeature(feature=f, usage=u) for f, u in result.features],
+        message=result.message,
     )
 
 

@@ -33,6 +33,7 @@ from ..engine.request import split_targeting
 from ..runtime.live.events import EventHub
 from ..runtime.serve.decisions import Decisions
 from .errors import bounded
+from .events_http import INGEST_PATH, Handler
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
 from .ofrep_events import EVENTS_PATH, OfrepEvents, context_hash
@@ -169,12 +170,18 @@ class Ofrep:
 
 
 def ofrep_app(
-    decisions: Decisions, metrics: Metrics, hub: EventHub, heartbeat: float, coalesce: float
+    decisions: Decisions,
+    metrics: Metrics,
+    hub: EventHub,
+    heartbeat: float,
+    coalesce: float,
+    ingest: Handler | None = None,
 ) -> web.Application:
     """OFREP over HTTP/1.1 (keep-alive, as the providers use a session), with its SSE change
     stream (`ofrep_events.py`). `flagConfigEtag` / `flagConfigLastModified` on a re-fetch are
     accepted and change nothing: every answer is evaluated afresh, and 304 comes only from
-    `If-None-Match` (decision 1311)."""
+    `If-None-Match` (decision 1311). `ingest`: the app-facing `POST /v1/events` (design §16),
+    served on this port too."""
     ofrep = Ofrep(decisions, metrics)
 
     def payload(origin: str, body: bytes, selector: str) -> tuple[int, bytes]:
@@ -227,6 +234,8 @@ def ofrep_app(
     app.router.add_get(EVENTS_PATH, events.handle)
     app.router.add_get(PREFIX, get)
     app.router.add_get(PREFIX + "/{key:.*}", get)
+    if ingest is not None:
+        app.router.add_post(INGEST_PATH, ingest)
     app.router.add_route("*", "/{path:.*}", not_found)
     return app
 

@@ -29,9 +29,11 @@ from ...engine import (
     evaluate,
     explain,
 )
+from ...engine.events import Event
 from ...store.base import Status, UsageOutcome, UsageWrite
 from ..live.state import LiveState, countable
 from ..writes.usage_write import needs_balance, usage_write
+from .events import IngestResult, ingest
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,11 @@ class Decisions:
     def report(self, reports: Sequence[UsageReport]) -> list[UsageOutcome]:
         """Record a batch (resolved against one snapshot); blocks until durable."""
         return self.state.report(reports)
+
+    def ingest(self, events: Sequence[Event]) -> list[IngestResult]:
+        """Count each event toward the features its meters feed (design §16); blocks until
+        durable."""
+        return ingest(self.state, events)
 
     def consume(self, report: UsageReport) -> Consumed:
         """Count `report.amount` only if access is granted for exactly that amount.

@@ -867,3 +867,51 @@ class ListTopUpsResponse(_message.Message):
     TOPUPS_FIELD_NUMBER: _ClassVar[int]
     topups: _containers.RepeatedCompositeFieldContainer[TopUp]
     def __init__(self, topups: _Optional[_Iterable[_Union[TopUp, _Mapping]]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("specversion", "id", "source", "type", "subject", "time", "data")
+    SPECVERSION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    specversion: str
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: _timestamp_pb2.Timestamp
+    data: _struct_pb2.Struct
+    def __init__(self, specversion: _Optional[str] = ..., id: _Optional[str] = ..., source: _Optional[str] = ..., type: _Optional[str] = ..., subject: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class IngestRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class IngestFeature(_message.Message):
+    __slots__ = ("feature", "usage")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    usage: float
+    def __init__(self, feature: _Optional[str] = ..., usage: _Optional[float] = ...) -> None: ...
+
+class IngestResult(_message.Message):
+    __slots__ = ("status", "features", "message")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    features: _containers.RepeatedCompositeFieldContainer[IngestFeature]
+    message: str
+    def __init__(self, status: _Optional[str] = ..., features: _Optional[_Iterable[_Union[IngestFeature, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class IngestResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[IngestResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ...) -> None: ...
