@@ -17,7 +17,7 @@ from typing import Any
 
 from .accounts import read_accounts
 from .features import read_entitlement, read_feature, read_metadata
-from .meters import check_meter_use, read_meters
+from .meters import by_problem, check_meter_use, read_meters
 from .model import (
     AddOn,
     Aggregation,
@@ -275,10 +275,16 @@ class _Builder:
         `event_type` against the feature keys: a tracking name must mean one thing (design
         §16) — a usage report of that feature or an event, never both."""
         for key, feature in list(self.features.items()):
+            where = self.feature_paths[(feature.product, feature.slug)]
+            by = feature.credits.by if feature.credits is not None else None
             use = feature.meter
+            if by is not None:
+                problem = by_problem(by, None if use is None else self.meters.get(use.key))
+                if problem:
+                    self.doc.error((*where, "credits", "by"), problem)
             if use is None:
                 continue
-            path: Path = (*self.feature_paths[(feature.product, feature.slug)], "meter")
+            path: Path = (*where, "meter")
             unique = feature.aggregation is Aggregation.UNIQUE
             if not check_meter_use(self.doc, path, use, self.meters, unique):
                 resolved = replace(feature, meter=None)

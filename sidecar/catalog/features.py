@@ -8,8 +8,9 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from .meters import read_meter_use
+from .meters import dimension_text, read_meter_use
 from .model import (
+    EMPTY,
     UNLIMITED,
     Aggregation,
     Anchor,
@@ -25,7 +26,7 @@ from .model import (
 )
 from .source import Document, Path
 from .targeting import Evaluator, read_targeting
-from .values import check_keys, is_number, oversized, read_list, read_str, slugify
+from .values import check_keys, is_number, oversized, read_list, read_mapping, read_str, slugify
 
 _COMMON = {
     "name",
@@ -282,13 +283,42 @@ def _credits(doc: Document, path: Path, raw: Any) -> CreditPrice | None:
     if not isinstance(raw, dict):
         doc.error(path, "must be a mapping {pool: <credits feature>, per_unit: <number>}")
         return None
-    check_keys(doc, path, raw, {"pool", "per_unit"})
+    check_keys(doc, path, raw, {"pool", "per_unit", "by", "rates"})
     pool = read_str(doc, (*path, "pool"), raw.get("pool"))
     per_unit = raw.get("per_unit", 1)
     if not is_number(per_unit) or not math.isfinite(per_unit) or per_unit <= 0:
         doc.error((*path, "per_unit"), f"must be a positive number, got {per_unit!r}")
         return None
-    return None if pool is None else CreditPrice(pool, float(per_unit))
+    by, rates = _rates(doc, path, raw)
+    if pool is None or (by is None) != (not rates):
+        return None
+    return CreditPrice(pool, float(per_unit), by, MappingProxyType(rates) if rates else EMPTY)
+
+
+def _rates(doc: Document, path: Path, raw: dict[str, Any]) -> tuple[str | None, dict[str, float]]:
+    """`by: <dimension>` with `rates: {value: credits per unit}` (design §16); each needs the
+    other (reported at `path`)."""
+    by = raw.get("by")
+    if by is not None and (not isinstance(by, str) or not by):
+        doc.error((*path, "by"), f"must name a dimension, got {by!r}")
+        return None, {}
+    rates: dict[str, float] = {}
+    for value, rate in read_mapping(doc, (*path, "rates"), raw.get("rates")).items():
+        if not is_number(rate) or rate <= 0:
+            doc.error((*path, "rates", value), f"must be a positive number, got {rate!r}")
+            continue
+        text = dimension_text(value)
+        if text is not None:
+            rates[text] = float(rate)
+    if by is not None and not rates:
+        doc.error(
+            (*path, "by"),
+            f"`by: {by}` needs `rates:` (credits per unit for each {by} value; `per_unit` "
+            "prices the values not listed)",
+        )
+    elif by is None and "rates" in raw:
+        doc.error((*path, "rates"), "`rates:` needs `by:` naming the dimension they price")
+    return by, rates
 
 
 def _replace(feature: Feature, **changes: Any) -> Feature:

@@ -164,3 +164,14 @@ def check_meter_use(
         )
         ok = False
     return ok
+
+
+def by_problem(by: str, meter: Meter | None) -> str:
+    """Why `credits.by` cannot name `by` on a feature counting `meter` (None: a feature
+    without a meter, priced from reports' `dimensions`); "" when it can."""
+    if by in RESERVED_DIMENSIONS:
+        return f"{by!r} is a reserved context key; a dimension cannot be named so"
+    if meter is not None and by not in meter.dimensions:
+        declared = ", ".join(sorted(meter.dimensions)) or "none"
+        return f"meter {meter.key!r} declares no dimension {by!r} (its dimensions: {declared})"
+    return ""

@@ -149,6 +149,13 @@ class CreditPrice:
 
     pool: str  # the pool's feature key
     per_unit: float
+    # design §16: `by: <dimension>` prices each unit at `rates[value]` (`per_unit` for others)
+    by: str | None = None
+    rates: Mapping[str, float] = field(default_factory=lambda: EMPTY)
+
+    def rate(self, value: str | None) -> float:
+        """The credits per unit for a `by` dimension value (None: not given)."""
+        return self.per_unit if value is None else self.rates.get(value, self.per_unit)
 
 
 JsonPath: TypeAlias = tuple[str | int, ...]

@@ -166,7 +166,13 @@ def _report(
                 f"{'nothing' if value is _MISSING else repr(value)}"
             )
         amount = float(value)
+    dimensions = {
+        name: text
+        for name, path in meter.dimensions.items()
+        if (text := dimension_text(lookup(data, path))) is not None
+    }
     return UsageReport(
+        dimensions=dimensions,
         account=event.subject,
         feature=feature.key,
         amount=amount,

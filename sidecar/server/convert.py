@@ -20,6 +20,7 @@ from ...protocol.values import (
 )
 from ..catalog.features import notation
 from ..catalog.model import (
+    EMPTY,
     Account,
     Feature,
     Grant,
@@ -82,6 +83,8 @@ def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -
     if targeting is not None:
         out.volatile = targeting.volatile  # design §4.1: never cached
         out.context_dependent = targeting.reads_context  # design §21
+    if feature.credits is not None and feature.credits.by is not None:
+        out.context_dependent = True  # design §16: priced at the context's `by` rate
     if decision.valid_until is not None:
         out.valid_until.seconds, out.valid_until.nanos = _timestamp(decision.valid_until)
     m = decision.metering
@@ -289,6 +292,7 @@ def usage_report(msg: pb.UsageReport | pb.ConsumeRequest, index: int | None = No
         unique_key=msg.unique_key,
         idempotency_key=msg.idempotency_key,
         timestamp=at,
+        dimensions=dict(msg.dimensions) if msg.dimensions else EMPTY,
     )
 
 

@@ -121,3 +121,65 @@ def test_meter_errors_name_file_line_and_path(old: str, new: str, expected: str)
     assert old in GOOD
     problems = _problems(GOOD.replace(old, new, 1))
     assert any(p.startswith(expected) for p in problems), problems
+
+
+RATED = """\
+meters:
+  - key: llm-tokens
+    event_type: llm.completion
+    value: $.tokens
+    dimensions: {model: $.model}
+products:
+  - name: Acme AI
+    features:
+      - {name: AI credits, type: credits}
+      - name: Completions
+        type: metered
+        meter: llm-tokens
+        credits:
+          pool: ai-credits
+          per_unit: 0.001
+          by: model
+          rates: {gpt-5: 0.01, 4: 0.5}
+"""
+
+
+def test_credit_rates_by_dimension_load() -> None:
+    price = parse_catalog(RATED, "cat.yaml").features["completions"].credits
+    assert price is not None and price.by == "model"
+    assert dict(price.rates) == {"gpt-5": 0.01, "4": 0.5}
+    assert (
+        price.rate("gpt-5") == 0.01 and price.rate("gpt-4") == 0.001 and price.rate(None) == 0.001
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "          rates: {gpt-5: 0.01, 4: 0.5}\n",
+            "",
+            "cat.yaml:16 products[0].features[1].credits.by: `by: model` needs `rates:`",
+        ),
+        (
+            "          by: model\n",
+            "",
+            "cat.yaml:16 products[0].features[1].credits.rates: `rates:` needs `by:`",
+        ),
+        (
+            "          by: model\n",
+            "          by: region\n",
+            "cat.yaml:16 products[0].features[1].credits.by: meter 'llm-tokens' declares no "
+            "dimension 'region'",
+        ),
+        (
+            "{gpt-5: 0.01, 4: 0.5}",
+            "{gpt-5: -1}",
+            "cat.yaml:17 products[0].features[1].credits.rates.gpt-5: must be a positive number",
+        ),
+    ],
+)
+def test_credit_rate_errors(old: str, new: str, expected: str) -> None:
+    assert old in RATED
+    problems = _problems(RATED.replace(old, new, 1))
+    assert any(p.startswith(expected) for p in problems), problems

@@ -144,7 +144,8 @@ class Decisions:
         if requested < 0:
             raise UsageRejected("consume takes a non-negative amount; report refunds instead")
         at = report.timestamp or now
-        decision = evaluate(snap, report.account, feature.key, {"requested": requested}, at)
+        context = {**report.context(feature), "requested": requested}
+        decision = evaluate(snap, report.account, feature.key, context, at)
         m = decision.metering
         if m is None or decision.denial in FIXED_DENIALS:  # no usage level changes these
             denial = decision.denial.value if decision.denial else Denial.NO_ENTITLEMENT.value
@@ -171,8 +172,9 @@ class Decisions:
     def _consumed(self, step: _ConsumeStep, stored: list[UsageOutcome]) -> Consumed:
         outcome, feature = stored[0], step.write.feature
         if step.balanced:  # burns and the pool moved too: evaluate again from the new counters
+            report = step.write.report
             after = evaluate(
-                self.state.snapshot, step.write.report.account, feature.key, {}, step.at
+                self.state.snapshot, report.account, feature.key, report.context(feature), step.at
             )
         else:
             after = _at_usage(step.decision, outcome.usage)

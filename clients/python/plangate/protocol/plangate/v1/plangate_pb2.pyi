@@ -221,7 +221,14 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class UsageReport(_message.Message):
-    __slots__ = ("account_id", "feature", "amount", "mode", "unique_key", "idempotency_key", "timestamp")
+    __slots__ = ("account_id", "feature", "amount", "mode", "unique_key", "idempotency_key", "timestamp", "dimensions")
+    class DimensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +236,7 @@ class UsageReport(_message.Message):
     UNIQUE_KEY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     feature: str
     amount: float
@@ -236,7 +244,8 @@ class UsageReport(_message.Message):
     unique_key: str
     idempotency_key: str
     timestamp: _timestamp_pb2.Timestamp
-    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., mode: _Optional[_Union[UsageMode, str]] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    dimensions: _containers.ScalarMap[str, str]
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., mode: _Optional[_Union[UsageMode, str]] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ("reports",)
@@ -273,18 +282,27 @@ class ReportResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[ReportResult, _Mapping]]] = ...) -> None: ...
 
 class ConsumeRequest(_message.Message):
-    __slots__ = ("account_id", "feature", "amount", "unique_key", "idempotency_key")
+    __slots__ = ("account_id", "feature", "amount", "unique_key", "idempotency_key", "dimensions")
+    class DimensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     UNIQUE_KEY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     feature: str
     amount: float
     unique_key: str
     idempotency_key: str
-    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    dimensions: _containers.ScalarMap[str, str]
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class HistoryRequest(_message.Message):
     __slots__ = ("account_id", "feature", "to", "window")
