@@ -307,3 +307,45 @@ def test_an_acknowledged_event_survives_sigkill_and_counts_once(tmp_path: Path) 
             assert used(s, a, "tokens") == 100 and used(s, a, "users") == 50
             assert {r.status for r in ingest(s, *batch)} == {"DUPLICATE"}
             assert used(s, a, "tokens") == 100
+
+
+def test_cli_events_send_prints_each_line_and_fails_on_a_rejection(
+    sidecar: Any, stubs: Stubs, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    file = tmp_path / "events.jsonl"
+    a = account(stubs, "acct_cli")
+    command = [sys.executable, "-m", "plangate.sidecar.cli.main", "events", "send", str(file)]
+    target = ["--target", f"127.0.0.1:{sidecar.port}"]
+    good = cloudevent("c1", a, tokens=3, user="ann", model="gpt-5")
+    good.pop("time")
+
+    def send(*lines: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        file.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("PLANGATE_")}
+        return subprocess.run(
+            [*command, *target],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean,
+        )
+
+    run = send(good, {**good, "id": "c2", "type": "nobody.reads"})
+    assert run.returncode == 0, run.stderr
+    assert "APPLIED" in run.stdout and "tokens=3" in run.stdout and "UNMATCHED" in run.stdout
+    run = send(good, {**good, "id": "c3", "subject": ""})
+    assert run.returncode == 1 and "1 of 2 events rejected" in run.stderr
+    assert "DUPLICATE" in run.stderr and "subject is required" in run.stderr
+    file.write_text("{nope\n")
+    bad = subprocess.run(
+        [*command, *target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0 and f"{file}:1: not JSON" in bad.stderr
+    assert used(stubs, a, "tokens") == 3
