@@ -42,6 +42,14 @@ def parse_path(text: str) -> JsonPath | None:
     return tuple(steps) if steps else None
 
 
+def path_text(path: JsonPath) -> str:
+    """A parsed path written back (`$.a[0]`, `$['a-b']`), for messages and listings."""
+    return "$" + "".join(
+        f"[{s}]" if isinstance(s, int) else (f".{s}" if _STEP.fullmatch(f".{s}") else f"['{s}']")
+        for s in path
+    )
+
+
 def dimension_text(value: Any) -> str | None:
     """A dimension value as the string `where` and `per` compare: strings as they are, JSON
     numbers in their shortest form (`1`, `2.5`), booleans as JSON writes them; None for

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from ..catalog.meters import dimension_text
+from ..catalog.meters import dimension_text, path_text
 from ..catalog.model import Aggregation, Catalog, Feature, JsonPath, Meter
 from ..catalog.values import parse_time
 from .usage import UsageReport
@@ -152,7 +152,7 @@ def _report(
         assert meter.unique is not None  # the catalog requires it
         found = dimension_text(lookup(data, meter.unique))
         if found is None:
-            return f"the unique key path {_shown(meter.unique)} is missing from data"
+            return f"the unique key path {path_text(meter.unique)} is missing from data"
         unique = found
     elif meter.value is not None:
         value = lookup(data, meter.value)
@@ -162,7 +162,7 @@ def _report(
             or not math.isfinite(value)
         ):
             return (
-                f"the value path {_shown(meter.value)} must hold a JSON number, got "
+                f"the value path {path_text(meter.value)} must hold a JSON number, got "
                 f"{'nothing' if value is _MISSING else repr(value)}"
             )
         amount = float(value)
@@ -196,10 +196,6 @@ def lookup(data: Any, path: JsonPath) -> Any:
             return _MISSING
         data = found
     return data
-
-
-def _shown(path: JsonPath) -> str:
-    return "$" + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in path)
 
 
 def event_from_json(raw: Any) -> Event:
