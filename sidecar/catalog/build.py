@@ -17,6 +17,7 @@ from typing import Any
 
 from .accounts import read_accounts
 from .features import read_entitlement, read_feature, read_metadata
+from .meters import by_problem, check_meter_use, read_meters
 from .model import (
     AddOn,
     Aggregation,
@@ -24,6 +25,7 @@ from .model import (
     Entitlement,
     Feature,
     FeatureType,
+    Meter,
     Plan,
     Price,
     Product,
@@ -46,10 +48,10 @@ from .targeting import Evaluator, read_evaluators
 from .values import check_keys, is_number, read_list, read_mapping, read_str, slugify
 from .webhooks import read_webhooks
 
-_TOP = {"products", "accounts", "evaluators", "webhooks"}
+_TOP = {"products", "accounts", "evaluators", "webhooks", "meters"}
 NOT_A_CATALOG = (
     "not a PlanGate catalog: a catalog is a mapping with `products:` (and optionally "
-    "`accounts:`, `evaluators:`, `webhooks:`); nothing of this file is quoted, in case the "
+    "`accounts:`, `evaluators:`, `webhooks:`, `meters:`); nothing of this file is quoted, in case the "
     "path leads to some other file: check where it points"
 )
 """The one problem of a file with none of the catalog's keys. It quotes no key or value: the
@@ -125,12 +127,14 @@ class _Builder:
         self.plans: dict[str, Plan] = {}
         self.addons: dict[str, AddOn] = {}
         self.evaluators: Mapping[str, Evaluator] = {}
+        self.meters: Mapping[str, Meter] = {}
 
     def build(self, version: str) -> Catalog:
         doc = self.doc
         root = doc.data
         check_keys(doc, (), root, _TOP)
         self.evaluators = read_evaluators(doc, root.get("evaluators"))
+        self.meters = read_meters(doc, root.get("meters"))
         products = [
             (i, read_mapping(doc, ("products", i), p))
             for i, p in enumerate(read_list(doc, ("products",), root.get("products")))
@@ -139,6 +143,7 @@ class _Builder:
             self._product_features(("products", i), data)
         self._qualify_shared_slugs()
         self._resolve_pools()
+        self._resolve_meters()
         self._require_features(root, products)
         raw_plans = self._collect(products, "plans", _PLAN)
         raw_addons = self._collect(products, "addons", _ADDON)
@@ -155,6 +160,7 @@ class _Builder:
             accounts=MappingProxyType(accounts),
             webhooks=read_webhooks(doc, root.get("webhooks")),
             has_accounts_key="accounts" in root,
+            meters=self.meters,
             warnings=tuple(str(w) for w in sorted(doc.warnings, key=lambda p: p.line)),
         )
 
@@ -263,6 +269,36 @@ class _Builder:
                 resolved = replace(feature, credits=replace(price, pool=pool.key))
             self.features[key] = resolved
             by_slug[feature.slug] = resolved
+
+    def _resolve_meters(self) -> None:
+        """Each feature's `meter:` checked against the declared meters, and each meter's
+        `event_type` against the feature keys: a tracking name must mean one thing (design
+        §16) — a usage report of that feature or an event, never both."""
+        for key, feature in list(self.features.items()):
+            where = self.feature_paths[(feature.product, feature.slug)]
+            by = feature.credits.by if feature.credits is not None else None
+            use = feature.meter
+            if by is not None:
+                problem = by_problem(by, None if use is None else self.meters.get(use.key))
+                if problem:
+                    self.doc.error((*where, "credits", "by"), problem)
+            if use is None:
+                continue
+            path: Path = (*where, "meter")
+            unique = feature.aggregation is Aggregation.UNIQUE
+            if not check_meter_use(self.doc, path, use, self.meters, unique):
+                resolved = replace(feature, meter=None)
+                self.features[key] = resolved
+                self.product_features[feature.product][feature.slug] = resolved
+        raw = self.doc.data.get("meters")
+        for i, item in enumerate(raw if isinstance(raw, list) else []):
+            event_type = item.get("event_type") if isinstance(item, dict) else None
+            if isinstance(event_type, str) and event_type in self.features:
+                self.doc.error(
+                    ("meters", i, "event_type"),
+                    f"{event_type!r} is also a feature key; a tracking name must mean one "
+                    "thing (a usage report of the feature or an event): rename the event type",
+                )
 
     def _find_feature(self, product: str, ref: Any, path: Path) -> Feature | None:
         if isinstance(ref, str):

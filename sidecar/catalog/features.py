@@ -8,7 +8,9 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from .meters import dimension_text, read_meter_use
 from .model import (
+    EMPTY,
     UNLIMITED,
     Aggregation,
     Anchor,
@@ -24,7 +26,7 @@ from .model import (
 )
 from .source import Document, Path
 from .targeting import Evaluator, read_targeting
-from .values import check_keys, is_number, oversized, read_list, read_str, slugify
+from .values import check_keys, is_number, oversized, read_list, read_mapping, read_str, slugify
 
 _COMMON = {
     "name",
@@ -55,6 +57,7 @@ _BY_TYPE: dict[FeatureType, set[str]] = {
         "scope",
         "infinite",
         "credits",
+        "meter",
     },
     FeatureType.CREDITS: {"unit", "reset", "anchor", "scope", "infinite"},
 }
@@ -151,6 +154,12 @@ def read_feature(
             "a credits pool cannot draw from another pool; only metered features take `credits:`",
         )
         data = {k: v for k, v in data.items() if k != "credits"}
+    if ftype is not FeatureType.METERED and "meter" in data:
+        doc.error(
+            (*path, "meter"),
+            f"a {ftype.value} feature counts no events; only `metered` features take `meter:`",
+        )
+        data = {k: v for k, v in data.items() if k != "meter"}
     check_keys(doc, path, data, _COMMON | _BY_TYPE[ftype])
     slug = _slug(doc, path, data, name)
     if not slug:
@@ -192,6 +201,9 @@ def read_feature(
                 doc, (*path, "aggregation"), data.get("aggregation"), Aggregation, Aggregation.SUM
             ),
             credits=_credits(doc, (*path, "credits"), data.get("credits")),
+            meter=None
+            if data.get("meter") is None
+            else read_meter_use(doc, (*path, "meter"), data["meter"]),
             reset=_enum(doc, (*path, "reset"), data.get("reset"), Reset, Reset.MONTHLY),
             anchor=_enum(doc, (*path, "anchor"), data.get("anchor"), Anchor, Anchor.CALENDAR),
             scope=_enum(doc, (*path, "scope"), data.get("scope"), Scope, Scope.ACCOUNT),
@@ -271,13 +283,42 @@ def _credits(doc: Document, path: Path, raw: Any) -> CreditPrice | None:
     if not isinstance(raw, dict):
         doc.error(path, "must be a mapping {pool: <credits feature>, per_unit: <number>}")
         return None
-    check_keys(doc, path, raw, {"pool", "per_unit"})
+    check_keys(doc, path, raw, {"pool", "per_unit", "by", "rates"})
     pool = read_str(doc, (*path, "pool"), raw.get("pool"))
     per_unit = raw.get("per_unit", 1)
     if not is_number(per_unit) or not math.isfinite(per_unit) or per_unit <= 0:
         doc.error((*path, "per_unit"), f"must be a positive number, got {per_unit!r}")
         return None
-    return None if pool is None else CreditPrice(pool, float(per_unit))
+    by, rates = _rates(doc, path, raw)
+    if pool is None or (by is None) != (not rates):
+        return None
+    return CreditPrice(pool, float(per_unit), by, MappingProxyType(rates) if rates else EMPTY)
+
+
+def _rates(doc: Document, path: Path, raw: dict[str, Any]) -> tuple[str | None, dict[str, float]]:
+    """`by: <dimension>` with `rates: {value: credits per unit}` (design §16); each needs the
+    other (reported at `path`)."""
+    by = raw.get("by")
+    if by is not None and (not isinstance(by, str) or not by):
+        doc.error((*path, "by"), f"must name a dimension, got {by!r}")
+        return None, {}
+    rates: dict[str, float] = {}
+    for value, rate in read_mapping(doc, (*path, "rates"), raw.get("rates")).items():
+        if not is_number(rate) or rate <= 0:
+            doc.error((*path, "rates", value), f"must be a positive number, got {rate!r}")
+            continue
+        text = dimension_text(value)
+        if text is not None:
+            rates[text] = float(rate)
+    if by is not None and not rates:
+        doc.error(
+            (*path, "by"),
+            f"`by: {by}` needs `rates:` (credits per unit for each {by} value; `per_unit` "
+            "prices the values not listed)",
+        )
+    elif by is None and "rates" in raw:
+        doc.error((*path, "rates"), "`rates:` needs `by:` naming the dimension they price")
+    return by, rates
 
 
 def _replace(feature: Feature, **changes: Any) -> Feature:

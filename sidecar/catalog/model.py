@@ -149,6 +149,39 @@ class CreditPrice:
 
     pool: str  # the pool's feature key
     per_unit: float
+    # design §16: `by: <dimension>` prices each unit at `rates[value]` (`per_unit` for others)
+    by: str | None = None
+    rates: Mapping[str, float] = field(default_factory=lambda: EMPTY)
+
+    def rate(self, value: str | None) -> float:
+        """The credits per unit for a `by` dimension value (None: not given)."""
+        return self.per_unit if value is None else self.rates.get(value, self.per_unit)
+
+
+JsonPath: TypeAlias = tuple[str | int, ...]
+"""A parsed JSONPath of design §16's subset: the steps below `$` (keys and array indexes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """A catalog `meters:` entry (design §16): which events it reads and what it takes from
+    their `data` — the amount (`value`; None: each event counts 1), the distinct key of
+    `unique` features and the named `dimensions` features filter by."""
+
+    key: str
+    event_type: str
+    value: JsonPath | None = None
+    unique: JsonPath | None = None
+    dimensions: Mapping[str, JsonPath] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterUse:
+    """A feature's `meter:`: the meter it counts and the dimension values an event must have
+    (`where`: dimension -> accepted values as strings; every key must match)."""
+
+    key: str
+    where: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +210,7 @@ class Feature:
     # design §4.1: variants and targeting (non-metered features only)
     targeting: Targeting | None = None
     credits: CreditPrice | None = None  # metered features priced in a pool's credits
+    meter: MeterUse | None = None  # design §16: the events this metered feature counts
     # decision 2000: the variant name a default answer carries ("default" when no variant has
     # the default's value); `caller_default`: a feature with variants and no default answers
     # the caller's default (flagd's missing `defaultVariant`)
@@ -436,6 +470,7 @@ class Catalog:
     webhooks: tuple[Webhook, ...] = ()  # lifecycle endpoints (design §7.1)
     has_accounts_key: bool = False  # the file writes `accounts:` (even `accounts: []`)
     warnings: tuple[str, ...] = ()  # served anyway; `plangate validate` prints them (decision 2000)
+    meters: Mapping[str, Meter] = field(default_factory=lambda: EMPTY)  # by key (design §16)
 
     def feature(self, key: str) -> Feature | None:
         return self.features.get(key)

@@ -462,6 +462,7 @@ GROUPS = {
     "usage": "report, consume and reset usage; its history and the billing export",
     "deliveries": "list and retry quota webhooks and actions (the outbox)",
     "holds": "reserve amounts before work, then settle or release them (design §17)",
+    "events": "send CloudEvents counted by the catalog's meters",
 }
 
 
@@ -499,6 +500,64 @@ def _report_request(a: argparse.Namespace) -> pb.ReportRequest:
         timestamp=_time(a.at),
     )
     return pb.ReportRequest(reports=[report])
+
+
+def _ingest_request(a: argparse.Namespace) -> pb.IngestRequest:
+    """`events send FILE`: one CloudEvent (structured JSON) per line, blank lines skipped. A
+    line that is not a JSON object, or a `time` that is no timestamp, stops the command before
+    anything is sent, naming the line; everything else is the sidecar's to judge (design §16)."""
+    try:
+        with open(a.file, encoding="utf-8") as f:
+            lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+    except OSError as exc:
+        raise UsageError(f"cannot read {a.file}: {exc.strerror}") from exc
+    events = []
+    for number, line in lines:
+        where = f"{a.file}:{number}"
+        try:
+            raw = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{where}: not JSON ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise UsageError(f"{where}: a line is one CloudEvent, a JSON object")
+        data = raw.get("data")
+        if data is not None and not isinstance(data, dict):
+            raise UsageError(f"{where}: data must be a JSON object")
+        text = {k: str(raw.get(k, "")) for k in ("specversion", "id", "source", "type", "subject")}
+        event = pb.Event(
+            specversion=text["specversion"],
+            id=text["id"],
+            source=text["source"],
+            type=text["type"],
+            subject=text["subject"],
+        )
+        if raw.get("time") is not None:
+            event.time.CopyFrom(_time(str(raw["time"])))
+        if data:
+            event.data.CopyFrom(to_struct(data))
+        events.append(event)
+    if not events:
+        raise UsageError(f"{a.file} holds no events (one CloudEvent JSON object per line)")
+    a.lines = [number for number, _ in lines]
+    return pb.IngestRequest(events=events)
+
+
+def _ingest_table(reply: Shown, args: argparse.Namespace) -> str:
+    rows = []
+    for number, r in zip(args.lines, reply.get("results", []), strict=True):
+        counted = ", ".join(
+            f"{f['feature']}={output.number(f.get('usage', 0))}" for f in r.get("features", [])
+        )
+        rows.append([str(number), r.get("status", ""), counted or r.get("message", "")])
+    return output.table(rows, ["LINE", "STATUS", "COUNTED / WHY"], "no events")
+
+
+def _ingest_failed(reply: Shown, call: Call) -> str | None:
+    results = reply.get("results", [])
+    rejected = sum(r.get("status") == "REJECTED" for r in results)
+    if not rejected:
+        return None
+    return f"{rejected} of {len(results)} events rejected:\n{_ingest_table(reply, call.args)}"
 
 
 def _history_request(a: argparse.Namespace) -> pb.HistoryRequest:
@@ -1030,6 +1089,15 @@ COMMANDS: tuple[Command, ...] = (
             arg("--page-token", default="", help="next_page_token of the previous page"),
         ),
         show=_audit_table,
+    ),
+    Command(
+        "events send",
+        "send CloudEvents (one JSON object per line); exits 1 when any is rejected",
+        "Usage.Ingest",
+        _ingest_request,
+        (arg("file", help="a .jsonl file of CloudEvents"),),
+        show=_ingest_table,
+        failed=_ingest_failed,
     ),
 )
 

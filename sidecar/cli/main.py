@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 
 from .. import settings
-from . import client, diff, health
+from . import client, diff, health, meters
 
 # The catalog, runtime and store packages are imported by the commands that use them: a
 # client command imports only gRPC and the stubs, so each call starts in a fraction of a second.
@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve(sub)
     add_validate(sub)
     diff.add_diff(sub)
+    meters.add_meters(sub)
     health.add_health(sub)
     client.add_commands(sub)
     return parser

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ...protocol.metering import Denial, PoolCover, Terms, metered_answer
+from ..catalog.meters import dimension_text
 from ..catalog.model import (
     UNLIMITED,
     Account,
@@ -106,7 +107,7 @@ def evaluate(
     where the answer needs an account; an unknown account is not an error (default value,
     denial account_not_found).
     """
-    feature = find_feature(snapshot, key)
+    feature = priced(find_feature(snapshot, key), context)
     if not account_id:
         return _keyless(snapshot, feature, context, now)
     requested = requested_amount(context)
@@ -433,6 +434,22 @@ def _trial_end(sub: Subscription | None, now: datetime) -> datetime | None:
     """The end of `sub`'s trial while it runs (design §6.1)."""
     end = sub.trial_ends_at if sub is not None else None
     return end if end is not None and now < end else None
+
+
+def priced(feature: Feature, context: Mapping[str, Any]) -> Feature:
+    """`feature` with its credit price at the rate of the context's `by` dimension (design
+    §16: `per_unit` when the context lacks it or the value is not listed), so every step
+    after — the pool's admission, `remaining`, the metadata's `per_unit`, a write's pool move
+    — uses that one rate."""
+    price = feature.credits
+    if price is None or price.by is None:
+        return feature
+    rate = price.rate(dimension_text(context.get(price.by)))
+    return (
+        feature
+        if rate == price.per_unit
+        else replace(feature, credits=replace(price, per_unit=rate))
+    )
 
 
 def _metered(

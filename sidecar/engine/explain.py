@@ -12,10 +12,18 @@ from datetime import datetime
 from typing import Any
 
 from ..catalog.features import notation
+from ..catalog.meters import dimension_text
 from ..catalog.model import Entitlement, Feature, FeatureType
 from .combine import most_generous
 from .decision import Decision, ErrorCode, EvaluationError
-from .evaluate import active_override, active_subscriptions, candidates_for, evaluate, find_feature
+from .evaluate import (
+    active_override,
+    active_subscriptions,
+    candidates_for,
+    evaluate,
+    find_feature,
+    priced,
+)
 from .snapshot import StateView
 from .targeting import rule_data, run_rule
 
@@ -41,6 +49,15 @@ def explain(
         "account_known": account is not None or bool(snapshot.memberships.get(account_id)),
         "archived": feature.archived,
     }
+    price = feature.credits
+    if price is not None and price.by is not None:
+        given = context.get(price.by)
+        trail["credit_rate"] = {
+            "by": price.by,
+            "value": given,
+            "per_unit": priced(feature, context).credits.per_unit,  # type: ignore[union-attr]
+            "listed": dimension_text(given) in price.rates,
+        }
     override = active_override(account, key, now) if account is not None else None
     trail["override"] = None if override is None else {"value": notation(override)}
     if override is not None and feature.targeting is not None:

@@ -7,11 +7,12 @@ rules hold for SQLite, PostgreSQL and the tests.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ..catalog.model import Aggregation, Feature
+from ..catalog.model import EMPTY, Aggregation, Feature
 from .text import key_problem, shown
 
 
@@ -30,6 +31,14 @@ class UsageReport:
     unique_key: str = ""
     idempotency_key: str = ""
     timestamp: datetime | None = None  # None: now
+    # design §16: named dimension values (strings), e.g. the `by` value a credit rate reads
+    dimensions: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+
+    def context(self, feature: Feature) -> dict[str, str]:
+        """The evaluation context this report's dimensions give `feature`: its credit price's
+        `by` value, when the report names it."""
+        by = feature.credits.by if feature.credits is not None else None
+        return {by: self.dimensions[by]} if by is not None and by in self.dimensions else {}
 
 
 class UsageRejected(ValueError):

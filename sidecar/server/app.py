@@ -51,6 +51,7 @@ from .console.session import Sessions
 from .cors import allowed_origins
 from .drain import Drain
 from .evaluation import EvaluationService
+from .events_http import ingest_handler
 from .flagd import add_flagd_services
 from .health import HealthService
 from .hosts import allowed_names
@@ -326,6 +327,7 @@ class Sidecar:
                 s.heartbeat_seconds,
                 s.stream_coalesce_seconds,
                 allowed_origins(s.ofrep_cors_origins),
+                ingest_handler(self.decisions, self.blocking, self.tokens, self.failures),
             ),
             s.host,
             s.ofrep_port,

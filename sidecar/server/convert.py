@@ -20,6 +20,7 @@ from ...protocol.values import (
 )
 from ..catalog.features import notation
 from ..catalog.model import (
+    EMPTY,
     Account,
     Feature,
     Grant,
@@ -39,11 +40,13 @@ from ..engine import (
 )
 from ..engine.balances import TopUpState
 from ..engine.decision import Metering
+from ..engine.events import Event
 from ..engine.holds import Hold, HoldState
 from ..engine.request import check_context
 from ..engine.typed import int64
 from ..engine.usage import Mode
 from ..runtime.live.events import AccountChanged
+from ..runtime.serve.events import IngestResult
 from .errors import BadRequest, bounded
 
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
@@ -81,6 +84,8 @@ def resolution(decision: Decision, feature: Feature, kind: Kind | None = None) -
     targeting = feature.targeting
     if targeting is not None:
         out.context_dependent = targeting.reads_context  # design §21
+    if feature.credits is not None and feature.credits.by is not None:
+        out.context_dependent = True  # design §16: priced at the context's `by` rate
     if decision.valid_until is not None:
         out.valid_until.seconds, out.valid_until.nanos = _timestamp(decision.valid_until)
     m = decision.metering
@@ -289,6 +294,36 @@ def usage_report(msg: pb.UsageReport | pb.ConsumeRequest, index: int | None = No
         unique_key=msg.unique_key,
         idempotency_key=msg.idempotency_key,
         timestamp=at,
+        dimensions=dict(msg.dimensions) if msg.dimensions else EMPTY,
+    )
+
+
+def event_of(msg: pb.Event) -> Event:
+    """The engine's event; a `time` or `data` it cannot carry becomes the event's `problem`
+    (that event is REJECTED, the others of its batch are counted)."""
+    problem, at, data = "", None, None
+    try:
+        at = time_arg(msg, "time")
+        data = value_arg(struct_pb2.Value(struct_value=msg.data), "data")
+    except BadRequest as exc:
+        problem = str(exc)
+    return Event(
+        specversion=msg.specversion,
+        id=msg.id,
+        source=msg.source,
+        type=msg.type,
+        subject=msg.subject,
+        time=at,
+        data=data,
+        problem=problem,
+    )
+
+
+def ingest_result(result: IngestResult) -> pb.IngestResult:
+    return pb.IngestResult(
+        status=result.status.value,
+        features=[pb.IngestFeature(feature=f, usage=u) for f, u in result.features],
+        message=result.message,
     )
 
 

@@ -36,6 +36,7 @@ from ..runtime.serve.decisions import Decisions
 from ..store.errors import StoreUnavailable
 from .cors import Cors
 from .errors import bounded
+from .events_http import INGEST_PATH, Handler
 from .http_listener import json_response, serving_errors
 from .metrics import Metrics
 from .ofrep_events import EVENTS_PATH, OfrepEvents, context_hash
@@ -202,12 +203,13 @@ def ofrep_app(
     heartbeat: float,
     coalesce: float,
     cors_origins: frozenset[str] = frozenset(),
+    ingest: Handler | None = None,
 ) -> web.Application:
     """OFREP over HTTP/1.1 (keep-alive, as the providers use a session), with its SSE change
     stream (`ofrep_events.py`). `flagConfigEtag` / `flagConfigLastModified` on a re-fetch are
     accepted and change nothing: every answer is evaluated afresh, and 304 comes only from
     `If-None-Match` (decision 1311). Browser pages of `cors_origins` may call it (decision
-    2011)."""
+    2011). `ingest`: the app-facing `POST /v1/events` (design §16), served on this port too."""
     ofrep = Ofrep(decisions, metrics)
 
     def payload(origin: str, body: bytes, selector: str) -> tuple[int, bytes, str]:
@@ -262,10 +264,20 @@ def ofrep_app(
     app.router.add_get(EVENTS_PATH, events.handle)
     app.router.add_get(PREFIX, get)
     app.router.add_get(PREFIX + "/{key:.*}", get)
+    _add_extras(app, not_found, cors_origins, ingest)
+    return app
+
+
+def _add_extras(
+    app: web.Application, not_found: Handler, cors_origins: frozenset[str], ingest: Handler | None
+) -> None:
+    """What the port serves beside OFREP: events in (design §16), then the catch-all 404,
+    and CORS for browser pages (decision 2011), which wraps every route."""
+    if ingest is not None:
+        app.router.add_post(INGEST_PATH, ingest)
     app.router.add_route("*", "/{path:.*}", not_found)
     if cors_origins:
         Cors(cors_origins).install(app)
-    return app
 
 
 def _keep_streamed(events: OfrepEvents, decisions: Decisions) -> None:

@@ -32,7 +32,15 @@ from ..runtime.serve.history import (
 )
 from ..runtime.serve.holds import Ended, Holds
 from ..store.base import Status, UsageOutcome
-from .convert import hold_pb, resolution, time_arg, timestamp, usage_report
+from .convert import (
+    event_of,
+    hold_pb,
+    ingest_result,
+    resolution,
+    time_arg,
+    timestamp,
+    usage_report,
+)
 from .errors import BadRequest, handled, require, status_of
 from .metrics import Metrics
 
@@ -202,6 +210,18 @@ class UsageService(pb_grpc.UsageServicer):
 
     def _after(self, ended: Ended) -> pb.Resolution:
         return resolution(ended.after, self.decisions.catalog.features[ended.after.feature])
+
+    @handled
+    async def Ingest(self, request: pb.IngestRequest, context: _Context) -> pb.IngestResponse:
+        require(len(request.events) > 0, "events is empty; send at least one event")
+        require(
+            len(request.events) <= MAX_BATCH,
+            f"at most {MAX_BATCH} events per call; split the batch",
+        )
+        events = [event_of(e) for e in request.events]
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self.writer, self.decisions.ingest, events)
+        return pb.IngestResponse(results=[ingest_result(r) for r in results])
 
     @handled
     async def History(self, request: pb.HistoryRequest, context: _Context) -> pb.HistoryResponse:

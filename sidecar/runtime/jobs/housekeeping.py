@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ...catalog.model import Catalog, Reset
+from ...engine.events import KEY_RETENTION
 from ...store.base import PrunePlan
 from ...store.errors import StoreUnavailable
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plangate.housekeeping")
 
-KEY_RETENTION = timedelta(days=7)
 TOMBSTONE_RETENTION = timedelta(days=7)
 DELIVERED_RETENTION = timedelta(days=30)
 

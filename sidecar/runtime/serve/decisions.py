@@ -29,10 +29,12 @@ from ...engine import (
     evaluate,
     explain,
 )
+from ...engine.events import Event
 from ...store.base import Status, UsageOutcome, UsageWrite
 from ..live.loads import Loads
 from ..live.state import LiveState, countable
 from ..writes.usage_write import needs_balance, usage_write
+from .events import IngestResult, ingest
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,11 @@ class Decisions:
         """Record a batch (resolved against one snapshot); blocks until durable."""
         return self.state.report(reports)
 
+    def ingest(self, events: Sequence[Event]) -> list[IngestResult]:
+        """Count each event toward the features its meters feed (design §16); blocks until
+        durable."""
+        return ingest(self.state, events)
+
     def consume(self, report: UsageReport) -> Consumed:
         """Count `report.amount` only if access is granted for exactly that amount.
 
@@ -139,7 +146,8 @@ class Decisions:
         if requested < 0:
             raise UsageRejected("consume takes a non-negative amount; report refunds instead")
         at = report.timestamp or now
-        decision = evaluate(snap, report.account, feature.key, {"requested": requested}, at)
+        context = {**report.context(feature), "requested": requested}
+        decision = evaluate(snap, report.account, feature.key, context, at)
         m = decision.metering
         if m is None or decision.denial in FIXED_DENIALS:  # no usage level changes these
             denial = decision.denial.value if decision.denial else Denial.NO_ENTITLEMENT.value
@@ -166,8 +174,9 @@ class Decisions:
     def _consumed(self, step: _ConsumeStep, stored: list[UsageOutcome]) -> Consumed:
         outcome, feature = stored[0], step.write.feature
         if step.balanced:  # burns and the pool moved too: evaluate again from the new counters
+            report = step.write.report
             after = evaluate(
-                self.state.snapshot, step.write.report.account, feature.key, {}, step.at
+                self.state.snapshot, report.account, feature.key, report.context(feature), step.at
             )
         else:
             after = _at_usage(step.decision, outcome.usage)

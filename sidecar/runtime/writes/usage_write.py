@@ -37,8 +37,8 @@ class Target:
     on_exhausted: Exhausted | None
 
 
-Memo = dict[tuple[str, str, datetime], Target]
-"""(account, feature, instant) -> its `Target`, within one batch."""
+Memo = dict[tuple[str, str, datetime, str], Target]
+"""(account, feature, instant, credit-rate dimension value) -> its `Target`, within one batch."""
 
 
 def usage_write(
@@ -60,10 +60,13 @@ def usage_write(
     that amount fits (its pool's credits too), checked in the store's transaction against the
     stored counters. `memo` shares resolutions within a batch (Report).
     """
-    key = (report.account, feature.key, at)
+    context = report.context(feature)
+    key = (report.account, feature.key, at, next(iter(context.values()), ""))
     target = memo.get(key) if memo is not None else None
     if target is None:
-        target = _target(snap, report.account, feature, at, now, environment, decision, requested)
+        target = _target(
+            snap, report.account, feature, at, now, environment, decision, requested, context
+        )
         if memo is not None:
             memo[key] = target
     admit = None
@@ -93,12 +96,13 @@ def _target(
     environment: str,
     decision: Decision | None,
     requested: float | None,
+    context: dict[str, str],
 ) -> Target:
     check = quota_check(snap, account, feature, at, now, environment)
     balance = pool = None
     if needs_balance(snap, account, feature):
         if decision is None:
-            decision = evaluate(snap, account, feature.key, {}, at)
+            decision = evaluate(snap, account, feature.key, context, at)
         balance, pool = _balance_and_pool(snap, account, decision, at, now, environment, requested)
     if decision is not None:
         m = decision.metering

@@ -223,7 +223,14 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class UsageReport(_message.Message):
-    __slots__ = ("account_id", "feature", "amount", "mode", "unique_key", "idempotency_key", "timestamp")
+    __slots__ = ("account_id", "feature", "amount", "mode", "unique_key", "idempotency_key", "timestamp", "dimensions")
+    class DimensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +238,7 @@ class UsageReport(_message.Message):
     UNIQUE_KEY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     feature: str
     amount: float
@@ -238,7 +246,8 @@ class UsageReport(_message.Message):
     unique_key: str
     idempotency_key: str
     timestamp: _timestamp_pb2.Timestamp
-    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., mode: _Optional[_Union[UsageMode, str]] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    dimensions: _containers.ScalarMap[str, str]
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., mode: _Optional[_Union[UsageMode, str]] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dimensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ("reports",)
@@ -275,18 +284,27 @@ class ReportResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[ReportResult, _Mapping]]] = ...) -> None: ...
 
 class ConsumeRequest(_message.Message):
-    __slots__ = ("account_id", "feature", "amount", "unique_key", "idempotency_key")
+    __slots__ = ("account_id", "feature", "amount", "unique_key", "idempotency_key", "dimensions")
+    class DimensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     UNIQUE_KEY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     feature: str
     amount: float
     unique_key: str
     idempotency_key: str
-    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    dimensions: _containers.ScalarMap[str, str]
+    def __init__(self, account_id: _Optional[str] = ..., feature: _Optional[str] = ..., amount: _Optional[float] = ..., unique_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ("account_id", "feature", "amount", "ttl_seconds", "idempotency_key", "dimensions")
@@ -992,3 +1010,51 @@ class ListTopUpsResponse(_message.Message):
     TOPUPS_FIELD_NUMBER: _ClassVar[int]
     topups: _containers.RepeatedCompositeFieldContainer[TopUp]
     def __init__(self, topups: _Optional[_Iterable[_Union[TopUp, _Mapping]]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("specversion", "id", "source", "type", "subject", "time", "data")
+    SPECVERSION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    specversion: str
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: _timestamp_pb2.Timestamp
+    data: _struct_pb2.Struct
+    def __init__(self, specversion: _Optional[str] = ..., id: _Optional[str] = ..., source: _Optional[str] = ..., type: _Optional[str] = ..., subject: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class IngestRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class IngestFeature(_message.Message):
+    __slots__ = ("feature", "usage")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    usage: float
+    def __init__(self, feature: _Optional[str] = ..., usage: _Optional[float] = ...) -> None: ...
+
+class IngestResult(_message.Message):
+    __slots__ = ("status", "features", "message")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    features: _containers.RepeatedCompositeFieldContainer[IngestFeature]
+    message: str
+    def __init__(self, status: _Optional[str] = ..., features: _Optional[_Iterable[_Union[IngestFeature, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class IngestResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[IngestResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ...) -> None: ...

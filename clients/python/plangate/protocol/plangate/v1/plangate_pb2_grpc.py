@@ -251,6 +251,11 @@ class UsageStub:
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.ListHoldsRequest.SerializeToString,
                 response_deserializer=plangate_dot_v1_dot_plangate__pb2.ListHoldsResponse.FromString,
                 _registered_method=True)
+        self.Ingest = channel.unary_unary(
+                '/plangate.v1.Usage/Ingest',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.IngestRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.IngestResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServicer:
@@ -313,6 +318,13 @@ class UsageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Ingest(self, request, context):
+        """CloudEvents counted toward the features whose meters read them (design §16).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -355,6 +367,11 @@ def add_UsageServicer_to_server(servicer, server):
                     servicer.ListHolds,
                     request_deserializer=plangate_dot_v1_dot_plangate__pb2.ListHoldsRequest.FromString,
                     response_serializer=plangate_dot_v1_dot_plangate__pb2.ListHoldsResponse.SerializeToString,
+            ),
+            'Ingest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ingest,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.IngestRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.IngestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +594,33 @@ class Usage:
             '/plangate.v1.Usage/ListHolds',
             plangate_dot_v1_dot_plangate__pb2.ListHoldsRequest.SerializeToString,
             plangate_dot_v1_dot_plangate__pb2.ListHoldsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ingest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Usage/Ingest',
+            plangate_dot_v1_dot_plangate__pb2.IngestRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.IngestResponse.FromString,
             options,
             channel_credentials,
             insecure,
