@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .accounts import read_accounts
+from .connections import read_connections
 from .features import read_entitlement, read_feature, read_metadata
 from .model import (
     AddOn,
@@ -46,7 +47,7 @@ from .targeting import Evaluator, read_evaluators
 from .values import check_keys, is_number, read_list, read_mapping, read_str, slugify
 from .webhooks import read_webhooks
 
-_TOP = {"products", "accounts", "evaluators", "webhooks"}
+_TOP = {"products", "accounts", "evaluators", "webhooks", "connections"}
 NOT_A_CATALOG = (
     "not a PlanGate catalog: a catalog is a mapping with `products:` (and optionally "
     "`accounts:`, `evaluators:`, `webhooks:`); nothing of this file is quoted, in case the "
@@ -155,6 +156,9 @@ class _Builder:
             accounts=MappingProxyType(accounts),
             webhooks=read_webhooks(doc, root.get("webhooks")),
             has_accounts_key="accounts" in root,
+            stripe=read_connections(
+                doc, root.get("connections"), self.plans, self.addons, self.features
+            ),
             warnings=tuple(str(w) for w in sorted(doc.warnings, key=lambda p: p.line)),
         )
 

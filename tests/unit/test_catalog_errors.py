@@ -361,7 +361,7 @@ CASES = [
         BASE + "plans:  # <-\n  - name: Orphan\n",
         30,
         "plans",
-        "unknown key 'plans' (expected one of: accounts, evaluators, products, webhooks)",
+        "unknown key 'plans' (expected one of: accounts, connections, evaluators, products, webhooks)",
     ),
     (
         "bad-quota-threshold",
