@@ -36,6 +36,8 @@ from .base import (
     PrunePlan,
     Record,
     StoreError,
+    StripeMark,
+    StripeObject,
     UsageOutcome,
     UsageWrite,
 )
@@ -134,13 +136,30 @@ def _v6(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: sqlite_utils.Database) -> None:
+    """The Stripe connection (design §18): applied event ids (a repeat changes nothing) and,
+    per Stripe object, its account and the last event applied (an older one is stale)."""
+    db.execute(
+        "CREATE TABLE stripe_events (environment TEXT NOT NULL, event_id TEXT NOT NULL, "
+        "applied_at TEXT NOT NULL, PRIMARY KEY (environment, event_id))"
+    )
+    db.execute(
+        "CREATE TABLE stripe_objects (environment TEXT NOT NULL, object_id TEXT NOT NULL, "
+        "account TEXT NOT NULL, last_created INTEGER NOT NULL, last_event_id TEXT NOT NULL, "
+        "last_type TEXT NOT NULL, PRIMARY KEY (environment, object_id))"
+    )
+    db.execute("CREATE INDEX stripe_objects_account ON stripe_objects (environment, account)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit."""
 
 
 def _json_or_none(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
+
+_STRIPE_OBJECT = "object_id, account, last_created, last_event_id, last_type"
 
 Counter = tuple[str, str, str, str]
 """A usage row's key as stored: (environment, scope, feature, period start text)."""
@@ -597,6 +616,7 @@ class SqliteStore:
         *,
         audit: AuditEntry | None = None,
         outbox: Sequence[OutboxEntry] = (),
+        stripe: StripeMark | None = None,
     ) -> None:
         with self._transaction() as c:
             c.execute(
@@ -606,6 +626,8 @@ class SqliteStore:
             )
             self._audit(c, audit)
             _enqueue(c, self.environment, outbox, ts(datetime.now(UTC)))
+            if stripe is not None:
+                self._mark_stripe(c, stripe)
 
     def refresh_records(self, ids: Sequence[str]) -> dict[str, Record | None]:
         """Nothing: only this process writes the file, so memory is never behind it."""
@@ -654,6 +676,59 @@ class SqliteStore:
                 "SELECT upto FROM lifecycle_clock WHERE environment = ?", (self.environment,)
             ).fetchone()
         return parse_ts(row[0]) if row else None
+
+    # -- the Stripe connection (design §18) --------------------------------------------------
+
+    def _mark_stripe(self, c: sqlite3.Connection, mark: StripeMark) -> None:
+        c.execute(
+            "INSERT INTO stripe_events VALUES (?, ?, ?)",
+            (self.environment, mark.event_id, ts(datetime.now(UTC))),
+        )
+        c.execute(
+            "INSERT INTO stripe_objects VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (environment, object_id) DO UPDATE SET "
+            "account = CASE WHEN ? THEN excluded.account ELSE account END, "
+            "last_created = excluded.last_created, last_event_id = excluded.last_event_id, "
+            "last_type = excluded.last_type",
+            (
+                self.environment,
+                mark.object_id,
+                mark.account or "",
+                mark.created,
+                mark.event_id,
+                mark.event_type,
+                mark.account is not None,
+            ),
+        )
+
+    def mark_stripe(self, mark: StripeMark) -> None:
+        with self._transaction() as c:
+            self._mark_stripe(c, mark)
+
+    def stripe_seen(self, event_id: str) -> bool:
+        with self._reading() as c:
+            row = c.execute(
+                "SELECT 1 FROM stripe_events WHERE environment = ? AND event_id = ?",
+                (self.environment, event_id),
+            ).fetchone()
+        return row is not None
+
+    def stripe_object(self, object_id: str) -> StripeObject | None:
+        with self._reading() as c:
+            row = c.execute(
+                f"SELECT {_STRIPE_OBJECT} FROM stripe_objects WHERE environment = ? AND object_id = ?",
+                (self.environment, object_id),
+            ).fetchone()
+        return None if row is None else StripeObject(*row)
+
+    def stripe_objects_of(self, account_id: str) -> list[StripeObject]:
+        with self._reading() as c:
+            rows = c.execute(
+                f"SELECT {_STRIPE_OBJECT} FROM stripe_objects WHERE environment = ? AND account = ? "
+                "ORDER BY object_id",
+                (self.environment, account_id),
+            ).fetchall()
+        return [StripeObject(*row) for row in rows]
 
     # -- usage -------------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ def test_a_full_section_reads_as_written() -> None:
     assert stripe.prices["price_seats"].addon == "extra-seats"
     assert stripe.prices["price_calls"].topup == StripeTopUp("api-calls", 1000.0, 30)
     assert stripe.past_due == "end"
+    assert stripe.export_api_key_env == "STRIPE_API_KEY"
     assert dict(stripe.export_meters) == {"api-calls": "api_calls"}
 
 
