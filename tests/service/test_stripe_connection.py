@@ -23,6 +23,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from support.sidecar import Stubs, in_process
 
@@ -403,3 +405,100 @@ def test_a_missing_secret_stops_start_up_naming_it(tmp_path: Path) -> None:
         in_process(tmp_path / "catalog.yaml", tmp_path / "s.db", connections_port=0),
     ):
         pass
+
+
+# -- order and repeats: any delivery order gives the state of each object's newest event -------
+
+_STATUSES = ("active", "trialing", "past_due", "paused", "canceled", "unpaid")
+_PRICES = (("price_pro_monthly",), ("price_free",), ("pro_yearly", "price_seats"))
+_examples = count(1)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[tuple[str, str, dict[str, Any], int]]:
+    """A realistic history for one customer, as (kind, object key, object template, created):
+    the customer created then renamed, and two subscriptions changing plan and status. `{c}` and
+    `{s1}`/`{s2}` in ids are filled in per run, so one history can be applied twice."""
+    at = START
+    history: list[tuple[str, str, dict[str, Any], int]] = []
+    for i in range(draw(st.integers(1, 3))):
+        at += draw(st.integers(1, 5))
+        kind = "customer.created" if i == 0 else "customer.updated"
+        fields = {"name": f"Name {i}", "metadata": {"region": f"r{i}"}}
+        history.append((kind, "cus", fields, at))
+    for sub in ("s1", "s2"):
+        for i in range(draw(st.integers(1, 5))):
+            at += draw(st.integers(1, 5))  # equal `created` apply in arrival order: not ordered
+            status = draw(st.sampled_from(_STATUSES))
+            fields = {
+                "status": status,
+                "prices": draw(st.sampled_from(_PRICES)),
+                "cancel_at_period_end": draw(st.booleans()),
+                "trial_end": START + 7 * 86400 if status == "trialing" else None,
+            }
+            kind = "customer.subscription.created" if i == 0 else "customer.subscription.updated"
+            history.append((kind, sub, fields, at + (0 if sub == "s1" else 1)))
+    return history
+
+
+def _events(history: list[tuple[str, str, dict[str, Any], int]], run: str) -> list[dict[str, Any]]:
+    out = []
+    for n, (kind, key, fields, created) in enumerate(history):
+        cid, account = f"cus_{run}", f"acct_{run}"
+        if key == "cus":
+            metadata = {"plangate_account": account, **fields["metadata"]}
+            obj = customer(cid, name=fields["name"], metadata=metadata)
+        else:
+            obj = subscription(
+                f"sub_{run}_{key}",
+                cid,
+                fields["status"],
+                fields["prices"],
+                cancel_at_period_end=fields["cancel_at_period_end"],
+                trial_end=fields["trial_end"],
+            )
+        out.append(event(kind, obj, created, f"evt_{run}_{n}"))
+    return out
+
+
+def _state(stubs: Stubs, run: str) -> Any:
+    account = get(stubs, f"acct_{run}")
+    subs = sorted(
+        (
+            s.id.replace(run, "RUN"),
+            s.plan,
+            dict(s.addons),
+            s.starts_at.seconds,
+            s.ends_at.seconds if s.HasField("ends_at") else None,
+            s.trial_ends_at.seconds if s.HasField("trial_ends_at") else None,
+        )
+        for s in account.subscriptions
+    )
+    return account.name, dict(account.attributes), subs
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories(), data=st.data())
+def test_any_order_with_repeats_ends_in_the_newest_state_of_each_object(
+    sidecar: Any,
+    stubs: Stubs,
+    history: list[tuple[str, str, dict[str, Any], int]],
+    data: st.DataObject,
+) -> None:
+    example = next(_examples)
+    in_order, shuffled = f"ord{example}", f"mix{example}"
+    for evt in sorted(_events(history, in_order), key=lambda e: e["created"]):
+        applied(sidecar, evt)
+    events = _events(history, shuffled)
+    deliveries = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events)))))
+    refused = []
+    for evt in deliveries:
+        status, answer = post(sidecar, evt)
+        if status == 409:  # the customer's event has not arrived yet: Stripe retries later
+            refused.append(evt)
+        else:
+            assert status == 200 and answer["outcome"] in ("applied", "duplicate", "stale")
+    for evt in refused:
+        status, answer = post(sidecar, evt)
+        assert status == 200 and answer["outcome"] in ("applied", "duplicate", "stale")
+    assert _state(stubs, shuffled) == _state(stubs, in_order)
