@@ -424,7 +424,7 @@ def histories(draw: st.DrawFn) -> list[tuple[str, str, dict[str, Any], int]]:
     for i in range(draw(st.integers(1, 3))):
         at += draw(st.integers(1, 5))
         kind = "customer.created" if i == 0 else "customer.updated"
-        fields = {"name": f"Name {i}", "metadata": {"region": f"r{i}"}}
+        fields: dict[str, Any] = {"name": f"Name {i}", "metadata": {"region": f"r{i}"}}
         history.append((kind, "cus", fields, at))
     for sub in ("s1", "s2"):
         for i in range(draw(st.integers(1, 5))):
