@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
+from support.receiver import Receiver
 from support.sidecar import Stubs, in_process
 
 SECRET = "whsec_test_5f1c0e2d"
@@ -128,12 +129,22 @@ def subscription(
 
 
 @pytest.fixture(scope="module")
-def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def sidecar(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Any]:
     d = tmp_path_factory.mktemp("stripe")
-    (d / "catalog.yaml").write_text(textwrap.dedent(CATALOG))
+    hooks = f"webhooks:\n  - url: {receiver.url}/hooks\n    events: [subscription.created]\n"
+    (d / "catalog.yaml").write_text(textwrap.dedent(CATALOG) + hooks)
     os.environ[SECRET_ENV] = SECRET
     try:
-        with in_process(d / "catalog.yaml", d / "state.db", connections_port=0) as sc:
+        with in_process(
+            d / "catalog.yaml", d / "state.db", connections_port=0, outbox_poll_seconds=0.2
+        ) as sc:
             yield sc
     finally:
         del os.environ[SECRET_ENV]
@@ -192,7 +203,7 @@ def metric(sidecar: Any, kind: str, outcome: str) -> float:
 
 
 def test_customer_then_subscription_makes_the_account_and_its_plan(
-    sidecar: Any, stubs: Stubs
+    sidecar: Any, stubs: Stubs, receiver: Receiver
 ) -> None:
     cus = customer(
         "cus_a1",
@@ -212,6 +223,8 @@ def test_customer_then_subscription_makes_the_account_and_its_plan(
     assert found.plan == "pro" and dict(found.addons) == {"extra-seats": 3}
     assert not found.HasField("ends_at")
 
+    (hook,) = receiver.wait("/hooks", "acct_a1", "subscription.created", timeout=10)
+    assert hook.event["subscription"]["id"] == "sub_a1"
     audit = stubs.admin.ListAuditLog(pb.ListAuditLogRequest(account_id="acct_a1"), timeout=5)
     assert [(e.actor, e.action, e.target) for e in audit.entries][-2:] in (
         [
