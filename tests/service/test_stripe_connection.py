@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from support.receiver import Receiver
-from support.sidecar import Stubs, in_process
+from support.sidecar import Stubs, in_process, wait_for
 
 SECRET = "whsec_test_5f1c0e2d"
 SECRET_ENV = "PLANGATE_TEST_STRIPE_SECRET"
@@ -418,6 +418,23 @@ def test_a_missing_secret_stops_start_up_naming_it(tmp_path: Path) -> None:
         in_process(tmp_path / "catalog.yaml", tmp_path / "s.db", connections_port=0),
     ):
         pass
+
+
+def test_a_reload_without_the_secret_is_rejected_while_the_listener_is_on(tmp_path: Path) -> None:
+    own = "PLANGATE_TEST_STRIPE_RELOAD"  # not the module sidecar's variable
+    text = textwrap.dedent(CATALOG).replace(SECRET_ENV, own)
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(text)
+    os.environ[own] = SECRET
+    try:
+        with in_process(catalog, tmp_path / "s.db", connections_port=0) as sc:
+            served = sc.state.catalog.version
+            catalog.write_text(text.replace(f"    webhook_secret_env: {own}\n", ""))
+            wait_for(lambda: sc.state.catalog_error is not None, timeout=10)
+            assert "webhook_secret_env or webhook_secret_file" in sc.state.catalog_error
+            assert sc.state.catalog.version == served
+    finally:
+        del os.environ[own]
 
 
 # -- order and repeats: any delivery order gives the state of each object's newest event -------
