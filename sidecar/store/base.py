@@ -186,6 +186,7 @@ PRUNED_KINDS = (
     "audit_entries",
     "history_buckets",
     "lifecycle_marks",
+    "stripe_events",
 )
 """What `Store.housekeep` counts, in the words of `plangate_pruned_total{kind=...}`."""
 

@@ -1140,6 +1140,10 @@ class PostgresStore:
                     "DELETE FROM plangate.lifecycle_marks WHERE environment = %s AND fired_at < %s",
                     (env, plan.deliveries_before),
                 ).rowcount,
+                "stripe_events": conn.execute(
+                    "DELETE FROM plangate.stripe_events WHERE environment = %s AND applied_at < %s",
+                    (env, plan.deliveries_before),
+                ).rowcount,
             }
 
         return self._transaction(work)

@@ -982,6 +982,12 @@ class SqliteStore:
                     "DELETE FROM lifecycle_marks WHERE environment = ? AND fired_at < ?",
                     (env, ts(plan.deliveries_before)),
                 ).rowcount,
+                # Stripe event ids go with delivered rows (30 days, design §14); the per-object
+                # marks stay while the object lives, so an old event stays stale
+                "stripe_events": c.execute(
+                    "DELETE FROM stripe_events WHERE environment = ? AND applied_at < ?",
+                    (env, ts(plan.deliveries_before)),
+                ).rowcount,
             }
 
     def close(self) -> None:

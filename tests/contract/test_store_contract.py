@@ -630,6 +630,7 @@ def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Open
         "audit_entries": 0,
         "history_buckets": 0,  # this plan keeps every hour (history_before: its default)
         "lifecycle_marks": 1,
+        "stripe_events": 0,
     }
     # a lifecycle mark older than the delivery cut-off went; the recent one still holds
     assert store.fire_lifecycle([Firing(new_mark, recent), Firing(old_mark, long_ago)], recent) == [
@@ -849,3 +850,10 @@ def test_stripe_marks_are_stored_with_the_record_or_alone_and_kept_per_environme
     store.mark_stripe(StripeMark("evt_4", "customer.deleted", "cus_1", 13, ""))
     unlinked = again.stripe_object("cus_1")
     assert unlinked is not None and unlinked.account == "" and unlinked.last_created == 13
+    # design §14: event ids go with delivered rows; the per-object marks stay (stale stays stale)
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    plan = PrunePlan(later, later, later, {}, EVER, {}, EVER, EVER)
+    removed = store.housekeep(plan)
+    assert removed is not None and removed["stripe_events"] == 4
+    assert not again.stripe_seen("evt_1")
+    assert again.stripe_object("sub_1") is not None
