@@ -57,6 +57,17 @@ class Settings:
         8014, "PLANGATE_MANAGEMENT_PORT", "/healthz /readyz /metrics port, 0 = any free"
     )
     ofrep_port: int = option(8016, "PLANGATE_OFREP_PORT", "OFREP HTTP port, 0 = any free")
+    connections_host: str = option(
+        "127.0.0.1",
+        "PLANGATE_CONNECTIONS_HOST",
+        "address of the connections listener (Stripe webhooks) alone, so exposing it exposes "
+        "nothing else",
+    )
+    connections_port: int = option(
+        -1,
+        "PLANGATE_CONNECTIONS_PORT",
+        "port of POST /connections/stripe (design §18; 8017 by convention), -1 = off, 0 = any free",
+    )
     allowed_hosts: str = option(
         "",
         "PLANGATE_ALLOWED_HOSTS",

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .accounts import read_accounts
+from .connections import read_connections
 from .features import read_entitlement, read_feature, read_metadata
 from .meters import by_problem, check_meter_use, read_meters
 from .model import (
@@ -48,7 +49,7 @@ from .targeting import Evaluator, read_evaluators
 from .values import check_keys, is_number, read_list, read_mapping, read_str, slugify
 from .webhooks import read_webhooks
 
-_TOP = {"products", "accounts", "evaluators", "webhooks", "meters"}
+_TOP = {"products", "accounts", "evaluators", "webhooks", "meters", "connections"}
 NOT_A_CATALOG = (
     "not a PlanGate catalog: a catalog is a mapping with `products:` (and optionally "
     "`accounts:`, `evaluators:`, `webhooks:`, `meters:`); nothing of this file is quoted, in case the "
@@ -161,6 +162,9 @@ class _Builder:
             webhooks=read_webhooks(doc, root.get("webhooks")),
             has_accounts_key="accounts" in root,
             meters=self.meters,
+            stripe=read_connections(
+                doc, root.get("connections"), self.plans, self.addons, self.features
+            ),
             warnings=tuple(str(w) for w in sorted(doc.warnings, key=lambda p: p.line)),
         )
 

@@ -469,8 +469,42 @@ class Catalog:
     accounts: Mapping[str, Account]  # declared in the file, by id
     webhooks: tuple[Webhook, ...] = ()  # lifecycle endpoints (design §7.1)
     has_accounts_key: bool = False  # the file writes `accounts:` (even `accounts: []`)
+    stripe: StripeConnection | None = None  # `connections: stripe:` (design §18)
     warnings: tuple[str, ...] = ()  # served anyway; `plangate validate` prints them (decision 2000)
     meters: Mapping[str, Meter] = field(default_factory=lambda: EMPTY)  # by key (design §16)
 
     def feature(self, key: str) -> Feature | None:
         return self.features.get(key)
+
+
+@dataclass(frozen=True, slots=True)
+class StripeTopUp:
+    """What a one-off Stripe price sells as a top-up (design §18): `amount` per unit bought."""
+
+    feature: str
+    amount: float
+    expires_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StripePrice:
+    """What one Stripe price (by id or `lookup_key`) sells: exactly one of the three."""
+
+    plan: str = ""
+    addon: str = ""
+    topup: StripeTopUp | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StripeConnection:
+    """`connections: stripe:` (design §18): how Stripe's customers, subscriptions and invoices
+    become PlanGate's accounts, subscriptions and top-ups."""
+
+    webhook_secret_env: str = ""
+    webhook_secret_file: str = ""
+    account_id: str = ""  # customer field path naming the account; "" = the customer id
+    attributes: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # name -> field path
+    prices: Mapping[str, StripePrice] = field(default_factory=lambda: EMPTY)
+    past_due: str = "keep"  # keep | end
+    export_api_key_env: str = ""
+    export_meters: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # feature -> event

@@ -21,6 +21,7 @@ import ssl
 import stat
 from collections.abc import Sequence
 from concurrent import futures
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from ..runtime.jobs.timekeeper import Timekeeper
 from ..runtime.live.state import LiveState
 from ..runtime.serve.admin import Admin
 from ..runtime.serve.decisions import Decisions
+from ..runtime.serve.stripe import StripeSync, webhook_secret
 from ..settings import Settings
 from ..store import describe_db, is_shared, open_store
 from ..store.base import DeliveryStatus, Firing
@@ -46,6 +48,7 @@ from ..sync.catalog_watch import CatalogWatcher
 from .admin import AdminService
 from .auth import TokenAuth, Tokens, read_tokens
 from .auth_guard import Failures
+from .connections import connections_app
 from .console.routes import Console
 from .console.session import Sessions
 from .cors import allowed_origins
@@ -176,6 +179,8 @@ class Sidecar:
             )
         # a bad catalog stops start-up here, with its message
         catalog = load_catalog(settings.catalog, settings.max_catalog_bytes)
+        if settings.connections_port >= 0:
+            webhook_secret(catalog.stripe)  # a missing secret stops start-up, naming it
         self.store = open_store(settings.db, settings.environment)
         if settings.max_accounts < 0:
             raise ValueError(
@@ -214,6 +219,13 @@ class Sidecar:
             on_change=lambda method: self.metrics.admin_changes.labels(method).inc(),
             wake_outbox=self.outbox.wake,
         )
+        # design §18: Stripe events change state through the same edits, as actor `stripe`
+        self.stripe = StripeSync(
+            self.state,
+            on_outcome=lambda kind, outcome: self.metrics.stripe_events.labels(kind, outcome).inc(),
+        )
+        self.connections: HttpPort | None = None
+        self.connections_port = 0
         self.housekeeper = Housekeeper(
             self.state,
             settings.history_days,
@@ -341,12 +353,31 @@ class Sidecar:
             self.management_port = self.management.port
             await self.ofrep.start()
             self.ofrep_port = self.ofrep.port
+            await self._start_connections(limits)
         except BaseException:
+            await self.ofrep.stop()
             await self.management.stop()
             await server.stop(None)
             raise
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _start_connections(self, limits: HttpLimits) -> None:
+        """The connections listener (design §18), on its own host and port when configured;
+        it answers any `Host`: Stripe calls it by a public name, the signature authenticates."""
+        s = self.settings
+        if s.connections_port < 0:
+            return
+        self.connections = HttpPort(
+            connections_app(self.stripe, self.blocking),
+            s.connections_host,
+            s.connections_port,
+            "connections",
+            "--connections-port",
+            replace(limits, any_host=True),
+        )
+        await self.connections.start()
+        self.connections_port = self.connections.port
 
     def _console(self) -> Console:
         """The web console (design §12): read-only without a token file, otherwise behind
@@ -367,6 +398,8 @@ class Sidecar:
         self.state.events.close()
         self.reflection.close()
         await self.drain.stop(self.grpc_server, grace)
+        if self.connections is not None:
+            await self.connections.stop()
         await self.ofrep.stop()
         await self.management.stop()
 
@@ -374,6 +407,8 @@ class Sidecar:
 
     def _apply_catalog(self, catalog: Catalog) -> None:
         check_successor(self.state.catalog, catalog)
+        if self.settings.connections_port >= 0:
+            webhook_secret(catalog.stripe)  # rejected like any bad catalog (design §18)
         self.state.replace_catalog(catalog)
         self.metrics.catalog_reloads.labels("ok").inc()
         self.metrics.catalog_rejected.set(0)

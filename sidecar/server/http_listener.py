@@ -51,6 +51,7 @@ class HttpLimits:
     body_seconds: float = 10.0
     max_connections: int = 0  # 0: a quarter of the open-file limit
     allowed_hosts: frozenset[str] = frozenset()
+    any_host: bool = False  # the connections port: called from outside, the signature authenticates
 
     def connection_cap(self) -> int:
         if self.max_connections > 0:
@@ -98,7 +99,11 @@ def _guards(limits: HttpLimits) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
         host = request.headers.get("Host")
-        if request.path != OPEN_PATH and not host_allowed(host, limits.allowed_hosts):
+        if (
+            request.path != OPEN_PATH
+            and not limits.any_host
+            and not host_allowed(host, limits.allowed_hosts)
+        ):
             return _refusal(
                 421,
                 f"this sidecar does not answer for Host {(host or '')[:100]!r}; use 127.0.0.1 or "

@@ -56,6 +56,12 @@ class Metrics:
         self.admin_changes = Counter(
             "plangate_admin_changes", "Admin changes applied", ["method"], registry=r
         )
+        self.stripe_events = Counter(
+            "plangate_stripe_events",
+            "Stripe events by type and outcome",
+            ["type", "outcome"],
+            registry=r,
+        )
         self.rpc_errors = Counter(
             "plangate_rpc_errors", "RPCs refused", ["method", "code"], registry=r
         )

@@ -209,8 +209,34 @@ PRUNED_KINDS = (
     "audit_entries",
     "history_buckets",
     "lifecycle_marks",
+    "stripe_events",
 )
 """What `Store.housekeep` counts, in the words of `plangate_pruned_total{kind=...}`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StripeMark:
+    """An applied Stripe event (design §18), written in the transaction of its change: its id
+    (a repeat changes nothing) and its `created` as the object's last applied (an older
+    event is stale). `account` links the object to an account; None keeps the link, "" unlinks."""
+
+    event_id: str
+    event_type: str
+    object_id: str
+    created: int
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StripeObject:
+    """What the store knows of one Stripe object: the account it belongs to ("" none) and
+    the last event applied to it."""
+
+    object_id: str
+    account: str
+    last_created: int
+    last_event_id: str
+    last_type: str
 
 
 class Store(Protocol):
@@ -242,9 +268,11 @@ class Store(Protocol):
         *,
         audit: AuditEntry | None = None,
         outbox: Sequence[OutboxEntry] = (),
+        stripe: StripeMark | None = None,
     ) -> None:
         """Store `record`, and `audit` (if given) and the `outbox` rows (its lifecycle
-        webhooks, design §7.1, due at once) in the same transaction. A store other processes
+        webhooks, design §7.1, due at once) and the Stripe event it applies (`mark_stripe`)
+        in the same transaction. A store other processes
         write too (PostgreSQL) stores it only over the version of the account this process
         last read or wrote, else raises `StoreConflict` and changes nothing: the caller built
         `record` from that version, holding the live state's write lock from reading to here."""
@@ -285,6 +313,22 @@ class Store(Protocol):
 
     def get_hold(self, hold_id: str) -> Hold | None:
         """One hold in any state (None: never made here)."""
+        ...
+
+    def mark_stripe(self, mark: StripeMark) -> None:
+        """Record an applied Stripe event that changed no account (design §18)."""
+        ...
+
+    def stripe_seen(self, event_id: str) -> bool:
+        """Whether a Stripe event with this id was applied before."""
+        ...
+
+    def stripe_object(self, object_id: str) -> StripeObject | None:
+        """The Stripe object's account link and last applied event, or None if never seen."""
+        ...
+
+    def stripe_objects_of(self, account_id: str) -> list[StripeObject]:
+        """Every Stripe object linked to the account, by object id."""
         ...
 
     def record_usage(self, writes: Sequence[UsageWrite]) -> list[UsageOutcome]:

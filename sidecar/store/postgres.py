@@ -61,6 +61,8 @@ from .base import (
     OutboxEntry,
     PrunePlan,
     Record,
+    StripeMark,
+    StripeObject,
     UsageOutcome,
     UsageWrite,
     scopes_of,
@@ -182,7 +184,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
             environment text PRIMARY KEY,
             upto timestamptz NOT NULL)""",
     ),
-    (  # holds (design §17), assigned schema version 7: additive, may be renumbered
+    (  # 6: holds (design §17)
         """CREATE TABLE plangate.holds (
             environment text NOT NULL,
             id text NOT NULL,
@@ -203,9 +205,27 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX holds_pool ON plangate.holds (environment, state, pool_scope, pool)",
         "CREATE INDEX holds_account ON plangate.holds (environment, account, state)",
     ),
+    (  # 7: the Stripe connection (design §18): applied event ids, per-object last applied
+        """CREATE TABLE plangate.stripe_events (
+            environment text NOT NULL,
+            event_id text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (environment, event_id))""",
+        """CREATE TABLE plangate.stripe_objects (
+            environment text NOT NULL,
+            object_id text NOT NULL,
+            account text NOT NULL,
+            last_created bigint NOT NULL,
+            last_event_id text NOT NULL,
+            last_type text NOT NULL,
+            PRIMARY KEY (environment, object_id))""",
+        "CREATE INDEX stripe_objects_account ON plangate.stripe_objects (environment, account)",
+    ),
 ]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit, and keep each
 step additive so that sidecars still on the previous release keep working during a rollout."""
+
+_STRIPE_OBJECT = "object_id, account, last_created, last_event_id, last_type"
 
 NOTIFY_LIMIT = 7900
 """Bytes per NOTIFY payload; PostgreSQL refuses 8000 or more, so changes go in several."""
@@ -701,6 +721,7 @@ class PostgresStore:
         *,
         audit: AuditEntry | None = None,
         outbox: Sequence[OutboxEntry] = (),
+        stripe: StripeMark | None = None,
     ) -> None:
         """Upsert the record, but only over the version this sidecar holds in memory.
 
@@ -736,6 +757,8 @@ class PostgresStore:
             version = int(row[0])
             self._audit(conn, audit)
             _enqueue(conn, self.environment, outbox)
+            if stripe is not None:
+                self._mark_stripe(conn, stripe)
             self._notify(conn, accounts=[(account_id, version)])
             return version
 
@@ -808,6 +831,68 @@ class PostgresStore:
                 (self.environment,),
             ).fetchone()
             return utc(row[0]) if row else None
+
+        return self._read(work)
+
+    # -- the Stripe connection (design §18) --------------------------------------------------
+
+    def _mark_stripe(self, conn: Connection, mark: StripeMark) -> None:
+        conn.execute(
+            "INSERT INTO plangate.stripe_events (environment, event_id) VALUES (%s, %s)",
+            (self.environment, mark.event_id),
+        )
+        conn.execute(
+            "INSERT INTO plangate.stripe_objects AS o VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (environment, object_id) DO UPDATE SET "
+            "account = CASE WHEN %s THEN excluded.account ELSE o.account END, "
+            "last_created = excluded.last_created, last_event_id = excluded.last_event_id, "
+            "last_type = excluded.last_type",
+            (
+                self.environment,
+                mark.object_id,
+                mark.account or "",
+                mark.created,
+                mark.event_id,
+                mark.event_type,
+                mark.account is not None,
+            ),
+        )
+
+    def mark_stripe(self, mark: StripeMark) -> None:
+        def work(conn: Connection) -> None:
+            self._mark_stripe(conn, mark)
+
+        self._transaction(work)
+
+    def stripe_seen(self, event_id: str) -> bool:
+        def work(conn: Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM plangate.stripe_events WHERE environment = %s AND event_id = %s",
+                (self.environment, event_id),
+            ).fetchone()
+            return row is not None
+
+        return self._read(work)
+
+    def stripe_object(self, object_id: str) -> StripeObject | None:
+        def work(conn: Connection) -> StripeObject | None:
+            row = conn.execute(
+                f"SELECT {_STRIPE_OBJECT} FROM plangate.stripe_objects "
+                "WHERE environment = %s AND object_id = %s",
+                (self.environment, object_id),
+            ).fetchone()
+            return None if row is None else StripeObject(*row)
+
+        return self._read(work)
+
+    def stripe_objects_of(self, account_id: str) -> list[StripeObject]:
+        def work(conn: Connection) -> list[StripeObject]:
+            rows = conn.execute(
+                f"SELECT {_STRIPE_OBJECT} FROM plangate.stripe_objects "
+                "WHERE environment = %s AND account = %s ORDER BY object_id",
+                (self.environment, account_id),
+            ).fetchall()
+            return [StripeObject(*row) for row in rows]
 
         return self._read(work)
 
@@ -1236,6 +1321,10 @@ class PostgresStore:
                 ).rowcount,
                 "lifecycle_marks": conn.execute(
                     "DELETE FROM plangate.lifecycle_marks WHERE environment = %s AND fired_at < %s",
+                    (env, plan.deliveries_before),
+                ).rowcount,
+                "stripe_events": conn.execute(
+                    "DELETE FROM plangate.stripe_events WHERE environment = %s AND applied_at < %s",
                     (env, plan.deliveries_before),
                 ).rowcount,
             }

@@ -38,6 +38,8 @@ from .base import (
     PrunePlan,
     Record,
     StoreError,
+    StripeMark,
+    StripeObject,
     UsageOutcome,
     UsageWrite,
     _decode,
@@ -138,9 +140,8 @@ def _v6(db: sqlite_utils.Database) -> None:
     )
 
 
-def _holds(db: sqlite_utils.Database) -> None:
-    """Holds (design §17), assigned schema version 8 (a self-contained step: it only adds a
-    table, so it may be renumbered). `state` is active, settled or released; an active hold
+def _v7(db: sqlite_utils.Database) -> None:
+    """Holds (design §17), schema version 7. `state` is active, settled or released; an active hold
     past `expires_at` is expired without anyone writing it."""
     db.execute(
         "CREATE TABLE holds (environment TEXT NOT NULL, id TEXT NOT NULL, "
@@ -154,6 +155,21 @@ def _holds(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX holds_account ON holds (environment, account, state)")
 
 
+def _v8(db: sqlite_utils.Database) -> None:
+    """The Stripe connection (design §18): applied event ids (a repeat changes nothing) and,
+    per Stripe object, its account and the last event applied (an older one is stale)."""
+    db.execute(
+        "CREATE TABLE stripe_events (environment TEXT NOT NULL, event_id TEXT NOT NULL, "
+        "applied_at TEXT NOT NULL, PRIMARY KEY (environment, event_id))"
+    )
+    db.execute(
+        "CREATE TABLE stripe_objects (environment TEXT NOT NULL, object_id TEXT NOT NULL, "
+        "account TEXT NOT NULL, last_created INTEGER NOT NULL, last_event_id TEXT NOT NULL, "
+        "last_type TEXT NOT NULL, PRIMARY KEY (environment, object_id))"
+    )
+    db.execute("CREATE INDEX stripe_objects_account ON stripe_objects (environment, account)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
     _v2,
@@ -161,7 +177,8 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v4,
     _v5,
     _v6,
-    _holds,
+    _v7,
+    _v8,
 ]
 """Schema versions in order; version N is MIGRATIONS[N-1]. Append, never edit."""
 
@@ -169,6 +186,8 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
 def _json_or_none(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
+
+_STRIPE_OBJECT = "object_id, account, last_created, last_event_id, last_type"
 
 Counter = tuple[str, str, str, str]
 """A usage row's key as stored: (environment, scope, feature, period start text)."""
@@ -743,6 +762,7 @@ class SqliteStore:
         *,
         audit: AuditEntry | None = None,
         outbox: Sequence[OutboxEntry] = (),
+        stripe: StripeMark | None = None,
     ) -> None:
         with self._transaction() as c:
             c.execute(
@@ -752,6 +772,8 @@ class SqliteStore:
             )
             self._audit(c, audit)
             _enqueue(c, self.environment, outbox, ts(datetime.now(UTC)))
+            if stripe is not None:
+                self._mark_stripe(c, stripe)
 
     def refresh_records(self, ids: Sequence[str]) -> dict[str, Record | None]:
         """Nothing: only this process writes the file, so memory is never behind it."""
@@ -800,6 +822,59 @@ class SqliteStore:
                 "SELECT upto FROM lifecycle_clock WHERE environment = ?", (self.environment,)
             ).fetchone()
         return parse_ts(row[0]) if row else None
+
+    # -- the Stripe connection (design §18) --------------------------------------------------
+
+    def _mark_stripe(self, c: sqlite3.Connection, mark: StripeMark) -> None:
+        c.execute(
+            "INSERT INTO stripe_events VALUES (?, ?, ?)",
+            (self.environment, mark.event_id, ts(datetime.now(UTC))),
+        )
+        c.execute(
+            "INSERT INTO stripe_objects VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (environment, object_id) DO UPDATE SET "
+            "account = CASE WHEN ? THEN excluded.account ELSE account END, "
+            "last_created = excluded.last_created, last_event_id = excluded.last_event_id, "
+            "last_type = excluded.last_type",
+            (
+                self.environment,
+                mark.object_id,
+                mark.account or "",
+                mark.created,
+                mark.event_id,
+                mark.event_type,
+                mark.account is not None,
+            ),
+        )
+
+    def mark_stripe(self, mark: StripeMark) -> None:
+        with self._transaction() as c:
+            self._mark_stripe(c, mark)
+
+    def stripe_seen(self, event_id: str) -> bool:
+        with self._reading() as c:
+            row = c.execute(
+                "SELECT 1 FROM stripe_events WHERE environment = ? AND event_id = ?",
+                (self.environment, event_id),
+            ).fetchone()
+        return row is not None
+
+    def stripe_object(self, object_id: str) -> StripeObject | None:
+        with self._reading() as c:
+            row = c.execute(
+                f"SELECT {_STRIPE_OBJECT} FROM stripe_objects WHERE environment = ? AND object_id = ?",
+                (self.environment, object_id),
+            ).fetchone()
+        return None if row is None else StripeObject(*row)
+
+    def stripe_objects_of(self, account_id: str) -> list[StripeObject]:
+        with self._reading() as c:
+            rows = c.execute(
+                f"SELECT {_STRIPE_OBJECT} FROM stripe_objects WHERE environment = ? AND account = ? "
+                "ORDER BY object_id",
+                (self.environment, account_id),
+            ).fetchall()
+        return [StripeObject(*row) for row in rows]
 
     # -- usage -------------------------------------------------------------------------------
 
@@ -1084,6 +1159,12 @@ class SqliteStore:
                 ).rowcount,
                 "lifecycle_marks": c.execute(
                     "DELETE FROM lifecycle_marks WHERE environment = ? AND fired_at < ?",
+                    (env, ts(plan.deliveries_before)),
+                ).rowcount,
+                # Stripe event ids go with delivered rows (30 days, design §14); the per-object
+                # marks stay while the object lives, so an old event stays stale
+                "stripe_events": c.execute(
+                    "DELETE FROM stripe_events WHERE environment = ? AND applied_at < ?",
                     (env, ts(plan.deliveries_before)),
                 ).rowcount,
             }

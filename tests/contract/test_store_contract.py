@@ -630,6 +630,7 @@ def test_housekeeping_prunes_each_kind_and_keeps_what_is_needed(open_store: Open
         "audit_entries": 0,
         "history_buckets": 0,  # this plan keeps every hour (history_before: its default)
         "lifecycle_marks": 1,
+        "stripe_events": 0,
     }
     # a lifecycle mark older than the delivery cut-off went; the recent one still holds
     assert store.fire_lifecycle([Firing(new_mark, recent), Firing(old_mark, long_ago)], recent) == [
@@ -822,3 +823,37 @@ def refusing(store: Store, account: str, usage: str = "") -> Iterator[None]:
         finally:
             pg.execute(f"DROP TRIGGER {name} ON plangate.{table}")
             pg.execute(f"DROP FUNCTION plangate.{name}()")
+
+
+def test_stripe_marks_are_stored_with_the_record_or_alone_and_kept_per_environment(
+    open_store: Opener,
+) -> None:
+    """Design §18: an applied event's id and its object's last `created` and account link are
+    written in the record's transaction (or alone), read back by any sidecar of the
+    environment, and unlinked by an empty account."""
+    from plangate.sidecar.store.base import StripeMark, StripeObject
+
+    store, other_env = open_store(), open_store("other")
+    assert not store.stripe_seen("evt_1") and store.stripe_object("cus_1") is None
+    store.save_record(
+        new_record("acct_s"), stripe=StripeMark("evt_1", "customer.created", "cus_1", 10, "acct_s")
+    )
+    store.mark_stripe(StripeMark("evt_2", "customer.subscription.created", "sub_1", 11, "acct_s"))
+    store.mark_stripe(StripeMark("evt_3", "customer.subscription.updated", "sub_1", 12))
+    again = open_store()
+    assert again.stripe_seen("evt_1") and again.stripe_seen("evt_3")
+    assert again.stripe_object("sub_1") == StripeObject(
+        "sub_1", "acct_s", 12, "evt_3", "customer.subscription.updated"
+    )
+    assert [o.object_id for o in again.stripe_objects_of("acct_s")] == ["cus_1", "sub_1"]
+    assert not other_env.stripe_seen("evt_1") and other_env.stripe_object("cus_1") is None
+    store.mark_stripe(StripeMark("evt_4", "customer.deleted", "cus_1", 13, ""))
+    unlinked = again.stripe_object("cus_1")
+    assert unlinked is not None and unlinked.account == "" and unlinked.last_created == 13
+    # design §14: event ids go with delivered rows; the per-object marks stay (stale stays stale)
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    plan = PrunePlan(later, later, later, {}, EVER, {}, EVER, EVER)
+    removed = store.housekeep(plan)
+    assert removed is not None and removed["stripe_events"] == 4
+    assert not again.stripe_seen("evt_1")
+    assert again.stripe_object("sub_1") is not None

@@ -361,7 +361,8 @@ CASES = [
         BASE + "plans:  # <-\n  - name: Orphan\n",
         30,
         "plans",
-        "unknown key 'plans' (expected one of: accounts, evaluators, meters, products, webhooks)",
+        "unknown key 'plans' (expected one of: accounts, connections, evaluators, meters, products,"
+        " webhooks)",
     ),
     (
         "bad-quota-threshold",

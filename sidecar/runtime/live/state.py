@@ -49,6 +49,7 @@ from ...store.base import (
     Record,
     Status,
     Store,
+    StripeMark,
     UsageOutcome,
     UsageWrite,
 )
@@ -565,9 +566,10 @@ class LiveState:
         actor: str = "system",
         action: str = "commit",
         target: str = "",
+        stripe: StripeMark | None = None,
     ) -> Account | None:
         """Apply one edit to the account's current record, atomically; None if `build` found
-        nothing to change.
+        nothing to change. `stripe` (the Stripe event applied, design §18) is stored with it.
 
         `build` reads the record (`records`, `record_of`, the snapshot) and returns the new
         one, or None. It runs under the write lock, which is held until the result is stored
@@ -584,7 +586,9 @@ class LiveState:
                 if record is None:
                     return None
                 try:
-                    saved = self._save(record, actor=actor, action=action, target=target)
+                    saved = self._save(
+                        record, actor=actor, action=action, target=target, stripe=stripe
+                    )
                 except StoreConflict:
                     if attempt == EDIT_ATTEMPTS:
                         raise
@@ -595,7 +599,13 @@ class LiveState:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _save(
-        self, record: Record, *, actor: str, action: str, target: str
+        self,
+        record: Record,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        stripe: StripeMark | None = None,
     ) -> tuple[Account, Account | None, bool]:
         """Validate, store and serve `record` (the caller holds the write lock); the account,
         what it replaced, and whether outbox rows were written."""
@@ -614,7 +624,7 @@ class LiveState:
             self.clock(), actor, action, self.records.get(account.id), record, target
         )
         outbox = self._lifecycle(previous, account)
-        self.store.save_record(record, audit=audit, outbox=outbox)
+        self.store.save_record(record, audit=audit, outbox=outbox, stripe=stripe)
         self.records[record["id"]] = record
         self._serve(account)
         if self.working is not None and account.id not in self.catalog.accounts:
