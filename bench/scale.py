@@ -55,11 +55,13 @@ def _rpc_case(name: str, live: Any, population: int, calls: int) -> tuple[Case, 
     from plangate.sidecar.server.evaluation import EvaluationService
     from plangate.sidecar.server.loop import LoopThread
     from plangate.sidecar.server.metrics import Metrics
+    from plangate.sidecar.server.wire import RefuseUndecodable
 
     loop = LoopThread("bench-loop")
 
     async def open_server() -> tuple[Any, int]:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        # served as the sidecar serves it: its wire layer sends answers already encoded as-is
+        server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[RefuseUndecodable()])
         servicer = EvaluationService(Decisions(live), live.events, Metrics())
         pb_grpc.add_EvaluationServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
