@@ -257,3 +257,8 @@ def test_unknown_customer_fails_the_command_and_bad_input_changes_nothing(
     assert bad.returncode == 1
     assert "INVALID_ARGUMENT" in bad.stderr and "list 2 is not a Stripe list" in bad.stderr
     assert absent(stubs, "acct_c1")
+
+    with pytest.raises(grpc.RpcError) as empty:
+        stubs.admin.ImportStripe(pb.ImportStripeRequest(dry_run=True), timeout=5)
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "objects_json" in (empty.value.details() or "")
