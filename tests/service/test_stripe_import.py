@@ -175,7 +175,10 @@ def test_dry_run_changes_nothing_then_import_applies_then_repeat_changes_nothing
 ) -> None:
     lists = files(
         tmp_path,
-        listing(subscription("sub_a1", "cus_a1", "price_pro", "price_seats")),
+        listing(
+            subscription("sub_a1", "cus_a1", "price_pro", "price_seats"),
+            subscription("sub_a2", "cus_a1", "price_free", status="paused"),
+        ),
         listing(customer("cus_a1", "acct_a1", name="Ada Ltd")),
     )
     dry = plangate(sidecar, "stripe", "import", *lists, "--dry-run")
@@ -185,26 +188,33 @@ def test_dry_run_changes_nothing_then_import_applies_then_repeat_changes_nothing
     assert outcomes(plangate(sidecar, "stripe", "import", *lists, "--dry-run", "--json")) == {
         "cus_a1": "applied",
         "sub_a1": "applied",
+        "sub_a2": "applied",
     }
     assert absent(stubs, "acct_a1")
 
     first = plangate(sidecar, "stripe", "import", *lists, "--json")
     assert first.returncode == 0, first.stderr
-    assert outcomes(first) == {"cus_a1": "applied", "sub_a1": "applied"}
+    assert outcomes(first) == {"cus_a1": "applied", "sub_a1": "applied", "sub_a2": "applied"}
     got = account(stubs, "acct_a1")
     assert got.name == "Ada Ltd"
     assert got.attributes["region"] == "eu"
-    (sub,) = got.subscriptions
+    sub, paused = got.subscriptions
     assert (sub.id, sub.plan, dict(sub.addons)) == ("sub_a1", "pro", {"extra-seats": 2})
+    assert (paused.id, paused.HasField("ends_at")) == ("sub_a2", True)  # paused: access ended
     audit = stubs.admin.ListAuditLog(pb.ListAuditLogRequest(account_id="acct_a1"), timeout=5)
     assert {(e.actor, e.action, e.target) for e in audit.entries} == {
         ("stripe", "customer.imported", "cus_a1"),
         ("stripe", "customer.subscription.imported", "sub_a1"),
+        ("stripe", "customer.subscription.imported", "sub_a2"),
     }
 
+    # a later second (the paused subscription's end is the import's time): still unchanged
+    second = int(time.time())
+    while int(time.time()) <= second:
+        time.sleep(0.05)
     again = plangate(sidecar, "stripe", "import", *lists, "--json")
     assert again.returncode == 0, again.stderr
-    assert outcomes(again) == {"cus_a1": "unchanged", "sub_a1": "unchanged"}
+    assert outcomes(again) == {"cus_a1": "unchanged", "sub_a1": "unchanged", "sub_a2": "unchanged"}
     after = stubs.admin.ListAuditLog(pb.ListAuditLogRequest(account_id="acct_a1"), timeout=5)
     assert len(after.entries) == len(audit.entries)
 
