@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,13 +94,21 @@ def listing(*objects: dict[str, Any]) -> str:
     return json.dumps({"object": "list", "data": list(objects), "has_more": False, "url": "/v1/x"})
 
 
-@pytest.fixture(scope="module")
-def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def sidecar(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """The same sidecar on each store: the import's marks and edits are the store's."""
     d = tmp_path_factory.mktemp("stripe_import")
     (d / "catalog.yaml").write_text(textwrap.dedent(CATALOG))
+    db: Any = d / "state.db"
+    extra: dict[str, Any] = {}
+    if request.param == "postgres":
+        db = request.getfixturevalue("postgres_cluster").url()
+        extra["environment"] = f"stripe-import-{uuid.uuid4().hex[:8]}"
     os.environ[SECRET_ENV] = SECRET
     try:
-        with in_process(d / "catalog.yaml", d / "state.db", connections_port=0) as sc:
+        with in_process(d / "catalog.yaml", db, connections_port=0, **extra) as sc:
             yield sc
     finally:
         del os.environ[SECRET_ENV]
