@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -463,6 +464,7 @@ GROUPS = {
     "deliveries": "list and retry quota webhooks and actions (the outbox)",
     "holds": "reserve amounts before work, then settle or release them (design §17)",
     "events": "send CloudEvents counted by the catalog's meters",
+    "stripe": "the Stripe connection: initial sync from Stripe's list JSON (design §18)",
 }
 
 
@@ -558,6 +560,43 @@ def _ingest_failed(reply: Shown, call: Call) -> str | None:
     if not rejected:
         return None
     return f"{rejected} of {len(results)} events rejected:\n{_ingest_table(reply, call.args)}"
+
+
+def _stripe_import_request(a: argparse.Namespace) -> pb.ImportStripeRequest:
+    texts = []
+    for name in a.files:
+        try:
+            texts.append(Path(name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{name}: {getattr(exc, 'strerror', None) or exc}") from None
+    return pb.ImportStripeRequest(objects_json=texts, dry_run=a.dry_run)
+
+
+def _stripe_import_table(reply: Shown, args: argparse.Namespace) -> str:
+    results = reply.get("results", [])
+    rows = [
+        [
+            r.get("object", ""),
+            r.get("object_id", ""),
+            r.get("account_id", ""),
+            r.get("outcome", ""),
+            r.get("message", ""),
+        ]
+        for r in results
+    ]
+    heading = "dry run: nothing was changed\n" if reply.get("dry_run") else ""
+    changed = sum(r.get("outcome") == "applied" for r in results)
+    verb = "would change" if reply.get("dry_run") else "changed"
+    table = output.table(rows, ["OBJECT", "ID", "ACCOUNT", "OUTCOME", "WHAT / WHY"], "no objects")
+    return f"{heading}{table}\n{changed} of {len(results)} objects {verb}"
+
+
+def _stripe_import_failed(reply: Shown, call: Call) -> str | None:
+    results = reply.get("results", [])
+    errors = sum(r.get("outcome") == "error" for r in results)
+    if not errors:
+        return None
+    return f"{errors} of {len(results)} objects failed:\n{_stripe_import_table(reply, call.args)}"
 
 
 def _history_request(a: argparse.Namespace) -> pb.HistoryRequest:
@@ -1098,6 +1137,24 @@ COMMANDS: tuple[Command, ...] = (
         (arg("file", help="a .jsonl file of CloudEvents"),),
         show=_ingest_table,
         failed=_ingest_failed,
+    ),
+    Command(
+        "stripe import",
+        "apply Stripe's list JSON (customers, subscriptions) as its webhooks would; exits 1 "
+        "when any object fails",
+        "Admin.ImportStripe",
+        _stripe_import_request,
+        (
+            arg(
+                "files",
+                nargs="+",
+                metavar="FILE",
+                help="what `stripe customers list` / `stripe subscriptions list` print",
+            ),
+            arg("--dry-run", action="store_true", help="print what would change; change nothing"),
+        ),
+        show=_stripe_import_table,
+        failed=_stripe_import_failed,
     ),
 )
 

@@ -15,6 +15,7 @@ from ...protocol.values import to_struct, to_timestamp
 from ..engine.typed import INT64_MAX
 from ..runtime.serve.admin import ANONYMOUS, Admin, Page, TopUpView
 from ..runtime.serve.holds import Holds
+from ..runtime.serve.stripe_import import StripeImport
 from ..store.base import AuditEntry, Delivery
 from .auth import Tokens, authorization, name_of
 from .convert import (
@@ -406,4 +407,28 @@ class AdminService(pb_grpc.AdminServicer):
         )
         return pb.ListAuditLogResponse(
             entries=[_audit_pb(e) for e in page.items], next_page_token=_next_token(page)
+        )
+
+    # -- the Stripe connection (design §18) ----------------------------------------------------
+
+    @handled
+    def ImportStripe(
+        self, request: pb.ImportStripeRequest, context: grpc.ServicerContext
+    ) -> pb.ImportStripeResponse:
+        require(
+            len(request.objects_json) > 0, "objects_json must hold at least one Stripe list JSON"
+        )
+        results = StripeImport(self.admin.state, request.dry_run).run(request.objects_json)
+        return pb.ImportStripeResponse(
+            dry_run=request.dry_run,
+            results=[
+                pb.ImportStripeResult(
+                    object_id=r.object_id,
+                    object=r.object,
+                    outcome=r.outcome,
+                    account_id=r.account,
+                    message=r.message,
+                )
+                for r in results
+            ],
         )

@@ -1058,3 +1058,33 @@ class IngestResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[IngestResult]
     def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ...) -> None: ...
+
+class ImportStripeRequest(_message.Message):
+    __slots__ = ("objects_json", "dry_run")
+    OBJECTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    objects_json: _containers.RepeatedScalarFieldContainer[str]
+    dry_run: bool
+    def __init__(self, objects_json: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ImportStripeResult(_message.Message):
+    __slots__ = ("object_id", "object", "outcome", "account_id", "message")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    object: str
+    outcome: str
+    account_id: str
+    message: str
+    def __init__(self, object_id: _Optional[str] = ..., object: _Optional[str] = ..., outcome: _Optional[str] = ..., account_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ImportStripeResponse(_message.Message):
+    __slots__ = ("results", "dry_run")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ImportStripeResult]
+    dry_run: bool
+    def __init__(self, results: _Optional[_Iterable[_Union[ImportStripeResult, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...

@@ -765,6 +765,11 @@ class AdminStub:
                 request_serializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogRequest.SerializeToString,
                 response_deserializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogResponse.FromString,
                 _registered_method=True)
+        self.ImportStripe = channel.unary_unary(
+                '/plangate.v1.Admin/ImportStripe',
+                request_serializer=plangate_dot_v1_dot_plangate__pb2.ImportStripeRequest.SerializeToString,
+                response_deserializer=plangate_dot_v1_dot_plangate__pb2.ImportStripeResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -923,6 +928,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportStripe(self, request, context):
+        """design §18: `plangate stripe import`: Stripe list JSON applied as the webhook applies events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1045,6 +1057,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListAuditLog,
                     request_deserializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogRequest.FromString,
                     response_serializer=plangate_dot_v1_dot_plangate__pb2.ListAuditLogResponse.SerializeToString,
+            ),
+            'ImportStripe': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportStripe,
+                    request_deserializer=plangate_dot_v1_dot_plangate__pb2.ImportStripeRequest.FromString,
+                    response_serializer=plangate_dot_v1_dot_plangate__pb2.ImportStripeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1699,6 +1716,33 @@ class Admin:
             '/plangate.v1.Admin/ListAuditLog',
             plangate_dot_v1_dot_plangate__pb2.ListAuditLogRequest.SerializeToString,
             plangate_dot_v1_dot_plangate__pb2.ListAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportStripe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plangate.v1.Admin/ImportStripe',
+            plangate_dot_v1_dot_plangate__pb2.ImportStripeRequest.SerializeToString,
+            plangate_dot_v1_dot_plangate__pb2.ImportStripeResponse.FromString,
             options,
             channel_credentials,
             insecure,
