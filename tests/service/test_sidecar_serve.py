@@ -93,10 +93,18 @@ def test_reflection_describes_the_native_api(stubs: Stubs) -> None:
         name: {m.name for m in pool.FindServiceByName(name).methods} for name in sorted(expected)
     }
     assert methods["plangate.v1.Evaluation"] == {"Evaluate", "EvaluateAll", "Watch"}
-    assert methods["plangate.v1.Usage"] == {"Report", "Consume", "History", "Export"}
-    assert {"UpsertAccount", "SetOverride", "ResetUsage", "AddTopUp", "ListAuditLog"} <= methods[
-        "plangate.v1.Admin"
-    ]
+    assert methods["plangate.v1.Usage"] == {
+        *("Report", "Consume", "History", "Export", "Ingest"),
+        *("Reserve", "Settle", "Release", "ListHolds"),
+    }
+    assert {
+        "UpsertAccount",
+        "SetOverride",
+        "ResetUsage",
+        "AddTopUp",
+        "ListAuditLog",
+        "ImportStripe",
+    } <= methods["plangate.v1.Admin"]
     request = pool.FindMessageTypeByName("plangate.v1.EvaluateRequest")
     assert {f.name for f in request.fields} >= {"account_id", "feature", "context", "type"}
 
