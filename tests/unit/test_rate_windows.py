@@ -72,8 +72,20 @@ def problem_of(text: str) -> str:
             "catalog.yaml:8 products[0].plans[0].entitlements.api-rate",
             "no soft limit",
         ),
+        (
+            "{api-rate: 60}}",
+            "{api-rate: 60}, quotas: [{feature: api-rate, at: [80]}]}",
+            "catalog.yaml:8 products[0].plans[0].quotas[0].feature",
+            "quotas apply to metered features",
+        ),
+        (
+            "window: minute",
+            "window: minute\n        variants: {a: 1}",
+            "catalog.yaml:7 products[0].features[0].variants",
+            "cannot have variants or targeting",
+        ),
     ],
-    ids=["bad-window", "no-window", "reset", "credits", "soft"],
+    ids=["bad-window", "no-window", "reset", "credits", "soft", "quotas", "variants"],
 )
 def test_catalog_errors_name_file_line_and_path(
     old: str, new: str, where: str, message: str
