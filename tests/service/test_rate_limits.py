@@ -146,6 +146,18 @@ def test_the_provider_consumes_a_rate_feature(sidecar: Any, stubs: Stubs) -> Non
         assert p.resolve_integer_details("hourly-rate", 7, ctx).value == 0
 
 
+def test_the_provider_never_caches_a_rate_answer(sidecar: Any, stubs: Stubs) -> None:
+    """A Consume by another client sends no change event; the provider still reads it, since
+    a rate answer is volatile and every evaluation asks the sidecar."""
+    acct = account(stubs, "acct_uncached")
+    with provider(f"127.0.0.1:{sidecar.port}") as p:
+        ctx = EvaluationContext(acct)
+        assert p.resolve_integer_details("hourly-rate", 7, ctx).value == 3
+        assert consume(stubs, acct, "hourly-rate", 2).granted
+        assert p.resolve_integer_details("hourly-rate", 7, ctx).value == 1
+        assert p.resolve_boolean_details("hourly-rate", False, ctx).value is True
+
+
 def _value(n: int) -> struct_pb2.Value:
     return struct_pb2.Value(number_value=n)
 
