@@ -19,6 +19,7 @@ from .model import (
     Feature,
     FeatureType,
     MeteredLimit,
+    RateWindow,
     Reset,
     Scope,
     freeze,
@@ -60,7 +61,11 @@ _BY_TYPE: dict[FeatureType, set[str]] = {
         "meter",
     },
     FeatureType.CREDITS: {"unit", "reset", "anchor", "scope", "infinite"},
+    FeatureType.RATE: {"window", "infinite"},
 }
+# Keys of metered features that a `rate` feature does not take (design §17: no reports, no
+# periods, no credits), each refused with the reason rather than as an unknown key.
+_NOT_FOR_RATES = ("unit", "aggregation", "reset", "anchor", "scope", "credits", "meter")
 
 
 def _enum(doc: Document, path: Path, value: Any, enum: type[Any], default: Any) -> Any:
@@ -154,6 +159,8 @@ def read_feature(
             "a credits pool cannot draw from another pool; only metered features take `credits:`",
         )
         data = {k: v for k, v in data.items() if k != "credits"}
+    if ftype is FeatureType.RATE:
+        data = _rate_keys(doc, path, data)
     if ftype is not FeatureType.METERED and "meter" in data:
         doc.error(
             (*path, "meter"),
@@ -209,6 +216,8 @@ def read_feature(
             scope=_enum(doc, (*path, "scope"), data.get("scope"), Scope, Scope.ACCOUNT),
             **_infinite(doc, path, data),
         )
+    elif ftype is FeatureType.RATE:
+        feature = _replace(feature, window=_window(doc, path, data), **_infinite(doc, path, data))
     feature = _replace(feature, default=_default(doc, (*path, "default"), data, feature))
     targeting = read_targeting(doc, path, data, feature, evaluators, read_entitlement)
     if targeting is None:
@@ -218,6 +227,27 @@ def read_feature(
             )
         return feature
     return _with_default_variant(doc, path, data, _replace(feature, targeting=targeting))
+
+
+def _rate_keys(doc: Document, path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` less the metered-only keys a rate feature was given, each reported."""
+    for key in _NOT_FOR_RATES:
+        if key in data:
+            doc.error(
+                (*path, key),
+                "a rate feature counts requests per `window` in the sidecar's memory; "
+                f"`{key}` applies to metered features (rates take no reports, periods or credits)",
+            )
+    return {k: v for k, v in data.items() if k not in _NOT_FOR_RATES}
+
+
+def _window(doc: Document, path: Path, data: dict[str, Any]) -> RateWindow:
+    """A rate feature's `window:` (required: the limit means nothing without it)."""
+    if data.get("window") is None:
+        choices = ", ".join(w.value for w in RateWindow)
+        doc.error((*path, "window"), f"is required for a rate feature ({choices})")
+        return RateWindow.MINUTE
+    return _enum(doc, (*path, "window"), data["window"], RateWindow, RateWindow.MINUTE)  # type: ignore[no-any-return]
 
 
 def _slug(doc: Document, path: Path, data: dict[str, Any], name: str) -> str | None:
@@ -377,6 +407,7 @@ def _default(doc: Document, path: Path, data: dict[str, Any], f: Feature) -> Any
         FeatureType.OBJECT: freeze({}),
         FeatureType.METERED: MeteredLimit(0),
         FeatureType.CREDITS: MeteredLimit(0),
+        FeatureType.RATE: MeteredLimit(0),
     }
     if "default" not in data:
         return fallback[f.type]
@@ -427,9 +458,23 @@ def read_entitlement(doc: Document, path: Path, value: Any, f: Feature) -> Entit
         if isinstance(value, dict):
             return freeze(value)  # type: ignore[no-any-return]
         doc.error(path, f"{f.key} is an object feature: expected a mapping, got {value!r}")
+    elif t is FeatureType.RATE:
+        return _rate_value(doc, path, value, f)
     else:
         return _metered_value(doc, path, value)
     return None
+
+
+def _rate_value(doc: Document, path: Path, value: Any, f: Feature) -> MeteredLimit | None:
+    """A rate limit: requests per window, or "unlimited"; never soft (design §17)."""
+    if isinstance(value, dict) and ("soft" in value or "overage_cap" in value):
+        doc.error(
+            path,
+            f"{f.key} is a rate feature: a rate limit is hard (no soft limit, no overage cap); "
+            "give a number of requests per window",
+        )
+        return None
+    return _metered_value(doc, path, value)
 
 
 def _integer_value(doc: Document, path: Path, value: Any, f: Feature) -> Entitlement | None:

@@ -29,6 +29,22 @@ class FeatureType(StrEnum):
     OBJECT = "object"
     METERED = "metered"
     CREDITS = "credits"  # a balance pool that credit-priced metered features draw on (design §5.1)
+    RATE = "rate"  # requests per sliding window, counted in the sidecar's memory (design §17)
+
+
+class RateWindow(StrEnum):
+    """The length of a `rate` feature's sliding window (design §17)."""
+
+    SECOND = "second"
+    MINUTE = "minute"
+    HOUR = "hour"
+
+    @property
+    def seconds(self) -> float:
+        return _WINDOW_SECONDS[self]
+
+
+_WINDOW_SECONDS = {RateWindow.SECOND: 1.0, RateWindow.MINUTE: 60.0, RateWindow.HOUR: 3600.0}
 
 
 class Aggregation(StrEnum):
@@ -211,6 +227,7 @@ class Feature:
     targeting: Targeting | None = None
     credits: CreditPrice | None = None  # metered features priced in a pool's credits
     meter: MeterUse | None = None  # design §16: the events this metered feature counts
+    window: RateWindow = RateWindow.MINUTE  # design §17: a `rate` feature's sliding window
     # decision 2000: the variant name a default answer carries ("default" when no variant has
     # the default's value); `caller_default`: a feature with variants and no default answers
     # the caller's default (flagd's missing `defaultVariant`)
@@ -228,7 +245,10 @@ class Feature:
     def volatile(self) -> bool:
         """Whether its answer may change with the clock alone, no write announcing it (its
         targeting reads `$flagd.timestamp`, design §4.1): no cache keeps it, and OFREP leaves
-        it out of the bulk ETag and of `refetchEvaluation` (decision 2010)."""
+        it out of the bulk ETag and of `refetchEvaluation` (decision 2010). A rate window
+        (design §17) slides with the clock, so a `rate` feature is volatile too."""
+        if self.type is FeatureType.RATE:
+            return True
         return self.targeting is not None and self.targeting.volatile
 
 

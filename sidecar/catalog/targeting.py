@@ -37,7 +37,7 @@ _SPECIAL_FORMS = frozenset(
     {"if", "?:", "and", "or", "filter", "reduce", "map", "all", "some", "none"}
 )
 KNOWN_OPERATORS = frozenset(OPERATORS) | _SPECIAL_FORMS
-_UNTARGETABLE = frozenset({"metered", "credits"})  # access comes from usage, not a variant
+_UNTARGETABLE = frozenset({"metered", "credits", "rate"})  # access comes from usage, not a variant
 # The data names the sidecar sets over the context (engine/targeting.py `rule_data`).
 _SIDECAR_NAMES = frozenset({"targetingKey", "$flagd", "account", "plans", "addons"})
 

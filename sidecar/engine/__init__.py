@@ -6,7 +6,7 @@ from .explain import explain
 from .periods import Period, period_containing
 from .snapshot import PlanResolver, StateView, UsageView, memberships_of, reindex_members
 from .typed import CALLER_DEFAULT, Kind, detail, kinds_of, metadata, resolve_as
-from .usage import Mode, UsageRejected, UsageReport, check_report, next_value
+from .usage import Mode, UsageRejected, UsageReport, check_rate_consume, check_report, next_value
 
 __all__ = [
     "CALLER_DEFAULT",
@@ -26,6 +26,7 @@ __all__ = [
     "UsageView",
     "account_at",
     "active_subscriptions",
+    "check_rate_consume",
     "check_report",
     "detail",
     "evaluate",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ...protocol.metering import Denial, PoolCover, Terms, metered_answer
@@ -25,6 +25,7 @@ from ..catalog.model import (
     Subscription,
     thaw,
 )
+from . import rates
 from .balances import Balance, burn_order, headroom, states
 from .combine import most_generous
 from .decision import Decision, ErrorCode, EvaluationError, Metering, PoolShare, Reason
@@ -398,6 +399,8 @@ def _decision(
     reason: Reason,
     until: datetime | None,
 ) -> Decision:
+    if isinstance(value, MeteredLimit) and feature.type is FeatureType.RATE:
+        return _rate(snapshot, feature, account_id, sub, now, requested, value, variant, reason)
     if isinstance(value, MeteredLimit):
         return _metered(
             snapshot, feature, account_id, sub, now, requested, value, variant, reason, until
@@ -528,6 +531,54 @@ def _metered(
         metering,
         cap is None,
         until,
+        _trial_end(sub, now),
+        extra_metadata=feature.metadata,
+        flag_set=feature.product,
+        flag_set_version=snapshot.catalog.version,
+    )
+
+
+def _rate(
+    snapshot: StateView,
+    feature: Feature,
+    account_id: str,
+    sub: Subscription | None,
+    now: datetime,
+    requested: float,
+    limit: MeteredLimit,
+    variant: str,
+    reason: Reason,
+) -> Decision:
+    """Design §17: a rate feature's answer for the sliding window ending `now`. `used` is the
+    window's count, `period_start` the window's start; no period end and no `valid_until`
+    (the answer is volatile: nothing caches it)."""
+    width = feature.window.seconds
+    used = snapshot.rates.count(account_id, feature.key, width, now.timestamp())
+    cap = limit.limit
+    access = rates.admits(used, requested, cap)
+    metering = Metering(
+        limit=cap,
+        used=used,
+        remaining=rates.remaining(used, cap),
+        soft_limit=False,
+        overage_cap=None,
+        overage=0.0,
+        period_start=now - timedelta(seconds=width),
+        period_end=None,
+        scope_key=f"acct:{account_id}",
+        allowance=cap,
+    )
+    return Decision(
+        feature.key,
+        feature.type,
+        number(cap),
+        variant,
+        reason,
+        access,
+        None if access else (Denial.NO_ENTITLEMENT if cap == 0 else Denial.RATE_LIMITED),
+        metering,
+        cap is None,
+        None,
         _trial_end(sub, now),
         extra_metadata=feature.metadata,
         flag_set=feature.product,

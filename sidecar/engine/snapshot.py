@@ -15,6 +15,7 @@ from typing import Protocol
 from ..catalog.model import Account, Catalog, Entitlement, Subscription
 from .combine import Sourced, stack
 from .holds import HoldView
+from .rates import NoRates, RateView
 
 
 class UsageView(Protocol):
@@ -78,6 +79,7 @@ class StateView:
     memberships: Mapping[str, Sequence[Subscription]] = field(default_factory=dict)
     usage: UsageView = field(default_factory=NoUsage)
     holds: HoldView = field(default_factory=HoldView)  # design §17: active holds, by leg
+    rates: RateView = field(default_factory=NoRates)  # design §17: the in-memory rate windows
     plans: PlanResolver = field(init=False)
 
     def __post_init__(self) -> None:

@@ -226,7 +226,7 @@ def resolve_as(decision: Decision, feature: Feature, kind: Kind) -> Any:
     if decision.caller_default:
         return CALLER_DEFAULT
     ftype = feature.type
-    if feature.counted:
+    if feature.counted or ftype is FeatureType.RATE:  # design §17: a rate resolves as metered
         m = decision.metering
         if kind is Kind.BOOLEAN:
             return decision.has_access

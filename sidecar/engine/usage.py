@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ..catalog.model import EMPTY, Aggregation, Feature
+from ..catalog.model import EMPTY, Aggregation, Feature, FeatureType
 from .text import key_problem, shown
 
 
@@ -60,19 +60,14 @@ def check_instant(report: UsageReport, now: datetime, ahead: timedelta) -> None:
 
 def check_report(feature: Feature | None, report: UsageReport) -> Feature:
     """The report's feature, or `UsageRejected` explaining why the report is unusable."""
-    if not report.account:
-        raise UsageRejected("account is required")
-    for name, value in (
-        ("account", report.account),
-        ("feature", report.feature),
-        ("unique_key", report.unique_key),
-        ("idempotency_key", report.idempotency_key),
-    ):
-        problem = key_problem(value)
-        if problem is not None:
-            raise UsageRejected(f"{name} {problem}")
+    _check_names(report)
     if feature is None:
         raise UsageRejected(f"unknown feature {shown(report.feature)}")
+    if feature.type is FeatureType.RATE:
+        raise UsageRejected(
+            f"{feature.key} is a rate feature: its window is counted by Consume in the "
+            "sidecar's memory and takes no reports; call Consume (PlanGateProvider.consume)"
+        )
     if not feature.counted:
         raise UsageRejected(
             f"{feature.key} is a {feature.type.value} feature; only metered features take usage"
@@ -97,6 +92,33 @@ def check_report(feature: Feature | None, report: UsageReport) -> Feature:
     ):
         raise UsageRejected(f"{feature.key} is a gauge: the value set must be >= 0")
     return feature
+
+
+def check_rate_consume(report: UsageReport) -> None:
+    """Design §17: a rate `Consume` counts `amount` now; what a report sets beyond that
+    (a unique key, a mode, a past instant) does not apply to a rate window."""
+    _check_names(report)
+    if not math.isfinite(report.amount) or report.amount < 0:
+        raise UsageRejected(f"amount must be a finite number >= 0, got {report.amount!r}")
+    if report.unique_key or report.mode is Mode.SET or report.timestamp is not None:
+        raise UsageRejected(
+            f"{report.feature} is a rate feature: a Consume counts `amount` now; unique_key, "
+            "mode and timestamp do not apply"
+        )
+
+
+def _check_names(report: UsageReport) -> None:
+    if not report.account:
+        raise UsageRejected("account is required")
+    for name, value in (
+        ("account", report.account),
+        ("feature", report.feature),
+        ("unique_key", report.unique_key),
+        ("idempotency_key", report.idempotency_key),
+    ):
+        problem = key_problem(value)
+        if problem is not None:
+            raise UsageRejected(f"{name} {problem}")
 
 
 def next_value(feature: Feature, current: float, report: UsageReport, new_unique: bool) -> float:

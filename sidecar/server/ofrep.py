@@ -55,6 +55,7 @@ _NATURAL: dict[FeatureType, Kind] = {
     FeatureType.OBJECT: Kind.OBJECT,
     FeatureType.METERED: Kind.BOOLEAN,
     FeatureType.CREDITS: Kind.BOOLEAN,
+    FeatureType.RATE: Kind.BOOLEAN,
 }
 
 

@@ -61,6 +61,7 @@ from ..writes.usage_write import Memo, usage_write
 from ..writes.webhooks import entries_for
 from .declared import apply_layer, split_layer
 from .events import AccountChanged, CatalogChanged, EventHub
+from .rates import RateWindows
 from .working_set import WorkingSet
 
 log = logging.getLogger("plangate.state")
@@ -108,6 +109,7 @@ class LiveState:
             for account_id in catalog.accounts:  # declared accounts are always held
                 self._take(catalog, self.store.load_account(account_id))
         self.holds = HoldView(store.load_holds())  # design §17: a restart keeps active holds
+        self.rates = RateWindows()  # design §17: in memory only, this sidecar's own traffic
         self.snapshot = self._build(catalog, self.records)
         self._subscriptions = subscription_index(self.snapshot.accounts.values())
         self.catalog_error: str | None = None  # the last rejected catalog change, if any
@@ -283,7 +285,12 @@ class LiveState:
                         f"stored account {account_id!r} does not fit this catalog: {exc}"
                     ) from exc
         return StateView(
-            catalog, accounts, memberships_of(accounts.values()), self.counters, self.holds
+            catalog,
+            accounts,
+            memberships_of(accounts.values()),
+            self.counters,
+            self.holds,
+            self.rates,
         )
 
     @staticmethod

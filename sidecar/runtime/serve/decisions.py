@@ -18,16 +18,19 @@ from datetime import datetime
 from typing import Any
 
 from ....protocol.metering import FIXED_DENIALS, Denial, metered_answer
-from ...catalog.model import Aggregation, Catalog, Feature
+from ...catalog.model import Aggregation, Catalog, Feature, FeatureType
 from ...engine import (
     Decision,
     ErrorCode,
     EvaluationError,
+    StateView,
     UsageRejected,
     UsageReport,
     account_at,
+    check_rate_consume,
     evaluate,
     explain,
+    rates,
 )
 from ...engine.events import Event
 from ...store.base import Status, UsageOutcome, UsageWrite
@@ -141,6 +144,9 @@ class Decisions:
         """The write a Consume makes, or its answer when no write is to be made."""
         state = self.state
         snap, now = state.snapshot, state.clock()
+        rate = snap.catalog.features.get(report.feature)
+        if rate is not None and rate.type is FeatureType.RATE:
+            return self._consume_rate(snap, report, rate, now)  # design §17: never the store
         feature = countable(snap, report, now, state.report_ahead)
         requested = 1.0 if feature.aggregation is Aggregation.UNIQUE else report.amount
         if requested < 0:
@@ -170,6 +176,35 @@ class Decisions:
         )
         balanced = needs_balance(snap, report.account, feature)
         return _ConsumeStep(write, decision, at, balanced)
+
+    def _consume_rate(
+        self, snap: StateView, report: UsageReport, feature: Feature, now: datetime
+    ) -> Consumed:
+        """Design §17: admit `report.amount` into the sidecar's in-memory window if the count
+        over the sliding window ending now plus it stays within the limit. No store write, no
+        usage, no change event."""
+        check_rate_consume(report)
+        if report.account not in snap.accounts and report.account not in snap.memberships:
+            raise UsageRejected(
+                f"unknown account {report.account!r}; create it first (Admin.UpsertAccount)"
+            )
+        context = {"requested": report.amount}
+        decision = evaluate(snap, report.account, feature.key, context, now)
+        m = decision.metering
+        if m is None or decision.denial in FIXED_DENIALS or m.limit == 0:
+            denial = decision.denial or Denial.NO_ENTITLEMENT
+            used = m.used if m else 0.0
+            return Consumed(False, used, denial.value, False, Evaluated(decision, feature))
+        admission, duplicate = self.state.rates.admit(
+            (report.account, feature.key),
+            feature.window.seconds,
+            now.timestamp(),
+            report.amount,
+            m.limit,
+            report.idempotency_key,
+        )
+        after = Evaluated(rates.at_count(decision, admission.used), feature)
+        return Consumed(admission.granted, admission.used, admission.denial, duplicate, after)
 
     def _consumed(self, step: _ConsumeStep, stored: list[UsageOutcome]) -> Consumed:
         outcome, feature = stored[0], step.write.feature

@@ -17,4 +17,5 @@ KINDS_OF: dict[str, frozenset[str]] = {
     "object": frozenset({"object"}),
     "metered": frozenset({"boolean", "integer", "float", "object"}),
     "credits": frozenset({"boolean", "integer", "float", "object"}),
+    "rate": frozenset({"boolean", "integer", "float", "object"}),  # like metered (design §17)
 }

@@ -24,6 +24,7 @@ class Denial(StrEnum):
     REQUESTED_EXCEEDS_LIMIT = "requested_exceeds_limit"
     FEATURE_DISABLED = "feature_disabled"
     CREDITS_EXHAUSTED = "credits_exhausted"  # the credit pool cannot cover the request (§5.1)
+    RATE_LIMITED = "rate_limited"  # the sliding window is full (§17)
 
 
 FIXED_DENIALS = frozenset(
