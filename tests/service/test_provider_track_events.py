@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,14 @@ def test_a_meter_event_type_is_sent_as_an_event_and_a_feature_key_stays_a_report
         )
         client.track("review.done", ctx, TrackingEventDetails(value=4))  # value is data.value
         client.track("api-calls", ctx, TrackingEventDetails(value=2))  # a feature key
+        for _ in range(50):  # interleaved: batches alternate between Ingest and Report
+            client.track("review.done", ctx, TrackingEventDetails(value=1))
+            client.track("api-calls", ctx, TrackingEventDetails(value=1))
         wait_for(lambda: p.pending_reports == 0, timeout=10)
     assert native_used(stubs, "acct_track_ev", "tokens") == 150
     assert native_used(stubs, "acct_track_ev", "premium-tokens") == 120
-    assert native_used(stubs, "acct_track_ev", "reviews") == 4
-    assert native_used(stubs, "acct_track_ev", "api-calls") == 2
+    assert native_used(stubs, "acct_track_ev", "reviews") == 54
+    assert native_used(stubs, "acct_track_ev", "api-calls") == 52
 
 
 def test_an_event_no_meter_reads_is_logged_at_debug_level_only(
@@ -141,5 +145,32 @@ def test_journaled_events_are_replayed_with_the_same_ids_and_counted_once(
                 wait_for(lambda p=p: p.pending_reports == 0, timeout=15)
         with Stubs(sc.target) as stubs:
             assert native_used(stubs, "acct_replay", "tokens") == 60
+    finally:
+        sc.kill()
+
+
+def test_events_across_a_sidecar_kill_are_counted_exactly_once(tmp_path: Path) -> None:
+    """Batches in flight when the sidecar dies are resent with the same ids once it is back:
+    none lost, none counted twice."""
+    (tmp_path / "catalog.yaml").write_text(CATALOG)
+    sc = SubprocessSidecar(tmp_path / "catalog.yaml", tmp_path / "state.db").start()
+    try:
+        with Stubs(sc.target) as stubs:
+            new_account(stubs, "acct_kill", plan="pro")
+        with provider(sc.target) as p:
+            client = api.get_client()
+            ctx = EvaluationContext("acct_kill")
+            for i in range(600):
+                if i == 200:
+                    sc.kill()  # batches go out every few ms: some are in flight
+                if i == 400:
+                    assert p.pending_reports > 0  # queued while the sidecar was gone
+                    sc.start()
+                client.track("llm.completion", ctx, TrackingEventDetails(attributes={"tokens": 1}))
+                if i % 50 == 49:
+                    time.sleep(0.01)  # spread the stream out, so the kill lands mid-stream
+            wait_for(lambda: p.pending_reports == 0, timeout=30)
+        with Stubs(sc.target) as stubs:
+            assert native_used(stubs, "acct_kill", "tokens") == 600
     finally:
         sc.kill()
