@@ -151,3 +151,25 @@ def test_without_posix_fallocate_the_zeros_are_written(
         assert len(again.unacknowledged()) == count
     finally:
         again.close()
+
+
+def test_events_are_journaled_beside_reports_and_come_back_as_events(tmp_path: Path) -> None:
+    """An event (design §16) is replayed as the very same event: its `(source, id)` is what
+    makes the replay a duplicate rather than a second count."""
+    path = tmp_path / "j"
+    journal = TrackJournal(str(path))
+    event = pb.Event(specversion="1.0", id="e-1", source="app", type="llm.completion")
+    event.data.update({"tokens": 12})
+    journal.append(1, _report(1))
+    journal.append(2, event)
+    journal.append(3, _report(3))
+    journal.acknowledge([1])
+    journal.close()
+    again = TrackJournal(str(path))
+    try:
+        (n2, replayed), (n3, report) = again.unacknowledged()
+        assert (n2, n3) == (2, 3)
+        assert isinstance(replayed, pb.Event) and replayed == event
+        assert isinstance(report, pb.UsageReport) and report.idempotency_key == "k3"
+    finally:
+        again.close()

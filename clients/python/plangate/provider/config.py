@@ -53,6 +53,7 @@ class ProviderConfig:
     on_unavailable: str | Mapping[str, str] = DEFAULT
     track_journal: str | None = None  # a file: `track` survives an application crash
     journal_fsync_interval: float = 0.01  # at most this long between a write and its fsync
+    event_source: str = "plangate-provider"  # CloudEvents `source` of what `track` sends
 
     def __post_init__(self) -> None:
         if not self.target:
@@ -103,6 +104,7 @@ class ProviderConfig:
         grace_period_ms: int | None = None,
         on_unavailable: str | Mapping[str, str] | None = None,
         track_journal: str | None = None,
+        event_source: str | None = None,
         **rest: Any,
     ) -> ProviderConfig:
         """Merge explicit arguments (None = not given) with the environment and defaults.
@@ -127,6 +129,7 @@ class ProviderConfig:
             "grace_period_ms": grace_period_ms,
             "on_unavailable": on_unavailable,
             "track_journal": track_journal,
+            "event_source": event_source,
         }
         for variable in VARIABLES:
             value = variable.read(given[variable.argument], env)
@@ -183,6 +186,12 @@ VARIABLES = (
         "PLANGATE_TRACK_JOURNAL",
         "text",
         "file where track writes each report before returning",
+    ),
+    Variable(
+        "event_source",
+        "PLANGATE_EVENT_SOURCE",
+        "text",
+        "CloudEvents source of the events track sends",
     ),
 )
 

@@ -51,6 +51,9 @@ class EventBridge:
         self._outage = 0  # counts disconnections, so a late timer knows it is outdated
         self._timer: threading.Timer | None = None
         self._keys: list[str] = []
+        # the catalog's feature keys, None until the first `ready`: which `track` names are
+        # usage reports (the rest are events, design §16)
+        self.known_features: frozenset[str] | None = None
         self.catalog_version = ""
         self.watch_id = ""  # of the live Watch stream: EvaluateAll names it to add interest
 
@@ -73,6 +76,7 @@ class EventBridge:
 
     def on_ready(self, catalog_version: str, all_features: list[str], watch_id: str) -> None:
         self._keys = sorted(all_features)
+        self.known_features = frozenset(all_features)
         self.watch_id = watch_id
         with self._lock:
             if self._closed:
@@ -102,6 +106,7 @@ class EventBridge:
             self._cache.clear()
         self.catalog_version = catalog_version
         self._keys = sorted(all_features)
+        self.known_features = frozenset(all_features)
         self._send_changed(
             ProviderEventDetails(
                 flags_changed=list(features),

@@ -22,6 +22,8 @@ before the crash is answered "duplicate", never counted twice).
   unacknowledged reports, the background thread rewrites it with only those (a new file, fsynced, renamed over the old, so a crash
   mid-way leaves one of the two whole). `track` only waits for the rename, never an fsync:
   lines written meanwhile are copied to the new file under the lock.
+- Tracking events (design §16) are journaled the same way (`"e"` instead of `"r"`), with
+  their `(source, id)`, so a replayed event is a duplicate too, never counted twice.
 - One process per journal: an exclusive `flock` on `PATH.lock`; a second provider fails to
   initialise with an error naming the file.
 """
@@ -90,18 +92,23 @@ class TrackJournal:
         )
         self._syncer.start()
 
-    def unacknowledged(self) -> list[tuple[int, pb.UsageReport]]:
-        """The reports a previous process wrote and the sidecar never acknowledged, in order."""
-        out = []
+    def unacknowledged(self) -> list[tuple[int, pb.UsageReport | pb.Event]]:
+        """The reports and events a previous process wrote and the sidecar never
+        acknowledged, in order."""
+        out: list[tuple[int, pb.UsageReport | pb.Event]] = []
         for n, line in sorted(self._live.items()):
             body = json.loads(line[9:])
-            out.append((n, pb.UsageReport.FromString(binascii.a2b_base64(body["r"]))))
+            if "e" in body:
+                out.append((n, pb.Event.FromString(binascii.a2b_base64(body["e"]))))
+            else:
+                out.append((n, pb.UsageReport.FromString(binascii.a2b_base64(body["r"]))))
         return out
 
-    def append(self, n: int, report: pb.UsageReport) -> None:
+    def append(self, n: int, message: pb.UsageReport | pb.Event) -> None:
         """Write entry `n` (called by `track`; returns once the line is in the page cache)."""
-        encoded = binascii.b2a_base64(report.SerializeToString(), newline=False)
-        line = _line(b'{"n":%d,"r":"%s"}' % (n, encoded))
+        encoded = binascii.b2a_base64(message.SerializeToString(), newline=False)
+        kind = b"e" if isinstance(message, pb.Event) else b"r"
+        line = _line(b'{"n":%d,"%s":"%s"}' % (n, kind, encoded))
         with self._lock:
             if self._closed:  # a `track` racing `shutdown`: the reporter drops it too
                 return
@@ -307,7 +314,7 @@ def _read(path: Path) -> dict[int, bytes]:
             body = _checked(raw)
             if body is None:
                 bad += 1
-            elif "r" in body:
+            elif "r" in body or "e" in body:
                 live[int(body["n"])] = raw + b"\n"
             else:
                 for n in body.get("a", ()):

@@ -44,7 +44,9 @@ class PlanGateProvider(AbstractProvider):
     sidecar is unreachable; "last_known": the last value received, reason STALE, while it is
     valid; or a dict per feature with "*" for the rest), `track_journal`
     (`PLANGATE_TRACK_JOURNAL`, a file: `track` writes each report there before returning and
-    the provider replays what was not acknowledged when it starts again), design §21.
+    the provider replays what was not acknowledged when it starts again), design §21,
+    `event_source` (`PLANGATE_EVENT_SOURCE`, "plangate-provider": the CloudEvents `source` of
+    the events `track` sends for names that are not feature keys, design §16).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class PlanGateProvider(AbstractProvider):
         init_timeout_ms: int | None = None,
         on_unavailable: str | Mapping[str, str] | None = None,
         track_journal: str | None = None,
+        event_source: str | None = None,
         env: Mapping[str, str] | None = None,
         **tuning: Any,
     ) -> None:
@@ -80,6 +83,7 @@ class PlanGateProvider(AbstractProvider):
             grace_period_ms=grace_period_ms,
             on_unavailable=on_unavailable,
             track_journal=track_journal,
+            event_source=event_source,
             tls_server_name=tls_server_name,
             init_timeout=None if init_timeout_ms is None else init_timeout_ms / 1000,
             **tuning,
@@ -151,7 +155,8 @@ class PlanGateProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
         tracking_event_details: TrackingEventDetails | None = None,
     ) -> None:
-        """Report usage of the metered feature `tracking_event_name`; never blocks."""
+        """Report usage of the metered feature `tracking_event_name`, or send it as an event
+        when it is no feature key (a meter's `event_type`, design §16); never blocks."""
         session = self._session
         if session is None:
             log.warning(

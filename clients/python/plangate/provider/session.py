@@ -1,7 +1,8 @@
 """One connected life of the provider: everything between `initialize` and `shutdown`.
 
 `Session` wires the parts together — transport, cache, pending usage, evaluator, Watch
-loop, event bridge, usage reporter — and turns `track` calls into queued reports. Keeping
+loop, event bridge, usage reporter — and turns `track` calls into queued reports (a feature
+key's name) or CloudEvents (any other name, design §16). Keeping
 it apart from `PlanGateProvider` leaves the provider class as the plain OpenFeature surface.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.track import TrackingEventDetails
+from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 
 from .cache import ResolutionCache
 from .config import LAST_KNOWN, ProviderConfig
@@ -23,11 +25,16 @@ from .journal import TrackJournal
 from .outage import LastKnown
 from .pending import PendingUsage
 from .spending import Spender
+from .tracked_events import EventIds, tracking_event
 from .tracking import Queued, UsageReporter, usage_report
 from .transport import Transport
 from .watch import WatchLoop
 
 log = logging.getLogger("plangate.provider")
+
+
+def _account_of(message: pb.UsageReport | pb.Event) -> str:
+    return message.account_id if isinstance(message, pb.UsageReport) else message.subject
 
 
 class Session:
@@ -66,6 +73,7 @@ class Session:
         # idempotency keys of reports without one: this session's random prefix + the report's
         # number (unique without a `getrandom` system call per `track`, decision 2104)
         self._key_prefix = secrets.token_hex(12) + "-"
+        self._event_ids = EventIds()
         self._replaying: set[int] = set()
         self._replayed = threading.Event()
         self._replay()
@@ -77,9 +85,9 @@ class Session:
         and with the same reports (idempotency keys), design §21."""
         if self.journal is not None:
             self.reporter.resume_after(self.journal.last)
-            for n, report in self.journal.unacknowledged():
+            for n, message in self.journal.unacknowledged():
                 self._replaying.add(n)
-                self.reporter.submit(Queued(n, report), replay=True)
+                self.reporter.submit(Queued(n, message), replay=True)
             if self._replaying:
                 log.info(
                     "track_journal %s: sending %d report(s) an earlier process left undelivered",
@@ -104,9 +112,10 @@ class Session:
         # Cache first, overlay second: in between, a check may count the report twice
         # (less remaining), never miss it.
         if self.cache is not None:
-            self.cache.invalidate_accounts({q.report.account_id for q in batch})
+            self.cache.invalidate_accounts({_account_of(q.message) for q in batch})
         for q in batch:
-            self.pending.settle(q.seq, q.report.account_id, q.report.feature)
+            if isinstance(q.message, pb.UsageReport):
+                self.pending.settle(q.seq, q.message.account_id, q.message.feature)
 
     def track(
         self, feature: str, ctx: EvaluationContext | None, details: TrackingEventDetails | None
@@ -120,6 +129,10 @@ class Session:
             )
             return
         attributes = details.attributes if details is not None else {}
+        known = self.events.known_features
+        if known is not None and feature not in known:
+            self._track_event(feature, account, details)
+            return
         seq = self.reporter.next_seq()
         try:
             report, overlay = usage_report(
@@ -141,6 +154,31 @@ class Session:
             if self.journal is not None:
                 self.journal.acknowledge([seq])
             log.error("track(%r): usage queue full or closed; report dropped", feature)
+
+    def _track_event(self, name: str, account: str, details: TrackingEventDetails | None) -> None:
+        """Queue the CloudEvent for a name that is no feature key: a meter's `event_type`, or
+        another system's event the sidecar answers `UNMATCHED` (design §16). Journaled and
+        retried like a report; no pending-usage overlay, since which features it moves (if
+        any) only the sidecar's meters know."""
+        seq = self.reporter.next_seq()
+        try:
+            event = tracking_event(
+                name,
+                account,
+                details.value if details is not None else None,
+                details.attributes if details is not None else {},
+                self.config.event_source,
+                self._event_ids(seq),
+            )
+        except (TypeError, ValueError) as exc:
+            log.warning("track(%r): %s; event not sent", name, exc)
+            return
+        if self.journal is not None:
+            self.journal.append(seq, event)
+        if not self.reporter.submit(Queued(seq, event)):
+            if self.journal is not None:
+                self.journal.acknowledge([seq])
+            log.error("track(%r): usage queue full or closed; event dropped", name)
 
     def close(self) -> int:
         """Stop everything; returns how many usage reports could not be delivered."""

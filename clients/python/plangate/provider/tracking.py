@@ -1,10 +1,14 @@
-"""Background delivery of usage reports: queued by `track`, batched, retried until acknowledged.
+"""Background delivery of usage reports and events: queued by `track`, batched, retried until
+acknowledged.
 
 `track` runs on the application's request path, so it only appends to a queue. One thread
 sends batches with `Usage.Report`; a batch leaves the queue only once the sidecar answered,
 and a retry resends the very same reports with the same idempotency keys, so a report the
 sidecar stored just before a crash is answered "duplicate" rather than counted twice.
 Ordering is kept (one sender, FIFO), which matters for gauge features (last value wins).
+Tracking events that are not feature keys travel as CloudEvents through `Usage.Ingest`
+(design §16): a batch is a run of one kind at the head of the queue, so FIFO order holds
+across both, and an event is retried with its same `(source, id)` exactly like a report.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ log = logging.getLogger("plangate.provider")
 @dataclass(slots=True)
 class Queued:
     seq: int  # the provider's own id, ties the report to its pending-usage overlay item
-    report: pb.UsageReport
+    message: pb.UsageReport | pb.Event  # a usage report, or an event for `Usage.Ingest`
 
 
 Settled = Callable[[Sequence[Queued]], None]
@@ -65,7 +69,7 @@ class UsageReporter:
         self._closing = False
         self._abort = False
         self._seqs = itertools.count(1)  # `next` on it is atomic: no lock on the `track` path
-        self._call: grpc.Future[pb.ReportResponse] | None = None
+        self._call: grpc.Future[Any] | None = None
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="plangate-usage", daemon=True)
 
@@ -146,12 +150,18 @@ class UsageReporter:
                     lambda: self._closing or len(self._queue) >= config.max_batch,
                     timeout=config.flush_interval,
                 )
-            # The batch stays at the head of the queue until acknowledged.
-            return [self._queue[i] for i in range(min(len(self._queue), config.max_batch))]
+            # The batch stays at the head of the queue until acknowledged; it is one kind
+            # (reports or events), as each goes through its own RPC.
+            kind = type(self._queue[0].message)
+            batch = []
+            for item in itertools.islice(self._queue, config.max_batch):
+                if type(item.message) is not kind:
+                    break
+                batch.append(item)
+            return batch
 
     def _deliver(self, batch: list[Queued]) -> bool:
         """Send until acknowledged (True) or aborted by `close` (False)."""
-        request = pb.ReportRequest(reports=[q.report for q in batch])
         delay = 0.05
         failing = False
         while True:
@@ -162,12 +172,7 @@ class UsageReporter:
             # call set-up while the channel reconnects is not free.
             # wait_for_ready: while the sidecar is down the call waits for it (up to the
             # deadline) instead of failing at once, so delivery resumes as soon as it is back.
-            call = self._transport.usage.Report.future(
-                request,
-                timeout=self._config.report_deadline,
-                metadata=self._transport.metadata,
-                wait_for_ready=True,
-            )
+            call = self._call_for(batch)
             with self._cond:
                 self._call = call
                 aborted = self._abort
@@ -214,11 +219,33 @@ class UsageReporter:
             self._acknowledged(batch, response)
             return True
 
-    def _acknowledged(self, batch: list[Queued], response: pb.ReportResponse) -> None:
+    def _call_for(self, batch: list[Queued]) -> grpc.Future[Any]:
+        """`Usage.Ingest` for a batch of events, `Usage.Report` for one of reports."""
+        usage = self._transport.usage
+        options: dict[str, Any] = {
+            "timeout": self._config.report_deadline,
+            "metadata": self._transport.metadata,
+            "wait_for_ready": True,
+        }
+        events = [q.message for q in batch if isinstance(q.message, pb.Event)]
+        call: grpc.Future[Any]
+        if events:
+            call = usage.Ingest.future(pb.IngestRequest(events=events), **options)
+        else:
+            reports = [q.message for q in batch if isinstance(q.message, pb.UsageReport)]
+            call = usage.Report.future(pb.ReportRequest(reports=reports), **options)
+        return call
+
+    def _acknowledged(self, batch: list[Queued], response: Any) -> None:
+        if isinstance(response, pb.IngestResponse):
+            _log_ingested(batch, response)
+            self._on_settled(batch)
+            return
         rejected = [
-            (item.report, result.message)
+            (item.message, result.message)
             for item, result in zip(batch, response.results, strict=False)
             if result.status == pb.ReportResult.STATUS_REJECTED
+            and isinstance(item.message, pb.UsageReport)
         ]
         if rejected:
             report, message = rejected[0]
@@ -231,6 +258,33 @@ class UsageReporter:
                 message,
             )
         self._on_settled(batch)
+
+
+def _log_ingested(batch: list[Queued], response: pb.IngestResponse) -> None:
+    """A rejected event is the application's mistake: a warning. `UNMATCHED` (no meter reads
+    the type) is expected when PlanGate sits in a Multi-Provider with other tracking
+    backends, so it is only logged at debug level (design §16)."""
+    rejected = []
+    for item, result in zip(batch, response.results, strict=False):
+        event = item.message
+        if not isinstance(event, pb.Event):
+            continue
+        if result.status == "REJECTED":
+            rejected.append((event, result.message))
+        elif result.status == "UNMATCHED":
+            log.debug(
+                "PlanGate counted event %s (%s) nowhere: %s", event.id, event.type, result.message
+            )
+    if rejected:
+        event, message = rejected[0]
+        log.warning(
+            "PlanGate rejected %d of %d tracking events; first: %s for %s: %s",
+            len(rejected),
+            len(batch),
+            event.type,
+            event.subject,
+            message,
+        )
 
 
 @dataclass(slots=True)
