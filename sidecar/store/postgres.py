@@ -49,7 +49,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from ..engine.history import Bucket, BucketKey, hour_buckets
-from ..engine.holds import Hold, HoldState
+from ..engine.holds import Hold
 from ..engine.write_rule import BatchReads, apply_batch
 from .base import (
     AuditEntry,
@@ -71,9 +71,11 @@ from .errors import StoreConflict, StoreFull, StoreUnavailable
 from .rows import (
     AUDIT_COLUMNS,
     DELIVERY_COLUMNS,
+    HOLD_COLUMNS,
     audit_columns,
     audit_from,
     delivery_from,
+    hold_from,
     outcome_from,
     outcome_text,
     retried,
@@ -309,32 +311,6 @@ def channel_for(environment: str) -> str:
     return "plangate:" + hashlib.sha256(environment.encode()).hexdigest()[:40]
 
 
-HOLD_COLUMNS = (
-    "id, account, feature, scope, amount, pool, pool_scope, per_unit, created_at, expires_at, "
-    "state, ended_at, settled"
-)
-
-
-def _hold_from(row: Sequence[Any]) -> Hold:
-    id_, account, feature, scope, amount, pool, pool_scope, per_unit, created, expires = row[:10]
-    state, ended, settled = row[10:]
-    return Hold(
-        id_,
-        account,
-        feature,
-        scope,
-        float(amount),
-        utc(created),
-        utc(expires),
-        pool,
-        pool_scope,
-        float(per_unit),
-        HoldState(state),
-        utc(ended) if ended is not None else None,
-        None if settled is None else float(settled),
-    )
-
-
 def _read_holds(conn: Connection, env: str, writes: Sequence[UsageWrite]) -> dict[str, Hold]:
     """The holds the batch's admissions count (active on their legs) and those it ends (their
     rows locked, so two sidecars never end one hold twice)."""
@@ -347,7 +323,7 @@ def _read_holds(conn: Connection, env: str, writes: Sequence[UsageWrite]) -> dic
             "OR (pool_scope = %s AND pool = %s))",
             (env, scope, feature, scope, feature),
         ).fetchall():
-            hold = _hold_from(row)
+            hold = hold_from(row, utc)
             out[hold.id] = hold
     ends = sorted({w.ends.hold_id for w in writes if w.ends is not None})
     if ends:
@@ -356,7 +332,7 @@ def _read_holds(conn: Connection, env: str, writes: Sequence[UsageWrite]) -> dic
             "AND id = ANY(%s) ORDER BY id FOR UPDATE",
             (env, ends),
         ).fetchall():
-            hold = _hold_from(row)
+            hold = hold_from(row, utc)
             out[hold.id] = hold
     return out
 
@@ -966,7 +942,7 @@ class PostgresStore:
                 "WHERE environment = %s AND state = 'active'",
                 (self.environment,),
             ).fetchall()
-            return [_hold_from(r) for r in rows]
+            return [hold_from(r, utc) for r in rows]
 
         return self._read(work)
 
@@ -976,7 +952,7 @@ class PostgresStore:
                 f"SELECT {HOLD_COLUMNS} FROM plangate.holds WHERE environment = %s AND id = %s",
                 (self.environment, hold_id),
             ).fetchone()
-            return _hold_from(row) if row is not None else None
+            return hold_from(row, utc) if row is not None else None
 
         return self._read(work)
 

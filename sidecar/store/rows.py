@@ -1,5 +1,5 @@
-"""Row formats every backend shares: an idempotency key's stored outcome, an outbox row and
-an audit row.
+"""Row formats every backend shares: an idempotency key's stored outcome, an outbox row, an
+audit row and a hold.
 
 Kept once so that a key written by one backend's release reads back the same in the other,
 and a column added to the outbox is mapped in one place.
@@ -14,6 +14,7 @@ from datetime import datetime
 from json.encoder import encode_basestring_ascii as _quote  # json.dumps' own (C) quoting
 from typing import Any
 
+from ..engine.holds import Hold, HoldState
 from .base import AuditEntry, Delivery, DeliveryStatus, Status, UsageOutcome
 from .timefmt import parse_ts, ts
 
@@ -128,4 +129,32 @@ def audit_from(
         before=json_of(before),
         after=json_of(after),
         seq=int(seq),
+    )
+
+
+HOLD_COLUMNS = (
+    "id, account, feature, scope, amount, pool, pool_scope, per_unit, created_at, expires_at, "
+    "state, ended_at, settled"
+)
+"""The hold columns `hold_from` reads (and the stores insert), in its order."""
+
+
+def hold_from(row: Sequence[Any], time_of: Callable[[Any], datetime]) -> Hold:
+    """One hold row (`HOLD_COLUMNS`) as a `Hold`; the backend says how its times read back."""
+    id_, account, feature, scope, amount, pool, pool_scope, per_unit, created, expires = row[:10]
+    state, ended, settled = row[10:]
+    return Hold(
+        id_,
+        account,
+        feature,
+        scope,
+        float(amount),
+        time_of(created),
+        time_of(expires),
+        pool,
+        pool_scope,
+        float(per_unit),
+        HoldState(state),
+        time_of(ended) if ended else None,
+        None if settled is None else float(settled),
     )

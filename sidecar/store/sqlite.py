@@ -23,7 +23,7 @@ from typing import Any
 import sqlite_utils
 
 from ..engine.history import Bucket, BucketKey, hour_buckets
-from ..engine.holds import Hold, HoldState
+from ..engine.holds import Hold
 from ..engine.write_rule import BatchReads, BatchWrites, apply_batch
 from . import sqlite_files as files
 from .base import (
@@ -49,9 +49,11 @@ from .errors import StoreFull, StoreUnavailable
 from .rows import (
     AUDIT_COLUMNS,
     DELIVERY_COLUMNS,
+    HOLD_COLUMNS,
     audit_columns,
     audit_from,
     delivery_from,
+    hold_from,
     outcome_from,
     outcome_text,
     retried,
@@ -278,32 +280,6 @@ def _read_batch(c: sqlite3.Connection, rows: _Rows, writes: Sequence[UsageWrite]
     return BatchReads(outcomes, values, uniques, marks, _read_holds(c, rows.env, writes))
 
 
-HOLD_COLUMNS = (
-    "id, account, feature, scope, amount, pool, pool_scope, per_unit, created_at, expires_at, "
-    "state, ended_at, settled"
-)
-
-
-def _hold_from(row: Sequence[Any]) -> Hold:
-    id_, account, feature, scope, amount, pool, pool_scope, per_unit, created, expires = row[:10]
-    state, ended, settled = row[10:]
-    return Hold(
-        id_,
-        account,
-        feature,
-        scope,
-        float(amount),
-        parse_ts(created),
-        parse_ts(expires),
-        pool,
-        pool_scope,
-        float(per_unit),
-        HoldState(state),
-        parse_ts(ended) if ended else None,
-        None if settled is None else float(settled),
-    )
-
-
 def _read_holds(c: sqlite3.Connection, env: str, writes: Sequence[UsageWrite]) -> dict[str, Hold]:
     """The holds the batch's admissions count (active on their legs) and those it ends."""
     out: dict[str, Hold] = {}
@@ -314,7 +290,7 @@ def _read_holds(c: sqlite3.Connection, env: str, writes: Sequence[UsageWrite]) -
             "AND ((scope = ? AND feature = ?) OR (pool_scope = ? AND pool = ?))",
             (env, scope, feature, scope, feature),
         ):
-            hold = _hold_from(row)
+            hold = hold_from(row, parse_ts)
             out[hold.id] = hold
     for w in writes:
         if w.ends is not None and w.ends.hold_id not in out:
@@ -323,7 +299,7 @@ def _read_holds(c: sqlite3.Connection, env: str, writes: Sequence[UsageWrite]) -
                 (env, w.ends.hold_id),
             ).fetchone()
             if row is not None:
-                out[w.ends.hold_id] = _hold_from(row)
+                out[w.ends.hold_id] = hold_from(row, parse_ts)
     return out
 
 
@@ -911,7 +887,7 @@ class SqliteStore:
                 f"SELECT {HOLD_COLUMNS} FROM holds WHERE environment = ? AND state = 'active'",
                 (self.environment,),
             ).fetchall()
-        return [_hold_from(r) for r in rows]
+        return [hold_from(r, parse_ts) for r in rows]
 
     def get_hold(self, hold_id: str) -> Hold | None:
         with self._reading() as c:
@@ -919,7 +895,7 @@ class SqliteStore:
                 f"SELECT {HOLD_COLUMNS} FROM holds WHERE environment = ? AND id = ?",
                 (self.environment, hold_id),
             ).fetchone()
-        return _hold_from(row) if row is not None else None
+        return hold_from(row, parse_ts) if row is not None else None
 
     def reset_usage(
         self,

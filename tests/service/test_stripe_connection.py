@@ -8,13 +8,10 @@ back over the native API (GetAccount, ListAuditLog), counts from `/metrics`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import textwrap
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from itertools import count
@@ -28,6 +25,8 @@ from hypothesis import strategies as st
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from support.receiver import Receiver
 from support.sidecar import Stubs, in_process, wait_for
+from support.stripe_events import post_signed
+from support.stripe_events import signature as stripe_signature
 
 SECRET = "whsec_test_5f1c0e2d"
 SECRET_ENV = "PLANGATE_TEST_STRIPE_SECRET"
@@ -76,9 +75,7 @@ _ids = count(1)
 
 
 def sign(payload: bytes, secret: str = SECRET, at: int | None = None) -> str:
-    t = int(time.time()) if at is None else at
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
+    return stripe_signature(payload, secret, at)
 
 
 def event(kind: str, obj: dict[str, Any], created: int, event_id: str = "") -> dict[str, Any]:
@@ -157,20 +154,7 @@ def stubs(sidecar: Any) -> Iterator[Stubs]:
 
 
 def post_raw(sidecar: Any, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
-    headers = {"Content-Type": "application/json"}
-    if signature is not None:
-        headers["Stripe-Signature"] = signature
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{sidecar.connections_port}/connections/stripe",
-        data=body,
-        headers=headers,
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return post_signed(sidecar.connections_port, body, signature)
 
 
 def post(sidecar: Any, evt: dict[str, Any]) -> tuple[int, dict[str, Any]]:

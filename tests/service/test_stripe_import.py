@@ -5,15 +5,12 @@ by the real command line; state read back over the native API, webhooks signed a
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ import grpc
 import pytest
 from plangate.protocol.plangate.v1 import plangate_pb2 as pb
 from support.sidecar import Stubs, in_process
+from support.stripe_events import post_signed, signature
 
 SECRET = "whsec_import_7a1e"
 SECRET_ENV = "PLANGATE_TEST_STRIPE_IMPORT_SECRET"
@@ -149,17 +147,9 @@ def post_event(sidecar: Any, kind: str, obj: dict[str, Any], created: int) -> di
             "data": {"object": obj},
         }
     ).encode()
-    t = int(time.time())
-    mac = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{sidecar.connections_port}/connections/stripe",
-        data=body,
-        headers={"Content-Type": "application/json", "Stripe-Signature": f"t={t},v1={mac}"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        answer: dict[str, Any] = json.loads(response.read())
-        return answer
+    status, answer = post_signed(sidecar.connections_port, body, signature(body, SECRET))
+    assert status == 200, answer
+    return answer
 
 
 def account(stubs: Stubs, account_id: str) -> pb.Account:
