@@ -61,12 +61,6 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield sc
 
 
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
-
-
 def account(stubs: Stubs, account_id: str) -> str:
     stubs.admin.UpsertAccount(pb.UpsertAccountRequest(id=account_id), timeout=5)
     stubs.admin.CreateSubscription(

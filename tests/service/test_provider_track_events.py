@@ -51,12 +51,6 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield sc
 
 
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
-
-
 def test_a_meter_event_type_is_sent_as_an_event_and_a_feature_key_stays_a_report(
     sidecar: Any, stubs: Stubs
 ) -> None:

@@ -147,12 +147,6 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Ite
         del os.environ[SECRET_ENV]
 
 
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
-
-
 def post_raw(sidecar: Any, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
     return post_signed(sidecar.connections_port, body, signature)
 

@@ -112,12 +112,6 @@ def sidecar(
         del os.environ[SECRET_ENV]
 
 
-@pytest.fixture(scope="module")
-def stubs(sidecar: Any) -> Iterator[Stubs]:
-    with Stubs(f"127.0.0.1:{sidecar.port}") as s:
-        yield s
-
-
 def plangate(sidecar: Any, *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PLANGATE_")}
     return subprocess.run(
